@@ -1,0 +1,43 @@
+# trailerlink — the two commands that matter: `make demo` and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+export UV_PYTHON_DOWNLOADS := never
+PY := .venv/bin/python
+PYTEST_ARGS ?=
+ONLY ?=
+
+.PHONY: help setup gen test lint kafka kafka-stop bench demo proto-snapshot clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
+
+setup: ## install everything (Debian packages, uv, Python workspace, generated code, Kafka jars)
+	@scripts/bootstrap.sh
+
+gen: ## regenerate the Python event contracts from proto/
+	@$(PY) scripts/gen_proto.py
+
+test: setup ## run the whole test suite against real peers (installs what it needs first)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: setup ## ruff
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check . || true
+
+kafka: setup ## start a dev broker on 127.0.0.1:9092 with the registry's topics
+	@$(PY) -m trailerlink_testing.kafka start --dir .run/kafka --port 9092 --controller-port 9093
+
+kafka-stop: ## stop the dev broker
+	@$(PY) -m trailerlink_testing.kafka stop --dir .run/kafka
+
+bench: setup ## benchmarks: prints a table, writes bench-results.json (ONLY=<id prefix>)
+	$(PY) -m benchmarks $(if $(ONLY),--only $(ONLY),)
+
+demo: setup ## a trailer day into a real PACS (see README for what exists yet)
+	@$(PY) scripts/demo.py
+
+proto-snapshot: gen ## accept the current proto as the compatibility baseline (additions only)
+	$(PY) scripts/proto_snapshot.py --write
+
+clean: ## remove the virtualenv, generated code and run state
+	rm -rf .venv .run libs/events/src/trailerlink_events/_generated bench-results.json

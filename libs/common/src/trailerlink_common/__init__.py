@@ -1,0 +1,1 @@
+"""Code every trailerlink service shares: settings, logs, durable files, the service skeleton."""

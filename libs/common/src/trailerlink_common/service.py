@@ -1,0 +1,224 @@
+"""The skeleton every service runs in.
+
+A :class:`Service` owns an HTTP app (FastAPI, served by uvicorn) with ``/healthz``,
+``/readyz`` and ``/metrics``, plus the service's long-running tasks (Kafka consumers,
+DICOM servers, pollers). :meth:`Service.run` serves until SIGTERM or SIGINT, then
+asks every task to stop, waits up to ``shutdown_grace_seconds`` and returns.
+
+Typical ``main``::
+
+    settings = load_settings(GatewaySettings)
+    service = Service("gateway", settings, version=__version__)
+    service.add_readiness_check("kafka", producer.check_reachable)
+    service.add_task("consumer", runner.run)        # run(stop: asyncio.Event)
+    raise SystemExit(service.run())
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Generator
+from pathlib import Path
+
+import uvicorn
+from fastapi import FastAPI, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Gauge, generate_latest
+
+from trailerlink_common.config import ServiceSettings
+from trailerlink_common.logs import configure_logging
+from trailerlink_common.tracing import configure_tracing, shutdown_tracing
+
+log = logging.getLogger(__name__)
+
+ReadinessCheck = Callable[[], Awaitable[None]]
+"""An async callable that returns when the dependency answers and raises when not."""
+
+Task = Callable[[asyncio.Event], Awaitable[None]]
+"""A long-running coroutine; it must return soon after the event is set."""
+
+READINESS_TIMEOUT_SECONDS = 5.0
+
+BUILD_INFO = Gauge(
+    "trailerlink_build_info", "Always 1; labels say what is running", ["service", "version"]
+)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the Service handles SIGTERM."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def disk_writable_check(directory: Path) -> ReadinessCheck:
+    """A readiness check that creates, fsyncs and deletes a small file in ``directory``."""
+
+    async def check() -> None:
+        def probe() -> None:
+            directory.mkdir(parents=True, exist_ok=True)
+            probe_path = directory / f".readyz-{uuid.uuid4().hex}"
+            try:
+                fd = os.open(probe_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                try:
+                    os.write(fd, b"ok")
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            finally:
+                probe_path.unlink(missing_ok=True)
+
+        await asyncio.to_thread(probe)
+
+    return check
+
+
+class Service:
+    """One trailerlink process: HTTP endpoints plus long-running tasks."""
+
+    def __init__(self, name: str, settings: ServiceSettings, version: str = "0.1.0") -> None:
+        self.name = name
+        self.settings = settings
+        self.version = version
+        self.stopping = asyncio.Event()
+        self._checks: dict[str, ReadinessCheck] = {}
+        self._tasks: dict[str, Task] = {}
+        self._on_stop: list[Callable[[], Awaitable[None]]] = []
+        self.started_at = time.time()
+        configure_logging(name, settings.log_level)
+        configure_tracing(name, settings.otel_exporter, version)
+        BUILD_INFO.labels(name, version).set(1)
+        self.app = FastAPI(title=f"trailerlink {name}", version=version)
+        self._add_standard_routes()
+
+    # --- registration ------------------------------------------------------------
+    def add_readiness_check(self, name: str, check: ReadinessCheck) -> None:
+        """``/readyz`` answers 200 only while every registered check passes."""
+        self._checks[name] = check
+
+    def add_task(self, name: str, task: Task) -> None:
+        """Run ``task(stop_event)`` for the life of the service."""
+        self._tasks[name] = task
+
+    def on_stop(self, callback: Callable[[], Awaitable[None]]) -> None:
+        """Run ``callback`` after the tasks have stopped (close clients, flush)."""
+        self._on_stop.append(callback)
+
+    # --- HTTP --------------------------------------------------------------------
+    def _add_standard_routes(self) -> None:
+        app = self.app
+
+        @app.get("/healthz", include_in_schema=False)
+        async def healthz() -> JSONResponse:
+            # Alive means the event loop answers; a stopping service is not alive anymore.
+            if self.stopping.is_set():
+                return JSONResponse({"status": "stopping"}, status_code=503)
+            return JSONResponse({"status": "ok", "service": self.name, "version": self.version})
+
+        @app.get("/readyz", include_in_schema=False)
+        async def readyz() -> JSONResponse:
+            results = await self.check_readiness()
+            ready = all(r == "ok" for r in results.values()) and not self.stopping.is_set()
+            return JSONResponse(
+                {"status": "ready" if ready else "not ready", "checks": results},
+                status_code=200 if ready else 503,
+            )
+
+        @app.get("/metrics", include_in_schema=False)
+        async def metrics() -> Response:
+            return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+    async def check_readiness(self) -> dict[str, str]:
+        """Run every readiness check concurrently; map name -> "ok" or the failure."""
+
+        async def run_one(check: ReadinessCheck) -> str:
+            try:
+                await asyncio.wait_for(check(), READINESS_TIMEOUT_SECONDS)
+            except TimeoutError:
+                return "timeout"
+            except Exception as exc:
+                return f"failed: {type(exc).__name__}"
+            return "ok"
+
+        names = list(self._checks)
+        outcomes = await asyncio.gather(*(run_one(self._checks[n]) for n in names))
+        return dict(zip(names, outcomes, strict=True))
+
+    # --- running -----------------------------------------------------------------
+    def run(self) -> int:
+        """Serve until SIGTERM/SIGINT; returns the process exit code."""
+        return asyncio.run(self.serve())
+
+    async def serve(self) -> int:
+        """Async form of :meth:`run`, for callers that own the event loop."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, self._request_stop, sig)
+        server = _Server(
+            uvicorn.Config(
+                self.app,
+                host=self.settings.http_host,
+                port=self.settings.http_port,
+                log_config=None,
+                access_log=False,
+                lifespan="off",
+            )
+        )
+        running = {
+            asyncio.create_task(task(self.stopping), name=name): name
+            for name, task in self._tasks.items()
+        }
+        http = asyncio.create_task(server.serve(), name="http")
+        log.info("service started", extra={"version": self.version,
+                                           "http_port": self.settings.http_port})
+        exit_code = 0
+        stop_wait = asyncio.create_task(self.stopping.wait())
+        done, _ = await asyncio.wait(
+            {*running, http, stop_wait}, return_when=asyncio.FIRST_COMPLETED
+        )
+        for task in done:
+            if task is not stop_wait and not self.stopping.is_set():
+                # A task ending on its own is a fault: stop the whole service so the
+                # orchestrator restarts it rather than running half a service.
+                exc = task.exception()
+                log.error("task ended unexpectedly; stopping",
+                          extra={"task": running.get(task, "http"),
+                                 "error": type(exc).__name__ if exc else "returned"})
+                exit_code = 1
+        self.stopping.set()
+        stop_wait.cancel()
+        await self._drain(running)
+        server.should_exit = True
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(http, 5)
+        for callback in self._on_stop:
+            try:
+                await asyncio.wait_for(callback(), self.settings.shutdown_grace_seconds)
+            except Exception:
+                log.exception("stop callback failed")
+        shutdown_tracing()
+        log.info("service stopped", extra={"exit_code": exit_code})
+        return exit_code
+
+    def _request_stop(self, sig: signal.Signals) -> None:
+        log.info("stop requested", extra={"signal": sig.name})
+        self.stopping.set()
+
+    async def _drain(self, running: dict[asyncio.Task[None], str]) -> None:
+        pending = [t for t in running if not t.done()]
+        if not pending:
+            return
+        _, late = await asyncio.wait(pending, timeout=self.settings.shutdown_grace_seconds)
+        for task in late:
+            log.warning("task did not stop in time; cancelling", extra={"task": running[task]})
+            task.cancel()
+        if late:
+            await asyncio.wait(late, timeout=5)

@@ -1,0 +1,1 @@
+"""Event contracts, the topic registry and the Kafka plumbing every service shares."""

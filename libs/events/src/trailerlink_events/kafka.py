@@ -1,0 +1,463 @@
+"""Kafka plumbing, written once: a producer for events and an at-least-once consumer.
+
+Guarantees a service gets from this module:
+
+* :class:`EventProducer` publishes with ``acks=all`` and idempotence, checks the event
+  type against the topic registry and carries W3C trace context in record headers.
+* :class:`ConsumerRunner` hands each record to the service's handler and commits a
+  partition's offset only after the handler returned for every record before it, so a
+  crash at any point redelivers rather than loses (handlers must be idempotent).
+  A record that keeps failing goes to the site's dead-letter topic with the reason,
+  the attempt count and its origin in headers, and the partition moves on.
+  On stop, the in-flight record is finished or abandoned uncommitted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import CommitFailedError, KafkaError, TopicAlreadyExistsError
+from google.protobuf.message import DecodeError, Message
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from prometheus_client import Counter, Gauge, Histogram
+
+from trailerlink_common.logs import redact_text
+from trailerlink_events.messages import EVENT_TYPES, event_type_name
+from trailerlink_events.topics import Site, registry, topic, topics_for_site
+
+log = logging.getLogger(__name__)
+tracer = trace.get_tracer("trailerlink.kafka")
+
+EVENT_TYPE_HEADER = "trailerlink-event-type"
+# Dead-letter headers: why a record was set aside, and where it came from.
+DLQ_REASON = "trailerlink-dlq-reason"
+DLQ_ATTEMPTS = "trailerlink-dlq-attempts"
+DLQ_SOURCE_TOPIC = "trailerlink-dlq-source-topic"
+DLQ_SOURCE_PARTITION = "trailerlink-dlq-source-partition"
+DLQ_SOURCE_OFFSET = "trailerlink-dlq-source-offset"
+DLQ_CONSUMER_GROUP = "trailerlink-dlq-consumer-group"
+DLQ_FAILED_AT = "trailerlink-dlq-failed-at"
+_REASON_MAX_CHARS = 1000
+
+MESSAGES_PRODUCED = Counter(
+    "trailerlink_kafka_messages_produced_total", "Records published", ["topic"]
+)
+MESSAGES_CONSUMED = Counter(
+    "trailerlink_kafka_messages_consumed_total", "Records handled successfully", ["topic"]
+)
+HANDLER_SECONDS = Histogram(
+    "trailerlink_kafka_handler_seconds",
+    "Time a handler took for one record (successful attempts)",
+    ["topic"],
+    buckets=(0.001, 0.005, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+HANDLER_FAILURES = Counter(
+    "trailerlink_kafka_handler_failures_total",
+    "Handler attempts that raised, by what happened next (retry or dead_letter)",
+    ["topic", "outcome"],
+)
+DEAD_LETTERS = Counter(
+    "trailerlink_kafka_dead_letters_total", "Records sent to a dead-letter topic", ["topic"]
+)
+CONSUMER_LAG = Gauge(
+    "trailerlink_kafka_consumer_lag_records",
+    "Records in a partition not yet handled by this consumer group",
+    ["topic", "partition"],
+)
+
+
+class PermanentError(Exception):
+    """The record can never be handled (bad content): dead-letter it at once."""
+
+
+class DependencyUnavailable(Exception):
+    """Something the handler needs is down (disk, peer). Retry without limit: the
+    record is fine and dead-lettering it would only move the problem."""
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One record, decoded, as a handler sees it."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: str
+    event: Message
+    headers: Mapping[str, bytes]
+    attempt: int = 1
+
+
+Handler = Callable[[Delivery], Awaitable[None]]
+
+
+def _headers_to_dict(headers: Sequence[tuple[str, bytes]] | None) -> dict[str, bytes]:
+    return {k: v for k, v in (headers or ())}
+
+
+def _trace_headers() -> list[tuple[str, bytes]]:
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return [(k, v.encode()) for k, v in carrier.items()]
+
+
+def _context_from_headers(headers: Mapping[str, bytes]) -> otel_context.Context:
+    carrier = {k: v.decode("latin-1") for k, v in headers.items()}
+    return propagate.extract(carrier)
+
+
+def decode_event(topic_name: str, value: bytes, headers: Mapping[str, bytes]) -> Message:
+    """Parse a record's value as the message its topic carries.
+
+    Raises :class:`PermanentError` when the header names another type or the bytes do
+    not parse: such a record can never be handled.
+    """
+    expected = topic(topic_name).message
+    named = headers.get(EVENT_TYPE_HEADER, b"").decode("utf-8", "replace")
+    if named and named != expected:
+        raise PermanentError(f"record is a {named}, topic carries {expected}")
+    cls = EVENT_TYPES.get(expected)
+    if cls is None:
+        raise PermanentError(f"topic {topic_name} carries no decodable event type")
+    try:
+        return cls.FromString(value)
+    except DecodeError as exc:
+        raise PermanentError(f"value does not parse as {expected}: {exc}") from None
+
+
+class EventProducer:
+    """Publishes events to this site's Kafka (acks=all, idempotent, traced)."""
+
+    def __init__(self, bootstrap_servers: str, client_id: str = "trailerlink") -> None:
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap_servers,
+            client_id=client_id,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=5,
+            request_timeout_ms=30000,
+        )
+        self._started = False
+
+    async def start(self) -> None:
+        """Connect; raises ``KafkaConnectionError`` if no broker answers."""
+        await self._producer.start()
+        self._started = True
+
+    async def stop(self) -> None:
+        """Flush pending records and close."""
+        if self._started:
+            await self._producer.stop()
+            self._started = False
+
+    async def publish(
+        self,
+        topic_name: str,
+        key: str,
+        event: Message,
+        headers: Sequence[tuple[str, bytes]] = (),
+    ) -> None:
+        """Publish ``event``; returns once the broker has it on all in-sync replicas.
+
+        Raises ``ValueError`` if the topic does not carry this event type, and a
+        ``KafkaError`` if the broker cannot be reached in time.
+        """
+        expected = topic(topic_name).message
+        name = event_type_name(event)
+        if name != expected:
+            raise ValueError(f"{topic_name} carries {expected}, not {name}")
+        with tracer.start_as_current_span(
+            f"{topic_name} publish",
+            kind=SpanKind.PRODUCER,
+            attributes={"messaging.system": "kafka", "messaging.destination.name": topic_name},
+        ):
+            all_headers = [
+                (EVENT_TYPE_HEADER, name.encode()),
+                *_trace_headers(),
+                *headers,
+            ]
+            await self.publish_raw(topic_name, key.encode(), event.SerializeToString(),
+                                   all_headers)
+
+    async def publish_raw(
+        self,
+        topic_name: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Sequence[tuple[str, bytes]],
+    ) -> None:
+        """Publish bytes as they are (dead letters, replays)."""
+        await self._producer.send_and_wait(topic_name, value=value, key=key, headers=list(headers))
+        MESSAGES_PRODUCED.labels(topic_name).inc()
+
+    async def check_reachable(self) -> None:
+        """Readiness check: refresh cluster metadata from a broker."""
+        if not self._started:
+            raise KafkaError("producer not connected")
+        await self._producer.client.force_metadata_update()
+        if not self._producer.client.cluster.brokers():
+            raise KafkaError("no broker in cluster metadata")
+
+
+@dataclass
+class RetryPolicy:
+    """How often and how fast a failing record is retried before it is dead-lettered."""
+
+    max_attempts: int = 5
+    initial_backoff_seconds: float = 0.5
+    max_backoff_seconds: float = 30.0
+
+    def backoff(self, attempt: int) -> float:
+        """Exponential backoff with full jitter for the wait after ``attempt``."""
+        ceiling = min(self.max_backoff_seconds, self.initial_backoff_seconds * 2 ** (attempt - 1))
+        return random.uniform(ceiling / 2, ceiling)
+
+
+@dataclass
+class ConsumerRunner:
+    """Consumes ``topics`` as ``group_id`` and hands each record to ``handler``.
+
+    Partitions are handled concurrently, records within a partition in order. Offsets
+    are committed after each batch for the records whose handler returned. Use
+    ``run(stop_event)`` as a :class:`~trailerlink_common.service.Service` task.
+    """
+
+    bootstrap_servers: str
+    group_id: str
+    topics: Sequence[str]
+    handler: Handler
+    producer: EventProducer
+    dead_letter_topic: str
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    max_batch_records: int = 200
+    client_id: str = "trailerlink"
+    _consumer: AIOKafkaConsumer | None = field(default=None, init=False, repr=False)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until ``stop`` is set. Returns after committing what is done."""
+        for name in self.topics:
+            topic(name)  # KeyError now, not at the first record, for an unknown topic
+        consumer = AIOKafkaConsumer(
+            *self.topics,
+            bootstrap_servers=self.bootstrap_servers,
+            group_id=self.group_id,
+            client_id=self.client_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+            max_poll_records=self.max_batch_records,
+        )
+        await self._start_with_retry(consumer, stop)
+        if stop.is_set():
+            return
+        self._consumer = consumer
+        try:
+            while not stop.is_set():
+                batches = await consumer.getmany(timeout_ms=500,
+                                                 max_records=self.max_batch_records)
+                if batches:
+                    handled = await asyncio.gather(
+                        *(self._handle_partition(tp, recs, stop) for tp, recs in batches.items())
+                    )
+                    # A partition is only ever left unfinished when stopping, so what
+                    # was not handled is simply not committed and comes back next time.
+                    offsets = {tp: nxt for tp, nxt in handled if nxt is not None}
+                    await self._commit(consumer, offsets)
+                await self._update_lag(consumer)
+        finally:
+            self._consumer = None
+            await consumer.stop()
+
+    async def _start_with_retry(self, consumer: AIOKafkaConsumer, stop: asyncio.Event) -> None:
+        attempt = 0
+        while not stop.is_set():
+            try:
+                await consumer.start()
+                return
+            except KafkaError as exc:
+                attempt += 1
+                delay = min(30.0, 0.5 * 2**attempt)
+                log.warning("kafka not reachable; retrying",
+                            extra={"error": type(exc).__name__, "retry_in_s": delay})
+                await consumer.stop()
+                try:
+                    await asyncio.wait_for(stop.wait(), delay)
+                except TimeoutError:
+                    pass
+
+    async def _commit(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
+        if not offsets:
+            return
+        try:
+            await consumer.commit(offsets)
+        except CommitFailedError:
+            # The group rebalanced: another member will get these records again.
+            # Handlers are idempotent, so a redelivery is harmless.
+            log.warning("offset commit failed after a rebalance; records will be redelivered")
+
+    async def _update_lag(self, consumer: AIOKafkaConsumer) -> None:
+        for tp in consumer.assignment():
+            highwater = consumer.highwater(tp)
+            if highwater is None:
+                continue  # nothing fetched from this partition yet
+            position = await consumer.position(tp)
+            CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, highwater - position))
+
+    async def _handle_partition(
+        self, tp: TopicPartition, records: list[ConsumerRecord], stop: asyncio.Event
+    ) -> tuple[TopicPartition, int | None]:
+        """Handle records in order; return the next offset to commit (None: nothing)."""
+        next_offset: int | None = None
+        for record in records:
+            if stop.is_set():
+                break
+            if not await self._handle_record(record, stop):
+                break  # abandoned on stop: neither it nor later records are committed
+            next_offset = record.offset + 1
+        return tp, next_offset
+
+    async def _handle_record(self, record: ConsumerRecord, stop: asyncio.Event) -> bool:
+        """Handle one record until success or dead letter; False if abandoned on stop."""
+        headers = _headers_to_dict(record.headers)
+        parent = _context_from_headers(headers)
+        key = (record.key or b"").decode("utf-8", "replace")
+        attempt = 0  # every try, for the handler's information
+        failures = 0  # tries that count towards dead-lettering
+        while True:
+            attempt += 1
+            with tracer.start_as_current_span(
+                f"{record.topic} process",
+                context=parent,
+                kind=SpanKind.CONSUMER,
+                attributes={
+                    "messaging.system": "kafka",
+                    "messaging.destination.name": record.topic,
+                    "messaging.kafka.destination.partition": record.partition,
+                    "messaging.kafka.message.offset": record.offset,
+                    "messaging.consumer.group.name": self.group_id,
+                },
+            ) as span:
+                started = time.perf_counter()
+                try:
+                    event = decode_event(record.topic, record.value or b"", headers)
+                    await self.handler(Delivery(record.topic, record.partition, record.offset,
+                                                key, event, headers, attempt))
+                except PermanentError as exc:
+                    span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+                    HANDLER_FAILURES.labels(record.topic, "dead_letter").inc()
+                    await self._dead_letter(record, headers, str(exc), attempt)
+                    return True
+                except DependencyUnavailable as exc:
+                    span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+                    HANDLER_FAILURES.labels(record.topic, "retry").inc()
+                    delay = self.retry.backoff(min(attempt, 10))
+                    log.warning("dependency unavailable; retrying record",
+                                extra={"topic": record.topic, "partition": record.partition,
+                                       "offset": record.offset, "error": redact_text(str(exc)),
+                                       "retry_in_s": round(delay, 2)})
+                except Exception as exc:
+                    span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+                    failures += 1
+                    if failures >= self.retry.max_attempts:
+                        HANDLER_FAILURES.labels(record.topic, "dead_letter").inc()
+                        reason = f"{type(exc).__name__}: {exc}"
+                        await self._dead_letter(record, headers, reason, attempt)
+                        return True
+                    HANDLER_FAILURES.labels(record.topic, "retry").inc()
+                    delay = self.retry.backoff(failures)
+                    log.warning("handler failed; retrying record",
+                                extra={"topic": record.topic, "partition": record.partition,
+                                       "offset": record.offset, "attempt": attempt,
+                                       "error": type(exc).__name__, "retry_in_s": round(delay, 2)})
+                else:
+                    HANDLER_SECONDS.labels(record.topic).observe(time.perf_counter() - started)
+                    MESSAGES_CONSUMED.labels(record.topic).inc()
+                    return True
+            try:
+                await asyncio.wait_for(stop.wait(), delay)
+                return False  # stopping: abandon, uncommitted, to be redelivered
+            except TimeoutError:
+                pass
+
+    async def _dead_letter(
+        self, record: ConsumerRecord, headers: Mapping[str, bytes], reason: str, attempts: int
+    ) -> None:
+        reason = redact_text(reason)[:_REASON_MAX_CHARS]
+        log.error("record dead-lettered",
+                  extra={"topic": record.topic, "partition": record.partition,
+                         "offset": record.offset, "attempts": attempts, "reason": reason,
+                         "dead_letter_topic": self.dead_letter_topic})
+        kept = [(k, v) for k, v in headers.items() if not k.startswith("trailerlink-dlq-")]
+        dlq_headers = [
+            *kept,
+            (DLQ_REASON, reason.encode()),
+            (DLQ_ATTEMPTS, str(attempts).encode()),
+            (DLQ_SOURCE_TOPIC, record.topic.encode()),
+            (DLQ_SOURCE_PARTITION, str(record.partition).encode()),
+            (DLQ_SOURCE_OFFSET, str(record.offset).encode()),
+            (DLQ_CONSUMER_GROUP, self.group_id.encode()),
+            (DLQ_FAILED_AT, datetime.now(UTC).isoformat().encode()),
+        ]
+        # If the dead-letter publish fails, the exception propagates and the record
+        # stays uncommitted: it is redelivered rather than dropped.
+        await self.producer.publish_raw(self.dead_letter_topic, record.key, record.value,
+                                        dlq_headers)
+        DEAD_LETTERS.labels(record.topic).inc()
+
+
+async def create_topics(
+    bootstrap_servers: str, site: Site, replication_factor: int = 1, timeout_s: float = 30
+) -> list[str]:
+    """Create the registry's topics of ``site`` that do not exist yet; returns those created."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers,
+                                request_timeout_ms=int(timeout_s * 1000))
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [t for t in topics_for_site(site) if t.name not in existing]
+        if wanted:
+            try:
+                await admin.create_topics(
+                    [NewTopic(t.name, t.partitions, replication_factor,
+                              topic_configs=t.kafka_configs()) for t in wanted],
+                    timeout_ms=int(timeout_s * 1000),
+                )
+            except TopicAlreadyExistsError:
+                pass  # another process created them meanwhile
+        return [t.name for t in wanted]
+    finally:
+        await admin.close()
+
+
+async def list_topics(bootstrap_servers: str) -> set[str]:
+    """Names of the topics the cluster has (an admin call: proves the broker answers)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=5000)
+    await admin.start()
+    try:
+        return set(await admin.list_topics())
+    finally:
+        await admin.close()
+
+
+__all__ = [
+    "ConsumerRunner",
+    "Delivery",
+    "DependencyUnavailable",
+    "EventProducer",
+    "PermanentError",
+    "RetryPolicy",
+    "create_topics",
+    "decode_event",
+    "list_topics",
+    "registry",
+]

@@ -1,0 +1,262 @@
+"""A real single-node Apache Kafka broker (KRaft) for development and tests.
+
+The broker's jars come from Maven Central (``pom.xml`` beside this file, fetched with
+``mvn dependency:copy-dependencies`` into a cache directory, never into the repo).
+:class:`KafkaBroker` formats a fresh data directory, starts
+``java -cp 'libs/*' kafka.Kafka server.properties`` and waits until an admin call
+answers. ``python -m trailerlink_testing.kafka start|stop`` is what ``make kafka`` runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import fcntl
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from importlib import resources
+from pathlib import Path
+
+from trailerlink_events.kafka import create_topics, list_topics
+from trailerlink_events.topics import Site
+from trailerlink_testing.ports import free_port
+from trailerlink_testing.waiting import wait_until
+
+KAFKA_VERSION = "4.1.1"
+READY_TIMEOUT_SECONDS = 90.0
+
+
+def cache_dir() -> Path:
+    """Where the broker's jars are cached (``TRAILERLINK_CACHE`` or ~/.cache/trailerlink)."""
+    base = os.environ.get("TRAILERLINK_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "trailerlink"
+    )
+    return Path(base)
+
+
+def ensure_kafka_jars() -> Path:
+    """Return the directory holding the broker's jars, fetching them once if needed."""
+    libs = cache_dir() / f"kafka-{KAFKA_VERSION}" / "libs"
+    marker = libs / ".complete"
+    if marker.exists():
+        return libs
+    libs.parent.mkdir(parents=True, exist_ok=True)
+    with open(libs.parent / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two test processes must not fetch at once
+        if marker.exists():
+            return libs
+        shutil.rmtree(libs, ignore_errors=True)
+        pom = resources.files("trailerlink_testing.kafka") / "pom.xml"
+        with resources.as_file(pom) as pom_path:
+            subprocess.run(
+                ["mvn", "-q", "-B", "-f", str(pom_path), "dependency:copy-dependencies",
+                 f"-DoutputDirectory={libs}", "-DincludeScope=runtime",
+                 f"-Dkafka.version={KAFKA_VERSION}"],
+                check=True,
+            )
+        marker.write_text(KAFKA_VERSION)
+    return libs
+
+
+_SERVER_PROPERTIES = """\
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:{controller_port}
+listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
+advertised.listeners=PLAINTEXT://127.0.0.1:{port}
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
+log.dirs={data_dir}
+# one node: every internal topic has one replica
+offsets.topic.replication.factor=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+min.insync.replicas=1
+group.initial.rebalance.delay.ms=0
+# topics exist only if the registry (proto/topics.yaml) says so
+auto.create.topics.enable=false
+num.partitions=1
+# tests restart the broker: flush so a kill -9 loses nothing acknowledged
+log.flush.interval.messages=1
+"""
+
+_LOG4J2 = """\
+appender.file.type = File
+appender.file.name = file
+appender.file.fileName = {log_file}
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = {level}
+rootLogger.appenderRef.file.ref = file
+"""
+
+
+class KafkaBroker:
+    """One KRaft broker+controller on 127.0.0.1 with its own data directory."""
+
+    def __init__(
+        self, work_dir: Path, port: int | None = None, controller_port: int | None = None
+    ) -> None:
+        self.work_dir = Path(work_dir)
+        self.port = port or free_port()
+        self.controller_port = controller_port or free_port()
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def log_file(self) -> Path:
+        return self.work_dir / "broker.log"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.work_dir / "broker.pid"
+
+    def _java(self, libs: Path, *args: str) -> list[str]:
+        return [
+            "java", "-Xms256m", "-Xmx768m", "-XX:+UseG1GC", "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={self.work_dir / 'log4j2.properties'}",
+            "-cp", f"{libs}/*", *args,
+        ]
+
+    def format(self) -> None:
+        """Write the configuration and format a fresh, empty data directory."""
+        libs = ensure_kafka_jars()
+        data_dir = self.work_dir / "data"
+        shutil.rmtree(data_dir, ignore_errors=True)
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        (self.work_dir / "server.properties").write_text(_SERVER_PROPERTIES.format(
+            port=self.port, controller_port=self.controller_port, data_dir=data_dir))
+        (self.work_dir / "log4j2.properties").write_text(
+            _LOG4J2.format(log_file=self.log_file, level="INFO"))
+        cluster_id = subprocess.run(
+            self._java(libs, "kafka.tools.StorageTool", "random-uuid"),
+            check=True, capture_output=True, text=True,
+        ).stdout.strip()
+        subprocess.run(
+            self._java(libs, "kafka.tools.StorageTool", "format", "-t", cluster_id,
+                       "-c", str(self.work_dir / "server.properties")),
+            check=True, capture_output=True,
+        )
+
+    def start(self, timeout: float = READY_TIMEOUT_SECONDS) -> None:
+        """Start the broker (formatting first if never formatted); return when it answers."""
+        if not (self.work_dir / "data" / "meta.properties").exists():
+            self.format()
+        libs = ensure_kafka_jars()
+        out = open(self.work_dir / "stdout.log", "ab")  # noqa: SIM115 - lives with the process
+        self._process = subprocess.Popen(
+            self._java(libs, "kafka.Kafka", str(self.work_dir / "server.properties")),
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        self.pid_file.write_text(str(self._process.pid))
+        self.wait_ready(timeout)
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT_SECONDS) -> None:
+        """Block until an admin call (list topics) answers; raise if the broker died."""
+
+        def answers() -> bool:
+            if self._process is not None and self._process.poll() is not None:
+                raise RuntimeError(f"kafka exited with {self._process.returncode}; "
+                                   f"see {self.log_file}")
+            asyncio.run(list_topics(self.bootstrap))
+            return True
+
+        wait_until(answers, timeout, f"kafka at {self.bootstrap} to answer", interval=0.5)
+
+    def create_topics(self, site: Site = "trailer") -> list[str]:
+        """Create the registry's topics for ``site`` (idempotent)."""
+        return asyncio.run(create_topics(self.bootstrap, site))
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop cleanly (SIGTERM), or kill if it does not stop within ``timeout``."""
+        self._signal(signal.SIGTERM, timeout)
+
+    def kill(self) -> None:
+        """kill -9: the broker gets no chance to flush or deregister."""
+        self._signal(signal.SIGKILL, 10.0)
+
+    def _signal(self, sig: signal.Signals, timeout: float) -> None:
+        pid = self._pid()
+        if pid is None:
+            return
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            pass
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and _alive(pid):
+            if self._process is not None:
+                self._process.poll()
+            time.sleep(0.1)
+        if _alive(pid):
+            os.killpg(pid, signal.SIGKILL)
+            if self._process is not None:
+                self._process.wait(10)
+        self._process = None
+        self.pid_file.unlink(missing_ok=True)
+
+    def _pid(self) -> int | None:
+        if self._process is not None:
+            return self._process.pid
+        try:
+            return int(self.pid_file.read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie child counts as gone
+        waited, _ = os.waitpid(pid, os.WNOHANG)
+        return waited == 0
+    except ChildProcessError:
+        return True
+
+
+def _cli(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m trailerlink_testing.kafka",
+                                     description="Dev Kafka broker (KRaft, one node)")
+    parser.add_argument("action", choices=["start", "stop", "fetch"])
+    parser.add_argument("--dir", type=Path, default=Path(".run/kafka"))
+    parser.add_argument("--port", type=int, default=9092)
+    parser.add_argument("--controller-port", type=int, default=9093)
+    parser.add_argument("--site", choices=["trailer", "central", "both"], default="both")
+    args = parser.parse_args(argv)
+    if args.action == "fetch":
+        print(ensure_kafka_jars())
+        return 0
+    broker = KafkaBroker(args.dir, args.port, args.controller_port)
+    if args.action == "stop":
+        broker.stop()
+        print("kafka stopped")
+        return 0
+    if broker._pid() is not None and _alive(broker._pid() or 0):  # noqa: SLF001
+        print(f"kafka already running at {broker.bootstrap}")
+        broker.wait_ready()
+    else:
+        started = time.monotonic()
+        broker.start()
+        print(f"kafka ready at {broker.bootstrap} in {time.monotonic() - started:.1f}s "
+              f"(log: {broker.log_file})")
+    sites: list[Site] = ["trailer", "central"] if args.site == "both" else [args.site]
+    for site in sites:
+        created = broker.create_topics(site)
+        print(f"{site} topics: {len(created)} created")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_cli())

@@ -1,0 +1,65 @@
+"""Reading a topic from the start in tests: what did the service really publish?"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable
+
+from aiokafka import AIOKafkaConsumer
+
+from trailerlink_events.kafka import Delivery, _headers_to_dict, decode_event
+from trailerlink_testing.waiting import ConditionTimeout
+
+
+async def read_events(
+    bootstrap: str,
+    topic: str,
+    until: Callable[[list[Delivery]], bool],
+    *,
+    timeout: float = 30.0,
+    match: Callable[[Delivery], bool] = lambda _d: True,
+) -> list[Delivery]:
+    """Read ``topic`` from the beginning until ``until(matching records)`` is true.
+
+    Uses a throwaway consumer group and commits nothing. Raises ConditionTimeout with
+    the count seen so far if the deadline passes.
+    """
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=f"reader-{uuid.uuid4().hex[:12]}",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    seen: list[Delivery] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            if until(seen):
+                return seen
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ConditionTimeout(f"{topic}: condition not met, {len(seen)} matching seen")
+            batches = await consumer.getmany(timeout_ms=int(min(remaining, 0.5) * 1000))
+            for records in batches.values():
+                for record in records:
+                    headers = _headers_to_dict(record.headers)
+                    delivery = Delivery(
+                        record.topic, record.partition, record.offset,
+                        (record.key or b"").decode(), decode_event(record.topic, record.value,
+                                                                   headers)
+                        if not topic.endswith("dead-letter.v1") else None,  # type: ignore[arg-type]
+                        headers,
+                    )
+                    if match(delivery):
+                        seen.append(delivery)
+    finally:
+        await consumer.stop()
+
+
+def read_events_sync(*args: object, **kwargs: object) -> list[Delivery]:
+    """:func:`read_events` for synchronous tests."""
+    return asyncio.run(read_events(*args, **kwargs))  # type: ignore[arg-type]

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs what trailerlink needs on a fresh machine of this project's kind:
+# Debian packages (scripts/system-packages.txt), uv, the Python workspace, the
+# generated event contracts and the Kafka broker's jars. Idempotent and quiet when
+# everything is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+while read -r pkg; do
+  [[ -z "$pkg" || "$pkg" == \#* ]] && continue
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done < scripts/system-packages.txt
+if ((${#missing[@]})); then
+  echo "bootstrap: installing Debian packages: ${missing[*]}"
+  SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v uv >/dev/null 2>&1; then
+  echo "bootstrap: installing uv from PyPI"
+  python3 -m pip install --quiet "uv==0.13.9"
+fi
+
+export UV_PYTHON_DOWNLOADS=never
+uv sync --all-packages --frozen --quiet 2>/dev/null || uv sync --all-packages --quiet
+.venv/bin/python scripts/gen_proto.py >/dev/null
+.venv/bin/python -m trailerlink_testing.kafka fetch >/dev/null
