@@ -1,0 +1,1 @@
+"""Streaming authenticated encryption shared by the spool (at rest) and sealed objects."""
