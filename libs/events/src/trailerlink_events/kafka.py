@@ -24,7 +24,12 @@ from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import CommitFailedError, KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import (
+    CommitFailedError,
+    KafkaConnectionError,
+    KafkaError,
+    TopicAlreadyExistsError,
+)
 from google.protobuf.message import DecodeError, Message
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
@@ -139,26 +144,59 @@ class EventProducer:
     """Publishes events to this site's Kafka (acks=all, idempotent, traced)."""
 
     def __init__(self, bootstrap_servers: str, client_id: str = "trailerlink") -> None:
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap_servers,
-            client_id=client_id,
+        self._bootstrap_servers = bootstrap_servers
+        self._client_id = client_id
+        self._producer: AIOKafkaProducer | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._producer is not None
+
+    async def start(self) -> None:
+        """Connect; raises ``KafkaConnectionError`` if no broker answers."""
+        # aiokafka binds to the running loop, so the client is made here, not in __init__.
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self._bootstrap_servers,
+            client_id=self._client_id,
             acks="all",
             enable_idempotence=True,
             linger_ms=5,
             request_timeout_ms=30000,
         )
-        self._started = False
+        try:
+            await producer.start()
+        except BaseException:
+            await producer.stop()
+            raise
+        self._producer = producer
 
-    async def start(self) -> None:
-        """Connect; raises ``KafkaConnectionError`` if no broker answers."""
-        await self._producer.start()
-        self._started = True
+    async def connect(self, stop: asyncio.Event, max_backoff_seconds: float = 30.0) -> bool:
+        """Start, retrying with backoff while Kafka is unreachable.
+
+        Returns True once connected, False if ``stop`` was set first. A service keeps
+        running (not ready) meanwhile instead of crashing in a restart loop.
+        """
+        attempt = 0
+        while not stop.is_set():
+            try:
+                await self.start()
+                return True
+            except KafkaError as exc:
+                attempt += 1
+                delay = min(max_backoff_seconds, 0.5 * 2**attempt)
+                log.warning("kafka not reachable; retrying",
+                            extra={"error": type(exc).__name__, "retry_in_s": delay})
+                try:
+                    await asyncio.wait_for(stop.wait(), delay)
+                except TimeoutError:
+                    pass
+        return False
 
     async def stop(self) -> None:
         """Flush pending records and close."""
-        if self._started:
-            await self._producer.stop()
-            self._started = False
+        if self._producer is not None:
+            producer, self._producer = self._producer, None
+            await producer.stop()
 
     async def publish(
         self,
@@ -197,13 +235,15 @@ class EventProducer:
         headers: Sequence[tuple[str, bytes]],
     ) -> None:
         """Publish bytes as they are (dead letters, replays)."""
+        if self._producer is None:
+            raise KafkaConnectionError("producer not connected")
         await self._producer.send_and_wait(topic_name, value=value, key=key, headers=list(headers))
         MESSAGES_PRODUCED.labels(topic_name).inc()
 
     async def check_reachable(self) -> None:
         """Readiness check: refresh cluster metadata from a broker."""
-        if not self._started:
-            raise KafkaError("producer not connected")
+        if self._producer is None:
+            raise KafkaConnectionError("producer not connected")
         await self._producer.client.force_metadata_update()
         if not self._producer.client.cluster.brokers():
             raise KafkaError("no broker in cluster metadata")

@@ -31,7 +31,8 @@ def main() -> None:
     producer = EventProducer(settings.kafka_bootstrap_servers, client_id="monitor")
 
     async def connect(stop) -> None:  # noqa: ANN001 - asyncio.Event
-        await producer.start()
+        if not await producer.connect(stop):
+            return
         log.warning("trailerlink-monitor is a skeleton: no function yet (issue #8)")
         await stop.wait()
 
