@@ -59,10 +59,12 @@ def dataset_offset(head: bytes) -> int:
     pos = 132
     # Walk group 0002 (explicit VR little endian) rather than trusting the group
     # length alone, so a file written without (0002,0000) is handled too.
-    while pos + 8 <= len(head):
+    while pos + 4 <= len(head):
         group, _element = struct.unpack_from("<HH", head, pos)
         if group != 0x0002:
             return pos
+        if pos + 8 > len(head):
+            break
         vr = head[pos + 4 : pos + 6]
         if vr in (b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN", b"UC", b"UR", b"OD", b"OL", b"OV"):
             if pos + 12 > len(head):

@@ -93,21 +93,7 @@ def build(settings: GatewaySettings) -> Service:
 
     async def deliveries(stop: asyncio.Event) -> None:
         # The dead-letter producer needs a broker; so does the consumer. Wait for one.
-        delay = 0.5
-        while not stop.is_set():
-            try:
-                await dead_letters.start()
-                break
-            except Exception as exc:
-                log.warning("kafka not reachable for the delivery consumer; retrying",
-                            extra={"error": type(exc).__name__, "retry_in_s": delay})
-                await dead_letters.stop()
-                try:
-                    await asyncio.wait_for(stop.wait(), delay)
-                except TimeoutError:
-                    pass
-                delay = min(delay * 2, 10.0)
-        if not stop.is_set():
+        if await dead_letters.connect(stop, max_backoff_seconds=10.0):
             await runner.run(stop)
 
     async def gauges(stop: asyncio.Event) -> None:
