@@ -22,7 +22,6 @@ test: setup ## run the whole test suite against real peers (installs what it nee
 
 lint: setup ## ruff
 	.venv/bin/ruff check .
-	.venv/bin/ruff format --check . || true
 
 kafka: setup ## start a dev broker on 127.0.0.1:9092 with the registry's topics
 	@$(PY) -m trailerlink_testing.kafka start --dir .run/kafka --port 9092 --controller-port 9093

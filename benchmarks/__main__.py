@@ -1,6 +1,6 @@
 """Run benchmarks, print the table, write bench-results.json.
 
-    python -m benchmarks [--only ID_PREFIX] [--list]
+python -m benchmarks [--only ID_PREFIX] [--list]
 """
 
 from __future__ import annotations
@@ -64,12 +64,18 @@ def main() -> int:
     previous = json.loads(RESULTS.read_text()) if RESULTS.exists() and args.only else {}
     merged = {r["id"]: r for r in previous.get("rows", [])}
     merged.update({r.id: r.as_json() for r in rows})
-    RESULTS.write_text(json.dumps({
-        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {platform.python_implementation()} "
-                   f"{platform.python_version()}, {platform.system()}",
-        "rows": sorted(merged.values(), key=lambda r: r["id"]),
-    }, indent=2) + "\n")
+    RESULTS.write_text(
+        json.dumps(
+            {
+                "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "machine": f"{platform.machine()}, {platform.python_implementation()} "
+                f"{platform.python_version()}, {platform.system()}",
+                "rows": sorted(merged.values(), key=lambda r: r["id"]),
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     print()
     print(table(rows))
     print(f"\nwritten {RESULTS.name}")

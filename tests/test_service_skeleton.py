@@ -13,7 +13,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from trailerlink_testing.ports import free_port
 from trailerlink_testing.waiting import wait_until
 
@@ -27,12 +26,19 @@ def start_service(tmp_path: Path) -> Iterator:
     def start(bootstrap: str) -> tuple[subprocess.Popen[bytes], str, Path]:
         port = free_port()
         log = tmp_path / f"service-{port}.log"
-        env = {**os.environ, "TRAILERLINK_HTTP_PORT": str(port),
-               "TRAILERLINK_HTTP_HOST": "127.0.0.1",
-               "TRAILERLINK_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-               "TRAILERLINK_DATA_DIR": str(tmp_path / "data")}
-        proc = subprocess.Popen([str(BIN / "trailerlink-monitor")], env=env,
-                                stdout=subprocess.DEVNULL, stderr=open(log, "wb"))  # noqa: SIM115
+        env = {
+            **os.environ,
+            "TRAILERLINK_HTTP_PORT": str(port),
+            "TRAILERLINK_HTTP_HOST": "127.0.0.1",
+            "TRAILERLINK_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "TRAILERLINK_DATA_DIR": str(tmp_path / "data"),
+        }
+        proc = subprocess.Popen(
+            [str(BIN / "trailerlink-monitor")],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=open(log, "wb"),
+        )
         procs.append(proc)
         base = f"http://127.0.0.1:{port}"
         wait_until(lambda: httpx.get(f"{base}/healthz").status_code == 200, 30, "healthz")
@@ -45,7 +51,7 @@ def start_service(tmp_path: Path) -> Iterator:
             proc.wait()
 
 
-def test_ready_with_kafka_and_stops_cleanly_on_sigterm(start_service, kafka_bootstrap: str) -> None:  # noqa: ANN001
+def test_ready_with_kafka_and_stops_cleanly_on_sigterm(start_service, kafka_bootstrap: str) -> None:
     proc, base, log = start_service(kafka_bootstrap)
     ready = wait_until(lambda: httpx.get(f"{base}/readyz").status_code == 200, 30, "readyz")
     assert ready
@@ -62,7 +68,7 @@ def test_ready_with_kafka_and_stops_cleanly_on_sigterm(start_service, kafka_boot
     assert all(line["service"] == "monitor" for line in lines)
 
 
-def test_not_ready_but_alive_without_kafka(start_service) -> None:  # noqa: ANN001
+def test_not_ready_but_alive_without_kafka(start_service) -> None:
     dead_port = free_port()
     proc, base, _log = start_service(f"127.0.0.1:{dead_port}")
     response = httpx.get(f"{base}/readyz")

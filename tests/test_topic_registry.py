@@ -6,7 +6,6 @@ import asyncio
 
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-
 from trailerlink_events import topics
 from trailerlink_events.messages import EVENT_TYPES
 from trailerlink_testing.kafka import KafkaBroker
@@ -38,7 +37,8 @@ def test_broker_topics_match_the_registry(kafka_broker: KafkaBroker) -> None:
             names = list(topics.registry())
             meta = await admin.describe_topics(names)
             configs = await admin.describe_configs(
-                [ConfigResource(ConfigResourceType.TOPIC, n) for n in names])
+                [ConfigResource(ConfigResourceType.TOPIC, n) for n in names]
+            )
             return {t["topic"]: len(t["partitions"]) for t in meta}, configs
         finally:
             await admin.close()
@@ -63,8 +63,9 @@ def test_auto_creation_is_off(kafka_broker: KafkaBroker) -> None:
         from aiokafka import AIOKafkaProducer
         from aiokafka.errors import KafkaError
 
-        producer = AIOKafkaProducer(bootstrap_servers=kafka_broker.bootstrap,
-                                    request_timeout_ms=3000)
+        producer = AIOKafkaProducer(
+            bootstrap_servers=kafka_broker.bootstrap, request_timeout_ms=3000
+        )
         await producer.start()
         try:
             await producer.send_and_wait("trailerlink.not-in-registry.v1", b"x")

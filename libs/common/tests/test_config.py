@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 from pydantic import Field
-
 from trailerlink_common.config import ConfigError, ServiceSettings, env_name, load_settings
 
 

@@ -6,7 +6,6 @@ import os
 from pathlib import Path
 
 import pytest
-
 from trailerlink_common.durable import AtomicFile, remove_partials, write_durably
 
 

@@ -7,7 +7,6 @@ import json
 import logging
 
 import pytest
-
 from trailerlink_common.logs import (
     REDACTED,
     JsonFormatter,
@@ -38,7 +37,7 @@ def test_nhs_check_digit() -> None:
     assert not nhs_number_is_valid("123")
 
 
-def test_patient_name_and_nhs_number_are_dropped_from_message(log_stream) -> None:  # noqa: ANN001
+def test_patient_name_and_nhs_number_are_dropped_from_message(log_stream) -> None:
     logger, stream = log_stream
     logger.info("stored image for SMITH^JANE^MARY nhs %s spaced 999 000 0026", VALID_NHS)
     line = json.loads(stream.getvalue())
@@ -47,12 +46,17 @@ def test_patient_name_and_nhs_number_are_dropped_from_message(log_stream) -> Non
     assert line["msg"].count(REDACTED) == 3
 
 
-def test_patient_fields_in_extra_are_dropped(log_stream) -> None:  # noqa: ANN001
+def test_patient_fields_in_extra_are_dropped(log_stream) -> None:
     logger, stream = log_stream
-    logger.warning("correction queued", extra={"patient_name": "Jane Smith",
-                                               "PatientBirthDate": "19600101",
-                                               "nested": {"nhs_number": VALID_NHS},
-                                               "sop_instance_uid": "1.2.826.0.1.3680043.1234567890"})
+    logger.warning(
+        "correction queued",
+        extra={
+            "patient_name": "Jane Smith",
+            "PatientBirthDate": "19600101",
+            "nested": {"nhs_number": VALID_NHS},
+            "sop_instance_uid": "1.2.826.0.1.3680043.1234567890",
+        },
+    )
     line = json.loads(stream.getvalue())
     assert line["patient_name"] == REDACTED
     assert line["PatientBirthDate"] == REDACTED
@@ -61,7 +65,7 @@ def test_patient_fields_in_extra_are_dropped(log_stream) -> None:  # noqa: ANN00
     assert line["sop_instance_uid"] == "1.2.826.0.1.3680043.1234567890"
 
 
-def test_exception_text_is_redacted(log_stream) -> None:  # noqa: ANN001
+def test_exception_text_is_redacted(log_stream) -> None:
     logger, stream = log_stream
     try:
         raise ValueError("bad dataset for DOE^ANNE")
@@ -81,5 +85,7 @@ def test_printed_dicom_patient_elements_are_dropped() -> None:
 
 def test_ordinary_numbers_survive() -> None:
     # Sizes, counts and offsets are not NHS numbers unless they pass the check digit.
-    assert redact_text("wrote 1234567890 bytes at offset 42") == "wrote 1234567890 bytes at offset 42"
+    assert (
+        redact_text("wrote 1234567890 bytes at offset 42") == "wrote 1234567890 bytes at offset 42"
+    )
     assert redact({"size": 1234567890}) == {"size": 1234567890}

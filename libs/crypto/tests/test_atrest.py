@@ -6,12 +6,11 @@ import os
 from pathlib import Path
 
 import pytest
-
 from trailerlink_crypto.atrest import (
     EncryptedFileWriter,
-    UnknownKeyError,
     SpoolKey,
     SpoolKeyring,
+    UnknownKeyError,
     decrypt_to_bytes,
     encrypt_to_file,
 )

@@ -8,7 +8,6 @@ import os
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from trailerlink_crypto.chunked import (
     TAG_BYTES,
     IntegrityError,

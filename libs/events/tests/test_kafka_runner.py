@@ -12,7 +12,6 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from google.protobuf.message import Message
 from opentelemetry import trace
-
 from trailerlink_common.tracing import configure_tracing
 from trailerlink_events import messages as m
 from trailerlink_events import topics
@@ -55,60 +54,116 @@ async def running(runner: ConsumerRunner) -> AsyncIterator[asyncio.Event]:
 
 
 def make_runner(
-    bootstrap: str, group: str, topic: str, handler: Callable[[Delivery], Awaitable[None]],
-    producer: EventProducer, retry: RetryPolicy = FAST_RETRY,
+    bootstrap: str,
+    group: str,
+    topic: str,
+    handler: Callable[[Delivery], Awaitable[None]],
+    producer: EventProducer,
+    retry: RetryPolicy = FAST_RETRY,
 ) -> ConsumerRunner:
-    return ConsumerRunner(bootstrap_servers=bootstrap, group_id=group, topics=[topic],
-                          handler=handler, producer=producer,
-                          dead_letter_topic=topics.dead_letter_topic(topics.topic(topic).site),
-                          retry=retry)
+    return ConsumerRunner(
+        bootstrap_servers=bootstrap,
+        group_id=group,
+        topics=[topic],
+        handler=handler,
+        producer=producer,
+        dead_letter_topic=topics.dead_letter_topic(topics.topic(topic).site),
+        retry=retry,
+    )
 
 
 def example_events(key: str) -> dict[str, Message]:
     """One fully-populated example of each event, keyed to this test."""
-    ident = m.ObjectIdentity(study_instance_uid=key, series_instance_uid="1.2.3.4",
-                             sop_instance_uid="1.2.3.4.5", sop_class_uid="1.2.840.10008.5.1.4.1.1.1.2",
-                             transfer_syntax_uid="1.2.840.10008.1.2.1")
+    ident = m.ObjectIdentity(
+        study_instance_uid=key,
+        series_instance_uid="1.2.3.4",
+        sop_instance_uid="1.2.3.4.5",
+        sop_class_uid="1.2.840.10008.5.1.4.1.1.1.2",
+        transfer_syntax_uid="1.2.840.10008.1.2.1",
+    )
     meta = m.new_meta("test", "trailer-test")
     return {
-        topics.OBJECT_RECEIVED: m.ObjectReceived(meta=meta, object=ident, calling_ae_title="MODALITY",
-                                                 file_size_bytes=27_000_000, file_sha256="ab" * 32,
-                                                 dataset_sha256="cd" * 32, spool_path="a/b.tls",
-                                                 received_at=m.timestamp(), number_of_frames=1,
-                                                 priority=m.Priority.PRIORITY_URGENT),
-        topics.OBJECT_SEALED: m.ObjectSealed(meta=meta, object=ident, sealed_path="x.sealed",
-                                             sealed_size_bytes=11_000_000, codec="htj2k+zstd",
-                                             compression_ratio=2.4, key_id="dc-2026-1"),
-        topics.OBJECT_DELIVERED: m.ObjectDelivered(meta=meta, object=ident, dataset_sha256="cd" * 32,
-                                                   pacs_ae_title="PACS", storage_committed=True),
-        topics.OBJECT_FAILED: m.ObjectFailed(meta=meta, object=ident,
-                                             reason_code=m.FailureReason.FAILURE_REASON_UID_CONFLICT,
-                                             reason="different content", stage="gateway"),
-        topics.WORKLIST_CHANGED: m.WorklistChanged(meta=meta, change=m.WorklistChange.WORKLIST_CHANGE_CANCELLED,
-                                                   source=m.WorklistSource.WORKLIST_SOURCE_HL7,
-                                                   accession_number=key),
+        topics.OBJECT_RECEIVED: m.ObjectReceived(
+            meta=meta,
+            object=ident,
+            calling_ae_title="MODALITY",
+            file_size_bytes=27_000_000,
+            file_sha256="ab" * 32,
+            dataset_sha256="cd" * 32,
+            spool_path="a/b.tls",
+            received_at=m.timestamp(),
+            number_of_frames=1,
+            priority=m.Priority.PRIORITY_URGENT,
+        ),
+        topics.OBJECT_SEALED: m.ObjectSealed(
+            meta=meta,
+            object=ident,
+            sealed_path="x.sealed",
+            sealed_size_bytes=11_000_000,
+            codec="htj2k+zstd",
+            compression_ratio=2.4,
+            key_id="dc-2026-1",
+        ),
+        topics.OBJECT_DELIVERED: m.ObjectDelivered(
+            meta=meta,
+            object=ident,
+            dataset_sha256="cd" * 32,
+            pacs_ae_title="PACS",
+            storage_committed=True,
+        ),
+        topics.OBJECT_FAILED: m.ObjectFailed(
+            meta=meta,
+            object=ident,
+            reason_code=m.FailureReason.FAILURE_REASON_UID_CONFLICT,
+            reason="different content",
+            stage="gateway",
+        ),
+        topics.WORKLIST_CHANGED: m.WorklistChanged(
+            meta=meta,
+            change=m.WorklistChange.WORKLIST_CHANGE_CANCELLED,
+            source=m.WorklistSource.WORKLIST_SOURCE_HL7,
+            accession_number=key,
+        ),
         topics.PROCEDURE_STEP: m.ProcedureStepUpdated(
-            meta=meta, mpps_sop_instance_uid="1.2.9", study_instance_uid=key,
+            meta=meta,
+            mpps_sop_instance_uid="1.2.9",
+            study_instance_uid=key,
             status=m.ProcedureStepStatus.PROCEDURE_STEP_STATUS_COMPLETED,
-            performed_instances=[m.PerformedInstance(sop_instance_uid=f"1.2.9.{i}") for i in range(4)]),
+            performed_instances=[
+                m.PerformedInstance(sop_instance_uid=f"1.2.9.{i}") for i in range(4)
+            ],
+        ),
         topics.DEMOGRAPHICS_CORRECTION: m.DemographicsCorrection(
-            meta=meta, correction_id="c1", accession_number=key, corrected_family_name="TEST",
-            corrected_by="radiographer-1", reason="typo"),
-        topics.HEARTBEAT: m.Heartbeat(meta=meta, sequence=7, backlog_objects=3, backlog_bytes=99,
-                                      link_state=m.LinkState.LINK_STATE_UP, versions={"gateway": "0.1.0"}),
+            meta=meta,
+            correction_id="c1",
+            accession_number=key,
+            corrected_family_name="TEST",
+            corrected_by="radiographer-1",
+            reason="typo",
+        ),
+        topics.HEARTBEAT: m.Heartbeat(
+            meta=meta,
+            sequence=7,
+            backlog_objects=3,
+            backlog_bytes=99,
+            link_state=m.LinkState.LINK_STATE_UP,
+            versions={"gateway": "0.1.0"},
+        ),
         topics.CENTRAL_UPLOAD_COMPLETED: m.UploadCompleted(meta=meta, upload_id="u1", object=ident),
     }
 
 
-async def test_every_event_type_round_trips(kafka_bootstrap: str, producer: EventProducer,
-                                            unique_group: str) -> None:
+async def test_every_event_type_round_trips(
+    kafka_bootstrap: str, producer: EventProducer, unique_group: str
+) -> None:
     key = f"1.2.826.0.1.{uuid.uuid4().int % 10**12}"
     sent = example_events(key)
     for topic, event in sent.items():
         await producer.publish(topic, key, event)
     for topic, event in sent.items():
-        got = await read_events(kafka_bootstrap, topic, until=lambda ds: len(ds) >= 1,
-                                match=lambda d: d.key == key)
+        got = await read_events(
+            kafka_bootstrap, topic, until=lambda ds: len(ds) >= 1, match=lambda d: d.key == key
+        )
         assert got[0].event == event, topic
         assert got[0].headers[EVENT_TYPE_HEADER].decode() == event.DESCRIPTOR.full_name
 
@@ -119,8 +174,9 @@ async def test_publish_refuses_the_wrong_event_for_a_topic(producer: EventProduc
 
 
 async def committed_offset(bootstrap: str, group: str, tp: TopicPartition) -> int | None:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group,
-                                enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+    )
     await consumer.start()
     try:
         return await consumer.committed(tp)
@@ -134,10 +190,15 @@ async def test_failing_handler_is_redelivered_after_restart_and_nothing_committe
     key = f"trailer-{uuid.uuid4().hex[:8]}"
     offsets = []
     for seq in (1, 2, 3):
-        await producer.publish(topics.HEARTBEAT, key, m.Heartbeat(meta=m.new_meta("t", key),
-                                                                  sequence=seq))
-    got = await read_events(kafka_bootstrap, topics.HEARTBEAT, until=lambda ds: len(ds) == 3,
-                            match=lambda d: d.key == key)
+        await producer.publish(
+            topics.HEARTBEAT, key, m.Heartbeat(meta=m.new_meta("t", key), sequence=seq)
+        )
+    got = await read_events(
+        kafka_bootstrap,
+        topics.HEARTBEAT,
+        until=lambda ds: len(ds) == 3,
+        match=lambda d: d.key == key,
+    )
     offsets = [d.offset for d in got]
 
     handled: list[int] = []
@@ -152,13 +213,18 @@ async def test_failing_handler_is_redelivered_after_restart_and_nothing_committe
             raise RuntimeError("side effect not finished")
         handled.append(d.event.sequence)
 
-    slow_retry = RetryPolicy(max_attempts=1000, initial_backoff_seconds=0.05,
-                             max_backoff_seconds=0.1)
-    runner = make_runner(kafka_bootstrap, unique_group, topics.HEARTBEAT, crashing, producer,
-                         slow_retry)
+    slow_retry = RetryPolicy(
+        max_attempts=1000, initial_backoff_seconds=0.05, max_backoff_seconds=0.1
+    )
+    runner = make_runner(
+        kafka_bootstrap, unique_group, topics.HEARTBEAT, crashing, producer, slow_retry
+    )
     async with running(runner):
-        await async_wait_until(lambda: asyncio.sleep(0, failing_attempts >= 3), 30,
-                               "the second record to fail repeatedly")
+        await async_wait_until(
+            lambda: asyncio.sleep(0, failing_attempts >= 3),
+            30,
+            "the second record to fail repeatedly",
+        )
     assert handled == [1]
     tp = TopicPartition(topics.HEARTBEAT, 0)
     assert await committed_offset(kafka_bootstrap, unique_group, tp) == offsets[1]
@@ -169,8 +235,9 @@ async def test_failing_handler_is_redelivered_after_restart_and_nothing_committe
 
     runner = make_runner(kafka_bootstrap, unique_group, topics.HEARTBEAT, healthy, producer)
     async with running(runner):
-        await async_wait_until(lambda: asyncio.sleep(0, len(handled) >= 3), 30,
-                               "redelivery after restart")
+        await async_wait_until(
+            lambda: asyncio.sleep(0, len(handled) >= 3), 30, "redelivery after restart"
+        )
     assert handled == [1, 2, 3]
     assert await committed_offset(kafka_bootstrap, unique_group, tp) >= offsets[2] + 1
 
@@ -202,8 +269,9 @@ async def test_cancelled_handler_commits_nothing(
         if d.key == key:
             seen.append(d.key)
 
-    async with running(make_runner(kafka_bootstrap, unique_group, topics.HEARTBEAT, records,
-                                   producer)):
+    async with running(
+        make_runner(kafka_bootstrap, unique_group, topics.HEARTBEAT, records, producer)
+    ):
         await async_wait_until(lambda: asyncio.sleep(0, bool(seen)), 30, "redelivery")
 
 
@@ -212,10 +280,15 @@ async def test_poison_message_goes_to_dead_letter_and_partition_keeps_flowing(
 ) -> None:
     key = f"1.2.826.0.1.{uuid.uuid4().int % 10**12}"
     await producer.publish_raw(
-        topics.OBJECT_RECEIVED, key.encode(), b"\xff\xff not a protobuf",
-        [(EVENT_TYPE_HEADER, b"trailerlink.events.v1.ObjectReceived")])
-    good = m.ObjectReceived(meta=m.new_meta("t", "trailer-test"),
-                            object=m.ObjectIdentity(study_instance_uid=key, sop_instance_uid="9.9"))
+        topics.OBJECT_RECEIVED,
+        key.encode(),
+        b"\xff\xff not a protobuf",
+        [(EVENT_TYPE_HEADER, b"trailerlink.events.v1.ObjectReceived")],
+    )
+    good = m.ObjectReceived(
+        meta=m.new_meta("t", "trailer-test"),
+        object=m.ObjectIdentity(study_instance_uid=key, sop_instance_uid="9.9"),
+    )
     await producer.publish(topics.OBJECT_RECEIVED, key, good)
     handled: list[Message] = []
 
@@ -223,12 +296,17 @@ async def test_poison_message_goes_to_dead_letter_and_partition_keeps_flowing(
         if d.key == key:
             handled.append(d.event)
 
-    async with running(make_runner(kafka_bootstrap, unique_group, topics.OBJECT_RECEIVED,
-                                   handler, producer)):
+    async with running(
+        make_runner(kafka_bootstrap, unique_group, topics.OBJECT_RECEIVED, handler, producer)
+    ):
         await async_wait_until(lambda: asyncio.sleep(0, bool(handled)), 30, "the good record")
     assert handled == [good]
-    dead = await read_events(kafka_bootstrap, topics.TRAILER_DEAD_LETTER,
-                             until=lambda ds: len(ds) >= 1, match=lambda d: d.key == key)
+    dead = await read_events(
+        kafka_bootstrap,
+        topics.TRAILER_DEAD_LETTER,
+        until=lambda ds: len(ds) >= 1,
+        match=lambda d: d.key == key,
+    )
     headers = dead[0].headers
     assert headers[DLQ_SOURCE_TOPIC].decode() == topics.OBJECT_RECEIVED
     assert b"does not parse" in headers[DLQ_REASON]
@@ -242,9 +320,15 @@ async def test_handler_that_keeps_failing_is_dead_lettered_after_max_attempts(
 ) -> None:
     key = f"1.2.826.0.2.{uuid.uuid4().int % 10**12}"
     for n in (1, 2):
-        await producer.publish(topics.OBJECT_SEALED, key, m.ObjectSealed(
-            meta=m.new_meta("t", "trailer-test"), sealed_size_bytes=n,
-            object=m.ObjectIdentity(study_instance_uid=key)))
+        await producer.publish(
+            topics.OBJECT_SEALED,
+            key,
+            m.ObjectSealed(
+                meta=m.new_meta("t", "trailer-test"),
+                sealed_size_bytes=n,
+                object=m.ObjectIdentity(study_instance_uid=key),
+            ),
+        )
     attempts: list[int] = []
     handled: list[int] = []
 
@@ -256,12 +340,17 @@ async def test_handler_that_keeps_failing_is_dead_lettered_after_max_attempts(
             raise ValueError("cannot seal this one")
         handled.append(d.event.sealed_size_bytes)
 
-    async with running(make_runner(kafka_bootstrap, unique_group, topics.OBJECT_SEALED,
-                                   handler, producer)):
+    async with running(
+        make_runner(kafka_bootstrap, unique_group, topics.OBJECT_SEALED, handler, producer)
+    ):
         await async_wait_until(lambda: asyncio.sleep(0, bool(handled)), 30, "the next record")
     assert attempts == [1, 2, 3]
-    dead = await read_events(kafka_bootstrap, topics.TRAILER_DEAD_LETTER,
-                             until=lambda ds: len(ds) >= 1, match=lambda d: d.key == key)
+    dead = await read_events(
+        kafka_bootstrap,
+        topics.TRAILER_DEAD_LETTER,
+        until=lambda ds: len(ds) >= 1,
+        match=lambda d: d.key == key,
+    )
     assert dead[0].headers[DLQ_ATTEMPTS] == b"3"
     assert dead[0].headers[DLQ_REASON].startswith(b"ValueError: cannot seal this one")
 
@@ -270,8 +359,13 @@ async def test_unavailable_dependency_is_retried_beyond_max_attempts_not_dead_le
     kafka_bootstrap: str, producer: EventProducer, unique_group: str
 ) -> None:
     key = f"1.2.826.0.3.{uuid.uuid4().int % 10**12}"
-    await producer.publish(topics.OBJECT_SEALED, key, m.ObjectSealed(
-        meta=m.new_meta("t", "trailer-test"), object=m.ObjectIdentity(study_instance_uid=key)))
+    await producer.publish(
+        topics.OBJECT_SEALED,
+        key,
+        m.ObjectSealed(
+            meta=m.new_meta("t", "trailer-test"), object=m.ObjectIdentity(study_instance_uid=key)
+        ),
+    )
     attempts: list[int] = []
 
     async def handler(d: Delivery) -> None:
@@ -281,12 +375,18 @@ async def test_unavailable_dependency_is_retried_beyond_max_attempts_not_dead_le
         if len(attempts) <= 5:
             raise DependencyUnavailable("spool disk not mounted")
 
-    async with running(make_runner(kafka_bootstrap, unique_group, topics.OBJECT_SEALED,
-                                   handler, producer)):
+    async with running(
+        make_runner(kafka_bootstrap, unique_group, topics.OBJECT_SEALED, handler, producer)
+    ):
         await async_wait_until(lambda: asyncio.sleep(0, len(attempts) >= 6), 60, "success")
     assert attempts == [1, 2, 3, 4, 5, 6]
-    dead = await read_events(kafka_bootstrap, topics.TRAILER_DEAD_LETTER, timeout=3,
-                             until=lambda ds: True, match=lambda d: d.key == key)
+    dead = await read_events(
+        kafka_bootstrap,
+        topics.TRAILER_DEAD_LETTER,
+        timeout=3,
+        until=lambda ds: True,
+        match=lambda d: d.key == key,
+    )
     assert dead == []
 
 
@@ -305,8 +405,9 @@ async def test_trace_context_survives_produce_and_consume(
         if d.key == key:
             seen.append(trace.get_current_span().get_span_context())
 
-    async with running(make_runner(kafka_bootstrap, unique_group, topics.HEARTBEAT, handler,
-                                   producer)):
+    async with running(
+        make_runner(kafka_bootstrap, unique_group, topics.HEARTBEAT, handler, producer)
+    ):
         await async_wait_until(lambda: asyncio.sleep(0, bool(seen)), 30, "the record")
     assert seen[0].trace_id == root_context.trace_id
     assert seen[0].span_id != root_context.span_id

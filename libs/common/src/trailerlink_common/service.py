@@ -177,8 +177,9 @@ class Service:
             for name, task in self._tasks.items()
         }
         http = asyncio.create_task(server.serve(), name="http")
-        log.info("service started", extra={"version": self.version,
-                                           "http_port": self.settings.http_port})
+        log.info(
+            "service started", extra={"version": self.version, "http_port": self.settings.http_port}
+        )
         exit_code = 0
         stop_wait = asyncio.create_task(self.stopping.wait())
         done, _ = await asyncio.wait(
@@ -189,9 +190,13 @@ class Service:
                 # A task ending on its own is a fault: stop the whole service so the
                 # orchestrator restarts it rather than running half a service.
                 exc = task.exception()
-                log.error("task ended unexpectedly; stopping",
-                          extra={"task": running.get(task, "http"),
-                                 "error": type(exc).__name__ if exc else "returned"})
+                log.error(
+                    "task ended unexpectedly; stopping",
+                    extra={
+                        "task": running.get(task, "http"),
+                        "error": type(exc).__name__ if exc else "returned",
+                    },
+                )
                 exit_code = 1
         self.stopping.set()
         stop_wait.cancel()

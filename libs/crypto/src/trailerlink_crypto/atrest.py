@@ -97,8 +97,9 @@ class SpoolKeyring:
 
 
 def _file_key(key: SpoolKey, salt: bytes) -> bytes:
-    return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=salt,
-                info=_HKDF_INFO).derive(key.key)
+    return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=salt, info=_HKDF_INFO).derive(
+        key.key
+    )
 
 
 def _header(key_id: str, salt: bytes, prefix: bytes, chunk_size: int) -> bytes:

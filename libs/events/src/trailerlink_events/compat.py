@@ -63,13 +63,17 @@ def breaking_changes(baseline: dict[str, Any], new: dict[str, Any]) -> list[str]
             new_field = new_msg["fields"].get(number)
             if new_field is None:
                 if int(number) not in new_msg["reserved_numbers"]:
-                    problems.append(f"{name} field {number} ({old_field['name']}) removed "
-                                    "without reserving its number")
+                    problems.append(
+                        f"{name} field {number} ({old_field['name']}) removed "
+                        "without reserving its number"
+                    )
                 continue
             for aspect in ("name", "type", "type_name", "repeated"):
                 if old_field[aspect] != new_field[aspect]:
-                    problems.append(f"{name} field {number} {aspect} changed: "
-                                    f"{old_field[aspect]!r} -> {new_field[aspect]!r}")
+                    problems.append(
+                        f"{name} field {number} {aspect} changed: "
+                        f"{old_field[aspect]!r} -> {new_field[aspect]!r}"
+                    )
         for number in old_msg["reserved_numbers"]:
             if str(number) in new_msg["fields"]:
                 problems.append(f"{name} reuses reserved field number {number}")
@@ -80,8 +84,10 @@ def breaking_changes(baseline: dict[str, Any], new: dict[str, Any]) -> list[str]
             continue
         for number, value_name in old_values.items():
             if new_values.get(number) != value_name:
-                problems.append(f"enum {name} value {number} changed: {value_name!r} -> "
-                                f"{new_values.get(number)!r}")
+                problems.append(
+                    f"enum {name} value {number} changed: {value_name!r} -> "
+                    f"{new_values.get(number)!r}"
+                )
     return problems
 
 

@@ -8,8 +8,8 @@ import uuid
 from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer
-
 from trailerlink_events.kafka import Delivery, _headers_to_dict, decode_event
+
 from trailerlink_testing.waiting import ConditionTimeout
 
 
@@ -48,10 +48,13 @@ async def read_events(
                 for record in records:
                     headers = _headers_to_dict(record.headers)
                     delivery = Delivery(
-                        record.topic, record.partition, record.offset,
-                        (record.key or b"").decode(), decode_event(record.topic, record.value,
-                                                                   headers)
-                        if not topic.endswith("dead-letter.v1") else None,  # type: ignore[arg-type]
+                        record.topic,
+                        record.partition,
+                        record.offset,
+                        (record.key or b"").decode(),
+                        decode_event(record.topic, record.value, headers)
+                        if not topic.endswith("dead-letter.v1")
+                        else None,  # type: ignore[arg-type]
                         headers,
                     )
                     if match(delivery):

@@ -14,9 +14,7 @@ class ConditionTimeout(AssertionError):
     """A condition did not become true before its deadline."""
 
 
-def wait_until(
-    condition: Callable[[], T], timeout: float, what: str, interval: float = 0.05
-) -> T:
+def wait_until(condition: Callable[[], T], timeout: float, what: str, interval: float = 0.05) -> T:
     """Poll ``condition`` until it returns a truthy value; return that value.
 
     Exceptions raised by ``condition`` count as "not yet". Raises

@@ -11,10 +11,10 @@ from __future__ import annotations
 import logging
 
 from pydantic import Field
-
 from trailerlink_common.config import ServiceSettings, load_settings
 from trailerlink_common.service import Service
 from trailerlink_events.kafka import EventProducer
+
 from trailerlink_ingest import __version__
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,7 @@ def main() -> None:
     service = Service("ingest", settings, version=__version__)
     producer = EventProducer(settings.kafka_bootstrap_servers, client_id="ingest")
 
-    async def connect(stop) -> None:  # noqa: ANN001 - asyncio.Event
+    async def connect(stop) -> None:
         if not await producer.connect(stop):
             return
         log.warning("trailerlink-ingest is a skeleton: no function yet (issue #5)")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import fcntl
+import logging
 import os
 import shutil
 import signal
@@ -23,6 +24,7 @@ from pathlib import Path
 
 from trailerlink_events.kafka import create_topics, list_topics
 from trailerlink_events.topics import Site
+
 from trailerlink_testing.ports import free_port
 from trailerlink_testing.waiting import wait_until
 
@@ -53,9 +55,17 @@ def ensure_kafka_jars() -> Path:
         pom = resources.files("trailerlink_testing.kafka") / "pom.xml"
         with resources.as_file(pom) as pom_path:
             subprocess.run(
-                ["mvn", "-q", "-B", "-f", str(pom_path), "dependency:copy-dependencies",
-                 f"-DoutputDirectory={libs}", "-DincludeScope=runtime",
-                 f"-Dkafka.version={KAFKA_VERSION}"],
+                [
+                    "mvn",
+                    "-q",
+                    "-B",
+                    "-f",
+                    str(pom_path),
+                    "dependency:copy-dependencies",
+                    f"-DoutputDirectory={libs}",
+                    "-DincludeScope=runtime",
+                    f"-Dkafka.version={KAFKA_VERSION}",
+                ],
                 check=True,
             )
         marker.write_text(KAFKA_VERSION)
@@ -123,9 +133,15 @@ class KafkaBroker:
 
     def _java(self, libs: Path, *args: str) -> list[str]:
         return [
-            "java", "-Xms256m", "-Xmx768m", "-XX:+UseG1GC", "-Djava.awt.headless=true",
+            "java",
+            "-Xms256m",
+            "-Xmx768m",
+            "-XX:+UseG1GC",
+            "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={self.work_dir / 'log4j2.properties'}",
-            "-cp", f"{libs}/*", *args,
+            "-cp",
+            f"{libs}/*",
+            *args,
         ]
 
     def format(self) -> None:
@@ -134,18 +150,32 @@ class KafkaBroker:
         data_dir = self.work_dir / "data"
         shutil.rmtree(data_dir, ignore_errors=True)
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        (self.work_dir / "server.properties").write_text(_SERVER_PROPERTIES.format(
-            port=self.port, controller_port=self.controller_port, data_dir=data_dir))
+        (self.work_dir / "server.properties").write_text(
+            _SERVER_PROPERTIES.format(
+                port=self.port, controller_port=self.controller_port, data_dir=data_dir
+            )
+        )
         (self.work_dir / "log4j2.properties").write_text(
-            _LOG4J2.format(log_file=self.log_file, level="INFO"))
+            _LOG4J2.format(log_file=self.log_file, level="INFO")
+        )
         cluster_id = subprocess.run(
             self._java(libs, "kafka.tools.StorageTool", "random-uuid"),
-            check=True, capture_output=True, text=True,
+            check=True,
+            capture_output=True,
+            text=True,
         ).stdout.strip()
         subprocess.run(
-            self._java(libs, "kafka.tools.StorageTool", "format", "-t", cluster_id,
-                       "-c", str(self.work_dir / "server.properties")),
-            check=True, capture_output=True,
+            self._java(
+                libs,
+                "kafka.tools.StorageTool",
+                "format",
+                "-t",
+                cluster_id,
+                "-c",
+                str(self.work_dir / "server.properties"),
+            ),
+            check=True,
+            capture_output=True,
         )
 
     def start(self, timeout: float = READY_TIMEOUT_SECONDS) -> None:
@@ -153,10 +183,12 @@ class KafkaBroker:
         if not (self.work_dir / "data" / "meta.properties").exists():
             self.format()
         libs = ensure_kafka_jars()
-        out = open(self.work_dir / "stdout.log", "ab")  # noqa: SIM115 - lives with the process
+        out = open(self.work_dir / "stdout.log", "ab")
         self._process = subprocess.Popen(
             self._java(libs, "kafka.Kafka", str(self.work_dir / "server.properties")),
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         self.pid_file.write_text(str(self._process.pid))
         self.wait_ready(timeout)
@@ -166,12 +198,20 @@ class KafkaBroker:
 
         def answers() -> bool:
             if self._process is not None and self._process.poll() is not None:
-                raise RuntimeError(f"kafka exited with {self._process.returncode}; "
-                                   f"see {self.log_file}")
+                raise RuntimeError(
+                    f"kafka exited with {self._process.returncode}; see {self.log_file}"
+                )
             asyncio.run(list_topics(self.bootstrap))
             return True
 
-        wait_until(answers, timeout, f"kafka at {self.bootstrap} to answer", interval=0.5)
+        # aiokafka logs every refused connection at ERROR while the broker boots.
+        client_log = logging.getLogger("aiokafka")
+        level = client_log.level
+        client_log.setLevel(logging.CRITICAL)
+        try:
+            wait_until(answers, timeout, f"kafka at {self.bootstrap} to answer", interval=0.5)
+        finally:
+            client_log.setLevel(level)
 
     def create_topics(self, site: Site = "trailer") -> list[str]:
         """Create the registry's topics for ``site`` (idempotent)."""
@@ -227,8 +267,9 @@ def _alive(pid: int) -> bool:
 
 
 def _cli(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m trailerlink_testing.kafka",
-                                     description="Dev Kafka broker (KRaft, one node)")
+    parser = argparse.ArgumentParser(
+        prog="python -m trailerlink_testing.kafka", description="Dev Kafka broker (KRaft, one node)"
+    )
     parser.add_argument("action", choices=["start", "stop", "fetch"])
     parser.add_argument("--dir", type=Path, default=Path(".run/kafka"))
     parser.add_argument("--port", type=int, default=9092)
@@ -243,14 +284,16 @@ def _cli(argv: list[str] | None = None) -> int:
         broker.stop()
         print("kafka stopped")
         return 0
-    if broker._pid() is not None and _alive(broker._pid() or 0):  # noqa: SLF001
+    if broker._pid() is not None and _alive(broker._pid() or 0):
         print(f"kafka already running at {broker.bootstrap}")
         broker.wait_ready()
     else:
         started = time.monotonic()
         broker.start()
-        print(f"kafka ready at {broker.bootstrap} in {time.monotonic() - started:.1f}s "
-              f"(log: {broker.log_file})")
+        print(
+            f"kafka ready at {broker.bootstrap} in {time.monotonic() - started:.1f}s "
+            f"(log: {broker.log_file})"
+        )
     sites: list[Site] = ["trailer", "central"] if args.site == "both" else [args.site]
     for site in sites:
         created = broker.create_topics(site)
