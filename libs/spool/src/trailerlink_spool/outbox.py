@@ -337,8 +337,9 @@ class OutboxPublisher:
         await consumer.start()
         found: list[str] = []
         try:
-            await consumer.topics()  # fetches metadata for every topic
-            partitions = consumer.partitions_for_topic(name) or set()
+            # consumer.topics() fetches metadata without caching it; ask the client.
+            cluster = await consumer._client.fetch_all_metadata()
+            partitions = cluster.partitions_for_topic(name) or set()
             tps = [TopicPartition(name, p) for p in sorted(partitions)]
             if not tps:
                 return found
