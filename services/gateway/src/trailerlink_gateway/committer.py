@@ -106,7 +106,9 @@ class Committer:
         """Send every report that is due; returns how many were delivered (blocking)."""
         now = time.time() if now is None else now
         sent = 0
-        for request, verdict in self.verdicts(now):
+        judged = self.verdicts(now)
+        metrics.COMMITMENT_LAST_PASS.set(now)
+        for request, verdict in judged:
             if not verdict.ready or request.next_attempt_at > now:
                 continue
             try:

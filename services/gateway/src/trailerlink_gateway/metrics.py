@@ -60,3 +60,7 @@ COMMITMENT_REPORT_FAILURES = Counter(
     "trailerlink_gateway_commitment_report_failures_total",
     "N-EVENT-REPORTs that could not be delivered to the modality (retried later)",
 )
+COMMITMENT_LAST_PASS = Gauge(
+    "trailerlink_gateway_commitment_last_pass_timestamp_seconds",
+    "When the storage commitment loop last judged the open requests (alert if stale)",
+)
