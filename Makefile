@@ -40,3 +40,13 @@ proto-snapshot: gen ## accept the current proto as the compatibility baseline (a
 
 clean: ## remove the virtualenv, generated code and run state
 	rm -rf .venv .run libs/events/src/trailerlink_events/_generated bench-results.json
+
+charts-sync: ## copy the topic registry, alert rules, dashboards and topic job into the charts
+	cp proto/topics.yaml charts/central/files/topics.yaml
+	cp charts/trailer/files/create_topics.py charts/central/files/create_topics.py
+	rm -f charts/central/files/rules/*.yaml charts/central/files/dashboards/*.json
+	cp monitoring/rules/*.yaml charts/central/files/rules/
+	cp monitoring/dashboards/*.json charts/central/files/dashboards/
+
+charts: setup ## lint, render and validate both Helm charts offline (tests/charts)
+	$(PY) -m pytest tests/charts $(PYTEST_ARGS)

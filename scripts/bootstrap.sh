@@ -27,3 +27,4 @@ export UV_PYTHON_DOWNLOADS=never
 uv sync --all-packages --frozen --quiet 2>/dev/null || uv sync --all-packages --quiet
 .venv/bin/python scripts/gen_proto.py >/dev/null
 .venv/bin/python -m trailerlink_testing.kafka fetch >/dev/null
+scripts/install-tools.sh
