@@ -370,8 +370,6 @@ def _layout(found: ScanResult, max_frame_bytes: int) -> tuple[FrameLayout | None
         return None, "pixel representation"
     if photometric not in _SUPPORTED_PHOTOMETRIC:
         return None, f"photometric interpretation {photometric}"
-    if samples == 3 and a.bits_allocated != 8 and high_bit + 1 != a.bits_stored:
-        return None, "colour with shifted bits"
     layout = FrameLayout(
         rows=a.rows, columns=a.columns, samples=samples, bits_allocated=a.bits_allocated,
         bits_stored=a.bits_stored, shift=high_bit + 1 - a.bits_stored,

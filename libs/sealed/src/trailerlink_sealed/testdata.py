@@ -13,6 +13,7 @@ made without holding it in memory.
 
 from __future__ import annotations
 
+import functools
 import io
 import struct
 from collections.abc import Iterator
@@ -47,17 +48,19 @@ DETECTOR_SIZES: dict[str, tuple[int, int]] = {
 
 
 def _smooth_field(rng: np.random.Generator, rows: int, cols: int, cell: int) -> np.ndarray:
-    """Smooth random field in [-1, 1]: coarse noise upsampled bilinearly."""
+    """Smooth random field, roughly in [-1, 1]: coarse noise upsampled bilinearly
+    (separably: first along rows on the small grid, then along columns)."""
     gr, gc = rows // cell + 2, cols // cell + 2
     coarse = rng.standard_normal((gr, gc)).astype(np.float32)
     y = np.linspace(0, gr - 1.001, rows, dtype=np.float32)
     x = np.linspace(0, gc - 1.001, cols, dtype=np.float32)
     y0, x0 = y.astype(np.int32), x.astype(np.int32)
     fy, fx = (y - y0)[:, None], (x - x0)[None, :]
-    top = coarse[y0][:, x0] * (1 - fx) + coarse[y0][:, x0 + 1] * fx
-    bottom = coarse[y0 + 1][:, x0] * (1 - fx) + coarse[y0 + 1][:, x0 + 1] * fx
-    out = top * (1 - fy) + bottom * fy
-    return out / 2.0
+    tall = coarse[y0] * (1 - fy) + coarse[y0 + 1] * fy  # (rows, gc)
+    out = tall[:, x0] * (1 - fx)
+    out += tall[:, x0 + 1] * fx
+    out *= 0.5
+    return out
 
 
 def synthetic_mammogram(
@@ -142,6 +145,23 @@ class MGSpec:
         return self.rows * self.cols * self.samples * self.bits_allocated // 8
 
 
+@functools.lru_cache(maxsize=2)
+def _base_image(rows: int, cols: int, bits: int, seed: int) -> np.ndarray:
+    image = synthetic_mammogram(rows, cols, bits, seed)
+    image.setflags(write=False)
+    return image
+
+
+def _projection(spec: MGSpec, index: int) -> np.ndarray:
+    """Frame ``index`` of a multi-frame object: like tomosynthesis projections, each
+    is the same breast seen from a slightly different angle, with its own noise."""
+    base = _base_image(spec.rows, spec.cols, spec.bits_stored, spec.seed)
+    image = np.roll(base, index * 3, axis=1).astype(np.int32)
+    rng = np.random.default_rng(spec.seed * 7919 + index)
+    image += rng.integers(-3, 4, size=image.shape, dtype=np.int32)
+    return np.clip(image, 0, 2**spec.bits_stored - 1).astype(np.uint16)
+
+
 def frame_pixels(spec: MGSpec, index: int) -> np.ndarray:
     """Pixel words of frame ``index`` as stored (uint8/uint16/int16, native order)."""
     if spec.bits_allocated == 8:
@@ -150,11 +170,10 @@ def frame_pixels(spec: MGSpec, index: int) -> np.ndarray:
         if spec.samples == 3:
             base = np.stack([base, base // 2 + 20, 255 - base], axis=-1)
         return base
-    image = synthetic_mammogram(spec.rows, spec.cols, spec.bits_stored, spec.seed + index,
-                                mlo=index % 2 == 0)
     if spec.frames > 1:
-        # Tomosynthesis projections are similar to each other, not identical.
-        image = np.roll(image, index * 3, axis=1)
+        image = _projection(spec, index)
+    else:
+        image = synthetic_mammogram(spec.rows, spec.cols, spec.bits_stored, spec.seed)
     if spec.photometric == "MONOCHROME1":
         image = (2**spec.bits_stored - 1) - image
     shift = (spec.high_bit if spec.high_bit is not None else spec.bits_stored - 1) \
