@@ -1,42 +1,49 @@
-"""Entry point of `trailerlink-worklist`.
+"""Entry point of ``trailerlink-worklist``.
 
-Skeleton only: the service's function is issue #7. It already runs in the shared
-service skeleton (health, readiness against Kafka, metrics, clean SIGTERM) so the
-deployment and monitoring can be built against it, and it says plainly that it does
-nothing yet.
+    trailerlink-worklist                      run the service (settings from TRAILERLINK_*)
+    trailerlink-worklist hash-password NAME   print a staff credentials line (asks for
+                                              the password; reads stdin when piped)
 """
 
 from __future__ import annotations
 
-import logging
+import getpass
+import sys
 
-from pydantic import Field
-from trailerlink_common.config import ServiceSettings, load_settings
+from trailerlink_common.config import load_settings
 from trailerlink_common.service import Service
-from trailerlink_events.kafka import EventProducer
 
 from trailerlink_worklist import __version__
+from trailerlink_worklist.settings import WorklistSettings
 
-log = logging.getLogger(__name__)
 
+def _hash_password(name: str) -> int:
+    from trailerlink_worklist.auth import hash_password
 
-class WorklistSettings(ServiceSettings):
-    service_name: str = "worklist"
-    http_port: int = Field(9105, ge=1, le=65535)
+    if sys.stdin.isatty():
+        password = getpass.getpass("password: ")
+        if password != getpass.getpass("again: "):
+            print("passwords differ", file=sys.stderr)
+            return 1
+    else:
+        password = sys.stdin.readline().rstrip("\n")
+    if len(password) < 10:
+        print("use at least 10 characters", file=sys.stderr)
+        return 1
+    print(f"{name}:{hash_password(password)}")
+    return 0
 
 
 def main() -> None:
+    args = sys.argv[1:]
+    if args[:1] == ["hash-password"] and len(args) == 2:
+        raise SystemExit(_hash_password(args[1]))
+    if args:
+        print(__doc__, file=sys.stderr)
+        raise SystemExit(2)
+    from trailerlink_worklist.app import WorklistApp
+
     settings = load_settings(WorklistSettings)
     service = Service("worklist", settings, version=__version__)
-    producer = EventProducer(settings.kafka_bootstrap_servers, client_id="worklist")
-
-    async def connect(stop) -> None:
-        if not await producer.connect(stop):
-            return
-        log.warning("trailerlink-worklist is a skeleton: no function yet (issue #7)")
-        await stop.wait()
-
-    service.add_task("kafka", connect)
-    service.add_readiness_check("kafka", producer.check_reachable)
-    service.on_stop(producer.stop)
+    WorklistApp(settings).register(service)
     raise SystemExit(service.run())

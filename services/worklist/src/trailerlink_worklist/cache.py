@@ -1,0 +1,278 @@
+"""The local cache: SQLite file of this site's scheduled steps, MPPS and outbound queue.
+
+It is the source of every C-FIND answer, so the modality is served while the link is
+down. One file (on the trailer's encrypted volume: it holds demographics), WAL mode,
+``synchronous=FULL``: when a method that writes returns, what it wrote survives a power
+cut. Events to publish are written in the same transaction as the change they describe
+(an outbox), so a change is never made without its event nor announced without being
+made.
+
+Thread-safe: pynetdicom handlers call it from association threads, the asyncio side
+from the event loop (writes through ``asyncio.to_thread``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from trailerlink_worklist.matching import Record, compile_record
+from trailerlink_worklist.model import ScheduledStep, Source, StepStatus, to_dataset
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS steps (
+    key TEXT PRIMARY KEY,
+    source TEXT NOT NULL,
+    scheduled_date TEXT NOT NULL,
+    status TEXT NOT NULL,
+    data TEXT NOT NULL,
+    content_hash TEXT NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS steps_by_date ON steps (scheduled_date);
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    topic TEXT NOT NULL,
+    key TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS mpps (
+    uid TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    step_key TEXT NOT NULL,
+    scheduled_date TEXT NOT NULL,
+    create_attrs TEXT NOT NULL,
+    final_attrs TEXT NOT NULL,
+    upstream_state TEXT NOT NULL DEFAULT 'none',
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS corrections (
+    correction_id TEXT PRIMARY KEY,
+    step_key TEXT NOT NULL,
+    scheduled_date TEXT NOT NULL,
+    fields TEXT NOT NULL,
+    corrected_by TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS hl7_seen (
+    control_id TEXT PRIMARY KEY,
+    received_at REAL NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class CachedStep:
+    step: ScheduledStep
+    status: StepStatus
+    source: Source
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    id: int
+    topic: str
+    key: str
+    payload: bytes
+
+
+class Cache:
+    """The worklist's SQLite file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not self.path.exists():
+            # Demographics inside: readable by this service's user only.
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
+        self._conn = sqlite3.connect(
+            self.path, check_same_thread=False, isolation_level=None, timeout=30
+        )
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=FULL")
+        self._conn.executescript(_SCHEMA)
+        self._lock = threading.RLock()
+        self._generation = 0
+        self._snapshot: tuple[int, list[Record]] | None = None
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    # --- transactions -------------------------------------------------------------
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One atomic, durable write: everything inside commits together or not at all."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+            self._generation += 1
+
+    @property
+    def generation(self) -> int:
+        """Increases with every committed write (answers cached per generation)."""
+        return self._generation
+
+    def _query(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+        with self._lock:
+            return self._conn.execute(sql, args).fetchall()
+
+    # --- steps ---------------------------------------------------------------------
+    def get_step(self, key: str) -> CachedStep | None:
+        rows = self._query(
+            "SELECT data, status, source, updated_at FROM steps WHERE key = ?", (key,)
+        )
+        return _cached(rows[0]) if rows else None
+
+    def steps(self, date: str | None = None) -> list[CachedStep]:
+        """Steps (of ``date``, or all), by scheduled date and time."""
+        if date is None:
+            rows = self._query("SELECT data, status, source, updated_at FROM steps")
+        else:
+            rows = self._query(
+                "SELECT data, status, source, updated_at FROM steps WHERE scheduled_date = ?",
+                (date,),
+            )
+        found = [_cached(r) for r in rows]
+        found.sort(key=lambda c: (c.step.scheduled_date, c.step.scheduled_time, c.step.key))
+        return found
+
+    def find_step(self, *, accession_number: str = "", sps_id: str = "",
+                  study_instance_uid: str = "") -> CachedStep | None:
+        """The step an MPPS or a message refers to, by whatever identifiers it gave."""
+        for cached in self.steps():
+            s = cached.step
+            if accession_number and sps_id:
+                if (s.accession_number, s.scheduled_procedure_step_id) == (
+                    accession_number, sps_id
+                ):
+                    return cached
+            elif accession_number and s.accession_number == accession_number:
+                return cached
+        if study_instance_uid:
+            for cached in self.steps():
+                if cached.step.study_instance_uid == study_instance_uid:
+                    return cached
+        return None
+
+    def put_step(self, conn: sqlite3.Connection, step: ScheduledStep, source: Source,
+                 status: StepStatus) -> None:
+        conn.execute(
+            "INSERT INTO steps (key, source, scheduled_date, status, data, content_hash,"
+            " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET"
+            " source=excluded.source, scheduled_date=excluded.scheduled_date,"
+            " status=excluded.status, data=excluded.data,"
+            " content_hash=excluded.content_hash, updated_at=excluded.updated_at",
+            (step.key, source.value, step.scheduled_date, status.value, step.as_json(),
+             step.content_hash(), time.time()),
+        )
+
+    def delete_step(self, conn: sqlite3.Connection, key: str) -> None:
+        conn.execute("DELETE FROM steps WHERE key = ?", (key,))
+
+    def set_status(self, conn: sqlite3.Connection, key: str, status: StepStatus) -> None:
+        conn.execute(
+            "UPDATE steps SET status = ?, updated_at = ? WHERE key = ?",
+            (status.value, time.time(), key),
+        )
+
+    def count_by_status(self) -> dict[str, int]:
+        rows = self._query("SELECT status, COUNT(*) FROM steps GROUP BY status")
+        return {str(s): int(n) for s, n in rows}  # type: ignore[call-overload]
+
+    def snapshot(self) -> list[Record]:
+        """Every step, compiled for matching; rebuilt only after a write."""
+        with self._lock:
+            generation = self._generation
+            if self._snapshot is not None and self._snapshot[0] == generation:
+                return self._snapshot[1]
+            records = [
+                compile_record(to_dataset(c.step, c.status), c.step.key) for c in self.steps()
+            ]
+            self._snapshot = (generation, records)
+            return records
+
+    # --- outbox ----------------------------------------------------------------------
+    def enqueue(self, conn: sqlite3.Connection, topic: str, key: str, payload: bytes) -> None:
+        conn.execute(
+            "INSERT INTO outbox (topic, key, payload, created_at) VALUES (?, ?, ?, ?)",
+            (topic, key, payload, time.time()),
+        )
+
+    def outbox_batch(self, limit: int = 100) -> list[OutboxItem]:
+        rows = self._query(
+            "SELECT id, topic, key, payload FROM outbox ORDER BY id LIMIT ?", (limit,)
+        )
+        return [OutboxItem(int(i), str(t), str(k), bytes(p)) for i, t, k, p in rows]  # type: ignore[call-overload,arg-type]
+
+    def outbox_done(self, ids: list[int]) -> None:
+        with self.transaction() as conn:
+            conn.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
+
+    def outbox_size(self) -> int:
+        return int(self._query("SELECT COUNT(*) FROM outbox")[0][0])  # type: ignore[call-overload]
+
+    # --- meta ------------------------------------------------------------------------
+    def set_meta(self, conn: sqlite3.Connection, name: str, value: str) -> None:
+        conn.execute(
+            "INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE"
+            " SET value = excluded.value",
+            (name, value),
+        )
+
+    def get_meta(self, name: str) -> str | None:
+        rows = self._query("SELECT value FROM meta WHERE name = ?", (name,))
+        return str(rows[0][0]) if rows else None
+
+    # --- HL7 duplicates ----------------------------------------------------------------
+    def hl7_seen(self, control_id: str) -> bool:
+        return bool(self._query("SELECT 1 FROM hl7_seen WHERE control_id = ?", (control_id,)))
+
+    def mark_hl7_seen(self, conn: sqlite3.Connection, control_id: str) -> None:
+        conn.execute(
+            "INSERT OR IGNORE INTO hl7_seen (control_id, received_at) VALUES (?, ?)",
+            (control_id, time.time()),
+        )
+
+    # --- retention -----------------------------------------------------------------------
+    def purge_before(self, date: str, keep_seconds: float = 7 * 86400) -> int:
+        """Delete steps, MPPS and corrections of days before ``date`` (YYYYMMDD), and
+        duplicate-detection entries older than ``keep_seconds``; returns steps removed.
+        MPPS and corrections not yet delivered upstream are kept."""
+        with self.transaction() as conn:
+            removed = conn.execute(
+                "DELETE FROM steps WHERE scheduled_date < ?", (date,)
+            ).rowcount
+            conn.execute(
+                "DELETE FROM mpps WHERE scheduled_date < ? AND upstream_state IN"
+                " ('final', 'not_forwarded')",
+                (date,),
+            )
+            conn.execute("DELETE FROM corrections WHERE scheduled_date < ?", (date,))
+            conn.execute(
+                "DELETE FROM hl7_seen WHERE received_at < ?", (time.time() - keep_seconds,)
+            )
+        return int(removed)
+
+
+def _cached(row: tuple[object, ...]) -> CachedStep:
+    data, status, source, updated_at = row
+    return CachedStep(
+        ScheduledStep.from_json(str(data)), StepStatus(str(status)), Source(str(source)),
+        float(updated_at),  # type: ignore[arg-type]
+    )

@@ -1,0 +1,190 @@
+"""The DICOM edge for the modality: MWL C-FIND and MPPS N-CREATE/N-SET, plus C-ECHO.
+
+Handlers translate DICOM into the worklist's operations (matching over the cache, the
+MPPS store) and their outcomes back into statuses. They run in pynetdicom's
+association threads; everything they call is thread-safe and quick.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
+from pynetdicom import AE, _config, evt
+from pynetdicom.sop_class import (
+    ModalityPerformedProcedureStep,
+    ModalityWorklistInformationFind,
+    Verification,
+)
+from pynetdicom.transport import ThreadedAssociationServer
+
+from trailerlink_worklist import metrics, statuses
+from trailerlink_worklist.answers import Answers, requested_charsets
+from trailerlink_worklist.cache import Cache
+from trailerlink_worklist.matching import QueryError, compile_query
+from trailerlink_worklist.mpps import MppsRefused, MppsStore
+from trailerlink_worklist.settings import WorklistSettings
+
+log = logging.getLogger(__name__)
+
+# pynetdicom's "standard" handlers print every DIMSE message, identifiers included,
+# at DEBUG: patient data, and a third of the C-FIND time. Ours log UIDs and counts.
+_config.LOG_HANDLER_LEVEL = "none"
+# Do not let pynetdicom print datasets it fails to decode.
+_config.LOG_RESPONSE_IDENTIFIERS = False
+_config.LOG_REQUEST_IDENTIFIERS = False
+
+_UID_PREFIX = "1.2.826.0.1.3680043.8.498."
+
+
+class WorklistScp:
+    """The worklist's Application Entity."""
+
+    def __init__(self, settings: WorklistSettings, cache: Cache, mpps: MppsStore) -> None:
+        self.settings = settings
+        self.cache = cache
+        self.mpps = mpps
+        self.answers = Answers(settings.dicom_default_character_set)
+        self.ae = self._build_ae()
+        self._server: ThreadedAssociationServer | None = None
+
+    def _build_ae(self) -> AE:
+        s = self.settings
+        ae = AE(ae_title=s.dicom_ae_title)
+        ae.maximum_pdu_size = s.dicom_max_pdu_bytes
+        ae.maximum_associations = s.dicom_max_associations
+        ae.network_timeout = s.dicom_network_timeout_seconds
+        ae.acse_timeout = ae.dimse_timeout = 30
+        ae.require_called_aet = False
+        ae.add_supported_context(Verification)
+        ae.add_supported_context(ModalityWorklistInformationFind)
+        ae.add_supported_context(ModalityPerformedProcedureStep)
+        return ae
+
+    def handlers(self) -> list[tuple[Any, Any]]:
+        return [
+            (evt.EVT_C_ECHO, lambda _event: statuses.SUCCESS),
+            (evt.EVT_C_FIND, self.on_find),
+            (evt.EVT_N_CREATE, self.on_n_create),
+            (evt.EVT_N_SET, self.on_n_set),
+        ]
+
+    # --- lifecycle ----------------------------------------------------------------
+    def start(self) -> None:
+        """Listen on the configured port (returns at once; associations run in threads)."""
+        self._server = self.ae.start_server(
+            (self.settings.dicom_host, self.settings.dicom_port), block=False,
+            evt_handlers=self.handlers())
+        log.info("DICOM MWL/MPPS listening", extra={
+            "ae_title": self.settings.dicom_ae_title, "port": self.settings.dicom_port})
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server = None
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return int(self._server.server_address[1])
+
+    # --- C-FIND ---------------------------------------------------------------------
+    def on_find(self, event: evt.Event) -> Iterator[tuple[int, Dataset | None]]:
+        started = time.perf_counter()
+        outcome, matched = "success", 0
+        try:
+            try:
+                identifier = event.identifier
+                query = compile_query(
+                    identifier,
+                    pn_case_sensitive=self.settings.pn_case_sensitive,
+                    combined_datetime=self.settings.combined_datetime_matching,
+                )
+                requested = requested_charsets(identifier)
+            except (QueryError, ValueError, TypeError, KeyError, AttributeError) as exc:
+                outcome = "refused"
+                log.warning("C-FIND identifier refused", extra={"error": type(exc).__name__})
+                yield statuses.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, None
+                return
+            generation = self.cache.generation
+            records = self.cache.snapshot()
+            for record in records:
+                if event.is_cancelled:
+                    outcome = "cancelled"
+                    yield statuses.CANCEL, None
+                    return
+                if query.matches(record):
+                    matched += 1
+                    yield statuses.PENDING, self.answers.answer(
+                        query, record, requested, generation)
+            yield statuses.SUCCESS, None
+        except GeneratorExit:
+            outcome = "aborted"
+            raise
+        except Exception as exc:
+            outcome = "failed"
+            log.error("C-FIND failed", extra={"error": type(exc).__name__})
+            yield statuses.UNABLE_TO_PROCESS, None
+        finally:
+            metrics.CFIND_REQUESTS.labels(outcome).inc()
+            metrics.CFIND_SECONDS.observe(time.perf_counter() - started)
+            metrics.CFIND_MATCHES.observe(matched)
+
+    # --- MPPS -----------------------------------------------------------------------
+    def on_n_create(self, event: evt.Event) -> tuple[int | Dataset, Dataset | None]:
+        uid = event.request.AffectedSOPInstanceUID
+        try:
+            attrs = event.attribute_list
+            assigned = uid is None
+            if assigned:
+                uid = str(generate_uid(prefix=_UID_PREFIX))
+            self.mpps.create(str(uid), attrs)
+        except MppsRefused as refused:
+            metrics.MPPS_REQUESTS.labels("n_create", statuses.name(refused.status)).inc()
+            log.warning("MPPS N-CREATE refused", extra={
+                "mpps_uid": str(uid), "status": statuses.name(refused.status)})
+            return _refusal(refused), None
+        except Exception as exc:
+            metrics.MPPS_REQUESTS.labels("n_create", "processing_failure").inc()
+            log.error("MPPS N-CREATE failed", extra={"error": type(exc).__name__})
+            return statuses.PROCESSING_FAILURE, None
+        metrics.MPPS_REQUESTS.labels("n_create", "success").inc()
+        reply = Dataset()
+        if assigned:
+            reply.AffectedSOPInstanceUID = uid
+        return statuses.SUCCESS, reply
+
+    def on_n_set(self, event: evt.Event) -> tuple[int | Dataset, Dataset | None]:
+        uid = str(event.request.RequestedSOPInstanceUID)
+        try:
+            mods = event.modification_list
+            stored, _event = self.mpps.update(uid, mods)
+        except MppsRefused as refused:
+            metrics.MPPS_REQUESTS.labels("n_set", statuses.name(refused.status)).inc()
+            log.warning("MPPS N-SET refused", extra={
+                "mpps_uid": uid, "status": statuses.name(refused.status)})
+            return _refusal(refused), None
+        except Exception as exc:
+            metrics.MPPS_REQUESTS.labels("n_set", "processing_failure").inc()
+            log.error("MPPS N-SET failed", extra={"error": type(exc).__name__})
+            return statuses.PROCESSING_FAILURE, None
+        metrics.MPPS_REQUESTS.labels("n_set", "success").inc()
+        # The N-SET response carries the attributes that were set (PS3.4 F.7.2.2).
+        reply = Dataset()
+        for elem in mods:
+            if elem.tag in stored:
+                reply[elem.tag] = stored[elem.tag]
+        return statuses.SUCCESS, reply
+
+
+def _refusal(refused: MppsRefused) -> Dataset:
+    status = Dataset()
+    status.Status = refused.status
+    status.ErrorComment = refused.comment[:64]
+    if refused.error_id is not None:
+        status.ErrorID = refused.error_id
+    return status

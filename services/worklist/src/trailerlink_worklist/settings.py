@@ -1,0 +1,97 @@
+"""The worklist service's settings: one typed object, read from the environment once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from trailerlink_common.config import ServiceSettings
+
+
+class WorklistSettings(ServiceSettings):
+    """``TRAILERLINK_*`` variables of ``trailerlink-worklist`` (see the folder's README)."""
+
+    service_name: str = "worklist"
+    http_port: int = Field(9105, ge=1, le=65535, description="Staff page, /metrics, /healthz")
+
+    # --- the modality side -------------------------------------------------------
+    dicom_ae_title: str = Field("TRAILERLINK_MWL", max_length=16, description="Our AE title")
+    dicom_host: str = Field("0.0.0.0", description="Address of the DICOM port")  # noqa: S104
+    dicom_port: int = Field(11113, ge=1, le=65535, description="MWL C-FIND and MPPS port")
+    dicom_max_associations: int = Field(10, ge=1, description="Concurrent modality associations")
+    dicom_max_pdu_bytes: int = Field(131072, ge=0, description="Maximum PDU we receive")
+    dicom_network_timeout_seconds: float = Field(60.0, gt=0)
+    dicom_default_character_set: str = Field(
+        "ISO_IR 100",
+        description="Character set of answers to a query that names none, when a value "
+        "needs more than ASCII (ISO_IR 192 is used if it cannot encode a value)",
+    )
+    pn_case_sensitive: bool = Field(
+        False, description="Match person names case-sensitively (PS3.4 allows either)"
+    )
+    combined_datetime_matching: bool = Field(
+        True,
+        description="Match SPS Start Date and Time given together as one date-time range "
+        "(PS3.4 C.2.2.2.5.1, as dcmtk does) rather than each on its own",
+    )
+
+    # --- this trailer's slice of the worklist (data minimisation) ------------------
+    site_code: str = Field(
+        "", description="This trailer's Scheduled Procedure Step Location; '' accepts any"
+    )
+    station_ae_titles: str = Field(
+        "", description="Comma-separated modality AE titles of this trailer; '' accepts any"
+    )
+    modality: str = Field("MG", description="Modality this trailer schedules")
+    horizon_days: int = Field(14, ge=0, description="Days ahead kept in the cache")
+    timezone: str = Field("Europe/London", description="Local time zone that defines 'today'")
+    cache_path: Path | None = Field(
+        None,
+        description="SQLite cache; default <data_dir>/worklist/worklist.sqlite. Must be on "
+        "the encrypted volume: it holds patient demographics",
+    )
+
+    # --- upstream (NBSS via the Trust's worklist broker or HL7 feed) ----------------
+    upstream: Literal["dicom_mwl", "hl7", "none"] = Field(
+        "dicom_mwl", description="Where bookings come from"
+    )
+    upstream_mwl_host: str = Field("127.0.0.1", description="Trust worklist broker host")
+    upstream_mwl_port: int = Field(104, ge=1, le=65535)
+    upstream_mwl_ae_title: str = Field("NBSS_MWL", max_length=16)
+    upstream_poll_seconds: float = Field(60.0, gt=0, description="MWL poll interval")
+    upstream_timeout_seconds: float = Field(15.0, gt=0, description="Upstream call deadline")
+    hl7_listen_host: str = Field("0.0.0.0", description="HL7 MLLP listener address")  # noqa: S104
+    hl7_listen_port: int = Field(2575, ge=1, le=65535, description="HL7 MLLP listener port")
+    hl7_encoding: str = Field("utf-8", description="HL7 text encoding when MSH-18 names none")
+    hl7_application: str = Field("TRAILERLINK", description="Our HL7 application (MSH-3)")
+
+    # --- back upstream -----------------------------------------------------------
+    status_route: Literal["dicom_mpps", "hl7", "none"] = Field(
+        "none", description="How procedure step status goes upstream"
+    )
+    upstream_mpps_host: str = Field("127.0.0.1", description="Trust MPPS SCP host")
+    upstream_mpps_port: int = Field(104, ge=1, le=65535)
+    upstream_mpps_ae_title: str = Field("NBSS_MPPS", max_length=16)
+    corrections_route: Literal["hl7", "none"] = Field(
+        "none", description="How demographic corrections go upstream (HL7 ADT^A08)"
+    )
+    upstream_hl7_host: str = Field("127.0.0.1", description="Trust HL7 inbound (MLLP) host")
+    upstream_hl7_port: int = Field(2576, ge=1, le=65535)
+    upstream_hl7_facility: str = Field("NBSS", description="Receiving application (MSH-5)")
+
+    # --- staff page --------------------------------------------------------------
+    staff_credentials_file: Path | None = Field(
+        None,
+        description="File of 'user:scrypt$...' lines (make one with `trailerlink-worklist "
+        "hash-password`); without it the staff page refuses everyone",
+    )
+    staff_csrf_secret_file: Path | None = Field(
+        None, description="Key for CSRF tokens; default: a random key per process"
+    )
+
+    def resolved_cache_path(self) -> Path:
+        return self.cache_path or self.data_dir / "worklist" / "worklist.sqlite"
+
+    def station_ae_list(self) -> list[str]:
+        return [a.strip() for a in self.station_ae_titles.split(",") if a.strip()]
