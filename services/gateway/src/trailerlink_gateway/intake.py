@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import queue
 import shutil
 import sqlite3
 import threading
@@ -62,6 +64,12 @@ PRODUCER = "gateway"
 DIMSE_PRIORITY_HIGH = 0x0001
 # How often (in bytes written) a long store re-checks the free space.
 _FREE_CHECK_INTERVAL = 16 * 1024 * 1024
+# Fragments in flight between the receiving thread and the writer thread (bounds memory
+# to this many PDUs, about 8 MiB at 128 KiB PDUs).
+_PIPELINE_FRAGMENTS = 64
+# The writer starts the disk write-back of what it wrote every so often, so that the
+# fsync before the answer has little left to do.
+_WRITEBACK_BYTES = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -224,6 +232,66 @@ def _priority(dimse_priority: int) -> int:
             else Priority.PRIORITY_ROUTINE)
 
 
+class _WriterThread:
+    """Hashes, encrypts and writes the data set in its own thread, so the association's
+    thread (pure-Python PDU handling) only receives. hashlib, file writes and fdatasync
+    release the GIL, so the two overlap."""
+
+    def __init__(self, writer: EncryptedFileWriter, dataset_sha: hashlib._Hash,
+                 file_sha: hashlib._Hash) -> None:
+        self._writer = writer
+        self._hashes = (dataset_sha, file_sha)
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=_PIPELINE_FRAGMENTS)
+        self._stopped = False
+        self.error: OSError | None = None
+        self._thread = threading.Thread(target=self._run, name="spool-writer", daemon=True)
+        self._thread.start()
+
+    def put(self, data: bytes) -> None:
+        self._queue.put(data)
+
+    def stop(self) -> None:
+        """Drop whatever is still queued (the store is being refused)."""
+        self._stopped = True
+
+    def close(self) -> OSError | None:
+        """Wait until everything queued is written; returns the write error, if any."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        return self.error
+
+    def _run(self) -> None:
+        dataset_sha, file_sha = self._hashes
+        since_writeback = 0
+        while True:
+            data = self._queue.get()
+            if data is None:
+                return
+            if self._stopped or self.error is not None:
+                continue
+            try:
+                dataset_sha.update(data)
+                file_sha.update(data)
+                self._writer.write(data)
+                since_writeback += len(data)
+                if since_writeback >= _WRITEBACK_BYTES:
+                    since_writeback = 0
+                    _write_back(self._writer)
+            except OSError as exc:
+                self.error = exc
+
+
+def _write_back(writer: EncryptedFileWriter) -> None:
+    """Start writing the file's bytes to disk without waiting for it (Linux starts
+    write-back of dirty pages on POSIX_FADV_DONTNEED). Not a commit: that is the fsync
+    and rename at the end; this only leaves that fsync less to do."""
+    out = getattr(writer, "_out", None)
+    if out is not None:
+        out.flush()
+        os.posix_fadvise(out.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+
+
 class IncomingObject:
     """One object being received: :meth:`write` the data set bytes as they arrive,
     then :meth:`finish` (or :meth:`abandon` if the peer went away)."""
@@ -237,6 +305,7 @@ class IncomingObject:
         self._receipt_id = new_receipt_id()
         self._refusal: StoreResult | None = None
         self._writer: EncryptedFileWriter | None = None
+        self._pipeline: _WriterThread | None = None
         self._path: Path | None = None
         self._closed = False
         self._dataset_size = 0
@@ -274,6 +343,7 @@ class IncomingObject:
             self._file_sha.update(meta)
             self._writer.write(meta)
             self._file_size = len(meta)
+            self._pipeline = _WriterThread(self._writer, self._dataset_sha, self._file_sha)
         except OSError as exc:
             self._writer = None
             self._refuse(OUT_OF_RESOURCES, "out_of_resources",
@@ -284,22 +354,21 @@ class IncomingObject:
         with self._lock:
             if self._closed or self._refusal is not None:
                 return
+            data = bytes(data)
             self._dataset_size += len(data)
-            self._dataset_sha.update(data)
-            self._file_sha.update(data)
             self._scanner.feed(data)
             if self._scanner.error:
                 # Keep draining the association, but stop spending disk on it.
                 self._refuse(CANNOT_UNDERSTAND, "unparseable",
                              f"data set does not parse: {self._scanner.error}")
                 return
-            assert self._writer is not None
-            try:
-                self._writer.write(data)
-            except OSError as exc:
+            pipeline = self._pipeline
+            assert pipeline is not None
+            if pipeline.error is not None:
                 self._refuse(OUT_OF_RESOURCES, "out_of_resources",
-                             f"spool write failed ({type(exc).__name__})")
+                             f"spool write failed ({type(pipeline.error).__name__})")
                 return
+            pipeline.put(data)
             self._since_free_check += len(data)
             if self._since_free_check >= _FREE_CHECK_INTERVAL:
                 self._since_free_check = 0
@@ -313,6 +382,10 @@ class IncomingObject:
         self._discard()
 
     def _discard(self) -> None:
+        if self._pipeline is not None:
+            pipeline, self._pipeline = self._pipeline, None
+            pipeline.stop()
+            pipeline.close()
         if self._writer is not None:
             writer, self._writer = self._writer, None
             try:
@@ -365,6 +438,13 @@ class IncomingObject:
         if mismatch is not None:
             self._discard()
             return mismatch
+        assert self._pipeline is not None
+        error = self._pipeline.close()
+        self._pipeline = None
+        if error is not None:
+            self._discard()
+            return StoreResult(OUT_OF_RESOURCES, "out_of_resources",
+                               f"spool write failed ({type(error).__name__})")
         writer, path = self._writer, self._path
         assert writer is not None and path is not None
         self._writer = None

@@ -14,6 +14,12 @@ the process get the original temporary file.
 
 The sink is strict about what it expects from pynetdicom (the tests pin it): if the
 write sequence ever differs, the store is refused, never stored wrongly.
+
+pynetdicom also reads its socket 4 KiB at a time (``AssociationSocket.recv``): some
+thirty Python-level calls per 128 KiB PDU, which made the association thread the
+gateway's bottleneck. :func:`install` replaces that method with one that reads straight
+into a buffer of the requested size (same contract: returns what was read, short only
+when the peer closed).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from typing import Any
 import pynetdicom.dimse_messages as _dimse_messages
 from pynetdicom import _config
 from pynetdicom.association import Association
+from pynetdicom.transport import AssociationSocket
 
 from trailerlink_gateway.intake import IncomingObject, StoreRequest, StoreResult
 from trailerlink_gateway.statuses import CANNOT_UNDERSTAND
@@ -44,6 +51,23 @@ def install(ae: object, begin: Begin) -> None:
         _begin_by_ae[id(ae)] = begin
         _config.STORE_RECV_CHUNKED_DATASET = True
         _dimse_messages.NamedTemporaryFile = _factory  # type: ignore[assignment]
+        AssociationSocket.recv = _recv_whole  # type: ignore[method-assign]
+
+
+def _recv_whole(self: AssociationSocket, nr_bytes: int) -> bytearray:
+    """Read ``nr_bytes`` from the association's socket in as few calls as it allows."""
+    sock = self.socket
+    assert sock is not None
+    buffer = bytearray(nr_bytes)
+    view = memoryview(buffer)
+    got = 0
+    while got < nr_bytes:
+        n = sock.recv_into(view[got:], nr_bytes - got)
+        if not n:  # the peer closed: return what arrived, as pynetdicom does
+            del view
+            return buffer[:got]
+        got += n
+    return buffer
 
 
 def uninstall(ae: object) -> None:
