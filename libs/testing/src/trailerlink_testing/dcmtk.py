@@ -149,10 +149,11 @@ class FindResult:
 
     @property
     def final_status(self) -> str:
-        """E.g. "Success", "Cancel", or "" when findscu saw no final response."""
+        """E.g. "Success", "Cancel" (without the detail after a colon), or "" when findscu
+        saw no final response."""
         for line in reversed(self.log.splitlines()):
             if "Final Find Response" in line and "(" in line:
-                return line.rsplit("(", 1)[1].rstrip(")").strip()
+                return line.rsplit("(", 1)[1].rstrip(")").split(":")[0].strip()
         return ""
 
 
