@@ -6,16 +6,24 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Each line of system-packages.txt: "<command> <package>" (install the package when the
+# command is missing, whoever installed it before) or just "<package>" (check dpkg).
 missing=()
-while read -r pkg; do
-  [[ -z "$pkg" || "$pkg" == \#* ]] && continue
-  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+while read -r first second _; do
+  [[ -z "$first" || "$first" == \#* ]] && continue
+  if [[ -n "${second:-}" ]]; then
+    command -v "$first" >/dev/null 2>&1 || missing+=("$second")
+  else
+    dpkg-query -W -f='${Status}' "$first" 2>/dev/null | grep -q "install ok installed" || missing+=("$first")
+  fi
 done < scripts/system-packages.txt
 if ((${#missing[@]})); then
   echo "bootstrap: installing Debian packages: ${missing[*]}"
   SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # Another apt run (an unattended upgrade, a parallel job) may hold the lock: wait.
+  apt_get() { $SUDO apt-get -o DPkg::Lock::Timeout=600 "$@"; }
+  apt_get update -qq
+  DEBIAN_FRONTEND=noninteractive apt_get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 if ! command -v uv >/dev/null 2>&1; then
