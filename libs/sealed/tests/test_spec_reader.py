@@ -148,11 +148,24 @@ def test_jpegls_codestreams_are_standard_and_coded_at_the_bits_used(
     """An independent JPEG-LS decoder (pyjpegls) reads our frame codestreams, and
     their precision is the bits the values use — as a PACS stores .4.80."""
     import jpeg_ls
-    from trailerlink_sealed.codecs import FrameCodec, charls_available, encode
+    from trailerlink_sealed.codecs import FrameCodec, Tuning, charls_available, encode
+    from trailerlink_sealed.testdata import synthetic_mammogram
 
-    image = (np.arange(64 * 48, dtype=np.uint16).reshape(64, 48) * 5) % 4096
-    codestream = encode(FrameCodec.JPEGLS, image, 12)
-    decoded, info = jpeg_ls.decode_buffer(codestream)
-    assert np.array_equal(np.frombuffer(decoded, np.uint16).reshape(64, 48), image)
-    if charls_available():
-        assert info["bits_per_sample"] == 12
+    image = synthetic_mammogram(320, 240, 12, seed=4)
+    for scale in (None, 0.5, 2.0):  # None: chosen by trial, as the sealer does
+        tuning = Tuning()
+        tuning.threshold_scale = scale
+        codestream = encode(FrameCodec.JPEGLS, image, 12, tuning=tuning)
+        decoded, info = jpeg_ls.decode_buffer(codestream)
+        assert np.array_equal(np.frombuffer(decoded, np.uint16).reshape(image.shape), image)
+        if charls_available():
+            assert info["bits_per_sample"] == 12
+
+
+def test_threshold_tuning_keeps_the_standard_defaults_at_scale_one() -> None:
+    from trailerlink_sealed.codecs import thresholds_for
+
+    assert thresholds_for(14, 1.0) is None
+    assert thresholds_for(8, 0.5) is None  # 8-bit data keeps the defaults
+    assert thresholds_for(14, 0.5) == (9, 34, 138)  # defaults 18, 67, 276 halved
+    assert thresholds_for(12, 2.0) == (36, 134, 552)

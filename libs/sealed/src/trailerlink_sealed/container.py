@@ -194,7 +194,8 @@ def _frame_bytes(values: np.ndarray, residual: bytes | None, layout: FrameLayout
 
 
 def encode_frame(raw: bytes, layout: FrameLayout, codec: FrameCodec,
-                 residual_compressor: zstandard.ZstdCompressor) -> bytes:
+                 residual_compressor: zstandard.ZstdCompressor,
+                 tuning: codecs.Tuning | None = None) -> bytes:
     """A verified ``F`` record for one frame of original bytes ``raw``.
 
     Raises :class:`CodecError` if the codec refuses the image and
@@ -202,7 +203,7 @@ def encode_frame(raw: bytes, layout: FrameLayout, codec: FrameCodec,
     """
     values, residual_words = _split(raw, layout)
     bits = codecs.precision_of(values, layout.bits_stored)
-    codestream = codecs.encode(codec, values, bits, layout.planar)
+    codestream = codecs.encode(codec, values, bits, layout.planar, tuning)
     flags = (FLAG_BIG_ENDIAN if layout.big_endian else 0) | (FLAG_SIGNED if layout.signed else 0)
     flags |= FLAG_PLANAR if layout.planar else 0
     residual = b""

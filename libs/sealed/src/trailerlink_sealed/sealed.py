@@ -525,6 +525,7 @@ def _seal_once(
     residual_compressor = zstandard.ZstdCompressor(level=3, write_checksum=True,
                                                    write_content_size=True)
     frame_codec = codecs.CODECS_BY_NAME[options.pixel_codec]
+    tuning = codecs.Tuning()
 
     def body() -> Iterator[bytes]:
         yield CONTAINER_MAGIC
@@ -536,7 +537,8 @@ def _seal_once(
                 for _ in range(plan.frames):
                     raw = stream.read_exact(plan.layout.frame_bytes)
                     try:
-                        yield encode_frame(raw, plan.layout, frame_codec, residual_compressor)
+                        yield encode_frame(raw, plan.layout, frame_codec, residual_compressor,
+                                           tuning)
                     except RoundTripError as exc:
                         raise _Fallback(str(exc), "round_trip") from None
                     except codecs.CodecError as exc:
