@@ -161,3 +161,12 @@ from:
   - namespaceSelector: {}
 {{- end }}
 {{- end -}}
+
+{{/* The codec's older spool keys, as mounted: comma-separated paths. */}}
+{{- define "tl.oldSpoolKeyFiles" -}}
+{{- $paths := list -}}
+{{- range .Values.secrets.spoolKey.oldKeys -}}
+{{- $paths = append $paths (printf "/etc/trailerlink/spool-key/%s" .) -}}
+{{- end -}}
+{{- join "," $paths -}}
+{{- end -}}
