@@ -56,7 +56,7 @@ def captured_logs() -> Iterator[LogCapture]:
     root = logging.getLogger()
     root.addHandler(_CAPTURE)
     previous = root.level
-    root.setLevel(logging.DEBUG)
+    root.setLevel(logging.INFO)
     # pynetdicom at DEBUG prints PDUs and identifiers: exactly what must not leak.
     logging.getLogger("pynetdicom").setLevel(logging.DEBUG)
     try:

@@ -79,6 +79,8 @@ class CorrectionForwarder:
         event = delivery.event
         assert isinstance(event, m.DemographicsCorrection)
         s = self.settings
+        if event.meta.trailer_id != s.trailer_id:
+            return  # another trailer's correction (a shared broker): not ours to send
         corrected_at = event.corrected_at.ToDatetime(tzinfo=UTC) if event.HasField(
             "corrected_at") else datetime.now(UTC)
         common = {"application": s.hl7_application, "facility": s.trailer_id,
@@ -124,6 +126,8 @@ class StatusForwarder:
     async def handle(self, delivery: Delivery) -> None:
         event = delivery.event
         assert isinstance(event, m.ProcedureStepUpdated)
+        if event.meta.trailer_id != self.settings.trailer_id:
+            return  # another trailer's step (a shared broker): not ours to report
         try:
             if self.settings.status_route == "dicom_mpps":
                 await asyncio.to_thread(self._forward_dicom, event.mpps_sop_instance_uid)
