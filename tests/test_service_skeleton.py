@@ -77,3 +77,31 @@ def test_not_ready_but_alive_without_kafka(start_service) -> None:
     assert httpx.get(f"{base}/healthz").status_code == 200
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) in (0, 1)
+
+
+def test_taken_http_port_stops_the_service_with_a_reason(
+    tmp_path: Path, kafka_bootstrap: str
+) -> None:
+    import socket
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        env = {
+            **os.environ,
+            "TRAILERLINK_HTTP_PORT": str(port),
+            "TRAILERLINK_HTTP_HOST": "127.0.0.1",
+            "TRAILERLINK_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+            "TRAILERLINK_DATA_DIR": str(tmp_path),
+        }
+        proc = subprocess.run(
+            [str(BIN / "trailerlink-monitor")], env=env, capture_output=True, timeout=60
+        )
+    assert proc.returncode == 1
+    errors = [
+        json.loads(line)
+        for line in proc.stderr.decode().splitlines()
+        if line.startswith("{") and '"ERROR"' in line
+    ]
+    assert any("could not be served" in e.get("error", "") for e in errors), proc.stderr[-2000:]

@@ -176,7 +176,7 @@ class Service:
             asyncio.create_task(task(self.stopping), name=name): name
             for name, task in self._tasks.items()
         }
-        http = asyncio.create_task(server.serve(), name="http")
+        http = asyncio.create_task(self._serve_http(server), name="http")
         log.info(
             "service started", extra={"version": self.version, "http_port": self.settings.http_port}
         )
@@ -194,7 +194,7 @@ class Service:
                     "task ended unexpectedly; stopping",
                     extra={
                         "task": running.get(task, "http"),
-                        "error": type(exc).__name__ if exc else "returned",
+                        "error": f"{type(exc).__name__}: {exc}" if exc else "returned",
                     },
                 )
                 exit_code = 1
@@ -212,6 +212,14 @@ class Service:
         shutdown_tracing()
         log.info("service stopped", extra={"exit_code": exit_code})
         return exit_code
+
+    async def _serve_http(self, server: uvicorn.Server) -> None:
+        # uvicorn calls sys.exit(1) when it cannot bind; turn that into an ordinary
+        # failure so the service stops with a logged reason instead of a stray SystemExit.
+        try:
+            await server.serve()
+        except SystemExit:
+            raise OSError(f"HTTP port {self.settings.http_port} could not be served") from None
 
     def _request_stop(self, sig: signal.Signals) -> None:
         log.info("stop requested", extra={"signal": sig.name})

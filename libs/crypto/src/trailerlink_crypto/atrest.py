@@ -166,6 +166,15 @@ class EncryptedFileWriter:
             self._emit(bytes(self._buffer[: self._chunk_size]), last=False)
             del self._buffer[: self._chunk_size]
 
+    def start_writeback(self) -> None:
+        """Ask the kernel to start writing what was written so far, without waiting.
+
+        Not a commit (that is the fsync and rename on exit); it only leaves the final
+        fsync less to do, which shortens the time a sender waits for its answer.
+        """
+        self._out.flush()
+        os.posix_fadvise(self._out.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+
     def _emit(self, chunk: bytes, last: bool) -> None:
         nonce = self._prefix + struct.pack(">IB", self._index, 1 if last else 0)
         sealed = self._aead.encrypt(nonce, chunk, self._aad)

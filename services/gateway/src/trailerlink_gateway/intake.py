@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import queue
 import shutil
 import sqlite3
@@ -277,19 +276,9 @@ class _WriterThread:
                 since_writeback += len(data)
                 if since_writeback >= _WRITEBACK_BYTES:
                     since_writeback = 0
-                    _write_back(self._writer)
+                    self._writer.start_writeback()
             except OSError as exc:
                 self.error = exc
-
-
-def _write_back(writer: EncryptedFileWriter) -> None:
-    """Start writing the file's bytes to disk without waiting for it (Linux starts
-    write-back of dirty pages on POSIX_FADV_DONTNEED). Not a commit: that is the fsync
-    and rename at the end; this only leaves that fsync less to do."""
-    out = getattr(writer, "_out", None)
-    if out is not None:
-        out.flush()
-        os.posix_fadvise(out.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
 
 
 class IncomingObject:
