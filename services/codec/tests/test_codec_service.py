@@ -152,6 +152,11 @@ async def test_object_received_in_object_sealed_out(
     assert len(codec.sealed_files()) == 2
     wait_until(lambda: codec.metric("trailerlink_codec_objects_total", outcome="reused",
                                     codec="jpegls+zstd") == 1, 10, "reuse counted")
+    # UIDs and sizes only in the log: none of the synthetic patient's attributes.
+    log = codec.proc.log_path.read_text() if codec.proc.log_path else ""
+    assert "object sealed" in log and objects[0].spec.sop_uid in log
+    for patient_value in ("TEST^SYNTHETIC", "SYNTHETIC-0001", "19700101"):
+        assert patient_value not in log
 
 
 async def test_missing_spool_object_is_dead_lettered_and_reported(

@@ -119,3 +119,32 @@ def test_rotation_new_objects_use_the_current_key_old_sealed_ones_are_reused(
     assert rotated.seal(_job(old)).sealed_sha256 == first.sealed_sha256  # still openable
     fresh = rotated.seal(_job(spool.put(MGSpec(rows=32, cols=32))))
     assert fresh.key_id == new_key.key_id != dc_key.key_id
+
+
+def test_a_committed_sealed_object_is_never_replaced_by_a_racing_writer(
+    spool: Spool, tmp_path: Path, public_keys_dir: Path
+) -> None:
+    obj = spool.put(MGSpec(rows=64, cols=64))
+    sealer = _sealer(spool, tmp_path, public_keys_dir)
+    first = sealer.seal(_job(obj))
+    # Simulate the race: another writer's seal() finds the object committed meanwhile.
+    from trailerlink_sealed import seal
+
+    plain = tmp_path / "plain.dcm"
+    plain.write_bytes(obj.data)
+    with pytest.raises(FileExistsError):
+        seal(plain, first.absolute_path,
+             sealer.recipients.current, overwrite=False,
+             expected_size=len(obj.data), expected_sha256=_job(obj).file_sha256)
+    assert sealer.seal(_job(obj)).sealed_sha256 == first.sealed_sha256
+
+
+def test_a_damaged_sealed_object_is_replaced(spool: Spool, tmp_path: Path,
+                                             public_keys_dir: Path, dc_key: OpeningKey) -> None:
+    obj = spool.put(MGSpec(rows=64, cols=64))
+    sealer = _sealer(spool, tmp_path, public_keys_dir)
+    first = sealer.seal(_job(obj))
+    first.absolute_path.write_bytes(b"garbage")
+    again = sealer.seal(_job(obj))
+    assert not again.reused
+    assert unseal_to_bytes(again.absolute_path, OpeningKeyring([dc_key])) == obj.data

@@ -448,6 +448,7 @@ def seal(
     expected_size: int | None = None,
     expected_sha256: str | None = None,
     expected_dataset_sha256: str | None = None,
+    overwrite: bool = True,
 ) -> SealResult:
     """Compress ``source`` losslessly and seal it for ``recipient`` into ``dest``.
 
@@ -463,6 +464,10 @@ def seal(
     and :class:`SourceMismatchError` is raised if they differ. Without them the source
     is read once more up front to compute them.
 
+    With ``overwrite=False`` an existing ``dest`` is never replaced: if one appears
+    while sealing (another writer was first), ``FileExistsError`` is raised and the
+    other writer's object stands.
+
     Raises ``OSError`` for I/O failures and :class:`SourceMismatchError`.
     """
     options = options or SealOptions()
@@ -473,12 +478,12 @@ def seal(
         expected_dataset_sha256 = expected_dataset_sha256 or measured_dataset
     try:
         return _seal_once(source, dest, recipient, options, expected_size, expected_sha256,
-                          expected_dataset_sha256, None, started)
+                          expected_dataset_sha256, None, started, overwrite)
     except _Fallback as fallback:
         log.warning("pixel codec not used; sealing as zstd",
                     extra={"reason": str(fallback), "kind": fallback.kind})
         return _seal_once(source, dest, recipient, options, expected_size, expected_sha256,
-                          expected_dataset_sha256, fallback, started)
+                          expected_dataset_sha256, fallback, started, overwrite)
 
 
 def _seal_once(
@@ -491,6 +496,7 @@ def _seal_once(
     expected_dataset_sha256: str | None,
     forced: _Fallback | None,
     started: float,
+    overwrite: bool,
 ) -> SealResult:
     stream = ByteStream(_open_source(source))
     stream.start_capture()
@@ -556,7 +562,7 @@ def _seal_once(
 
     sealed_hash = hashlib.sha256()
     sealed_size = 0
-    with AtomicFile(Path(dest)) as out:
+    with AtomicFile(Path(dest), overwrite=overwrite) as out:
         out.write(header)
         sealed_hash.update(header)
         sealed_size += len(header)

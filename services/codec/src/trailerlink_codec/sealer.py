@@ -137,13 +137,18 @@ class Sealer:
                           header.created_at_ms)
         if not source.is_file():
             raise BadJob("spool object does not exist")
+        # A sealed object that cannot be reused (another key, another object, damaged)
+        # is replaced; then no writer may replace a committed one (overwrite=False): two
+        # deliveries racing after a rebalance leave the first object, and the second
+        # gets FileExistsError (an OSError: retried, then reused).
+        dest.unlink(missing_ok=True)
         recipient = self.recipients.current
         try:
             result = seal(
                 lambda: decrypt_file(source, self.spool_keys), dest, recipient,
                 options=self.options, expected_size=job.file_size,
                 expected_sha256=job.file_sha256,
-                expected_dataset_sha256=job.dataset_sha256 or None,
+                expected_dataset_sha256=job.dataset_sha256 or None, overwrite=False,
             )
         except SpoolKeyUnknown as exc:
             raise SpoolKeyMissing(str(exc)) from None
