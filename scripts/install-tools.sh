@@ -25,6 +25,11 @@ helm_ok() {
   go version -m "$bin" 2>/dev/null | grep -Eq "^[[:space:]]+mod[[:space:]]+helm.sh/helm/v3[[:space:]]+${HELM_VERSION}([[:space:]]|$)"
 }
 
+# Go from the official tarball lives outside the default PATH on some machines.
+if ! command -v go >/dev/null 2>&1 && [[ -x /usr/local/go/bin/go ]]; then
+  export PATH="$PATH:/usr/local/go/bin"
+fi
+
 if command -v go >/dev/null 2>&1; then
   HELM_BIN="$(gobin)/helm"
   if ! helm_ok "$HELM_BIN"; then

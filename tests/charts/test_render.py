@@ -206,3 +206,27 @@ def test_notes_render_with_next_steps(render: Renderer, helm: str, tmp_path: Pat
         assert "docs/runbook.md" in text
         assert "WARNING" in text  # the defaults are not a real site: the notes say so
         assert "<no value>" not in text
+
+
+def _quantity(value: str | int | float) -> float:
+    """A Kubernetes quantity as a number (cores, or bytes)."""
+    units = {"m": 1e-3, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+    text = str(value)
+    for suffix, factor in units.items():
+        if text.endswith(suffix):
+            return float(text[: -len(suffix)]) * factor
+    return float(text)
+
+
+def test_trailer_fits_a_small_edge_box(render: Renderer) -> None:
+    # 4 cores and 8 GB at the least, K3s itself needing about 1 GB and half a core.
+    requests_cpu = memory_limits = 0.0
+    rendered = render("trailer", "example-values.yaml")
+    for doc in rendered.docs:
+        if doc["kind"] not in ("Deployment", "StatefulSet"):
+            continue
+        for container in doc["spec"]["template"]["spec"]["containers"]:
+            requests_cpu += _quantity(container["resources"]["requests"]["cpu"])
+            memory_limits += _quantity(container["resources"]["limits"]["memory"])
+    assert requests_cpu <= 3.5
+    assert memory_limits <= 7 * 2**30
