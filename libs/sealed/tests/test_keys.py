@@ -70,3 +70,26 @@ def test_ingest_loads_private_keys_from_a_directory(tmp_path: Path) -> None:
         (tmp_path / f"k{i}.pem").write_bytes(key.to_pem())
     ring = OpeningKeyring.load_dir(tmp_path)
     assert ring.key_ids == sorted(k.key_id for k in keys)
+
+
+def test_operator_tools_make_keys_print_ids_and_open_objects(tmp_path: Path, capsys) -> None:
+    import json
+
+    from trailerlink_sealed.__main__ import main
+
+    keys = tmp_path / "ingest-keys"
+    keys.mkdir()
+    assert main(["keygen", str(keys / "dc.pem"), str(tmp_path / "dc.pub.pem")]) == 0
+    key_id = capsys.readouterr().out.strip()
+    assert (keys / "dc.pem").stat().st_mode & 0o777 == 0o600
+    main(["key-id", str(tmp_path / "dc.pub.pem")])
+    assert capsys.readouterr().out.strip() == key_id
+
+    data = mg_file_bytes(MGSpec(rows=48, cols=32))
+    (tmp_path / "o.dcm").write_bytes(data)
+    seal(tmp_path / "o.dcm", tmp_path / "o.tls", RecipientKey.load(tmp_path / "dc.pub.pem"))
+    main(["header", str(tmp_path / "o.tls")])
+    header = json.loads(capsys.readouterr().out)
+    assert header["key_id"] == key_id and header["codec"] == "jpegls+zstd"
+    main(["open", str(tmp_path / "o.tls"), str(tmp_path / "back.dcm"), "--keys", str(keys)])
+    assert (tmp_path / "back.dcm").read_bytes() == data

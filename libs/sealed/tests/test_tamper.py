@@ -171,3 +171,29 @@ def test_successful_unseal_to_file_is_the_original(tmp_path: Path, sealed: bytes
     result = unseal_to_file(io.BytesIO(sealed), dest, keyring)
     assert dest.read_bytes() == original
     assert result.size == len(original)
+
+
+def test_frame_codestream_declaring_another_size_is_refused_before_decoding() -> None:
+    """A sealed object can be forged by anyone with the public key; a frame whose
+    codestream claims a huge image must not make the ingest allocate it."""
+    import zstandard
+    from trailerlink_sealed.codecs import FrameCodec
+    from trailerlink_sealed.container import (
+        ContainerError,
+        FrameLayout,
+        decode_frame,
+        encode_frame,
+    )
+
+    layout = FrameLayout(16, 16, 1, 16, 12, 0, False, False, False)
+    raw = bytes(range(256)) * 2
+    compressor = zstandard.ZstdCompressor()
+    for codec in (FrameCodec.JPEGLS, FrameCodec.HTJ2K):
+        payload = bytearray(encode_frame(raw, layout, codec, compressor)[5:])
+        if codec == FrameCodec.JPEGLS:
+            sof = payload.index(b"\xff\xf7")
+            payload[sof + 5 : sof + 7] = (60000).to_bytes(2, "big")  # rows
+        else:
+            payload[20 + 12 : 20 + 16] = (60000).to_bytes(4, "big")  # Ysiz
+        with pytest.raises(ContainerError, match="dimensions"):
+            decode_frame(bytes(payload))

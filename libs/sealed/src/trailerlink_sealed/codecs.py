@@ -252,10 +252,45 @@ def encode(codec: FrameCodec, image: np.ndarray, bits: int, planar: bool = False
     raise CodecError(f"unknown frame codec {codec}")
 
 
+def _jpegls_dimensions(codestream: bytes) -> tuple[int, int, int]:
+    """(rows, columns, components) from a JPEG-LS SOF55 marker segment."""
+    at = codestream.find(b"\xff\xf7")
+    if at < 0 or at + 10 > len(codestream):
+        raise CodecError("JPEG-LS codestream without a frame header")
+    rows = int.from_bytes(codestream[at + 5 : at + 7], "big")
+    columns = int.from_bytes(codestream[at + 7 : at + 9], "big")
+    return rows, columns, codestream[at + 9]
+
+
+def _htj2k_dimensions(codestream: bytes) -> tuple[int, int, int]:
+    """(rows, columns, components) from a J2C codestream's SIZ marker segment."""
+    if codestream[:4] != b"\xff\x4f\xff\x51" or len(codestream) < 42:
+        raise CodecError("HTJ2K codestream without SOC and SIZ")
+    field = [int.from_bytes(codestream[8 + 4 * i : 12 + 4 * i], "big") for i in range(4)]
+    xsiz, ysiz, xosiz, yosiz = field
+    return ysiz - yosiz, xsiz - xosiz, int.from_bytes(codestream[40:42], "big")
+
+
+def check_dimensions(codec: int, codestream: bytes | memoryview, rows: int, columns: int,
+                     samples: int) -> None:
+    """Refuse a codestream whose header declares another size than its frame record,
+    before a decoder allocates what a hostile header asks for."""
+    head = bytes(codestream[:4096])
+    if codec == FrameCodec.JPEGLS:
+        found = _jpegls_dimensions(head)
+    elif codec == FrameCodec.HTJ2K:
+        found = _htj2k_dimensions(head)
+    else:
+        raise CodecError(f"unknown frame codec {codec}")
+    if found != (rows, columns, samples):
+        raise CodecError("codestream dimensions differ from the frame record")
+
+
 def decode(codec: int, codestream: bytes | memoryview) -> np.ndarray:
     """Decode a codestream to (rows, cols) or (rows, cols, samples), unsigned.
 
-    Raises :class:`CodecError` for an unknown codec or a corrupt codestream.
+    Raises :class:`CodecError` for an unknown codec or a corrupt codestream. Call
+    :func:`check_dimensions` first on untrusted input.
     """
     try:
         if codec == FrameCodec.JPEGLS:

@@ -256,7 +256,9 @@ def _decode_frame_parts(
     if end > len(payload):
         raise ContainerError("frame codestream overruns its record")
     try:
-        decoded = codecs.decode(codec, payload[_FRAME_HEAD.size : end])
+        codestream = payload[_FRAME_HEAD.size : end]
+        codecs.check_dimensions(codec, codestream, rows, columns, samples)
+        decoded = codecs.decode(codec, codestream)
     except CodecError as exc:
         raise ContainerError(str(exc)) from None
     want = (rows, columns) if samples == 1 else (rows, columns, samples)
