@@ -141,7 +141,7 @@ def test_latin1_query_finds_and_returns_accented_names(day_servers) -> None:  # 
 def test_utf8_query_is_answered_in_utf8(day_servers) -> None:  # type: ignore[no-untyped-def]
     app, _broker = day_servers
     result = findscu("127.0.0.1", app.scp.port, "TRAILERLINK_MWL",
-                     ["SpecificCharacterSet=ISO_IR 192", "PatientName=TEST^ZO*".encode(),
+                     ["SpecificCharacterSet=ISO_IR 192", b"PatientName=TEST^ZO*",
                       "AccessionNumber"])
     assert len(result.responses) == DAY // 8
     for r in result.responses:

@@ -170,7 +170,7 @@ def test_a_name_matches_itself_and_any_wildcard_of_it(family: str, given_name: s
 @settings(max_examples=150, deadline=None)
 @given(times=st.lists(st.integers(0, 23 * 60 + 59), min_size=3, max_size=3))
 def test_time_range_agrees_with_integer_comparison(times: list[int]) -> None:
-    low, high, value = sorted(times[:2]) + [times[2]]
+    low, high, value = [*sorted(times[:2]), times[2]]
     as_tm = [f"{t // 60:02d}{t % 60:02d}" for t in (low, high, value)]
     r = record(0, time=as_tm[2] + "00")
     expected = low <= value <= high

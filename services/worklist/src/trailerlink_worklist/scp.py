@@ -95,44 +95,47 @@ class WorklistScp:
     # --- C-FIND ---------------------------------------------------------------------
     def on_find(self, event: evt.Event) -> Iterator[tuple[int, Dataset | None]]:
         started = time.perf_counter()
-        outcome, matched = "success", 0
+        matched = 0
+
+        def done(outcome: str) -> None:
+            # Counted before the final status is yielded: pynetdicom does not resume a
+            # handler after its final response.
+            metrics.CFIND_REQUESTS.labels(outcome).inc()
+            metrics.CFIND_SECONDS.observe(time.perf_counter() - started)
+            metrics.CFIND_MATCHES.observe(matched)
+
         try:
-            try:
-                identifier = event.identifier
-                query = compile_query(
-                    identifier,
-                    pn_case_sensitive=self.settings.pn_case_sensitive,
-                    combined_datetime=self.settings.combined_datetime_matching,
-                )
-                requested = requested_charsets(identifier)
-            except (QueryError, ValueError, TypeError, KeyError, AttributeError) as exc:
-                outcome = "refused"
-                log.warning("C-FIND identifier refused", extra={"error": type(exc).__name__})
-                yield statuses.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, None
-                return
+            identifier = event.identifier
+            query = compile_query(
+                identifier,
+                pn_case_sensitive=self.settings.pn_case_sensitive,
+                combined_datetime=self.settings.combined_datetime_matching,
+            )
+            requested = requested_charsets(identifier)
+        except (QueryError, ValueError, TypeError, KeyError, AttributeError) as exc:
+            log.warning("C-FIND identifier refused", extra={"error": type(exc).__name__})
+            done("refused")
+            yield statuses.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, None
+            return
+        try:
             generation = self.cache.generation
             records = self.cache.snapshot()
             for record in records:
                 if event.is_cancelled:
-                    outcome = "cancelled"
+                    done("cancelled")
                     yield statuses.CANCEL, None
                     return
                 if query.matches(record):
                     matched += 1
                     yield statuses.PENDING, self.answers.answer(
                         query, record, requested, generation)
-            yield statuses.SUCCESS, None
-        except GeneratorExit:
-            outcome = "aborted"
-            raise
         except Exception as exc:
-            outcome = "failed"
             log.error("C-FIND failed", extra={"error": type(exc).__name__})
+            done("failed")
             yield statuses.UNABLE_TO_PROCESS, None
-        finally:
-            metrics.CFIND_REQUESTS.labels(outcome).inc()
-            metrics.CFIND_SECONDS.observe(time.perf_counter() - started)
-            metrics.CFIND_MATCHES.observe(matched)
+            return
+        done("success")
+        yield statuses.SUCCESS, None
 
     # --- MPPS -----------------------------------------------------------------------
     def on_n_create(self, event: evt.Event) -> tuple[int | Dataset, Dataset | None]:
