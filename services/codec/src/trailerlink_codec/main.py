@@ -91,7 +91,9 @@ def build(settings: CodecSettings) -> Service:
 
     async def shutdown() -> None:
         await producer.stop()
-        executor.shutdown(wait=True, cancel_futures=True)
+        # Not wait=True: that would block the event loop. A seal still running finishes
+        # before the interpreter exits (or is killed: its .partial goes at next start).
+        executor.shutdown(wait=False, cancel_futures=True)
 
     service.add_task("consumer", consume)
     service.add_readiness_check("kafka", producer.check_reachable)
