@@ -187,3 +187,15 @@ def test_empty_cache_answers_empty(scp_app: WorklistApp, tmp_path: Path) -> None
     result = findscu("127.0.0.1", scp_app.scp.port, "TRAILERLINK_MWL", ["PatientName"])
     assert result.final_status == "Success"
     assert result.responses == []
+
+
+def test_repeated_queries_reuse_encoded_answers_and_stay_correct(day_servers) -> None:  # type: ignore[no-untyped-def]
+    from trailerlink_worklist import answers
+
+    app, broker = day_servers
+    keys = [f"{SPS}.Modality=MG", "PatientName", "AccessionNumber", "PatientID"]
+    findscu("127.0.0.1", app.scp.port, "TRAILERLINK_MWL", keys)
+    before = answers.ENCODINGS_REUSED[0]
+    ours, reference = _ask(app, broker, keys)
+    assert answers.ENCODINGS_REUSED[0] - before == DAY
+    assert _summary(ours.responses) == _summary(reference.responses)

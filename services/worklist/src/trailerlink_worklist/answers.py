@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from pydicom.charset import python_encoding
 from pydicom.dataset import Dataset
@@ -19,6 +19,7 @@ from pydicom.dataset import Dataset
 from trailerlink_worklist.matching import Query, Record
 
 UTF8 = "ISO_IR 192"
+_ENCODED = "_trailerlink_encoded"
 _TEXT_VRS = frozenset({"PN", "LO", "SH", "LT", "ST", "UT", "UC"})
 
 
@@ -84,6 +85,7 @@ class Answers:
         if charset:
             ds.SpecificCharacterSet = charset
         if record.key and not _has_multi_item_sequences(record):
+            object.__setattr__(ds, _ENCODED, {})
             with self._lock:
                 self._kept[key] = ds
                 while len(self._kept) > self.max_entries:
@@ -95,3 +97,41 @@ def _has_multi_item_sequences(record: Record) -> bool:
     # An answer for a record whose sequences have several items depends on which items
     # matched, not only on the query's shape: such answers are not kept.
     return any(len(items) > 1 for items in record.items.values())
+
+
+def install_encoding_cache() -> None:
+    """Let pynetdicom reuse the bytes of an answer it has encoded before.
+
+    A modality repeats the same query every minute or so; encoding the same 120
+    answers with pydicom each time was most of the C-FIND's CPU time. Answers kept by
+    :class:`Answers` carry a small dict of their encodings per transfer syntax; any
+    other dataset is encoded as before. (pynetdicom 3 calls ``encode`` as imported
+    into ``pynetdicom.service_class``; a test checks the hook is in use.)
+    """
+    import pynetdicom.service_class as service_class
+
+    original: Callable[..., bytes | None] = service_class.encode
+    if getattr(original, "_trailerlink", False):
+        return
+
+    def encode(ds: Dataset, is_implicit_vr: bool, is_little_endian: bool,
+               deflated: bool = False) -> bytes | None:
+        kept = getattr(ds, _ENCODED, None) if type(ds) is Dataset else None
+        if kept is None:
+            return original(ds, is_implicit_vr, is_little_endian, deflated)
+        key = (is_implicit_vr, is_little_endian, deflated)
+        data = kept.get(key)
+        if data is not None:
+            ENCODINGS_REUSED[0] += 1
+            return data
+        data = original(ds, is_implicit_vr, is_little_endian, deflated)
+        if data is not None:
+            kept[key] = data
+        return data
+
+    encode._trailerlink = True  # type: ignore[attr-defined]
+    service_class.encode = encode  # type: ignore[assignment]
+
+
+ENCODINGS_REUSED = [0]
+"""How many answers were sent from kept bytes (for tests)."""

@@ -23,7 +23,7 @@ from pynetdicom.sop_class import (
 from pynetdicom.transport import ThreadedAssociationServer
 
 from trailerlink_worklist import metrics, statuses
-from trailerlink_worklist.answers import Answers, requested_charsets
+from trailerlink_worklist.answers import Answers, install_encoding_cache, requested_charsets
 from trailerlink_worklist.cache import Cache
 from trailerlink_worklist.matching import QueryError, compile_query
 from trailerlink_worklist.mpps import MppsRefused, MppsStore
@@ -49,6 +49,9 @@ class WorklistScp:
         self.cache = cache
         self.mpps = mpps
         self.answers = Answers(settings.dicom_default_character_set)
+        install_encoding_cache()
+        # pynetdicom logs a line per C-FIND response at INFO: 120 lines per refresh.
+        logging.getLogger("pynetdicom.service_class").setLevel(logging.WARNING)
         self.ae = self._build_ae()
         self._server: ThreadedAssociationServer | None = None
 
