@@ -59,7 +59,10 @@ class WorklistSettings(ServiceSettings):
     upstream_mwl_host: str = Field("127.0.0.1", description="Trust worklist broker host")
     upstream_mwl_port: int = Field(104, ge=1, le=65535)
     upstream_mwl_ae_title: str = Field("NBSS_MWL", max_length=16)
-    upstream_poll_seconds: float = Field(60.0, gt=0, description="MWL poll interval")
+    upstream_poll_seconds: float = Field(
+        15.0, gt=0, description="MWL poll interval: how soon an upstream cancellation "
+        "leaves the modality's list"
+    )
     upstream_timeout_seconds: float = Field(15.0, gt=0, description="Upstream call deadline")
     hl7_listen_host: str = Field("0.0.0.0", description="HL7 MLLP listener address")  # noqa: S104
     hl7_listen_port: int = Field(2575, ge=1, le=65535, description="HL7 MLLP listener port")
