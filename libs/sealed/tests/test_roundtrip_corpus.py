@@ -167,3 +167,21 @@ def test_unsupported_bit_depth_is_a_counted_fallback(roundtrip: Roundtrip) -> No
     assert back == buf.getvalue()
     assert result.codec == "zstd"
     assert result.fallback_kind == "unsupported"
+
+
+@pytest.mark.parametrize("name", ["big-endian-signed-garbage", "implicit-vr",
+                                  "tomosynthesis-64-frames", "rgb"])
+def test_source_pieces_of_any_size_give_the_same_object(name: str, tmp_path: Path,
+                                                        opening_key, keyring) -> None:
+    """The spool hands the sealer pieces of its own size; element headers and frames
+    straddling piece boundaries must not matter."""
+    from trailerlink_sealed import seal, unseal_to_bytes
+
+    data = mg_file_bytes(SYNTHETIC[name])
+    for size in (1, 7, 997, 65536):
+        def pieces(size: int = size) -> list[bytes]:
+            return [data[i : i + size] for i in range(0, len(data), size)]
+
+        result = seal(pieces, tmp_path / f"{size}.tls", opening_key.recipient)
+        assert result.fallback is None and result.codec == "jpegls+zstd"
+        assert unseal_to_bytes(tmp_path / f"{size}.tls", keyring) == data

@@ -114,7 +114,7 @@ class _Walker:
         e = "<" if little else ">"
         if implicit or (tag >> 16) == 0xFFFE:
             return b"", struct.unpack(e + "I", self.s.read_exact(4))[0]
-        vr = self.s.read_exact(2)
+        vr = bytes(self.s.read_exact(2))
         if not (65 <= vr[0] <= 90 and 65 <= vr[1] <= 90):
             raise ScanError(f"invalid VR bytes at offset {self.s.position - 2}")
         if vr in _LONG_VRS:
@@ -231,8 +231,10 @@ def scan(stream: ByteStream, header_limit: int = 16 * 1024 * 1024) -> ScanResult
         result.implicit_vr = ts == IMPLICIT_VR_LE
         result.little_endian = ts != EXPLICIT_VR_BE
         walker.elements(result.implicit_vr, result.little_endian, 0, result=result)
+    except ScanError:
+        raise
     except UnexpectedEnd as exc:
         raise ScanError(f"truncated: {exc}") from None
-    except struct.error as exc:
-        raise ScanError(f"malformed element: {exc}") from None
+    except (struct.error, ValueError, TypeError, IndexError) as exc:
+        raise ScanError(f"malformed element: {type(exc).__name__}") from None
     return result

@@ -549,6 +549,12 @@ def _seal_once(
                         raise _Fallback(str(exc), "round_trip") from None
                     except codecs.CodecError as exc:
                         raise _Fallback(str(exc), "codec_error") from None
+                    except (ValueError, TypeError, IndexError) as exc:
+                        # A safety net: whatever goes wrong in the pixel path costs
+                        # compression, never the object. (Source integrity errors are
+                        # not among these and still propagate.)
+                        raise _Fallback(f"pixel path failed: {type(exc).__name__}",
+                                        "codec_error") from None
                     del raw
                 tail = found.pixel_value_length - plan.frames * plan.layout.frame_bytes
                 yield from zstd.stream_records(stream, tail)

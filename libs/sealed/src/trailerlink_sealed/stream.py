@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Iterator
 
+_SMALL_READ = 64 * 1024
+
 
 class UnexpectedEnd(EOFError):
     """The stream ended inside something that needs more bytes."""
@@ -92,7 +94,8 @@ class ByteStream:
                 else:
                     parts += piece[:need]
                     self._buffer += piece[need:]
-            data = parts
+            # Small reads are element headers and values: give them as hashable bytes.
+            data = parts if n >= _SMALL_READ else bytes(parts)
         self._consume(data)
         return data
 
