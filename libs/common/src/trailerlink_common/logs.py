@@ -141,6 +141,7 @@ def configure_logging(service: str, level: str = "INFO") -> None:
         root.removeHandler(existing)
     root.addHandler(handler)
     root.setLevel(level)
-    # Libraries that log whole datasets or PDUs at DEBUG stay at INFO or above.
+    # Libraries that log whole datasets, PDUs or a line per C-FIND answer at INFO or
+    # DEBUG: only their warnings reach our logs (our own code logs each outcome once).
     for noisy in ("pynetdicom", "aiokafka", "kafka", "uvicorn.access"):
-        logging.getLogger(noisy).setLevel(max(logging.getLevelName(level), logging.INFO))
+        logging.getLogger(noisy).setLevel(max(logging.getLevelName(level), logging.WARNING))
