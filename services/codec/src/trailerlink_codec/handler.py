@@ -12,6 +12,7 @@ import logging
 import uuid
 from concurrent.futures import Executor
 
+from opentelemetry import trace
 from trailerlink_events.kafka import (
     Delivery,
     DependencyUnavailable,
@@ -39,6 +40,7 @@ from trailerlink_codec.sealer import (
 )
 
 log = logging.getLogger(__name__)
+tracer = trace.get_tracer("trailerlink.codec")
 _EVENT_IDS = uuid.UUID("6f1d7c2e-4f4a-4f59-9a53-2c6a1b0d7e11")
 
 
@@ -58,9 +60,14 @@ class CodecHandler:
         job = self._job(event)
         uid = event.object.sop_instance_uid
         metrics.IN_FLIGHT.inc()
+        span = tracer.start_span("codec.seal", attributes={
+            "dicom.sop_instance_uid": uid, "trailerlink.original_bytes": job.file_size})
         try:
             sealed = await asyncio.get_running_loop().run_in_executor(
                 self.executor, self.sealer.seal, job)
+            span.set_attributes({"trailerlink.codec": sealed.codec,
+                                 "trailerlink.sealed_bytes": sealed.sealed_size,
+                                 "trailerlink.reused": sealed.reused})
         except (BadJob, SourceCorrupt) as exc:
             metrics.OBJECTS.labels("failed", "").inc()
             reason = f"{type(exc).__name__}: {exc}"
@@ -75,6 +82,7 @@ class CodecHandler:
             raise DependencyUnavailable(f"disk: {type(exc).__name__}") from None
         finally:
             metrics.IN_FLIGHT.dec()
+            span.end()
         self._count(sealed)
         log.info("object sealed", extra={
             "sop_instance_uid": uid, "codec": sealed.codec, "key_id": sealed.key_id,
