@@ -88,7 +88,7 @@ class CodecHandler:
             "sop_instance_uid": uid, "codec": sealed.codec, "key_id": sealed.key_id,
             "original_bytes": sealed.original_size, "sealed_bytes": sealed.sealed_size,
             "ratio": round(sealed.ratio, 3), "seconds": round(sealed.seconds, 3),
-            "reused": sealed.reused})
+            "reused": sealed.reused, "fallback": sealed.fallback_kind})
         await self.producer.publish(OBJECT_SEALED, delivery.key or event.object.study_instance_uid,
                                     self._sealed_event(event, sealed))
 
