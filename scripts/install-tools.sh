@@ -48,3 +48,20 @@ if ! command -v promtool >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
   fi
 fi
+
+# tusd, the reference tus server the uplink's tests and benchmarks upload to (issue #6).
+TUSD_VERSION="v2.9.1"
+tusd_ok() {
+  local bin="$1"
+  [[ -x "$bin" ]] || return 1
+  go version -m "$bin" 2>/dev/null | grep -Eq "^[[:space:]]+mod[[:space:]]+github.com/tus/tusd/v2[[:space:]]+${TUSD_VERSION}([[:space:]]|$)"
+}
+if command -v go >/dev/null 2>&1; then
+  TUSD_BIN="$(gobin)/tusd"
+  if ! tusd_ok "$TUSD_BIN"; then
+    echo "install-tools: building tusd ${TUSD_VERSION} with go install (slow on 2 cores; once per machine)"
+    go install "github.com/tus/tusd/v2/cmd/tusd@${TUSD_VERSION}"
+  fi
+else
+  echo "install-tools: no Go toolchain: cannot build tusd ${TUSD_VERSION}; the uplink's tus tests will skip" >&2
+fi

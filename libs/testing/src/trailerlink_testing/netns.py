@@ -1,0 +1,97 @@
+"""Bandwidth shaping with tc inside network namespaces this module creates.
+
+Two namespaces joined by a veth pair on private test addresses (10.237.<n>.1 and .2);
+nothing outside them is touched. The client side's egress goes through a tbf qdisc, so
+uploads from the client namespace to the server namespace see the shaped rate (netem
+is not available on these kernels; add latency with the fault proxy)::
+
+    with ShapedLink(rate_bits=2_000_000) as link:
+        server = Tusd(dir, host=link.server_ip, prefix=link.in_server())
+        subprocess.run([*link.in_client(), "python", "upload.py", link.server_ip])
+
+Needs root (CAP_NET_ADMIN); :func:`netns_available` says whether it can work here.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+from types import TracebackType
+
+
+def _run(*argv: str) -> None:
+    subprocess.run(argv, check=True, capture_output=True, timeout=30)
+
+
+def netns_available() -> bool:
+    """True when this process may create namespaces and shape with tc."""
+    return os.geteuid() == 0 and bool(shutil.which("ip")) and bool(shutil.which("tc"))
+
+
+class ShapedLink:
+    def __init__(self, rate_bits: int | None = None, subnet: int | None = None) -> None:
+        tag = secrets.token_hex(3)
+        self.client_ns = f"tlc{tag}"
+        self.server_ns = f"tls{tag}"
+        self.client_dev = f"vc{tag}"
+        self.server_dev = f"vs{tag}"
+        n = subnet if subnet is not None else 1 + secrets.randbelow(250)
+        self.client_ip = f"10.237.{n}.1"
+        self.server_ip = f"10.237.{n}.2"
+        self.rate_bits = rate_bits
+        self._up = False
+
+    def in_client(self) -> list[str]:
+        return ["ip", "netns", "exec", self.client_ns]
+
+    def in_server(self) -> list[str]:
+        return ["ip", "netns", "exec", self.server_ns]
+
+    def start(self) -> ShapedLink:
+        _run("ip", "netns", "add", self.client_ns)
+        self._up = True
+        _run("ip", "netns", "add", self.server_ns)
+        _run("ip", "-n", self.client_ns, "link", "add", self.client_dev, "type", "veth",
+             "peer", "name", self.server_dev, "netns", self.server_ns)
+        for ns, dev, ip in ((self.client_ns, self.client_dev, self.client_ip),
+                            (self.server_ns, self.server_dev, self.server_ip)):
+            _run("ip", "-n", ns, "addr", "add", f"{ip}/30", "dev", dev)
+            _run("ip", "-n", ns, "link", "set", dev, "up")
+            _run("ip", "-n", ns, "link", "set", "lo", "up")
+        if self.rate_bits:
+            self.set_rate(self.rate_bits)
+        return self
+
+    def set_rate(self, rate_bits: int) -> None:
+        """Shape client→server to ``rate_bits`` bit/s with tbf (replaces the previous)."""
+        rate_bytes = rate_bits / 8
+        burst = max(32 * 1024, int(rate_bytes / 100))
+        _run("ip", "netns", "exec", self.client_ns, "tc", "qdisc", "replace", "dev",
+             self.client_dev, "root", "tbf", "rate", f"{rate_bits}bit", "burst", str(burst),
+             "latency", "100ms")
+        self.rate_bits = rate_bits
+
+    def set_down(self, down: bool) -> None:
+        """Take the link down (carrier lost) or bring it back."""
+        _run("ip", "-n", self.client_ns, "link", "set", self.client_dev,
+             "down" if down else "up")
+
+    def close(self) -> None:
+        if not self._up:
+            return
+        for ns in (self.client_ns, self.server_ns):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
+        self._up = False
+
+    def __enter__(self) -> ShapedLink:
+        try:
+            return self.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()

@@ -1,0 +1,185 @@
+"""A tus 1.0 client on httpx: creation, PATCH in chunks with a per-chunk checksum, HEAD
+to learn the server's offset after any failure, termination.
+
+It knows nothing of the queue: :class:`TusClient` speaks the protocol and raises
+:class:`~trailerlink_uplink.link.LinkError` (transport or HTTP trouble, retry later) or
+:class:`UploadGone` (the server forgot the upload: create a new one).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import ssl
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urljoin
+
+import httpx
+
+from trailerlink_uplink.bandwidth import TokenBucket
+from trailerlink_uplink.link import LinkError, classify, http_error
+
+TUS_VERSION = "1.0.0"
+PIECE_BYTES = 16 * 1024  # how finely a chunk is paced through the bandwidth cap
+CHECKSUM_MISMATCH = 460
+
+
+class UploadGone(Exception):
+    """The server no longer has the upload (404/410, expired or terminated)."""
+
+
+class OffsetConflict(Exception):
+    """The server's offset is not the one the PATCH assumed (409): HEAD again."""
+
+
+@dataclass
+class ServerCapabilities:
+    extensions: frozenset[str] = frozenset()
+    checksum_algorithms: frozenset[str] = frozenset()
+    max_size: int | None = None
+
+    @property
+    def sha256_checksums(self) -> bool:
+        return "checksum" in self.extensions and "sha256" in self.checksum_algorithms
+
+
+@dataclass
+class PatchResult:
+    offset: int
+    sent: int
+    """Bytes of the body handed to the connection (the server may have kept fewer)."""
+
+
+def encode_metadata(metadata: Mapping[str, str]) -> str:
+    """The Upload-Metadata header: ``key base64(value)`` pairs."""
+    return ",".join(f"{k} {base64.b64encode(v.encode()).decode()}" for k, v in metadata.items())
+
+
+def tls_context(ca_file: Path | None, cert_file: Path | None, key_file: Path | None
+                ) -> ssl.SSLContext:
+    """TLS 1.3 client context that verifies the ingest and presents the trailer's
+    certificate. Raises ``OSError``/``ssl.SSLError`` if a file cannot be loaded."""
+    ctx = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    if cert_file is not None:
+        ctx.load_cert_chain(str(cert_file), str(key_file) if key_file else None)
+    return ctx
+
+
+def make_http_client(*, verify: ssl.SSLContext | bool, connect_timeout: float,
+                     io_timeout: float, max_connections: int) -> httpx.AsyncClient:
+    """The HTTP client uploads share. Short keep-alive so a moved trailer (new address,
+    new route) does not reuse a connection that silently died."""
+    return httpx.AsyncClient(
+        verify=verify,
+        timeout=httpx.Timeout(connect=connect_timeout, read=io_timeout, write=io_timeout,
+                              pool=io_timeout),
+        limits=httpx.Limits(max_connections=max_connections,
+                            max_keepalive_connections=max_connections, keepalive_expiry=15.0),
+        headers={"Tus-Resumable": TUS_VERSION, "User-Agent": "trailerlink-uplink"},
+        follow_redirects=False,
+    )
+
+
+@dataclass
+class TusClient:
+    """tus requests against one creation endpoint."""
+
+    endpoint: str
+    http: httpx.AsyncClient
+    bucket: TokenBucket | None = None
+    on_sent: Callable[[int], None] = field(default=lambda n: None)
+    capabilities: ServerCapabilities | None = None
+
+    async def _request(self, method: str, url: str, **kwargs: object) -> httpx.Response:
+        try:
+            return await self.http.request(method, url, **kwargs)  # type: ignore[arg-type]
+        except httpx.HTTPError as exc:
+            raise classify(exc) from None
+        except OSError as exc:
+            raise classify(exc) from None
+
+    async def discover(self) -> ServerCapabilities:
+        """OPTIONS: what the server supports. Also the reachability probe."""
+        rsp = await self._request("OPTIONS", self.endpoint)
+        if rsp.status_code >= 500:
+            raise http_error(rsp.status_code)
+        if rsp.status_code not in (200, 204):
+            raise http_error(rsp.status_code)
+        split = lambda name: frozenset(  # noqa: E731
+            v.strip().lower() for v in rsp.headers.get(name, "").split(",") if v.strip())
+        max_size = rsp.headers.get("Tus-Max-Size")
+        self.capabilities = ServerCapabilities(
+            split("Tus-Extension"), split("Tus-Checksum-Algorithm"),
+            int(max_size) if max_size and max_size.isdigit() else None)
+        return self.capabilities
+
+    async def create(self, length: int, metadata: Mapping[str, str]) -> str:
+        """POST: a new empty upload of ``length`` bytes; returns its absolute URL."""
+        rsp = await self._request("POST", self.endpoint, headers={
+            "Upload-Length": str(length), "Upload-Metadata": encode_metadata(metadata),
+            "Content-Length": "0"})
+        if rsp.status_code != 201 or "Location" not in rsp.headers:
+            raise http_error(rsp.status_code)
+        return urljoin(self.endpoint, rsp.headers["Location"])
+
+    async def offset(self, url: str) -> int:
+        """HEAD: how many bytes the server has. Raises UploadGone if it has none."""
+        rsp = await self._request("HEAD", url, headers={"Cache-Control": "no-store"})
+        if rsp.status_code in (403, 404, 410):
+            raise UploadGone(f"HTTP {rsp.status_code}")
+        if rsp.status_code not in (200, 204) or "Upload-Offset" not in rsp.headers:
+            raise http_error(rsp.status_code)
+        return int(rsp.headers["Upload-Offset"])
+
+    async def patch(self, url: str, offset: int, data: bytes) -> PatchResult:
+        """PATCH ``data`` at ``offset``, paced by the bandwidth cap; returns the new offset.
+
+        Raises LinkError (the caller HEADs and resumes), OffsetConflict or UploadGone.
+        A checksum the server rejects (460) raises LinkError("checksum") after which the
+        same chunk is simply sent again."""
+        headers = {"Upload-Offset": str(offset), "Content-Type": "application/offset+octet-stream",
+                   "Content-Length": str(len(data))}
+        caps = self.capabilities
+        if caps is not None and caps.sha256_checksums:
+            digest = base64.b64encode(hashlib.sha256(data).digest()).decode()
+            headers["Upload-Checksum"] = f"sha256 {digest}"
+        sent = 0
+
+        async def body() -> AsyncIterator[bytes]:
+            nonlocal sent
+            view = memoryview(data)
+            for start in range(0, len(data), PIECE_BYTES):
+                piece = view[start:start + PIECE_BYTES]
+                if self.bucket is not None:
+                    await self.bucket.take(len(piece))
+                sent += len(piece)
+                self.on_sent(len(piece))
+                yield bytes(piece)
+
+        try:
+            rsp = await self._request("PATCH", url, headers=headers, content=body())
+        except LinkError as exc:
+            exc.sent = sent  # type: ignore[attr-defined]
+            raise
+        if rsp.status_code == 204 and "Upload-Offset" in rsp.headers:
+            return PatchResult(int(rsp.headers["Upload-Offset"]), sent)
+        if rsp.status_code == 409:
+            raise OffsetConflict()
+        if rsp.status_code in (403, 404, 410):
+            raise UploadGone(f"HTTP {rsp.status_code}")
+        if rsp.status_code == CHECKSUM_MISMATCH:
+            error = LinkError("checksum", "server rejected the chunk checksum")
+            error.sent = sent  # type: ignore[attr-defined]
+            raise error
+        error = http_error(rsp.status_code)
+        error.sent = sent  # type: ignore[attr-defined]
+        raise error
+
+    async def terminate(self, url: str) -> None:
+        """DELETE an upload (termination extension); a missing upload is fine."""
+        rsp = await self._request("DELETE", url)
+        if rsp.status_code not in (204, 404, 410):
+            raise http_error(rsp.status_code)
