@@ -185,3 +185,32 @@ def test_source_pieces_of_any_size_give_the_same_object(name: str, tmp_path: Pat
         result = seal(pieces, tmp_path / f"{size}.tls", opening_key.recipient)
         assert result.fallback is None and result.codec == "jpegls+zstd"
         assert unseal_to_bytes(tmp_path / f"{size}.tls", keyring) == data
+
+
+def test_a_container_that_would_not_reproduce_the_source_is_never_committed(
+    tmp_path: Path, opening_key, keyring, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer recomputes what its records reproduce and compares it with the
+    source's SHA-256 before committing: a writer bug costs compression, never bytes."""
+    from trailerlink_sealed import seal, unseal_to_bytes
+    from trailerlink_sealed.container import ZstdBlocks
+
+    data = mg_file_bytes(MGSpec(rows=64, cols=48, private_after_pixels=True))
+    (tmp_path / "o.dcm").write_bytes(data)
+    real = ZstdBlocks.records
+    calls = {"n": 0}
+
+    def lossy_once(self: ZstdBlocks, block: bytes):  # drops the last byte, first time only
+        calls["n"] += 1
+        return real(self, block[:-1] if calls["n"] == 1 else block)
+
+    monkeypatch.setattr(ZstdBlocks, "records", lossy_once)
+    result = seal(tmp_path / "o.dcm", tmp_path / "o.tls", opening_key.recipient)
+    assert result.codec == "zstd" and result.fallback_kind == "round_trip"
+    assert unseal_to_bytes(tmp_path / "o.tls", keyring) == data
+
+    monkeypatch.setattr(ZstdBlocks, "records",
+                        lambda self, block: real(self, bytes(block)[:-1]))
+    with pytest.raises(RuntimeError, match="does not reproduce"):
+        seal(tmp_path / "o.dcm", tmp_path / "broken.tls", opening_key.recipient)
+    assert not (tmp_path / "broken.tls").exists()

@@ -41,6 +41,9 @@ from trailerlink_crypto.chunked import (
 from trailerlink_sealed import codecs
 from trailerlink_sealed.container import (
     CONTAINER_MAGIC,
+    RECORD_FRAME,
+    RECORD_RAW,
+    RECORD_ZSTD,
     ZSTD_BLOCK_BYTES,
     FrameLayout,
     RoundTripError,
@@ -533,9 +536,27 @@ def _seal_once(
     frame_codec = codecs.CODECS_BY_NAME[options.pixel_codec]
     tuning = codecs.Tuning()
 
+    # What the records reproduce, recomputed from the records themselves (zstd records
+    # decompressed again, frames as their own round trip verified them): checked
+    # against the source's SHA-256 before the sealed object is committed.
+    reproduced = hashlib.sha256()
+    decompressor = zstandard.ZstdDecompressor()
+
+    def emit(rec: bytes, frame: bytes | bytearray | None = None) -> bytes:
+        kind = rec[0]
+        if kind == RECORD_ZSTD:
+            reproduced.update(decompressor.decompress(rec[5:]))
+        elif kind == RECORD_RAW:
+            reproduced.update(memoryview(rec)[5:])
+        elif kind == RECORD_FRAME:
+            assert frame is not None
+            reproduced.update(frame)
+        return rec
+
     def body() -> Iterator[bytes]:
         yield CONTAINER_MAGIC
-        yield from zstd.records(prefix)
+        for rec in zstd.records(prefix):
+            yield emit(rec)
         try:
             if plan.kind == "frames":
                 assert plan.layout is not None and found is not None
@@ -543,7 +564,7 @@ def _seal_once(
                 for _ in range(plan.frames):
                     raw = stream.read_exact(plan.layout.frame_bytes)
                     try:
-                        yield encode_frame(raw, plan.layout, frame_codec, residual_compressor,
+                        rec = encode_frame(raw, plan.layout, frame_codec, residual_compressor,
                                            tuning)
                     except RoundTripError as exc:
                         raise _Fallback(str(exc), "round_trip") from None
@@ -555,15 +576,23 @@ def _seal_once(
                         # not among these and still propagate.)
                         raise _Fallback(f"pixel path failed: {type(exc).__name__}",
                                         "codec_error") from None
-                    del raw
+                    yield emit(rec, raw)
+                    del raw, rec
                 tail = found.pixel_value_length - plan.frames * plan.layout.frame_bytes
-                yield from zstd.stream_records(stream, tail)
+                for rec in zstd.stream_records(stream, tail):
+                    yield emit(rec)
             elif plan.kind == "encapsulated":
                 assert found is not None
-                yield from _encapsulated_records(stream, found.little_endian)
+                for rec in _encapsulated_records(stream, found.little_endian):
+                    yield emit(rec)
         except UnexpectedEnd as exc:
             raise _Fallback(f"object ends inside its pixel data: {exc}", "unsupported") from None
-        yield from zstd.stream_records(stream)
+        for rec in zstd.stream_records(stream):
+            yield emit(rec)
+        if reproduced.digest() != stream.file_hash.digest():
+            if forced is None:
+                raise _Fallback("container does not reproduce the source", "round_trip")
+            raise RuntimeError("zstd container does not reproduce the source")
         yield end_record(stream.position)
 
     sealed_hash = hashlib.sha256()
