@@ -140,11 +140,18 @@ class FaultProxy:
             self._reset_all()
             if self._server is not None:
                 self._server.close()
+            me = asyncio.current_task()
+            others = [t for t in asyncio.all_tasks() if t is not me]
+            for task in others:
+                task.cancel()
+            await asyncio.gather(*others, return_exceptions=True)
             self._loop.stop()
 
         asyncio.run_coroutine_threadsafe(shutdown(), self._loop)
         self._thread.join(10)
         self._thread = None
+        if not self._loop.is_running():
+            self._loop.close()
 
     def __enter__(self) -> FaultProxy:
         return self.start()
