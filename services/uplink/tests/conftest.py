@@ -46,8 +46,9 @@ class Outgoing:
             transfer_syntax_uid="1.2.840.10008.1.2.1",
             file_sha256=hashlib.sha256(b"file" + data).hexdigest(),
             dataset_sha256=hashlib.sha256(b"dataset" + data).hexdigest(),
-            sealed_sha256=hashlib.sha256(data).hexdigest(), sealed_size=size, key_id="dc-test",
-            codec="jpegls+zstd", priority=priority, received_at=received_at,
+            sealed_sha256=hashlib.sha256(data).hexdigest(), sealed_size=size,
+            key_id="dc-0123456789abcdef", codec="jpegls+zstd", priority=priority,
+            received_at=received_at,
             sealed_at=received_at + 1)
 
     def read(self, obj: NewObject) -> bytes:

@@ -34,7 +34,7 @@ async def test_objects_arrive_byte_identical_with_identity_metadata(
         meta = _meta(upload)
         assert meta["dataset_sha256"] == obj.dataset_sha256
         assert meta["sealed_size"] == str(obj.sealed_size)
-        assert meta["key_id"] == "dc-test"
+        assert meta["key_id"] == "dc-0123456789abcdef"
 
 
 async def _done(queue: SendQueue, n: int) -> bool:

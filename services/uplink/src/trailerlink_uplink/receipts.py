@@ -3,14 +3,16 @@
 Polls ``GET <receipts_url>?after=<cursor>`` (mutual TLS: the ingest knows the trailer by
 its certificate). The answer is JSON::
 
-    {"receipts": [{"cursor": "17", "status": "delivered" | "failed",
+    {"receipts": [{"cursor": "17", "upload_id": "...", "outcome": "delivered" | "failed",
                    "sop_instance_uid": "...", "study_instance_uid": "...",
-                   "dataset_sha256": "...", "pacs_ae_title": "...",
-                   "stored_transfer_syntax_uid": "...", "storage_committed": true,
-                   "duplicate": false, "delivered_at": "<RFC 3339>",
-                   "reason_code": "VERIFY_FAILED", "reason": "...", "stage": "...",
-                   "dicom_status": 0, "permanent": true, "failed_at": "<RFC 3339>"}],
-     "next_cursor": "17"}
+                   "dataset_sha256": "...", "stored_transfer_syntax_uid": "...",
+                   "storage_committed": true, "duplicate": false,
+                   "reason_code": "FAILURE_REASON_VERIFY_FAILED", "reason": "...",
+                   "stage": "...", "dicom_status": 0, "permanent": true,
+                   "at": 1764300000.0}],
+     "next_cursor": "17", "more": false}
+
+(the ingest's ``Receipt.to_json``; ``at`` is when the outcome happened, epoch seconds).
 
 Each receipt is published (ObjectDelivered / ObjectFailed, with an event id derived
 from the receipt so a replay repeats the same id) and recorded in the queue *before*
@@ -56,6 +58,8 @@ class Publisher:
 
 
 def _when(text: object) -> datetime | None:
+    if isinstance(text, int | float) and not isinstance(text, bool) and text > 0:
+        return datetime.fromtimestamp(float(text), UTC)
     if not isinstance(text, str) or not text:
         return None
     try:
@@ -134,7 +138,7 @@ class ReceiptPoller:
             next_cursor = receipts[-1].get("cursor")
         if next_cursor is not None and str(next_cursor) != cursor:
             self.queue.set_value(CURSOR_KEY, str(next_cursor))
-        return bool(receipts)
+        return bool(receipts) and bool(body.get("more", True))
 
     async def handle(self, receipt: Mapping[str, Any]) -> None:
         sop = str(receipt.get("sop_instance_uid") or "")
@@ -146,10 +150,10 @@ class ReceiptPoller:
                         extra={"cursor": receipt.get("cursor")})
             return
         row = rows[-1]
-        status = str(receipt.get("status") or "").lower()
+        status = str(receipt.get("outcome") or receipt.get("status") or "").lower()
         event_id = str(uuid.uuid5(_NAMESPACE, f"{status}:{sop}:{sha}:{receipt.get('cursor')}"))
         if status == "delivered":
-            delivered_at = _when(receipt.get("delivered_at"))
+            delivered_at = _when(receipt.get("at"))
             event = ObjectDelivered(
                 meta=new_meta("uplink", self.trailer_id, event_id=event_id),
                 object=_identity(row), dataset_sha256=sha,
@@ -176,7 +180,7 @@ class ReceiptPoller:
             reason=str(receipt.get("reason") or "")[:500],
             stage=str(receipt.get("stage") or "ingest"),
             dicom_status=int(receipt.get("dicom_status") or 0), permanent=permanent,
-            failed_at=timestamp(_when(receipt.get("failed_at"))))
+            failed_at=timestamp(_when(receipt.get("at"))))
         await self.producer.publish(OBJECT_FAILED, row.study_instance_uid, event)
         metrics.RECEIPTS.labels("failed").inc()
         if row.state == STATE_DELIVERED or not permanent:

@@ -31,24 +31,21 @@ class SealedFileProblem(Exception):
     """The sealed file is missing or does not match its event: it cannot be sent."""
 
 
-def upload_metadata(obj: QueuedObject, trailer_id: str) -> dict[str, str]:
-    """The object identity the ingest needs before it has the bytes (UIDs and hashes)."""
-    return {
-        "filename": Path(obj.sealed_path).name,
-        "trailer_id": trailer_id,
+def upload_metadata(obj: QueuedObject) -> dict[str, str]:
+    """The object identity the ingest needs before it has the bytes: exactly the keys the
+    ingest accepts (it refuses unknown keys). UIDs, hashes and sizes; no patient data."""
+    meta = {
         "sop_instance_uid": obj.sop_instance_uid,
         "study_instance_uid": obj.study_instance_uid,
+        "dataset_sha256": obj.dataset_sha256,
+        "sealed_size": str(obj.sealed_size),
+        "key_id": obj.key_id,
         "series_instance_uid": obj.series_instance_uid,
         "sop_class_uid": obj.sop_class_uid,
         "transfer_syntax_uid": obj.transfer_syntax_uid,
-        "dataset_sha256": obj.dataset_sha256,
         "file_sha256": obj.file_sha256,
-        "sealed_sha256": obj.sealed_sha256,
-        "sealed_size": str(obj.sealed_size),
-        "key_id": obj.key_id,
-        "codec": obj.codec,
-        "priority": "urgent" if obj.priority >= 2 else "routine",
     }
+    return {k: v for k, v in meta.items() if v}
 
 
 class GoodputMeter:
@@ -190,7 +187,7 @@ class Sender:
         url = current.upload_url if current else obj.upload_url
         if url is None:
             await asyncio.to_thread(self._check_file, obj)
-            url = await self.tus.create(obj.sealed_size, upload_metadata(obj, self.trailer_id))
+            url = await self.tus.create(obj.sealed_size, upload_metadata(obj))
             self.queue.set_upload_url(obj.id, url)  # durable before the first byte
             metrics.UPLOADS.labels("created").inc()
             offset = 0

@@ -25,7 +25,7 @@ class UplinkSettings(ServiceSettings):
     ingest_url: str = Field(
         "https://ingest.trailerlink.example.nhs.uk",
         description="Origin of the data centre's ingest (scheme://host[:port])")
-    tus_path: str = Field("/v1/uploads/", description="Path of the tus creation endpoint")
+    tus_path: str = Field("/files/", description="Path of the tus creation endpoint")
     receipts_path: str = Field("/v1/receipts", description="Path of the receipts endpoint")
     client_cert_file: Path = Field(
         Path("/etc/trailerlink/client-tls/tls.crt"), description="This trailer's client cert")
