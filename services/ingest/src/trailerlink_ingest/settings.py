@@ -1,0 +1,78 @@
+"""The ingest's one settings object, built from ``TRAILERLINK_*`` variables at start-up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from trailerlink_common.config import ServiceSettings
+
+
+class IngestSettings(ServiceSettings):
+    """Everything the ingest reads from the environment (see services/ingest/README.md)."""
+
+    service_name: str = "ingest"
+    trailer_id: str = ""
+    http_port: int = Field(9104, ge=1, le=65535,
+                           description="Plain HTTP: /healthz /readyz /metrics")
+    data_dir: Path = Field(Path("/var/lib/trailerlink/ingest"),
+                           description="Per-replica scratch space (unsealed objects in flight)")
+
+    # --- tus over mutual TLS ---------------------------------------------------------
+    tus_host: str = Field("0.0.0.0", description="Address of the HTTPS (tus, receipts) port")  # noqa: S104
+    tus_port: int = Field(8443, ge=1, le=65535, description="HTTPS port: tus and receipts")
+    tus_base_path: str = Field("/files/", description="Path of the tus creation endpoint")
+    tls_cert_file: Path = Field(Path("/etc/trailerlink/tls/tls.crt"),
+                                description="Server certificate chain (PEM)")
+    tls_key_file: Path = Field(Path("/etc/trailerlink/tls/tls.key"),
+                               description="Server private key (PEM)")
+    tls_client_ca_file: Path = Field(Path("/etc/trailerlink/tls/trailer-ca.crt"),
+                                     description="CA(s) that issue trailer certificates (PEM)")
+    identity_source: Literal["tls", "proxy-header"] = Field(
+        "tls", description="tls: the verified peer certificate of our own TLS port; "
+        "proxy-header: RFC 9440 Client-Cert from a trusted TLS-terminating proxy")
+    trusted_proxies: str = Field(
+        "", description="Comma-separated IPs/CIDRs whose Client-Cert header is believed")
+    access_list_file: Path = Field(
+        Path("/etc/trailerlink/access/trailers.json"),
+        description="JSON allow-list and revocation list; re-read when it changes")
+    access_reload_seconds: float = Field(2.0, gt=0, description="How often the list is checked")
+
+    # --- storage ---------------------------------------------------------------------
+    storage_dir: Path = Field(Path("/var/lib/trailerlink/uploads"),
+                              description="Shared (ReadWriteMany) storage of uploads")
+    upload_expiry_seconds: int = Field(7 * 24 * 3600, gt=0,
+                                       description="Unfinished uploads expire after this idle time")
+    conflict_dir_name: str = Field("conflicts", description="Under storage_dir: kept conflicts")
+
+    # --- limits per trailer ----------------------------------------------------------
+    max_object_bytes: int = Field(2 * 1024**3, gt=0, description="Largest Upload-Length (413)")
+    max_concurrent_uploads: int = Field(
+        64, gt=0, description="Unfinished uploads one trailer may hold at once (429)")
+    max_requests_per_second: float = Field(
+        50.0, gt=0, description="Sustained request rate per trailer (429 above it)")
+    request_burst: int = Field(200, gt=0, description="Requests a trailer may burst")
+
+    # --- processing ------------------------------------------------------------------
+    sealing_keys_dir: Path = Field(Path("/etc/trailerlink/sealing-private-keys"),
+                                   description="Data-centre private keys (PEM), one per key id")
+    ledger_dsn: str = Field("", description="postgresql://... for PostgreSQL; empty: SQLite")
+    ledger_sqlite_path: Path = Field(Path("/var/lib/trailerlink/uploads/ledger.sqlite3"),
+                                     description="SQLite ledger (single-replica deployments)")
+    consumer_group: str = Field("ingest", description="Kafka consumer group of the processors")
+
+    # --- PACS ------------------------------------------------------------------------
+    pacs_host: str = Field("127.0.0.1", description="PACS host")
+    pacs_port: int = Field(104, ge=1, le=65535, description="PACS DICOM port")
+    pacs_ae_title: str = Field("PACS", description="Called AE title")
+    calling_ae_title: str = Field("TRAILERLINK", description="Our AE title")
+    pacs_timeout_seconds: float = Field(60.0, gt=0, description="Association/DIMSE timeout")
+    pacs_max_pdu: int = Field(131072, ge=0, description="Maximum PDU size we receive")
+    pacs_retry_initial_seconds: float = Field(1.0, gt=0, description="First retry wait")
+    pacs_retry_max_seconds: float = Field(60.0, gt=0, description="Longest retry wait")
+    pacs_allow_lossless_fallback: bool = Field(
+        True, description="If the PACS refuses the original transfer syntax, send the same "
+        "pixels in another lossless one (recorded on the receipt)")
+    keep_delivered_uploads: bool = Field(
+        False, description="Keep sealed uploads after delivery (default: delete them)")

@@ -1,0 +1,128 @@
+"""The HTTPS (tus + receipts) server: uvicorn with client certificates, plus a small
+protocol adapter that hands the verified peer certificate to the application.
+
+uvicorn verifies client certificates but does not pass them to the ASGI app (the ASGI
+TLS extension is not implemented there). :class:`PeerCertH11Protocol` is uvicorn's own
+h11 protocol with one addition: when a connection is made it reads the certificate the
+TLS layer verified and wraps the app for that connection so every request's scope
+carries it, in the shape of the ASGI TLS extension::
+
+    scope["extensions"]["tls"] = {"client_cert_chain": [<PEM>], "client_cert_der": <DER>,
+                                  "tls_version": 0x0304, ...}
+
+The adapter relies on two uvicorn details, pinned by tests/test_tlsserver.py: the
+protocol keeps the app in ``self.app`` and reads it there for every request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from collections.abc import Generator
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+log = logging.getLogger(__name__)
+
+_TLS_VERSIONS = {"TLSv1.3": 0x0304, "TLSv1.2": 0x0303}
+
+
+class _PerConnectionApp:
+    """The app, with this connection's TLS facts added to every scope."""
+
+    def __init__(self, app: Any, tls: dict[str, Any]) -> None:
+        self.app = app
+        self.tls = tls
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] in ("http", "websocket"):
+            extensions = dict(scope.get("extensions") or {})
+            extensions["tls"] = self.tls
+            scope = {**scope, "extensions": extensions}
+        await self.app(scope, receive, send)
+
+
+def tls_facts(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> dict[str, Any]:
+    """The ASGI-TLS-extension dict for one TLS connection (empty cert when none)."""
+    if ssl_object is None:
+        return {}
+    der = ssl_object.getpeercert(binary_form=True)
+    return {
+        "server_cert": None,
+        "client_cert_chain": [ssl.DER_cert_to_PEM_cert(der)] if der else [],
+        "client_cert_der": der,
+        "client_cert_name": None,
+        "client_cert_error": None,
+        "tls_version": _TLS_VERSIONS.get(ssl_object.version() or "", None),
+        "cipher_suite": None,
+    }
+
+
+class PeerCertH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol, exposing the verified client certificate in the scope."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is not None:
+            self.app = _PerConnectionApp(self.app, tls_facts(ssl_object))
+
+
+def server_ssl_context(cert_file: Path, key_file: Path, client_ca_file: Path) -> ssl.SSLContext:
+    """TLS 1.3 only, client certificate required and verified against ``client_ca_file``.
+
+    Unknown issuers and expired certificates fail the handshake here; allow-list and
+    revocation are checked per request by the application (they reload at run time).
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    context.load_cert_chain(str(cert_file), str(key_file))
+    context.load_verify_locations(cafile=str(client_ca_file))
+    context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+class _QuietServer(uvicorn.Server):
+    """No signal handling of its own: the Service handles SIGTERM."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def build_https_server(app: Any, host: str, port: int, context: ssl.SSLContext | None,
+                       *, limit_concurrency: int | None = None) -> uvicorn.Server:
+    """A uvicorn server for ``app`` on ``host:port`` with ``context`` (None: plain HTTP,
+    for a deployment behind a TLS-terminating proxy)."""
+    config = uvicorn.Config(
+        app, host=host, port=port, http=PeerCertH11Protocol, lifespan="off",
+        log_config=None, access_log=False, limit_concurrency=limit_concurrency,
+        timeout_keep_alive=30, h11_max_incomplete_event_size=64 * 1024,
+        **({"ssl_context_factory": lambda _config, _default: context,
+            "ssl_certfile": None} if context is not None else {}),
+    )
+    return _QuietServer(config)
+
+
+async def serve_until(server: uvicorn.Server, stop: asyncio.Event) -> None:
+    """Serve until ``stop`` is set; raises OSError if the port cannot be bound."""
+    serving = asyncio.create_task(server.serve())
+    stopping = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if serving in done:
+        stopping.cancel()
+        try:
+            serving.result()
+        except SystemExit:
+            raise OSError("HTTPS port could not be served") from None
+        if not stop.is_set():
+            raise OSError("HTTPS server ended on its own")
+        return
+    server.should_exit = True
+    with contextlib.suppress(SystemExit, Exception):
+        await asyncio.wait_for(serving, 10)

@@ -1,0 +1,387 @@
+"""tus 1.0.0 over HTTPS: core, creation, creation-with-upload, checksum, termination and
+expiration, plus the receipts a trailer reads back. The protocol edge only: state lives
+in :mod:`uploads`, identity in :mod:`identity`, outcomes in :mod:`ledger`.
+
+Status codes (tus 1.0.0): 201 created, 204 PATCH/DELETE/OPTIONS, 200 HEAD; 400 bad
+header or metadata, 401 no client certificate, 403 trailer refused, 404 no such upload
+(of this trailer), 409 ``Upload-Offset`` conflict (or terminating a completed upload),
+410 expired, 412 wrong ``Tus-Resumable``, 413 too large, 415 wrong ``Content-Type``,
+423 the upload is being written by another request, 429 limit, 460 checksum mismatch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import functools
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from email.utils import formatdate
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from starlette.requests import ClientDisconnect
+
+from trailerlink_ingest import metrics
+from trailerlink_ingest.completion import Announcer
+from trailerlink_ingest.identity import Authenticator, Refused, parse_client_cert_header
+from trailerlink_ingest.ledger import Ledger, LedgerUnavailable
+from trailerlink_ingest.metadata import MetadataError, parse_upload_metadata
+from trailerlink_ingest.uploads import UploadInfo, UploadLocked, UploadStore, valid_upload_id
+
+log = logging.getLogger(__name__)
+
+TUS_VERSION = "1.0.0"
+EXTENSIONS = "creation,creation-with-upload,checksum,termination,expiration"
+CHECKSUM_ALGORITHMS = {"sha1": hashlib.sha1, "sha256": hashlib.sha256, "md5": hashlib.md5}
+OFFSET_CONTENT_TYPE = "application/offset+octet-stream"
+CHECKSUM_MISMATCH = 460
+WRITE_BUFFER = 256 * 1024
+MAX_RECEIPTS_PAGE = 1000
+
+
+class TusError(Exception):
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+
+
+@dataclass
+class TokenBucket:
+    rate: float
+    burst: float
+    tokens: float = 0.0
+    stamp: float = field(default_factory=time.monotonic)
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
+
+
+@dataclass
+class TusConfig:
+    base_path: str = "/files/"
+    max_size: int = 2 * 1024**3
+    max_concurrent_uploads: int = 64
+    requests_per_second: float = 50.0
+    burst: int = 200
+    expiry_seconds: float = 7 * 24 * 3600
+    identity_source: str = "tls"
+    trusted_proxies: list[Any] = field(default_factory=list)
+    key_ids: frozenset[str] | None = None
+
+
+def _expires(info: UploadInfo, cfg: TusConfig) -> dict[str, str]:
+    if info.complete:
+        return {}
+    return {"Upload-Expires": formatdate(info.expires_at(cfg.expiry_seconds), usegmt=True)}
+
+
+def _int_header(value: str | None, name: str) -> int:
+    if value is None:
+        raise TusError(400, f"{name} is required")
+    if not (value.isascii() and value.isdigit()) or len(value) > 19:
+        raise TusError(400, f"{name} must be a non-negative decimal integer")
+    return int(value)
+
+
+def _parse_checksum(value: str | None) -> tuple[str, bytes] | None:
+    if value is None:
+        return None
+    parts = value.strip().split(" ")
+    if len(parts) != 2:
+        raise TusError(400, "Upload-Checksum must be '<algorithm> <base64>'")
+    algorithm, encoded = parts
+    if algorithm not in CHECKSUM_ALGORITHMS:
+        raise TusError(400, f"checksum algorithm not supported; use one of "
+                            f"{','.join(CHECKSUM_ALGORITHMS)}")
+    try:
+        digest = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        raise TusError(400, "Upload-Checksum value is not base64") from None
+    if len(digest) != CHECKSUM_ALGORITHMS[algorithm]().digest_size:
+        raise TusError(400, "Upload-Checksum has the wrong length for its algorithm")
+    return algorithm, digest
+
+
+def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def build_tus_app(*, store: UploadStore, auth: Authenticator, ledger: Ledger,
+                  announcer: Announcer, cfg: TusConfig) -> FastAPI:
+    """The HTTPS application: tus routes under ``cfg.base_path`` and ``/v1/receipts``."""
+    app = FastAPI(title="trailerlink ingest (tus)", openapi_url=None, docs_url=None,
+                  redoc_url=None)
+    base = "/" + cfg.base_path.strip("/")
+    buckets: dict[str, TokenBucket] = {}
+
+    def base_headers(extra: dict[str, str] | None = None) -> dict[str, str]:
+        return {"Tus-Resumable": TUS_VERSION, "Cache-Control": "no-store", **(extra or {})}
+
+    def error(exc: TusError) -> Response:
+        metrics.REQUESTS_REFUSED.labels(str(exc.status)).inc()
+        headers = base_headers(exc.headers)
+        return Response(exc.message + "\n", status_code=exc.status, headers=headers,
+                        media_type="text/plain")
+
+    def trailer_of(request: Request) -> str:
+        peer = request.client.host if request.client else ""
+        if cfg.identity_source == "proxy-header":
+            import ipaddress
+
+            try:
+                address = ipaddress.ip_address(peer)
+            except ValueError:
+                address = None
+            if address is None or not any(address in net for net in cfg.trusted_proxies):
+                metrics.AUTH_REFUSALS.labels("untrusted_proxy").inc()
+                log.warning("Client-Cert from an untrusted peer refused", extra={"peer": peer})
+                raise TusError(403, "not a trusted proxy")
+            header = request.headers.get("client-cert")
+            try:
+                der = parse_client_cert_header(header) if header else None
+            except Refused as refused:
+                raise TusError(401, str(refused)) from None
+        else:
+            tls = (request.scope.get("extensions") or {}).get("tls") or {}
+            der = tls.get("client_cert_der")
+        if not der:
+            try:
+                auth.admit(None, peer)
+            except Refused:
+                pass
+            raise TusError(401, "a client certificate is required")
+        try:
+            trailer = auth.admit(der, peer)
+        except Refused as refused:
+            raise TusError(403, f"trailer refused: {refused.reason}") from None
+        bucket = buckets.setdefault(trailer, TokenBucket(cfg.requests_per_second, cfg.burst,
+                                                         tokens=cfg.burst))
+        if not bucket.take():
+            raise TusError(429, "request rate limit", {"Retry-After": "1"})
+        return trailer
+
+    def check_resumable(request: Request) -> None:
+        if request.headers.get("tus-resumable") != TUS_VERSION:
+            raise TusError(412, "Tus-Resumable 1.0.0 is required", {"Tus-Version": TUS_VERSION})
+
+    def handler(fn: Callable[..., Awaitable[Response]]) -> Callable[..., Awaitable[Response]]:
+        @functools.wraps(fn)
+        async def wrapped(request: Request, **kwargs: Any) -> Response:
+            try:
+                return await fn(request, **kwargs)
+            except TusError as exc:
+                return error(exc)
+            except LedgerUnavailable:
+                return error(TusError(503, "ledger not reachable", {"Retry-After": "5"}))
+        return wrapped
+
+    async def own_upload(trailer: str, upload_id: str) -> UploadInfo:
+        if not valid_upload_id(upload_id):
+            raise TusError(404, "no such upload")
+        info = await asyncio.to_thread(store.load, trailer, upload_id)
+        if info is None:
+            raise TusError(404, "no such upload")
+        if info.expired(cfg.expiry_seconds):
+            raise TusError(410, "upload expired")
+        return info
+
+    async def receive(request: Request, info: UploadInfo, offset: int) -> UploadInfo:
+        """Append the request body at ``offset``; durable when this returns."""
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type != OFFSET_CONTENT_TYPE:
+            raise TusError(415, f"Content-Type must be {OFFSET_CONTENT_TYPE}")
+        checksum = _parse_checksum(request.headers.get("upload-checksum"))
+        declared = request.headers.get("content-length")
+        if declared is not None:
+            declared_length = _int_header(declared, "Content-Length")
+            if offset + declared_length > info.length:
+                raise TusError(413, "body would exceed Upload-Length")
+        try:
+            async with store.locked(info.trailer_id, info.upload_id):
+                current = await asyncio.to_thread(store.load, info.trailer_id, info.upload_id)
+                if current is None:
+                    raise TusError(404, "no such upload")
+                if current.offset != offset:
+                    raise TusError(409, "Upload-Offset does not match the upload's offset",
+                                   {"Upload-Offset": str(current.offset)})
+                return await _append(request, current, checksum)
+        except UploadLocked:
+            raise TusError(423, "upload is being written by another request",
+                           {"Retry-After": "1"}) from None
+
+    async def _append(request: Request, info: UploadInfo,
+                      checksum: tuple[str, bytes] | None) -> UploadInfo:
+        hasher = CHECKSUM_ALGORITHMS[checksum[0]]() if checksum else None
+        fd = await asyncio.to_thread(store.open_for_append, info)
+        received = 0
+        buffer = bytearray()
+        disconnected = overflow = False
+        metrics.UPLOADS_ACTIVE.inc()
+        try:
+            try:
+                async for chunk in request.stream():
+                    if info.offset + received + len(buffer) + len(chunk) > info.length:
+                        overflow = True
+                        break
+                    if hasher is not None:
+                        hasher.update(chunk)
+                    buffer += chunk
+                    if len(buffer) >= WRITE_BUFFER:
+                        data, buffer = bytes(buffer), bytearray()
+                        await asyncio.to_thread(_write_all, fd, data)
+                        received += len(data)
+            except ClientDisconnect:
+                disconnected = True
+            if overflow:
+                raise TusError(413, "body exceeds Upload-Length")
+            if buffer:
+                await asyncio.to_thread(_write_all, fd, bytes(buffer))
+                received += len(buffer)
+            if checksum is not None:
+                if disconnected:
+                    raise TusError(400, "body incomplete; checksummed bytes not kept")
+                if hasher is not None and hasher.digest() != checksum[1]:
+                    metrics.CHECKSUM_MISMATCHES.inc()
+                    raise TusError(CHECKSUM_MISMATCH, "Checksum Mismatch")
+            updated = await asyncio.to_thread(store.commit, info, fd, info.offset + received)
+        finally:
+            os.close(fd)
+            metrics.UPLOADS_ACTIVE.dec()
+        metrics.BYTES_RECEIVED.labels(info.trailer_id).inc(received)
+        if updated.complete:
+            metrics.UPLOADS_COMPLETED.labels(info.trailer_id).inc()
+            log.info("upload complete", extra={"trailer": info.trailer_id,
+                                               "upload_id": info.upload_id,
+                                               "bytes": info.length})
+            if await announcer.announce(updated):
+                updated = await asyncio.to_thread(store.load, info.trailer_id,
+                                                  info.upload_id) or updated
+        return updated
+
+    # --- routes ---------------------------------------------------------------------
+    async def options(request: Request, upload_id: str | None = None) -> Response:
+        headers = {"Tus-Version": TUS_VERSION, "Tus-Extension": EXTENSIONS,
+                   "Tus-Max-Size": str(cfg.max_size),
+                   "Tus-Checksum-Algorithm": ",".join(CHECKSUM_ALGORITHMS)}
+        return Response(status_code=204, headers=base_headers(headers))
+
+    @handler
+    async def create(request: Request) -> Response:
+        trailer = trailer_of(request)
+        check_resumable(request)
+        if "upload-defer-length" in request.headers:
+            raise TusError(400, "creation-defer-length is not supported")
+        length = _int_header(request.headers.get("upload-length"), "Upload-Length")
+        if length > cfg.max_size:
+            raise TusError(413, "Upload-Length exceeds Tus-Max-Size")
+        if length == 0:
+            raise TusError(400, "a sealed object is never empty")
+        try:
+            identity = parse_upload_metadata(request.headers.get("upload-metadata"))
+        except MetadataError as exc:
+            raise TusError(400, str(exc)) from None
+        if identity.sealed_size != length:
+            raise TusError(400, "sealed_size differs from Upload-Length")
+        if cfg.key_ids is not None and identity.key_id not in cfg.key_ids:
+            raise TusError(400, "sealed for a key id this data centre does not hold")
+        has_body = request.headers.get("content-type") is not None or int(
+            request.headers.get("content-length") or 0) > 0
+        active = await asyncio.to_thread(
+            lambda: sum(1 for u in store.trailer_uploads(trailer)
+                        if not u.complete and not u.expired(cfg.expiry_seconds)))
+        if active >= cfg.max_concurrent_uploads:
+            raise TusError(429, "too many unfinished uploads for this trailer",
+                           {"Retry-After": "30"})
+        info = await asyncio.to_thread(store.create, trailer, length, identity)
+        metrics.UPLOADS_CREATED.labels(trailer).inc()
+        headers = {"Location": f"{base}/{info.upload_id}"}
+        if has_body:
+            try:
+                info = await receive(request, info, 0)
+            except TusError as exc:
+                # The upload exists (201 semantics are lost): report the error but keep the
+                # Location so the client can HEAD and resume.
+                exc.headers.setdefault("Location", headers["Location"])
+                raise
+            headers["Upload-Offset"] = str(info.offset)
+        headers.update(_expires(info, cfg))
+        return Response(status_code=201, headers=base_headers(headers))
+
+    @handler
+    async def head(request: Request, upload_id: str) -> Response:
+        trailer = trailer_of(request)
+        check_resumable(request)
+        info = await own_upload(trailer, upload_id)
+        headers = {"Upload-Offset": str(info.offset), "Upload-Length": str(info.length),
+                   **_expires(info, cfg)}
+        return Response(status_code=200, headers=base_headers(headers))
+
+    @handler
+    async def patch(request: Request, upload_id: str) -> Response:
+        trailer = trailer_of(request)
+        check_resumable(request)
+        offset = _int_header(request.headers.get("upload-offset"), "Upload-Offset")
+        info = await own_upload(trailer, upload_id)
+        info = await receive(request, info, offset)
+        headers = {"Upload-Offset": str(info.offset), **_expires(info, cfg)}
+        return Response(status_code=204, headers=base_headers(headers))
+
+    @handler
+    async def delete(request: Request, upload_id: str) -> Response:
+        trailer = trailer_of(request)
+        check_resumable(request)
+        info = await own_upload(trailer, upload_id)
+        if info.complete:
+            raise TusError(409, "a completed upload is processed and removed by the ingest")
+        try:
+            async with store.locked(trailer, upload_id):
+                await asyncio.to_thread(store.delete, trailer, upload_id)
+        except UploadLocked:
+            raise TusError(423, "upload is being written", {"Retry-After": "1"}) from None
+        return Response(status_code=204, headers=base_headers())
+
+    @handler
+    async def receipts(request: Request) -> Response:
+        trailer = trailer_of(request)
+        after_text = request.query_params.get("after", "0") or "0"
+        limit_text = request.query_params.get("limit", "100")
+        after = _int_header(after_text, "after")
+        limit = _int_header(limit_text, "limit")
+        if not 1 <= limit <= MAX_RECEIPTS_PAGE:
+            raise TusError(400, f"limit must be 1..{MAX_RECEIPTS_PAGE}")
+        rows = await asyncio.to_thread(ledger.receipts, trailer, after, limit)
+        next_cursor = rows[-1].cursor if rows else after
+        return JSONResponse({"receipts": [r.to_json() for r in rows],
+                             "next_cursor": str(next_cursor),
+                             "more": len(rows) == limit})
+
+    app.add_api_route(base + "/", options, methods=["OPTIONS"], include_in_schema=False)
+    app.add_api_route(base, options, methods=["OPTIONS"], include_in_schema=False)
+    app.add_api_route(base + "/{upload_id}", options, methods=["OPTIONS"],
+                      include_in_schema=False)
+    app.add_api_route(base + "/", create, methods=["POST"], include_in_schema=False)
+    app.add_api_route(base, create, methods=["POST"], include_in_schema=False)
+    app.add_api_route(base + "/{upload_id}", head, methods=["HEAD"], include_in_schema=False)
+    app.add_api_route(base + "/{upload_id}", patch, methods=["PATCH"], include_in_schema=False)
+    app.add_api_route(base + "/{upload_id}", delete, methods=["DELETE"],
+                      include_in_schema=False)
+    app.add_api_route("/v1/receipts", receipts, methods=["GET"], include_in_schema=False)
+    return app

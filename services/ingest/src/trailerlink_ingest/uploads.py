@@ -1,0 +1,223 @@
+"""Durable upload state on shared storage: one directory per upload.
+
+Layout under ``storage_dir``::
+
+    uploads/<trailer id>/<upload id>/info.json   state (atomically replaced, fsynced)
+    uploads/<trailer id>/<upload id>/data        the sealed bytes received so far
+    uploads/<trailer id>/<upload id>/lock        flock'd while a request writes
+
+``info.json``'s ``offset`` is the only truth about how much is received: it is written
+(and fsynced, with its directory) only after the data bytes up to it were fsynced, so
+every offset a client was ever told survives a crash. Bytes past it in ``data`` are
+leftovers of an unfinished request and are overwritten by the next PATCH.
+
+Every replica mounts the same ``storage_dir`` (a ReadWriteMany volume), so an upload may
+continue on any replica; the ``flock`` keeps two requests from writing one upload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import re
+import shutil
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from trailerlink_common.durable import fsync_dir, write_durably
+
+from trailerlink_ingest.metadata import UploadMetadata
+
+UPLOAD_ID = re.compile(r"^[0-9a-f]{32}$")
+TRAILER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+LOCK_WAIT_SECONDS = 10.0
+
+
+class UploadLocked(Exception):
+    """Another request is writing this upload right now."""
+
+
+@dataclass(frozen=True)
+class UploadInfo:
+    """The durable state of one upload."""
+
+    upload_id: str
+    trailer_id: str
+    length: int
+    offset: int
+    metadata: dict[str, object]
+    created_at: float
+    updated_at: float
+    completed_at: float | None = None
+    announced: bool = False
+
+    @property
+    def complete(self) -> bool:
+        return self.offset == self.length
+
+    @property
+    def identity(self) -> UploadMetadata:
+        return UploadMetadata.from_dict(self.metadata)
+
+    def expires_at(self, expiry_seconds: float) -> float:
+        return self.updated_at + expiry_seconds
+
+    def expired(self, expiry_seconds: float, now: float | None = None) -> bool:
+        return not self.complete and (now or time.time()) > self.expires_at(expiry_seconds)
+
+
+def valid_upload_id(value: str) -> bool:
+    return bool(UPLOAD_ID.match(value))
+
+
+def valid_trailer_id(value: str) -> bool:
+    return bool(TRAILER_ID.match(value))
+
+
+class UploadStore:
+    """Upload directories under ``root``; blocking I/O (call from a thread)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.uploads = self.root / "uploads"
+
+    # --- paths ----------------------------------------------------------------------
+    def directory(self, trailer_id: str, upload_id: str) -> Path:
+        if not valid_trailer_id(trailer_id) or not valid_upload_id(upload_id):
+            raise ValueError("not a valid trailer or upload id")
+        return self.uploads / trailer_id / upload_id
+
+    def data_path(self, trailer_id: str, upload_id: str) -> Path:
+        return self.directory(trailer_id, upload_id) / "data"
+
+    def relative(self, path: Path) -> str:
+        return str(path.relative_to(self.root))
+
+    def resolve(self, relative: str) -> Path:
+        """The absolute path of a storage path from an event; ValueError if it escapes."""
+        candidate = (self.root / relative).resolve()
+        if not candidate.is_relative_to(self.root.resolve()):
+            raise ValueError("storage path escapes the storage root")
+        return candidate
+
+    # --- state ----------------------------------------------------------------------
+    def create(self, trailer_id: str, length: int, metadata: UploadMetadata) -> UploadInfo:
+        """Create an empty upload; durable when this returns."""
+        upload_id = uuid.uuid4().hex
+        directory = self.directory(trailer_id, upload_id)
+        directory.mkdir(parents=True, exist_ok=False)
+        fd = os.open(directory / "data", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        (directory / "lock").touch(0o600)
+        now = time.time()
+        info = UploadInfo(upload_id, trailer_id, length, 0, metadata.to_dict(), now, now)
+        self.save(info)
+        fsync_dir(directory.parent)
+        fsync_dir(directory.parent.parent)
+        return info
+
+    def save(self, info: UploadInfo) -> None:
+        path = self.directory(info.trailer_id, info.upload_id) / "info.json"
+        write_durably(path, json.dumps(asdict(info), sort_keys=True).encode())
+
+    def load(self, trailer_id: str, upload_id: str) -> UploadInfo | None:
+        """The upload's state, or None if there is no such upload for this trailer."""
+        try:
+            path = self.directory(trailer_id, upload_id) / "info.json"
+        except ValueError:
+            return None
+        try:
+            raw = json.loads(path.read_bytes())
+        except FileNotFoundError:
+            return None
+        return UploadInfo(**raw)
+
+    def delete(self, trailer_id: str, upload_id: str) -> None:
+        directory = self.directory(trailer_id, upload_id)
+        shutil.rmtree(directory, ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):
+            fsync_dir(directory.parent)
+
+    def all_uploads(self) -> Iterator[UploadInfo]:
+        """Every upload on the storage (for the sweeper)."""
+        if not self.uploads.exists():
+            return
+        for trailer_dir in self.uploads.iterdir():
+            if not valid_trailer_id(trailer_dir.name):
+                continue
+            yield from self.trailer_uploads(trailer_dir.name)
+
+    def trailer_uploads(self, trailer_id: str) -> Iterator[UploadInfo]:
+        directory = self.uploads / trailer_id
+        if not directory.exists():
+            return
+        for entry in directory.iterdir():
+            if valid_upload_id(entry.name):
+                info = self.load(trailer_id, entry.name)
+                if info is not None:
+                    yield info
+
+    # --- writing ----------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _flock(self, trailer_id: str, upload_id: str) -> Iterator[int]:
+        path = self.directory(trailer_id, upload_id) / "lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    raise UploadLocked() from None
+                raise
+            yield fd
+        finally:
+            os.close(fd)
+
+    @contextlib.asynccontextmanager
+    async def locked(self, trailer_id: str, upload_id: str) -> AsyncIterator[None]:
+        """Hold the upload's write lock (across replicas); UploadLocked after a wait."""
+        deadline = time.monotonic() + LOCK_WAIT_SECONDS
+        while True:
+            cm = self._flock(trailer_id, upload_id)
+            try:
+                cm.__enter__()
+            except UploadLocked:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.05)
+                continue
+            try:
+                yield
+            finally:
+                cm.__exit__(None, None, None)
+            return
+
+    def open_for_append(self, info: UploadInfo) -> int:
+        """A descriptor on ``data`` positioned at the durable offset."""
+        fd = os.open(self.data_path(info.trailer_id, info.upload_id), os.O_WRONLY)
+        os.lseek(fd, info.offset, os.SEEK_SET)
+        return fd
+
+    def commit(self, info: UploadInfo, fd: int, new_offset: int) -> UploadInfo:
+        """Make bytes up to ``new_offset`` durable and record the offset."""
+        os.fsync(fd)
+        now = time.time()
+        updated = replace(info, offset=new_offset, updated_at=now,
+                          completed_at=now if new_offset == info.length else None)
+        self.save(updated)
+        return updated
+
+    def mark_announced(self, info: UploadInfo) -> UploadInfo:
+        updated = replace(info, announced=True)
+        self.save(updated)
+        return updated
