@@ -96,7 +96,7 @@ def main() -> None:
         bootstrap_servers=settings.kafka_bootstrap_servers, group_id=settings.consumer_group,
         topics=[OBJECT_SEALED], handler=handler.handle, producer=producer,
         dead_letter_topic=TRAILER_DEAD_LETTER, client_id=settings.kafka_client_id or "uplink")
-    receipts = ReceiptPoller(http, settings.receipts_url(), queue, producer,
+    receipts = ReceiptPoller(http, settings.resolved_receipts_url(), queue, producer,
                              settings.trailer_id, settings.receipts_poll_seconds)
     janitor = Janitor(queue, settings.resolved_outgoing_dir(), settings.resolved_spool_dir(),
                       retention_seconds=settings.retention_days * 86400,

@@ -26,7 +26,8 @@ class UplinkSettings(ServiceSettings):
         "https://ingest.trailerlink.example.nhs.uk",
         description="Origin of the data centre's ingest (scheme://host[:port])")
     tus_path: str = Field("/files/", description="Path of the tus creation endpoint")
-    receipts_path: str = Field("/v1/receipts", description="Path of the receipts endpoint")
+    receipts_url: str = Field(
+        "", description="Receipts endpoint; default <ingest_url>/v1/receipts")
     client_cert_file: Path = Field(
         Path("/etc/trailerlink/client-tls/tls.crt"), description="This trailer's client cert")
     client_key_file: Path = Field(
@@ -72,5 +73,5 @@ class UplinkSettings(ServiceSettings):
     def tus_url(self) -> str:
         return self.ingest_url.rstrip("/") + "/" + self.tus_path.lstrip("/")
 
-    def receipts_url(self) -> str:
-        return self.ingest_url.rstrip("/") + "/" + self.receipts_path.lstrip("/")
+    def resolved_receipts_url(self) -> str:
+        return self.receipts_url or self.ingest_url.rstrip("/") + "/v1/receipts"
