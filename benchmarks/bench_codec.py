@@ -17,8 +17,10 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -37,6 +39,7 @@ _SPEED_GOAL_MBPS = 60.0
 _RSS_GOAL_MB = 150.0
 _corpus_cache: list[tuple[str, Path, int, int]] | None = None
 _workdir = Path(tempfile.mkdtemp(prefix="bench-codec-"))
+atexit.register(shutil.rmtree, _workdir, ignore_errors=True)
 
 
 def _corpus() -> list[tuple[str, Path, int, int]]:
