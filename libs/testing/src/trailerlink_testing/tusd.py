@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
@@ -73,6 +74,11 @@ class Tusd:
     def _answers(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
             raise AssertionError(f"tusd exited with {self.proc.returncode}")
+        if self.prefix:  # inside a namespace: check from there
+            probe = f"import socket; socket.create_connection(({self.host!r}, {self.port}), 1)"
+            done = subprocess.run([*self.prefix, sys.executable, "-c", probe],
+                                  capture_output=True, timeout=10)
+            return done.returncode == 0
         import socket
 
         try:
