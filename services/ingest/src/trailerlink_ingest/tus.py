@@ -210,10 +210,7 @@ def build_tus_app(*, store: UploadStore, auth: Authenticator, ledger: Ledger,
             raise TusError(415, f"Content-Type must be {OFFSET_CONTENT_TYPE}")
         checksum = _parse_checksum(request.headers.get("upload-checksum"))
         declared = request.headers.get("content-length")
-        if declared is not None:
-            declared_length = _int_header(declared, "Content-Length")
-            if offset + declared_length > info.length:
-                raise TusError(413, "body would exceed Upload-Length")
+        declared_length = _int_header(declared, "Content-Length") if declared else None
         try:
             async with store.locked(info.trailer_id, info.upload_id):
                 current = await asyncio.to_thread(store.load, info.trailer_id, info.upload_id)
@@ -222,6 +219,8 @@ def build_tus_app(*, store: UploadStore, auth: Authenticator, ledger: Ledger,
                 if current.offset != offset:
                     raise TusError(409, "Upload-Offset does not match the upload's offset",
                                    {"Upload-Offset": str(current.offset)})
+                if declared_length is not None and offset + declared_length > current.length:
+                    raise TusError(413, "body would exceed Upload-Length")
                 return await _append(request, current, checksum)
         except UploadLocked:
             raise TusError(423, "upload is being written by another request",
