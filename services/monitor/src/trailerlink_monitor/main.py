@@ -1,42 +1,101 @@
-"""Entry point of `trailerlink-monitor`.
-
-Skeleton only: the service's function is issue #8. It already runs in the shared
-service skeleton (health, readiness against Kafka, metrics, clean SIGTERM) so the
-deployment and monitoring can be built against it, and it says plainly that it does
-nothing yet.
-"""
+"""Entry point of `trailerlink-monitor`: agent mode on a trailer, fleet mode centrally."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 
-from pydantic import Field
-from trailerlink_common.config import ServiceSettings, load_settings
+from trailerlink_common.config import load_settings
 from trailerlink_common.service import Service
-from trailerlink_events.kafka import EventProducer
+from trailerlink_events import topics
+from trailerlink_events.kafka import ConsumerRunner, EventProducer
 
 from trailerlink_monitor import __version__
+from trailerlink_monitor.settings import MonitorSettings
 
 log = logging.getLogger(__name__)
 
+__all__ = ["MonitorSettings", "main"]
 
-class MonitorSettings(ServiceSettings):
-    service_name: str = "monitor"
-    http_port: int = Field(9106, ge=1, le=65535)
+
+def _agent(service: Service, settings: MonitorSettings, producer: EventProducer) -> None:
+    from trailerlink_monitor.agent import HeartbeatAgent, Relay, SequenceFile, client_ssl_context
+
+    agent = HeartbeatAgent(
+        producer, settings.trailer_id, settings.heartbeat_interval_seconds,
+        settings.scrape_targets(), settings.spool_dir,
+        SequenceFile(settings.data_dir / "monitor" / "heartbeat-sequence"),
+        {"client": settings.client_cert_file, "ca": settings.ca_file})
+    service.add_task("heartbeat", agent.run)
+    if settings.relay_url:
+        relay = Relay(settings.relay_url, client_ssl_context(
+            settings.client_cert_file, settings.client_key_file, settings.ca_file))
+        runner = ConsumerRunner(
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            group_id=settings.relay_group,
+            topics=[topics.HEARTBEAT, topics.PROCEDURE_STEP],
+            handler=relay.handle,
+            producer=producer,
+            dead_letter_topic=topics.TRAILER_DEAD_LETTER,
+            client_id="monitor-relay",
+        )
+        service.add_task("relay", runner.run)
+
+
+def _fleet(service: Service, settings: MonitorSettings, producer: EventProducer) -> None:
+    from trailerlink_monitor.api import add_fleet_routes
+    from trailerlink_monitor.fleet import FleetStore
+    from trailerlink_monitor.fleet_handler import FLEET_TOPICS, FleetMonitor, load_fleet
+
+    store = FleetStore(settings.state_path())
+    fleet = FleetMonitor(store, load_fleet(settings.fleet_file),
+                         settings.completeness_deadline_seconds,
+                         settings.audit_retention_days * 86400)
+    runner = ConsumerRunner(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        group_id=settings.consumer_group,
+        topics=list(FLEET_TOPICS),
+        handler=fleet.handle,
+        producer=producer,
+        dead_letter_topic=topics.CENTRAL_DEAD_LETTER,
+        client_id="monitor",
+    )
+
+    async def connect(stop: asyncio.Event) -> None:
+        await producer.connect(stop)
+        await stop.wait()
+
+    async def evaluate(stop: asyncio.Event) -> None:
+        purged_at = 0.0
+        while not stop.is_set():
+            await asyncio.to_thread(fleet.evaluate)
+            if time.time() - purged_at > 3600:
+                await asyncio.to_thread(fleet.purge)
+                purged_at = time.time()
+            try:
+                await asyncio.wait_for(stop.wait(), settings.evaluate_interval_seconds)
+            except TimeoutError:
+                pass
+
+    async def close() -> None:
+        store.close()
+
+    add_fleet_routes(service.app, fleet, producer, settings.relay_trailer_header)
+    service.add_task("kafka", connect)
+    service.add_task("consumer", runner.run)
+    service.add_task("evaluate", evaluate)
+    service.on_stop(close)
 
 
 def main() -> None:
     settings = load_settings(MonitorSettings)
     service = Service("monitor", settings, version=__version__)
     producer = EventProducer(settings.kafka_bootstrap_servers, client_id="monitor")
-
-    async def connect(stop) -> None:
-        if not await producer.connect(stop):
-            return
-        log.warning("trailerlink-monitor is a skeleton: no function yet (issue #8)")
-        await stop.wait()
-
-    service.add_task("kafka", connect)
+    if settings.mode == "fleet":
+        _fleet(service, settings, producer)
+    else:
+        _agent(service, settings, producer)
     service.add_readiness_check("kafka", producer.check_reachable)
     service.on_stop(producer.stop)
     raise SystemExit(service.run())

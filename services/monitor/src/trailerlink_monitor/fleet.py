@@ -1,0 +1,235 @@
+"""The fleet's state: what each trailer last said, which images MPPS says were taken,
+which reached PACS, and each image's journey. No Kafka and no HTTP here.
+
+State lives in SQLite (WAL) so a restarted monitor keeps its completeness list and audit
+trail; every write is idempotent, because events arrive at least once and out of order.
+Only UIDs, trailer ids, stages and times are stored: no patient data.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS trailers (
+    trailer_id TEXT PRIMARY KEY,
+    sequence INTEGER NOT NULL,
+    sent_at REAL NOT NULL,
+    heartbeat BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS expected (
+    sop_uid TEXT PRIMARY KEY,
+    trailer_id TEXT NOT NULL,
+    study_uid TEXT NOT NULL,
+    mpps_uid TEXT NOT NULL,
+    listed_at REAL NOT NULL,
+    due_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS expected_due ON expected (due_at);
+CREATE TABLE IF NOT EXISTS delivered (
+    sop_uid TEXT PRIMARY KEY,
+    trailer_id TEXT NOT NULL,
+    delivered_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS journey (
+    event_id TEXT PRIMARY KEY,
+    sop_uid TEXT NOT NULL,
+    study_uid TEXT NOT NULL,
+    trailer_id TEXT NOT NULL,
+    stage TEXT NOT NULL,
+    service TEXT NOT NULL,
+    at REAL NOT NULL,
+    detail TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS journey_sop ON journey (sop_uid);
+CREATE INDEX IF NOT EXISTS journey_study ON journey (study_uid);
+"""
+_JOURNEY = "SELECT stage, service, at, trailer_id, sop_uid, study_uid, detail FROM journey "
+_JOURNEY_BY_SOP = _JOURNEY + "WHERE sop_uid = ? ORDER BY at, stage"
+_JOURNEY_BY_STUDY = _JOURNEY + "WHERE study_uid = ? ORDER BY at, stage"
+
+
+@dataclass(frozen=True)
+class HeartbeatUpdate:
+    """What recording a heartbeat changed."""
+
+    newest: bool  # it is the trailer's newest heartbeat (gauges should follow it)
+    missed: int  # heartbeats skipped between the previous newest and this one
+
+
+@dataclass(frozen=True)
+class MissingImage:
+    """An image MPPS listed as taken that is not in PACS."""
+
+    sop_instance_uid: str
+    study_instance_uid: str
+    trailer_id: str
+    mpps_sop_instance_uid: str
+    listed_at: float
+    due_at: float
+
+
+@dataclass(frozen=True)
+class JourneyStep:
+    stage: str
+    service: str
+    at: float
+    trailer_id: str
+    sop_instance_uid: str
+    study_instance_uid: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class CompletenessCounts:
+    missing: dict[str, int]  # past the deadline, by trailer
+    pending: dict[str, int]  # within the deadline, by trailer
+
+
+class FleetStore:
+    """SQLite-backed fleet state. Thread-safe; each method is one short transaction."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # --- heartbeats ------------------------------------------------------------------
+    def record_heartbeat(
+        self, trailer_id: str, sequence: int, sent_at: float, raw: bytes
+    ) -> HeartbeatUpdate:
+        """Keep the trailer's newest heartbeat (by sequence; a replay or an older one
+        changes nothing). A restarted agent starts again at sequence 1: a heartbeat
+        with a lower sequence but a later send time replaces the stored one."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT sequence, sent_at FROM trailers WHERE trailer_id = ?", (trailer_id,)
+            ).fetchone()
+            if row is not None:
+                last_seq, last_at = row
+                restarted = sequence < last_seq and sent_at > last_at
+                if sequence <= last_seq and not restarted:
+                    return HeartbeatUpdate(newest=False, missed=0)
+                missed = 0 if restarted else max(0, sequence - last_seq - 1)
+            else:
+                missed = 0
+            self._db.execute(
+                "INSERT INTO trailers (trailer_id, sequence, sent_at, heartbeat) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (trailer_id) DO UPDATE SET "
+                "sequence = excluded.sequence, sent_at = excluded.sent_at, "
+                "heartbeat = excluded.heartbeat",
+                (trailer_id, sequence, sent_at, raw),
+            )
+            return HeartbeatUpdate(newest=True, missed=missed)
+
+    def heartbeats(self) -> dict[str, tuple[float, bytes]]:
+        """Every trailer's newest heartbeat: trailer id -> (sent at, serialized)."""
+        with self._lock:
+            rows = self._db.execute("SELECT trailer_id, sent_at, heartbeat FROM trailers")
+            return {t: (at, raw) for t, at, raw in rows}
+
+    # --- completeness ----------------------------------------------------------------
+    def expect(
+        self,
+        trailer_id: str,
+        study_uid: str,
+        mpps_uid: str,
+        sop_uids: Iterable[str],
+        listed_at: float,
+        deadline_seconds: float,
+    ) -> int:
+        """Record images an MPPS COMPLETED listed; returns how many were new."""
+        rows = [
+            (uid, trailer_id, study_uid, mpps_uid, listed_at, listed_at + deadline_seconds)
+            for uid in sop_uids
+        ]
+        with self._lock:
+            before = self._db.total_changes
+            self._db.execute("BEGIN")
+            self._db.executemany(
+                "INSERT OR IGNORE INTO expected VALUES (?, ?, ?, ?, ?, ?)", rows
+            )
+            self._db.execute("COMMIT")
+            return self._db.total_changes - before
+
+    def mark_delivered(self, trailer_id: str, sop_uid: str, delivered_at: float) -> bool:
+        """Record that ``sop_uid`` is in PACS; True the first time."""
+        with self._lock:
+            cur = self._db.execute(
+                "INSERT OR IGNORE INTO delivered VALUES (?, ?, ?)",
+                (sop_uid, trailer_id, delivered_at),
+            )
+            return cur.rowcount == 1
+
+    def completeness(self, now: float) -> CompletenessCounts:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT e.trailer_id, e.due_at <= ?, count(*) FROM expected e "
+                "LEFT JOIN delivered d ON d.sop_uid = e.sop_uid WHERE d.sop_uid IS NULL "
+                "GROUP BY 1, 2",
+                (now,),
+            ).fetchall()
+        missing: dict[str, int] = {}
+        pending: dict[str, int] = {}
+        for trailer, overdue, count in rows:
+            (missing if overdue else pending)[trailer] = count
+        return CompletenessCounts(missing, pending)
+
+    def missing(self, now: float, trailer_id: str | None = None, limit: int = 1000
+                ) -> list[MissingImage]:
+        """Images past their deadline and not in PACS, oldest first."""
+        sql = (
+            "SELECT e.sop_uid, e.study_uid, e.trailer_id, e.mpps_uid, e.listed_at, e.due_at "
+            "FROM expected e LEFT JOIN delivered d ON d.sop_uid = e.sop_uid "
+            "WHERE d.sop_uid IS NULL AND e.due_at <= ?"
+        )
+        args: list[object] = [now]
+        if trailer_id:
+            sql += " AND e.trailer_id = ?"
+            args.append(trailer_id)
+        sql += " ORDER BY e.due_at LIMIT ?"
+        args.append(limit)
+        with self._lock:
+            return [MissingImage(*row) for row in self._db.execute(sql, args)]
+
+    # --- audit trail -----------------------------------------------------------------
+    def add_step(self, event_id: str, step: JourneyStep) -> None:
+        """Add one journey step; the same event twice adds it once."""
+        with self._lock:
+            self._db.execute(
+                "INSERT OR IGNORE INTO journey VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (event_id, step.sop_instance_uid, step.study_instance_uid, step.trailer_id,
+                 step.stage, step.service, step.at, step.detail),
+            )
+
+    def journey(self, *, sop_uid: str = "", study_uid: str = "") -> list[JourneyStep]:
+        """Steps of one image or of every image of a study, in time order."""
+        sql = _JOURNEY_BY_SOP if sop_uid else _JOURNEY_BY_STUDY
+        with self._lock:
+            rows = self._db.execute(sql, (sop_uid or study_uid,)).fetchall()
+        return [JourneyStep(*row) for row in rows]
+
+    def purge(self, older_than: float) -> None:
+        """Forget journeys, deliveries and expectations older than ``older_than``."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.execute("DELETE FROM journey WHERE at < ?", (older_than,))
+            self._db.execute("DELETE FROM expected WHERE listed_at < ?", (older_than,))
+            self._db.execute("DELETE FROM delivered WHERE delivered_at < ?", (older_than,))
+            self._db.execute("COMMIT")
+
+
+def now() -> float:
+    return time.time()

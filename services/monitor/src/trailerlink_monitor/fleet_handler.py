@@ -1,0 +1,213 @@
+"""Fleet mode's Kafka handler: each central event becomes state, numbers and a journey
+step. Heartbeat -> trailer gauges; MPPS COMPLETED -> images expected in PACS;
+delivered / failed / upload completed -> journey and latency."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import yaml
+from google.protobuf.timestamp_pb2 import Timestamp
+from opentelemetry import trace
+from trailerlink_events import topics
+from trailerlink_events.kafka import Delivery, PermanentError
+from trailerlink_events.messages import (
+    FailureReason,
+    Heartbeat,
+    LinkState,
+    ObjectDelivered,
+    ObjectFailed,
+    ProcedureStepStatus,
+    ProcedureStepUpdated,
+    UploadCompleted,
+)
+
+from trailerlink_monitor import metrics
+from trailerlink_monitor.fleet import FleetStore, JourneyStep, now
+
+log = logging.getLogger(__name__)
+tracer = trace.get_tracer("trailerlink.monitor")
+
+FLEET_TOPICS = (
+    topics.CENTRAL_HEARTBEAT,
+    topics.CENTRAL_PROCEDURE_STEP,
+    topics.CENTRAL_UPLOAD_COMPLETED,
+    topics.CENTRAL_OBJECT_DELIVERED,
+    topics.CENTRAL_OBJECT_FAILED,
+)
+
+
+def _seconds(ts: Timestamp) -> float:
+    return ts.seconds + ts.nanos / 1e9
+
+
+def load_fleet(path: Path) -> list[str]:
+    """Trailer ids from the fleet file (``trailers: [{id: ...}|"id", ...]``); [] if absent."""
+    if not path.is_file():
+        return []
+    raw = yaml.safe_load(path.read_text()) or {}
+    entries = raw.get("trailers", []) if isinstance(raw, dict) else raw
+    ids = []
+    for entry in entries or []:
+        ids.append(str(entry["id"] if isinstance(entry, dict) else entry))
+    return ids
+
+
+class FleetMonitor:
+    """Turns central events into fleet state; :meth:`evaluate` refreshes the gauges."""
+
+    def __init__(self, store: FleetStore, expected: list[str], deadline_seconds: float,
+                 retention_seconds: float = 60 * 86400.0) -> None:
+        self.store = store
+        self.expected = set(expected)
+        self.deadline_seconds = deadline_seconds
+        self.retention_seconds = retention_seconds
+        self.started_at = now()
+        self._labelled: set[str] = set()
+        self._completeness_labelled: set[str] = set()
+        self._versions: dict[str, set[tuple[str, str]]] = {}
+        for trailer in self.expected:
+            metrics.TRAILER_EXPECTED.labels(trailer).set(1)
+
+    # --- Kafka ---------------------------------------------------------------------
+    async def handle(self, delivery: Delivery) -> None:
+        event = delivery.event
+        trailer = event.meta.trailer_id
+        if not trailer:
+            raise PermanentError("event without meta.trailer_id")
+        with tracer.start_as_current_span("monitor.record") as span:
+            span.set_attribute("trailerlink.trailer_id", trailer)
+            if isinstance(event, Heartbeat):
+                self.on_heartbeat(event)
+            elif isinstance(event, ProcedureStepUpdated):
+                span.set_attribute("dicom.study_instance_uid", event.study_instance_uid)
+                await asyncio.to_thread(self.on_procedure_step, event)
+            elif isinstance(event, ObjectDelivered):
+                span.set_attribute("dicom.sop_instance_uid", event.object.sop_instance_uid)
+                await asyncio.to_thread(self.on_delivered, event)
+            elif isinstance(event, ObjectFailed):
+                span.set_attribute("dicom.sop_instance_uid", event.object.sop_instance_uid)
+                await asyncio.to_thread(self.on_failed, event)
+            elif isinstance(event, UploadCompleted):
+                span.set_attribute("dicom.sop_instance_uid", event.object.sop_instance_uid)
+                await asyncio.to_thread(self.on_upload_completed, event)
+            else:
+                raise PermanentError(f"unexpected event on {delivery.topic}")
+
+    def on_heartbeat(self, hb: Heartbeat) -> None:
+        trailer = hb.meta.trailer_id
+        sent_at = _seconds(hb.meta.occurred_at)
+        update = self.store.record_heartbeat(trailer, hb.sequence, sent_at,
+                                             hb.SerializeToString())
+        metrics.HEARTBEATS.labels(trailer).inc()
+        if update.missed:
+            metrics.HEARTBEATS_MISSED.labels(trailer).inc(update.missed)
+        if update.newest:
+            self._apply_heartbeat(hb, sent_at)
+
+    def on_procedure_step(self, step: ProcedureStepUpdated) -> None:
+        trailer = step.meta.trailer_id
+        at = _seconds(step.ended_at) or _seconds(step.meta.occurred_at)
+        self.store.add_step(step.meta.event_id + ":mpps", JourneyStep(
+            "mpps." + ProcedureStepStatus.Name(step.status).removeprefix(
+                "PROCEDURE_STEP_STATUS_").lower(),
+            step.meta.producer or "worklist", at, trailer, "", step.study_instance_uid,
+            f"mpps={step.mpps_sop_instance_uid} images={len(step.performed_instances)}"))
+        if step.status != ProcedureStepStatus.PROCEDURE_STEP_STATUS_COMPLETED:
+            return
+        uids = [p.sop_instance_uid for p in step.performed_instances if p.sop_instance_uid]
+        self.store.expect(trailer, step.study_instance_uid, step.mpps_sop_instance_uid, uids,
+                          at, self.deadline_seconds)
+        for p in step.performed_instances:
+            self.store.add_step(f"{step.meta.event_id}:{p.sop_instance_uid}", JourneyStep(
+                "taken", "modality (MPPS)", at, trailer, p.sop_instance_uid,
+                step.study_instance_uid, f"mpps={step.mpps_sop_instance_uid}"))
+
+    def on_delivered(self, ev: ObjectDelivered) -> None:
+        trailer = ev.meta.trailer_id
+        obj = ev.object
+        received = _seconds(ev.received_at)
+        delivered = _seconds(ev.delivered_at) or _seconds(ev.meta.occurred_at)
+        eid = ev.meta.event_id
+        if received:
+            self.store.add_step(eid + ":received", JourneyStep(
+                "received", "gateway", received, trailer, obj.sop_instance_uid,
+                obj.study_instance_uid, ""))
+        self.store.add_step(eid + ":pacs", JourneyStep(
+            "in_pacs", ev.meta.producer or "ingest", delivered, trailer, obj.sop_instance_uid,
+            obj.study_instance_uid,
+            f"pacs={ev.pacs_ae_title} committed={ev.storage_committed} "
+            f"duplicate={ev.duplicate}"))
+        first = self.store.mark_delivered(trailer, obj.sop_instance_uid, delivered)
+        if first and not ev.duplicate:
+            metrics.DELIVERED.labels(trailer).inc()
+            if received and delivered >= received:
+                metrics.ACQUISITION_TO_PACS.observe(delivered - received)
+
+    def on_failed(self, ev: ObjectFailed) -> None:
+        trailer = ev.meta.trailer_id
+        at = _seconds(ev.failed_at) or _seconds(ev.meta.occurred_at)
+        stage = ev.stage or "unknown"
+        self.store.add_step(ev.meta.event_id, JourneyStep(
+            "failed", stage, at, trailer, ev.object.sop_instance_uid,
+            ev.object.study_instance_uid,
+            f"{FailureReason.Name(ev.reason_code)} permanent={ev.permanent}"))
+        metrics.FAILED.labels(trailer, stage, str(ev.permanent).lower()).inc()
+
+    def on_upload_completed(self, ev: UploadCompleted) -> None:
+        self.store.add_step(ev.meta.event_id, JourneyStep(
+            "uploaded", ev.meta.producer or "ingest",
+            _seconds(ev.completed_at) or _seconds(ev.meta.occurred_at), ev.meta.trailer_id,
+            ev.object.sop_instance_uid, ev.object.study_instance_uid,
+            f"upload={ev.upload_id}"))
+
+    # --- gauges ----------------------------------------------------------------------
+    def _apply_heartbeat(self, hb: Heartbeat, sent_at: float) -> None:
+        t = hb.meta.trailer_id
+        self._labelled.add(t)
+        metrics.LAST_HEARTBEAT.labels(t).set(sent_at)
+        metrics.BACKLOG_OBJECTS.labels(t).set(hb.backlog_objects)
+        metrics.BACKLOG_BYTES.labels(t).set(hb.backlog_bytes)
+        metrics.OLDEST_UNSENT.labels(t).set(hb.oldest_unsent_age_seconds)
+        metrics.DISK_FREE.labels(t).set(hb.disk_free_bytes)
+        metrics.DISK_TOTAL.labels(t).set(hb.disk_total_bytes)
+        metrics.LINK_UP.labels(t).set(
+            1 if hb.link_state in (LinkState.LINK_STATE_UP, LinkState.LINK_STATE_DEGRADED)
+            else 0)
+        metrics.LINK_GOODPUT.labels(t).set(hb.link_goodput_bytes_per_second)
+        metrics.WORKLIST_AGE.labels(t).set(hb.worklist_cache_age_seconds)
+        if hb.HasField("canary_at"):
+            metrics.CANARY_OK.labels(t).set(1 if hb.canary_ok else 0)
+            metrics.CANARY_SECONDS.labels(t).set(hb.canary_seconds)
+            metrics.CANARY_AT.labels(t).set(_seconds(hb.canary_at))
+        versions = set(hb.versions.items())
+        for component, version in self._versions.get(t, set()) - versions:
+            metrics.VERSION_INFO.remove(t, component, version)
+        for component, version in versions:
+            metrics.VERSION_INFO.labels(t, component, version).set(1)
+        self._versions[t] = versions
+
+    def evaluate(self) -> None:
+        """Recompute age and completeness gauges (call periodically and at start)."""
+        current = now()
+        stored = self.store.heartbeats()
+        for trailer, (sent_at, raw) in stored.items():
+            if trailer not in self._labelled:
+                self._apply_heartbeat(Heartbeat.FromString(raw), sent_at)
+            metrics.HEARTBEAT_AGE.labels(trailer).set(max(0.0, current - sent_at))
+        for trailer in self.expected - set(stored):
+            # Never heard from: count its silence from the monitor's start.
+            metrics.LAST_HEARTBEAT.labels(trailer).set(self.started_at)
+            metrics.HEARTBEAT_AGE.labels(trailer).set(current - self.started_at)
+        counts = self.store.completeness(current)
+        self._completeness_labelled |= (self.expected | set(stored) | set(counts.missing)
+                                        | set(counts.pending))
+        for trailer in self._completeness_labelled:
+            metrics.COMPLETENESS_MISSING.labels(trailer).set(counts.missing.get(trailer, 0))
+            metrics.COMPLETENESS_PENDING.labels(trailer).set(counts.pending.get(trailer, 0))
+        metrics.EVALUATED_AT.set(current)
+
+    def purge(self) -> None:
+        self.store.purge(now() - self.retention_seconds)

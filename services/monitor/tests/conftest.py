@@ -1,0 +1,56 @@
+"""Fixtures for the monitor's tests: the monitor as a real subprocess against the real
+broker, with the topics of both sites created, and helpers to publish and scrape."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from trailerlink_events.kafka import create_topics
+from trailerlink_testing.ports import free_port
+from trailerlink_testing.procs import ServiceProcess, console_script
+
+
+@pytest.fixture(scope="session")
+def topics_created(kafka_bootstrap: str) -> str:
+    async def create() -> None:
+        await create_topics(kafka_bootstrap, "central")
+        await create_topics(kafka_bootstrap, "trailer")
+
+    asyncio.run(create())
+    return kafka_bootstrap
+
+
+MonitorFactory = Callable[..., tuple[ServiceProcess, str]]
+
+
+@pytest.fixture
+def start_monitor(tmp_path: Path, topics_created: str) -> Iterator[MonitorFactory]:
+    started: list[ServiceProcess] = []
+
+    def start(mode: str = "fleet", **env: str) -> tuple[ServiceProcess, str]:
+        port = free_port()
+        full = {
+            "TRAILERLINK_MODE": mode,
+            "TRAILERLINK_HTTP_PORT": str(port),
+            "TRAILERLINK_HTTP_HOST": "127.0.0.1",
+            "TRAILERLINK_KAFKA_BOOTSTRAP_SERVERS": topics_created,
+            "TRAILERLINK_DATA_DIR": str(tmp_path / f"data-{port}"),
+            "TRAILERLINK_CONSUMER_GROUP": f"monitor-{port}",
+            "TRAILERLINK_EVALUATE_INTERVAL_SECONDS": "0.3",
+            "TRAILERLINK_FLEET_FILE": str(tmp_path / "no-fleet.yaml"),
+            **env,
+        }
+        proc = ServiceProcess([console_script("trailerlink-monitor")], env=full,
+                              log_path=tmp_path / f"monitor-{port}.log")
+        proc.start()
+        started.append(proc)
+        base = f"http://127.0.0.1:{port}"
+        proc.wait_ready(f"{base}/readyz", timeout=60)
+        return proc, base
+
+    yield start
+    for proc in started:
+        proc.kill9()
