@@ -31,7 +31,7 @@ def start_monitor(tmp_path: Path, topics_created: str) -> Iterator[MonitorFactor
     started: list[ServiceProcess] = []
 
     def start(mode: str = "fleet", **env: str) -> tuple[ServiceProcess, str]:
-        port = free_port()
+        port = int(env.get("TRAILERLINK_HTTP_PORT") or free_port())
         full = {
             "TRAILERLINK_MODE": mode,
             "TRAILERLINK_HTTP_PORT": str(port),

@@ -9,7 +9,7 @@ import time
 from trailerlink_common.config import load_settings
 from trailerlink_common.service import Service
 from trailerlink_events import topics
-from trailerlink_events.kafka import ConsumerRunner, EventProducer
+from trailerlink_events.kafka import ConsumerRunner, EventProducer, RetryPolicy
 
 from trailerlink_monitor import __version__
 from trailerlink_monitor.settings import MonitorSettings
@@ -39,6 +39,8 @@ def _agent(service: Service, settings: MonitorSettings, producer: EventProducer)
             producer=producer,
             dead_letter_topic=topics.TRAILER_DEAD_LETTER,
             client_id="monitor-relay",
+            retry=RetryPolicy(initial_backoff_seconds=0.5,
+                              max_backoff_seconds=settings.relay_retry_max_seconds),
         )
         service.add_task("relay", runner.run)
 

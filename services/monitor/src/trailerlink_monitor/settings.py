@@ -37,6 +37,8 @@ class MonitorSettings(ServiceSettings):
         Path("/etc/trailerlink/ca/ca.crt"),
         description="CA that signs the data centre's certificate")
     relay_group: str = Field("monitor-relay", description="Kafka group of the agent's relay")
+    relay_retry_max_seconds: float = Field(
+        30.0, gt=0, description="Longest wait between relay attempts while the link is down")
 
     # --- fleet (data centre) --------------------------------------------------------
     fleet_file: Path = Field(
