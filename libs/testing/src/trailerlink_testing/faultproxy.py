@@ -190,7 +190,8 @@ class FaultProxy:
 
     async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                     conn: _Conn, *, upstream: bool) -> None:
-        pending: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+        # Bounded, so a slow far side pushes back on the sender as a real path does.
+        pending: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue(maxsize=16)
 
         async def deliver() -> None:
             while True:
