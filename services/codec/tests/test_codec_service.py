@@ -11,7 +11,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from trailerlink_events.kafka import DLQ_REASON, EventProducer
 from trailerlink_events.messages import ObjectReceived, ObjectSealed
 from trailerlink_events.topics import (
@@ -19,11 +18,10 @@ from trailerlink_events.topics import (
     OBJECT_RECEIVED,
     OBJECT_SEALED,
     TRAILER_DEAD_LETTER,
-    topic,
 )
 from trailerlink_sealed import OpeningKey, OpeningKeyring, unseal_to_bytes
 from trailerlink_sealed.testdata import MGSpec
-from trailerlink_testing.kafka_reader import read_events
+from trailerlink_testing.kafka_reader import read_events, start_group_at_end
 from trailerlink_testing.ports import free_port
 from trailerlink_testing.procs import ServiceProcess, console_script, http_get
 from trailerlink_testing.waiting import wait_until
@@ -62,22 +60,6 @@ class Codec:
         return sorted(p for p in self.outgoing.rglob("*") if p.is_file())
 
 
-async def _start_group_at_end(bootstrap: str, group: str) -> None:
-    """Commit the group's offsets at the end of object-received, so the codec under test
-    sees only this test's events, not every event earlier tests published."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group,
-                                enable_auto_commit=False)
-    await consumer.start()
-    try:
-        partitions = [TopicPartition(OBJECT_RECEIVED, p)
-                      for p in range(topic(OBJECT_RECEIVED).partitions)]
-        consumer.assign(partitions)
-        ends = await consumer.end_offsets(partitions)
-        await consumer.commit(dict(ends))
-    finally:
-        await consumer.stop()
-
-
 @pytest.fixture
 def codec_factory(tmp_path: Path, kafka_bootstrap: str, spool: Spool, public_keys_dir: Path,
                   unique_group: str) -> Iterator[Callable[..., Codec]]:
@@ -105,7 +87,8 @@ def codec_factory(tmp_path: Path, kafka_bootstrap: str, spool: Spool, public_key
         }
         # In its own thread: the async tests call make() while their loop runs.
         with ThreadPoolExecutor(1) as pool:
-            pool.submit(asyncio.run, _start_group_at_end(kafka_bootstrap, unique_group)).result()
+            pool.submit(asyncio.run, start_group_at_end(kafka_bootstrap, unique_group,
+                                                          [OBJECT_RECEIVED])).result()
         proc = ServiceProcess([console_script("trailerlink-codec")], env=env,
                               log_path=tmp_path / "codec.log")
         started.append(proc)

@@ -7,7 +7,7 @@ import time
 import uuid
 from collections.abc import Callable
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from trailerlink_events import topics
 from trailerlink_events.kafka import Delivery, PermanentError, _headers_to_dict, decode_event
 
@@ -74,3 +74,26 @@ def _delivery(record: ConsumerRecord) -> Delivery | None:
 def read_events_sync(*args: object, **kwargs: object) -> list[Delivery]:
     """:func:`read_events` for synchronous tests."""
     return asyncio.run(read_events(*args, **kwargs))  # type: ignore[arg-type]
+
+
+async def start_group_at_end(bootstrap: str, group: str, topic_names: list[str]) -> None:
+    """Commit ``group``'s offsets at the current end of ``topic_names``.
+
+    Topics are shared by the whole test session; a service under test that consumes
+    as ``group`` then sees only what the test publishes from now on, not every event
+    earlier tests left there (which it would otherwise process, or dead-letter).
+    """
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        partitions = [
+            TopicPartition(name, p)
+            for name in topic_names
+            for p in range(topics.topic(name).partitions)
+        ]
+        consumer.assign(partitions)
+        await consumer.commit(dict(await consumer.end_offsets(partitions)))
+    finally:
+        await consumer.stop()
