@@ -43,7 +43,6 @@ clean: ## remove the virtualenv, generated code and run state
 
 charts-sync: ## copy the topic registry, alert rules, dashboards and topic job into the charts
 	cp proto/topics.yaml charts/central/files/topics.yaml
-	cp charts/trailer/files/create_topics.py charts/central/files/create_topics.py
 	rm -f charts/central/files/rules/*.yaml charts/central/files/dashboards/*.json
 	cp monitoring/rules/*.yaml charts/central/files/rules/
 	cp monitoring/dashboards/*.json charts/central/files/dashboards/

@@ -9,18 +9,11 @@ import pytest
 from chartkit import CHARTS, ROOT, Renderer
 from trailerlink_events.topics import topics_for_site
 
-SCRIPT = CHARTS / "trailer" / "files" / "create_topics.py"
-
 
 def test_central_chart_registry_copy_is_the_registry() -> None:
     copy = CHARTS / "central" / "files" / "topics.yaml"
     assert copy.read_bytes() == (ROOT / "proto" / "topics.yaml").read_bytes(), \
         "charts/central/files/topics.yaml is stale: run make charts-sync"
-
-
-def test_topic_job_script_is_the_same_in_both_charts() -> None:
-    assert (CHARTS / "central" / "files" / "create_topics.py").read_bytes() == \
-        SCRIPT.read_bytes(), "run make charts-sync"
 
 
 def test_kafka_topics_are_the_central_registry(render: Renderer) -> None:
@@ -47,13 +40,11 @@ def test_trailer_topic_job_creates_the_trailer_registry(render: Renderer) -> Non
     assert set(job["metadata"]["annotations"]["helm.sh/hook"].split(",")) == \
         {"post-install", "post-upgrade"}
     (container,) = job["spec"]["template"]["spec"]["containers"]
-    assert container["command"][:2] == ["python", "/etc/trailerlink/jobs/create_topics.py"]
+    assert container["command"][:3] == ["python", "-m", "trailerlink_events.create_topics"]
     assert "--site=trailer" in container["command"]
     assert "--replication-factor=1" in container["command"]
     # it runs a service image: the registry it reads is that release's
     assert container["image"].startswith("registry.example.nhs.uk/trailerlink/monitor:")
-    script = rendered.named("ConfigMap", "trailerlink-create-topics")
-    assert script["data"]["create_topics.py"].strip() == SCRIPT.read_text().strip()
 
 
 def test_external_kafka_gets_the_topic_job(render: Renderer) -> None:
@@ -64,7 +55,8 @@ def test_external_kafka_gets_the_topic_job(render: Renderer) -> None:
 
 
 def _run_script(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "trailerlink_events.create_topics", *args],
+                          capture_output=True,
                           text=True, timeout=120, check=False)
 
 

@@ -1,15 +1,12 @@
 """Create this site's Kafka topics from the topic registry baked into the service image.
 
-Run by the charts' topic Job with a trailerlink service image, which carries the
+Run by the charts' topic Jobs in a trailerlink service image, which carries the
 registry (proto/topics.yaml, as trailerlink_events reads it) of the release being
 installed. Creates what is missing, changes nothing that exists, and exits 0 only when
 every registry topic of the site is there. Waits for the broker until the deadline:
 the Job runs while Kafka may still be starting.
 
-    python create_topics.py --site trailer --replication-factor 1 --deadline-seconds 600
-
-The canonical copy is charts/trailer/files/create_topics.py; `make charts-sync` copies it
-to the central chart (a test keeps the two equal).
+    python -m trailerlink_events.create_topics --site trailer --replication-factor 1
 """
 
 from __future__ import annotations
