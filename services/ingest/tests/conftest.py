@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 import requests
-from tusclient.client import TusClient
 from trailerlink_ingest.devca import Issued, issue, make_ca
 from trailerlink_ingest.metadata import UploadMetadata
 from trailerlink_sealed import OpeningKey, seal
@@ -25,6 +24,7 @@ from trailerlink_testing.orthanc import Orthanc
 from trailerlink_testing.ports import free_port
 from trailerlink_testing.procs import ServiceProcess, console_script, http_get, http_ok
 from trailerlink_testing.waiting import wait_until
+from tusclient.client import TusClient
 
 DIGITAL_MG = "1.2.840.10008.5.1.4.1.1.1.2"
 TRAILERS = ("trailer-01", "trailer-02", "trailer-03")

@@ -51,7 +51,7 @@ def test_cut_upload_resumes_from_the_reported_offset(ingest, objects):
 
 
 class _WrongChecksumUploader(Uploader):
-    CHECKSUM_ALGORITHM_PAIR = ("sha1", lambda data: hashlib.sha1(b"not " + data))
+    CHECKSUM_ALGORITHM_PAIR = ("sha1", lambda data: hashlib.sha1(b"not " + data))  # noqa: S324
 
 
 def test_checksum_mismatch_is_460_and_nothing_is_kept(ingest, objects):

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydicom import dcmread
+from pydicom import Dataset, dcmread
 from pydicom.uid import (
     UID,
     ExplicitVRLittleEndian,
@@ -111,6 +111,12 @@ def store(path: Path, sop_class_uid: str, transfer_syntax_uid: str,
     ae.requested_contexts = contexts
     assoc = ae.associate(target.host, target.port, ae_title=target.ae_title)
     if not assoc.is_established:
+        if assoc.rejected_contexts and not assoc.accepted_contexts:
+            # The PACS answered and accepted none of our contexts (pynetdicom then aborts):
+            # it will not take this SOP class in any syntax we may send. Permanent.
+            PACS_STORE_FAILURES.labels("no_context").inc()
+            raise PacsRefused(0, "PACS accepted no presentation context for this object "
+                                 "in its transfer syntax or a lossless alternative")
         PACS_STORE_FAILURES.labels("association").inc()
         reason = ("association rejected" if assoc.is_rejected
                   else "association aborted" if assoc.is_aborted
@@ -128,8 +134,11 @@ def store(path: Path, sop_class_uid: str, transfer_syntax_uid: str,
                 PACS_STORE_FAILURES.labels("no_context").inc()
                 raise PacsRefused(0, "PACS accepted no presentation context for this object "
                                      "in its transfer syntax or a lossless alternative")
-            used, fallback = str(usable[0]), True
-            status_ds = assoc.send_c_store(_converted(path, transfer_syntax_uid, usable[0]))
+            converted = _converted(path, transfer_syntax_uid)
+            current = str(converted.file_meta.TransferSyntaxUID)
+            used, fallback = (current if current in usable else str(usable[0])), True
+            # pynetdicom re-encodes between the uncompressed little-endian syntaxes itself.
+            status_ds = assoc.send_c_store(converted)
             LOSSLESS_FALLBACKS.inc()
             log.warning("stored in a lossless fallback transfer syntax",
                         extra={"from_ts": transfer_syntax_uid, "to_ts": used})
@@ -151,11 +160,10 @@ def store(path: Path, sop_class_uid: str, transfer_syntax_uid: str,
     raise PacsRefused(status, f"PACS refused the object, status 0x{status:04X}")
 
 
-def _converted(path: Path, original: str, target_ts: UID) -> object:
+def _converted(path: Path, original: str) -> Dataset:
     ds = dcmread(path)
     if original in _LOSSLESS_COMPRESSED:
-        ds.decompress()  # lossless by the original's definition
-    ds.file_meta.TransferSyntaxUID = target_ts
+        ds.decompress()  # lossless by the original's definition; now Explicit VR LE
     return ds
 
 
