@@ -23,34 +23,54 @@ def topics_created(kafka_bootstrap: str) -> str:
     return kafka_bootstrap
 
 
-MonitorFactory = Callable[..., tuple[ServiceProcess, str]]
+class Monitors:
+    """Starts monitors (real subprocesses) in ``workdir``; :meth:`stop_all` kills them."""
 
+    def __init__(self, workdir: Path, bootstrap: str) -> None:
+        self.workdir = workdir
+        self.bootstrap = bootstrap
+        self.started: list[ServiceProcess] = []
 
-@pytest.fixture
-def start_monitor(tmp_path: Path, topics_created: str) -> Iterator[MonitorFactory]:
-    started: list[ServiceProcess] = []
-
-    def start(mode: str = "fleet", **env: str) -> tuple[ServiceProcess, str]:
+    def __call__(self, mode: str = "fleet", **env: str) -> tuple[ServiceProcess, str]:
         port = int(env.get("TRAILERLINK_HTTP_PORT") or free_port())
         full = {
             "TRAILERLINK_MODE": mode,
             "TRAILERLINK_HTTP_PORT": str(port),
             "TRAILERLINK_HTTP_HOST": "127.0.0.1",
-            "TRAILERLINK_KAFKA_BOOTSTRAP_SERVERS": topics_created,
-            "TRAILERLINK_DATA_DIR": str(tmp_path / f"data-{port}"),
+            "TRAILERLINK_KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+            "TRAILERLINK_DATA_DIR": str(self.workdir / f"data-{port}"),
             "TRAILERLINK_CONSUMER_GROUP": f"monitor-{port}",
             "TRAILERLINK_EVALUATE_INTERVAL_SECONDS": "0.3",
-            "TRAILERLINK_FLEET_FILE": str(tmp_path / "no-fleet.yaml"),
+            "TRAILERLINK_FLEET_FILE": str(self.workdir / "no-fleet.yaml"),
             **env,
         }
         proc = ServiceProcess([console_script("trailerlink-monitor")], env=full,
-                              log_path=tmp_path / f"monitor-{port}.log")
+                              log_path=self.workdir / f"monitor-{port}.log")
         proc.start()
-        started.append(proc)
+        self.started.append(proc)
         base = f"http://127.0.0.1:{port}"
         proc.wait_ready(f"{base}/readyz", timeout=60)
         return proc, base
 
-    yield start
-    for proc in started:
-        proc.kill9()
+    def stop_all(self) -> None:
+        for proc in self.started:
+            proc.kill9()
+
+
+MonitorFactory = Callable[..., tuple[ServiceProcess, str]]
+
+
+@pytest.fixture
+def start_monitor(tmp_path: Path, topics_created: str) -> Iterator[MonitorFactory]:
+    monitors = Monitors(tmp_path, topics_created)
+    yield monitors
+    monitors.stop_all()
+
+
+@pytest.fixture(scope="module")
+def module_monitors(tmp_path_factory: pytest.TempPathFactory,
+                    topics_created: str) -> Iterator[Monitors]:
+    """Like ``start_monitor``, shared by a module's tests (they start once)."""
+    monitors = Monitors(tmp_path_factory.mktemp("monitors"), topics_created)
+    yield monitors
+    monitors.stop_all()

@@ -64,10 +64,13 @@ def _panels() -> list[tuple[str, str, list[str]]]:
     return out
 
 
-@pytest.fixture
-def fleet_with_traffic(start_monitor, topics_created: str, tmp_path: Path):
+@pytest.fixture(scope="module")
+def fleet_with_traffic(module_monitors, topics_created: str):
+    """One fleet monitor, one agent and one Prometheus for the module's tests."""
     if prometheus_binary() is None:
         pytest.skip("prometheus not installed (Debian package prometheus)")
+    start_monitor = module_monitors
+    tmp_path = module_monitors.workdir
     trailer = f"trailer-{uuid.uuid4().hex[:6]}"
     fleet_file = tmp_path / "trailers.yaml"
     fleet_file.write_text(f'trailers:\n  - "{trailer}"\n')

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from opentelemetry import propagate
 from prometheus_client.parser import text_string_to_metric_families
 from trailerlink_events import topics
 from trailerlink_events.kafka import Delivery, DependencyUnavailable, EventProducer
@@ -191,19 +192,21 @@ class Relay:
         self.ssl_context = ssl_context
         self.timeout = timeout
 
-    def _post(self, topic_name: str, body: bytes) -> int:
+    def _post(self, topic_name: str, body: bytes, trace_headers: Mapping[str, str]) -> int:
         request = urllib.request.Request(  # noqa: S310 - configured URL
             self.url, data=body, method="POST",
             headers={"Content-Type": "application/x-protobuf",
-                     "X-Trailerlink-Topic": topic_name})
+                     "X-Trailerlink-Topic": topic_name, **trace_headers})
         with urllib.request.urlopen(  # noqa: S310
                 request, timeout=self.timeout, context=self.ssl_context) as rsp:
             return rsp.status
 
     async def handle(self, delivery: Delivery) -> None:
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)  # the record's trace continues over HTTP (traceparent)
         try:
             await asyncio.to_thread(self._post, delivery.topic,
-                                    delivery.event.SerializeToString())
+                                    delivery.event.SerializeToString(), carrier)
         except urllib.error.HTTPError as exc:
             metrics.RELAY_FAILURES.inc()
             if 400 <= exc.code < 500 and exc.code not in (408, 429):

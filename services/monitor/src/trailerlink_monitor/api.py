@@ -8,6 +8,8 @@ from dataclasses import asdict
 
 from fastapi import APIRouter, FastAPI, HTTPException, Request
 from google.protobuf.message import DecodeError
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind
 from trailerlink_events import topics
 from trailerlink_events.kafka import EventProducer
 from trailerlink_events.messages import Heartbeat, ProcedureStepUpdated
@@ -22,6 +24,7 @@ RELAYED = {
     topics.PROCEDURE_STEP: (topics.CENTRAL_PROCEDURE_STEP, ProcedureStepUpdated),
 }
 TOPIC_HEADER = "X-Trailerlink-Topic"
+tracer = trace.get_tracer("trailerlink.monitor")
 
 
 def central_key(topic_name: str, event: Heartbeat | ProcedureStepUpdated) -> str:
@@ -94,7 +97,12 @@ def add_fleet_routes(app: FastAPI, fleet: FleetMonitor, producer: EventProducer,
             raise HTTPException(403, "event is not from the authenticated trailer")
         if fleet.expected and trailer not in fleet.expected:
             raise HTTPException(403, "trailer is not in the fleet list")
-        await producer.publish(central, central_key(central, event), event)
+        # Continue the trailer's trace: the central record carries the same trace id.
+        parent = propagate.extract(dict(request.headers))
+        with tracer.start_as_current_span("monitor.relay.receive", context=parent,
+                                          kind=SpanKind.SERVER) as span:
+            span.set_attribute("trailerlink.trailer_id", trailer)
+            await producer.publish(central, central_key(central, event), event)
         metrics.RELAY_RECEIVED.labels(central).inc()
 
     app.include_router(router)
