@@ -1,0 +1,116 @@
+"""The ledger's decisions, on SQLite and on a real PostgreSQL: the same tests for both."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from trailerlink_ingest.ledger import ClaimKind, Ledger, Receipt
+from trailerlink_testing.postgres import Postgres
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    with Postgres() as pg:
+        yield pg
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledger]:
+    if request.param == "sqlite":
+        made = Ledger(sqlite_path=tmp_path / "ledger.sqlite3")
+    else:
+        made = Ledger(dsn=request.getfixturevalue("postgres").dsn)
+    made.migrate()
+    made.migrate()  # idempotent
+    yield made
+    made.close()
+
+
+def _uid() -> str:
+    return f"2.25.{uuid.uuid4().int}"
+
+
+def _claim(ledger: Ledger, uid: str, sha: str, upload: str | None = None,
+           trailer: str = "trailer-01") -> ClaimKind:
+    kind, _ = ledger.claim(sop_instance_uid=uid, dataset_sha256=sha, trailer_id=trailer,
+                           study_instance_uid="1.2.3", upload_id=upload or uuid.uuid4().hex)
+    return kind
+
+
+def _receipt(uid: str, sha: str, upload: str, outcome: str = "delivered",
+             trailer: str = "trailer-01") -> Receipt:
+    return Receipt(upload_id=upload, trailer_id=trailer, sop_instance_uid=uid,
+                   study_instance_uid="1.2.3", dataset_sha256=sha, outcome=outcome,
+                   stored_transfer_syntax_uid="1.2.840.10008.1.2.1", at=time.time())
+
+
+def test_first_claim_is_new_then_retry_until_delivered_then_duplicate(ledger):
+    uid, sha = _uid(), "a" * 64
+    assert _claim(ledger, uid, sha, "u1") is ClaimKind.NEW
+    assert _claim(ledger, uid, sha, "u1") is ClaimKind.RETRY
+    assert ledger.backlog() >= 1
+    ledger.record_outcome(_receipt(uid, sha, "u1" + uid), object_state="delivered")
+    assert _claim(ledger, uid, sha, "u2") is ClaimKind.DUPLICATE
+    assert ledger.get_object(uid, sha).state == "delivered"
+
+
+def test_same_uid_other_content_is_a_conflict_and_nothing_is_overwritten(ledger):
+    uid = _uid()
+    assert _claim(ledger, uid, "a" * 64) is ClaimKind.NEW
+    assert _claim(ledger, uid, "b" * 64) is ClaimKind.CONFLICT
+    assert _claim(ledger, uid, "b" * 64) is ClaimKind.CONFLICT
+    rows = {r.dataset_sha256: r.state for r in ledger.objects(uid)}
+    assert rows == {"a" * 64: "pending", "b" * 64: "conflict"}
+
+
+def test_a_refused_object_may_be_tried_again(ledger):
+    uid, sha = _uid(), "c" * 64
+    assert _claim(ledger, uid, sha) is ClaimKind.NEW
+    ledger.record_outcome(_receipt(uid, sha, uuid.uuid4().hex, "failed"), object_state="refused")
+    assert _claim(ledger, uid, sha) is ClaimKind.NEW
+
+
+def test_one_receipt_per_upload_even_when_recorded_twice(ledger):
+    uid, sha, upload = _uid(), "d" * 64, uuid.uuid4().hex
+    first = ledger.record_outcome(_receipt(uid, sha, upload))
+    again = ledger.record_outcome(_receipt(uid, sha, upload, outcome="failed"))
+    assert again == first and again.outcome == "delivered"
+    assert ledger.receipt_for_upload(upload) == first
+
+
+def test_receipts_are_per_trailer_and_page_by_cursor(ledger):
+    trailer = f"t-{uuid.uuid4().hex[:8]}"
+    uploads = [uuid.uuid4().hex for _ in range(7)]
+    for upload in uploads:
+        ledger.record_outcome(_receipt(_uid(), "e" * 64, upload, trailer=trailer))
+    ledger.record_outcome(_receipt(_uid(), "e" * 64, uuid.uuid4().hex, trailer="someone-else"))
+    seen, after = [], 0
+    while page := ledger.receipts(trailer, after, limit=3):
+        seen += [r.upload_id for r in page]
+        after = page[-1].cursor
+    assert seen == uploads
+
+
+def test_concurrent_claims_of_one_uid_decide_once(ledger):
+    uid = _uid()
+    hashes = [f"{i:064x}" for i in range(8)]
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        kinds = list(pool.map(lambda sha: _claim(ledger, uid, sha), hashes))
+    assert kinds.count(ClaimKind.NEW) == 1
+    assert kinds.count(ClaimKind.CONFLICT) == 7
+
+
+@pytest.mark.kafka
+def test_ingest_delivers_with_a_postgresql_ledger(postgres, own_ingest, pacs, objects,
+                                                  stored_sha):
+    ingest = own_ingest(pacs, ledger_dsn=postgres.dsn)
+    obj = objects()
+    receipt = ingest.wait_receipt(ingest.upload(obj))
+    assert receipt["outcome"] == "delivered"
+    assert stored_sha(pacs, obj.meta.sop_instance_uid) == obj.meta.dataset_sha256
+    assert ingest.wait_receipt(ingest.upload(obj))["duplicate"] is True
