@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import sys
 
-from trailerlink_common.config import load_settings
+from trailerlink_common.config import ConfigError, load_settings
 from trailerlink_common.service import Service, disk_writable_check
 from trailerlink_events import topics
 from trailerlink_events.kafka import ConsumerRunner, EventProducer, RetryPolicy
@@ -106,5 +107,11 @@ def main(argv: list[str] | None = None) -> None:
         from trailerlink_ingest.devca import main as devca_main
 
         raise SystemExit(devca_main(args[1:]))
-    settings = load_settings(IngestSettings)
-    raise SystemExit(build(settings).run())
+    try:
+        settings = load_settings(IngestSettings)
+        service = build(settings)
+    except (ConfigError, OSError, ssl.SSLError, ValueError) as exc:
+        # A missing certificate, key directory or bad DSN: say which, without a traceback.
+        print(f"trailerlink-ingest: cannot start: {type(exc).__name__}: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    raise SystemExit(service.run())
