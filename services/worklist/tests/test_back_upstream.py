@@ -68,7 +68,9 @@ async def test_corrections_queued_offline_arrive_in_order(make_app, kafka_bootst
         await async_wait_until(
             lambda: _async(_delivered("correction", "unavailable") > unavailable_before),
             30, "a delivery attempt while upstream is offline")
-        assert app.cache.outbox_size() == 0  # all four are safely in Kafka meanwhile
+        # All four are safely in Kafka meanwhile (the outbox drains asynchronously).
+        await async_wait_until(lambda: _async(app.cache.outbox_size() == 0), 30,
+                               "the outbox to drain into Kafka")
         with Hl7Inbox(port=port) as inbox:
             await async_wait_until(lambda: _async(len(inbox.messages()) >= 4), 60,
                                    "corrections delivered once upstream is back")
