@@ -77,3 +77,30 @@ def test_disk_pressure_frees_delivered_oldest_first_but_never_undelivered(
     janitor.sweep()
     assert files[2][0].exists() and files[3][0].exists()
     assert files[2][1].exists() and files[3][1].exists()
+
+
+def test_gateway_index_is_told_when_a_received_copy_is_deleted(
+        tmp_path: Path, queue: SendQueue, outgoing: Outgoing) -> None:
+    from dataclasses import replace
+
+    from trailerlink_spool.index import STATUS_PURGED, STATUS_RECEIVED, SpoolEntry, SpoolIndex
+    from trailerlink_spool.layout import SpoolLayout
+
+    files = _setup(tmp_path, queue, outgoing, ["delivered", "queued"], [8, None])
+    layout = SpoolLayout(tmp_path / "spool")
+    index = SpoolIndex(layout)
+    template = SpoolEntry(
+        receipt_id="r0", sop_instance_uid="1.2.3", sop_class_uid="1.2.840.10008.5.1.4.1.1.1.2",
+        study_instance_uid="1.2", series_instance_uid="1.2.4",
+        transfer_syntax_uid="1.2.840.10008.1.2.1", calling_ae_title="MODALITY", file_size=1,
+        file_sha256="a" * 64, dataset_size=1, dataset_sha256="b" * 64, stored_size=23,
+        spool_path="", key_id="spool-x", received_at=time.time(), number_of_frames=1)
+    for n, (_sealed, received) in enumerate(files):
+        index.record(replace(template, receipt_id=f"r{n}", sop_instance_uid=f"1.2.3.{n}",
+                             spool_path=layout.relative(received)), lambda *_a: [])
+    janitor = Janitor(queue, outgoing.root, tmp_path / "spool", retention_seconds=7 * DAY,
+                      pressure_free_fraction=0.10, free_fraction=lambda _p: 0.5)
+    assert janitor.sweep() == 1
+    assert index.get("r0").status == STATUS_PURGED  # type: ignore[union-attr]
+    assert index.get("r1").status == STATUS_RECEIVED  # type: ignore[union-attr]
+    assert index.stored_bytes() == 23  # the purged copy no longer counts

@@ -24,6 +24,9 @@ from trailerlink_spool.outbox import OUTBOX_SCHEMA, Outbox, OutboxEvent
 
 STATUS_RECEIVED = "received"
 STATUS_CONFLICT = "conflict"
+STATUS_PURGED = "purged"
+"""The file was deleted after delivery and retention; the row stays as the record that
+the object was received (and so a later re-send of the same bytes is a duplicate)."""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS objects (
@@ -144,8 +147,22 @@ class SpoolIndex:
         return int(self.db.query("SELECT COUNT(*) FROM objects")[0][0])
 
     def stored_bytes(self) -> int:
-        """Bytes of encrypted files the index accounts for."""
-        return int(self.db.query("SELECT COALESCE(SUM(stored_size), 0) FROM objects")[0][0])
+        """Bytes of encrypted files the index accounts for (purged copies excluded)."""
+        return int(self.db.query(
+            "SELECT COALESCE(SUM(stored_size), 0) FROM objects WHERE status != ?",
+            (STATUS_PURGED,))[0][0])
+
+    def mark_purged(self, spool_path: str) -> bool:
+        """Record that the copy at ``spool_path`` (relative) was deleted after delivery.
+
+        Idempotent; returns False when no row has that path. Call it after the file is
+        gone, so a crash in between leaves a row that still says "received" for a file
+        the next sweep finds missing and marks again.
+        """
+        with self.db.transaction() as conn:
+            cursor = conn.execute("UPDATE objects SET status = ? WHERE spool_path = ?",
+                                  (STATUS_PURGED, spool_path))
+        return cursor.rowcount > 0
 
     def orphans(self) -> list[Path]:
         """Encrypted files no row refers to: left by a store that was never

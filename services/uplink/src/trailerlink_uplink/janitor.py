@@ -15,6 +15,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from trailerlink_spool.index import SpoolIndex
+from trailerlink_spool.layout import SpoolLayout
+
 from trailerlink_uplink import metrics
 from trailerlink_uplink.queue import QueuedObject, SendQueue
 
@@ -34,11 +37,21 @@ class Janitor:
                  retention_seconds: float, pressure_free_fraction: float,
                  free_fraction: Callable[[Path], float] = disk_free_fraction) -> None:
         self.queue = queue
+        self._spool_index: SpoolIndex | None = None
         self.outgoing_dir = Path(outgoing_dir)
         self.spool_dir = Path(spool_dir)
         self.retention_seconds = retention_seconds
         self.pressure_free_fraction = pressure_free_fraction
         self._free_fraction = free_fraction
+
+    def _gateway_index(self) -> SpoolIndex | None:
+        """The gateway's index of received copies, told when a copy is deleted so it
+        never points at a missing file; None while the gateway has not made one."""
+        if self._spool_index is None:
+            layout = SpoolLayout(self.spool_dir)
+            if layout.index_path.exists():
+                self._spool_index = SpoolIndex(layout)
+        return self._spool_index
 
     def _under_pressure(self) -> bool:
         try:
@@ -59,9 +72,12 @@ class Janitor:
                 size = path.stat().st_size
                 path.unlink()
             except FileNotFoundError:
-                continue
-            metrics.PURGED.labels(kind).inc()
-            metrics.PURGED_BYTES.inc(size)
+                size = None  # deleted by an earlier, interrupted sweep
+            if size is not None:
+                metrics.PURGED.labels(kind).inc()
+                metrics.PURGED_BYTES.inc(size)
+            if kind == "received" and (index := self._gateway_index()) is not None:
+                index.mark_purged(path.relative_to(self.spool_dir).as_posix())
         self.queue.mark_purged(row.id)
 
     def sweep(self, now: float | None = None) -> int:
