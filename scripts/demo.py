@@ -1,91 +1,161 @@
-"""`make demo`: what can be shown end to end today, and an honest list of what cannot.
+"""`make demo`: a trailer day into a real PACS, on one machine.
 
-The full demo — a trailer day from a simulated modality into a real PACS, with a final
-JSON summary — is issue #10. Until the services it needs exist, this starts a real
-Kafka broker, creates the registry's topics, sends one event through the shared
-plumbing (producer -> consumer runner) and reports which services are still skeletons.
-It exits non-zero if any of that fails.
+Starts two Kafka brokers (trailer and data centre), Orthanc as the hospital PACS, a dev CA
+with one trailer certificate, a data-centre sealing key, dcmtk ``wlmscpfs`` holding a
+synthetic clinic day for this trailer's site, and every service as a subprocess
+(``trailerlink_testing.stack``). A simulated modality then screens each woman: worklist
+query (findscu), MPPS in progress, 4 views by storescu, MPPS completed, storage
+commitment. It waits until every commitment is answered, checks every image in Orthanc
+byte for byte (SHA-256 of the dataset after group 0002), scans the services' logs for
+the synthetic patients' names, NHS numbers and birth dates, prints a table and ends
+with one JSON line. Exit status 0 only if nothing is missing, altered or unconfirmed.
+
+Default: 5 women x 4 views of 2048 x 1664 (14 bits stored, ~6.8 MB each): a few
+minutes on 2 cores. A full day: ``DEMO_WOMEN=80 DEMO_ROWS=4096 DEMO_COLUMNS=3328``
+(or ``--women 80 --rows 4096 --columns 3328``).
 """
 
 from __future__ import annotations
 
-import asyncio
-import importlib
+import argparse
 import json
 import logging
+import os
+import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from trailerlink_events import messages as m
-from trailerlink_events import topics
-from trailerlink_events.kafka import ConsumerRunner, Delivery, EventProducer
-from trailerlink_testing.kafka import KafkaBroker
-
-SERVICES = ["gateway", "codec", "uplink", "ingest", "worklist", "monitor"]
-
-
-async def round_trip(bootstrap: str) -> float:
-    producer = EventProducer(bootstrap, client_id="demo")
-    await producer.start()
-    got = asyncio.Event()
-    started = time.perf_counter()
-
-    async def handler(d: Delivery) -> None:
-        if d.key == "1.2.826.0.1.3680043.10.1234.1":
-            got.set()
-
-    stop = asyncio.Event()
-    runner = ConsumerRunner(
-        bootstrap_servers=bootstrap,
-        group_id="demo",
-        topics=[topics.OBJECT_RECEIVED],
-        handler=handler,
-        producer=producer,
-        dead_letter_topic=topics.TRAILER_DEAD_LETTER,
-    )
-    task = asyncio.create_task(runner.run(stop))
-    event = m.ObjectReceived(
-        meta=m.new_meta("demo", "trailer-demo"),
-        object=m.ObjectIdentity(study_instance_uid="1.2.826.0.1.3680043.10.1234.1"),
-    )
-    await producer.publish(topics.OBJECT_RECEIVED, event.object.study_instance_uid, event)
-    await asyncio.wait_for(got.wait(), 60)
-    elapsed = time.perf_counter() - started
-    stop.set()
-    await task
-    await producer.stop()
-    return elapsed
+from trailerlink_testing.stack import (
+    CentralStack,
+    SimulatedModality,
+    StudyResult,
+    TrailerStack,
+    booking_secrets,
+    scan_logs_for,
+    synthetic_day,
+)
+from trailerlink_testing.waiting import ConditionTimeout, wait_until
 
 
-def service_state(name: str) -> str:
-    main = importlib.import_module(f"trailerlink_{name}.main")
-    return "skeleton" if "skeleton" in (main.__doc__ or "").lower() else "implemented"
+def _args(argv: list[str] | None) -> argparse.Namespace:
+    env = os.environ
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--women", type=int, default=int(env.get("DEMO_WOMEN", 5)))
+    p.add_argument("--rows", type=int, default=int(env.get("DEMO_ROWS", 2048)))
+    p.add_argument("--columns", type=int, default=int(env.get("DEMO_COLUMNS", 1664)))
+    p.add_argument("--timeout", type=float, default=float(env.get("DEMO_TIMEOUT", 900)),
+                   help="seconds to wait for every commitment after the last store")
+    p.add_argument("--keep", default=env.get("DEMO_KEEP", ""),
+                   help="keep the run's directory here (logs, spool, PACS storage)")
+    return p.parse_args(argv)
 
 
-def main() -> int:
+def _pct(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+def run(args: argparse.Namespace, work: Path) -> dict[str, object]:
+    bookings = synthetic_day(args.women)
+    print(f"trailerlink demo: {args.women} women x 4 views of {args.rows}x{args.columns} "
+          f"(14-bit MG), run directory {work}", flush=True)
+    started = time.time()
+    with CentralStack(work / "central") as central:
+        print(f"  data centre up: Kafka {central.broker.bootstrap}, Orthanc AE PACS on "
+              f"{central.pacs.dicom_port}, ingest {central.ingest_url}", flush=True)
+        with TrailerStack(work / "trailer", central, bookings) as trailer:
+            print(f"  trailer up: Kafka {trailer.broker.bootstrap}, gateway "
+                  f"{trailer.gateway_port}, worklist {trailer.worklist_port}, codec, "
+                  f"uplink, monitor agent ({time.time() - started:.0f}s)", flush=True)
+            with SimulatedModality(trailer, work / "modality", rows=args.rows,
+                                   columns=args.columns) as modality:
+                worklist = modality.wait_for_worklist(len(bookings))
+                print(f"  worklist: {len(worklist)} women booked at this site today",
+                      flush=True)
+                studies: list[StudyResult] = []
+                for i, item in enumerate(worklist):
+                    study = modality.screen(item, seed=i)
+                    studies.append(study)
+                    print(f"  woman {i + 1}/{len(worklist)}: {len(study.sent)}/4 stored, "
+                          f"MPPS {study.mpps_statuses}, commitment requested", flush=True)
+                try:
+                    wait_until(lambda: all(s.confirmed_at is not None or s.commit_failed
+                                           for s in studies), args.timeout,
+                               "every storage commitment answered", interval=0.5)
+                except ConditionTimeout as exc:
+                    print(f"  !! {exc}", flush=True)
+                wait_until(lambda: trailer.backlog_objects() == 0, 60,
+                           "uplink backlog empty")
+                bytes_on_wire = trailer.uplink.metric("trailerlink_uplink_sent_bytes_total")
+                print("  verifying every image in Orthanc ...", flush=True)
+                verified = 0
+                bad: list[str] = []
+                for study in studies:
+                    for sop, sha in study.sent.items():
+                        if central.pacs_dataset_sha256(sop) == sha:
+                            verified += 1
+                        else:
+                            bad.append(sop)
+                in_pacs = len(central.pacs.instances())
+            logs = trailer.log_files() + central.log_files()
+            leaks = scan_logs_for(logs, booking_secrets(bookings))
+    women = len(studies)
+    images_sent = sum(len(s.sent) for s in studies)
+    bytes_raw = sum(s.bytes_raw for s in studies)
+    seconds = [s.seconds for s in studies if s.seconds is not None]
+    confirmed = sum(1 for s in studies if s.confirmed)
+    print("\n  study        images  stored->committed")
+    for s in studies:
+        took = f"{s.seconds:7.1f}s" if s.seconds is not None else "   none"
+        print(f"  {s.accession_number:12} {len(s.sent)}/4     {took}")
+    print(f"\n  images in PACS {in_pacs}, verified byte-identical {verified}/{images_sent}, "
+          f"commitments confirmed {confirmed}/{women}")
+    print(f"  raw {bytes_raw / 1e6:.1f} MB, on the wire {bytes_on_wire / 1e6:.1f} MB, "
+          f"logs scanned {len(logs)}, patient data found in logs: "
+          f"{sum(len(v) for v in leaks.values())}")
+    if bad:
+        print(f"  !! missing or altered in PACS: {bad}")
+    if leaks:
+        print(f"  !! patient data in logs: {sorted(leaks)}")
+    ok = (women == args.women and images_sent == 4 * women and verified == images_sent
+          and confirmed == women and in_pacs == images_sent and not leaks
+          and not any(s.failed or s.commit_failed for s in studies))
+    return {
+        "women": women,
+        "images_sent": images_sent,
+        "images_verified_in_pacs": verified,
+        "commitments_confirmed": confirmed,
+        "bytes_raw": bytes_raw,
+        "bytes_on_wire": int(bytes_on_wire),
+        "compression_ratio": round(bytes_raw / bytes_on_wire, 3) if bytes_on_wire else 0.0,
+        "study_seconds_p50": round(statistics.median(seconds), 2) if seconds else None,
+        "study_seconds_p95": round(_pct(seconds, 0.95), 2) if seconds else None,
+        "study_seconds_max": round(max(seconds), 2) if seconds else None,
+        "log_files_scanned": len(logs),
+        "patient_data_in_logs": sum(len(v) for v in leaks.values()),
+        "wall_seconds": round(time.time() - started, 1),
+        "ok": ok,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _args(argv)
     # The client logs broker start-up noise (coordinator not ready yet) at ERROR.
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-    print("trailerlink demo — the end-to-end trailer day is issue #10 and not built yet.\n")
-    with tempfile.TemporaryDirectory(prefix="trailerlink-demo-") as tmp:
-        broker = KafkaBroker(Path(tmp))
-        print("starting Kafka (KRaft, one node) ...", flush=True)
-        broker.start()
-        try:
-            created = broker.create_topics("trailer") + broker.create_topics("central")
-            print(f"  ready at {broker.bootstrap}; {len(created)} topics from proto/topics.yaml")
-            seconds = asyncio.run(round_trip(broker.bootstrap))
-            print(f"  one ObjectReceived event through producer -> consumer runner: {seconds:.2f}s")
-        finally:
-            broker.stop()
-    states = {name: service_state(name) for name in SERVICES}
-    print("\nservices:")
-    for name, state in states.items():
-        print(f"  trailerlink-{name:9} {state}")
-    print("\nnot there yet: a simulated modality, Orthanc as PACS, the WAN path, the summary.")
-    print(json.dumps({"ok": False, "demo": "foundation-only", "services": states}))
-    return 0
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    if args.keep:
+        work = Path(args.keep)
+        work.mkdir(parents=True, exist_ok=True)
+        summary = run(args, work)
+    else:
+        with tempfile.TemporaryDirectory(prefix="trailerlink-demo-") as tmp:
+            summary = run(args, Path(tmp))
+    print(json.dumps(summary))
+    return 0 if summary["ok"] else 1
 
 
 if __name__ == "__main__":
