@@ -4,6 +4,8 @@ PACS, the session's Kafka broker, SQLite or a throwaway PostgreSQL as the ledger
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import datetime as dt
 import hashlib
 import json
@@ -15,11 +17,13 @@ from pathlib import Path
 
 import pytest
 import requests
+from trailerlink_events.topics import CENTRAL_UPLOAD_COMPLETED
 from trailerlink_ingest.devca import Issued, issue, make_ca
 from trailerlink_ingest.metadata import UploadMetadata
 from trailerlink_sealed import OpeningKey, seal
 from trailerlink_sealed.testdata import MGSpec, write_mg_file
 from trailerlink_spool.part10 import dataset_offset
+from trailerlink_testing.kafka_reader import start_group_at_end
 from trailerlink_testing.orthanc import Orthanc
 from trailerlink_testing.ports import free_port
 from trailerlink_testing.procs import ServiceProcess, console_script, http_get, http_ok
@@ -248,6 +252,12 @@ def start_ingest(root: Path, pki: Pki, keys_dir: Path, kafka_bootstrap: str,
                           log_path=root / "ingest.log")
     ingest = Ingest(proc, tus_port, http_port, root, pki, access, env, kafka_bootstrap)
     if env["TRAILERLINK_KAFKA_BOOTSTRAP_SERVERS"] != "127.0.0.1:9":
+        # The session's topics are shared: this ingest must not process (and
+        # dead-letter) the uploads other tests announced before it started.
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, start_group_at_end(
+                env["TRAILERLINK_KAFKA_BOOTSTRAP_SERVERS"], env["TRAILERLINK_CONSUMER_GROUP"],
+                [CENTRAL_UPLOAD_COMPLETED])).result()
         ingest.start()
     else:  # no Kafka on purpose: not ready, but serving uploads
         proc.start()
