@@ -21,6 +21,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import statistics
 import sys
 import tempfile
@@ -144,6 +145,8 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, object]:
 
 def main(argv: list[str] | None = None) -> int:
     args = _args(argv)
+    # SIGTERM unwinds like Ctrl-C, so everything started is stopped on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     # The client logs broker start-up noise (coordinator not ready yet) at ERROR.
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)

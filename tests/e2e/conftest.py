@@ -1,0 +1,74 @@
+"""The whole system for the end-to-end tests: both sites from ``trailerlink_testing.stack``
+(the same starter `make demo` uses), with a fault proxy on the WAN path so a test can cut
+the link, and the simulated modality."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from trailerlink_testing.faultproxy import FaultProxy
+from trailerlink_testing.stack import (
+    Booking,
+    CentralStack,
+    SimulatedModality,
+    StudyResult,
+    TrailerStack,
+    synthetic_day,
+)
+from trailerlink_testing.waiting import wait_until
+
+WOMEN = 8
+
+
+@dataclass
+class System:
+    central: CentralStack
+    trailer: TrailerStack
+    modality: SimulatedModality
+    link: FaultProxy
+    bookings: list[Booking]
+    screened: list[StudyResult]
+
+    def next_women(self, count: int) -> list:
+        """Worklist entries of women not screened yet (in booking order)."""
+        done = {s.accession_number for s in self.screened}
+        items = [i for i in self.modality.query_worklist() if str(i.AccessionNumber) not in done]
+        assert len(items) >= count, "the synthetic day has run out of women"
+        return items[:count]
+
+    def screen(self, item, seed: int = 0) -> StudyResult:
+        study = self.modality.screen(item, seed=seed)
+        self.screened.append(study)
+        return study
+
+    def wait_confirmed(self, studies: list[StudyResult], timeout: float = 180) -> None:
+        wait_until(lambda: all(s.confirmed for s in studies), timeout,
+                   "storage commitment confirmed for every study", interval=0.25)
+
+    def assert_in_pacs_byte_identical(self, studies: list[StudyResult]) -> None:
+        for study in studies:
+            for sop, sha in study.sent.items():
+                assert self.central.pacs_dataset_sha256(sop) == sha, sop
+
+
+def _system(directory: Path, women: int, **trailer_kwargs: object) -> Iterator[System]:
+    bookings = synthetic_day(women, seed=7)
+    with CentralStack(directory / "central") as central, \
+            FaultProxy(("127.0.0.1", central.tus_port)) as link, \
+            TrailerStack(directory / "trailer", central, bookings,
+                         ingest_url=f"https://127.0.0.1:{link.port}",
+                         **trailer_kwargs) as trailer, \
+            SimulatedModality(trailer, directory / "modality", rows=256,
+                              columns=208) as modality:  # type: ignore[arg-type]
+        modality.wait_for_worklist(women)
+        yield System(central, trailer, modality, link, bookings, [])
+
+
+@pytest.fixture(scope="module")
+def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
+    """Both sites, started once per module (about a minute: two brokers, Orthanc, six
+    services); tests run in file order and leave the system running."""
+    yield from _system(tmp_path_factory.mktemp("e2e"), WOMEN)
