@@ -49,3 +49,6 @@ charts-sync: ## copy the topic registry, alert rules and dashboards into the cen
 
 charts: setup ## lint, render and validate both Helm charts offline (tests/charts)
 	$(PY) -m pytest tests/charts $(PYTEST_ARGS)
+
+soak: setup ## long fault-injection run: >= 200 images through kills, broker restarts, PACS outage, link cuts
+	TRAILERLINK_SOAK=1 $(PY) -m pytest tests/e2e -m slow $(PYTEST_ARGS)
