@@ -112,6 +112,26 @@ def test_a_revoked_trailer_is_refused_at_the_ingest_until_reinstated(system: Sys
     system.assert_in_pacs_byte_identical([study])
 
 
+def test_broker_restarts_and_a_pacs_outage_delay_but_lose_nothing(system: System) -> None:
+    central, trailer = system.central, system.trailer
+    refused_before = central.ingest.metric("trailerlink_ingest_pacs_store_failures_total")
+    central.pacs.stop()
+    trailer.broker.stop()  # the gateway still stores: its events wait in its outbox
+    [item] = system.next_women(1)
+    study = system.screen(item, seed=41)
+    assert len(study.sent) == 4
+    trailer.broker.start()
+    central.broker.stop()
+    central.broker.start()
+    wait_until(lambda: central.ingest.metric("trailerlink_ingest_pacs_store_failures_total")
+               > refused_before, 180, "the ingest finding the PACS down", interval=0.5)
+    assert not study.committed  # nothing is confirmed while the PACS is away
+    central.pacs.start()
+    system.wait_confirmed([study], timeout=300)
+    system.assert_in_pacs_byte_identical([study])
+    assert len(central.pacs.instances()) == 4 * len(system.screened)
+
+
 def test_zz_no_patient_data_in_any_service_log(system: System) -> None:
     logs = system.trailer.log_files() + system.central.log_files()
     assert len(logs) >= 7

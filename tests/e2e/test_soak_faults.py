@@ -28,6 +28,7 @@ from .conftest import System, _system
 
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.timeout(3600),
     pytest.mark.kafka,
     pytest.mark.skipif(os.environ.get("TRAILERLINK_SOAK") != "1",
                        reason="long fault-injection run: `make soak`"),
