@@ -90,6 +90,22 @@ def _fleet(service: Service, settings: MonitorSettings, producer: EventProducer)
     service.on_stop(close)
 
 
+def _admin(service: Service, settings: MonitorSettings, producer: EventProducer) -> None:
+    from trailerlink_events.deadletters import AuditStore, DeadLetters
+
+    from trailerlink_monitor.admin_api import add_admin_routes
+
+    audit = AuditStore(settings.data_dir / "monitor" / "admin-audit.sqlite")
+    topic = topics.CENTRAL_DEAD_LETTER if settings.mode == "fleet" else topics.TRAILER_DEAD_LETTER
+    add_admin_routes(service.app, DeadLetters(settings.kafka_bootstrap_servers, topic, audit,
+                                              producer), settings.admin_token_file)
+
+    async def close() -> None:
+        audit.close()
+
+    service.on_stop(close)
+
+
 def main() -> None:
     settings = load_settings(MonitorSettings)
     service = Service("monitor", settings, version=__version__)
@@ -98,6 +114,7 @@ def main() -> None:
         _fleet(service, settings, producer)
     else:
         _agent(service, settings, producer)
+    _admin(service, settings, producer)
     service.add_readiness_check("kafka", producer.check_reachable)
     service.on_stop(producer.stop)
     raise SystemExit(service.run())

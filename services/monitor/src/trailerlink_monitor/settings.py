@@ -15,6 +15,10 @@ class MonitorSettings(ServiceSettings):
     mode: Literal["agent", "fleet"] = Field(
         "agent", description="agent: on a trailer (heartbeats); fleet: in the data centre")
 
+    admin_token_file: Path | None = Field(
+        None, description="File holding the admin API's bearer token (trailerlinkctl); "
+        "unset = the admin API (/v1/admin/...) is off")
+
     # --- agent (trailer) ------------------------------------------------------------
     heartbeat_interval_seconds: float = Field(
         30.0, gt=0, description="How often the agent publishes a heartbeat")
