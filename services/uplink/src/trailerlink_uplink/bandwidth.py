@@ -18,6 +18,10 @@ from datetime import datetime
 from datetime import time as dtime
 from zoneinfo import ZoneInfo
 
+from trailerlink_uplink.control import OperatorControl
+
+_PAUSE_POLL_SECONDS = 0.2
+
 
 @dataclass(frozen=True)
 class Window:
@@ -79,8 +83,10 @@ class TokenBucket:
     (unused allowance carried forward) is capped at ``burst_seconds`` of the rate.
     """
 
-    def __init__(self, schedule: CapSchedule, burst_seconds: float = 0.1) -> None:
+    def __init__(self, schedule: CapSchedule, burst_seconds: float = 0.1,
+                 control: OperatorControl | None = None) -> None:
         self.schedule = schedule
+        self.control = control
         self.burst_seconds = burst_seconds
         self._tokens = 0.0
         self._last = time.monotonic()
@@ -91,10 +97,19 @@ class TokenBucket:
     def rate(self) -> int:
         return self._rate
 
+    def rate_now(self) -> int:
+        """The cap in force now: the schedule's, lowered by an operator's cap."""
+        scheduled = self.schedule.rate_now()
+        return self.control.effective_rate(scheduled) if self.control else scheduled
+
     async def take(self, nbytes: int) -> None:
         """Return when ``nbytes`` may be sent under the cap."""
         async with self._lock:  # FIFO: concurrent uploads share the rate fairly
-            rate = self.schedule.rate_now()
+            # An operator's pause holds the lock, so every upload waits at its next piece.
+            while self.control is not None and self.control.paused_now():
+                await asyncio.sleep(_PAUSE_POLL_SECONDS)
+                self._last = time.monotonic()
+            rate = self.rate_now()
             now = time.monotonic()
             if rate != self._rate:
                 self._rate, self._tokens = rate, 0.0

@@ -19,7 +19,9 @@ from trailerlink_events.kafka import ConsumerRunner, EventProducer
 from trailerlink_events.topics import OBJECT_SEALED, TRAILER_DEAD_LETTER
 
 from trailerlink_uplink import __version__, metrics
+from trailerlink_uplink.admin_api import add_admin_routes
 from trailerlink_uplink.bandwidth import CapSchedule, TokenBucket, parse_schedule
+from trailerlink_uplink.control import OperatorControl
 from trailerlink_uplink.handler import SealedHandler
 from trailerlink_uplink.janitor import Janitor
 from trailerlink_uplink.link import LinkMonitor
@@ -55,7 +57,7 @@ async def _refresh_metrics(queue: SendQueue, sender: Sender, bucket: TokenBucket
         metrics.AWAITING_RECEIPT.set(backlog.awaiting_receipt)
         metrics.FAILED_OBJECTS.set(backlog.failed)
         metrics.GOODPUT.set(sender.goodput.rate())
-        metrics.BANDWIDTH_CAP.set(bucket.schedule.rate_now())
+        metrics.BANDWIDTH_CAP.set(bucket.rate_now())
         try:
             await asyncio.wait_for(stop.wait(), 2.0)
         except TimeoutError:
@@ -74,7 +76,9 @@ def main() -> None:
         raise SystemExit(2) from None
 
     queue = SendQueue(settings.resolved_queue_path())
-    bucket = TokenBucket(schedule)
+    control = OperatorControl(settings.resolved_queue_path().parent / "operator-control.json")
+    bucket = TokenBucket(schedule, control=control)
+    add_admin_routes(service.app, control, bucket, settings.admin_token_file)
     http = make_http_client(verify=verify, connect_timeout=settings.connect_timeout_seconds,  # type: ignore[arg-type]
                             io_timeout=settings.io_timeout_seconds,
                             max_connections=settings.concurrency + 2)

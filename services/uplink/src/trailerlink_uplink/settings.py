@@ -20,6 +20,9 @@ class UplinkSettings(ServiceSettings):
     queue_path: Path | None = Field(
         None, description="The durable send queue (SQLite); default <data_dir>/uplink/queue.sqlite")
     consumer_group: str = Field("uplink", description="Kafka consumer group for object-sealed")
+    admin_token_file: Path | None = Field(
+        None, description="File holding the admin API's bearer token (trailerlinkctl); "
+        "unset = the admin API (/v1/admin/uplink) is off")
 
     # --- the data centre ------------------------------------------------------------
     ingest_url: str = Field(
