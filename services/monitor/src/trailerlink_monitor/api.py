@@ -12,7 +12,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
 from trailerlink_events import topics
 from trailerlink_events.kafka import EventProducer
-from trailerlink_events.messages import Heartbeat, ProcedureStepUpdated
+from trailerlink_events.messages import Heartbeat, LinkState, ProcedureStepUpdated
 
 from trailerlink_monitor import metrics
 from trailerlink_monitor.fleet import now
@@ -56,6 +56,9 @@ def add_fleet_routes(app: FastAPI, fleet: FleetMonitor, producer: EventProducer,
                     oldest_unsent_age_seconds=hb.oldest_unsent_age_seconds,
                     disk_free_bytes=hb.disk_free_bytes, disk_total_bytes=hb.disk_total_bytes,
                     link_goodput_bytes_per_second=hb.link_goodput_bytes_per_second,
+                    link_state=LinkState.Name(hb.link_state).removeprefix(
+                        "LINK_STATE_").lower(),
+                    worklist_cache_age_seconds=hb.worklist_cache_age_seconds,
                     canary_ok=hb.canary_ok, versions=dict(hb.versions))
             out.append(entry)
         return {"trailers": out}

@@ -1,0 +1,3 @@
+"""trailerlinkctl: operate trailerlink through the services' HTTP admin APIs."""
+
+__version__ = "0.1.0"

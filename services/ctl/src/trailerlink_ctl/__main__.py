@@ -1,0 +1,3 @@
+from trailerlink_ctl.cli import run
+
+run()

@@ -1,0 +1,428 @@
+"""`trailerlinkctl`: the support desk's and ops' commands.
+
+Every command talks HTTP to a service (never to Kafka, SQLite or files), prints a table
+for people or, with ``--json``, one JSON document for scripts (shapes in the README),
+and exits with a code from :mod:`trailerlink_ctl.client`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from trailerlink_ctl import __version__
+from trailerlink_ctl.client import (
+    CONFLICT,
+    FAILED,
+    NOT_FOUND,
+    OK,
+    USAGE,
+    Api,
+    CtlError,
+)
+
+_ID = re.compile(r"^\d+:\d+$")
+_UID = re.compile(r"^[0-9.]{1,64}$")
+_RATE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmg]?)(b|bit|bps|b/s|bit/s)?$", re.IGNORECASE)
+_DURATION = re.compile(r"^(\d+)\s*([smhd])$")
+
+
+# --- parsing of values ------------------------------------------------------------------
+
+def parse_rate(text: str) -> int:
+    """A rate as bytes per second: ``250000``, ``250kB``, ``2Mbit``, ``1.5MB/s``.
+
+    Bare numbers and ``B`` are bytes/s; ``bit``/``bps`` are bits/s; k/M/G are decimal.
+    """
+    match = _RATE.match(text.strip())
+    if not match:
+        raise ValueError(f"malformed rate {text!r}: use e.g. 250000, 250kB, 2Mbit")
+    number = float(match.group(1))
+    scale = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9}[match.group(2).lower()]
+    unit = (match.group(3) or "").lower()
+    bits = unit.startswith("bit") or unit == "bps"
+    rate = int(number * scale / (8 if bits else 1))
+    if rate <= 0:
+        raise ValueError(f"rate {text!r} must be positive (use `uplink resume` to lift a cap)")
+    return rate
+
+
+def parse_until(text: str, now: datetime | None = None) -> float:
+    """``--until`` as epoch seconds: a duration (``30m``, ``2h``), a local ``HH:MM`` (the
+    next one) or an ISO 8601 date-time. Must be in the future."""
+    now = now or datetime.now().astimezone()
+    text = text.strip()
+    duration = _DURATION.match(text)
+    if duration:
+        seconds = int(duration.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[
+            duration.group(2)]
+        when = now + timedelta(seconds=seconds)
+    elif re.match(r"^\d{1,2}:\d{2}$", text):
+        hours, minutes = (int(p) for p in text.split(":"))
+        if hours > 23 or minutes > 59:
+            raise ValueError(f"malformed time {text!r}")
+        when = now.replace(hour=hours, minute=minutes, second=0, microsecond=0)
+        if when <= now:
+            when += timedelta(days=1)
+    else:
+        try:
+            when = datetime.fromisoformat(text)
+        except ValueError:
+            raise ValueError(
+                f"malformed time {text!r}: use 30m, 2h, 18:00 or 2026-11-28T18:00") from None
+        if when.tzinfo is None:
+            when = when.astimezone()
+    if when <= now:
+        raise ValueError(f"--until {text!r} is in the past")
+    return when.timestamp()
+
+
+# --- output -------------------------------------------------------------------------------
+
+def _colour(code: str, text: str) -> str:
+    if not sys.stdout.isatty() or os.environ.get("NO_COLOR"):
+        return text
+    return f"\033[{code}m{text}\033[0m"
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    cells = [[str(c) for c in row] for row in rows]
+    widths = [max(len(h), *(len(_strip(r[i])) for r in cells)) if cells else len(h)
+              for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
+    for row in cells:
+        lines.append("  ".join(c + " " * (w - len(_strip(c)))
+                               for c, w in zip(row, widths, strict=True)))
+    return "\n".join(lines)
+
+
+def _strip(text: str) -> str:
+    return re.sub(r"\033\[[0-9;]*m", "", text)
+
+
+def _bytes(n: object) -> str:
+    if not isinstance(n, int | float):
+        return "-"
+    value = float(n)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(value) < 1000 or unit == "TB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return str(n)
+
+
+def _age(seconds: object) -> str:
+    if not isinstance(seconds, int | float):
+        return "-"
+    s = int(seconds)
+    if s < 120:
+        return f"{s}s"
+    if s < 7200:
+        return f"{s // 60}m"
+    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+
+
+def _when(epoch: object) -> str:
+    if not isinstance(epoch, int | float):
+        return "-"
+    return datetime.fromtimestamp(epoch).astimezone().isoformat(timespec="seconds")
+
+
+def _emit(args: argparse.Namespace, document: object, human: Callable[[], str]) -> None:
+    if args.json:
+        print(json.dumps(document, indent=2, sort_keys=True))
+    else:
+        print(human())
+
+
+# --- commands -----------------------------------------------------------------------------
+
+def _monitor(args: argparse.Namespace) -> Api:
+    return Api(args.monitor_url, args.token_file, what="monitor")
+
+
+def _uplink(args: argparse.Namespace) -> Api:
+    return Api(args.uplink_url, args.token_file, what="uplink")
+
+
+def cmd_dlq_list(args: argparse.Namespace) -> int:
+    doc = _monitor(args).request("GET", "/v1/admin/dlq", admin=True,
+                                 params={"include_done": str(args.all).lower(),
+                                         "limit": args.limit})
+    _emit(args, doc, lambda: f"{doc['topic']}: {len(doc['entries'])} entries\n" + _table(
+        ["ID", "STATUS", "SOURCE", "GROUP", "ATTEMPTS", "FAILED AT", "REASON"],
+        [[e["id"], e["status"], e["source_topic"], e["consumer_group"], e["attempts"],
+          e["failed_at"], (e["reason"] or "")[:60]] for e in doc["entries"]]))
+    return OK
+
+
+def cmd_dlq_show(args: argparse.Namespace) -> int:
+    _check_ids([args.id])
+    doc = _monitor(args).request("GET", f"/v1/admin/dlq/{args.id}", admin=True)
+
+    def human() -> str:
+        lines = [f"{k:16} {doc[k]}" for k in (
+            "id", "topic", "status", "key", "event_type", "source_topic", "source_partition",
+            "source_offset", "consumer_group", "attempts", "failed_at", "value_bytes", "reason")]
+        for action in doc.get("actions") or []:
+            lines.append(f"{action['action']:16} by {action['actor']} at "
+                         f"{_when(action['at'])}: {action['reason']}")
+        return "\n".join(lines)
+
+    _emit(args, doc, human)
+    return OK
+
+
+def _check_ids(ids: Sequence[str]) -> None:
+    bad = [i for i in ids if not _ID.match(i)]
+    if bad:
+        raise CtlError(f"dead-letter ids are <partition>:<offset>, not {', '.join(bad)}", USAGE)
+
+
+def _dlq_act(args: argparse.Namespace, action: str) -> int:
+    _check_ids(args.ids)
+    api = _monitor(args)
+    # Every id must exist (and be actionable) before anything is done: a typo changes nothing.
+    for entry_id in args.ids:
+        entry = api.request("GET", f"/v1/admin/dlq/{entry_id}", admin=True)
+        if entry["status"] == "discarded":
+            raise CtlError(f"dead letter {entry_id} was discarded already; nothing done",
+                           CONFLICT)
+    results: list[dict[str, object]] = []
+    code = OK
+    for entry_id in args.ids:
+        try:
+            done = api.request("POST", f"/v1/admin/dlq/{entry_id}/{action}", admin=True,
+                               json={"reason": args.reason or ""})
+            results.append({"ok": True, **done})
+        except CtlError as exc:
+            results.append({"ok": False, "id": entry_id, "error": str(exc)})
+            code = FAILED
+    _emit(args, {"results": results}, lambda: "\n".join(
+        f"{r['id']}: {r['action']} by {r['actor']}" if r["ok"] else f"{r['id']}: {r['error']}"
+        for r in results))
+    return code
+
+
+def cmd_dlq_replay(args: argparse.Namespace) -> int:
+    return _dlq_act(args, "replay")
+
+
+def cmd_dlq_discard(args: argparse.Namespace) -> int:
+    if not args.reason or not args.reason.strip():
+        raise CtlError("discard needs --reason TEXT", USAGE)
+    return _dlq_act(args, "discard")
+
+
+def _uplink_human(doc: dict[str, Any]) -> str:
+    lines = [f"paused            {'yes' if doc['paused'] else 'no'}"
+             + (f" until {_when(doc['paused_until'])}" if doc.get("paused_until") else "")]
+    cap = doc.get("cap_bytes_per_second")
+    lines.append("operator cap      " + (f"{_bytes(cap)}/s" if cap else "none")
+                 + (f" until {_when(doc['cap_until'])}" if cap and doc.get("cap_until") else ""))
+    sched = doc["scheduled_cap_bytes_per_second"]
+    eff = doc["effective_cap_bytes_per_second"]
+    lines.append("scheduled cap     " + (f"{_bytes(sched)}/s" if sched else "uncapped"))
+    lines.append("in force          " + ("paused" if doc["paused"] else
+                                         f"{_bytes(eff)}/s" if eff else "uncapped"))
+    return "\n".join(lines)
+
+
+def cmd_uplink(args: argparse.Namespace) -> int:
+    api = _uplink(args)
+    body: dict[str, object] = {}
+    until = None
+    if getattr(args, "until", None):
+        try:
+            until = parse_until(args.until)
+        except ValueError as exc:
+            raise CtlError(str(exc), USAGE) from None
+    if args.uplink_cmd == "status":
+        doc = api.request("GET", "/v1/admin/uplink", admin=True)
+    elif args.uplink_cmd == "pause":
+        doc = api.request("POST", "/v1/admin/uplink/pause", admin=True, json={"until": until})
+    elif args.uplink_cmd == "resume":
+        doc = api.request("POST", "/v1/admin/uplink/resume", admin=True, json={})
+    else:
+        try:
+            body = {"bytes_per_second": parse_rate(args.rate), "until": until}
+        except ValueError as exc:
+            raise CtlError(str(exc), USAGE) from None
+        doc = api.request("POST", "/v1/admin/uplink/cap", admin=True, json=body)
+    _emit(args, doc, lambda: _uplink_human(doc))
+    return OK
+
+
+def _trailer_state(t: dict[str, Any]) -> str:
+    if "last_heartbeat_at" not in t:
+        return _colour("31", "never seen")
+    age = t.get("heartbeat_age_seconds") or 0
+    if age > 300:
+        return _colour("31", f"silent {_age(age)}")
+    if t.get("link_state") == "down":
+        return _colour("33", "link down")
+    if t.get("canary_ok") is False:
+        return _colour("33", "canary failing")
+    return _colour("32", "ok")
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    doc = Api(args.monitor_url, args.token_file, what="fleet monitor").request(
+        "GET", "/v1/trailers")
+    trailers = doc["trailers"]
+    if args.trailer:
+        trailers = [t for t in trailers if t["trailer_id"] == args.trailer]
+        if not trailers:
+            raise CtlError(f"unknown trailer {args.trailer!r}: not expected and never reported",
+                           NOT_FOUND)
+    out = {"trailers": trailers}
+
+    def human() -> str:
+        rows = []
+        for t in trailers:
+            disk = (f"{_bytes(t['disk_free_bytes'])} free" if "disk_free_bytes" in t else "-")
+            rows.append([t["trailer_id"], _trailer_state(t), _age(t.get("heartbeat_age_seconds")),
+                         t.get("backlog_objects", "-"), _bytes(t.get("backlog_bytes")),
+                         _age(t.get("oldest_unsent_age_seconds")),
+                         t.get("link_state", "-"),
+                         f"{_bytes(t.get('link_goodput_bytes_per_second'))}/s", disk,
+                         {True: "ok", False: "FAIL"}.get(t.get("canary_ok"), "-")])
+        text = _table(["TRAILER", "STATE", "HEARTBEAT", "BACKLOG", "BYTES", "OLDEST",
+                       "LINK", "GOODPUT", "DISK", "CANARY"], rows)
+        if args.trailer and trailers[0].get("versions"):
+            text += "\nversions: " + ", ".join(
+                f"{k} {v}" for k, v in sorted(trailers[0]["versions"].items()))
+        return text
+
+    _emit(args, out, human)
+    return OK
+
+
+def cmd_trace(args: argparse.Namespace) -> int:
+    uid = args.study or args.sop_uid
+    if not uid or (args.study and args.sop_uid):
+        raise CtlError("give either SOP_UID or --study STUDY_UID", USAGE)
+    if not _UID.match(uid):
+        raise CtlError(f"{uid!r} is not a DICOM UID (digits and dots, at most 64)", USAGE)
+    kind = "studies" if args.study else "instances"
+    doc = Api(args.monitor_url, args.token_file, what="fleet monitor").request(
+        "GET", f"/v1/audit/{kind}/{uid}")
+    steps = sorted(doc["journey"], key=lambda s: (s["at"], s["sop_instance_uid"]))
+    doc["journey"] = steps
+    _emit(args, doc, lambda: _table(
+        ["AT", "STAGE", "SERVICE", "TRAILER", "SOP INSTANCE UID", "DETAIL"],
+        [[_when(s["at"]), s["stage"], s["service"], s["trailer_id"], s["sop_instance_uid"],
+          s["detail"]] for s in steps]))
+    return OK
+
+
+# --- argument parsing -------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                        help="one JSON document on stdout (shapes in the README)")
+    common.add_argument("--token-file", default=argparse.SUPPRESS,
+                        help="admin token file (default: $TRAILERLINKCTL_TOKEN_FILE)")
+    common.add_argument("--monitor-url", default=argparse.SUPPRESS,
+                        help="monitor: the fleet monitor for status/trace, the site's monitor "
+                        "for dlq (default: $TRAILERLINKCTL_MONITOR_URL or "
+                        "http://127.0.0.1:9106)")
+    common.add_argument("--uplink-url", default=argparse.SUPPRESS,
+                        help="the trailer's uplink (default: $TRAILERLINKCTL_UPLINK_URL or "
+                        "http://127.0.0.1:9103)")
+
+    parser = argparse.ArgumentParser(
+        prog="trailerlinkctl", parents=[common],
+        description="Operate trailerlink: fleet status, traces, dead letters, the uplink. "
+        "Exit codes: 0 ok, 1 some operations failed, 2 bad arguments, 3 not found, "
+        "4 missing or refused credentials, 5 service unreachable or failing, 6 conflict.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("status", parents=[common], help="fleet or one trailer's state",
+                       description="Last heartbeat, backlog, oldest unsent, goodput, disk, "
+                       "canary (and versions for one trailer), from the fleet monitor.")
+    p.add_argument("trailer", nargs="?", metavar="TRAILER", help="one trailer id")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("trace", parents=[common], help="an object's or a study's journey",
+                       description="Every hop of an image (or of a study's images) with "
+                       "times, from the fleet monitor's audit.")
+    p.add_argument("sop_uid", nargs="?", metavar="SOP_UID", help="SOP Instance UID")
+    p.add_argument("--study", metavar="STUDY_UID", help="Study Instance UID instead")
+    p.set_defaults(func=cmd_trace)
+
+    dlq = sub.add_parser("dlq", parents=[common], help="a site's dead letters",
+                         description="Dead letters of the site whose monitor --monitor-url "
+                         "names (agent: the trailer's, fleet: the data centre's). Replays and "
+                         "discards are audited (who, when, why).")
+    dsub = dlq.add_subparsers(dest="dlq_cmd", required=True, metavar="ACTION")
+    p = dsub.add_parser("list", parents=[common], help="pending dead letters")
+    p.add_argument("--all", action="store_true", help="also replayed and discarded ones")
+    p.add_argument("--limit", type=int, default=1000, help="at most this many (1000)")
+    p.set_defaults(func=cmd_dlq_list)
+    p = dsub.add_parser("show", parents=[common], help="one dead letter and its audit trail")
+    p.add_argument("id", metavar="ID", help="<partition>:<offset>")
+    p.set_defaults(func=cmd_dlq_show)
+    p = dsub.add_parser("replay", parents=[common],
+                        help="publish dead letters to their source topic again")
+    p.add_argument("ids", nargs="+", metavar="ID")
+    p.add_argument("--reason", default="", help="why (recorded)")
+    p.set_defaults(func=cmd_dlq_replay)
+    p = dsub.add_parser("discard", parents=[common], help="give dead letters up, with a reason")
+    p.add_argument("ids", nargs="+", metavar="ID")
+    p.add_argument("--reason", required=True, help="why (recorded; required)")
+    p.set_defaults(func=cmd_dlq_discard)
+
+    up = sub.add_parser("uplink", parents=[common], help="pause, resume or cap the uplink",
+                        description="Operator control of a trailer's sending; overrides the "
+                        "configured bandwidth schedule until resumed or --until.")
+    usub = up.add_subparsers(dest="uplink_cmd", required=True, metavar="ACTION")
+    p = usub.add_parser("status", parents=[common], help="pause and caps in force")
+    p.set_defaults(func=cmd_uplink)
+    p = usub.add_parser("pause", parents=[common], help="stop sending")
+    p.add_argument("--until", metavar="TIME", help="resume by itself: 30m, 2h, 18:00, ISO 8601")
+    p.set_defaults(func=cmd_uplink)
+    p = usub.add_parser("resume", parents=[common],
+                        help="lift the operator's pause and cap (the schedule applies)")
+    p.set_defaults(func=cmd_uplink)
+    p = usub.add_parser("cap", parents=[common], help="cap the sending rate")
+    p.add_argument("rate", metavar="RATE", help="bytes/s, or with a unit: 250kB, 2Mbit")
+    p.add_argument("--until", metavar="TIME", help="lift by itself: 30m, 2h, 18:00, ISO 8601")
+    p.set_defaults(func=cmd_uplink)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    args.json = getattr(args, "json", False)
+    args.token_file = getattr(args, "token_file", None) or os.environ.get(
+        "TRAILERLINKCTL_TOKEN_FILE")
+    args.monitor_url = getattr(args, "monitor_url", None) or os.environ.get(
+        "TRAILERLINKCTL_MONITOR_URL", "http://127.0.0.1:9106")
+    args.uplink_url = getattr(args, "uplink_url", None) or os.environ.get(
+        "TRAILERLINKCTL_UPLINK_URL", "http://127.0.0.1:9103")
+    try:
+        code = int(args.func(args))
+    except CtlError as exc:
+        if args.json:
+            print(json.dumps({"error": str(exc), "exit_code": exc.code}, sort_keys=True))
+        print(f"trailerlinkctl: {exc}", file=sys.stderr)
+        code = exc.code
+    sys.stdout.flush()
+    return code
+
+
+def run() -> None:
+    raise SystemExit(main())
+
+
+if __name__ == "__main__":
+    run()
