@@ -4,6 +4,7 @@ carrying the exit code the command ends with."""
 from __future__ import annotations
 
 import getpass
+import re
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +42,12 @@ def read_token(path: str | None) -> str:
 
 
 def _actor() -> str:
+    """The operator's login, reduced to what an HTTP header and an audit record carry."""
     try:
-        return getpass.getuser()
+        name = getpass.getuser()
     except (KeyError, OSError):
         return "unknown"
+    return re.sub(r"[^A-Za-z0-9_.@+-]", "_", name)[:64] or "unknown"
 
 
 class Api:
