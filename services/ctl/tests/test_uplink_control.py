@@ -136,7 +136,7 @@ def test_pause_stops_bytes_leaving_and_resume_restarts_them(
                "timed pause over")
 
 
-def test_cap_lowers_the_rate_and_bad_input_changes_nothing(
+def test_cap_lowers_the_rate_survives_kill9_and_bad_input_changes_nothing(
         uplink: RunningUplink, token_file: Path) -> None:
     ctl = Ctl({"TRAILERLINKCTL_TOKEN_FILE": str(token_file),
                "TRAILERLINKCTL_UPLINK_URL": uplink.base})
@@ -162,6 +162,12 @@ def test_cap_lowers_the_rate_and_bad_input_changes_nothing(
         assert result.err.startswith("trailerlinkctl: ")
     assert ctl("uplink", "pause", token=False).code == 4
     assert ctl("uplink", "pause", TRAILERLINKCTL_TOKEN_FILE=str(token_file) + ".nope").code == 4
+    assert ctl("uplink", "status", "--json").json() == before
+
+    # The operator's cap outlives a crash of the uplink.
+    uplink.proc.kill9()
+    uplink.proc.start()
+    uplink.proc.wait_ready(f"{uplink.base}/readyz", timeout=90)
     assert ctl("uplink", "status", "--json").json() == before
     unreachable = ctl("uplink", "status", TRAILERLINKCTL_UPLINK_URL="http://127.0.0.1:9")
     assert unreachable.code == 5
