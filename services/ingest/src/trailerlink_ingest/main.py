@@ -22,6 +22,7 @@ from trailerlink_events.kafka import ConsumerRunner, EventProducer, RetryPolicy
 from trailerlink_sealed import OpeningKeyring
 
 from trailerlink_ingest import __version__
+from trailerlink_ingest.admin_api import add_admin_routes
 from trailerlink_ingest.completion import Announcer, Sweeper
 from trailerlink_ingest.identity import AccessListFile, Authenticator, parse_networks
 from trailerlink_ingest.ledger import Ledger
@@ -47,6 +48,8 @@ def build(settings: IngestSettings) -> Service:
     access = AccessListFile(settings.access_list_file, settings.access_reload_seconds)
     access.reload()
     auth = Authenticator(access, settings.tls_client_ca_file)
+    add_admin_routes(service.app, settings.access_list_file, settings.enrol_ca_cert_file,
+                     settings.enrol_ca_key_file, settings.admin_token_file)
     announcer = Announcer(store, producer)
     cfg = TusConfig(
         base_path=settings.tus_base_path, max_size=settings.max_object_bytes,

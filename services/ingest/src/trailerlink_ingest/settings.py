@@ -38,6 +38,12 @@ class IngestSettings(ServiceSettings):
         Path("/etc/trailerlink/access/trailers.json"),
         description="JSON allow-list and revocation list; re-read when it changes")
     access_reload_seconds: float = Field(2.0, gt=0, description="How often the list is checked")
+    admin_token_file: Path | None = Field(
+        None, description="File holding the admin API's bearer token (trailerlinkctl); "
+        "unset = the admin API (/v1/admin/trailers) is off")
+    enrol_ca_cert_file: Path | None = Field(
+        None, description="CA certificate that `trailer enrol` issues trailer certificates from")
+    enrol_ca_key_file: Path | None = Field(None, description="Its private key (PEM)")
 
     # --- storage ---------------------------------------------------------------------
     storage_dir: Path = Field(Path("/var/lib/trailerlink/uploads"),
