@@ -40,7 +40,8 @@ def test_until_accepts_durations_clock_times_and_iso() -> None:
 def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
     commands = [[], ["status"], ["trace"], ["dlq"], ["dlq", "list"], ["dlq", "show"],
                 ["dlq", "replay"], ["dlq", "discard"], ["uplink"], ["uplink", "status"],
-                ["uplink", "pause"], ["uplink", "resume"], ["uplink", "cap"]]
+                ["uplink", "pause"], ["uplink", "resume"], ["uplink", "cap"], ["trailer"],
+                ["trailer", "enrol"], ["trailer", "revoke"]]
     for command in commands:
         with pytest.raises(SystemExit) as exit_:
             build_parser().parse_args([*command, "--help"])

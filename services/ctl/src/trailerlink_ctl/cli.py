@@ -8,6 +8,7 @@ and exits with a code from :mod:`trailerlink_ctl.client`.
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import re
@@ -28,6 +29,7 @@ from trailerlink_ctl.client import (
 )
 
 _ID = re.compile(r"^\d+:\d+$")
+_TRAILER = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 _UID = re.compile(r"^[0-9.]{1,64}$")
 _RATE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmg]?)(b|bit|bps|b/s|bit/s)?$", re.IGNORECASE)
 _DURATION = re.compile(r"^(\d+)\s*([smhd])$")
@@ -322,6 +324,42 @@ def cmd_trace(args: argparse.Namespace) -> int:
     return OK
 
 
+def _ingest(args: argparse.Namespace) -> Api:
+    return Api(args.ingest_url, args.token_file, what="ingest")
+
+
+def secret_manifest(doc: dict[str, Any], namespace: str) -> str:
+    """The trailer chart's client-certificate Secret (``client-tls``) for ``doc``."""
+    def b64(text: str) -> str:
+        return base64.b64encode(text.encode()).decode()
+
+    return "\n".join([
+        "apiVersion: v1", "kind: Secret", "metadata:",
+        "  name: trailerlink-client-tls", f"  namespace: {namespace}",
+        f"  labels: {{app.kubernetes.io/part-of: trailerlink, trailerlink/trailer-id: "
+        f"{doc['trailer_id']}}}",
+        "type: kubernetes.io/tls", "data:",
+        f"  tls.crt: {b64(doc['certificate_pem'])}",
+        f"  tls.key: {b64(doc['private_key_pem'])}",
+        f"  ca.crt: {b64(doc['ca_pem'])}", ""])
+
+
+def cmd_trailer(args: argparse.Namespace) -> int:
+    if not _TRAILER.match(args.name):
+        raise CtlError(f"trailer name {args.name!r} must be a DNS label (a-z, 0-9, '-')", USAGE)
+    api = _ingest(args)
+    if args.trailer_cmd == "enrol":
+        doc = api.request("POST", f"/v1/admin/trailers/{args.name}/enrol", admin=True)
+        manifest = secret_manifest(doc, args.namespace)
+        out = {"trailer_id": doc["trailer_id"], "serial": doc["serial"],
+               "not_after": doc["not_after"], "secret_manifest": manifest}
+        _emit(args, out, lambda: manifest.rstrip("\n"))
+    else:
+        doc = api.request("POST", f"/v1/admin/trailers/{args.name}/revoke", admin=True)
+        _emit(args, doc, lambda: f"{doc['trailer_id']}: revoked")
+    return OK
+
+
 # --- argument parsing -------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -334,13 +372,17 @@ def build_parser() -> argparse.ArgumentParser:
                         help="monitor: the fleet monitor for status/trace, the site's monitor "
                         "for dlq (default: $TRAILERLINKCTL_MONITOR_URL or "
                         "http://127.0.0.1:9106)")
+    common.add_argument("--ingest-url", default=argparse.SUPPRESS,
+                        help="the data centre ingest's HTTP port (default: "
+                        "$TRAILERLINKCTL_INGEST_URL or http://127.0.0.1:9104)")
     common.add_argument("--uplink-url", default=argparse.SUPPRESS,
                         help="the trailer's uplink (default: $TRAILERLINKCTL_UPLINK_URL or "
                         "http://127.0.0.1:9103)")
 
     parser = argparse.ArgumentParser(
         prog="trailerlinkctl", parents=[common],
-        description="Operate trailerlink: fleet status, traces, dead letters, the uplink. "
+        description="Operate trailerlink: fleet status, traces, dead letters, the uplink, trailer "
+        "certificates. "
         "Exit codes: 0 ok, 1 some operations failed, 2 bad arguments, 3 not found, "
         "4 missing or refused credentials, 5 service unreachable or failing, 6 conflict.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -397,6 +439,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("rate", metavar="RATE", help="bytes/s, or with a unit: 250kB, 2Mbit")
     p.add_argument("--until", metavar="TIME", help="lift by itself: 30m, 2h, 18:00, ISO 8601")
     p.set_defaults(func=cmd_uplink)
+    tr = sub.add_parser("trailer", parents=[common], help="enrol or revoke a trailer",
+                        description="Certificates and the ingest's access list.")
+    tsub = tr.add_subparsers(dest="trailer_cmd", required=True, metavar="ACTION")
+    p = tsub.add_parser("enrol", parents=[common],
+                        help="issue a certificate, allow-list it, print the Secret manifest")
+    p.add_argument("name", metavar="NAME", help="trailer id (DNS label)")
+    p.add_argument("--namespace", default="trailerlink", help="of the Secret (trailerlink)")
+    p.set_defaults(func=cmd_trailer)
+    p = tsub.add_parser("revoke", parents=[common], help="revoke a trailer at the ingest")
+    p.add_argument("name", metavar="NAME", help="trailer id")
+    p.set_defaults(func=cmd_trailer)
     return parser
 
 
@@ -407,6 +460,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "TRAILERLINKCTL_TOKEN_FILE")
     args.monitor_url = getattr(args, "monitor_url", None) or os.environ.get(
         "TRAILERLINKCTL_MONITOR_URL", "http://127.0.0.1:9106")
+    args.ingest_url = getattr(args, "ingest_url", None) or os.environ.get(
+        "TRAILERLINKCTL_INGEST_URL", "http://127.0.0.1:9104")
     args.uplink_url = getattr(args, "uplink_url", None) or os.environ.get(
         "TRAILERLINKCTL_UPLINK_URL", "http://127.0.0.1:9103")
     try:
