@@ -68,7 +68,8 @@ def build(settings: IngestSettings) -> Service:
         uploads=store, ledger=ledger, keys=keyring,
         pacs=PacsTarget(settings.pacs_host, settings.pacs_port, settings.pacs_ae_title,
                         settings.calling_ae_title, settings.pacs_timeout_seconds,
-                        settings.pacs_max_pdu, settings.pacs_allow_lossless_fallback),
+                        settings.pacs_max_pdu, settings.pacs_allow_lossless_fallback,
+                        canary_ae_title=settings.pacs_canary_ae_title),
         producer=producer, work_dir=settings.data_dir / "work",
         keep_delivered=settings.keep_delivered_uploads)
     runner = ConsumerRunner(

@@ -42,6 +42,8 @@ SUCCESS_STATUSES = {SUCCESS, WARNING_COERCION, WARNING_ELEMENTS_DISCARDED,
 OUT_OF_RESOURCES_FIRST = 0xA700
 OUT_OF_RESOURCES_LAST = 0xA7FF
 RESOURCE_LIMITATION = 0x0213
+# PatientID prefix of the monitor agent's synthetic canary (trailerlink_monitor.canary).
+CANARY_PATIENT_ID_PREFIX = "TLCANARY-"
 
 _UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
 # Lossless syntaxes pydicom can decompress (with the image plug-ins installed).
@@ -82,6 +84,21 @@ class PacsTarget:
     timeout_seconds: float = 60.0
     max_pdu: int = 131072
     allow_lossless_fallback: bool = True
+    canary_ae_title: str = ""  # the synthetic canary's PACS test destination; "" = ae_title
+
+
+def called_ae_title(path: Path, target: PacsTarget) -> str:
+    """The AE title to store ``path`` at: the canary AE for the monitor's synthetic
+    canary (PatientID prefix, see trailerlink_monitor.canary), else the PACS's."""
+    if not target.canary_ae_title:
+        return target.ae_title
+    try:
+        patient_id = str(dcmread(path, stop_before_pixels=True,
+                                 specific_tags=["PatientID"]).get("PatientID", ""))
+    except (OSError, ValueError):  # verified before; unreadable here: the normal route
+        return target.ae_title
+    return (target.canary_ae_title if patient_id.startswith(CANARY_PATIENT_ID_PREFIX)
+            else target.ae_title)
 
 
 def _is_transient(status: int) -> bool:
@@ -109,7 +126,7 @@ def store(path: Path, sop_class_uid: str, transfer_syntax_uid: str,
     if fallbacks:
         contexts.append(build_context(sop_class_uid, fallbacks))
     ae.requested_contexts = contexts
-    assoc = ae.associate(target.host, target.port, ae_title=target.ae_title)
+    assoc = ae.associate(target.host, target.port, ae_title=called_ae_title(path, target))
     if not assoc.is_established:
         if assoc.rejected_contexts and not assoc.accepted_contexts:
             # The PACS answered and accepted none of our contexts (pynetdicom then aborts):

@@ -72,6 +72,9 @@ class IngestSettings(ServiceSettings):
     pacs_host: str = Field("127.0.0.1", description="PACS host")
     pacs_port: int = Field(104, ge=1, le=65535, description="PACS DICOM port")
     pacs_ae_title: str = Field("PACS", description="Called AE title")
+    pacs_canary_ae_title: str = Field(
+        "", max_length=16, description="Called AE title for the monitor's synthetic canary "
+        "(PatientID TLCANARY-...), a PACS test destination; empty: PACS_AE_TITLE")
     calling_ae_title: str = Field("TRAILERLINK", description="Our AE title")
     pacs_timeout_seconds: float = Field(60.0, gt=0, description="Association/DIMSE timeout")
     pacs_max_pdu: int = Field(131072, ge=0, description="Maximum PDU size we receive")
