@@ -22,6 +22,7 @@ async def test_upload_reaches_pacs_byte_identical(ingest, pacs, objects, stored_
     delivered = await read_events(kafka_bootstrap, topics.CENTRAL_OBJECT_DELIVERED,
                                   lambda seen: len(seen) >= 1, match=lambda d: d.key == key)
     assert delivered[0].event.dataset_sha256 == obj.meta.dataset_sha256
+    assert delivered[0].event.upload_id == upload_id  # support correlates by it
     completed = await read_events(kafka_bootstrap, topics.CENTRAL_UPLOAD_COMPLETED,
                                   lambda seen: len(seen) >= 1, match=lambda d: d.key == key)
     assert completed[0].event.upload_id == upload_id

@@ -67,18 +67,23 @@ def test_uid_conflict_keeps_both_and_alerts(ingest, pacs, objects, stored_sha):
     assert kept.read_bytes() == impostor.original.read_bytes()
 
 
-def test_tampered_sealed_object_fails_verification_and_never_reaches_pacs(ingest, pacs,
-                                                                        objects):
+async def test_tampered_sealed_object_fails_verification_and_never_reaches_pacs(
+        ingest, pacs, objects, kafka_bootstrap):
     obj = objects()
     data = bytearray(obj.sealed.read_bytes())
     data[-100] ^= 0x01  # one bit in the last chunk's ciphertext
     obj.sealed.write_bytes(bytes(data))
     failures_before = ingest.metric("trailerlink_ingest_verify_failures_total")
-    receipt = ingest.wait_receipt(ingest.upload(obj))
+    upload_id = ingest.upload(obj)
+    receipt = ingest.wait_receipt(upload_id)
     assert receipt["outcome"] == "failed"
     assert receipt["reason_code"] == "VERIFY_FAILED"
     assert ingest.metric("trailerlink_ingest_verify_failures_total") == failures_before + 1
     assert pacs.find_instance(obj.meta.sop_instance_uid) is None
+    key = f"trailer-01/{obj.meta.study_instance_uid}"
+    [failed] = await read_events(kafka_bootstrap, topics.CENTRAL_OBJECT_FAILED,
+                                 lambda seen: len(seen) >= 1, match=lambda d: d.key == key)
+    assert failed.event.upload_id == upload_id  # support correlates by it
 
 
 def test_object_announced_with_another_hash_fails_verification(ingest, pacs, objects):

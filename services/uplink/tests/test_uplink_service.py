@@ -169,12 +169,16 @@ async def test_sealed_objects_upload_and_survive_kill9_mid_upload(
                 small[0].sop_instance_uid, big.sop_instance_uid}
             assert all(isinstance(d.event, ObjectDelivered) for d in delivered)
             assert all(d.key == d.event.object.study_instance_uid for d in delivered)
+            upload_ids = {str(r["sop_instance_uid"]): r["upload_id"] for r in receipts.receipts}
+            assert all(d.event.upload_id == upload_ids[d.event.object.sop_instance_uid]
+                       for d in delivered)
             failed = await read_events(
                 kafka_bootstrap, OBJECT_FAILED, lambda seen: len(seen) >= 1,
                 match=lambda d: d.event.object.sop_instance_uid == small[1].sop_instance_uid,
                 timeout=30)
             assert isinstance(failed[0].event, ObjectFailed)
             assert failed[0].event.stage == "ingest.pacs" and failed[0].event.permanent
+            assert failed[0].event.upload_id == upload_ids[small[1].sop_instance_uid]
 
             async def recorded() -> bool:
                 return uplink.states() == {"delivered": 2, "failed": 1}

@@ -298,14 +298,15 @@ class Processor:
                 stored_transfer_syntax_uid=receipt.stored_transfer_syntax_uid,
                 storage_committed=bool(receipt.storage_committed),
                 received_at=event.completed_at, delivered_at=timestamp(),
-                duplicate=bool(receipt.duplicate))
+                duplicate=bool(receipt.duplicate), upload_id=receipt.upload_id)
             name = topics.CENTRAL_OBJECT_DELIVERED
         else:
             message = ObjectFailed(
                 meta=meta, object=identity, dataset_sha256=receipt.dataset_sha256,
                 reason_code=FailureReason.Value("FAILURE_REASON_" + receipt.reason_code),
                 reason=receipt.reason, stage=receipt.stage, dicom_status=receipt.dicom_status,
-                permanent=bool(receipt.permanent), failed_at=timestamp())
+                permanent=bool(receipt.permanent), failed_at=timestamp(),
+                upload_id=receipt.upload_id)
             name = topics.CENTRAL_OBJECT_FAILED
         try:
             await self.producer.publish(name, key, message)

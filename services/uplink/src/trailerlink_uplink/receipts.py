@@ -152,6 +152,7 @@ class ReceiptPoller:
         row = rows[-1]
         status = str(receipt.get("outcome") or receipt.get("status") or "").lower()
         event_id = str(uuid.uuid5(_NAMESPACE, f"{status}:{sop}:{sha}:{receipt.get('cursor')}"))
+        upload_id = str(receipt.get("upload_id") or "")  # lets support correlate the hops
         if status == "delivered":
             delivered_at = _when(receipt.get("at"))
             event = ObjectDelivered(
@@ -163,7 +164,8 @@ class ReceiptPoller:
                 storage_committed=bool(receipt.get("storage_committed")),
                 received_at=timestamp(datetime.fromtimestamp(row.received_at, UTC)),
                 delivered_at=timestamp(delivered_at),
-                duplicate=bool(receipt.get("duplicate")) or row.state == STATE_DELIVERED)
+                duplicate=bool(receipt.get("duplicate")) or row.state == STATE_DELIVERED,
+                upload_id=upload_id)
             await self.producer.publish(OBJECT_DELIVERED, row.study_instance_uid, event)
             for r in rows:
                 self.queue.mark_delivered(r.id, delivered_at.timestamp() if delivered_at else None)
@@ -180,7 +182,7 @@ class ReceiptPoller:
             reason=str(receipt.get("reason") or "")[:500],
             stage=str(receipt.get("stage") or "ingest"),
             dicom_status=int(receipt.get("dicom_status") or 0), permanent=permanent,
-            failed_at=timestamp(_when(receipt.get("at"))))
+            failed_at=timestamp(_when(receipt.get("at"))), upload_id=upload_id)
         await self.producer.publish(OBJECT_FAILED, row.study_instance_uid, event)
         metrics.RECEIPTS.labels("failed").inc()
         if row.state == STATE_DELIVERED or not permanent:
