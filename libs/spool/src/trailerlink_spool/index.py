@@ -139,6 +139,13 @@ class SpoolIndex:
             (sop_instance_uid,))
         return [SpoolEntry.from_row(r) for r in rows]
 
+    def study(self, study_instance_uid: str) -> list[SpoolEntry]:
+        """Every recorded copy of a study's objects (any status), oldest first."""
+        rows = self.db.query(
+            "SELECT * FROM objects WHERE study_instance_uid = ? ORDER BY received_at",
+            (study_instance_uid,))
+        return [SpoolEntry.from_row(r) for r in rows]
+
     def get(self, receipt_id: str) -> SpoolEntry | None:
         rows = self.db.query("SELECT * FROM objects WHERE receipt_id = ?", (receipt_id,))
         return SpoolEntry.from_row(rows[0]) if rows else None

@@ -360,6 +360,20 @@ def cmd_trailer(args: argparse.Namespace) -> int:
     return OK
 
 
+def cmd_resend(args: argparse.Namespace) -> int:
+    uid = args.study.strip()
+    if not _UID.match(uid) or not re.match(r"^[0-9]+(\.[0-9]+)*$", uid):
+        raise CtlError(f"{uid!r} is not a DICOM UID (digits and dots, at most 64)", USAGE)
+    doc = _uplink(args).request("POST", "/v1/admin/resend", admin=True,
+                                json={"study_uid": uid, "reason": args.reason or ""})
+    _emit(args, doc, lambda: f"study {doc['study_uid']}: {doc['count']} objects "
+          f"({_bytes(doc['bytes'])}) queued again by {doc['requested_by']}\n" + _table(
+              ["SOP INSTANCE UID", "SIZE", "KEY ID", "DATASET SHA-256"],
+              [[o["sop_instance_uid"], _bytes(o["sealed_size"]), o["key_id"],
+                o["dataset_sha256"][:16] + "…"] for o in doc["objects"]]))
+    return OK
+
+
 # --- argument parsing -------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -381,8 +395,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="trailerlinkctl", parents=[common],
-        description="Operate trailerlink: fleet status, traces, dead letters, the uplink, trailer "
-        "certificates. "
+        description="Operate trailerlink: fleet status, traces, dead letters, the uplink, resends, "
+        "trailer certificates. "
         "Exit codes: 0 ok, 1 some operations failed, 2 bad arguments, 3 not found, "
         "4 missing or refused credentials, 5 service unreachable or failing, 6 conflict.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -450,6 +464,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = tsub.add_parser("revoke", parents=[common], help="revoke a trailer at the ingest")
     p.add_argument("name", metavar="NAME", help="trailer id")
     p.set_defaults(func=cmd_trailer)
+
+    p = sub.add_parser("resend", parents=[common], help="send a delivered study again",
+                       description="Queue a study from the trailer's spool (still within "
+                       "retention) for upload again, e.g. after a PACS restore. The ingest "
+                       "does not store an object twice: same SOP Instance UID and SHA-256 "
+                       "give a repeated receipt. Asks the uplink (--uplink-url); audited.")
+    p.add_argument("--study", required=True, metavar="STUDY_UID", help="Study Instance UID")
+    p.add_argument("--reason", default="", metavar="TEXT",
+                   help="why (logged at the uplink; no patient data)")
+    p.set_defaults(func=cmd_resend)
     return parser
 
 

@@ -19,11 +19,12 @@ from trailerlink_events.kafka import ConsumerRunner, EventProducer
 from trailerlink_events.topics import OBJECT_SEALED, TRAILER_DEAD_LETTER
 
 from trailerlink_uplink import __version__, metrics
-from trailerlink_uplink.admin_api import add_admin_routes
+from trailerlink_uplink.admin_api import Resender, add_admin_routes, add_resend_route
 from trailerlink_uplink.bandwidth import CapSchedule, TokenBucket, parse_schedule
 from trailerlink_uplink.control import OperatorControl
 from trailerlink_uplink.handler import SealedHandler
 from trailerlink_uplink.janitor import Janitor
+from trailerlink_uplink.keysync import KeySync
 from trailerlink_uplink.link import LinkMonitor
 from trailerlink_uplink.queue import SendQueue
 from trailerlink_uplink.receipts import ReceiptPoller
@@ -93,6 +94,9 @@ def main() -> None:
                     concurrency=settings.concurrency,
                     backoff_initial=settings.backoff_initial_seconds,
                     backoff_max=settings.backoff_max_seconds)
+    add_resend_route(service.app, Resender(queue, settings.resolved_outgoing_dir(),
+                                           settings.resolved_spool_dir()),
+                     sender.wake, settings.admin_token_file)
     producer = EventProducer(settings.kafka_bootstrap_servers,
                              client_id=settings.kafka_client_id or "uplink")
     handler = SealedHandler(queue, sender.wake)
@@ -111,6 +115,10 @@ def main() -> None:
             return
         await asyncio.gather(consumer.run(stop), receipts.run(stop))
 
+    if settings.sealing_keys_sync_dir is not None:
+        keysync = KeySync(http, settings.resolved_keys_url(), settings.sealing_keys_sync_dir,
+                          queue, settings.keys_poll_seconds)
+        service.add_task("keysync", keysync.run)
     service.add_task("kafka", kafka)
     service.add_task("sender", sender.run)
     service.add_task("link-probe", link.run_probe)

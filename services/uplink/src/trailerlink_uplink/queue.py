@@ -141,6 +141,16 @@ class Backlog:
     failed: int
 
 
+class ResendRefused(Exception):
+    """Why :meth:`SendQueue.resend_study` changed nothing: ``kind`` is ``unknown``,
+    ``purged`` or ``busy``; ``objects`` are the rows that stand in the way."""
+
+    def __init__(self, kind: str, message: str, objects: list[QueuedObject]) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.objects = objects
+
+
 class SendQueue:
     """The queue in one SQLite file. Thread-safe; every write is durable on return."""
 
@@ -251,6 +261,52 @@ class SendQueue:
                     " WHERE id = ? AND state != ?",
                     (STATE_QUEUED, reason, object_id, STATE_DELIVERED))
 
+    def find_study(self, study_instance_uid: str) -> list[QueuedObject]:
+        """Every row of a study, in queue order."""
+        rows = self._query("SELECT * FROM objects WHERE study_instance_uid = ? ORDER BY id",
+                           (study_instance_uid,))
+        return [QueuedObject.from_row(r) for r in rows]
+
+    def resend_study(self, study_instance_uid: str, reason: str) -> list[QueuedObject]:
+        """Queue every object of a delivered (or failed) study again as fresh uploads,
+        all or none, e.g. after a PACS restore (``trailerlinkctl resend``).
+
+        Rows keep their identity (SOP UID, dataset SHA-256, key id, sealed path); their
+        upload and delivery state is cleared, so the sender creates new uploads and the
+        next receipt sets a new delivery time. Raises :class:`ResendRefused` and changes
+        nothing when the study has no rows, any of its files were purged, or any object
+        is still queued or awaiting its receipt.
+        """
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                rows = [QueuedObject.from_row(r) for r in self._conn.execute(
+                    "SELECT * FROM objects WHERE study_instance_uid = ? ORDER BY id",
+                    (study_instance_uid,))]
+                if not rows:
+                    raise ResendRefused("unknown", "study not in this trailer's send queue", [])
+                purged = [r for r in rows if r.purged_at is not None]
+                if purged:
+                    raise ResendRefused("purged", "files already deleted by the janitor",
+                                        purged)
+                busy = [r for r in rows if r.state in (STATE_QUEUED, STATE_UPLOADED)]
+                if busy:
+                    raise ResendRefused("busy", "objects still queued or awaiting a receipt",
+                                        busy)
+                self._conn.execute(
+                    "UPDATE objects SET state = ?, upload_url = NULL, attempts = 0,"
+                    " uploaded_at = NULL, delivered_at = NULL, failure = ?"
+                    " WHERE study_instance_uid = ?",
+                    (STATE_QUEUED, f"resend: {reason}"[:500], study_instance_uid))
+                rows = [QueuedObject.from_row(r) for r in self._conn.execute(
+                    "SELECT * FROM objects WHERE study_instance_uid = ? ORDER BY id",
+                    (study_instance_uid,))]
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+        return rows
+
     def get_value(self, key: str) -> str | None:
         rows = self._query("SELECT value FROM kv WHERE key = ?", (key,))
         return rows[0][0] if rows else None
@@ -287,6 +343,13 @@ class SendQueue:
         (oldest,), = self._query("SELECT MIN(uploaded_at) FROM objects WHERE state = ?",
                                  (STATE_UPLOADED,))
         return oldest
+
+    def unsent_by_key(self) -> dict[str, int]:
+        """Objects queued or awaiting a receipt, per sealing key id (what the ingest must
+        keep a private key for; see keysync)."""
+        rows = self._query("SELECT key_id, COUNT(*) AS n FROM objects WHERE state IN (?, ?)"
+                           " GROUP BY key_id", (STATE_QUEUED, STATE_UPLOADED))
+        return {str(r["key_id"]): int(r["n"]) for r in rows}
 
     def states(self) -> dict[str, int]:
         return {r[0]: int(r[1]) for r in self._query(
