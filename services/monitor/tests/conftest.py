@@ -4,6 +4,7 @@ broker, with the topics of both sites created, and helpers to publish and scrape
 from __future__ import annotations
 
 import asyncio
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -74,3 +75,13 @@ def module_monitors(tmp_path_factory: pytest.TempPathFactory,
     monitors = Monitors(tmp_path_factory.mktemp("monitors"), topics_created)
     yield monitors
     monitors.stop_all()
+
+
+def make_certificate(directory: Path, common_name: str, days: int) -> tuple[Path, Path]:
+    """A self-signed EC certificate (openssl) valid for ``days``: (cert, key)."""
+    cert, key = directory / f"{common_name}.crt", directory / f"{common_name}.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-days", str(days), "-subj",
+                    f"/CN={common_name}", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True, timeout=30)
+    return cert, key

@@ -8,9 +8,12 @@ import uuid
 from pathlib import Path
 
 import httpx
+from trailerlink_monitor.agent import certificate_not_after
 from trailerlink_testing.ports import free_port
 from trailerlink_testing.scrape import sample
 from trailerlink_testing.waiting import wait_until
+
+from .conftest import make_certificate
 
 
 def test_heartbeats_queued_offline_arrive_after_reconnection(
@@ -23,6 +26,7 @@ def test_heartbeats_queued_offline_arrive_after_reconnection(
     fleet_port = free_port()
     spool = tmp_path / "spool"
     spool.mkdir()
+    cert, _ = make_certificate(tmp_path, trailer, days=20)
 
     # The data centre is down: nothing listens on the fleet port yet.
     _, agent = start_monitor(
@@ -33,6 +37,7 @@ def test_heartbeats_queued_offline_arrive_after_reconnection(
         TRAILERLINK_RELAY_URL=f"http://127.0.0.1:{fleet_port}/v1/events",
         TRAILERLINK_RELAY_GROUP=f"relay-{trailer}",
         TRAILERLINK_RELAY_RETRY_MAX_SECONDS="0.5",
+        TRAILERLINK_CLIENT_CERT_FILE=str(cert),
     )
     wait_until(lambda: (sample(agent, "trailerlink_monitor_agent_heartbeats_total") or 0) >= 5
                and (sample(agent, "trailerlink_monitor_relay_failures_total") or 0) >= 2,
@@ -49,6 +54,11 @@ def test_heartbeats_queued_offline_arrive_after_reconnection(
         in (None, 0.0)
     free = sample(fleet, "trailerlink_monitor_trailer_disk_free_bytes", trailer_id=trailer)
     assert free is not None and free > 0
+    # The client certificate's notAfter came with the heartbeats.
+    not_after = certificate_not_after(cert)
+    assert not_after is not None
+    assert sample(fleet, "trailerlink_monitor_trailer_certificate_expiry_timestamp_seconds",
+                  trailer_id=trailer) == not_after
     body = httpx.get(f"{fleet}/v1/trailers").json()["trailers"]
     by_id = {t["trailer_id"]: t for t in body}
     assert by_id[trailer]["versions"]["monitor"] == "0.1.0"

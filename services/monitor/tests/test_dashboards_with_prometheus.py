@@ -31,6 +31,8 @@ from trailerlink_testing.prometheus import PrometheusServer, prometheus_binary
 from trailerlink_testing.scrape import publish_events, sample
 from trailerlink_testing.waiting import wait_until
 
+from .conftest import make_certificate
+
 ROOT = Path(__file__).resolve().parents[3]
 MONITORING = ROOT / "monitoring"
 SUFFIXES = ("_bucket", "_sum", "_count", "_created")
@@ -78,11 +80,7 @@ def fleet_with_traffic(module_monitors, topics_created: str):
                              TRAILERLINK_COMPLETENESS_DEADLINE_SECONDS="1")
     spool = tmp_path / "spool"
     spool.mkdir()
-    cert = tmp_path / "client.crt"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                    "ec_paramgen_curve:prime256v1", "-nodes", "-days", "30", "-subj",
-                    f"/CN={trailer}", "-keyout", str(tmp_path / "client.key"), "-out",
-                    str(cert)], check=True, capture_output=True, timeout=30)
+    cert, _ = make_certificate(tmp_path, trailer, days=30)
     _, agent = start_monitor("agent", TRAILERLINK_TRAILER_ID=f"{trailer}-agent",
                              TRAILERLINK_SPOOL_DIR=str(spool),
                              TRAILERLINK_CLIENT_CERT_FILE=str(cert),
@@ -116,7 +114,8 @@ def _traffic(bootstrap: str, trailer: str) -> None:
                        link_state=LinkState.LINK_STATE_UP,
                        link_goodput_bytes_per_second=250_000,
                        worklist_cache_age_seconds=30, canary_ok=True, canary_seconds=95,
-                       canary_at=timestamp(now))
+                       canary_at=timestamp(now),
+                       client_certificate_not_after=timestamp(now + timedelta(days=10)))
         hb.versions["gateway"] = "0.1.0"
         return hb
 
@@ -184,3 +183,11 @@ def test_the_completeness_alert_fires_in_prometheus(fleet_with_traffic) -> None:
     wait_until(lambda: prom.query(
         f'ALERTS{{alertname="TrailerlinkImagesMissingFromPacs", alertstate="firing", '
         f'trailer_id="{trailer}"}}'), 30, "TrailerlinkImagesMissingFromPacs firing")
+
+
+def test_the_certificate_alert_fires_in_prometheus(fleet_with_traffic) -> None:
+    # The trailer's heartbeat said its client certificate expires in 10 days.
+    prom, _, _, trailer = fleet_with_traffic
+    wait_until(lambda: prom.query(
+        f'ALERTS{{alertname="TrailerlinkCertificateExpiring", trailer_id="{trailer}"}}'),
+        30, "TrailerlinkCertificateExpiring pending or firing")

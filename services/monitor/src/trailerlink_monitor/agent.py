@@ -25,6 +25,7 @@ from trailerlink_events.kafka import Delivery, DependencyUnavailable, EventProdu
 from trailerlink_events.messages import Heartbeat, LinkState, new_meta
 
 from trailerlink_monitor import __version__, metrics
+from trailerlink_monitor.canary import Canary, CanaryResult
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +67,18 @@ def _fetch(url: str, timeout: float = 5.0) -> str:
 
 
 def build_heartbeat(trailer_id: str, sequence: int, pages: Mapping[str, Scraped],
-                    spool_dir: Path) -> Heartbeat:
-    """A heartbeat from the scraped pages (component -> page) and the spool's disk."""
+                    spool_dir: Path, *, certificate_not_after: float | None = None,
+                    canary: CanaryResult | None = None) -> Heartbeat:
+    """A heartbeat from the scraped pages (component -> page), the spool's disk, the
+    client certificate's expiry and the last canary run."""
     hb = Heartbeat(meta=new_meta("monitor", trailer_id), sequence=sequence)
+    if certificate_not_after is not None:
+        hb.client_certificate_not_after.FromSeconds(int(certificate_not_after))
+    if canary is not None:
+        hb.canary_ok = canary.ok
+        hb.canary_seconds = canary.seconds
+        whole = int(canary.at)  # split first: a double holds no ns-precise epoch
+        hb.canary_at.seconds, hb.canary_at.nanos = whole, int((canary.at - whole) * 1e9)
     hb.versions["monitor"] = __version__
     for page in pages.values():
         for labels, _ in page.samples.get("trailerlink_build_info", []):
@@ -127,8 +137,10 @@ class HeartbeatAgent:
 
     def __init__(self, producer: EventProducer, trailer_id: str, interval: float,
                  targets: Mapping[str, str], spool_dir: Path, sequence: SequenceFile,
-                 certificates: Mapping[str, Path] | None = None) -> None:
+                 certificates: Mapping[str, Path] | None = None,
+                 canary: Canary | None = None) -> None:
         self.certificates = dict(certificates or {})
+        self.canary = canary
         self.producer = producer
         self.trailer_id = trailer_id
         self.interval = interval
@@ -149,7 +161,11 @@ class HeartbeatAgent:
 
     async def beat(self) -> Heartbeat:
         pages = await self.scrape()
-        hb = build_heartbeat(self.trailer_id, self.sequence.next(), pages, self.spool_dir)
+        client = self.certificates.get("client")
+        hb = build_heartbeat(
+            self.trailer_id, self.sequence.next(), pages, self.spool_dir,
+            certificate_not_after=certificate_not_after(client) if client else None,
+            canary=self.canary.last if self.canary else None)
         await self.producer.publish(topics.HEARTBEAT, self.trailer_id, hb)
         metrics.AGENT_HEARTBEATS.inc()
         return hb

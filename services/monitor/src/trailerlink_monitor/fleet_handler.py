@@ -182,6 +182,9 @@ class FleetMonitor:
             metrics.CANARY_OK.labels(t).set(1 if hb.canary_ok else 0)
             metrics.CANARY_SECONDS.labels(t).set(hb.canary_seconds)
             metrics.CANARY_AT.labels(t).set(_seconds(hb.canary_at))
+        if hb.HasField("client_certificate_not_after"):
+            metrics.CERTIFICATE_NOT_AFTER.labels(t).set(
+                _seconds(hb.client_certificate_not_after))
         versions = set(hb.versions.items())
         for component, version in self._versions.get(t, set()) - versions:
             metrics.VERSION_INFO.remove(t, component, version)

@@ -12,6 +12,7 @@ from trailerlink_events import topics
 from trailerlink_events.kafka import ConsumerRunner, EventProducer, RetryPolicy
 
 from trailerlink_monitor import __version__
+from trailerlink_monitor.canary import Canary, CanaryTarget
 from trailerlink_monitor.settings import MonitorSettings
 
 log = logging.getLogger(__name__)
@@ -22,11 +23,12 @@ __all__ = ["MonitorSettings", "main"]
 def _agent(service: Service, settings: MonitorSettings, producer: EventProducer) -> None:
     from trailerlink_monitor.agent import HeartbeatAgent, Relay, SequenceFile, client_ssl_context
 
+    canary = _canary(service, settings, producer)
     agent = HeartbeatAgent(
         producer, settings.trailer_id, settings.heartbeat_interval_seconds,
         settings.scrape_targets(), settings.spool_dir,
         SequenceFile(settings.data_dir / "monitor" / "heartbeat-sequence"),
-        {"client": settings.client_cert_file, "ca": settings.ca_file})
+        {"client": settings.client_cert_file, "ca": settings.ca_file}, canary)
     service.add_task("heartbeat", agent.run)
     if settings.relay_url:
         relay = Relay(settings.relay_url, client_ssl_context(
@@ -43,6 +45,30 @@ def _agent(service: Service, settings: MonitorSettings, producer: EventProducer)
                               max_backoff_seconds=settings.relay_retry_max_seconds),
         )
         service.add_task("relay", runner.run)
+
+
+def _canary(service: Service, settings: MonitorSettings, producer: EventProducer
+            ) -> Canary | None:
+    """The synthetic canary and its reader of the trailer's delivery outcomes; None (no
+    canary) when no gateway is configured."""
+    if not settings.canary_gateway_host:
+        return None
+    canary = Canary(settings.trailer_id, CanaryTarget(
+        settings.canary_gateway_host, settings.canary_gateway_port,
+        settings.canary_gateway_ae_title, settings.canary_calling_ae_title),
+        settings.canary_interval_seconds, settings.canary_timeout_seconds)
+    runner = ConsumerRunner(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        group_id=settings.canary_group,
+        topics=[topics.OBJECT_DELIVERED, topics.OBJECT_FAILED],
+        handler=canary.handle,
+        producer=producer,
+        dead_letter_topic=topics.TRAILER_DEAD_LETTER,
+        client_id="monitor-canary",
+    )
+    service.add_task("canary-outcomes", runner.run)
+    service.add_task("canary", canary.run)
+    return canary
 
 
 def _fleet(service: Service, settings: MonitorSettings, producer: EventProducer) -> None:

@@ -43,6 +43,10 @@ CANARY_SECONDS = Gauge(
     "trailerlink_monitor_trailer_canary_seconds", "End-to-end time of the last canary", T)
 CANARY_AT = Gauge(
     "trailerlink_monitor_trailer_canary_timestamp_seconds", "When the last canary ran", T)
+CERTIFICATE_NOT_AFTER = Gauge(
+    "trailerlink_monitor_trailer_certificate_expiry_timestamp_seconds",
+    "When the trailer's client certificate expires (unix seconds), as its newest "
+    "heartbeat reports it", T)
 VERSION_INFO = Gauge(
     "trailerlink_monitor_trailer_version_info",
     "1 per component version a trailer reports", ["trailer_id", "component", "version"])
@@ -85,3 +89,20 @@ RELAY_RECEIVED = Counter(
 CERTIFICATE_EXPIRY = Gauge(
     "trailerlink_monitor_agent_certificate_expiry_timestamp_seconds",
     "When a certificate this trailer uses expires (unix seconds)", ["certificate"])
+AGENT_CANARY_RUNS = Counter(
+    "trailerlink_monitor_agent_canary_runs_total",
+    "Synthetic canary runs by outcome: passed, refused (the gateway did not take it), "
+    "timeout (no ObjectDelivered by the deadline), failed (an ObjectFailed came back)",
+    ["outcome"])
+AGENT_CANARY_OK = Gauge(
+    "trailerlink_monitor_agent_canary_ok", "1 when the last synthetic canary passed")
+AGENT_CANARY_LAST_RUN = Gauge(
+    "trailerlink_monitor_agent_canary_last_run_timestamp_seconds",
+    "When the last synthetic canary started (unix seconds)")
+AGENT_CANARY_LAST_SUCCESS = Gauge(
+    "trailerlink_monitor_agent_canary_last_success_timestamp_seconds",
+    "When a synthetic canary last reached PACS (unix seconds)")
+AGENT_CANARY_SECONDS = Histogram(
+    "trailerlink_monitor_agent_canary_seconds",
+    "End-to-end time of passed canaries: C-STORE at the gateway to ObjectDelivered",
+    buckets=(1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600))

@@ -44,13 +44,33 @@ class MonitorSettings(ServiceSettings):
     relay_retry_max_seconds: float = Field(
         30.0, gt=0, description="Longest wait between relay attempts while the link is down")
 
+    # --- agent: synthetic canary ------------------------------------------------------
+    canary_gateway_host: str = Field(
+        "", description="The trailer gateway's DICOM host the canary C-STOREs to; "
+        "'' = no canary")
+    canary_gateway_port: int = Field(11112, ge=1, le=65535, description="Its DICOM port")
+    canary_gateway_ae_title: str = Field(
+        "TRAILERLINK", min_length=1, max_length=16, description="The gateway's AE title")
+    canary_calling_ae_title: str = Field(
+        "TLCANARY", min_length=1, max_length=16,
+        description="Calling AE title of the canary; the gateway's DICOM_ALLOWED_PEERS "
+        "must list it")
+    canary_interval_seconds: float = Field(
+        900.0, gt=0, description="Time between the end of one canary and the next")
+    canary_timeout_seconds: float = Field(
+        600.0, gt=0, description="Deadline from the C-STORE to the canary's ObjectDelivered")
+    canary_group: str = Field(
+        "monitor-canary", description="Kafka group reading object-delivered/failed for "
+        "the canary")
+
     # --- fleet (data centre) --------------------------------------------------------
     fleet_file: Path = Field(
         Path("/etc/trailerlink/fleet/trailers.yaml"),
         description="The trailers expected to report (a missing file: none expected)")
     database_dsn_file: Path = Field(
         Path("/etc/trailerlink/database/dsn"),
-        description="PostgreSQL DSN file; not used yet: fleet state is SQLite in data_dir")
+        description="File holding a postgresql:// DSN for fleet state; a missing or empty "
+        "file: SQLite at <data_dir>/monitor/fleet.sqlite")
     consumer_group: str = Field("monitor", description="Kafka consumer group of fleet mode")
     completeness_deadline_seconds: float = Field(
         4 * 3600.0, gt=0,
@@ -65,6 +85,13 @@ class MonitorSettings(ServiceSettings):
 
     def state_path(self) -> Path:
         return self.data_dir / "monitor" / "fleet.sqlite"
+
+    def database_dsn(self) -> str:
+        """The fleet state's PostgreSQL DSN from ``database_dsn_file``; '' = SQLite."""
+        try:
+            return self.database_dsn_file.read_text().strip()
+        except FileNotFoundError:
+            return ""
 
     def scrape_targets(self) -> dict[str, str]:
         """``scrape_urls`` as component -> URL."""
