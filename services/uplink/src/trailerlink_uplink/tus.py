@@ -9,13 +9,22 @@ It knows nothing of the queue: :class:`TusClient` speaks the protocol and raises
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
+import socket
 import ssl
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urljoin
 
+# httpx imports its async transport (anyio's asyncio backend, httpcore, h11) lazily on
+# the first request: ~0.5 s with the event loop blocked while the link sits idle.
+# Importing them with the uplink moves that cost to start-up.
+import anyio._backends._asyncio
+import anyio.streams.tls  # noqa: F401
+import h11  # noqa: F401
+import httpcore._backends.anyio  # noqa: F401
 import httpx
 
 from trailerlink_uplink.bandwidth import TokenBucket
@@ -24,6 +33,21 @@ from trailerlink_uplink.link import LinkError, classify, http_error
 TUS_VERSION = "1.0.0"
 PIECE_BYTES = 16 * 1024  # how finely a chunk is paced through the bandwidth cap
 CHECKSUM_MISMATCH = 460
+TCP_RTO_MAX_MS = 44  # linux/tcp.h (Linux >= 6.15); not yet a constant in the socket module
+RTO_CEILING_MS = 1000
+
+
+def rto_ceiling_option() -> list[tuple[int, int, int]]:
+    """Socket option capping TCP's retransmission backoff at 1 s, where the kernel has it.
+
+    During an outage the kernel backs a stalled connection's retransmissions off
+    exponentially (0.2, 0.4, ... 120 s); when the link returns, the upload in flight sat
+    idle until the next retransmission, often many seconds later. With the ceiling it
+    resumes within a second. Older kernels refuse the option: then it is left out."""
+    with contextlib.suppress(OSError), socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.IPPROTO_TCP, TCP_RTO_MAX_MS, RTO_CEILING_MS)
+        return [(socket.IPPROTO_TCP, TCP_RTO_MAX_MS, RTO_CEILING_MS)]
+    return []
 
 
 class UploadGone(Exception):
@@ -72,12 +96,15 @@ def make_http_client(*, verify: ssl.SSLContext | bool, connect_timeout: float,
                      io_timeout: float, max_connections: int) -> httpx.AsyncClient:
     """The HTTP client uploads share. Short keep-alive so a moved trailer (new address,
     new route) does not reuse a connection that silently died."""
-    return httpx.AsyncClient(
+    transport = httpx.AsyncHTTPTransport(
         verify=verify,
-        timeout=httpx.Timeout(connect=connect_timeout, read=io_timeout, write=io_timeout,
-                              pool=io_timeout),
         limits=httpx.Limits(max_connections=max_connections,
                             max_keepalive_connections=max_connections, keepalive_expiry=15.0),
+        socket_options=rto_ceiling_option())
+    return httpx.AsyncClient(
+        transport=transport,
+        timeout=httpx.Timeout(connect=connect_timeout, read=io_timeout, write=io_timeout,
+                              pool=io_timeout),
         headers={"Tus-Resumable": TUS_VERSION, "User-Agent": "trailerlink-uplink"},
         follow_redirects=False,
     )
