@@ -13,6 +13,10 @@ AWAITING_RECEIPT = Gauge(
     "trailerlink_uplink_awaiting_receipt_objects", "Objects uploaded whose receipt has not come")
 FAILED_OBJECTS = Gauge(
     "trailerlink_uplink_failed_objects", "Objects the ingest reported as failed for good")
+SEALED_FILE_FAILURES = Counter(
+    "trailerlink_uplink_sealed_file_failures_total",
+    "Objects taken out of the send queue because their sealed file is missing, unreadable "
+    "or does not match its event (ObjectFailed published)", ["kind"])
 GOODPUT = Gauge(
     "trailerlink_uplink_goodput_bytes_per_second",
     "Bytes the server acknowledged per second (moving average over about a minute)")

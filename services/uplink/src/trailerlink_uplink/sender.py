@@ -5,30 +5,64 @@ Per object: create the upload (its URL durably in the queue *before* the first b
 then PATCH chunk by chunk; after a failure, HEAD for the server's offset and go on from
 there, so at most the chunk in flight is sent again. A restart (even kill -9) finds the
 URL in the queue and resumes the same upload.
+
+Keeping the link busy: while a worker sends the last chunk of an object it already takes
+the next object in queue order and creates its upload, so the create round trip overlaps
+the last chunk instead of leaving the link idle between objects.
+
+A sealed file that is missing, unreadable or does not match its event is never retried
+silently: ObjectFailed (with the reason) goes to the trailer broker, the object leaves the
+send queue (state ``failed``; support can queue it again) and
+``trailerlink_uplink_sealed_file_failures_total{kind}`` counts it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import os
 import time
+import uuid
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from trailerlink_events.messages import FailureReason, ObjectFailed, new_meta, timestamp
+from trailerlink_events.topics import OBJECT_FAILED
 
 from trailerlink_uplink import metrics
 from trailerlink_uplink.link import Backoff, LinkError, LinkMonitor
 from trailerlink_uplink.queue import QueuedObject, SendQueue
+from trailerlink_uplink.receipts import _identity
 from trailerlink_uplink.tus import OffsetConflict, TusClient, UploadGone
 
 log = logging.getLogger(__name__)
 
 IDLE_POLL_SECONDS = 5.0
+FAILED_STAGE = "uplink.sealed-file"
+_EVENT_NAMESPACE = uuid.UUID("0b8f3c1e-5d2a-4e7b-9a61-7c4d2e8f1a35")
 
 
 class SealedFileProblem(Exception):
-    """The sealed file is missing or does not match its event: it cannot be sent."""
+    """The sealed file cannot be sent: ``kind`` is ``missing``, ``unreadable`` (an
+    OS error reading it) or ``corrupt`` (size or SHA-256 differs from its event). The
+    message names no patient data (no paths: they carry UIDs only, but stay out anyway)."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+@dataclass
+class _Ahead:
+    """The next object a worker took while finishing the current one, and the task
+    creating its upload (the URL, or None when the upload proper must do it)."""
+
+    obj: QueuedObject
+    created: asyncio.Task[str | None]
 
 
 def upload_metadata(obj: QueuedObject) -> dict[str, str]:
@@ -83,9 +117,12 @@ class Sender:
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self.goodput = GoodputMeter()
+        self.publisher: Any = None
+        """Where ObjectFailed goes (an EventProducer); None: only the queue records it."""
         self._in_flight: set[int] = set()
         self._wake = asyncio.Event()
         self._sent_mark: dict[int, int] = {}
+        self._verified: set[int] = set()
 
     def wake(self) -> None:
         """Something was queued: idle workers look again now."""
@@ -105,32 +142,71 @@ class Sender:
             if pending:
                 await asyncio.wait(pending, timeout=5)
 
-    async def _worker(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            obj = self.queue.next_object(exclude=self._in_flight)
-            if obj is None:
-                self._wake.clear()
-                waiters = [asyncio.ensure_future(stop.wait()),
-                           asyncio.ensure_future(self._wake.wait())]
-                await asyncio.wait(waiters, timeout=IDLE_POLL_SECONDS,
-                                   return_when=asyncio.FIRST_COMPLETED)
-                for w in waiters:
-                    w.cancel()
-                continue
+    def _take(self) -> QueuedObject | None:
+        """The next object in queue order, marked in flight (no await in between, so two
+        workers never take the same one)."""
+        obj = self.queue.next_object(exclude=self._in_flight)
+        if obj is not None:
             self._in_flight.add(obj.id)
+        return obj
+
+    async def _worker(self, stop: asyncio.Event) -> None:
+        ahead: list[_Ahead] = []
+        while not stop.is_set():
+            fresh_url = None
+            if ahead:
+                taken = ahead.pop()
+                obj = taken.obj
+                fresh_url = await taken.created
+            else:
+                found = self._take()
+                if found is None:
+                    self._wake.clear()
+                    waiters = [asyncio.ensure_future(stop.wait()),
+                               asyncio.ensure_future(self._wake.wait())]
+                    await asyncio.wait(waiters, timeout=IDLE_POLL_SECONDS,
+                                       return_when=asyncio.FIRST_COMPLETED)
+                    for w in waiters:
+                        w.cancel()
+                    continue
+                obj = found
             try:
-                await self.send(obj, stop)
+                await self.send(obj, stop, fresh_url=fresh_url, ahead=ahead)
+            except Exception as exc:  # a bug must not silently end a worker
+                log.exception("upload worker error; going on",
+                              extra={"object_id": obj.id, "error": type(exc).__name__})
+                await self.link.wait_after_failure(self.backoff_max, stop)
             finally:
                 self._in_flight.discard(obj.id)
+        for taken in ahead:  # stopping: leave it queued for the next start
+            taken.created.cancel()
+            self._in_flight.discard(taken.obj.id)
 
-    async def send(self, obj: QueuedObject, stop: asyncio.Event) -> bool:
-        """Upload ``obj`` until it is complete (True) or ``stop`` is set (False). Link
-        trouble is retried without limit: an object is never given up for the link."""
+    async def _create_ahead(self, obj: QueuedObject) -> str | None:
+        """Create the upload of the object a worker will send next, while its current
+        last chunk is still on the way. Any trouble is left to the upload proper."""
+        if obj.upload_url:
+            return None  # a resumed upload: the upload proper HEADs it
+        try:
+            await self._ensure_verified(obj)
+            url = await self.tus.create(obj.sealed_size, upload_metadata(obj))
+            await asyncio.to_thread(self.queue.set_upload_url, obj.id, url)
+        except (LinkError, SealedFileProblem, UploadGone, OffsetConflict):
+            return None
+        metrics.UPLOADS.labels("created").inc()
+        return url
+
+    async def send(self, obj: QueuedObject, stop: asyncio.Event, *,
+                   fresh_url: str | None = None, ahead: list[_Ahead] | None = None) -> bool:
+        """Upload ``obj`` until it is complete (True) or ``stop`` is set or its sealed file
+        cannot be sent (False). Link trouble is retried without limit: an object is never
+        given up for the link. ``fresh_url``: an upload just created for it (offset 0);
+        ``ahead``: where to put the next object, taken while the last chunk goes."""
         backoff = Backoff(self.backoff_initial, self.backoff_max)
         started = time.monotonic()
         while not stop.is_set():
             try:
-                await self._upload_once(obj)
+                await self._upload_once(obj, fresh_url, ahead)
             except LinkError as exc:
                 metrics.CHUNK_RETRIES.labels(exc.kind).inc()
                 self.link.report_failure(exc)
@@ -151,10 +227,10 @@ class Sender:
             except OffsetConflict:
                 continue  # HEAD again on the next round
             except SealedFileProblem as exc:
-                log.error("sealed object cannot be sent", extra={"object_id": obj.id,
-                                                               "why": str(exc)})
-                self.queue.mark_failed(obj.id, f"uplink: {exc}")
+                await self._give_up(obj, exc, stop)
                 return False
+            finally:
+                fresh_url = None  # after any failure: HEAD for the server's offset
             self.link.report_success()
             metrics.UPLOADS.labels("completed").inc()
             metrics.UPLOAD_SECONDS.observe(time.monotonic() - started)
@@ -166,49 +242,123 @@ class Sender:
         return self.outgoing_dir / obj.sealed_path
 
     def _check_file(self, obj: QueuedObject) -> None:
+        """Raise SealedFileProblem unless the file is there, readable and the one its
+        event describes (size and SHA-256)."""
         path = self._path(obj)
         try:
             size = path.stat().st_size
+            if size != obj.sealed_size:
+                raise SealedFileProblem("corrupt", "sealed file size differs from its event")
+            digest = hashlib.sha256()
+            with path.open("rb") as f:
+                while block := f.read(1 << 20):
+                    digest.update(block)
         except FileNotFoundError:
-            raise SealedFileProblem("sealed file missing") from None
-        if size != obj.sealed_size:
-            raise SealedFileProblem("sealed file size differs from its event")
-        digest = hashlib.sha256()
-        with path.open("rb") as f:
-            while block := f.read(1 << 20):
-                digest.update(block)
+            raise SealedFileProblem("missing", "sealed file missing") from None
+        except OSError as exc:
+            raise SealedFileProblem(
+                "unreadable", f"sealed file unreadable ({type(exc).__name__})") from None
         if obj.sealed_sha256 and digest.hexdigest() != obj.sealed_sha256:
-            raise SealedFileProblem("sealed file SHA-256 differs from its event")
+            raise SealedFileProblem("corrupt", "sealed file SHA-256 differs from its event")
 
-    async def _upload_once(self, obj: QueuedObject) -> None:
+    async def _ensure_verified(self, obj: QueuedObject) -> None:
+        """Check the file once per process: before its upload is created, and before a
+        resume after a restart (the file may have been damaged meanwhile)."""
+        if obj.id not in self._verified:
+            await asyncio.to_thread(self._check_file, obj)
+            self._verified.add(obj.id)
+
+    async def _give_up(self, obj: QueuedObject, problem: SealedFileProblem,
+                       stop: asyncio.Event) -> None:
+        """Take an unsendable object out of the queue, loudly: log (object id and reason,
+        no patient data), count, publish ObjectFailed, then mark it failed. The event goes
+        first so a crash in between repeats it (same event id) rather than losing it."""
+        log.error("sealed object cannot be sent; taken out of the send queue",
+                  extra={"object_id": obj.id, "kind": problem.kind, "why": str(problem)})
+        current = self.queue.get(obj.id) or obj
+        if current.upload_url:  # free the server's partial upload; a resend starts afresh
+            with contextlib.suppress(LinkError, UploadGone):
+                await self.tus.terminate(current.upload_url)
+        if self.publisher is not None:
+            event_id = uuid.uuid5(_EVENT_NAMESPACE, f"{obj.sealed_path}:{problem.kind}:"
+                                                    f"{current.failure or ''}")
+            event = ObjectFailed(
+                meta=new_meta("uplink", self.trailer_id, event_id=str(event_id)),
+                object=_identity(obj), dataset_sha256=obj.dataset_sha256,
+                reason_code=FailureReason.Value("FAILURE_REASON_UNSPECIFIED"),
+                reason=str(problem), stage=FAILED_STAGE, permanent=True,
+                failed_at=timestamp())
+            backoff = Backoff(self.backoff_initial, self.backoff_max)
+            while True:
+                try:
+                    await self.publisher.publish(OBJECT_FAILED, obj.study_instance_uid, event)
+                    break
+                except Exception as exc:  # broker not there yet: the object waits for it
+                    log.warning("object-failed not published yet; will retry",
+                                extra={"object_id": obj.id, "error": type(exc).__name__})
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), backoff.next_delay())
+                    if stop.is_set():
+                        return  # still queued: found again at the next start
+        await asyncio.to_thread(self.queue.mark_failed, obj.id, f"uplink: {problem}")
+        metrics.SEALED_FILE_FAILURES.labels(problem.kind).inc()
+        self._verified.discard(obj.id)
+        self._sent_mark.pop(obj.id, None)
+
+    def _look_ahead(self, ahead: list[_Ahead] | None) -> None:
+        if ahead is None or ahead:
+            return
+        nxt = self._take()
+        if nxt is not None:
+            ahead.append(_Ahead(nxt, asyncio.create_task(self._create_ahead(nxt))))
+
+    async def _upload_once(self, obj: QueuedObject, fresh_url: str | None = None,
+                           ahead: list[_Ahead] | None = None) -> None:
         if self.tus.capabilities is None:
             await self.tus.discover()
-        current = self.queue.get(obj.id)
-        url = current.upload_url if current else obj.upload_url
-        if url is None:
-            await asyncio.to_thread(self._check_file, obj)
-            url = await self.tus.create(obj.sealed_size, upload_metadata(obj))
-            self.queue.set_upload_url(obj.id, url)  # durable before the first byte
-            metrics.UPLOADS.labels("created").inc()
-            offset = 0
+        if fresh_url is not None:
+            url, offset = fresh_url, 0  # created ahead a moment ago: nothing to HEAD
         else:
-            offset = await self.tus.offset(url)
-            metrics.UPLOADS.labels("resumed").inc()
+            current = await asyncio.to_thread(self.queue.get, obj.id)
+            url = current.upload_url if current else obj.upload_url
+            await self._ensure_verified(obj)
+            if url is None:
+                url = await self.tus.create(obj.sealed_size, upload_metadata(obj))
+                # durable before the first byte
+                await asyncio.to_thread(self.queue.set_upload_url, obj.id, url)
+                metrics.UPLOADS.labels("created").inc()
+                offset = 0
+            else:
+                offset = await self.tus.offset(url)
+                metrics.UPLOADS.labels("resumed").inc()
         self.link.report_success()
         if offset < obj.sealed_size:
-            fd = os.open(self._path(obj), os.O_RDONLY)
+            try:
+                fd = os.open(self._path(obj), os.O_RDONLY)
+            except FileNotFoundError:
+                raise SealedFileProblem("missing", "sealed file missing") from None
+            except OSError as exc:
+                raise SealedFileProblem(
+                    "unreadable", f"sealed file unreadable ({type(exc).__name__})") from None
             try:
                 while offset < obj.sealed_size:
+                    if offset + self.chunk_size >= obj.sealed_size:
+                        self._look_ahead(ahead)  # the last chunk: line up the next object
                     offset = await self._send_chunk(obj, url, fd, offset)
             finally:
                 os.close(fd)
-        self.queue.mark_uploaded(obj.id)
+        await asyncio.to_thread(self.queue.mark_uploaded, obj.id)
+        self._verified.discard(obj.id)
 
     async def _send_chunk(self, obj: QueuedObject, url: str, fd: int, offset: int) -> int:
         length = min(self.chunk_size, obj.sealed_size - offset)
-        data = os.pread(fd, length, offset)
+        try:
+            data = os.pread(fd, length, offset)
+        except OSError as exc:
+            raise SealedFileProblem(
+                "unreadable", f"sealed file unreadable ({type(exc).__name__})") from None
         if len(data) != length:
-            raise SealedFileProblem("sealed file shorter than its event says")
+            raise SealedFileProblem("corrupt", "sealed file shorter than its event says")
         mark = self._sent_mark.get(obj.id, offset)
         resent = max(0, min(mark, offset + length) - offset)
         if resent:
