@@ -99,6 +99,7 @@ def main() -> None:
                      sender.wake, settings.admin_token_file)
     producer = EventProducer(settings.kafka_bootstrap_servers,
                              client_id=settings.kafka_client_id or "uplink")
+    sender.publisher = producer  # ObjectFailed for sealed files that cannot be sent
     handler = SealedHandler(queue, sender.wake)
     consumer = ConsumerRunner(
         bootstrap_servers=settings.kafka_bootstrap_servers, group_id=settings.consumer_group,
