@@ -36,6 +36,23 @@ def test_push_writer_matches_pull_writer(tmp_path: Path) -> None:
     assert decrypt_to_bytes(tmp_path / "a", SpoolKeyring(key)) == data
 
 
+@pytest.mark.parametrize("piece", [1, 511, 512, 513, 1024, 1500, 4096])
+@pytest.mark.parametrize("total", [0, 512, 2048, 5000])
+def test_push_writer_cuts_chunks_as_the_pull_writer_whatever_the_piece_size(
+    tmp_path: Path, piece: int, total: int
+) -> None:
+    # Pieces larger than a chunk are sealed straight from the caller's buffer; the
+    # layout (and so the stored size) must not depend on how the data was cut.
+    key = SpoolKey.generate()
+    data = os.urandom(total)
+    with EncryptedFileWriter(tmp_path / "push", key, chunk_size=512) as writer:
+        for i in range(0, len(data), piece):
+            writer.write(memoryview(data)[i : i + piece])
+    pulled = encrypt_to_file(tmp_path / "pull", [data], key, chunk_size=512)
+    assert writer.stored_size == pulled == (tmp_path / "push").stat().st_size
+    assert decrypt_to_bytes(tmp_path / "push", SpoolKeyring(key)) == data
+
+
 def test_failed_write_leaves_nothing(tmp_path: Path) -> None:
     def broken() -> object:
         yield b"x" * 100
