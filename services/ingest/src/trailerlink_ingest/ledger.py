@@ -5,7 +5,8 @@ keyed by SOP Instance UID + dataset SHA-256, and the receipts each trailer reads
 One implementation, two databases: SQLite (a file; the default for one replica) and
 PostgreSQL (``postgresql://`` DSN; what several replicas share). The same SQL runs on
 both; the only differences are the DDL of the receipt cursor and how a transaction
-takes its lock (``BEGIN IMMEDIATE`` vs advisory transaction locks).
+takes its lock (``BEGIN IMMEDIATE`` vs advisory transaction locks), in
+:class:`trailerlink_common.sqlstore.SqlStore`, which the monitor's fleet state shares.
 
 Receipt cursors are strictly increasing in commit order (PostgreSQL serialises receipt
 inserts with an advisory lock), so a reader that pages with ``after=<last cursor>``
@@ -15,18 +16,14 @@ never skips one. All methods block: call them from a thread.
 from __future__ import annotations
 
 import enum
-import sqlite3
-import threading
 import time
-import zlib
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, fields
-from pathlib import Path
 from typing import Any
 
+from trailerlink_common.sqlstore import DatabaseUnavailable, SqlStore
 
-class LedgerUnavailable(Exception):
+
+class LedgerUnavailable(DatabaseUnavailable):
     """The database does not answer (PostgreSQL down); retry later."""
 
 
@@ -141,102 +138,10 @@ _INDEXES = [
 _RECEIPT_LOCK = 7_240_001
 
 
-class Ledger:
+class Ledger(SqlStore):
     """The ledger on SQLite (``sqlite_path``) or PostgreSQL (``dsn``)."""
 
-    def __init__(self, *, dsn: str = "", sqlite_path: Path | None = None) -> None:
-        if not dsn and sqlite_path is None:
-            raise ValueError("a ledger needs a PostgreSQL DSN or an SQLite path")
-        self.dsn = dsn
-        self.sqlite_path = sqlite_path
-        self.postgres = bool(dsn)
-        self._local = threading.local()
-
-    # --- connections ----------------------------------------------------------------
-    def _connect(self) -> Any:
-        if self.postgres:
-            import psycopg
-
-            try:
-                return psycopg.connect(self.dsn, connect_timeout=5, autocommit=False)
-            except psycopg.OperationalError as exc:
-                raise LedgerUnavailable(f"PostgreSQL not reachable: {type(exc).__name__}") from None
-        assert self.sqlite_path is not None
-        self.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.sqlite_path, timeout=30, isolation_level=None)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
-        return conn
-
-    def _conn(self) -> Any:
-        conn = getattr(self._local, "conn", None)
-        if conn is None or (self.postgres and conn.closed):
-            conn = self._connect()
-            self._local.conn = conn
-        return conn
-
-    def _sql(self, text: str) -> str:
-        return text.replace("?", "%s") if self.postgres else text
-
-    @contextmanager
-    def _transaction(self, lock_key: str | None = None) -> Iterator[Any]:
-        """A write transaction; ``lock_key`` serialises writers of the same key."""
-        conn = self._conn()
-        try:
-            if self.postgres:
-                cur = conn.cursor()
-                if lock_key is not None:
-                    cur.execute("SELECT pg_advisory_xact_lock(%s)",
-                                (zlib.crc32(lock_key.encode()),))
-                yield cur
-                conn.commit()
-            else:
-                cur = conn.cursor()
-                cur.execute("BEGIN IMMEDIATE")
-                try:
-                    yield cur
-                except BaseException:
-                    cur.execute("ROLLBACK")
-                    raise
-                cur.execute("COMMIT")
-        except BaseException as exc:
-            if self.postgres:
-                self._reset_after(exc)
-            raise
-
-    def _reset_after(self, exc: BaseException) -> None:
-        import psycopg
-
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            try:
-                conn.rollback()
-            except psycopg.Error:
-                conn.close()
-                self._local.conn = None
-        if isinstance(exc, psycopg.OperationalError):
-            self._local.conn = None
-            raise LedgerUnavailable(f"PostgreSQL failed: {type(exc).__name__}") from None
-
-    def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        conn = self._conn()
-        try:
-            cur = conn.cursor()
-            cur.execute(self._sql(sql), params)
-            rows = cur.fetchall()
-            if self.postgres:
-                conn.commit()
-            return rows
-        except Exception as exc:
-            if self.postgres:
-                self._reset_after(exc)
-            raise
-
-    def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
+    unavailable = LedgerUnavailable
 
     # --- schema ---------------------------------------------------------------------
     def migrate(self) -> None:
@@ -248,10 +153,6 @@ class Ledger:
             cur.execute(_RECEIPTS_DDL.format(cursor_type=cursor_type))
             for ddl in _INDEXES:
                 cur.execute(ddl)
-
-    def check(self) -> None:
-        """Raise if the database does not answer (readiness)."""
-        self._read("SELECT 1")
 
     # --- objects --------------------------------------------------------------------
     def _object_rows(self, cur: Any, uid: str) -> list[ObjectRow]:
