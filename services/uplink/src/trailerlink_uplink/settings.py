@@ -38,6 +38,15 @@ class UplinkSettings(ServiceSettings):
     ca_file: Path = Field(
         Path("/etc/trailerlink/ca/ca.crt"), description="CA that signs the ingest's certificate")
 
+    # --- sealing key sync (rotation) --------------------------------------------------
+    sealing_keys_sync_dir: Path | None = Field(
+        None, description="Directory the codec reads its public keys from "
+        "(its SEALING_PUBLIC_KEYS, writable, shared with the codec): the data centre's "
+        "keys and a 'current' marker are written here; unset = no key sync")
+    keys_url: str = Field("", description="Key listing; default <ingest_url>/v1/keys")
+    keys_poll_seconds: float = Field(
+        300.0, gt=0, description="How often keys are fetched and unsent counts reported")
+
     # --- sending --------------------------------------------------------------------
     chunk_size_bytes: int = Field(
         1024 * 1024, ge=16 * 1024,
@@ -75,6 +84,9 @@ class UplinkSettings(ServiceSettings):
 
     def tus_url(self) -> str:
         return self.ingest_url.rstrip("/") + "/" + self.tus_path.lstrip("/")
+
+    def resolved_keys_url(self) -> str:
+        return self.keys_url or self.ingest_url.rstrip("/") + "/v1/keys"
 
     def resolved_receipts_url(self) -> str:
         return self.receipts_url or self.ingest_url.rstrip("/") + "/v1/receipts"
