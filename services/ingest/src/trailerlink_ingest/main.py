@@ -19,12 +19,13 @@ from trailerlink_common.config import ConfigError, load_settings
 from trailerlink_common.service import Service, disk_writable_check
 from trailerlink_events import topics
 from trailerlink_events.kafka import ConsumerRunner, EventProducer, RetryPolicy
-from trailerlink_sealed import OpeningKeyring
 
 from trailerlink_ingest import __version__
 from trailerlink_ingest.admin_api import add_admin_routes
 from trailerlink_ingest.completion import Announcer, Sweeper
 from trailerlink_ingest.identity import AccessListFile, Authenticator, parse_networks
+from trailerlink_ingest.keys import KeyStore
+from trailerlink_ingest.keys_admin import KeyStatus, add_key_admin_routes
 from trailerlink_ingest.ledger import Ledger
 from trailerlink_ingest.pacs import PacsTarget
 from trailerlink_ingest.processor import Processor
@@ -44,7 +45,7 @@ def build(settings: IngestSettings) -> Service:
     store = UploadStore(settings.storage_dir)
     store.uploads.mkdir(parents=True, exist_ok=True)
     ledger = Ledger(dsn=settings.ledger_dsn, sqlite_path=settings.ledger_sqlite_path)
-    keyring = OpeningKeyring.load_dir(settings.sealing_keys_dir)
+    keyring = KeyStore(settings.sealing_keys_dir, settings.storage_dir)
     access = AccessListFile(settings.access_list_file, settings.access_reload_seconds)
     access.reload()
     auth = Authenticator(access, settings.tls_client_ca_file)
@@ -58,8 +59,12 @@ def build(settings: IngestSettings) -> Service:
         expiry_seconds=settings.upload_expiry_seconds,
         identity_source=settings.identity_source,
         trusted_proxies=parse_networks(settings.trusted_proxies),
-        key_ids=frozenset(keyring.key_ids))
-    tus_app = build_tus_app(store=store, auth=auth, ledger=ledger, announcer=announcer, cfg=cfg)
+        key_ids=keyring)
+    add_key_admin_routes(service.app, KeyStatus(keyring, store, ledger, access,
+                                                settings.key_retire_settle_seconds),
+                         settings.admin_token_file)
+    tus_app = build_tus_app(store=store, auth=auth, ledger=ledger, announcer=announcer, cfg=cfg,
+                            keys=keyring)
     context = (server_ssl_context(settings.tls_cert_file, settings.tls_key_file,
                                   settings.tls_client_ca_file)
                if settings.identity_source == "tls" else None)

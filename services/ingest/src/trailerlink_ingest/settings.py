@@ -61,8 +61,14 @@ class IngestSettings(ServiceSettings):
     request_burst: int = Field(200, gt=0, description="Requests a trailer may burst")
 
     # --- processing ------------------------------------------------------------------
-    sealing_keys_dir: Path = Field(Path("/etc/trailerlink/sealing-private-keys"),
-                                   description="Data-centre private keys (PEM), one per key id")
+    sealing_keys_dir: Path = Field(
+        Path("/etc/trailerlink/sealing-private-keys"),
+        description="Data-centre private keys (PEM), one per key id, shared by the replicas; "
+        "re-read when it changes. `keys rotate`/`retire` write here (must be writable)")
+    key_retire_settle_seconds: float = Field(
+        3600.0, ge=0, description="A superseded key may be retired only on trailer reports "
+        "made at least this long after the rotation (objects sealed during the switch-over "
+        "reach the trailer's queue first)")
     ledger_dsn: str = Field("", description="postgresql://... for PostgreSQL; empty: SQLite")
     ledger_sqlite_path: Path = Field(Path("/var/lib/trailerlink/uploads/ledger.sqlite3"),
                                      description="SQLite ledger (single-replica deployments)")

@@ -19,7 +19,7 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Container
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import Any
@@ -31,6 +31,7 @@ from starlette.requests import ClientDisconnect
 from trailerlink_ingest import metrics
 from trailerlink_ingest.completion import Announcer
 from trailerlink_ingest.identity import Authenticator, Refused, parse_client_cert_header
+from trailerlink_ingest.keys import KeyRefused, KeyStore, parse_report
 from trailerlink_ingest.ledger import Ledger, LedgerUnavailable
 from trailerlink_ingest.metadata import MetadataError, parse_upload_metadata
 from trailerlink_ingest.uploads import UploadInfo, UploadLocked, UploadStore, valid_upload_id
@@ -81,7 +82,7 @@ class TusConfig:
     expiry_seconds: float = 7 * 24 * 3600
     identity_source: str = "tls"
     trusted_proxies: list[Any] = field(default_factory=list)
-    key_ids: frozenset[str] | None = None
+    key_ids: Container[str] | None = None  # a KeyStore: re-read after a rotation
 
 
 def _expires(info: UploadInfo, cfg: TusConfig) -> dict[str, str]:
@@ -125,8 +126,9 @@ def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
 
 
 def build_tus_app(*, store: UploadStore, auth: Authenticator, ledger: Ledger,
-                  announcer: Announcer, cfg: TusConfig) -> FastAPI:
-    """The HTTPS application: tus routes under ``cfg.base_path`` and ``/v1/receipts``."""
+                  announcer: Announcer, cfg: TusConfig, keys: KeyStore | None = None) -> FastAPI:
+    """The HTTPS application: tus routes under ``cfg.base_path``, ``/v1/receipts`` and,
+    with ``keys``, the sealing keys a trailer fetches (``/v1/keys``)."""
     app = FastAPI(title="trailerlink ingest (tus)", openapi_url=None, docs_url=None,
                   redoc_url=None)
     base = "/" + cfg.base_path.strip("/")
@@ -372,6 +374,35 @@ def build_tus_app(*, store: UploadStore, auth: Authenticator, ledger: Ledger,
                              "next_cursor": str(next_cursor),
                              "more": len(rows) == limit})
 
+    @handler
+    async def key_listing(request: Request) -> Response:
+        trailer_of(request)
+        if keys is None:
+            raise TusError(404, "no sealing keys here")
+        try:
+            listing = await asyncio.to_thread(keys.public_listing)
+        except KeyRefused as exc:
+            raise TusError(exc.status, exc.message) from None
+        return JSONResponse(listing, headers={"Cache-Control": "no-store"})
+
+    @handler
+    async def unsent_report(request: Request) -> Response:
+        """A trailer's count of queued-not-delivered objects per key id (rotation)."""
+        trailer = trailer_of(request)
+        if keys is None:
+            raise TusError(404, "no sealing keys here")
+        if int(request.headers.get("content-length") or 0) > 16384:
+            raise TusError(413, "report too large")
+        try:
+            sealing, unsent = parse_report(await request.json())
+        except ValueError as exc:  # also JSONDecodeError
+            raise TusError(400, f"bad report: {exc}") from None
+        await asyncio.to_thread(keys.record_report, trailer, sealing, unsent)
+        return Response(status_code=204)
+
+    app.add_api_route("/v1/keys", key_listing, methods=["GET"], include_in_schema=False)
+    app.add_api_route("/v1/keys/unsent", unsent_report, methods=["PUT"],
+                      include_in_schema=False)
     app.add_api_route(base + "/", options, methods=["OPTIONS"], include_in_schema=False)
     app.add_api_route(base, options, methods=["OPTIONS"], include_in_schema=False)
     app.add_api_route(base + "/{upload_id}", options, methods=["OPTIONS"],
