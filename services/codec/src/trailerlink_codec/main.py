@@ -19,10 +19,11 @@ from trailerlink_common.service import Service, disk_writable_check
 from trailerlink_crypto.atrest import SpoolKey, SpoolKeyring
 from trailerlink_events.kafka import ConsumerRunner, EventProducer, RetryPolicy
 from trailerlink_events.topics import OBJECT_RECEIVED, TRAILER_DEAD_LETTER
-from trailerlink_sealed import RecipientKeyring, SealOptions
+from trailerlink_sealed import SealOptions
 
 from trailerlink_codec import __version__
 from trailerlink_codec.handler import CodecHandler
+from trailerlink_codec.keys import SealingKeys
 from trailerlink_codec.sealer import Sealer
 from trailerlink_codec.settings import CodecSettings
 
@@ -39,11 +40,10 @@ def _spool_keys(settings: CodecSettings) -> SpoolKeyring:
     return SpoolKeyring(current, older)
 
 
-def _recipients(settings: CodecSettings) -> RecipientKeyring:
+def _recipients(settings: CodecSettings) -> SealingKeys:
     try:
-        return RecipientKeyring.load(settings.sealing_public_keys,
-                                     settings.sealing_current_key_id)
-    except (OSError, ValueError) as exc:
+        return SealingKeys(settings.sealing_public_keys, settings.sealing_current_key_id)
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
         raise ConfigError(f"TRAILERLINK_SEALING_PUBLIC_KEYS: {exc}") from None
 
 

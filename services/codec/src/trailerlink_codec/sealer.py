@@ -26,6 +26,8 @@ from trailerlink_sealed import (
     seal,
 )
 
+from trailerlink_codec.keys import SealingKeys
+
 log = logging.getLogger(__name__)
 
 SEALED_SUFFIX = ".tlsealed"
@@ -91,7 +93,7 @@ class Sealer:
     """Seals spool objects for the current data-centre key. Thread-safe."""
 
     def __init__(self, spool_root: Path, spool_keys: SpoolKeyring, outgoing_root: Path,
-                 recipients: RecipientKeyring, options: SealOptions) -> None:
+                 recipients: RecipientKeyring | SealingKeys, options: SealOptions) -> None:
         self.spool_root = Path(spool_root)
         self.spool_keys = spool_keys
         self.outgoing_root = Path(outgoing_root)
