@@ -9,6 +9,7 @@ from datetime import datetime
 import pytest
 from trailerlink_testing.tusd import Tusd
 from trailerlink_testing.waiting import async_wait_until
+from trailerlink_uplink import bandwidth
 from trailerlink_uplink.bandwidth import CapSchedule, TokenBucket, parse_schedule
 from trailerlink_uplink.queue import STATE_UPLOADED, SendQueue
 
@@ -32,15 +33,22 @@ def test_bad_schedule_is_refused(bad: str) -> None:
         parse_schedule(bad)
 
 
-async def test_token_bucket_paces_to_its_rate() -> None:
+async def test_token_bucket_paces_to_its_rate(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a virtual clock (a loaded machine must not decide the outcome): the waits the
+    bucket asks for add up to exactly bytes / rate, never less."""
+    now = [1000.0]
+
+    async def virtual_sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    monkeypatch.setattr(bandwidth.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(bandwidth.asyncio, "sleep", virtual_sleep)
     bucket = TokenBucket(CapSchedule(400_000, []))
-    started = time.monotonic()
+    started = now[0]
     for _ in range(50):
         await bucket.take(16 * 1024)
-    elapsed = time.monotonic() - started
     expected = 50 * 16 * 1024 / 400_000
-    assert elapsed >= expected * 0.95  # never faster than the cap
-    assert elapsed <= expected * 1.05 + 0.05
+    assert now[0] - started == pytest.approx(expected)
 
 
 async def test_uploads_respect_the_cap_within_5_percent(

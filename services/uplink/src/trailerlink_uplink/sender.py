@@ -123,6 +123,7 @@ class Sender:
         self._wake = asyncio.Event()
         self._sent_mark: dict[int, int] = {}
         self._verified: set[int] = set()
+        self._discovery: asyncio.Task[object] | None = None
 
     def wake(self) -> None:
         """Something was queued: idle workers look again now."""
@@ -312,10 +313,29 @@ class Sender:
         if nxt is not None:
             ahead.append(_Ahead(nxt, asyncio.create_task(self._create_ahead(nxt))))
 
+    async def _discover(self) -> None:
+        """What the server supports (the checksum extension), learnt once by a task all
+        workers share, so that round trip overlaps the first create instead of
+        preceding it."""
+        if self.tus.capabilities is None:
+            if self._discovery is None or self._discovery.done():  # none yet, or it failed
+                self._discovery = asyncio.create_task(self.tus.discover())
+            await asyncio.shield(self._discovery)
+
     async def _upload_once(self, obj: QueuedObject, fresh_url: str | None = None,
                            ahead: list[_Ahead] | None = None) -> None:
-        if self.tus.capabilities is None:
-            await self.tus.discover()
+        discovering = asyncio.ensure_future(self._discover())
+        try:
+            await self._upload_from(obj, fresh_url, ahead, discovering)
+        finally:
+            if not discovering.done():
+                discovering.cancel()
+            elif not discovering.cancelled():
+                discovering.exception()  # raised by the await below if it mattered
+
+    async def _upload_from(self, obj: QueuedObject, fresh_url: str | None,
+                           ahead: list[_Ahead] | None, discovering: asyncio.Future[None]
+                           ) -> None:
         if fresh_url is not None:
             url, offset = fresh_url, 0  # created ahead a moment ago: nothing to HEAD
         else:
@@ -331,6 +351,7 @@ class Sender:
             else:
                 offset = await self.tus.offset(url)
                 metrics.UPLOADS.labels("resumed").inc()
+        await discovering  # the first PATCH needs to know whether to send checksums
         self.link.report_success()
         if offset < obj.sealed_size:
             try:
