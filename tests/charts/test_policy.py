@@ -7,6 +7,7 @@ service it is set on; HTTP ports as in the code.
 
 from __future__ import annotations
 
+import base64
 import importlib
 import re
 from typing import Any
@@ -118,7 +119,15 @@ def test_secrets_are_referenced_never_rendered(
     render: Renderer, chart: str, values_file: str
 ) -> None:
     rendered = render(chart, values_file)
-    assert not rendered.of_kind("Secret"), "the charts never create Secrets"
+    # The one Secret a chart may make is the admin token it generates (random, never
+    # from values; kept on uninstall so the CLI's copy stays valid).
+    for secret in rendered.of_kind("Secret"):
+        assert secret["metadata"]["name"] == "trailerlink-admin-token", \
+            "the charts create no Secret but the generated admin token"
+        assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+        (token,) = secret["data"].values()
+        assert len(base64.b64decode(token)) >= 32
+        assert base64.b64decode(token).decode() not in (CHARTS / chart / "values.yaml").read_text()
     for cm in rendered.of_kind("ConfigMap"):
         for key, value in (cm.get("data") or {}).items():
             assert not PEM_OR_KEY.search(value), f"ConfigMap {cm['metadata']['name']}/{key}"
@@ -140,7 +149,8 @@ def test_values_files_hold_no_secret_material(path: str) -> None:
     values = yaml.safe_load(text)
     # secrets.* are references: a name and maybe a key, nothing else
     for ref in (values.get("secrets") or {}).values():
-        assert set(ref) <= {"name", "key", "oldKeys"}, ref
+        assert set(ref) <= {"name", "key", "oldKeys", "generate"}, ref
+        assert isinstance(ref.get("generate", False), bool), ref
         assert all(isinstance(k, str) and len(k) < 64 for k in ref.get("oldKeys", [])), ref
 
 

@@ -155,3 +155,30 @@ securityContext:
     {{- end }}
 {{- end -}}
 {{- end -}}
+
+{{/*
+The admin API's bearer token (trailerlinkctl): every service with an `admin_token_file`
+setting gets the Secret mounted (no subPath, so a rotated Secret reaches the pod and the
+service, which re-reads the file on each call, takes it without a restart).
+*/}}
+{{- define "tl.adminTokenEnv" -}}
+- name: TRAILERLINK_ADMIN_TOKEN_FILE
+  value: /etc/trailerlink/admin-token/token
+{{- end -}}
+
+{{- define "tl.adminTokenMount" -}}
+- {name: admin-token, mountPath: /etc/trailerlink/admin-token, readOnly: true}
+{{- end -}}
+
+{{- define "tl.adminTokenVolume" -}}
+- name: admin-token
+  secret:
+    secretName: {{ .Values.secrets.adminToken.name }}
+    defaultMode: 0400
+    items:
+      - {key: {{ .Values.secrets.adminToken.key }}, path: token}
+{{- end -}}
+
+{{- define "tl.uploadsClaim" -}}
+{{- .Values.ingest.uploads.existingClaim | default (printf "%s-ingest-shared" (include "tl.fullname" .)) -}}
+{{- end -}}

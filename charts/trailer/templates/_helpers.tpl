@@ -170,3 +170,37 @@ from:
 {{- end -}}
 {{- join "," $paths -}}
 {{- end -}}
+
+{{/*
+The admin API's bearer token (trailerlinkctl): every service with an `admin_token_file`
+setting gets the Secret mounted (no subPath, so a rotated Secret reaches the pod and the
+service, which re-reads the file on each call, takes it without a restart).
+*/}}
+{{- define "tl.adminTokenEnv" -}}
+- name: TRAILERLINK_ADMIN_TOKEN_FILE
+  value: /etc/trailerlink/admin-token/token
+{{- end -}}
+
+{{- define "tl.adminTokenMount" -}}
+- {name: admin-token, mountPath: /etc/trailerlink/admin-token, readOnly: true}
+{{- end -}}
+
+{{- define "tl.adminTokenVolume" -}}
+- name: admin-token
+  secret:
+    secretName: {{ .Values.secrets.adminToken.name }}
+    defaultMode: 0400
+    items:
+      - {key: {{ .Values.secrets.adminToken.key }}, path: token}
+{{- end -}}
+
+{{/* The monitor agent's TRAILERLINK_SCRAPE_URLS: component=URL of each trailer service's
+     /metrics, through the release's ClusterIP Services. */}}
+{{- define "tl.scrapeUrls" -}}
+{{- $fn := include "tl.fullname" . -}}
+{{- $urls := list -}}
+{{- range $svc := list "gateway" "codec" "uplink" "worklist" -}}
+{{- $urls = append $urls (printf "%s=http://%s-%s.%s.svc.cluster.local:%s/metrics" $svc $fn $svc $.Release.Namespace (include "tl.httpPort" $svc)) -}}
+{{- end -}}
+{{- join "," $urls -}}
+{{- end -}}

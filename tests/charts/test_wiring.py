@@ -1,0 +1,343 @@
+"""The charts wire what a deploy needs, checked against the services' settings classes.
+
+Admin token into every service that has an admin API, the ingest's enrol CA and its
+shared (ReadWriteMany) storage for uploads, access list and sealing keys, the trailer
+monitor agent's scrape targets, relay URL and client certificate, the fleet monitor's
+state and dashboards; and every file a chart points a setting at is really mounted.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+from urllib.parse import urlparse
+
+import pytest
+import yaml
+from chartkit import CHARTS, KUBE_VERSIONS, RENDER_CASES, ROOT, Renderer, run_helm, workloads
+from test_policy import SERVICES, _settings_fields
+
+CASES = pytest.mark.parametrize(("chart", "values_file"), RENDER_CASES)
+
+
+def _values(chart: str, values_file: str = "") -> dict[str, Any]:
+    values = yaml.safe_load((CHARTS / chart / "values.yaml").read_text())
+    if values_file:
+        override = yaml.safe_load((CHARTS / chart / "ci" / values_file).read_text()) or {}
+        _merge(values, override)
+    return values
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> None:
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+
+
+def _container(doc: dict[str, Any], name: str) -> dict[str, Any]:
+    spec = doc["spec"]["template"]["spec"]
+    (container,) = [c for c in spec["containers"] if c["name"] == name]
+    return container
+
+
+def _env(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container.get("env", [])}
+
+
+def _source(spec: dict[str, Any], container: dict[str, Any], path: str
+            ) -> tuple[dict[str, Any], str] | None:
+    """The volume a path in ``container`` lives on, and the path inside it."""
+    volumes = {v["name"]: v for v in spec.get("volumes", [])}
+    best = None
+    for mount in container.get("volumeMounts", []):
+        root = mount["mountPath"].rstrip("/")
+        if path == root or path.startswith(root + "/"):
+            if best is None or len(root) > len(best[0]):
+                best = (root, mount)
+    if best is None:
+        return None
+    root, mount = best
+    return volumes[mount["name"]], path[len(root):].lstrip("/")
+
+
+def _secret_file(spec: dict[str, Any], container: dict[str, Any], path: str) -> tuple[str, str]:
+    """(Secret name, key) that provides the file ``path``; fails if none does."""
+    found = _source(spec, container, path)
+    assert found, f"{container['name']}: nothing is mounted at {path}"
+    volume, inner = found
+    assert "secret" in volume, f"{container['name']}: {path} is not from a Secret"
+    items = volume["secret"].get("items")
+    if items is None:
+        return volume["secret"]["secretName"], inner
+    keys = {i["path"]: i["key"] for i in items}
+    assert inner in keys, f"{container['name']}: {path} is not projected from the Secret"
+    return volume["secret"]["secretName"], keys[inner]
+
+
+def _claim(rendered: Any, spec: dict[str, Any], container: dict[str, Any], path: str
+           ) -> str:
+    found = _source(spec, container, path)
+    assert found, f"{container['name']}: nothing is mounted at {path}"
+    volume, _ = found
+    assert "persistentVolumeClaim" in volume, f"{container['name']}: {path} is not on a PVC"
+    return volume["persistentVolumeClaim"]["claimName"]
+
+
+def _services_with(field: str) -> set[str]:
+    return {s for s in SERVICES if field.upper() in {f.removeprefix("TRAILERLINK_")
+                                                     for f in _settings_fields(s)[0]}}
+
+
+# --- the admin token ----------------------------------------------------------------------
+
+@CASES
+def test_every_admin_api_gets_the_admin_token(render: Renderer, chart: str,
+                                              values_file: str) -> None:
+    values = _values(chart, values_file)
+    token = values["secrets"]["adminToken"]
+    with_admin = _services_with("admin_token_file")
+    assert {"uplink", "ingest", "monitor"} <= with_admin
+    wired = set()
+    for doc, spec in workloads(render(chart, values_file)):
+        for c in spec["containers"]:
+            if c["name"] not in with_admin:
+                continue
+            path = _env(c).get("TRAILERLINK_ADMIN_TOKEN_FILE")
+            assert path, f"{doc['metadata']['name']} has an admin API but no admin token"
+            assert _secret_file(spec, c, path) == (token["name"], token["key"])
+            found = _source(spec, c, path)
+            assert found and "subPath" not in json.dumps(c["volumeMounts"]), \
+                "a subPath mount would not see a rotated token"
+            wired.add(c["name"])
+    assert wired >= {"trailer": {"uplink", "monitor"}, "central": {"ingest", "monitor"}}[chart]
+
+
+@pytest.mark.parametrize("chart", ["trailer", "central"])
+def test_the_admin_token_is_generated_once_or_taken_as_it_is(helm: str, chart: str) -> None:
+    generated = run_helm(helm, "template", "trailerlink", str(CHARTS / chart), "--namespace",
+                         "trailerlink", "--kube-version", KUBE_VERSIONS[-1],
+                         "--show-only", "templates/admin-token.yaml")
+    assert generated.returncode == 0, generated.stderr
+    secret = yaml.safe_load(generated.stdout)
+    assert secret["kind"] == "Secret" and secret["type"] == "Opaque"
+    assert set(secret["data"]) == {"token"}
+    # no cluster here: lookup finds nothing, so each render draws a new random token
+    again = yaml.safe_load(run_helm(
+        helm, "template", "trailerlink", str(CHARTS / chart), "--namespace", "trailerlink",
+        "--kube-version", KUBE_VERSIONS[-1], "--show-only", "templates/admin-token.yaml").stdout)
+    assert again["data"]["token"] != secret["data"]["token"]
+    template = (CHARTS / chart / "templates" / "admin-token.yaml").read_text()
+    assert 'lookup "v1" "Secret"' in template  # an installed token is kept on upgrade
+
+    existing = run_helm(helm, "template", "trailerlink", str(CHARTS / chart), "--namespace",
+                        "trailerlink", "--kube-version", KUBE_VERSIONS[-1],
+                        "--set", "secrets.adminToken.generate=false",
+                        "--set", "secrets.adminToken.name=ops-token")
+    assert existing.returncode == 0, existing.stderr
+    docs = [d for d in yaml.safe_load_all(existing.stdout) if d]
+    assert not [d for d in docs if d["kind"] == "Secret"]
+    names = {v["secret"]["secretName"] for d in docs if d["kind"] == "Deployment"
+             for v in d["spec"]["template"]["spec"]["volumes"] if v["name"] == "admin-token"}
+    assert names == {"ops-token"}
+
+
+# --- the ingest ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("values_file", ["", "example-values.yaml",
+                                         "external-kafka-values.yaml"])
+def test_ingest_has_its_enrol_ca_and_shared_storage(render: Renderer,
+                                                    values_file: str) -> None:
+    rendered = render("central", values_file)
+    values = _values("central", values_file)
+    doc = rendered.named("Deployment", "trailerlink-ingest")
+    spec = doc["spec"]["template"]["spec"]
+    ingest = _container(doc, "ingest")
+    env = _env(ingest)
+    enrol = values["secrets"]["enrolCa"]["name"]
+    assert _secret_file(spec, ingest, env["TRAILERLINK_ENROL_CA_CERT_FILE"]) == (enrol, "tls.crt")
+    assert _secret_file(spec, ingest, env["TRAILERLINK_ENROL_CA_KEY_FILE"]) == (enrol, "tls.key")
+    assert _secret_file(spec, ingest, env["TRAILERLINK_TLS_CLIENT_CA_FILE"]) == \
+        (values["secrets"]["trailerCa"]["name"], values["secrets"]["trailerCa"]["key"])
+
+    # Uploads, the access list and the sealing keys on the one ReadWriteMany claim.
+    claims = {_claim(rendered, spec, ingest, env[name]) for name in (
+        "TRAILERLINK_STORAGE_DIR", "TRAILERLINK_ACCESS_LIST_FILE",
+        "TRAILERLINK_SEALING_KEYS_DIR")}
+    assert len(claims) == 1
+    (claim,) = claims
+    existing = values["ingest"]["uploads"]["existingClaim"]
+    if existing:
+        assert claim == existing
+        assert not [p for p in rendered.of_kind("PersistentVolumeClaim")
+                    if p["metadata"]["name"] == "trailerlink-ingest-shared"]
+    else:
+        pvc = rendered.named("PersistentVolumeClaim", claim)
+        assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
+        assert pvc["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    # per-replica scratch is not on the shared claim
+    scratch, _ = _source(spec, ingest, "/var/lib/trailerlink/work")
+    assert "emptyDir" in scratch
+    # the seed writes the same list on the same claim
+    (seed,) = spec["initContainers"]
+    assert _claim(rendered, spec, seed, env["TRAILERLINK_ACCESS_LIST_FILE"]) == claim
+    assert "access" in env["TRAILERLINK_ACCESS_LIST_FILE"] and "revoked" in seed["args"][0]
+    fleet = rendered.named("ConfigMap", "trailerlink-fleet")
+    assert json.loads(fleet["data"]["trailers.json"]) == sorted(set(values["trailers"]))
+    # the ledger DSN from the database Secret, the PACS from values
+    dsn = env["TRAILERLINK_LEDGER_DSN"]["secretKeyRef"]
+    assert (dsn["name"], dsn["key"]) == (values["secrets"]["database"]["name"],
+                                         values["secrets"]["database"]["key"])
+    assert env["TRAILERLINK_PACS_HOST"] == values["ingest"]["pacs"]["host"]
+    assert env["TRAILERLINK_PACS_AE_TITLE"] == values["ingest"]["pacs"]["aeTitle"]
+    source = "tls" if values["ingest"]["tlsTermination"] == "pod" else "proxy-header"
+    assert env["TRAILERLINK_IDENTITY_SOURCE"] == source
+
+
+def test_ingest_without_an_enrol_ca_has_no_enrolment(helm: str) -> None:
+    result = run_helm(helm, "template", "trailerlink", str(CHARTS / "central"), "--namespace",
+                      "trailerlink", "--kube-version", KUBE_VERSIONS[-1],
+                      "--set", "secrets.enrolCa.name=", "--show-only", "templates/ingest.yaml")
+    assert result.returncode == 0, result.stderr
+    doc = next(d for d in yaml.safe_load_all(result.stdout) if d and d["kind"] == "Deployment")
+    env = _env(_container(doc, "ingest"))
+    assert "TRAILERLINK_ENROL_CA_CERT_FILE" not in env
+    assert "enrol-ca" not in {v["name"] for v in doc["spec"]["template"]["spec"]["volumes"]}
+
+
+# --- the trailer's monitor agent ------------------------------------------------------------
+
+@pytest.mark.parametrize("values_file", ["", "example-values.yaml"])
+def test_trailer_monitor_agent_scrapes_the_release_and_relays_with_the_trailer_cert(
+        render: Renderer, values_file: str) -> None:
+    rendered = render("trailer", values_file)
+    values = _values("trailer", values_file)
+    doc = rendered.named("Deployment", "trailerlink-monitor")
+    spec = doc["spec"]["template"]["spec"]
+    agent = _container(doc, "monitor")
+    env = _env(agent)
+    assert env["TRAILERLINK_MODE"] == "agent"
+    assert env["TRAILERLINK_TRAILER_ID"] == values["trailerId"]
+
+    services = {s["metadata"]["name"]: s for s in rendered.of_kind("Service")}
+    targets = dict(item.split("=", 1) for item in env["TRAILERLINK_SCRAPE_URLS"].split(","))
+    assert set(targets) == {"gateway", "codec", "uplink", "worklist"}
+    for component, url in targets.items():
+        parsed = urlparse(url)
+        host = parsed.hostname or ""
+        assert host == f"trailerlink-{component}.trailerlink.svc.cluster.local", url
+        service = services[host.split(".")[0]]
+        assert {"name": "http", "port": parsed.port} == {
+            k: v for k, v in next(p for p in service["spec"]["ports"]
+                                  if p["name"] == "http").items() if k in ("name", "port")}
+        assert parsed.path == "/metrics"
+        workload = rendered.named("Deployment", f"trailerlink-{component}")
+        http = next(p for p in _container(workload, component)["ports"] if p["name"] == "http")
+        assert http["containerPort"] == parsed.port
+
+    # Relay: the data centre's /v1/events on the ingest's host, which the central chart
+    # routes to its fleet monitor.
+    ingest_url = values["uplink"]["ingestUrl"].rstrip("/")
+    assert env["TRAILERLINK_RELAY_URL"] == ingest_url + "/v1/events"
+    # the trailer's client certificate and CA, the Secrets the uplink presents
+    uplink = rendered.named("Deployment", "trailerlink-uplink")
+    uspec = uplink["spec"]["template"]["spec"]
+    for name, path in (("TRAILERLINK_CLIENT_CERT_FILE", "/etc/trailerlink/client-tls/tls.crt"),
+                       ("TRAILERLINK_CLIENT_KEY_FILE", "/etc/trailerlink/client-tls/tls.key"),
+                       ("TRAILERLINK_CA_FILE", "/etc/trailerlink/ca/ca.crt")):
+        assert _secret_file(spec, agent, env[name]) == \
+            _secret_file(uspec, _container(uplink, "uplink"), path)
+    assert _secret_file(spec, agent, env["TRAILERLINK_CLIENT_CERT_FILE"])[0] == \
+        values["secrets"]["clientTls"]["name"] == "trailerlink-client-tls"  # what enrol prints
+    # the agent may leave the trailer for the relay, where the uplink may
+    policy = rendered.named("NetworkPolicy", "trailerlink-monitor")
+    cidrs = {b["ipBlock"]["cidr"] for rule in policy["spec"]["egress"]
+             for b in rule["to"] if "ipBlock" in b}
+    assert set(values["uplink"]["egress"]["cidrs"]) <= cidrs
+
+
+def test_central_routes_the_relay_to_the_fleet_monitor(render: Renderer) -> None:
+    rendered = render("central")
+    (ingress,) = rendered.of_kind("Ingress")
+    paths = {p["path"]: p["backend"]["service"] for rule in ingress["spec"]["rules"]
+             for p in rule["http"]["paths"]}
+    assert paths["/v1/events"] == {"name": "trailerlink-monitor", "port": {"name": "http"}}
+    monitor = rendered.named("Service", "trailerlink-monitor")
+    assert "http" in {p["name"] for p in monitor["spec"]["ports"]}
+    policy = rendered.named("NetworkPolicy", "trailerlink-monitor")
+    (rule,) = policy["spec"]["ingress"]
+    assert rule["ports"] == [{"protocol": "TCP", "port": 9106}]
+    assert rule["from"][0]["namespaceSelector"]["matchLabels"] == \
+        {"kubernetes.io/metadata.name": "ingress-nginx"}
+
+
+# --- the fleet monitor ------------------------------------------------------------------
+
+def test_fleet_monitor_keeps_its_state_and_reads_the_database_dsn(
+        render: Renderer, helm: str) -> None:
+    rendered = render("central")
+    values = _values("central")
+    doc = rendered.named("Deployment", "trailerlink-monitor")
+    spec = doc["spec"]["template"]["spec"]
+    fleet = _container(doc, "monitor")
+    env = _env(fleet)
+    assert env["TRAILERLINK_MODE"] == "fleet"
+    claim = _claim(rendered, spec, fleet, env["TRAILERLINK_DATA_DIR"])
+    assert rendered.named("PersistentVolumeClaim", claim)["spec"]["accessModes"] == \
+        ["ReadWriteOnce"]
+    assert _secret_file(spec, fleet, env["TRAILERLINK_DATABASE_DSN_FILE"]) == \
+        (values["secrets"]["database"]["name"], values["secrets"]["database"]["key"])
+    assert env["TRAILERLINK_FLEET_FILE"] == "/etc/trailerlink/fleet/trailers.yaml"
+    found = _source(spec, fleet, env["TRAILERLINK_FLEET_FILE"])
+    assert found and found[0]["configMap"]["name"] == "trailerlink-fleet"
+
+    sqlite = run_helm(helm, "template", "trailerlink", str(CHARTS / "central"), "--namespace",
+                      "trailerlink", "--kube-version", KUBE_VERSIONS[-1],
+                      "--set", "monitor.stateStore=sqlite", "--show-only",
+                      "templates/monitor.yaml")
+    assert sqlite.returncode == 0, sqlite.stderr
+    doc = next(d for d in yaml.safe_load_all(sqlite.stdout) if d and d["kind"] == "Deployment")
+    assert "TRAILERLINK_DATABASE_DSN_FILE" not in _env(_container(doc, "monitor"))
+    assert "database" not in {v["name"] for v in doc["spec"]["template"]["spec"]["volumes"]}
+
+
+def test_every_dashboard_ships_with_the_grafana_sidecar_label(render: Renderer) -> None:
+    rendered = render("central")
+    values = _values("central")
+    repo = sorted(p.name for p in (ROOT / "monitoring" / "dashboards").glob("*.json"))
+    assert repo
+    label = values["metrics"]["dashboards"]["label"]
+    maps = {c["metadata"]["name"]: c for c in rendered.of_kind("ConfigMap")
+            if label in c["metadata"]["labels"]}
+    assert set(maps) == {f"trailerlink-dashboard-{n.removesuffix('.json')}" for n in repo}
+    for name in repo:
+        cm = maps[f"trailerlink-dashboard-{name.removesuffix('.json')}"]
+        assert cm["metadata"]["labels"][label] == values["metrics"]["dashboards"]["labelValue"]
+        assert json.loads(cm["data"][name])["uid"]
+
+
+# --- every file a setting points at is there ----------------------------------------------
+
+_PATH_SETTING = re.compile(r"^TRAILERLINK_\w+_(FILE|DIR)$")
+
+
+@CASES
+def test_every_file_setting_points_into_a_mount(render: Renderer, chart: str,
+                                                values_file: str) -> None:
+    for doc, spec in workloads(render(chart, values_file)):
+        for c in spec["containers"]:
+            if c["name"] not in SERVICES:
+                continue
+            for name, value in _env(c).items():
+                if not _PATH_SETTING.match(name) or not isinstance(value, str) or not value:
+                    continue
+                found = _source(spec, c, value)
+                assert found, f"{doc['metadata']['name']}: {name}={value} is not mounted"
+                volume, inner = found
+                if "secret" in volume and name.endswith("_FILE"):
+                    _secret_file(spec, c, value)
+                if name.endswith("_FILE") and not inner:
+                    pytest.fail(f"{name} names a mount point, not a file")
+
