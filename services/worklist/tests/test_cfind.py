@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from trailerlink_testing.dcmtk import Wlmscpfs, findscu
+from trailerlink_testing.waiting import wait_until
 from trailerlink_worklist.app import WorklistApp
 from trailerlink_worklist.model import Source, to_dataset
 
@@ -166,8 +167,22 @@ def test_no_match_is_an_empty_success(day_servers) -> None:  # type: ignore[no-u
     assert result.final_status == "Success"
 
 
-def test_cancel_stops_the_answers(day_servers) -> None:  # type: ignore[no-untyped-def]
+def test_cancel_stops_the_answers(day_servers, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
     app, _broker = day_servers
+    answer = app.scp.answers.answer
+    built = [0]
+
+    def held(*args, **kwargs):  # type: ignore[no-untyped-def]
+        # Kept answers go out faster than findscu's C-CANCEL can arrive: before the
+        # third answer, wait until the association has received the cancel.
+        built[0] += 1
+        if built[0] == 3:
+            wait_until(lambda: any(a.dimse.cancel_req for a in
+                                   app.scp._server.active_associations), 20,
+                       "C-CANCEL received")
+        return answer(*args, **kwargs)
+
+    monkeypatch.setattr(app.scp.answers, "answer", held)
     result = findscu("127.0.0.1", app.scp.port, "TRAILERLINK_MWL",
                      ["PatientName", "AccessionNumber", f"{SPS}.Modality=MG"],
                      cancel_after=2)
@@ -199,3 +214,40 @@ def test_repeated_queries_reuse_encoded_answers_and_stay_correct(day_servers) ->
     ours, reference = _ask(app, broker, keys)
     assert answers.ENCODINGS_REUSED[0] - before == DAY
     assert _summary(ours.responses) == _summary(reference.responses)
+
+
+def test_a_poll_that_changes_nothing_keeps_the_encoded_answers(day_servers) -> None:  # type: ignore[no-untyped-def]
+    from trailerlink_worklist import answers
+
+    app, broker = day_servers
+    keys = [f"{SPS}.Modality=MG", "PatientName", "AccessionNumber"]
+    findscu("127.0.0.1", app.scp.port, "TRAILERLINK_MWL", keys)
+    steps_generation, generation = app.cache.steps_generation, app.cache.generation
+    _fill(app)  # the upstream poll: same day, nothing changed
+    assert app.cache.generation > generation
+    assert app.cache.steps_generation == steps_generation
+    before = answers.ENCODINGS_REUSED[0]
+    ours, reference = _ask(app, broker, keys)
+    assert answers.ENCODINGS_REUSED[0] - before == DAY
+    assert _summary(ours.responses) == _summary(reference.responses)
+
+
+def test_a_changed_step_is_answered_anew_and_the_others_are_reused(
+        day_servers) -> None:  # type: ignore[no-untyped-def]
+    from trailerlink_worklist import answers
+
+    app, _broker = day_servers
+    keys = [f"{SPS}.Modality=MG", "PatientName", "AccessionNumber", "PatientID"]
+    findscu("127.0.0.1", app.scp.port, "TRAILERLINK_MWL", keys)
+    steps_generation = app.cache.steps_generation
+    changed = booking(5, patient_id="9990000093")
+    try:
+        app.worklist.upsert(changed, Source.DICOM_MWL)
+        assert app.cache.steps_generation == steps_generation + 1
+        before = answers.ENCODINGS_REUSED[0]
+        result = findscu("127.0.0.1", app.scp.port, "TRAILERLINK_MWL", keys)
+        assert answers.ENCODINGS_REUSED[0] - before == DAY - 1
+        ids = {str(r.AccessionNumber): str(r.PatientID) for r in result.responses}
+        assert ids[changed.accession_number] == "9990000093"
+    finally:
+        app.worklist.upsert(booking(5), Source.DICOM_MWL)

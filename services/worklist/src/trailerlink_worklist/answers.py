@@ -2,7 +2,7 @@
 modality asked for (or can be told about), built once per query shape.
 
 Modalities poll the worklist with the same query every minute or so, so an answer is
-kept per (record, cache generation, query shape, character set) until the cache
+kept per (record, record version, query shape, character set) until that record
 changes. Values are held as ``str``; pydicom encodes them in the answer's Specific
 Character Set when pynetdicom sends them.
 """
@@ -70,11 +70,10 @@ class Answers:
         self._kept: OrderedDict[tuple[object, ...], Dataset] = OrderedDict()
         self._lock = threading.Lock()
 
-    def answer(self, query: Query, record: Record, requested: list[str],
-               generation: int) -> Dataset:
+    def answer(self, query: Query, record: Record, requested: list[str]) -> Dataset:
         """The identifier to send for ``record``. The same object may be returned to
         several associations: callers must not modify it."""
-        key = (record.key, generation, query.shape(), tuple(requested))
+        key = (record.key, record.version, query.shape(), tuple(requested))
         with self._lock:
             kept = self._kept.get(key)
             if kept is not None:
@@ -84,7 +83,7 @@ class Answers:
         charset = choose_charset(ds, requested, self.default_charset)
         if charset:
             ds.SpecificCharacterSet = charset
-        if record.key and not _has_multi_item_sequences(record):
+        if record.key and record.version and not _has_multi_item_sequences(record):
             object.__setattr__(ds, _ENCODED, {})
             with self._lock:
                 self._kept[key] = ds

@@ -103,7 +103,12 @@ class Cache:
         self._conn.executescript(_SCHEMA)
         self._lock = threading.RLock()
         self._generation = 0
+        # The steps table changes far less often than the file (every upstream poll,
+        # outbox flush and MPPS writes): C-FIND's compiled records follow the former.
+        self._steps_generation = 0
+        self._steps_dirty = False
         self._snapshot: tuple[int, list[Record]] | None = None
+        self._compiled: dict[tuple[str, str, str], tuple[tuple[str, str, str], Record]] = {}
 
     def close(self) -> None:
         with self._lock:
@@ -115,18 +120,28 @@ class Cache:
         """One atomic, durable write: everything inside commits together or not at all."""
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
+            self._steps_dirty = False
             try:
                 yield self._conn
             except BaseException:
                 self._conn.execute("ROLLBACK")
+                self._steps_dirty = False
                 raise
             self._conn.execute("COMMIT")
             self._generation += 1
+            if self._steps_dirty:
+                self._steps_generation += 1
+                self._steps_dirty = False
 
     @property
     def generation(self) -> int:
-        """Increases with every committed write (answers cached per generation)."""
+        """Increases with every committed write."""
         return self._generation
+
+    @property
+    def steps_generation(self) -> int:
+        """Increases with every committed write to the scheduled steps."""
+        return self._steps_generation
 
     def _query(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
         with self._lock:
@@ -172,6 +187,7 @@ class Cache:
 
     def put_step(self, conn: sqlite3.Connection, step: ScheduledStep, source: Source,
                  status: StepStatus) -> None:
+        self._steps_dirty = True
         conn.execute(
             "INSERT INTO steps (key, source, scheduled_date, status, data, content_hash,"
             " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET"
@@ -183,9 +199,11 @@ class Cache:
         )
 
     def delete_step(self, conn: sqlite3.Connection, key: str) -> None:
+        self._steps_dirty = True
         conn.execute("DELETE FROM steps WHERE key = ?", (key,))
 
     def set_status(self, conn: sqlite3.Connection, key: str, status: StepStatus) -> None:
+        self._steps_dirty = True
         conn.execute(
             "UPDATE steps SET status = ?, updated_at = ? WHERE key = ?",
             (status.value, time.time(), key),
@@ -196,14 +214,27 @@ class Cache:
         return {str(s): int(n) for s, n in rows}  # type: ignore[call-overload]
 
     def snapshot(self) -> list[Record]:
-        """Every step, compiled for matching; rebuilt only after a write."""
+        """Every step, compiled for matching, by scheduled date and time; rebuilt only
+        after the steps changed, and then only the steps that changed are compiled."""
         with self._lock:
-            generation = self._generation
+            generation = self._steps_generation
             if self._snapshot is not None and self._snapshot[0] == generation:
                 return self._snapshot[1]
-            records = [
-                compile_record(to_dataset(c.step, c.status), c.step.key) for c in self.steps()
-            ]
+            rows = self._query("SELECT key, content_hash, status, data FROM steps")
+            compiled: dict[tuple[str, str, str], tuple[tuple[str, str, str], Record]] = {}
+            for key, content_hash, status, data in rows:
+                ident = (str(key), str(content_hash), str(status))
+                kept = self._compiled.get(ident)
+                if kept is None:
+                    step = ScheduledStep.from_json(str(data))
+                    record = compile_record(to_dataset(step, StepStatus(ident[2])), step.key)
+                    # The answers kept for a record are valid for this version only.
+                    record.version = f"{ident[1]}:{ident[2]}"
+                    kept = ((step.scheduled_date, step.scheduled_time, step.key), record)
+                compiled[ident] = kept
+            self._compiled = compiled
+            records = [record for _order, record in sorted(compiled.values(),
+                                                           key=lambda kept: kept[0])]
             self._snapshot = (generation, records)
             return records
 
@@ -258,6 +289,7 @@ class Cache:
             removed = conn.execute(
                 "DELETE FROM steps WHERE scheduled_date < ?", (date,)
             ).rowcount
+            self._steps_dirty = self._steps_dirty or removed > 0
             conn.execute(
                 "DELETE FROM mpps WHERE scheduled_date < ? AND upstream_state IN"
                 " ('final', 'not_forwarded')",

@@ -52,6 +52,7 @@ class Record:
     items: dict[int, list[Record]]
     dataset: Dataset
     key: str = ""
+    version: str = ""  # changes whenever the record's content does (answers kept by it)
 
 
 def compile_record(ds: Dataset, key: str = "") -> Record:
@@ -96,6 +97,7 @@ class Query:
     keys: list[_Key] = field(default_factory=list)
     pn_case_sensitive: bool = False
     combined_datetime: bool = False
+    _shape: tuple[object, ...] | None = field(default=None, repr=False, compare=False)
 
     # .. matching ...........................................................................
     def matches(self, record: Record) -> bool:
@@ -179,11 +181,14 @@ class Query:
         return ds
 
     def shape(self) -> tuple[object, ...]:
-        """What the answer's structure depends on (for caching encoded answers)."""
-        return tuple(
-            (k.tag, k.vr, k.kind == "sequence", k.sub.shape() if k.sub else None)
-            for k in self.keys
-        )
+        """What the answer's structure depends on (for caching encoded answers).
+        Computed once: a compiled query is not changed afterwards."""
+        if self._shape is None:
+            self._shape = tuple(
+                (k.tag, k.vr, k.kind == "sequence", k.sub.shape() if k.sub else None)
+                for k in self.keys
+            )
+        return self._shape
 
 
 def _copy(ds: Dataset) -> Dataset:

@@ -22,7 +22,7 @@ from pynetdicom.sop_class import (
 )
 from pynetdicom.transport import ThreadedAssociationServer
 
-from trailerlink_worklist import metrics, statuses
+from trailerlink_worklist import fastfind, metrics, statuses
 from trailerlink_worklist.answers import Answers, install_encoding_cache, requested_charsets
 from trailerlink_worklist.cache import Cache
 from trailerlink_worklist.matching import QueryError, compile_query
@@ -50,6 +50,7 @@ class WorklistScp:
         self.mpps = mpps
         self.answers = Answers(settings.dicom_default_character_set)
         install_encoding_cache()
+        fastfind.install()
         # pynetdicom logs a line per C-FIND response at INFO: 120 lines per refresh.
         logging.getLogger("pynetdicom.service_class").setLevel(logging.WARNING)
         self.ae = self._build_ae()
@@ -66,6 +67,7 @@ class WorklistScp:
         ae.add_supported_context(Verification)
         ae.add_supported_context(ModalityWorklistInformationFind)
         ae.add_supported_context(ModalityPerformedProcedureStep)
+        fastfind.mark_ae(ae)
         return ae
 
     def handlers(self) -> list[tuple[Any, Any]]:
@@ -121,7 +123,6 @@ class WorklistScp:
             yield statuses.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, None
             return
         try:
-            generation = self.cache.generation
             records = self.cache.snapshot()
             for record in records:
                 if event.is_cancelled:
@@ -130,8 +131,7 @@ class WorklistScp:
                     return
                 if query.matches(record):
                     matched += 1
-                    yield statuses.PENDING, self.answers.answer(
-                        query, record, requested, generation)
+                    yield statuses.PENDING, self.answers.answer(query, record, requested)
         except Exception as exc:
             log.error("C-FIND failed", extra={"error": type(exc).__name__})
             done("failed")
