@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from trailerlink_events.kafka import create_topics
 from trailerlink_testing.ports import free_port
+from trailerlink_testing.postgres import Postgres
 from trailerlink_testing.procs import ServiceProcess, console_script
 
 
@@ -85,3 +87,29 @@ def make_certificate(directory: Path, common_name: str, days: int) -> tuple[Path
                     f"/CN={common_name}", "-keyout", str(key), "-out", str(cert)],
                    check=True, capture_output=True, timeout=30)
     return cert, key
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    with Postgres() as pg:
+        yield pg
+
+
+def fresh_database(pg: Postgres) -> str:
+    """A new empty database in ``pg``; its DSN."""
+    import psycopg
+
+    name = f"fleet_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg.dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return pg.dsn.rsplit("/", 1)[0] + "/" + name
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def fleet_database(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
+    """The fleet monitor's state on each database: the env that selects it."""
+    if request.param == "sqlite":
+        return {}
+    dsn_file = tmp_path / "dsn"
+    dsn_file.write_text(fresh_database(request.getfixturevalue("postgres")) + "\n")
+    return {"TRAILERLINK_DATABASE_DSN_FILE": str(dsn_file)}

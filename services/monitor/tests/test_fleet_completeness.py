@@ -40,9 +40,9 @@ def _delivered(trailer: str, study: str, sop: str) -> ObjectDelivered:
 
 
 def test_mpps_lists_four_three_delivered_missing_one_reported_until_it_arrives(
-    start_monitor, topics_created: str
+    start_monitor, topics_created: str, fleet_database: dict[str, str]
 ) -> None:
-    _, base = start_monitor(TRAILERLINK_COMPLETENESS_DEADLINE_SECONDS="2")
+    _, base = start_monitor(TRAILERLINK_COMPLETENESS_DEADLINE_SECONDS="2", **fleet_database)
     trailer = f"trailer-{uuid.uuid4().hex[:6]}"
     study = _uid()
     sops = [_uid() for _ in range(4)]
@@ -92,8 +92,10 @@ def test_mpps_lists_four_three_delivered_missing_one_reported_until_it_arrives(
     assert httpx.get(f"{base}/v1/audit/instances/{_uid()}").status_code == 404
 
 
-def test_state_survives_a_restart(start_monitor, topics_created: str) -> None:
-    proc, base = start_monitor(TRAILERLINK_COMPLETENESS_DEADLINE_SECONDS="1")
+def test_state_survives_a_restart(start_monitor, topics_created: str,
+                                  fleet_database: dict[str, str]) -> None:
+    proc, base = start_monitor(TRAILERLINK_COMPLETENESS_DEADLINE_SECONDS="1",
+                               **fleet_database)
     trailer = f"trailer-{uuid.uuid4().hex[:6]}"
     study, sop = _uid(), _uid()
     publish(topics_created, [(topics.CENTRAL_PROCEDURE_STEP, f"{trailer}/{study}",

@@ -7,9 +7,11 @@ import asyncio
 from dataclasses import asdict
 
 from fastapi import APIRouter, FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
 from google.protobuf.message import DecodeError
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
+from trailerlink_common.sqlstore import DatabaseUnavailable
 from trailerlink_events import topics
 from trailerlink_events.kafka import EventProducer
 from trailerlink_events.messages import Heartbeat, LinkState, ProcedureStepUpdated
@@ -107,5 +109,12 @@ def add_fleet_routes(app: FastAPI, fleet: FleetMonitor, producer: EventProducer,
             span.set_attribute("trailerlink.trailer_id", trailer)
             await producer.publish(central, central_key(central, event), event)
         metrics.RELAY_RECEIVED.labels(central).inc()
+
+    @app.exception_handler(DatabaseUnavailable)
+    async def database_down(request: Request, exc: DatabaseUnavailable) -> JSONResponse:
+        return JSONResponse(
+            {"type": "about:blank", "title": "Fleet state unavailable", "status": 503,
+             "detail": str(exc)},
+            status_code=503, media_type="application/problem+json")
 
     app.include_router(router)

@@ -1,57 +1,65 @@
 """The fleet's state: what each trailer last said, which images MPPS says were taken,
 which reached PACS, and each image's journey. No Kafka and no HTTP here.
 
-State lives in SQLite (WAL) so a restarted monitor keeps its completeness list and audit
-trail; every write is idempotent, because events arrive at least once and out of order.
-Only UIDs, trailer ids, stages and times are stored: no patient data.
+State lives in SQLite (WAL; the default, one replica) or PostgreSQL (a DSN; replicas
+share it) through one code path (:class:`trailerlink_common.sqlstore.SqlStore`, as the
+ingest's ledger), so a restarted monitor keeps its completeness list and audit trail;
+every write is idempotent, because events arrive at least once and out of order. Only
+UIDs, trailer ids, stages and times are stored: no patient data. Blocking: call the
+methods from a thread.
 """
 
 from __future__ import annotations
 
-import sqlite3
-import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS trailers (
+from trailerlink_common.sqlstore import DatabaseUnavailable, SqlStore
+
+# Portable DDL: DOUBLE PRECISION is SQLite's REAL; {blob} is BLOB or BYTEA.
+_SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS trailers (
     trailer_id TEXT PRIMARY KEY,
-    sequence INTEGER NOT NULL,
-    sent_at REAL NOT NULL,
-    heartbeat BLOB NOT NULL
-);
-CREATE TABLE IF NOT EXISTS expected (
+    sequence BIGINT NOT NULL,
+    sent_at DOUBLE PRECISION NOT NULL,
+    heartbeat {blob} NOT NULL
+)""",
+    """CREATE TABLE IF NOT EXISTS expected (
     sop_uid TEXT PRIMARY KEY,
     trailer_id TEXT NOT NULL,
     study_uid TEXT NOT NULL,
     mpps_uid TEXT NOT NULL,
-    listed_at REAL NOT NULL,
-    due_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS expected_due ON expected (due_at);
-CREATE TABLE IF NOT EXISTS delivered (
+    listed_at DOUBLE PRECISION NOT NULL,
+    due_at DOUBLE PRECISION NOT NULL
+)""",
+    "CREATE INDEX IF NOT EXISTS expected_due ON expected (due_at)",
+    """CREATE TABLE IF NOT EXISTS delivered (
     sop_uid TEXT PRIMARY KEY,
     trailer_id TEXT NOT NULL,
-    delivered_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS journey (
+    delivered_at DOUBLE PRECISION NOT NULL
+)""",
+    """CREATE TABLE IF NOT EXISTS journey (
     event_id TEXT PRIMARY KEY,
     sop_uid TEXT NOT NULL,
     study_uid TEXT NOT NULL,
     trailer_id TEXT NOT NULL,
     stage TEXT NOT NULL,
     service TEXT NOT NULL,
-    at REAL NOT NULL,
+    at DOUBLE PRECISION NOT NULL,
     detail TEXT NOT NULL DEFAULT ''
-);
-CREATE INDEX IF NOT EXISTS journey_sop ON journey (sop_uid);
-CREATE INDEX IF NOT EXISTS journey_study ON journey (study_uid);
-"""
+)""",
+    "CREATE INDEX IF NOT EXISTS journey_sop ON journey (sop_uid)",
+    "CREATE INDEX IF NOT EXISTS journey_study ON journey (study_uid)",
+]
 _JOURNEY = "SELECT stage, service, at, trailer_id, sop_uid, study_uid, detail FROM journey "
 _JOURNEY_BY_SOP = _JOURNEY + "WHERE sop_uid = ? ORDER BY at, stage"
 _JOURNEY_BY_STUDY = _JOURNEY + "WHERE study_uid = ? ORDER BY at, stage"
+
+
+class FleetStateUnavailable(DatabaseUnavailable):
+    """The fleet state's database does not answer (PostgreSQL down); retry later."""
 
 
 @dataclass(frozen=True)
@@ -91,20 +99,19 @@ class CompletenessCounts:
     pending: dict[str, int]  # within the deadline, by trailer
 
 
-class FleetStore:
-    """SQLite-backed fleet state. Thread-safe; each method is one short transaction."""
+class FleetStore(SqlStore):
+    """Fleet state on SQLite (``path``) or PostgreSQL (``dsn``); tables made at start.
+    Thread-safe (a connection per thread); each method is one short transaction."""
 
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
-        self._lock = threading.Lock()
+    unavailable = FleetStateUnavailable
 
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
+    def __init__(self, path: Path | None = None, *, dsn: str = "") -> None:
+        # NORMAL: a power cut may lose the last moments, which replays from Kafka restore.
+        super().__init__(dsn=dsn, sqlite_path=path, sqlite_synchronous="NORMAL")
+        blob = "BYTEA" if self.postgres else "BLOB"
+        with self._transaction("fleet-migrate") as cur:
+            for ddl in _SCHEMA:
+                cur.execute(ddl.format(blob=blob))
 
     # --- heartbeats ------------------------------------------------------------------
     def record_heartbeat(
@@ -113,10 +120,10 @@ class FleetStore:
         """Keep the trailer's newest heartbeat (by sequence; a replay or an older one
         changes nothing). A restarted agent starts again at sequence 1: a heartbeat
         with a lower sequence but a later send time replaces the stored one."""
-        with self._lock:
-            row = self._db.execute(
-                "SELECT sequence, sent_at FROM trailers WHERE trailer_id = ?", (trailer_id,)
-            ).fetchone()
+        with self._transaction(f"trailer:{trailer_id}") as cur:
+            cur.execute(self._sql("SELECT sequence, sent_at FROM trailers WHERE trailer_id = ?"),
+                        (trailer_id,))
+            row = cur.fetchone()
             if row is not None:
                 last_seq, last_at = row
                 restarted = sequence < last_seq and sent_at > last_at
@@ -125,20 +132,19 @@ class FleetStore:
                 missed = 0 if restarted else max(0, sequence - last_seq - 1)
             else:
                 missed = 0
-            self._db.execute(
+            cur.execute(self._sql(
                 "INSERT INTO trailers (trailer_id, sequence, sent_at, heartbeat) "
                 "VALUES (?, ?, ?, ?) ON CONFLICT (trailer_id) DO UPDATE SET "
                 "sequence = excluded.sequence, sent_at = excluded.sent_at, "
-                "heartbeat = excluded.heartbeat",
+                "heartbeat = excluded.heartbeat"),
                 (trailer_id, sequence, sent_at, raw),
             )
             return HeartbeatUpdate(newest=True, missed=missed)
 
     def heartbeats(self) -> dict[str, tuple[float, bytes]]:
         """Every trailer's newest heartbeat: trailer id -> (sent at, serialized)."""
-        with self._lock:
-            rows = self._db.execute("SELECT trailer_id, sent_at, heartbeat FROM trailers")
-            return {t: (at, raw) for t, at, raw in rows}
+        rows = self._read("SELECT trailer_id, sent_at, heartbeat FROM trailers")
+        return {t: (at, bytes(raw)) for t, at, raw in rows}
 
     # --- completeness ----------------------------------------------------------------
     def expect(
@@ -151,40 +157,36 @@ class FleetStore:
         deadline_seconds: float,
     ) -> int:
         """Record images an MPPS COMPLETED listed; returns how many were new."""
-        rows = [
-            (uid, trailer_id, study_uid, mpps_uid, listed_at, listed_at + deadline_seconds)
-            for uid in sop_uids
-        ]
-        with self._lock:
-            before = self._db.total_changes
-            self._db.execute("BEGIN")
-            self._db.executemany(
-                "INSERT OR IGNORE INTO expected VALUES (?, ?, ?, ?, ?, ?)", rows
-            )
-            self._db.execute("COMMIT")
-            return self._db.total_changes - before
+        new = 0
+        with self._transaction() as cur:
+            for uid in sop_uids:
+                cur.execute(self._sql(
+                    "INSERT INTO expected VALUES (?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (sop_uid) DO NOTHING"),
+                    (uid, trailer_id, study_uid, mpps_uid, listed_at,
+                     listed_at + deadline_seconds))
+                new += cur.rowcount
+        return new
 
     def mark_delivered(self, trailer_id: str, sop_uid: str, delivered_at: float) -> bool:
         """Record that ``sop_uid`` is in PACS; True the first time."""
-        with self._lock:
-            cur = self._db.execute(
-                "INSERT OR IGNORE INTO delivered VALUES (?, ?, ?)",
-                (sop_uid, trailer_id, delivered_at),
-            )
+        with self._transaction() as cur:
+            cur.execute(self._sql("INSERT INTO delivered VALUES (?, ?, ?) "
+                                  "ON CONFLICT (sop_uid) DO NOTHING"),
+                        (sop_uid, trailer_id, delivered_at))
             return cur.rowcount == 1
 
     def completeness(self, now: float) -> CompletenessCounts:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT e.trailer_id, e.due_at <= ?, count(*) FROM expected e "
-                "LEFT JOIN delivered d ON d.sop_uid = e.sop_uid WHERE d.sop_uid IS NULL "
-                "GROUP BY 1, 2",
-                (now,),
-            ).fetchall()
+        rows = self._read(
+            "SELECT e.trailer_id, CASE WHEN e.due_at <= ? THEN 1 ELSE 0 END AS overdue, "
+            "count(*) FROM expected e LEFT JOIN delivered d ON d.sop_uid = e.sop_uid "
+            "WHERE d.sop_uid IS NULL GROUP BY e.trailer_id, overdue",
+            (now,),
+        )
         missing: dict[str, int] = {}
         pending: dict[str, int] = {}
         for trailer, overdue, count in rows:
-            (missing if overdue else pending)[trailer] = count
+            (missing if overdue else pending)[trailer] = int(count)
         return CompletenessCounts(missing, pending)
 
     def missing(self, now: float, trailer_id: str | None = None, limit: int = 1000
@@ -199,17 +201,17 @@ class FleetStore:
         if trailer_id:
             sql += " AND e.trailer_id = ?"
             args.append(trailer_id)
-        sql += " ORDER BY e.due_at LIMIT ?"
+        sql += " ORDER BY e.due_at, e.sop_uid LIMIT ?"
         args.append(limit)
-        with self._lock:
-            return [MissingImage(*row) for row in self._db.execute(sql, args)]
+        return [MissingImage(*row) for row in self._read(sql, tuple(args))]
 
     # --- audit trail -----------------------------------------------------------------
     def add_step(self, event_id: str, step: JourneyStep) -> None:
         """Add one journey step; the same event twice adds it once."""
-        with self._lock:
-            self._db.execute(
-                "INSERT OR IGNORE INTO journey VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        with self._transaction() as cur:
+            cur.execute(self._sql(
+                "INSERT INTO journey VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (event_id) DO NOTHING"),
                 (event_id, step.sop_instance_uid, step.study_instance_uid, step.trailer_id,
                  step.stage, step.service, step.at, step.detail),
             )
@@ -217,18 +219,15 @@ class FleetStore:
     def journey(self, *, sop_uid: str = "", study_uid: str = "") -> list[JourneyStep]:
         """Steps of one image or of every image of a study, in time order."""
         sql = _JOURNEY_BY_SOP if sop_uid else _JOURNEY_BY_STUDY
-        with self._lock:
-            rows = self._db.execute(sql, (sop_uid or study_uid,)).fetchall()
-        return [JourneyStep(*row) for row in rows]
+        return [JourneyStep(*row) for row in self._read(sql, (sop_uid or study_uid,))]
 
     def purge(self, older_than: float) -> None:
         """Forget journeys, deliveries and expectations older than ``older_than``."""
-        with self._lock:
-            self._db.execute("BEGIN")
-            self._db.execute("DELETE FROM journey WHERE at < ?", (older_than,))
-            self._db.execute("DELETE FROM expected WHERE listed_at < ?", (older_than,))
-            self._db.execute("DELETE FROM delivered WHERE delivered_at < ?", (older_than,))
-            self._db.execute("COMMIT")
+        with self._transaction() as cur:
+            cur.execute(self._sql("DELETE FROM journey WHERE at < ?"), (older_than,))
+            cur.execute(self._sql("DELETE FROM expected WHERE listed_at < ?"), (older_than,))
+            cur.execute(self._sql("DELETE FROM delivered WHERE delivered_at < ?"),
+                        (older_than,))
 
 
 def now() -> float:

@@ -11,8 +11,9 @@ from pathlib import Path
 import yaml
 from google.protobuf.timestamp_pb2 import Timestamp
 from opentelemetry import trace
+from trailerlink_common.sqlstore import DatabaseUnavailable
 from trailerlink_events import topics
-from trailerlink_events.kafka import Delivery, PermanentError
+from trailerlink_events.kafka import Delivery, DependencyUnavailable, PermanentError
 from trailerlink_events.messages import (
     FailureReason,
     Heartbeat,
@@ -73,6 +74,12 @@ class FleetMonitor:
 
     # --- Kafka ---------------------------------------------------------------------
     async def handle(self, delivery: Delivery) -> None:
+        try:
+            await self._handle(delivery)
+        except DatabaseUnavailable as exc:  # PostgreSQL down: retry, never dead-letter
+            raise DependencyUnavailable(str(exc)) from None
+
+    async def _handle(self, delivery: Delivery) -> None:
         event = delivery.event
         trailer = event.meta.trailer_id
         if not trailer:
@@ -80,7 +87,7 @@ class FleetMonitor:
         with tracer.start_as_current_span("monitor.record") as span:
             span.set_attribute("trailerlink.trailer_id", trailer)
             if isinstance(event, Heartbeat):
-                self.on_heartbeat(event)
+                await asyncio.to_thread(self.on_heartbeat, event)
             elif isinstance(event, ProcedureStepUpdated):
                 span.set_attribute("dicom.study_instance_uid", event.study_instance_uid)
                 await asyncio.to_thread(self.on_procedure_step, event)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 
 from trailerlink_common.config import load_settings
 from trailerlink_common.service import Service
+from trailerlink_common.sqlstore import DatabaseUnavailable
 from trailerlink_events import topics
 from trailerlink_events.kafka import ConsumerRunner, EventProducer, RetryPolicy
 
@@ -76,7 +78,8 @@ def _fleet(service: Service, settings: MonitorSettings, producer: EventProducer)
     from trailerlink_monitor.fleet import FleetStore
     from trailerlink_monitor.fleet_handler import FLEET_TOPICS, FleetMonitor, load_fleet
 
-    store = FleetStore(settings.state_path())
+    dsn = settings.database_dsn()
+    store = FleetStore(None if dsn else settings.state_path(), dsn=dsn)
     fleet = FleetMonitor(store, load_fleet(settings.fleet_file),
                          settings.completeness_deadline_seconds,
                          settings.audit_retention_days * 86400)
@@ -97,10 +100,13 @@ def _fleet(service: Service, settings: MonitorSettings, producer: EventProducer)
     async def evaluate(stop: asyncio.Event) -> None:
         purged_at = 0.0
         while not stop.is_set():
-            await asyncio.to_thread(fleet.evaluate)
-            if time.time() - purged_at > 3600:
-                await asyncio.to_thread(fleet.purge)
-                purged_at = time.time()
+            try:
+                await asyncio.to_thread(fleet.evaluate)
+                if time.time() - purged_at > 3600:
+                    await asyncio.to_thread(fleet.purge)
+                    purged_at = time.time()
+            except DatabaseUnavailable as exc:  # /readyz says so; try again next round
+                log.warning("fleet state not evaluated", extra={"error": str(exc)})
             try:
                 await asyncio.wait_for(stop.wait(), settings.evaluate_interval_seconds)
             except TimeoutError:
@@ -109,6 +115,10 @@ def _fleet(service: Service, settings: MonitorSettings, producer: EventProducer)
     async def close() -> None:
         store.close()
 
+    async def database_ready() -> None:
+        await asyncio.to_thread(store.check)
+
+    service.add_readiness_check("database", database_ready)
     add_fleet_routes(service.app, fleet, producer, settings.relay_trailer_header)
     service.add_task("kafka", connect)
     service.add_task("consumer", runner.run)
@@ -136,10 +146,16 @@ def main() -> None:
     settings = load_settings(MonitorSettings)
     service = Service("monitor", settings, version=__version__)
     producer = EventProducer(settings.kafka_bootstrap_servers, client_id="monitor")
-    if settings.mode == "fleet":
-        _fleet(service, settings, producer)
-    else:
-        _agent(service, settings, producer)
+    try:
+        if settings.mode == "fleet":
+            _fleet(service, settings, producer)
+        else:
+            _agent(service, settings, producer)
+    except (DatabaseUnavailable, OSError, ValueError) as exc:
+        # An unreadable DSN file, a database that does not answer: say so, no traceback.
+        print(f"trailerlink-monitor: cannot start: {type(exc).__name__}: {exc}",
+              file=sys.stderr)
+        raise SystemExit(2) from None
     _admin(service, settings, producer)
     service.add_readiness_check("kafka", producer.check_reachable)
     service.on_stop(producer.stop)
