@@ -341,3 +341,36 @@ def test_every_file_setting_points_into_a_mount(render: Renderer, chart: str,
                 if name.endswith("_FILE") and not inner:
                     pytest.fail(f"{name} names a mount point, not a file")
 
+
+
+def test_the_canary_reaches_the_gateway_it_names(render: Renderer) -> None:
+    rendered = render("trailer", "example-values.yaml")
+    values = _values("trailer", "example-values.yaml")
+    assert values["monitor"]["canary"]["enabled"]
+    env = _env(_container(rendered.named("Deployment", "trailerlink-monitor"), "monitor"))
+    gateway = _env(_container(rendered.named("Deployment", "trailerlink-gateway"), "gateway"))
+    host = env["TRAILERLINK_CANARY_GATEWAY_HOST"]
+    service = rendered.named("Service", host.split(".")[0])
+    assert host == f"{service['metadata']['name']}.trailerlink.svc.cluster.local"
+    dicom = next(p for p in service["spec"]["ports"] if p["name"] == "dicom")
+    assert str(dicom["port"]) == env["TRAILERLINK_CANARY_GATEWAY_PORT"] == \
+        gateway["TRAILERLINK_DICOM_PORT"]
+    assert env["TRAILERLINK_CANARY_GATEWAY_AE_TITLE"] == gateway["TRAILERLINK_DICOM_AE_TITLE"]
+    peers = gateway["TRAILERLINK_DICOM_ALLOWED_PEERS"].split(",")
+    assert env["TRAILERLINK_CANARY_CALLING_AE_TITLE"] in peers
+    assert set(values["gateway"]["allowedPeers"]) <= set(peers)
+    # the policies let the agent's association through
+    port = int(gateway["TRAILERLINK_DICOM_PORT"])
+    agent_out = rendered.named("NetworkPolicy", "trailerlink-monitor")["spec"]["egress"]
+    assert any({"protocol": "TCP", "port": port} in rule["ports"] for rule in agent_out)
+    gateway_in = rendered.named("NetworkPolicy", "trailerlink-gateway")["spec"]["ingress"]
+    assert any({"protocol": "TCP", "port": port} in rule["ports"] and
+               any(p.get("podSelector", {}).get("matchLabels", {}).get(
+                   "app.kubernetes.io/component") == "monitor" for p in rule["from"])
+               for rule in gateway_in)
+
+    off = render("trailer")
+    env = _env(_container(off.named("Deployment", "trailerlink-monitor"), "monitor"))
+    assert "TRAILERLINK_CANARY_GATEWAY_HOST" not in env
+    gateway = _env(_container(off.named("Deployment", "trailerlink-gateway"), "gateway"))
+    assert gateway["TRAILERLINK_DICOM_ALLOWED_PEERS"] == ""

@@ -204,3 +204,13 @@ service, which re-reads the file on each call, takes it without a restart).
 {{- end -}}
 {{- join "," $urls -}}
 {{- end -}}
+
+{{/* The gateway's allowed calling AEs: gateway.allowedPeers, plus the monitor agent's
+     synthetic canary when it is on. */}}
+{{- define "tl.gatewayPeers" -}}
+{{- $peers := .Values.gateway.allowedPeers -}}
+{{- if .Values.monitor.canary.enabled -}}
+{{- $peers = append $peers .Values.monitor.canary.callingAeTitle | uniq -}}
+{{- end -}}
+{{- join "," $peers -}}
+{{- end -}}
