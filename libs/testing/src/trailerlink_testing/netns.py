@@ -15,6 +15,7 @@ Needs root (CAP_NET_ADMIN); :func:`netns_available` says whether it can work her
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -72,6 +73,19 @@ class ShapedLink:
              self.client_dev, "root", "tbf", "rate", f"{rate_bits}bit", "burst", str(burst),
              "latency", "100ms")
         self.rate_bits = rate_bits
+
+    def shaper_stats(self) -> dict[str, int]:
+        """The tbf qdisc's counters on the client side: ``sent_bytes`` (Ethernet frames,
+        headers included), ``packets``, ``dropped`` (queue overflow), ``overlimits``."""
+        out = subprocess.run(
+            ["tc", "-n", self.client_ns, "-s", "qdisc", "show", "dev", self.client_dev],
+            check=True, capture_output=True, text=True, timeout=30).stdout
+        match = re.search(r"Sent (\d+) bytes (\d+) pkt \(dropped (\d+), overlimits (\d+)", out)
+        if match is None:
+            raise RuntimeError("no qdisc counters on the shaped link")
+        sent, packets, dropped, overlimits = (int(g) for g in match.groups())
+        return {"sent_bytes": sent, "packets": packets, "dropped": dropped,
+                "overlimits": overlimits}
 
     def set_down(self, down: bool) -> None:
         """Take the link down (carrier lost) or bring it back."""
