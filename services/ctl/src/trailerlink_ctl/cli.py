@@ -465,6 +465,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", metavar="NAME", help="trailer id")
     p.set_defaults(func=cmd_trailer)
 
+    from trailerlink_ctl.worklist import add_parser as add_worklist_parser  # uses our helpers
+
+    add_worklist_parser(sub, common)
+
     p = sub.add_parser("resend", parents=[common], help="send a delivered study again",
                        description="Queue a study from the trailer's spool (still within "
                        "retention) for upload again, e.g. after a PACS restore. The ingest "
@@ -474,6 +478,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reason", default="", metavar="TEXT",
                    help="why (logged at the uplink; no patient data)")
     p.set_defaults(func=cmd_resend)
+
+    from trailerlink_ctl.keys import add_keys_parser  # here: keys.py uses this module's helpers
+
+    add_keys_parser(sub, common)
     return parser
 
 
