@@ -177,7 +177,9 @@ def test_a_purged_study_is_refused_naming_the_purged_objects(sites: Sites) -> No
         queue.close()
     refused = sites.ctl("resend", "--study", study.study_instance_uid, "--json")
     assert refused.code == 3, refused.out
-    assert "already deleted by the janitor" in refused.json()["error"]
+    error = refused.json()["error"]
+    assert "already deleted by the janitor" in error and "4 objects" in error
+    assert sum(sop in error for sop in study.sent) == 4  # says which
     rsp = httpx.post(sites.trailer.uplink.url("/v1/admin/resend"),
                      json={"study_uid": study.study_instance_uid},
                      headers={"Authorization": f"Bearer {TOKEN}"})

@@ -106,6 +106,15 @@ def _objects(rows: list[QueuedObject]) -> list[dict[str, object]]:
              "purged_at": r.purged_at} for r in rows]
 
 
+def _which(rows: list[QueuedObject], most: int = 5) -> str:
+    """The objects in the way, by SOP Instance UID, for the operator's message."""
+    if not rows:
+        return ""
+    named = ", ".join(r.sop_instance_uid for r in rows[:most])
+    more = f" and {len(rows) - most} more" if len(rows) > most else ""
+    return f" ({len(rows)} objects: {named}{more})"
+
+
 def _spool_path(row: QueuedObject) -> str:
     """The received copy a sealed object came from (the codec mirrors the spool path)."""
     return row.sealed_path.removesuffix(SEALED_SUFFIX) + SPOOL_SUFFIX
@@ -176,8 +185,7 @@ def add_resend_route(app: FastAPI, resender: Resender, wake: Callable[[], None],
             log.warning("resend refused", extra={"actor": actor, "study_instance_uid": study,
                                                  "refusal": exc.kind})
             return _problem(_REFUSAL_STATUS[exc.kind], f"resend refused: {exc.kind}",
-                            f"study {study}: {exc}"
-                            + (f" ({len(exc.objects)} objects)" if exc.objects else ""),
+                            f"study {study}: {exc}" + _which(exc.objects),
                             refusal=exc.kind, study_uid=study, objects=_objects(exc.objects))
         wake()
         at = time.time()
