@@ -6,6 +6,7 @@ import asyncio
 import logging
 import sys
 import time
+from typing import TYPE_CHECKING
 
 from trailerlink_common.config import load_settings
 from trailerlink_common.service import Service
@@ -14,8 +15,10 @@ from trailerlink_events import topics
 from trailerlink_events.kafka import ConsumerRunner, EventProducer, RetryPolicy
 
 from trailerlink_monitor import __version__
-from trailerlink_monitor.canary import Canary, CanaryTarget
 from trailerlink_monitor.settings import MonitorSettings
+
+if TYPE_CHECKING:
+    from trailerlink_monitor.canary import Canary
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +58,8 @@ def _canary(service: Service, settings: MonitorSettings, producer: EventProducer
     canary) when no gateway is configured."""
     if not settings.canary_gateway_host:
         return None
+    from trailerlink_monitor.canary import Canary, CanaryTarget  # pydicom: agent only
+
     canary = Canary(settings.trailer_id, CanaryTarget(
         settings.canary_gateway_host, settings.canary_gateway_port,
         settings.canary_gateway_ae_title, settings.canary_calling_ae_title),
