@@ -9,7 +9,9 @@ Order of a store (promise 1 of DESIGN.md):
    it into place and fsync the folder;
 3. record it in the spool index together with its ObjectReceived in the outbox, in one
    durable SQLite transaction;
-4. give the outbox publisher a moment to put the event on Kafka;
+4. wake the outbox publisher (and, only if ``publish_wait_seconds`` > 0, wait for it):
+   the event is already durable, so by default the answer does not wait for Kafka and
+   the publication overlaps the sender's next object;
 5. answer Success. Any failure before step 3 completes answers a failure status and
    leaves nothing behind.
 """
@@ -120,7 +122,7 @@ class Intake:
         trailer_id: str,
         min_free_bytes: int,
         publisher: OutboxPublisher | None = None,
-        publish_wait_seconds: float = 2.0,
+        publish_wait_seconds: float = 0.0,
         free_bytes: Callable[[Path], int] | None = None,
     ) -> None:
         self.layout = layout

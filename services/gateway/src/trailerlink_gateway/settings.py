@@ -52,9 +52,11 @@ class GatewaySettings(ServiceSettings):
         description="Free-space watermark of the spool filesystem: below it new stores are "
                     "refused with Out of Resources (0xA700)")
     publish_wait_seconds: float = Field(
-        2.0, ge=0,
-        description="How long a store waits for its ObjectReceived to reach Kafka before "
-                    "answering (the answer is Success either way once the object is durable)")
+        0.0, ge=0,
+        description="How long a store may wait for its ObjectReceived to reach Kafka before "
+                    "answering. 0: answer once the object is durable and its event is in the "
+                    "durable outbox; the publisher sends it meanwhile (the sender's next "
+                    "object overlaps the publication). Success either way once durable.")
 
     # --- storage commitment ------------------------------------------------------
     commitment_peers: str = Field(
