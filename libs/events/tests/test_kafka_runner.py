@@ -411,3 +411,76 @@ async def test_trace_context_survives_produce_and_consume(
         await async_wait_until(lambda: asyncio.sleep(0, bool(seen)), 30, "the record")
     assert seen[0].trace_id == root_context.trace_id
     assert seen[0].span_id != root_context.span_id
+
+
+async def test_one_batch_mixing_inline_and_full_paths_keeps_order_attempts_and_traces(
+    kafka_bootstrap: str, producer: EventProducer, unique_group: str
+) -> None:
+    """The runner handles a record whose upstream trace is not sampled inline, and the
+    rest (no trace context, a sampled trace, a first try that raised) the full way. In
+    one partition batch they must still be handled in order, retried with the right
+    attempt numbers, each in its own trace, and committed past the last one."""
+    key = f"trailer-{uuid.uuid4().hex[:8]}"
+    trace_ids = {seq: uuid.uuid4().int or 1 for seq in range(1, 7)}
+
+    def traceparent(seq: int, flags: str) -> list[tuple[str, bytes]]:
+        value = f"00-{trace_ids[seq]:032x}-{seq:016x}-{flags}"
+        return [("traceparent", value.encode())]
+
+    plans = {  # sequence: trace headers
+        1: traceparent(1, "00"),  # inline
+        2: [],  # no trace context: a span (and a trace) of its own
+        3: traceparent(3, "01"),  # sampled: a span in that trace
+        4: traceparent(4, "00"),  # inline, first try raises, the retry succeeds
+        5: traceparent(5, "00"),  # inline, always raises: dead letter after 3 tries
+        6: traceparent(6, "00"),  # inline, after the dead letter: the partition flows on
+    }
+    for seq, trace_headers in plans.items():
+        event = m.Heartbeat(meta=m.new_meta("t", key), sequence=seq)
+        await producer.publish_raw(
+            topics.HEARTBEAT,
+            key.encode(),
+            event.SerializeToString(),
+            [(EVENT_TYPE_HEADER, b"trailerlink.events.v1.Heartbeat"), *trace_headers],
+        )
+    handled: list[int] = []
+    attempts: dict[int, list[int]] = {}
+    seen_trace: dict[int, int] = {}
+    partition_offsets: list[tuple[int, int]] = []
+
+    async def handler(d: Delivery) -> None:
+        if d.key != key:
+            return
+        seq = d.event.sequence
+        attempts.setdefault(seq, []).append(d.attempt)
+        seen_trace[seq] = trace.get_current_span().get_span_context().trace_id
+        if seq == 5 or (seq == 4 and d.attempt == 1):
+            raise RuntimeError(f"record {seq} fails")
+        handled.append(seq)
+        partition_offsets.append((d.partition, d.offset))
+
+    async with running(
+        make_runner(kafka_bootstrap, unique_group, topics.HEARTBEAT, handler, producer)
+    ):
+        await async_wait_until(lambda: asyncio.sleep(0, 6 in handled), 30, "the last record")
+        tp = TopicPartition(topics.HEARTBEAT, partition_offsets[-1][0])
+        last = partition_offsets[-1][1]
+
+        async def committed_past_last() -> bool:
+            return (await committed_offset(kafka_bootstrap, unique_group, tp) or 0) > last
+
+        await async_wait_until(committed_past_last, 30, "the commit past the last record")
+    assert handled == [1, 2, 3, 4, 6]
+    assert attempts == {1: [1], 2: [1], 3: [1], 4: [1, 2], 5: [1, 2, 3], 6: [1]}
+    for seq in (1, 3, 4, 5, 6):
+        assert seen_trace[seq] == trace_ids[seq], seq
+    assert seen_trace[2] not in trace_ids.values()
+    dead = await read_events(
+        kafka_bootstrap,
+        topics.TRAILER_DEAD_LETTER,
+        until=lambda ds: len(ds) >= 1,
+        match=lambda d: d.key == key,
+    )
+    assert len(dead) == 1
+    assert dead[0].headers[DLQ_ATTEMPTS] == b"3"
+    assert dead[0].headers[DLQ_REASON] == b"RuntimeError: record 5 fails"
