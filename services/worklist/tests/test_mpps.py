@@ -1,5 +1,5 @@
-"""MPPS: a pynetdicom SCU as the modality drives N-CREATE/N-SET; illegal transitions are
-refused with the right status; accepted ones update the step and reach Kafka."""
+"""MPPS: a pynetdicom SCU as the modality drives N-CREATE/N-SET/N-GET; illegal transitions
+are refused with the right status; accepted ones update the step and reach Kafka."""
 
 from __future__ import annotations
 
@@ -190,6 +190,53 @@ def test_unscheduled_step_is_accepted(assoc: Association) -> None:
     ref.StudyInstanceUID = _uid()
     assert _status(assoc.send_n_create(ds, ModalityPerformedProcedureStep, _uid())) == \
         statuses.SUCCESS
+
+
+def test_n_get_returns_the_requested_attributes(assoc: Association) -> None:
+    uid = _uid()
+    assoc.send_n_create(create_attrs(0), ModalityPerformedProcedureStep, uid)
+    status, attrs = assoc.send_n_get([0x00400252, 0x00400340, 0x00400254],
+                                     ModalityPerformedProcedureStep, uid)
+    assert int(status.Status) == statuses.SUCCESS
+    assert attrs.PerformedProcedureStepStatus == "IN PROGRESS"
+    assert attrs.PerformedSeriesSequence == []
+    assert attrs.PerformedProcedureStepDescription in (None, "")  # requested, never set
+    assert "PatientID" not in attrs  # only what was asked for
+    mods, images = completion()
+    assoc.send_n_set(mods, ModalityPerformedProcedureStep, uid)
+    status, attrs = assoc.send_n_get([0x00400252, 0x00400340],
+                                     ModalityPerformedProcedureStep, uid)
+    assert int(status.Status) == statuses.SUCCESS
+    assert attrs.PerformedProcedureStepStatus == "COMPLETED"
+    refs = attrs.PerformedSeriesSequence[0].ReferencedImageSequence
+    assert [r.ReferencedSOPInstanceUID for r in refs] == images
+
+
+def test_n_get_with_no_list_returns_every_attribute(assoc: Association) -> None:
+    uid = _uid()
+    sent = create_attrs(1)
+    assoc.send_n_create(sent, ModalityPerformedProcedureStep, uid)
+    status, attrs = assoc.send_n_get([], ModalityPerformedProcedureStep, uid)
+    assert int(status.Status) == statuses.SUCCESS
+    assert {e.tag for e in attrs} == {e.tag for e in sent}
+    assert attrs.PerformedProcedureStepID == "PPS1"
+    ref = attrs.ScheduledStepAttributesSequence[0]
+    assert ref.AccessionNumber == booking(1).accession_number
+
+
+def test_n_get_of_unknown_instance(assoc: Association) -> None:
+    status, attrs = assoc.send_n_get([0x00400252], ModalityPerformedProcedureStep, _uid())
+    assert int(status.Status) == statuses.NO_SUCH_OBJECT_INSTANCE
+    assert attrs is None
+
+
+def test_n_get_of_command_attributes_is_an_attribute_list_error(assoc: Association) -> None:
+    uid = _uid()
+    assoc.send_n_create(create_attrs(2), ModalityPerformedProcedureStep, uid)
+    status, attrs = assoc.send_n_get([0x00000900, 0x00400252],
+                                     ModalityPerformedProcedureStep, uid)
+    assert int(status.Status) == statuses.ATTRIBUTE_LIST_ERROR
+    assert not attrs
 
 
 @pytest.mark.kafka

@@ -1,10 +1,10 @@
 """Modality Performed Procedure Step: the state machine and what each step changes.
 
 IN PROGRESS (N-CREATE) -> COMPLETED or DISCONTINUED (N-SET); nothing after that
-(PS3.4 F.7.2). Each accepted request updates the scheduled step it refers to and queues
-a ProcedureStepUpdated event, in one durable transaction, before the modality hears
-"success". No network here: the DICOM edge (``scp.py``) maps :class:`MppsRefused` to a
-status.
+(PS3.4 F.7.2); N-GET reads an instance back. Each accepted request updates the
+scheduled step it refers to and queues a ProcedureStepUpdated event, in one durable
+transaction, before the modality hears "success". No network here: the DICOM edge
+(``scp.py``) maps :class:`MppsRefused` to a status.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 
+from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
 from trailerlink_events import messages as m
 from trailerlink_events import topics
@@ -92,6 +93,24 @@ class MppsStore:
         return MppsRecord(str(uid_), str(status), str(key),
                           Dataset.from_json(json.loads(str(create))),
                           Dataset.from_json(json.loads(str(attrs))), str(upstream))
+
+    def attributes(self, uid: str, tags: list[int] | None = None) -> Dataset:
+        """N-GET: the instance's attributes, only ``tags`` if given (PS3.4 F.7.2.3; an
+        empty list means all). A requested attribute the instance has no value for is
+        returned empty. Raises :class:`MppsRefused` for an unknown instance."""
+        record = self.get(uid)
+        if record is None:
+            raise MppsRefused(statuses.NO_SUCH_OBJECT_INSTANCE, "no such MPPS instance")
+        stored = record.attrs
+        if not tags:
+            return stored
+        out = Dataset()
+        for tag in tags:
+            if tag in stored:
+                out[tag] = stored[tag]
+            else:
+                out.add_new(tag, dictionary_VR(tag), None)
+        return out
 
     def create(self, uid: str, attrs: Dataset) -> m.ProcedureStepUpdated:
         """N-CREATE: a new step IN PROGRESS. Raises :class:`MppsRefused`."""

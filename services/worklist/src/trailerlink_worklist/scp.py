@@ -1,4 +1,4 @@
-"""The DICOM edge for the modality: MWL C-FIND and MPPS N-CREATE/N-SET, plus C-ECHO.
+"""The DICOM edge for the modality: MWL C-FIND and MPPS N-CREATE/N-SET/N-GET, plus C-ECHO.
 
 Handlers translate DICOM into the worklist's operations (matching over the cache, the
 MPPS store) and their outcomes back into statuses. They run in pynetdicom's
@@ -76,6 +76,7 @@ class WorklistScp:
             (evt.EVT_C_FIND, self.on_find),
             (evt.EVT_N_CREATE, self.on_n_create),
             (evt.EVT_N_SET, self.on_n_set),
+            (evt.EVT_N_GET, self.on_n_get),
         ]
 
     # --- lifecycle ----------------------------------------------------------------
@@ -185,6 +186,30 @@ class WorklistScp:
             if elem.tag in stored:
                 reply[elem.tag] = stored[elem.tag]
         return statuses.SUCCESS, reply
+
+    def on_n_get(self, event: evt.Event) -> tuple[int | Dataset, Dataset | None]:
+        uid = str(event.request.RequestedSOPInstanceUID)
+        try:
+            listed = event.request.AttributeIdentifierList
+            # pynetdicom gives a single tag as a bare tag, several as a list.
+            tags = [int(t) for t in (listed if isinstance(listed, list) else
+                                     [] if listed is None else [listed])]
+            if any(t >> 16 in (0x0000, 0x0002) for t in tags):
+                raise MppsRefused(statuses.ATTRIBUTE_LIST_ERROR,
+                                  "command or file meta attributes cannot be requested")
+            attrs = self.mpps.attributes(uid, tags)
+        except MppsRefused as refused:
+            metrics.MPPS_REQUESTS.labels("n_get", statuses.name(refused.status)).inc()
+            log.warning("MPPS N-GET refused", extra={
+                "mpps_uid": uid, "status": statuses.name(refused.status)})
+            return _refusal(refused), None
+        except Exception as exc:
+            metrics.MPPS_REQUESTS.labels("n_get", "processing_failure").inc()
+            log.error("MPPS N-GET failed", extra={"error": type(exc).__name__})
+            return statuses.PROCESSING_FAILURE, None
+        metrics.MPPS_REQUESTS.labels("n_get", "success").inc()
+        log.info("MPPS N-GET answered", extra={"mpps_uid": uid, "attributes": len(attrs)})
+        return statuses.SUCCESS, attrs
 
 
 def _refusal(refused: MppsRefused) -> Dataset:
