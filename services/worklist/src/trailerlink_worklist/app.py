@@ -12,6 +12,7 @@ from trailerlink_common.service import Service
 from trailerlink_events import topics
 from trailerlink_events.kafka import ConsumerRunner, EventProducer
 
+from trailerlink_worklist.admin_api import WorklistAdmin
 from trailerlink_worklist.auth import CsrfTokens, StaffAuth, load_credentials
 from trailerlink_worklist.cache import Cache
 from trailerlink_worklist.forward import CorrectionForwarder, Hl7Sender, StatusForwarder
@@ -74,6 +75,8 @@ class WorklistApp:
             self.worklist, StaffAuth(credentials), CsrfTokens(key),
             self.upstream.link if self.upstream else None,
             self.request_refresh, settings.trailer_id, settings.site_code)
+        self.admin = WorklistAdmin(self.worklist, self.upstream.link if self.upstream else None,
+                                   settings.trailer_id, settings.site_code)
 
     def request_refresh(self) -> None:
         if self.upstream is not None:
@@ -95,6 +98,7 @@ class WorklistApp:
         service.on_stop(self.producer.stop)
         service.on_stop(self._close)
         self.staff.install(service.app)
+        self.admin.install(service.app, self.settings.admin_token_file)
 
     async def _kafka(self, stop: asyncio.Event) -> None:
         if await self.producer.connect(stop):

@@ -63,6 +63,13 @@ CREATE TABLE IF NOT EXISTS corrections (
     corrected_by TEXT NOT NULL,
     created_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS admin_audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at REAL NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS hl7_seen (
     control_id TEXT PRIMARY KEY,
     received_at REAL NOT NULL
@@ -269,6 +276,23 @@ class Cache:
     def get_meta(self, name: str) -> str | None:
         rows = self._query("SELECT value FROM meta WHERE name = ?", (name,))
         return str(rows[0][0]) if rows else None
+
+    # --- operators' audit trail (no patient data in it) ---------------------------------
+    def audit(self, actor: str, action: str, detail: str) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO admin_audit (at, actor, action, detail) VALUES (?, ?, ?, ?)",
+                (time.time(), actor, action, detail),
+            )
+
+    def audit_records(self, limit: int = 100) -> list[dict[str, object]]:
+        """The newest ``limit`` records, newest first."""
+        rows = self._query(
+            "SELECT at, actor, action, detail FROM admin_audit ORDER BY id DESC LIMIT ?",
+            (limit,),
+        )
+        return [{"at": at, "actor": actor, "action": action, "detail": detail}
+                for at, actor, action, detail in rows]
 
     # --- HL7 duplicates ----------------------------------------------------------------
     def hl7_seen(self, control_id: str) -> bool:

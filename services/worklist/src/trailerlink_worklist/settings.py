@@ -83,6 +83,11 @@ class WorklistSettings(ServiceSettings):
     upstream_hl7_port: int = Field(2576, ge=1, le=65535)
     upstream_hl7_facility: str = Field("NBSS", description="Receiving application (MSH-5)")
 
+    # --- admin API (trailerlinkctl worklist show) ---------------------------------
+    admin_token_file: Path | None = Field(
+        None, description="File holding the admin API's bearer token (trailerlinkctl); "
+        "unset = the admin API (/v1/admin/worklist) is off")
+
     # --- staff page --------------------------------------------------------------
     staff_credentials_file: Path | None = Field(
         None,
