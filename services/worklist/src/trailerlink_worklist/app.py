@@ -54,7 +54,8 @@ class WorklistApp:
         elif settings.upstream == "hl7":
             self.upstream = Hl7Listener(settings, self.worklist)
         self.hl7_sender = Hl7Sender(settings.upstream_hl7_host, settings.upstream_hl7_port,
-                                    settings.upstream_timeout_seconds)
+                                    settings.upstream_timeout_seconds,
+                                    settings.upstream_hl7_tls_context())
         self.runners: dict[str, ConsumerRunner] = {}
         if settings.corrections_route == "hl7":
             self.runners["corrections"] = ConsumerRunner(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import threading
 from datetime import UTC, datetime
 
@@ -36,10 +37,12 @@ class UpstreamRefused(Exception):
 class Hl7Sender:
     """Sends one HL7 message over MLLP and waits for its acknowledgement."""
 
-    def __init__(self, host: str, port: int, timeout_seconds: float) -> None:
+    def __init__(self, host: str, port: int, timeout_seconds: float,
+                 tls: ssl.SSLContext | None = None) -> None:
         self.host = host
         self.port = port
         self.timeout_seconds = timeout_seconds
+        self.tls = tls
 
     async def send(self, message: str) -> None:
         """Returns on AA/CA. Raises ``DependencyUnavailable`` when upstream cannot be
@@ -47,8 +50,8 @@ class Hl7Sender:
         :class:`UpstreamRefused` on AE."""
         try:
             reader, writer = await asyncio.wait_for(
-                open_hl7_connection(self.host, self.port), self.timeout_seconds)
-        except (OSError, TimeoutError) as exc:
+                open_hl7_connection(self.host, self.port, ssl=self.tls), self.timeout_seconds)
+        except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
             raise DependencyUnavailable(f"HL7 upstream unreachable: {type(exc).__name__}") \
                 from None
         try:

@@ -82,11 +82,13 @@ class WorklistScp:
     # --- lifecycle ----------------------------------------------------------------
     def start(self) -> None:
         """Listen on the configured port (returns at once; associations run in threads)."""
+        tls = self.settings.dicom_tls()
         self._server = self.ae.start_server(
             (self.settings.dicom_host, self.settings.dicom_port), block=False,
-            evt_handlers=self.handlers())
+            evt_handlers=self.handlers(), ssl_context=tls)
         log.info("DICOM MWL/MPPS listening", extra={
-            "ae_title": self.settings.dicom_ae_title, "port": self.settings.dicom_port})
+            "ae_title": self.settings.dicom_ae_title, "port": self.settings.dicom_port,
+            "tls": tls is not None})
 
     def stop(self) -> None:
         if self._server is not None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from trailerlink_common.config import ServiceSettings
+
+from trailerlink_worklist import tls
 
 
 class WorklistSettings(ServiceSettings):
@@ -27,6 +30,14 @@ class WorklistSettings(ServiceSettings):
         description="Character set of answers to a query that names none, when a value "
         "needs more than ASCII (ISO_IR 192 is used if it cannot encode a value)",
     )
+    dicom_tls_cert_file: Path | None = Field(
+        None, description="PEM certificate (chain) of the DICOM port: set it and the key "
+        "file and the port speaks TLS only")
+    dicom_tls_key_file: Path | None = Field(None, description="PEM private key of it")
+    dicom_tls_client_ca_file: Path | None = Field(
+        None, description="CA(s) whose certificates modalities must present")
+    dicom_tls_require_client_cert: bool = Field(
+        True, description="With a client CA: refuse a modality without a certificate")
     pn_case_sensitive: bool = Field(
         False, description="Match person names case-sensitively (PS3.4 allows either)"
     )
@@ -66,6 +77,11 @@ class WorklistSettings(ServiceSettings):
     upstream_timeout_seconds: float = Field(15.0, gt=0, description="Upstream call deadline")
     hl7_listen_host: str = Field("0.0.0.0", description="HL7 MLLP listener address")  # noqa: S104
     hl7_listen_port: int = Field(2575, ge=1, le=65535, description="HL7 MLLP listener port")
+    hl7_tls_cert_file: Path | None = Field(
+        None, description="PEM certificate of the HL7 listener: with the key, MLLP over TLS")
+    hl7_tls_key_file: Path | None = Field(None, description="PEM private key of it")
+    hl7_tls_client_ca_file: Path | None = Field(
+        None, description="CA whose certificates HL7 senders must present")
     hl7_encoding: str = Field("utf-8", description="HL7 text encoding when MSH-18 names none")
     hl7_application: str = Field("TRAILERLINK", description="Our HL7 application (MSH-3)")
 
@@ -81,6 +97,12 @@ class WorklistSettings(ServiceSettings):
     )
     upstream_hl7_host: str = Field("127.0.0.1", description="Trust HL7 inbound (MLLP) host")
     upstream_hl7_port: int = Field(2576, ge=1, le=65535)
+    upstream_hl7_tls: bool = Field(False, description="MLLP over TLS to the Trust")
+    upstream_hl7_tls_ca_file: Path | None = Field(
+        None, description="CA of the Trust's HL7 server (default: the system's CAs)")
+    upstream_hl7_tls_cert_file: Path | None = Field(
+        None, description="Our client certificate for the Trust's HL7 server, if it asks")
+    upstream_hl7_tls_key_file: Path | None = Field(None, description="Its private key")
     upstream_hl7_facility: str = Field("NBSS", description="Receiving application (MSH-5)")
 
     # --- admin API (trailerlinkctl worklist show) ---------------------------------
@@ -97,6 +119,38 @@ class WorklistSettings(ServiceSettings):
     staff_csrf_secret_file: Path | None = Field(
         None, description="Key for CSRF tokens; default: a random key per process"
     )
+
+    @model_validator(mode="after")
+    def _tls_pairs(self) -> WorklistSettings:
+        for prefix in ("dicom_tls", "hl7_tls", "upstream_hl7_tls"):
+            cert, key = getattr(self, f"{prefix}_cert_file"), getattr(self, f"{prefix}_key_file")
+            if (cert is None) != (key is None):
+                raise ValueError(f"TRAILERLINK_{prefix.upper()}_CERT_FILE and _KEY_FILE go "
+                                 "together")
+        return self
+
+    def dicom_tls(self) -> ssl.SSLContext | None:
+        """The DICOM listener's TLS context, or None for plain TCP."""
+        if self.dicom_tls_cert_file is None or self.dicom_tls_key_file is None:
+            return None
+        return tls.server_context(self.dicom_tls_cert_file, self.dicom_tls_key_file,
+                                  self.dicom_tls_client_ca_file,
+                                  self.dicom_tls_require_client_cert)
+
+    def hl7_tls(self) -> ssl.SSLContext | None:
+        """The HL7 listener's TLS context, or None for plain MLLP."""
+        if self.hl7_tls_cert_file is None or self.hl7_tls_key_file is None:
+            return None
+        return tls.server_context(self.hl7_tls_cert_file, self.hl7_tls_key_file,
+                                  self.hl7_tls_client_ca_file)
+
+    def upstream_hl7_tls_context(self) -> ssl.SSLContext | None:
+        """TLS to the Trust's HL7 server, or None for plain MLLP."""
+        if not self.upstream_hl7_tls:
+            return None
+        return tls.client_context(self.upstream_hl7_tls_ca_file,
+                                  self.upstream_hl7_tls_cert_file,
+                                  self.upstream_hl7_tls_key_file)
 
     def resolved_cache_path(self) -> Path:
         return self.cache_path or self.data_dir / "worklist" / "worklist.sqlite"

@@ -46,10 +46,11 @@ class Hl7Listener:
         return int(self._server.sockets[0].getsockname()[1])
 
     async def start(self) -> None:
+        tls = self.settings.hl7_tls()
         self._server = await start_hl7_server(
             self._client, self.settings.hl7_listen_host, self.settings.hl7_listen_port,
-            limit=MAX_MESSAGE_BYTES)
-        log.info("HL7 MLLP listening", extra={"port": self.port})
+            limit=MAX_MESSAGE_BYTES, ssl=tls)
+        log.info("HL7 MLLP listening", extra={"port": self.port, "tls": tls is not None})
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.start()
