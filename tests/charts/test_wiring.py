@@ -113,6 +113,8 @@ def test_every_admin_api_gets_the_admin_token(render: Renderer, chart: str,
                 "a subPath mount would not see a rotated token"
             wired.add(c["name"])
     assert wired >= {"trailer": {"uplink", "monitor"}, "central": {"ingest", "monitor"}}[chart]
+    assert wired == {c["name"] for _, spec in workloads(render(chart, values_file))
+                     for c in spec["containers"]} & with_admin
 
 
 @pytest.mark.parametrize("chart", ["trailer", "central"])
