@@ -4,11 +4,16 @@ the link, and the simulated modality."""
 
 from __future__ import annotations
 
+import asyncio
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from trailerlink_events import topics
+from trailerlink_events.topics import CENTRAL_DEAD_LETTER, TRAILER_DEAD_LETTER
 from trailerlink_testing.faultproxy import FaultProxy
 from trailerlink_testing.stack import (
     Booking,
@@ -20,7 +25,7 @@ from trailerlink_testing.stack import (
 )
 from trailerlink_testing.waiting import wait_until
 
-WOMEN = 8
+WOMEN = 10
 
 
 @dataclass
@@ -53,18 +58,51 @@ class System:
             for sop, sha in study.sent.items():
                 assert self.central.pacs_dataset_sha256(sop) == sha, sop
 
+    def assert_each_exactly_once_byte_identical(self, expected: dict[str, str]) -> None:
+        """Each SOP UID of ``expected`` is one instance in Orthanc and its dataset has the
+        SHA-256 the modality sent."""
+        instances = self.central.pacs.get("/instances?expand")
+        times = Counter(str(i["MainDicomTags"].get("SOPInstanceUID")) for i in instances)
+        for sop, sha in expected.items():
+            assert times[sop] == 1, f"{sop} is in PACS {times[sop]} times"
+            assert self.central.pacs_dataset_sha256(sop) == sha, sop
+
+    def dead_letters(self) -> tuple[int, int]:
+        """How many records the trailer's and the data centre's dead-letter topics hold
+        (each site has a broker of its own, so nothing else writes there)."""
+        return (_records_in(self.trailer.broker.bootstrap, TRAILER_DEAD_LETTER),
+                _records_in(self.central.broker.bootstrap, CENTRAL_DEAD_LETTER))
+
+
+def _records_in(bootstrap: str, topic: str) -> int:
+    async def count() -> int:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            parts = [TopicPartition(topic, p) for p in range(topics.topic(topic).partitions)]
+            ends = await consumer.end_offsets(parts)
+            starts = await consumer.beginning_offsets(parts)
+            return sum(ends[p] - starts[p] for p in parts)
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(count())
+
 
 def _system(directory: Path, women: int, **trailer_kwargs: object) -> Iterator[System]:
     bookings = synthetic_day(women, seed=7)
-    with CentralStack(directory / "central") as central, \
-            FaultProxy(("127.0.0.1", central.tus_port)) as link, \
-            TrailerStack(directory / "trailer", central, bookings,
-                         ingest_url=f"https://127.0.0.1:{link.port}",
-                         **trailer_kwargs) as trailer, \
-            SimulatedModality(trailer, directory / "modality", rows=256,
-                              columns=208) as modality:  # type: ignore[arg-type]
-        modality.wait_for_worklist(women)
-        yield System(central, trailer, modality, link, bookings, [])
+    central = CentralStack(directory / "central")
+    with FaultProxy(("127.0.0.1", central.tus_port)) as link:
+        trailer = TrailerStack(directory / "trailer", central, bookings,
+                               ingest_url=f"https://127.0.0.1:{link.port}",
+                               **trailer_kwargs)  # type: ignore[arg-type]
+        # The trailer's broker boots while the data centre starts (the two sites are
+        # independent until the trailer's services start).
+        with trailer.booting(), central, trailer, \
+                SimulatedModality(trailer, directory / "modality", rows=256,
+                                  columns=208) as modality:
+            modality.wait_for_worklist(women)
+            yield System(central, trailer, modality, link, bookings, [])
 
 
 @pytest.fixture(scope="module")

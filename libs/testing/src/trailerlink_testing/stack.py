@@ -14,7 +14,10 @@ end-to-end tests start (one implementation for both).
   gateway, codec, uplink and the monitor agent.
 * :class:`SimulatedModality` — the mammography machine: dcmtk ``findscu`` for the
   worklist, pynetdicom MPPS, dcmtk ``storescu`` for the 4 views, pynetdicom storage
-  commitment (a listener takes the N-EVENT-REPORT on a new association).
+  commitment (a listener takes the N-EVENT-REPORT on a new association). For the
+  bad-day tests it also sends files' bytes as they are (corrupt data sets) and aborts
+  an association mid-study; every C-STORE Success it ever got is booked per SOP UID in
+  ``acknowledged``: those images must reach PACS, whatever became of their attempt.
 
 Synthetic data only: TEST^ names, NHS numbers from the 999 test range. Every service's
 log goes to ``<stack dir>/logs/<service>.log`` (the tests scan them for patient data).
@@ -33,7 +36,8 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -42,7 +46,8 @@ from zoneinfo import ZoneInfo
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
-from pynetdicom import AE, evt
+from pynetdicom import AE, _config, evt
+from pynetdicom.association import Association
 from pynetdicom.sop_class import (
     DigitalMammographyXRayImageStorageForPresentation,
     ModalityPerformedProcedureStep,
@@ -210,6 +215,22 @@ def _start_service(name: str, script: str, env: dict[str, str], logs: Path,
     return service
 
 
+def _wait_all_ready(services: Iterable[Service], timeout: float = 120.0) -> None:
+    """Wait until every one of ``services`` (started together: their start-ups overlap)
+    answers /readyz."""
+    for service in services:
+        service.wait_ready(timeout)
+
+
+def restart_all(services: Iterable[Service], timeout: float = 120.0) -> None:
+    """Start again every one of ``services`` that is not running, then wait for all."""
+    services = list(services)
+    for service in services:
+        if not service.proc.running():
+            service.proc.start()
+    _wait_all_ready(services, timeout)
+
+
 def _make_topics(bootstrap: str, site: str) -> None:
     asyncio.run(create_topics(bootstrap, site))  # type: ignore[arg-type]
 
@@ -223,6 +244,38 @@ class _Stack:
         self.logs = self.dir / "logs"
         self.services: dict[str, Service] = {}
         self._stops: list[Callable[[], None]] = []
+        self._broker_boot: Future[None] | None = None
+
+    def boot_broker(self) -> None:
+        """Start this site's broker booting in the background (a JVM start takes tens of
+        seconds on 2 busy cores); ``start()`` overlaps it with the rest and waits for it."""
+        if self._broker_boot is not None:
+            return
+        broker: KafkaBroker = self.broker  # type: ignore[attr-defined]
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"boot-{self.dir.name}")
+        self._broker_boot = pool.submit(broker.start)
+        pool.shutdown(wait=False)
+
+        def stop_broker() -> None:
+            with contextlib.suppress(Exception):
+                self._broker_boot.result()  # type: ignore[union-attr]
+            broker.stop()
+
+        self._stops.append(stop_broker)
+
+    def _broker_booted(self) -> None:
+        assert self._broker_boot is not None
+        self._broker_boot.result()
+
+    @contextlib.contextmanager
+    def booting(self) -> Iterator[_Stack]:
+        """``boot_broker()`` now, and stop whatever was started however the block ends:
+        lets the trailer's broker boot while the data centre starts up."""
+        self.boot_broker()
+        try:
+            yield self
+        finally:
+            self.stop()
 
     def log_files(self) -> list[Path]:
         """The logs of our own services (not of the PACS, Kafka or the NBSS stand-in)."""
@@ -238,6 +291,7 @@ class _Stack:
             with contextlib.suppress(Exception):
                 stop()
         self._stops.clear()
+        self._broker_boot = None
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
@@ -287,9 +341,7 @@ class CentralStack(_Stack):
         return out / f"{trailer_id}.crt", out / f"{trailer_id}.key"
 
     def start(self) -> None:
-        self.broker.start()
-        self._stops.append(self.broker.stop)
-        _make_topics(self.broker.bootstrap, "central")
+        self.boot_broker()
         self.pacs.start()
         self._stops.append(self.pacs.stop)
         subprocess.run([console_script("trailerlink-ingest"), "dev-ca", str(self.pki),
@@ -301,6 +353,8 @@ class CentralStack(_Stack):
         (self.sealing_private / f"{key.key_id}.pem").write_bytes(key.to_pem())
         os.chmod(self.sealing_private / f"{key.key_id}.pem", 0o600)
         (self.sealing_public / f"{key.key_id}.pem").write_bytes(key.recipient.to_pem())
+        self._broker_booted()
+        _make_topics(self.broker.bootstrap, "central")
         self.services["ingest"] = _start_service("ingest", "trailerlink-ingest", {
             "TRAILERLINK_KAFKA_BOOTSTRAP_SERVERS": self.broker.bootstrap,
             "TRAILERLINK_TUS_HOST": "127.0.0.1",
@@ -322,7 +376,7 @@ class CentralStack(_Stack):
             "TRAILERLINK_PACS_RETRY_MAX_SECONDS": "5",
             "TRAILERLINK_SHUTDOWN_GRACE_SECONDS": "5",
             **self.ingest_env,
-        }, self.logs)
+        }, self.logs, wait=False)
         fleet_file = self.dir / "fleet.yaml"
         fleet_file.write_text(f"trailers: [{self.trailer_id}]\n")
         self.services["fleet"] = _start_service("fleet", "trailerlink-monitor", {
@@ -331,7 +385,8 @@ class CentralStack(_Stack):
             "TRAILERLINK_DATA_DIR": str(self.dir / "monitor"),
             "TRAILERLINK_FLEET_FILE": str(fleet_file),
             "TRAILERLINK_EVALUATE_INTERVAL_SECONDS": "1",
-        }, self.logs)
+        }, self.logs, wait=False)
+        _wait_all_ready(self.services.values())
 
     def write_access(self, allow: list[str], revoked: list[str] | None = None) -> None:
         """Replace the ingest's access list (it re-reads it within a second)."""
@@ -384,14 +439,14 @@ class TrailerStack(_Stack):
 
     def start(self) -> None:
         self.logs.mkdir(parents=True, exist_ok=True)
-        self.broker.start()
-        self._stops.append(self.broker.stop)
-        _make_topics(self.broker.bootstrap, "trailer")
+        self.boot_broker()
         for b in self.bookings:
             self.upstream.write(b.accession_number, _worklist_item(b, MODALITY_AE, SITE_CODE))
         self.upstream.start()
         self._stops.append(self.upstream.stop)
         SpoolKey.generate().write_file(self.spool_key)
+        self._broker_booted()
+        _make_topics(self.broker.bootstrap, "trailer")
         common = {"TRAILERLINK_KAFKA_BOOTSTRAP_SERVERS": self.broker.bootstrap,
                   "TRAILERLINK_TRAILER_ID": self.central.trailer_id,
                   "TRAILERLINK_DATA_DIR": str(self.dir / "data")}
@@ -410,7 +465,7 @@ class TrailerStack(_Stack):
             "TRAILERLINK_UPSTREAM_MWL_AE_TITLE": UPSTREAM_AE,
             "TRAILERLINK_UPSTREAM_POLL_SECONDS": "2",
             "TRAILERLINK_UPSTREAM_TIMEOUT_SECONDS": "5",
-        }, self.logs)
+        }, self.logs, wait=False)
         self.services["gateway"] = _start_service("gateway", "trailerlink-gateway", {
             **common,
             "TRAILERLINK_DICOM_HOST": "127.0.0.1",
@@ -422,12 +477,12 @@ class TrailerStack(_Stack):
             "TRAILERLINK_COMMITMENT_PEERS": f"{MODALITY_AE}=127.0.0.1:{self.commitment_port}",
             "TRAILERLINK_COMMITMENT_REPLY": "new",
             "TRAILERLINK_COMMITMENT_RETRY_SECONDS": "2",
-        }, self.logs)
+        }, self.logs, wait=False)
         self.services["codec"] = _start_service("codec", "trailerlink-codec", {
             **common,
             "TRAILERLINK_SPOOL_KEY_FILE": str(self.spool_key),
             "TRAILERLINK_SEALING_PUBLIC_KEYS": str(self.central.sealing_public),
-        }, self.logs)
+        }, self.logs, wait=False)
         self.services["uplink"] = _start_service("uplink", "trailerlink-uplink", {
             **common,
             "TRAILERLINK_INGEST_URL": self.ingest_url,
@@ -438,7 +493,7 @@ class TrailerStack(_Stack):
             "TRAILERLINK_PROBE_INTERVAL_SECONDS": "1",
             "TRAILERLINK_BACKOFF_MAX_SECONDS": "3",
             **self.uplink_env,
-        }, self.logs)
+        }, self.logs, wait=False)
         uplink, worklist = self.services["uplink"], self.services["worklist"]
         self.services["agent"] = _start_service("agent", "trailerlink-monitor", {
             **common,
@@ -452,7 +507,8 @@ class TrailerStack(_Stack):
             "TRAILERLINK_CLIENT_KEY_FILE": str(pki / f"{tid}.key"),
             "TRAILERLINK_CA_FILE": str(pki / "ca.crt"),
             "TRAILERLINK_RELAY_RETRY_MAX_SECONDS": "3",
-        }, self.logs)
+        }, self.logs, wait=False)
+        _wait_all_ready(self.services.values())
 
     def backlog_objects(self) -> float:
         return (self.uplink.metric("trailerlink_uplink_backlog_objects")
@@ -525,6 +581,10 @@ class SimulatedModality:
         self.rows, self.columns = rows, columns
         self.ae_title = ae_title
         self.studies: dict[str, StudyResult] = {}  # transaction UID -> study
+        # Every C-STORE Success this modality ever got, per SOP UID, whatever became of
+        # the attempt (association aborted later, study repeated): each must reach PACS.
+        self.acknowledged: dict[str, str] = {}  # SOP UID -> dataset SHA-256
+        self.acknowledged_twice_differently: list[str] = []
         self._lock = threading.Lock()
         listener = AE(ae_title=ae_title)
         listener.add_supported_context(StorageCommitmentPushModel, scu_role=True,
@@ -554,6 +614,13 @@ class SimulatedModality:
                 if study.confirmed and study.confirmed_at is None:
                     study.confirmed_at = time.time()
         return 0x0000, None
+
+    def _acknowledged(self, study: StudyResult, sop: str, sha: str) -> None:
+        """Book one C-STORE Success: from now on that image must arrive in PACS."""
+        with self._lock:
+            study.sent[sop] = sha
+            if self.acknowledged.setdefault(sop, sha) != sha:
+                self.acknowledged_twice_differently.append(sop)
 
     # -- worklist ------------------------------------------------------------------
     def query_worklist(self) -> list[Dataset]:
@@ -653,7 +720,7 @@ class SimulatedModality:
         ok, bad = parse_storescu(done.stdout + done.stderr)
         for p in ok:
             sop, sha = sops[p]
-            study.sent[str(sop)] = sha
+            self._acknowledged(study, str(sop), sha)
         study.failed = [str(sops[p][0]) for p in bad if p in sops]
         study.stored = time.time()
 
@@ -677,6 +744,55 @@ class SimulatedModality:
         study.mpps_statuses.append(self._mpps(None, mpps_uid, finish))
         if commit and study.sent:
             self.request_commitment(study)
+        return study
+
+    @contextlib.contextmanager
+    def _storage_association(self) -> Iterator[Association]:
+        """A C-STORE association on which pynetdicom sends each file's data set bytes as
+        they are (no decoding, no re-encoding): what the modality hashed is on the wire."""
+        ae = AE(ae_title=self.ae_title)
+        ae.add_requested_context(MG, EXPLICIT_LE)
+        assoc = ae.associate("127.0.0.1", self.trailer.gateway_port, ae_title=GATEWAY_AE)
+        if not assoc.is_established:
+            raise RuntimeError("gateway refused the storage association")
+        chunked = _config.STORE_SEND_CHUNKED_DATASET
+        _config.STORE_SEND_CHUNKED_DATASET = True
+        try:
+            yield assoc
+        finally:
+            _config.STORE_SEND_CHUNKED_DATASET = chunked
+            if assoc.is_established:
+                assoc.release()
+
+    def send_raw(self, paths: list[Path]) -> list[Dataset | None]:
+        """C-STORE each file's bytes as they are (corrupt ones too); the status datasets."""
+        with self._storage_association() as assoc:
+            return [assoc.send_c_store(path) or None for path in paths]
+
+    def store_then_abort(self, item: Dataset, stores: int, seed: int = 0) -> StudyResult:
+        """Store the first ``stores`` of the woman's 4 views on one association, then
+        A-ABORT it, as a modality that loses its network mid-study does.
+
+        The views acknowledged before the abort are booked like any others (they must
+        arrive); the rest are in ``failed``.
+        """
+        accession = str(item.AccessionNumber)
+        directory = self.dir / f"{accession}-aborted-{seed}"
+        directory.mkdir(parents=True, exist_ok=True)
+        _series, paths = self.write_views(item, directory, seed)
+        study = StudyResult(accession, str(item.StudyInstanceUID), started=time.time())
+        with self._storage_association() as assoc:
+            for i, path in enumerate(paths):
+                data = path.read_bytes()
+                study.bytes_raw += len(data)
+                sop = str(dcmread(path, stop_before_pixels=True).SOPInstanceUID)
+                status = assoc.send_c_store(path) if i < stores else None
+                if status and int(status.Status) == 0:
+                    self._acknowledged(study, sop, dataset_sha256(data))
+                else:
+                    study.failed.append(sop)
+            assoc.abort()
+        study.stored = time.time()
         return study
 
     def request_commitment(self, study: StudyResult) -> str:
