@@ -6,8 +6,9 @@ Synthetic data only: TEST^ names and NHS numbers from the 999 test range.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import date
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from trailerlink_testing.ports import free_port
 from trailerlink_worklist.app import WorklistApp
 from trailerlink_worklist.model import ScheduledStep
 from trailerlink_worklist.settings import WorklistSettings
+from trailerlink_worklist.upstream.hl7_listener import Hl7Listener
 from trailerlink_worklist.worklist import Clock
 
 NHS_NUMBERS = ("9990000018", "9990000026", "9990000034", "9990000042", "9990000050",
@@ -140,3 +142,14 @@ def scp_app(make_app) -> WorklistApp:  # type: ignore[no-untyped-def]
     app = make_app()
     app.scp.start()
     return app
+
+
+@contextlib.asynccontextmanager
+async def hl7_listening(app: WorklistApp) -> AsyncIterator[tuple[WorklistApp, Hl7Listener]]:
+    """``app``'s HL7 listener, started for the block and closed after it."""
+    assert isinstance(app.upstream, Hl7Listener)
+    await app.upstream.start()
+    try:
+        yield app, app.upstream
+    finally:
+        await app.upstream.close()

@@ -16,7 +16,7 @@ from trailerlink_worklist.app import WorklistApp
 from trailerlink_worklist.model import StepStatus
 from trailerlink_worklist.upstream.hl7_listener import Hl7Listener
 
-from .conftest import SITE, today, ymd
+from .conftest import SITE, hl7_listening, today, ymd
 
 PID = "PID|1||9990000018^^^NHS^NH~LOCAL123^^^TRUST^MR||TEST^ALPHA^MARY||19700101|F"
 
@@ -58,13 +58,8 @@ def orm(control_code: str, accession: str = "ORD001", *, day: str | None = None,
 
 @pytest.fixture
 async def listener(make_app) -> AsyncIterator[tuple[WorklistApp, Hl7Listener]]:  # type: ignore[no-untyped-def]
-    app: WorklistApp = make_app(upstream="hl7")
-    assert isinstance(app.upstream, Hl7Listener)
-    await app.upstream.start()
-    try:
-        yield app, app.upstream
-    finally:
-        await app.upstream.close()
+    async with hl7_listening(make_app(upstream="hl7")) as running:
+        yield running
 
 
 async def send(listener: Hl7Listener, message: str | bytes) -> str:

@@ -21,9 +21,8 @@ from trailerlink_worklist.app import WorklistApp
 from trailerlink_worklist.forward import Hl7Sender
 from trailerlink_worklist.model import Source
 from trailerlink_worklist.settings import WorklistSettings
-from trailerlink_worklist.upstream.hl7_listener import Hl7Listener
 
-from .conftest import booking
+from .conftest import booking, hl7_listening
 from .test_hl7_listener import siu
 
 
@@ -119,12 +118,8 @@ async def tls_listener(make_app, pki: Pki):  # type: ignore[no-untyped-def]
     app: WorklistApp = make_app(upstream="hl7", hl7_tls_cert_file=pki.server_cert,
                                 hl7_tls_key_file=pki.server_key,
                                 hl7_tls_client_ca_file=pki.ca)
-    assert isinstance(app.upstream, Hl7Listener)
-    await app.upstream.start()
-    try:
-        yield app, app.upstream
-    finally:
-        await app.upstream.close()
+    async with hl7_listening(app) as running:
+        yield running
 
 
 async def test_mllp_over_tls_between_our_sender_and_our_listener(tls_listener,

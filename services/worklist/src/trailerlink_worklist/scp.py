@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from pydicom.dataset import Dataset
@@ -144,54 +144,57 @@ class WorklistScp:
         yield statuses.SUCCESS, None
 
     # --- MPPS -----------------------------------------------------------------------
-    def on_n_create(self, event: evt.Event) -> tuple[int | Dataset, Dataset | None]:
-        uid = event.request.AffectedSOPInstanceUID
+    def _mpps(self, operation: str, uid: str, work: Callable[[], Dataset]
+              ) -> tuple[int | Dataset, Dataset | None]:
+        """One MPPS request: ``work`` returns the reply; a refusal or a failure becomes
+        its status. Counted by outcome and logged with the instance UID only."""
+        label = operation.replace("-", "_").lower()
         try:
-            attrs = event.attribute_list
-            assigned = uid is None
-            if assigned:
-                uid = str(generate_uid(prefix=_UID_PREFIX))
-            self.mpps.create(str(uid), attrs)
+            reply = work()
         except MppsRefused as refused:
-            metrics.MPPS_REQUESTS.labels("n_create", statuses.name(refused.status)).inc()
-            log.warning("MPPS N-CREATE refused", extra={
-                "mpps_uid": str(uid), "status": statuses.name(refused.status)})
-            return _refusal(refused), None
-        except Exception as exc:
-            metrics.MPPS_REQUESTS.labels("n_create", "processing_failure").inc()
-            log.error("MPPS N-CREATE failed", extra={"error": type(exc).__name__})
-            return statuses.PROCESSING_FAILURE, None
-        metrics.MPPS_REQUESTS.labels("n_create", "success").inc()
-        reply = Dataset()
-        if assigned:
-            reply.AffectedSOPInstanceUID = uid
-        return statuses.SUCCESS, reply
-
-    def on_n_set(self, event: evt.Event) -> tuple[int | Dataset, Dataset | None]:
-        uid = str(event.request.RequestedSOPInstanceUID)
-        try:
-            mods = event.modification_list
-            stored, _event = self.mpps.update(uid, mods)
-        except MppsRefused as refused:
-            metrics.MPPS_REQUESTS.labels("n_set", statuses.name(refused.status)).inc()
-            log.warning("MPPS N-SET refused", extra={
+            metrics.MPPS_REQUESTS.labels(label, statuses.name(refused.status)).inc()
+            log.warning(f"MPPS {operation} refused", extra={
                 "mpps_uid": uid, "status": statuses.name(refused.status)})
             return _refusal(refused), None
         except Exception as exc:
-            metrics.MPPS_REQUESTS.labels("n_set", "processing_failure").inc()
-            log.error("MPPS N-SET failed", extra={"error": type(exc).__name__})
+            metrics.MPPS_REQUESTS.labels(label, "processing_failure").inc()
+            log.error(f"MPPS {operation} failed", extra={"error": type(exc).__name__})
             return statuses.PROCESSING_FAILURE, None
-        metrics.MPPS_REQUESTS.labels("n_set", "success").inc()
-        # The N-SET response carries the attributes that were set (PS3.4 F.7.2.2).
-        reply = Dataset()
-        for elem in mods:
-            if elem.tag in stored:
-                reply[elem.tag] = stored[elem.tag]
+        metrics.MPPS_REQUESTS.labels(label, "success").inc()
         return statuses.SUCCESS, reply
+
+    def on_n_create(self, event: evt.Event) -> tuple[int | Dataset, Dataset | None]:
+        given = event.request.AffectedSOPInstanceUID
+        uid = str(given) if given is not None else str(generate_uid(prefix=_UID_PREFIX))
+
+        def work() -> Dataset:
+            self.mpps.create(uid, event.attribute_list)
+            reply = Dataset()
+            if given is None:  # we assigned the UID: tell the modality
+                reply.AffectedSOPInstanceUID = uid
+            return reply
+
+        return self._mpps("N-CREATE", uid, work)
+
+    def on_n_set(self, event: evt.Event) -> tuple[int | Dataset, Dataset | None]:
+        uid = str(event.request.RequestedSOPInstanceUID)
+
+        def work() -> Dataset:
+            mods = event.modification_list
+            stored, _event = self.mpps.update(uid, mods)
+            # The N-SET response carries the attributes that were set (PS3.4 F.7.2.2).
+            reply = Dataset()
+            for elem in mods:
+                if elem.tag in stored:
+                    reply[elem.tag] = stored[elem.tag]
+            return reply
+
+        return self._mpps("N-SET", uid, work)
 
     def on_n_get(self, event: evt.Event) -> tuple[int | Dataset, Dataset | None]:
         uid = str(event.request.RequestedSOPInstanceUID)
-        try:
+
+        def work() -> Dataset:
             listed = event.request.AttributeIdentifierList
             # pynetdicom gives a single tag as a bare tag, several as a list.
             tags = [int(t) for t in (listed if isinstance(listed, list) else
@@ -199,19 +202,9 @@ class WorklistScp:
             if any(t >> 16 in (0x0000, 0x0002) for t in tags):
                 raise MppsRefused(statuses.ATTRIBUTE_LIST_ERROR,
                                   "command or file meta attributes cannot be requested")
-            attrs = self.mpps.attributes(uid, tags)
-        except MppsRefused as refused:
-            metrics.MPPS_REQUESTS.labels("n_get", statuses.name(refused.status)).inc()
-            log.warning("MPPS N-GET refused", extra={
-                "mpps_uid": uid, "status": statuses.name(refused.status)})
-            return _refusal(refused), None
-        except Exception as exc:
-            metrics.MPPS_REQUESTS.labels("n_get", "processing_failure").inc()
-            log.error("MPPS N-GET failed", extra={"error": type(exc).__name__})
-            return statuses.PROCESSING_FAILURE, None
-        metrics.MPPS_REQUESTS.labels("n_get", "success").inc()
-        log.info("MPPS N-GET answered", extra={"mpps_uid": uid, "attributes": len(attrs)})
-        return statuses.SUCCESS, attrs
+            return self.mpps.attributes(uid, tags)
+
+        return self._mpps("N-GET", uid, work)
 
 
 def _refusal(refused: MppsRefused) -> Dataset:
