@@ -193,9 +193,12 @@ def test_secret_volumes_name_the_values_secrets(
     if values_file:
         override = yaml.safe_load((CHARTS / chart / "ci" / values_file).read_text())
         values["secrets"] = {**values["secrets"], **(override.get("secrets") or {})}
+        worklist = override.get("worklist", {})
         extra = {override.get("gateway", {}).get("tls", {}).get("secretName"),
-                 override.get("worklist", {}).get("staff", {}).get("credentialsSecret", {})
-                 .get("name")} - {None, ""}
+                 worklist.get("staff", {}).get("credentialsSecret", {}).get("name"),
+                 worklist.get("tls", {}).get("secretName"),
+                 worklist.get("upstream", {}).get("hl7Tls", {}).get("secretName"),
+                 worklist.get("hl7Out", {}).get("caSecret")} - {None, ""}
     else:
         extra = set()
     allowed = {ref["name"] for ref in values["secrets"].values()} | extra

@@ -376,3 +376,36 @@ def test_the_canary_reaches_the_gateway_it_names(render: Renderer) -> None:
     assert "TRAILERLINK_CANARY_GATEWAY_HOST" not in env
     gateway = _env(_container(off.named("Deployment", "trailerlink-gateway"), "gateway"))
     assert gateway["TRAILERLINK_DICOM_ALLOWED_PEERS"] == ""
+
+
+def test_worklist_tls_files_come_from_the_named_secrets(helm: str, render: Renderer) -> None:
+    rendered = render("trailer", "example-values.yaml")
+    doc = rendered.named("Deployment", "trailerlink-worklist")
+    spec, worklist = doc["spec"]["template"]["spec"], _container(doc, "worklist")
+    env = _env(worklist)
+    assert _secret_file(spec, worklist, env["TRAILERLINK_DICOM_TLS_CERT_FILE"]) == \
+        ("trailerlink-dicom-tls", "tls.crt")
+    assert env["TRAILERLINK_UPSTREAM_HL7_TLS"] == "true"
+    assert _secret_file(spec, worklist, env["TRAILERLINK_UPSTREAM_HL7_TLS_CA_FILE"]) == \
+        ("trailerlink-trust-ca", "ca.crt")
+
+    result = run_helm(helm, "template", "trailerlink", str(CHARTS / "trailer"), "--namespace",
+                      "trailerlink", "--kube-version", KUBE_VERSIONS[-1],
+                      "--set", "worklist.upstream.kind=hl7",
+                      "--set", "worklist.upstream.hl7Tls.secretName=trust-hl7-tls",
+                      "--set", "worklist.upstream.hl7Tls.verifyClients=true",
+                      "--set", "worklist.tls.secretName=mwl-tls",
+                      "--set", "worklist.tls.verifyClients=true",
+                      "--show-only", "templates/worklist.yaml")
+    assert result.returncode == 0, result.stderr
+    doc = next(d for d in yaml.safe_load_all(result.stdout) if d and d["kind"] == "Deployment")
+    spec, worklist = doc["spec"]["template"]["spec"], _container(doc, "worklist")
+    env = _env(worklist)
+    for name, secret, key in (
+            ("TRAILERLINK_HL7_TLS_CERT_FILE", "trust-hl7-tls", "tls.crt"),
+            ("TRAILERLINK_HL7_TLS_KEY_FILE", "trust-hl7-tls", "tls.key"),
+            ("TRAILERLINK_HL7_TLS_CLIENT_CA_FILE", "trust-hl7-tls", "ca.crt"),
+            ("TRAILERLINK_DICOM_TLS_KEY_FILE", "mwl-tls", "tls.key"),
+            ("TRAILERLINK_DICOM_TLS_CLIENT_CA_FILE", "mwl-tls", "ca.crt")):
+        assert _secret_file(spec, worklist, env[name]) == (secret, key), name
+    assert "TRAILERLINK_UPSTREAM_HL7_TLS" not in env  # nothing goes out by HL7 here
