@@ -45,9 +45,12 @@ def test_bytes_cross_the_tbf_unchanged_and_the_namespace_goes_on_close() -> None
 
     receiver = threading.Thread(target=receive, daemon=True)
     receiver.start()
-    with sink, ShapedWan(sink.getsockname()[:2], parse_rate("20mbit")) as wan:
+    with sink, open_link(parse_rate("20mbit"), "20mbit", sink.getsockname()[:2]) as link:
+        assert link.shaping == "tc-tbf" and not link.fallback and link.uplink_env == {}
+        wan = link.shaper
+        assert isinstance(wan, ShapedWan)
         ns = wan.ns
-        with socket.create_connection(("127.0.0.1", wan.port), timeout=60) as conn:
+        with socket.create_connection(("127.0.0.1", link.port), timeout=60) as conn:
             conn.sendall(payload)
             assert conn.recv(2) == b"ok"  # the far side has read everything
         receiver.join(60)

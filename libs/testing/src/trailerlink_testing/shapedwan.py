@@ -202,8 +202,10 @@ def open_link(bits_per_second: int, spec: str, target: tuple[str, int]) -> Itera
         wan.close()
         raise
     else:
-        with wan:
+        try:
             yield Link(spec, bits_per_second, "tc-tbf", wan.port, shaper=wan)
+        finally:
+            wan.close()
         return
     with FaultProxy(target) as proxy:
         proxy.drip(bits_per_second / 8)
