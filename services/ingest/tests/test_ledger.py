@@ -114,3 +114,30 @@ def test_ingest_delivers_with_a_postgresql_ledger(postgres, own_ingest, pacs, ob
     assert receipt["outcome"] == "delivered"
     assert stored_sha(pacs, obj.meta.sop_instance_uid) == obj.meta.dataset_sha256
     assert ingest.wait_receipt(ingest.upload(obj))["duplicate"] is True
+
+
+def test_commitment_is_recorded_once_reported_once_and_finished_by_its_receipt(
+        ledger: Ledger) -> None:
+    from trailerlink_ingest.ledger import Commitment
+
+    uid, sha, upload = _uid(), "c" * 64, uuid.uuid4().hex
+    assert _claim(ledger, uid, sha, upload) is ClaimKind.NEW
+    first = ledger.begin_commitment(Commitment(
+        _uid(), upload, uid, "1.2.840.10008.5.1.4.1.1.1.2", sha, "ZXZlbnQ=",
+        "1.2.840.10008.1.2.1", 0, time.time()))
+    again = ledger.begin_commitment(Commitment(
+        _uid(), upload, uid, "1.2.840.10008.5.1.4.1.1.1.2", sha, "ZXZlbnQ=",
+        "1.2.840.10008.1.2.1", 0, time.time()))
+    assert again.transaction_uid == first.transaction_uid  # a retry asks under the same UID
+    [row] = ledger.objects(uid)
+    assert row.state == "committing"
+    assert _claim(ledger, uid, sha) is ClaimKind.RETRY  # never DUPLICATE before the report
+    assert [c.upload_id for c in ledger.commitments_overdue(time.time() + 1)] == [upload]
+    assert ledger.commitments_reported() == []
+
+    assert ledger.record_commitment_result(first.transaction_uid, uid, "committed") == 1
+    assert ledger.record_commitment_result(first.transaction_uid, uid, "failed:0110") == 0
+    [reported] = ledger.commitments_reported()
+    assert reported.result == "committed" and ledger.commitments_overdue(time.time() + 1) == []
+    ledger.record_outcome(_receipt(uid, sha, upload), object_state="delivered")
+    assert ledger.commitments_reported() == []

@@ -92,7 +92,25 @@ class Receipt:
         }
 
 
+@dataclass(frozen=True)
+class Commitment:
+    """A storage-commitment transaction for one stored object (see commitment.py)."""
+
+    transaction_uid: str
+    upload_id: str
+    sop_instance_uid: str
+    sop_class_uid: str
+    dataset_sha256: str
+    event: str                         # the UploadCompleted event, base64 protobuf
+    stored_transfer_syntax_uid: str
+    dicom_status: int
+    requested_at: float
+    result: str = ""                   # "" pending | "committed" | "failed:<hex reason>"
+    reported_at: float | None = None
+
+
 _OBJECT_COLUMNS = [f.name for f in fields(ObjectRow)]
+_COMMITMENT_COLUMNS = [f.name for f in fields(Commitment)]
 _RECEIPT_COLUMNS = [f.name for f in fields(Receipt) if f.name != "cursor"]
 
 _OBJECTS_DDL = """
@@ -131,6 +149,20 @@ CREATE TABLE IF NOT EXISTS receipts (
     permanent INTEGER NOT NULL DEFAULT 1,
     at DOUBLE PRECISION NOT NULL
 )"""
+_COMMITMENTS_DDL = """
+CREATE TABLE IF NOT EXISTS commitments (
+    transaction_uid TEXT PRIMARY KEY,
+    upload_id TEXT NOT NULL UNIQUE,
+    sop_instance_uid TEXT NOT NULL,
+    sop_class_uid TEXT NOT NULL,
+    dataset_sha256 TEXT NOT NULL,
+    event TEXT NOT NULL,
+    stored_transfer_syntax_uid TEXT NOT NULL DEFAULT '',
+    dicom_status INTEGER NOT NULL DEFAULT 0,
+    requested_at DOUBLE PRECISION NOT NULL,
+    result TEXT NOT NULL DEFAULT '',
+    reported_at DOUBLE PRECISION
+)"""
 _INDEXES = [
     "CREATE INDEX IF NOT EXISTS receipts_by_trailer ON receipts (trailer_id, cursor)",
     "CREATE INDEX IF NOT EXISTS objects_by_state ON objects (state)",
@@ -151,6 +183,7 @@ class Ledger(SqlStore):
         with self._transaction("ledger-migrate") as cur:
             cur.execute(_OBJECTS_DDL)
             cur.execute(_RECEIPTS_DDL.format(cursor_type=cursor_type))
+            cur.execute(_COMMITMENTS_DDL)
             for ddl in _INDEXES:
                 cur.execute(ddl)
 
@@ -262,6 +295,55 @@ class Ledger(SqlStore):
                           "WHERE trailer_id = ? AND cursor > ? ORDER BY cursor LIMIT ?",
                           (trailer_id, after, limit))
         return [_receipt(r) for r in rows]
+
+
+    # --- storage commitment ---------------------------------------------------------
+    def begin_commitment(self, commitment: Commitment) -> Commitment:
+        """The object is in PACS, awaiting its commitment: state ``committing`` and the
+        transaction recorded. Returns the upload's transaction (an earlier one if the
+        upload already has one: a retry asks again under the same UID)."""
+        with self._transaction(f"uid:{commitment.sop_instance_uid}") as cur:
+            cur.execute(self._sql(
+                "UPDATE objects SET state = 'committing', stored_transfer_syntax_uid = ?, "
+                "dicom_status = ? WHERE sop_instance_uid = ? AND dataset_sha256 = ? "
+                "AND state <> 'conflict'"),
+                (commitment.stored_transfer_syntax_uid, commitment.dicom_status,
+                 commitment.sop_instance_uid, commitment.dataset_sha256))
+            cur.execute(self._sql(
+                f"INSERT INTO commitments ({', '.join(_COMMITMENT_COLUMNS)}) "
+                f"VALUES ({', '.join('?' for _ in _COMMITMENT_COLUMNS)}) "
+                "ON CONFLICT (upload_id) DO NOTHING"),
+                tuple(getattr(commitment, c) for c in _COMMITMENT_COLUMNS))
+            cur.execute(self._sql(f"SELECT {', '.join(_COMMITMENT_COLUMNS)} FROM commitments "
+                                  "WHERE upload_id = ?"), (commitment.upload_id,))
+            return Commitment(*cur.fetchone())
+
+    def record_commitment_result(self, transaction_uid: str, sop_instance_uid: str,
+                                 result: str) -> int:
+        """Record the PACS's report for one object (first report wins); rows changed."""
+        with self._transaction() as cur:
+            cur.execute(self._sql(
+                "UPDATE commitments SET result = ?, reported_at = ? WHERE transaction_uid = ? "
+                "AND sop_instance_uid = ? AND result = ''"),
+                (result, time.time(), transaction_uid, sop_instance_uid))
+            return int(cur.rowcount or 0)
+
+    def commitments_reported(self) -> list[Commitment]:
+        """Reported transactions whose upload has no receipt yet."""
+        rows = self._read(f"SELECT {', '.join('c.' + c for c in _COMMITMENT_COLUMNS)} "
+                          "FROM commitments c WHERE c.result <> '' AND NOT EXISTS "
+                          "(SELECT 1 FROM receipts r WHERE r.upload_id = c.upload_id)")
+        return [Commitment(*r) for r in rows]
+
+    def commitments_overdue(self, requested_before: float) -> list[Commitment]:
+        rows = self._read(f"SELECT {', '.join(_COMMITMENT_COLUMNS)} FROM commitments "
+                          "WHERE result = '' AND requested_at < ?", (requested_before,))
+        return [Commitment(*r) for r in rows]
+
+    def touch_commitment(self, transaction_uid: str) -> None:
+        with self._transaction() as cur:
+            cur.execute(self._sql("UPDATE commitments SET requested_at = ? "
+                                  "WHERE transaction_uid = ?"), (time.time(), transaction_uid))
 
 
 def _receipt(row: tuple[Any, ...]) -> Receipt:

@@ -22,6 +22,7 @@ from trailerlink_events.kafka import ConsumerRunner, EventProducer, RetryPolicy
 
 from trailerlink_ingest import __version__
 from trailerlink_ingest.admin_api import add_admin_routes
+from trailerlink_ingest.commitment import CommitmentFinisher, CommitmentListener
 from trailerlink_ingest.completion import Announcer, Sweeper
 from trailerlink_ingest.identity import AccessListFile, Authenticator, parse_networks
 from trailerlink_ingest.keys import KeyStore
@@ -76,7 +77,8 @@ def build(settings: IngestSettings) -> Service:
                         settings.pacs_max_pdu, settings.pacs_allow_lossless_fallback,
                         canary_ae_title=settings.pacs_canary_ae_title),
         producer=producer, work_dir=settings.data_dir / "work",
-        keep_delivered=settings.keep_delivered_uploads)
+        keep_delivered=settings.keep_delivered_uploads,
+        storage_commitment=settings.pacs_storage_commitment)
     runner = ConsumerRunner(
         bootstrap_servers=settings.kafka_bootstrap_servers, group_id=settings.consumer_group,
         topics=[topics.CENTRAL_UPLOAD_COMPLETED], handler=processor.handle, producer=producer,
@@ -99,6 +101,14 @@ def build(settings: IngestSettings) -> Service:
         await asyncio.to_thread(ledger.check)
 
 
+    if settings.pacs_storage_commitment:
+        listener = CommitmentListener(ledger, settings.calling_ae_title,
+                                      settings.commitment_host, settings.commitment_port)
+        listener.start()  # binds now: a port in use fails the start, loudly
+        finisher = CommitmentFinisher(ledger, processor, processor.pacs,
+                                      settings.commitment_timeout_seconds)
+        service.add_task("commitment", finisher.run)
+        service.on_stop(lambda: asyncio.to_thread(listener.stop))
     ledger.migrate()
     service.add_task("https", https_task)
     service.add_task("kafka", kafka)

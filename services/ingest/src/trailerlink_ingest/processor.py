@@ -44,7 +44,8 @@ from trailerlink_sealed import (
 from trailerlink_spool.part10 import NotPart10Error, dataset_offset
 
 from trailerlink_ingest import metrics
-from trailerlink_ingest.ledger import ClaimKind, Ledger, LedgerUnavailable, Receipt
+from trailerlink_ingest.commitment import encode_event, request_commitment, transaction_uid
+from trailerlink_ingest.ledger import ClaimKind, Commitment, Ledger, LedgerUnavailable, Receipt
 from trailerlink_ingest.pacs import PacsRefused, PacsTarget, PacsUnavailable, StoreResult, store
 from trailerlink_ingest.uploads import UploadStore
 
@@ -144,7 +145,7 @@ class Processor:
 
     def __init__(self, *, uploads: UploadStore, ledger: Ledger, keys: OpeningKeyring,
                  pacs: PacsTarget, producer: EventProducer, work_dir: Path,
-                 keep_delivered: bool = False) -> None:
+                 keep_delivered: bool = False, storage_commitment: bool = False) -> None:
         self.uploads = uploads
         self.ledger = ledger
         self.keys = keys
@@ -152,6 +153,7 @@ class Processor:
         self.producer = producer
         self.work_dir = Path(work_dir)
         self.keep_delivered = keep_delivered
+        self.storage_commitment = storage_commitment
         self.conflict_dir = uploads.root / "conflicts"
 
     async def handle(self, delivery: Delivery) -> None:
@@ -192,7 +194,7 @@ class Processor:
             log.error("upload failed verification",
                       extra={"trailer": trailer, "upload_id": event.upload_id,
                              "stage": failed.stage, "reason": failed.reason})
-            await self._outcome(event, self._failed(event, failed.code, failed.stage,
+            await self.outcome(event, self.failed(event, failed.code, failed.stage,
                                                     failed.reason), None)
             return
         kind, row = await asyncio.to_thread(
@@ -201,9 +203,9 @@ class Processor:
             study_instance_uid=event.object.study_instance_uid, upload_id=event.upload_id)
         if kind is ClaimKind.DUPLICATE:
             metrics.DUPLICATES.inc()
-            receipt = self._delivered(event, row.stored_transfer_syntax_uid,
+            receipt = self.delivered(event, row.stored_transfer_syntax_uid,
                                       row.dicom_status, duplicate=True)
-            await self._outcome(event, receipt, None)
+            await self.outcome(event, receipt, None)
             out.unlink(missing_ok=True)
             return
         if kind is ClaimKind.CONFLICT:
@@ -215,10 +217,15 @@ class Processor:
                       extra={"trailer": trailer, "upload_id": event.upload_id,
                              "kept_at": kept})
             code = FailureReason.Value("FAILURE_REASON_UID_CONFLICT")
-            await self._outcome(event, self._failed(
+            await self.outcome(event, self.failed(
                 event, code, "ingest.ledger",
                 "SOP Instance UID already received with other content; copy kept, "
                 "not sent to PACS"), None)
+            return
+        if kind is ClaimKind.RETRY and row.state == "committing":
+            # In PACS already, its commitment outstanding: ask again, never store twice.
+            await self._request_commitment(event, verified, row.stored_transfer_syntax_uid,
+                                           row.dicom_status)
             return
         await self._forward(event, verified)
 
@@ -240,32 +247,53 @@ class Processor:
             raise DependencyUnavailable(f"PACS: {exc}") from None
         except PacsRefused as refused:
             code = FailureReason.Value("FAILURE_REASON_PACS_REFUSED")
-            receipt = self._failed(event, code, "ingest.pacs", refused.reason,
+            receipt = self.failed(event, code, "ingest.pacs", refused.reason,
                                    dicom_status=refused.status)
-            await self._outcome(event, receipt, "refused")
+            await self.outcome(event, receipt, "refused")
             verified.path.unlink(missing_ok=True)
             raise PermanentError(f"PACS refused: status 0x{refused.status:04X}: "
                                  f"{refused.reason}") from None
-        receipt = self._delivered(event, result.transfer_syntax_uid, result.status,
-                                  duplicate=False)
-        await self._outcome(event, receipt, "delivered")
+        if self.storage_commitment:
+            await self._request_commitment(event, verified, result.transfer_syntax_uid,
+                                           result.status)
+            return
+        receipt = self.delivered(event, result.transfer_syntax_uid, result.status,
+                                 duplicate=False)
+        await self.outcome(event, receipt, "delivered")
         verified.path.unlink(missing_ok=True)
         with contextlib.suppress(LedgerUnavailable):
             metrics.PACS_BACKLOG.set(await asyncio.to_thread(self.ledger.backlog))
 
+    async def _request_commitment(self, event: UploadCompleted, verified: Verified,
+                                  ts: str, status: int) -> None:
+        """Delivered only on the PACS's N-EVENT-REPORT (commitment.py finishes it)."""
+        pending = await asyncio.to_thread(self.ledger.begin_commitment, Commitment(
+            transaction_uid=transaction_uid(), upload_id=event.upload_id,
+            sop_instance_uid=event.object.sop_instance_uid,
+            sop_class_uid=verified.sop_class_uid, dataset_sha256=event.dataset_sha256,
+            event=encode_event(event), stored_transfer_syntax_uid=ts, dicom_status=status,
+            requested_at=time.time()))
+        try:
+            await asyncio.to_thread(request_commitment, self.pacs, pending.transaction_uid,
+                                    pending.sop_class_uid, pending.sop_instance_uid,
+                                    verified.path)
+        except PacsUnavailable as exc:
+            raise DependencyUnavailable(f"PACS: {exc}") from None
+        verified.path.unlink(missing_ok=True)
+
     # --- outcomes ---------------------------------------------------------------------
-    def _delivered(self, event: UploadCompleted, ts: str, status: int, *,
-                   duplicate: bool) -> Receipt:
+    def delivered(self, event: UploadCompleted, ts: str, status: int, *,
+                  duplicate: bool, committed: bool = False) -> Receipt:
         return Receipt(
             upload_id=event.upload_id, trailer_id=event.meta.trailer_id,
             sop_instance_uid=event.object.sop_instance_uid,
             study_instance_uid=event.object.study_instance_uid,
             dataset_sha256=event.dataset_sha256, outcome="delivered", dicom_status=status,
-            stored_transfer_syntax_uid=ts, duplicate=int(duplicate), permanent=1,
-            at=time.time())
+            stored_transfer_syntax_uid=ts, storage_committed=int(committed),
+            duplicate=int(duplicate), permanent=1, at=time.time())
 
-    def _failed(self, event: UploadCompleted, code: int, stage: str, reason: str, *,
-                dicom_status: int = 0) -> Receipt:
+    def failed(self, event: UploadCompleted, code: int, stage: str, reason: str, *,
+               dicom_status: int = 0) -> Receipt:
         return Receipt(
             upload_id=event.upload_id, trailer_id=event.meta.trailer_id,
             sop_instance_uid=event.object.sop_instance_uid,
@@ -274,7 +302,7 @@ class Processor:
             reason_code=reason_name(code), reason=reason[:500], stage=stage,
             dicom_status=dicom_status, permanent=1, at=time.time())
 
-    async def _outcome(self, event: UploadCompleted, receipt: Receipt,
+    async def outcome(self, event: UploadCompleted, receipt: Receipt,
                        object_state: str | None) -> None:
         stored = await asyncio.to_thread(self.ledger.record_outcome, receipt,
                                          object_state=object_state)

@@ -89,5 +89,14 @@ class IngestSettings(ServiceSettings):
     pacs_allow_lossless_fallback: bool = Field(
         True, description="If the PACS refuses the original transfer syntax, send the same "
         "pixels in another lossless one (recorded on the receipt)")
+    pacs_storage_commitment: bool = Field(
+        False, description="Ask the PACS for storage commitment (N-ACTION) and count an "
+        "object delivered only on its N-EVENT-REPORT")
+    commitment_host: str = Field("0.0.0.0", description="Address the PACS sends "  # noqa: S104
+                                 "commitment reports to (our CALLING_AE_TITLE)")
+    commitment_port: int = Field(11113, ge=1, le=65535,
+                                 description="DICOM port for the PACS's N-EVENT-REPORTs")
+    commitment_timeout_seconds: float = Field(
+        300.0, gt=0, description="Ask again when a commitment has no report after this")
     keep_delivered_uploads: bool = Field(
         False, description="Keep sealed uploads after delivery (default: delete them)")
