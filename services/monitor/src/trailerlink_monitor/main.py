@@ -12,7 +12,7 @@ from trailerlink_common.config import load_settings
 from trailerlink_common.service import Service
 from trailerlink_common.sqlstore import DatabaseUnavailable
 from trailerlink_events import topics
-from trailerlink_events.kafka import ConsumerRunner, EventProducer, RetryPolicy
+from trailerlink_events.kafka import ConsumerRunner, EventProducer, Handler, RetryPolicy
 
 from trailerlink_monitor import __version__
 from trailerlink_monitor.settings import MonitorSettings
@@ -38,18 +38,21 @@ def _agent(service: Service, settings: MonitorSettings, producer: EventProducer)
     if settings.relay_url:
         relay = Relay(settings.relay_url, client_ssl_context(
             settings.client_cert_file, settings.client_key_file, settings.ca_file))
-        runner = ConsumerRunner(
-            bootstrap_servers=settings.kafka_bootstrap_servers,
-            group_id=settings.relay_group,
-            topics=[topics.HEARTBEAT, topics.PROCEDURE_STEP],
-            handler=relay.handle,
-            producer=producer,
-            dead_letter_topic=topics.TRAILER_DEAD_LETTER,
-            client_id="monitor-relay",
-            retry=RetryPolicy(initial_backoff_seconds=0.5,
-                              max_backoff_seconds=settings.relay_retry_max_seconds),
-        )
-        service.add_task("relay", runner.run)
+        service.add_task("relay", _trailer_runner(
+            settings, producer, settings.relay_group, [topics.HEARTBEAT, topics.PROCEDURE_STEP],
+            relay.handle, "monitor-relay",
+            RetryPolicy(initial_backoff_seconds=0.5,
+                        max_backoff_seconds=settings.relay_retry_max_seconds)).run)
+
+
+def _trailer_runner(settings: MonitorSettings, producer: EventProducer, group: str,
+                    names: list[str], handler: Handler, client_id: str,
+                    retry: RetryPolicy | None = None) -> ConsumerRunner:
+    """A consumer of the trailer's own topics (dead letters stay on the trailer)."""
+    return ConsumerRunner(
+        bootstrap_servers=settings.kafka_bootstrap_servers, group_id=group, topics=names,
+        handler=handler, producer=producer, dead_letter_topic=topics.TRAILER_DEAD_LETTER,
+        client_id=client_id, retry=retry or RetryPolicy())
 
 
 def _canary(service: Service, settings: MonitorSettings, producer: EventProducer
@@ -64,16 +67,9 @@ def _canary(service: Service, settings: MonitorSettings, producer: EventProducer
         settings.canary_gateway_host, settings.canary_gateway_port,
         settings.canary_gateway_ae_title, settings.canary_calling_ae_title),
         settings.canary_interval_seconds, settings.canary_timeout_seconds)
-    runner = ConsumerRunner(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        group_id=settings.canary_group,
-        topics=[topics.OBJECT_DELIVERED, topics.OBJECT_FAILED],
-        handler=canary.handle,
-        producer=producer,
-        dead_letter_topic=topics.TRAILER_DEAD_LETTER,
-        client_id="monitor-canary",
-    )
-    service.add_task("canary-outcomes", runner.run)
+    service.add_task("canary-outcomes", _trailer_runner(
+        settings, producer, settings.canary_group,
+        [topics.OBJECT_DELIVERED, topics.OBJECT_FAILED], canary.handle, "monitor-canary").run)
     service.add_task("canary", canary.run)
     return canary
 
