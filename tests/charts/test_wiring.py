@@ -409,3 +409,40 @@ def test_worklist_tls_files_come_from_the_named_secrets(helm: str, render: Rende
             ("TRAILERLINK_DICOM_TLS_CLIENT_CA_FILE", "mwl-tls", "ca.crt")):
         assert _secret_file(spec, worklist, env[name]) == (secret, key), name
     assert "TRAILERLINK_UPSTREAM_HL7_TLS" not in env  # nothing goes out by HL7 here
+
+
+def test_key_sync_writes_where_the_codec_reads(render: Renderer, helm: str) -> None:
+    rendered = render("trailer")
+    values = _values("trailer")
+    codec_doc = rendered.named("Deployment", "trailerlink-codec")
+    uplink_doc = rendered.named("Deployment", "trailerlink-uplink")
+    cspec, codec = codec_doc["spec"]["template"]["spec"], _container(codec_doc, "codec")
+    uspec, uplink = uplink_doc["spec"]["template"]["spec"], _container(uplink_doc, "uplink")
+    keys = _env(codec)["TRAILERLINK_SEALING_PUBLIC_KEYS"]
+    assert _env(uplink)["TRAILERLINK_SEALING_KEYS_SYNC_DIR"] == keys
+    assert _env(uplink)["TRAILERLINK_KEYS_POLL_SECONDS"] == \
+        str(values["uplink"]["keySync"]["pollSeconds"])
+    # the same directory of the same claim in both pods, writable by the uplink
+    assert _claim(rendered, cspec, codec, keys) == _claim(rendered, uspec, uplink, keys)
+    assert not next(m for m in uplink["volumeMounts"] if m["name"] == "spool").get("readOnly")
+    # seeded once from the Secret of public keys
+    (seed,) = cspec["initContainers"]
+    assert _claim(rendered, cspec, seed, keys) == _claim(rendered, cspec, codec, keys)
+    assert _source(cspec, seed, "/etc/trailerlink/sealing-keys")[0]["secret"]["secretName"] \
+        == values["secrets"]["sealingPublicKeys"]["name"]
+    assert keys in seed["args"][0]
+
+    off = run_helm(helm, "template", "trailerlink", str(CHARTS / "trailer"), "--namespace",
+                   "trailerlink", "--kube-version", KUBE_VERSIONS[-1],
+                   "--set", "uplink.keySync.enabled=false")
+    assert off.returncode == 0, off.stderr
+    docs = {d["metadata"]["name"]: d for d in yaml.safe_load_all(off.stdout)
+            if d and d["kind"] == "Deployment"}
+    codec_doc = docs["trailerlink-codec"]
+    cspec, codec = codec_doc["spec"]["template"]["spec"], _container(codec_doc, "codec")
+    assert "initContainers" not in cspec
+    found = _source(cspec, codec, _env(codec)["TRAILERLINK_SEALING_PUBLIC_KEYS"])
+    assert found and found[0]["secret"]["secretName"] == \
+        values["secrets"]["sealingPublicKeys"]["name"]
+    assert "TRAILERLINK_SEALING_KEYS_SYNC_DIR" not in \
+        _env(_container(docs["trailerlink-uplink"], "uplink"))
