@@ -22,7 +22,6 @@ import base64
 import logging
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 from pydicom import Dataset
@@ -31,7 +30,7 @@ from pynetdicom.sop_class import StorageCommitmentPushModel  # type: ignore[attr
 from trailerlink_events.messages import FailureReason, UploadCompleted
 
 from trailerlink_ingest.ledger import Commitment, Ledger
-from trailerlink_ingest.pacs import PacsTarget, PacsUnavailable, called_ae_title
+from trailerlink_ingest.pacs import PacsTarget, PacsUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -46,13 +45,13 @@ def transaction_uid() -> str:
 
 
 def request_commitment(target: PacsTarget, transaction: str, sop_class_uid: str,
-                       sop_instance_uid: str, path: Path | None = None) -> None:
-    """Send the N-ACTION; PacsUnavailable if the PACS does not accept the request."""
+                       sop_instance_uid: str, called_ae: str = "") -> None:
+    """Send the N-ACTION to ``called_ae`` (the AE the object was stored at; default the
+    PACS's); PacsUnavailable if the PACS does not accept the request."""
     ae = AE(ae_title=target.calling_ae_title)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = target.timeout_seconds
     ae.add_requested_context(StorageCommitmentPushModel)
-    called = called_ae_title(path, target) if path is not None else target.ae_title
-    assoc = ae.associate(target.host, target.port, ae_title=called)
+    assoc = ae.associate(target.host, target.port, ae_title=called_ae or target.ae_title)
     if not assoc.is_established:
         raise PacsUnavailable("storage commitment: PACS not reachable or refused the "
                               "association")
@@ -147,7 +146,8 @@ class CommitmentFinisher:
         for row in overdue:
             try:
                 await asyncio.to_thread(request_commitment, self.pacs, row.transaction_uid,
-                                        row.sop_class_uid, row.sop_instance_uid)
+                                        row.sop_class_uid, row.sop_instance_uid,
+                                        row.called_ae_title)
             except PacsUnavailable as exc:
                 log.info("storage commitment not asked again yet",
                          extra={"upload_id": row.upload_id, "error": str(exc)})

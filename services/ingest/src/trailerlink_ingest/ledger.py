@@ -107,6 +107,7 @@ class Commitment:
     requested_at: float
     result: str = ""                   # "" pending | "committed" | "failed:<hex reason>"
     reported_at: float | None = None
+    called_ae_title: str = ""          # where it was stored (the canary's test AE or the PACS)
 
 
 _OBJECT_COLUMNS = [f.name for f in fields(ObjectRow)]
@@ -161,7 +162,8 @@ CREATE TABLE IF NOT EXISTS commitments (
     dicom_status INTEGER NOT NULL DEFAULT 0,
     requested_at DOUBLE PRECISION NOT NULL,
     result TEXT NOT NULL DEFAULT '',
-    reported_at DOUBLE PRECISION
+    reported_at DOUBLE PRECISION,
+    called_ae_title TEXT NOT NULL DEFAULT ''
 )"""
 _INDEXES = [
     "CREATE INDEX IF NOT EXISTS receipts_by_trailer ON receipts (trailer_id, cursor)",

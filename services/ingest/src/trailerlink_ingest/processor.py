@@ -46,7 +46,14 @@ from trailerlink_spool.part10 import NotPart10Error, dataset_offset
 from trailerlink_ingest import metrics
 from trailerlink_ingest.commitment import encode_event, request_commitment, transaction_uid
 from trailerlink_ingest.ledger import ClaimKind, Commitment, Ledger, LedgerUnavailable, Receipt
-from trailerlink_ingest.pacs import PacsRefused, PacsTarget, PacsUnavailable, StoreResult, store
+from trailerlink_ingest.pacs import (
+    PacsRefused,
+    PacsTarget,
+    PacsUnavailable,
+    StoreResult,
+    called_ae_title,
+    store,
+)
 from trailerlink_ingest.uploads import UploadStore
 
 log = logging.getLogger(__name__)
@@ -272,11 +279,12 @@ class Processor:
             sop_instance_uid=event.object.sop_instance_uid,
             sop_class_uid=verified.sop_class_uid, dataset_sha256=event.dataset_sha256,
             event=encode_event(event), stored_transfer_syntax_uid=ts, dicom_status=status,
-            requested_at=time.time()))
+            requested_at=time.time(),
+            called_ae_title=await asyncio.to_thread(called_ae_title, verified.path, self.pacs)))
         try:
             await asyncio.to_thread(request_commitment, self.pacs, pending.transaction_uid,
                                     pending.sop_class_uid, pending.sop_instance_uid,
-                                    verified.path)
+                                    pending.called_ae_title)
         except PacsUnavailable as exc:
             raise DependencyUnavailable(f"PACS: {exc}") from None
         verified.path.unlink(missing_ok=True)
