@@ -30,7 +30,6 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from types import TracebackType
 
 from trailerlink_testing.faultproxy import FaultProxy
 from trailerlink_testing.netns import netns_available
@@ -71,7 +70,8 @@ def _free_subnet() -> int:
 
 class ShapedWan:
     """Listen on ``127.0.0.1:port``; forward to ``target`` at most ``rate_bits`` bit/s
-    upstream (tbf, as ``ShapedLink.set_rate`` shapes: burst 1/100 s, at least 32 KiB)."""
+    upstream (tbf, as ``ShapedLink.set_rate`` shapes: burst 1/100 s, at least 32 KiB).
+    ``start()`` then ``close()`` (which also undoes a half-done start); or :func:`open_link`."""
 
     def __init__(self, target: tuple[str, int], rate_bits: int) -> None:
         tag = secrets.token_hex(3)
@@ -146,17 +146,6 @@ class ShapedWan:
             # Deleting the namespace destroys the veth pair, its root side included.
             subprocess.run(["ip", "netns", "del", self.ns], capture_output=True, timeout=30)
             self._ns_up = False
-
-    def __enter__(self) -> ShapedWan:
-        try:
-            return self.start()
-        except BaseException:
-            self.close()
-            raise
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
 
 
 @dataclass
