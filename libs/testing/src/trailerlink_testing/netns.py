@@ -32,7 +32,11 @@ def netns_available() -> bool:
 
 
 class ShapedLink:
-    def __init__(self, rate_bits: int | None = None, subnet: int | None = None) -> None:
+    def __init__(self, rate_bits: int | None = None, subnet: int | None = None,
+                 queue_ms: int = 100) -> None:
+        """``queue_ms``: how much traffic tbf queues before dropping, in time at the
+        rate (a 4G bearer buffers a few hundred ms; too short a queue drops packets the
+        real link would have carried)."""
         tag = secrets.token_hex(3)
         self.client_ns = f"tlc{tag}"
         self.server_ns = f"tls{tag}"
@@ -42,6 +46,7 @@ class ShapedLink:
         self.client_ip = f"10.237.{n}.1"
         self.server_ip = f"10.237.{n}.2"
         self.rate_bits = rate_bits
+        self.queue_ms = queue_ms
         self._up = False
 
     def in_client(self) -> list[str]:
@@ -71,7 +76,7 @@ class ShapedLink:
         burst = max(32 * 1024, int(rate_bytes / 100))
         _run("ip", "netns", "exec", self.client_ns, "tc", "qdisc", "replace", "dev",
              self.client_dev, "root", "tbf", "rate", f"{rate_bits}bit", "burst", str(burst),
-             "latency", "100ms")
+             "latency", f"{self.queue_ms}ms")
         self.rate_bits = rate_bits
 
     def shaper_stats(self) -> dict[str, int]:
