@@ -56,3 +56,25 @@ def test_command_and_small_answer_share_one_pdu() -> None:
     assert len(ours) == 1
     headers = [value[0] for _cx, value in ours[0].presentation_data_value_list]
     assert headers == [0x03, 0x02]  # last command fragment, then last data set fragment
+
+
+def test_cork_holds_and_releases_a_real_tcp_connection() -> None:
+    import socket
+    from types import SimpleNamespace
+
+    if not hasattr(socket, "TCP_CORK"):
+        pytest.skip("TCP_CORK is Linux only")
+    server = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(server.getsockname())
+    peer, _ = server.accept()
+    try:
+        assoc = SimpleNamespace(dul=SimpleNamespace(socket=SimpleNamespace(socket=peer)))
+        fastfind._cork(assoc, True)  # pending answers queued
+        assert peer.getsockopt(socket.IPPROTO_TCP, socket.TCP_CORK) == 1
+        fastfind._cork(assoc, False)  # the final response
+        assert peer.getsockopt(socket.IPPROTO_TCP, socket.TCP_CORK) == 0
+        peer.close()
+        fastfind._cork(assoc, True)  # a closed connection: nothing to do, no error
+    finally:
+        for s in (client, peer, server):
+            s.close()

@@ -9,6 +9,11 @@ follows, so its bytes are built by hand once and kept; the command and the ident
 then travel as two PDVs of one P-DATA-TF when they fit the peer's maximum PDU (PS3.8
 9.3.5 allows several PDVs per PDU; a message's fragments stay in order).
 
+While a C-FIND's pending answers are queued the connection is corked (Linux
+``TCP_CORK``): they leave in a few full segments rather than one segment, one send and
+one wake-up of the modality each; the final response uncorks it, which sends whatever
+is held at once (the kernel also sends held data after 200 ms by itself).
+
 Only associations of an AE marked with :func:`mark_ae` take this path, and only for
 responses without an Error Comment or Offending Element and with no ``EVT_DIMSE_SENT``
 handler bound (those need pynetdicom's message object); everything else is sent by
@@ -17,6 +22,8 @@ pynetdicom as before. A test compares our bytes with pynetdicom's for each statu
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import struct
 from collections.abc import Callable
 from functools import lru_cache
@@ -94,6 +101,20 @@ def pdata_for(primitive: C_FIND, context_id: int, max_pdu: int) -> list[P_DATA]:
     return out
 
 
+_PENDING = frozenset({0xFF00, 0xFF01})
+_CORKED = "_trailerlink_corked"
+
+
+def _cork(assoc: Any, on: bool) -> None:
+    option = getattr(socket, "TCP_CORK", None)  # Linux only; elsewhere a no-op
+    sock = getattr(getattr(assoc.dul, "socket", None), "socket", None)
+    if option is None or sock is None or getattr(assoc, _CORKED, False) == on:
+        return
+    with contextlib.suppress(OSError):  # a closed connection has nothing to hold
+        sock.setsockopt(socket.IPPROTO_TCP, option, 1 if on else 0)
+    setattr(assoc, _CORKED, on)
+
+
 def _eligible(provider: DIMSEServiceProvider, primitive: Any) -> bool:
     assoc = provider.assoc
     return (
@@ -118,6 +139,8 @@ def install() -> None:
         if not _eligible(self, primitive):
             original(self, primitive, context_id)
             return
+        # Uncorked before the final response is queued: it and anything held go at once.
+        _cork(self.assoc, int(primitive.Status) in _PENDING)
         for pdata in pdata_for(primitive, context_id, self.maximum_pdu_size):
             self.dul.send_pdu(pdata)
 
