@@ -93,7 +93,7 @@ async def make_rig() -> AsyncIterator[object]:
               concurrency: int = 1, rate: int = 0, io_timeout: float = 5.0,
               backoff_max: float = 1.0) -> Rig:
         http = make_http_client(verify=False, connect_timeout=2.0, io_timeout=io_timeout,
-                                max_connections=concurrency + 2)
+                                max_connections=2 * concurrency + 2)
         clients.append(http)
         bucket = TokenBucket(CapSchedule(rate, []))
         tus = TusClient(url, http, bucket)

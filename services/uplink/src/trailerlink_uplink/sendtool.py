@@ -57,7 +57,7 @@ async def run(url: str, work: Path, sizes: list[int], chunk: int, concurrency: i
     for obj in _objects(outgoing, sizes):
         queue.enqueue(obj)
     http = make_http_client(verify=False, connect_timeout=5.0, io_timeout=io_timeout,
-                            max_connections=concurrency + 2)
+                            max_connections=2 * concurrency + 2)
     tus = TusClient(url, http, TokenBucket(CapSchedule(rate, [])))
 
     async def probe() -> None:

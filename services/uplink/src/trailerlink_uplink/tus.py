@@ -95,7 +95,9 @@ def tls_context(ca_file: Path | None, cert_file: Path | None, key_file: Path | N
 def make_http_client(*, verify: ssl.SSLContext | bool, connect_timeout: float,
                      io_timeout: float, max_connections: int) -> httpx.AsyncClient:
     """The HTTP client uploads share. Short keep-alive so a moved trailer (new address,
-    new route) does not reuse a connection that silently died."""
+    new route) does not reuse a connection that silently died. ``max_connections``
+    should allow two per upload worker (a PATCH and the next object's create) plus the
+    receipts poll and the probe."""
     transport = httpx.AsyncHTTPTransport(
         verify=verify,
         limits=httpx.Limits(max_connections=max_connections,
