@@ -4,14 +4,22 @@ once and byte-identical, and a cut costs at most one chunk of re-sent bytes."""
 
 from __future__ import annotations
 
+import socket
 import time
 
+import pytest
 from prometheus_client import REGISTRY
 from trailerlink_testing.faultproxy import FaultProxy
 from trailerlink_testing.tusd import Tusd
 from trailerlink_testing.waiting import async_wait_until
 from trailerlink_uplink.link import DOWN, UP
 from trailerlink_uplink.queue import STATE_UPLOADED, SendQueue
+from trailerlink_uplink.tus import (
+    RTO_CEILING_MS,
+    TCP_RTO_MAX_MS,
+    make_http_client,
+    rto_ceiling_option,
+)
 
 from .conftest import Outgoing
 
@@ -147,3 +155,19 @@ async def test_vanished_server_resumes_within_seconds_of_returning(
     assert time.monotonic() - back < 5
     await async_wait_until(lambda: _uploaded(queue, 1), 30, "upload complete after the outage")
     _assert_one_identical_upload(tusd, outgoing, obj)
+
+
+async def test_upload_connections_cap_tcp_retransmission_backoff(tusd: Tusd) -> None:
+    """The connections carry the 1 s RTO ceiling where the kernel has it, so an upload
+    stalled by an outage goes on within a second of the link's return."""
+    option = rto_ceiling_option()
+    if not option:
+        pytest.skip("kernel without TCP_RTO_MAX_MS (Linux < 6.15)")
+    http = make_http_client(verify=False, connect_timeout=2.0, io_timeout=5.0,
+                            max_connections=2)
+    try:
+        rsp = await http.request("OPTIONS", tusd.url)
+        sock = rsp.extensions["network_stream"].get_extra_info("socket")
+        assert sock.getsockopt(socket.IPPROTO_TCP, TCP_RTO_MAX_MS) == RTO_CEILING_MS == 1000
+    finally:
+        await http.aclose()

@@ -4,6 +4,7 @@ a metric, out of the send queue; the objects around it still go. Against tusd.""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from trailerlink_testing.procs import http_get
 from trailerlink_testing.tusd import Tusd
 from trailerlink_testing.waiting import async_wait_until
 from trailerlink_uplink.queue import SendQueue
-from trailerlink_uplink.sender import FAILED_STAGE
+from trailerlink_uplink.sender import FAILED_STAGE, SealedFileProblem
 
 from .conftest import Outgoing
 from .receipts_peer import ReceiptsPeer
@@ -128,3 +129,21 @@ async def test_sealed_file_cut_short_mid_upload_ends_the_upload_and_publishes_fa
             after.sop_instance_uid], "the victim's partial upload is terminated at the server"
     finally:
         await producer.stop()
+
+
+async def test_a_sealed_path_that_cannot_be_read_is_unreadable_not_missing(
+        queue: SendQueue, outgoing: Outgoing, make_rig: object) -> None:
+    """An OS error reading the file (here: a directory where the file should be, with the
+    event's size matching, so only the read fails) is named ``unreadable``."""
+    obj = outgoing.sealed(10)
+    path = outgoing.root / obj.sealed_path
+    path.unlink()
+    path.mkdir()
+    queue.enqueue(dataclasses.replace(obj, sealed_size=path.stat().st_size))
+    row = queue.next_object()
+    assert row is not None
+    rig = make_rig(queue, outgoing, "http://127.0.0.1:9/files/")  # type: ignore[operator]
+    with pytest.raises(SealedFileProblem) as caught:
+        rig.sender._check_file(row)
+    assert caught.value.kind == "unreadable"
+    assert str(caught.value) == "sealed file unreadable (IsADirectoryError)"
