@@ -13,6 +13,11 @@ with one JSON line. Exit status 0 only if nothing is missing, altered or unconfi
 Default: 5 women x 4 views of 2048 x 1664 (14 bits stored, ~6.8 MB each): a few
 minutes on 2 cores. A full day: ``DEMO_WOMEN=80 DEMO_ROWS=4096 DEMO_COLUMNS=3328``
 (or ``--women 80 --rows 4096 --columns 3328``).
+
+``LINK=8mbit`` (``--link``; any ``<n>mbit``/``<n>kbit``) sends the uplink -> ingest
+bytes through a tc-tbf-shaped hop (``trailerlink_testing.shapedwan``). Where tc cannot
+shape (no root, no namespaces) it says so and falls back to the fault proxy's drip at
+that rate, per connection, with the uplink sending one upload at a time.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from trailerlink_testing.shapedwan import open_link, parse_rate
 from trailerlink_testing.stack import (
     CentralStack,
     SimulatedModality,
@@ -50,7 +56,14 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
                    help="seconds to wait for every commitment after the last store")
     p.add_argument("--keep", default=env.get("DEMO_KEEP", ""),
                    help="keep the run's directory here (logs, spool, PACS storage)")
-    return p.parse_args(argv)
+    p.add_argument("--link", default=env.get("LINK", ""),
+                   help="shape the uplink -> ingest link to this rate, e.g. 8mbit, 512kbit")
+    args = p.parse_args(argv)
+    try:
+        args.link_bits = parse_rate(args.link) if args.link else 0
+    except ValueError as exc:
+        p.error(str(exc))
+    return args
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -65,43 +78,54 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, object]:
     print(f"trailerlink demo: {args.women} women x 4 views of {args.rows}x{args.columns} "
           f"(14-bit MG), run directory {work}", flush=True)
     started = time.time()
-    with CentralStack(work / "central") as central:
-        print(f"  data centre up: Kafka {central.broker.bootstrap}, Orthanc AE PACS on "
-              f"{central.pacs.dicom_port}, ingest {central.ingest_url}", flush=True)
-        with TrailerStack(work / "trailer", central, bookings) as trailer:
-            print(f"  trailer up: Kafka {trailer.broker.bootstrap}, gateway "
-                  f"{trailer.gateway_port}, worklist {trailer.worklist_port}, codec, "
-                  f"uplink, monitor agent ({time.time() - started:.0f}s)", flush=True)
-            with SimulatedModality(trailer, work / "modality", rows=args.rows,
-                                   columns=args.columns) as modality:
-                worklist = modality.wait_for_worklist(len(bookings))
-                print(f"  worklist: {len(worklist)} women booked at this site today",
-                      flush=True)
-                studies: list[StudyResult] = []
-                for i, item in enumerate(worklist):
-                    study = modality.screen(item, seed=i)
-                    studies.append(study)
-                    print(f"  woman {i + 1}/{len(worklist)}: {len(study.sent)}/4 stored, "
-                          f"MPPS {study.mpps_statuses}, commitment requested", flush=True)
-                try:
-                    wait_until(lambda: all(s.confirmed_at is not None or s.commit_failed
-                                           for s in studies), args.timeout,
-                               "every storage commitment answered", interval=0.5)
-                except ConditionTimeout as exc:
-                    print(f"  !! {exc}", flush=True)
-                wait_until(lambda: trailer.backlog_objects() == 0, 60,
-                           "uplink backlog empty")
-                bytes_on_wire = trailer.uplink.metric("trailerlink_uplink_sent_bytes_total")
-                print("  verifying every image in Orthanc ...", flush=True)
-                verified = 0
-                bad: list[str] = []
-                for study in studies:
-                    for sop, sha in study.sent.items():
-                        if central.pacs_dataset_sha256(sop) == sha:
-                            verified += 1
-                        else:
-                            bad.append(sop)
-                in_pacs = len(central.pacs.instances())
+    central = CentralStack(work / "central")
+    with open_link(args.link_bits, args.link, ("127.0.0.1", central.tus_port)) as link:
+        if link.fallback:
+            print(f"  !! LINK={args.link}: {link.fallback}", flush=True)
+        print(f"  link uplink -> ingest: {link.describe()}", flush=True)
+        ingest_url = f"https://127.0.0.1:{link.port}" if link.port else None
+        trailer = TrailerStack(work / "trailer", central, bookings, ingest_url=ingest_url,
+                               uplink_env=link.uplink_env)
+        # The trailer's broker boots while the data centre starts up; the trailer stops
+        # first on the way out (its services talk to the data centre until then).
+        with trailer.booting(), central:
+            print(f"  data centre up: Kafka {central.broker.bootstrap}, Orthanc AE PACS on "
+                  f"{central.pacs.dicom_port}, ingest {central.ingest_url}", flush=True)
+            with trailer:
+                print(f"  trailer up: Kafka {trailer.broker.bootstrap}, gateway "
+                      f"{trailer.gateway_port}, worklist {trailer.worklist_port}, codec, "
+                      f"uplink, monitor agent ({time.time() - started:.0f}s)", flush=True)
+                with SimulatedModality(trailer, work / "modality", rows=args.rows,
+                                       columns=args.columns) as modality:
+                    worklist = modality.wait_for_worklist(len(bookings))
+                    print(f"  worklist: {len(worklist)} women booked at this site today",
+                          flush=True)
+                    studies: list[StudyResult] = []
+                    for i, item in enumerate(worklist):
+                        study = modality.screen(item, seed=i)
+                        studies.append(study)
+                        print(f"  woman {i + 1}/{len(worklist)}: {len(study.sent)}/4 stored, "
+                              f"MPPS {study.mpps_statuses}, commitment requested", flush=True)
+                    try:
+                        wait_until(lambda: all(s.confirmed_at is not None or s.commit_failed
+                                               for s in studies), args.timeout,
+                                   "every storage commitment answered", interval=0.5)
+                    except ConditionTimeout as exc:
+                        print(f"  !! {exc}", flush=True)
+                    wait_until(lambda: trailer.backlog_objects() == 0, 60,
+                               "uplink backlog empty")
+                    bytes_on_wire = trailer.uplink.metric("trailerlink_uplink_sent_bytes_total")
+                    shaped_bytes = link.shaper.shaped_bytes() if link.shaper else 0
+                    print("  verifying every image in Orthanc ...", flush=True)
+                    verified = 0
+                    bad: list[str] = []
+                    for study in studies:
+                        for sop, sha in study.sent.items():
+                            if central.pacs_dataset_sha256(sop) == sha:
+                                verified += 1
+                            else:
+                                bad.append(sop)
+                    in_pacs = len(central.pacs.instances())
             logs = trailer.log_files() + central.log_files()
             leaks = scan_logs_for(logs, booking_secrets(bookings))
     women = len(studies)
@@ -118,6 +142,17 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, object]:
     print(f"  raw {bytes_raw / 1e6:.1f} MB, on the wire {bytes_on_wire / 1e6:.1f} MB, "
           f"logs scanned {len(logs)}, patient data found in logs: "
           f"{sum(len(v) for v in leaks.values())}")
+    committed_at = [s.confirmed_at for s in studies if s.confirmed_at is not None]
+    day_seconds = (max(committed_at) - min(s.started for s in studies)
+                   if committed_at else None)
+    floor = bytes_on_wire * 8 / link.bits_per_second if link.bits_per_second else None
+    if link.bits_per_second:
+        print(f"  link {link.describe()}")
+        print(f"  {bytes_on_wire / 1e6:.1f} MB on the wire need at least {floor:.0f}s at "
+              "that rate; first C-STORE to last commitment "
+              + (f"{day_seconds:.0f}s" if day_seconds is not None else "never")
+              + (f"; {shaped_bytes / 1e6:.1f} MB of IP packets through the tbf"
+                 if link.shaper else ""))
     if bad:
         print(f"  !! missing or altered in PACS: {bad}")
     if leaks:
@@ -136,6 +171,11 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, object]:
         "study_seconds_p50": round(statistics.median(seconds), 2) if seconds else None,
         "study_seconds_p95": round(_pct(seconds, 0.95), 2) if seconds else None,
         "study_seconds_max": round(max(seconds), 2) if seconds else None,
+        "link": link.spec or "unshaped",
+        "link_shaping": link.shaping,
+        "link_bits_per_second": link.bits_per_second or None,
+        "link_floor_seconds": round(floor, 1) if floor is not None else None,
+        "day_seconds": round(day_seconds, 1) if day_seconds is not None else None,
         "log_files_scanned": len(logs),
         "patient_data_in_logs": sum(len(v) for v in leaks.values()),
         "wall_seconds": round(time.time() - started, 1),

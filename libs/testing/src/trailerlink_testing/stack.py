@@ -282,11 +282,15 @@ class _Stack:
         return sorted(self.logs.glob("*.log"))
 
     def stop(self) -> None:
-        for service in self.services.values():
+        def terminate(service: Service) -> None:
             try:
                 service.proc.terminate(timeout=15)
             except Exception:  # stop everything even if one refuses
                 service.kill9()
+
+        # All at once: each drains its in-flight work in parallel with the others.
+        with ThreadPoolExecutor(max_workers=max(1, len(self.services))) as pool:
+            list(pool.map(terminate, self.services.values()))
         for stop in reversed(self._stops):
             with contextlib.suppress(Exception):
                 stop()
@@ -414,9 +418,17 @@ class TrailerStack(_Stack):
         self.ingest_url = ingest_url or central.ingest_url
         self.uplink_env = uplink_env or {}
         self.broker = KafkaBroker(self.dir / "kafka")
-        self.upstream = Wlmscpfs(self.dir / "nbss", ae_title=UPSTREAM_AE,
-                                 log_path=self.dir / "nbss-wlmscpfs.log")
+        self.upstream = self._new_upstream()
         self.spool_key = self.dir / "spool.key"
+        # Picked again by start(), right before use: a port free now may be taken by the
+        # time a booting() trailer really starts (the data centre starts in between).
+        self._pick_ports()
+
+    def _new_upstream(self) -> Wlmscpfs:
+        return Wlmscpfs(self.dir / "nbss", ae_title=UPSTREAM_AE,
+                        log_path=self.dir / "nbss-wlmscpfs.log")
+
+    def _pick_ports(self) -> None:
         self.commitment_port = free_port()
         self.gateway_port = free_port()
         self.worklist_port = free_port()
@@ -440,13 +452,15 @@ class TrailerStack(_Stack):
     def start(self) -> None:
         self.logs.mkdir(parents=True, exist_ok=True)
         self.boot_broker()
+        SpoolKey.generate().write_file(self.spool_key)
+        self._broker_booted()
+        _make_topics(self.broker.bootstrap, "trailer")
+        self.upstream = self._new_upstream()
+        self._pick_ports()
         for b in self.bookings:
             self.upstream.write(b.accession_number, _worklist_item(b, MODALITY_AE, SITE_CODE))
         self.upstream.start()
         self._stops.append(self.upstream.stop)
-        SpoolKey.generate().write_file(self.spool_key)
-        self._broker_booted()
-        _make_topics(self.broker.bootstrap, "trailer")
         common = {"TRAILERLINK_KAFKA_BOOTSTRAP_SERVERS": self.broker.bootstrap,
                   "TRAILERLINK_TRAILER_ID": self.central.trailer_id,
                   "TRAILERLINK_DATA_DIR": str(self.dir / "data")}
