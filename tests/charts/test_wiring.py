@@ -446,3 +446,29 @@ def test_key_sync_writes_where_the_codec_reads(render: Renderer, helm: str) -> N
         values["secrets"]["sealingPublicKeys"]["name"]
     assert "TRAILERLINK_SEALING_KEYS_SYNC_DIR" not in \
         _env(_container(docs["trailerlink-uplink"], "uplink"))
+
+
+def test_pacs_storage_commitment_reports_can_reach_the_ingest(render: Renderer) -> None:
+    rendered = render("central", "example-values.yaml")
+    values = _values("central", "example-values.yaml")
+    commitment = values["ingest"]["pacs"]["storageCommitment"]
+    assert commitment["enabled"]
+    doc = rendered.named("Deployment", "trailerlink-ingest")
+    ingest = _container(doc, "ingest")
+    env = _env(ingest)
+    assert env["TRAILERLINK_PACS_STORAGE_COMMITMENT"] == "true"
+    port = int(env["TRAILERLINK_COMMITMENT_PORT"])
+    assert {"name": "commitment", "containerPort": port, "protocol": "TCP"} in ingest["ports"]
+    service = rendered.named("Service", "trailerlink-ingest-commitment")
+    assert service["spec"]["type"] == commitment["service"]["type"]
+    assert service["spec"]["selector"] == doc["spec"]["selector"]["matchLabels"]
+    assert service["spec"]["ports"][0]["targetPort"] == "commitment"
+    rules = rendered.named("NetworkPolicy", "trailerlink-ingest")["spec"]["ingress"]
+    (rule,) = [r for r in rules if {"protocol": "TCP", "port": port} in r["ports"]]
+    assert [p["ipBlock"]["cidr"] for p in rule["from"]] == values["ingest"]["pacs"]["cidrs"]
+
+    off = render("central")
+    assert "TRAILERLINK_PACS_STORAGE_COMMITMENT" not in _env(_container(
+        off.named("Deployment", "trailerlink-ingest"), "ingest"))
+    assert "trailerlink-ingest-commitment" not in {s["metadata"]["name"]
+                                                   for s in off.of_kind("Service")}
