@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
@@ -472,3 +475,60 @@ def test_pacs_storage_commitment_reports_can_reach_the_ingest(render: Renderer) 
         off.named("Deployment", "trailerlink-ingest"), "ingest"))
     assert "trailerlink-ingest-commitment" not in {s["metadata"]["name"]
                                                    for s in off.of_kind("Service")}
+
+
+def _run_seed(script: str, roots: dict[str, Path]) -> None:
+    """Run an init container's Python with its absolute paths moved under tmp dirs."""
+    for prefix, target in roots.items():
+        script = script.replace(prefix, str(target))
+    subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, timeout=60)
+
+
+def test_ingest_seed_creates_the_access_list_and_keys_once(render: Renderer,
+                                                            tmp_path: Path) -> None:
+    rendered = render("central", "example-values.yaml")
+    spec = rendered.named("Deployment", "trailerlink-ingest")["spec"]["template"]["spec"]
+    (seed,) = spec["initContainers"]
+    fleet = rendered.named("ConfigMap", "trailerlink-fleet")["data"]["trailers.json"]
+    shared, etc = tmp_path / "shared", tmp_path / "etc"
+    (etc / "fleet").mkdir(parents=True)
+    (etc / "fleet" / "trailers.json").write_text(fleet)
+    (etc / "sealing-keys").mkdir()
+    (etc / "sealing-keys" / "dc-00000000000000aa.pem").write_text("key a")
+    shared.mkdir()
+    roots = {"/var/lib/trailerlink-shared": shared, "/etc/trailerlink": etc}
+    _run_seed(seed["args"][0], roots)
+    access = json.loads((shared / "access" / "trailers.json").read_text())
+    assert access == {"allow": json.loads(fleet), "revoked": [], "revoked_serials": []}
+    assert (shared / "sealing-keys" / "dc-00000000000000aa.pem").read_text() == "key a"
+
+    # enrol/revoke and keys rotate/retire happened meanwhile; a restart keeps their work
+    access["allow"] = [t for t in access["allow"] if t != "trailer-007"] + ["trailer-099"]
+    access["revoked"] = ["trailer-007"]
+    (shared / "access" / "trailers.json").write_text(json.dumps(access))
+    (shared / "sealing-keys" / "dc-00000000000000aa.pem").unlink()
+    (shared / "sealing-keys" / "dc-00000000000000bb.pem").write_text("key b")
+    _run_seed(seed["args"][0], roots)
+    again = json.loads((shared / "access" / "trailers.json").read_text())
+    assert "trailer-007" not in again["allow"] and again["revoked"] == ["trailer-007"]
+    assert "trailer-099" in again["allow"]
+    assert sorted(p.name for p in (shared / "sealing-keys").iterdir()) == \
+        ["dc-00000000000000bb.pem"]
+
+
+def test_codec_seed_fills_an_empty_key_directory_only(render: Renderer, tmp_path: Path) -> None:
+    rendered = render("trailer")
+    spec = rendered.named("Deployment", "trailerlink-codec")["spec"]["template"]["spec"]
+    (seed,) = spec["initContainers"]
+    spool, etc = tmp_path / "spool", tmp_path / "etc"
+    (etc / "sealing-keys").mkdir(parents=True)
+    (etc / "sealing-keys" / "dc-00000000000000aa.pem").write_text("public a")
+    roots = {"/var/lib/trailerlink": spool, "/etc/trailerlink": etc}
+    _run_seed(seed["args"][0], roots)
+    synced = spool / "sealing-keys"
+    assert (synced / "dc-00000000000000aa.pem").read_text() == "public a"
+    # after a rotation the uplink's sync owns the directory: the seed leaves it alone
+    (synced / "dc-00000000000000aa.pem").unlink()
+    (synced / "dc-00000000000000bb.pem").write_text("public b")
+    _run_seed(seed["args"][0], roots)
+    assert sorted(p.name for p in synced.iterdir()) == ["dc-00000000000000bb.pem"]
