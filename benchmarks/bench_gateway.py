@@ -150,8 +150,9 @@ def store_vs_storescp() -> Row:
                f"storescp best at PDU {best_ref} "
                f"({', '.join(f'{p}: {v:.0f}' for p, v in reference.items())} MB/s); "
                f"storescp +B (bit-preserving, no re-encoding) {bit_preserving:.0f} MB/s. "
-               "Gateway: AES-256-GCM at rest, SHA-256 x2, fsync file+dir+index per object, "
-               "event on a real broker; storescp: no fsync, no encryption."),
+               "Gateway, before each Success: AES-256-GCM at rest, SHA-256 x2, fsync of "
+               "file+dir+index, event in the durable outbox (published to a real broker "
+               "while the next object arrives); storescp: no fsync, no encryption."),
     )
 
 
