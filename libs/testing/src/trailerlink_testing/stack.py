@@ -69,6 +69,7 @@ from trailerlink_testing.waiting import wait_until
 TRAILER_ID = "trailer-01"
 SITE_CODE = "SITE-DEMO01"
 MODALITY_AE = "MG1"
+CANARY_AE = "TLCANARY"  # the monitor agent's synthetic canary (services/monitor README)
 GATEWAY_AE = "TRAILERLINK"
 WORKLIST_AE = "TRAILERLINK_MWL"
 UPSTREAM_AE = "NBSS_MWL"
@@ -410,13 +411,16 @@ class TrailerStack(_Stack):
     """The trailer: Kafka, wlmscpfs upstream, worklist, gateway, codec, uplink, agent."""
 
     def __init__(self, directory: Path, central: CentralStack, bookings: list[Booking],
-                 *, ingest_url: str | None = None, uplink_env: dict[str, str] | None = None
-                 ) -> None:
+                 *, ingest_url: str | None = None, uplink_env: dict[str, str] | None = None,
+                 canary_env: dict[str, str] | None = None) -> None:
         super().__init__(directory)
         self.central = central
         self.bookings = bookings
         self.ingest_url = ingest_url or central.ingest_url
         self.uplink_env = uplink_env or {}
+        # The monitor agent's synthetic canary, off unless given (its interval, deadline):
+        # then the agent sends to this gateway as CANARY_AE, which the gateway allows.
+        self.canary_env = canary_env
         self.broker = KafkaBroker(self.dir / "kafka")
         self.upstream = self._new_upstream()
         self.spool_key = self.dir / "spool.key"
@@ -485,7 +489,8 @@ class TrailerStack(_Stack):
             "TRAILERLINK_DICOM_HOST": "127.0.0.1",
             "TRAILERLINK_DICOM_PORT": str(self.gateway_port),
             "TRAILERLINK_DICOM_AE_TITLE": GATEWAY_AE,
-            "TRAILERLINK_DICOM_ALLOWED_PEERS": MODALITY_AE,
+            "TRAILERLINK_DICOM_ALLOWED_PEERS": (MODALITY_AE if self.canary_env is None
+                                                else f"{MODALITY_AE},{CANARY_AE}"),
             "TRAILERLINK_SPOOL_KEY_FILE": str(self.spool_key),
             "TRAILERLINK_SPOOL_MIN_FREE_BYTES": str(256 * 1024 * 1024),
             "TRAILERLINK_COMMITMENT_PEERS": f"{MODALITY_AE}=127.0.0.1:{self.commitment_port}",
@@ -521,6 +526,12 @@ class TrailerStack(_Stack):
             "TRAILERLINK_CLIENT_KEY_FILE": str(pki / f"{tid}.key"),
             "TRAILERLINK_CA_FILE": str(pki / "ca.crt"),
             "TRAILERLINK_RELAY_RETRY_MAX_SECONDS": "3",
+            **({} if self.canary_env is None else {
+                "TRAILERLINK_CANARY_GATEWAY_HOST": "127.0.0.1",
+                "TRAILERLINK_CANARY_GATEWAY_PORT": str(self.gateway_port),
+                "TRAILERLINK_CANARY_GATEWAY_AE_TITLE": GATEWAY_AE,
+                "TRAILERLINK_CANARY_CALLING_AE_TITLE": CANARY_AE,
+                **self.canary_env}),
         }, self.logs, wait=False)
         _wait_all_ready(self.services.values())
 
