@@ -2,12 +2,14 @@
 against the ideal (the study's sealed bytes / link rate).
 
 Everything is real (``trailerlink_testing.stack``: two brokers, Orthanc, every service as
-a process, dcmtk storescu as the modality). The 8 Mbit/s link is the fault proxy's drip
-(1,000,000 bytes/s of TLS payload upstream) between the uplink and the ingest: the
-services cannot run inside tc-shaped namespaces here (they share the trailer's broker on
-127.0.0.1); the proxy paces each connection, so the uplink sends one upload at a
-time (CONCURRENCY=1). The clock runs from the first C-STORE to the storage-commitment report that
-confirms the whole study, one study at a time (nothing queued ahead of it).
+a process, dcmtk storescu as the modality). The 8 Mbit/s link is tc tbf on a veth hop
+through a network namespace between the uplink and the ingest
+(``trailerlink_testing.shapedwan.open_link``, as `make demo LINK=8mbit`); tbf counts
+IP/TCP/TLS headers too, so the payload tops out near 0.95 of the rate and that overhead
+is in the ratio. Where tc cannot shape, the row falls back to the fault proxy's drip
+(1,000,000 bytes/s of TLS payload per connection, one upload at a time) and says so.
+The clock runs from the first C-STORE to the storage-commitment report that confirms the
+whole study, one study at a time (nothing queued ahead of it).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 from trailerlink_testing.dicom import HOLOGIC_COLUMNS, HOLOGIC_ROWS
-from trailerlink_testing.faultproxy import FaultProxy
+from trailerlink_testing.shapedwan import open_link
 from trailerlink_testing.stack import CentralStack, SimulatedModality, TrailerStack, synthetic_day
 from trailerlink_testing.waiting import wait_until
 
@@ -34,13 +36,13 @@ def study_time_vs_ideal() -> Row:
         work = Path(tmp)
         bookings = synthetic_day(STUDIES, seed=3)
         with CentralStack(work / "central") as central, \
-                FaultProxy(("127.0.0.1", central.tus_port)) as link, \
+                open_link(LINK_BYTES_PER_SECOND * 8, "8mbit",
+                          ("127.0.0.1", central.tus_port)) as link, \
                 TrailerStack(work / "trailer", central, bookings,
                              ingest_url=f"https://127.0.0.1:{link.port}",
-                             uplink_env={"TRAILERLINK_CONCURRENCY": "1"}) as trailer, \
+                             uplink_env=link.uplink_env) as trailer, \
                 SimulatedModality(trailer, work / "modality", rows=HOLOGIC_ROWS,
                                   columns=HOLOGIC_COLUMNS) as modality:
-            link.drip(LINK_BYTES_PER_SECOND)
             for i, item in enumerate(modality.wait_for_worklist(STUDIES)):
                 before = trailer.uplink.metric("trailerlink_uplink_acknowledged_bytes_total")
                 study = modality.screen(item, seed=i)
@@ -58,7 +60,8 @@ def study_time_vs_ideal() -> Row:
     return Row(id="e2e.study_time_vs_ideal",
                what="4-view Hologic-size study, first C-STORE -> commitment, 8 Mbit/s link",
                ours=worst, reference=1.0, unit="x ideal", goal_op="<=", goal=1.3,
-               notes="; ".join(details) + "; link = fault-proxy drip, not tc")
+               notes="; ".join(details) + f"; link: {link.describe()}"
+               + (f" (FALLBACK: {link.fallback})" if link.fallback else ""))
 
 
 BENCHMARKS = [Benchmark(id="e2e.study_time_vs_ideal", run=study_time_vs_ideal)]
