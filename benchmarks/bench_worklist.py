@@ -66,7 +66,8 @@ def _timed(port: int, aet: str, keys: list[str]) -> tuple[float, int]:
     result = findscu("127.0.0.1", port, aet, keys)
     elapsed = time.perf_counter() - started
     if result.final_status != "Success":
-        raise RuntimeError(f"{aet}: C-FIND did not succeed")
+        raise RuntimeError(f"{aet}: C-FIND did not succeed (findscu exit "
+                           f"{result.returncode}): {result.log[-600:]}")
     return elapsed, len(result.responses)
 
 
