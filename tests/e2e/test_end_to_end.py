@@ -36,6 +36,8 @@ from .conftest import System
 
 pytestmark = pytest.mark.kafka
 
+BROKER_RESTART_SECONDS = 300.0
+
 
 def _journey(system: System, study_uid: str) -> list[dict[str, object]]:
     url = system.central.fleet.url(f"/v1/audit/studies/{study_uid}")
@@ -253,9 +255,10 @@ def test_broker_restarts_and_a_pacs_outage_delay_but_lose_nothing(system: System
     [item] = system.next_women(1)
     study = system.screen(item, seed=41)
     assert len(study.sent) == 4
-    trailer.broker.start()
+    # Replaying a broker's log takes minutes when other suites share the 2 cores.
+    trailer.broker.start(timeout=BROKER_RESTART_SECONDS)
     central.broker.stop()
-    central.broker.start()
+    central.broker.start(timeout=BROKER_RESTART_SECONDS)
     wait_until(lambda: central.ingest.metric("trailerlink_ingest_pacs_store_failures_total")
                > refused_before, 180, "the ingest finding the PACS down", interval=0.5)
     assert not study.committed  # nothing is confirmed while the PACS is away
