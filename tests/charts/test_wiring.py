@@ -89,6 +89,19 @@ def _claim(rendered: Any, spec: dict[str, Any], container: dict[str, Any], path:
     return volume["persistentVolumeClaim"]["claimName"]
 
 
+def _template(helm: str, chart: str, *args: str) -> list[dict[str, Any]]:
+    """``helm template`` of ``chart`` with extra arguments (--set, --show-only); the docs."""
+    result = run_helm(helm, "template", "trailerlink", str(CHARTS / chart), "--namespace",
+                      "trailerlink", "--kube-version", KUBE_VERSIONS[-1], *args)
+    assert result.returncode == 0, result.stderr
+    return [d for d in yaml.safe_load_all(result.stdout) if d]
+
+
+def _deployment(docs: list[dict[str, Any]], name: str | None = None) -> dict[str, Any]:
+    return next(d for d in docs if d["kind"] == "Deployment"
+                and (name is None or d["metadata"]["name"] == name))
+
+
 def _services_with(field: str) -> set[str]:
     return {s for s in SERVICES if field.upper() in {f.removeprefix("TRAILERLINK_")
                                                      for f in _settings_fields(s)[0]}}
@@ -122,27 +135,17 @@ def test_every_admin_api_gets_the_admin_token(render: Renderer, chart: str,
 
 @pytest.mark.parametrize("chart", ["trailer", "central"])
 def test_the_admin_token_is_generated_once_or_taken_as_it_is(helm: str, chart: str) -> None:
-    generated = run_helm(helm, "template", "trailerlink", str(CHARTS / chart), "--namespace",
-                         "trailerlink", "--kube-version", KUBE_VERSIONS[-1],
-                         "--show-only", "templates/admin-token.yaml")
-    assert generated.returncode == 0, generated.stderr
-    secret = yaml.safe_load(generated.stdout)
+    (secret,) = _template(helm, chart, "--show-only", "templates/admin-token.yaml")
     assert secret["kind"] == "Secret" and secret["type"] == "Opaque"
     assert set(secret["data"]) == {"token"}
     # no cluster here: lookup finds nothing, so each render draws a new random token
-    again = yaml.safe_load(run_helm(
-        helm, "template", "trailerlink", str(CHARTS / chart), "--namespace", "trailerlink",
-        "--kube-version", KUBE_VERSIONS[-1], "--show-only", "templates/admin-token.yaml").stdout)
+    (again,) = _template(helm, chart, "--show-only", "templates/admin-token.yaml")
     assert again["data"]["token"] != secret["data"]["token"]
     template = (CHARTS / chart / "templates" / "admin-token.yaml").read_text()
     assert 'lookup "v1" "Secret"' in template  # an installed token is kept on upgrade
 
-    existing = run_helm(helm, "template", "trailerlink", str(CHARTS / chart), "--namespace",
-                        "trailerlink", "--kube-version", KUBE_VERSIONS[-1],
-                        "--set", "secrets.adminToken.generate=false",
-                        "--set", "secrets.adminToken.name=ops-token")
-    assert existing.returncode == 0, existing.stderr
-    docs = [d for d in yaml.safe_load_all(existing.stdout) if d]
+    docs = _template(helm, chart, "--set", "secrets.adminToken.generate=false",
+                     "--set", "secrets.adminToken.name=ops-token")
     assert not [d for d in docs if d["kind"] == "Secret"]
     names = {v["secret"]["secretName"] for d in docs if d["kind"] == "Deployment"
              for v in d["spec"]["template"]["spec"]["volumes"] if v["name"] == "admin-token"}
@@ -202,11 +205,8 @@ def test_ingest_has_its_enrol_ca_and_shared_storage(render: Renderer,
 
 
 def test_ingest_without_an_enrol_ca_has_no_enrolment(helm: str) -> None:
-    result = run_helm(helm, "template", "trailerlink", str(CHARTS / "central"), "--namespace",
-                      "trailerlink", "--kube-version", KUBE_VERSIONS[-1],
-                      "--set", "secrets.enrolCa.name=", "--show-only", "templates/ingest.yaml")
-    assert result.returncode == 0, result.stderr
-    doc = next(d for d in yaml.safe_load_all(result.stdout) if d and d["kind"] == "Deployment")
+    doc = _deployment(_template(helm, "central", "--set", "secrets.enrolCa.name=",
+                                "--show-only", "templates/ingest.yaml"))
     env = _env(_container(doc, "ingest"))
     assert "TRAILERLINK_ENROL_CA_CERT_FILE" not in env
     assert "enrol-ca" not in {v["name"] for v in doc["spec"]["template"]["spec"]["volumes"]}
@@ -298,12 +298,8 @@ def test_fleet_monitor_keeps_its_state_and_reads_the_database_dsn(
     found = _source(spec, fleet, env["TRAILERLINK_FLEET_FILE"])
     assert found and found[0]["configMap"]["name"] == "trailerlink-fleet"
 
-    sqlite = run_helm(helm, "template", "trailerlink", str(CHARTS / "central"), "--namespace",
-                      "trailerlink", "--kube-version", KUBE_VERSIONS[-1],
-                      "--set", "monitor.stateStore=sqlite", "--show-only",
-                      "templates/monitor.yaml")
-    assert sqlite.returncode == 0, sqlite.stderr
-    doc = next(d for d in yaml.safe_load_all(sqlite.stdout) if d and d["kind"] == "Deployment")
+    doc = _deployment(_template(helm, "central", "--set", "monitor.stateStore=sqlite",
+                                "--show-only", "templates/monitor.yaml"))
     assert "TRAILERLINK_DATABASE_DSN_FILE" not in _env(_container(doc, "monitor"))
     assert "database" not in {v["name"] for v in doc["spec"]["template"]["spec"]["volumes"]}
 
@@ -392,16 +388,12 @@ def test_worklist_tls_files_come_from_the_named_secrets(helm: str, render: Rende
     assert _secret_file(spec, worklist, env["TRAILERLINK_UPSTREAM_HL7_TLS_CA_FILE"]) == \
         ("trailerlink-trust-ca", "ca.crt")
 
-    result = run_helm(helm, "template", "trailerlink", str(CHARTS / "trailer"), "--namespace",
-                      "trailerlink", "--kube-version", KUBE_VERSIONS[-1],
-                      "--set", "worklist.upstream.kind=hl7",
-                      "--set", "worklist.upstream.hl7Tls.secretName=trust-hl7-tls",
-                      "--set", "worklist.upstream.hl7Tls.verifyClients=true",
-                      "--set", "worklist.tls.secretName=mwl-tls",
-                      "--set", "worklist.tls.verifyClients=true",
-                      "--show-only", "templates/worklist.yaml")
-    assert result.returncode == 0, result.stderr
-    doc = next(d for d in yaml.safe_load_all(result.stdout) if d and d["kind"] == "Deployment")
+    doc = _deployment(_template(
+        helm, "trailer", "--set", "worklist.upstream.kind=hl7",
+        "--set", "worklist.upstream.hl7Tls.secretName=trust-hl7-tls",
+        "--set", "worklist.upstream.hl7Tls.verifyClients=true",
+        "--set", "worklist.tls.secretName=mwl-tls", "--set", "worklist.tls.verifyClients=true",
+        "--show-only", "templates/worklist.yaml"))
     spec, worklist = doc["spec"]["template"]["spec"], _container(doc, "worklist")
     env = _env(worklist)
     for name, secret, key in (
@@ -435,12 +427,8 @@ def test_key_sync_writes_where_the_codec_reads(render: Renderer, helm: str) -> N
         == values["secrets"]["sealingPublicKeys"]["name"]
     assert keys in seed["args"][0]
 
-    off = run_helm(helm, "template", "trailerlink", str(CHARTS / "trailer"), "--namespace",
-                   "trailerlink", "--kube-version", KUBE_VERSIONS[-1],
-                   "--set", "uplink.keySync.enabled=false")
-    assert off.returncode == 0, off.stderr
-    docs = {d["metadata"]["name"]: d for d in yaml.safe_load_all(off.stdout)
-            if d and d["kind"] == "Deployment"}
+    docs = {d["metadata"]["name"]: d for d in _template(
+        helm, "trailer", "--set", "uplink.keySync.enabled=false") if d["kind"] == "Deployment"}
     codec_doc = docs["trailerlink-codec"]
     cspec, codec = codec_doc["spec"]["template"]["spec"], _container(codec_doc, "codec")
     assert "initContainers" not in cspec
