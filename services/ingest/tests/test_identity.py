@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import urllib.parse
 
 import httpx
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -17,7 +18,7 @@ from trailerlink_ingest.tus import TusConfig, build_tus_app
 from trailerlink_ingest.uploads import UploadStore
 
 
-def _app(tmp_path, trusted: str):
+def _app(tmp_path, trusted: str, header: str = "client-cert"):
     ca = make_ca()
     (tmp_path / "ca.crt").write_bytes(ca.cert_pem())
     access = tmp_path / "access.json"
@@ -28,7 +29,8 @@ def _app(tmp_path, trusted: str):
     app = build_tus_app(
         store=store, auth=Authenticator(AccessListFile(access, 0.0), tmp_path / "ca.crt"),
         ledger=ledger, announcer=Announcer(store, EventProducer("127.0.0.1:9")),
-        cfg=TusConfig(identity_source="proxy-header", trusted_proxies=parse_networks(trusted)))
+        cfg=TusConfig(identity_source="proxy-header", trusted_proxies=parse_networks(trusted),
+                      client_cert_header=header))
     return app, ca
 
 
@@ -51,6 +53,23 @@ async def test_client_cert_header_only_from_a_trusted_proxy(tmp_path):
     assert await get("10.1.2.3", other) == 403         # not our CA
     assert await get("10.1.2.3", None) == 401
     assert await get("10.1.2.3", "garbage") == 401
+
+
+async def test_ingress_nginx_url_encoded_pem_header(tmp_path):
+    """ingress-nginx passes the verified certificate as ssl-client-cert: URL-encoded PEM."""
+    app, ca = _app(tmp_path, "10.0.0.0/8", header="ssl-client-cert")
+    pem = issue(ca, "trailer-01").cert.public_bytes(Encoding.PEM)
+    good = urllib.parse.quote(pem.decode(), safe="")
+    chain = urllib.parse.quote((pem + ca.cert_pem()).decode(), safe="")
+    async def get(headers: dict[str, str]) -> int:
+        transport = httpx.ASGITransport(app=app, client=("10.1.2.3", 5555))
+        async with httpx.AsyncClient(transport=transport, base_url="http://ingest") as c:
+            return (await c.get("/v1/receipts", headers=headers)).status_code
+
+    assert await get({"ssl-client-cert": good}) == 200
+    assert await get({"ssl-client-cert": chain}) == 401      # which certificate? refused
+    assert await get({"ssl-client-cert": "-----BEGIN%20junk"}) == 401
+    assert await get({"Client-Cert": _header(issue(ca, "trailer-01"))}) == 401  # not the header
 
 
 def test_access_list_parsing_is_strict():

@@ -22,11 +22,13 @@ import logging
 import os
 import threading
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
 from trailerlink_ingest.metrics import AUTH_REFUSALS
@@ -132,14 +134,33 @@ def trailer_id_of(cert: x509.Certificate) -> str:
 
 
 def parse_client_cert_header(value: str) -> bytes:
-    """DER bytes from an RFC 9440 ``Client-Cert`` value (``:base64:``)."""
+    """DER bytes of the certificate a TLS-terminating proxy passes on.
+
+    Two encodings are in use: RFC 9440 ``Client-Cert: :<base64 DER>:`` (Envoy, HAProxy,
+    Traefik with a plugin) and ingress-nginx's ``ssl-client-cert``, the PEM URL-encoded.
+    """
     value = value.strip()
+    if value.startswith("-----") or value.startswith("%2D"):
+        return _der_of_url_encoded_pem(value)
     if len(value) < 3 or value[0] != ":" or value[-1] != ":":
         raise Refused("bad_client_cert_header", "Client-Cert is not a byte sequence")
     try:
         return base64.b64decode(value[1:-1], validate=True)
     except (binascii.Error, ValueError):
         raise Refused("bad_client_cert_header", "Client-Cert is not base64") from None
+
+
+def _der_of_url_encoded_pem(value: str) -> bytes:
+    pem = urllib.parse.unquote(value).encode("ascii", "replace")
+    try:
+        certs = x509.load_pem_x509_certificates(pem)
+    except ValueError:
+        raise Refused("bad_client_cert_header", "client certificate header is not a PEM "
+                      "certificate") from None
+    if len(certs) != 1:  # a chain would make "which one is the trailer" ambiguous
+        raise Refused("bad_client_cert_header", "client certificate header holds "
+                      f"{len(certs)} certificates, expected 1")
+    return certs[0].public_bytes(serialization.Encoding.DER)
 
 
 def parse_networks(text: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:

@@ -60,6 +60,7 @@ def build(settings: IngestSettings) -> Service:
         expiry_seconds=settings.upload_expiry_seconds,
         identity_source=settings.identity_source,
         trusted_proxies=parse_networks(settings.trusted_proxies),
+        client_cert_header=settings.client_cert_header.lower(),
         key_ids=keyring)
     add_key_admin_routes(service.app, KeyStatus(keyring, store, ledger, access,
                                                 settings.key_retire_settle_seconds),

@@ -32,6 +32,10 @@ class IngestSettings(ServiceSettings):
     identity_source: Literal["tls", "proxy-header"] = Field(
         "tls", description="tls: the verified peer certificate of our own TLS port; "
         "proxy-header: RFC 9440 Client-Cert from a trusted TLS-terminating proxy")
+    client_cert_header: str = Field(
+        "client-cert", pattern=r"^[A-Za-z0-9-]+$",
+        description="proxy-header: the header carrying the verified certificate — "
+        "client-cert (RFC 9440) or ssl-client-cert (ingress-nginx, URL-encoded PEM)")
     trusted_proxies: str = Field(
         "", description="Comma-separated IPs/CIDRs whose Client-Cert header is believed")
     access_list_file: Path = Field(

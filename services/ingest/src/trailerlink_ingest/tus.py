@@ -82,6 +82,7 @@ class TusConfig:
     expiry_seconds: float = 7 * 24 * 3600
     identity_source: str = "tls"
     trusted_proxies: list[Any] = field(default_factory=list)
+    client_cert_header: str = "client-cert"
     key_ids: Container[str] | None = None  # a KeyStore: re-read after a rotation
 
 
@@ -156,7 +157,7 @@ def build_tus_app(*, store: UploadStore, auth: Authenticator, ledger: Ledger,
                 metrics.AUTH_REFUSALS.labels("untrusted_proxy").inc()
                 log.warning("Client-Cert from an untrusted peer refused", extra={"peer": peer})
                 raise TusError(403, "not a trusted proxy")
-            header = request.headers.get("client-cert")
+            header = request.headers.get(cfg.client_cert_header)
             try:
                 der = parse_client_cert_header(header) if header else None
             except Refused as refused:
