@@ -56,6 +56,18 @@ def test_missing_token_is_exit_4_before_any_request(monkeypatch, capsys) -> None
     assert "TRAILERLINKCTL_TOKEN_FILE" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("content", ["one\ntwo\n", "with space", "tab\there"])
+def test_a_token_file_that_is_not_one_token_is_exit_4(tmp_path: Path, capsys,
+                                                        content: str) -> None:
+    token = tmp_path / "token"
+    token.write_text(content)
+    # Port 9 (discard) is never contacted: the token is checked first.
+    assert main(["dlq", "list", "--monitor-url", "http://127.0.0.1:9",
+                 "--token-file", str(token)]) == 4
+    err = capsys.readouterr().err
+    assert "must hold one token" in err and content.strip() not in err
+
+
 def _app(token_file: Path | None) -> TestClient:
     app = FastAPI()
     guard = Depends(admin_guard(token_file))

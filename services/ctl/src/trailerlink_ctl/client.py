@@ -20,6 +20,7 @@ UNAVAILABLE = 5  # service unreachable or failing
 CONFLICT = 6  # the operation contradicts the current state (e.g. already discarded)
 
 ACTOR_HEADER = "X-Trailerlink-Actor"
+_TOKEN = re.compile(r"[!-~]+")  # visible ASCII, as an HTTP header value allows
 
 
 class CtlError(Exception):
@@ -38,6 +39,11 @@ def read_token(path: str | None) -> str:
         raise CtlError(f"cannot read token file {path}: {exc.strerror}", AUTH) from None
     if not token:
         raise CtlError(f"token file {path} is empty", AUTH)
+    if not _TOKEN.fullmatch(token):
+        # e.g. two lines, or a PEM pasted by mistake: it cannot go in a header, and saying
+        # "unreachable" (as httpx's refusal of the header would) sends people the wrong way
+        raise CtlError(f"token file {path} must hold one token: one line of printable "
+                       "characters without spaces", AUTH)
     return token
 
 
