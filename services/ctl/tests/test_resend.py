@@ -51,6 +51,10 @@ class Sites:
         # Counted after the queue rows are marked delivered.
         wait_until(lambda: self.delivered_receipts() >= receipts + 4, 60,
                    "delivered receipts recorded", interval=0.25)
+        # The backlog gauges are refreshed on a timer: let them catch up with the queue, so
+        # a later "nothing was queued" reads the queue's state, not a stale gauge.
+        wait_until(lambda: self.trailer.backlog_objects() == 0, 60,
+                   "backlog gauges at zero after delivery", interval=0.25)
         return study
 
     def delivered_receipts(self) -> float:
@@ -129,8 +133,13 @@ def test_resend_of_a_delivered_study_makes_no_second_pacs_store(sites: Sites) ->
     for secret in (booking.patient_name, booking.patient_id, booking.birth_date):
         assert secret not in log
 
+    receipts = sites.delivered_receipts()
     human = ctl("resend", "--study", study.study_instance_uid)
     assert human.code == 0 and "4 objects" in human.out
+    # Wait on the receipts, not on the backlog gauge alone: the gauge is refreshed on a
+    # timer and may still read the 0 from before this resend.
+    wait_until(lambda: sites.delivered_receipts() >= receipts + 4, 120,
+               "receipts of the second resend", interval=0.25)
     wait_until(lambda: sites.trailer.backlog_objects() == 0, 60, "second resend delivered",
                interval=0.25)
 
@@ -175,6 +184,7 @@ def test_a_purged_study_is_refused_naming_the_purged_objects(sites: Sites) -> No
                 pressure_free_fraction=0.0).sweep()
     finally:
         queue.close()
+    created = sites.uplink_metric("trailerlink_uplink_uploads_total", outcome="created")
     refused = sites.ctl("resend", "--study", study.study_instance_uid, "--json")
     assert refused.code == 3, refused.out
     error = refused.json()["error"]
@@ -188,3 +198,4 @@ def test_a_purged_study_is_refused_naming_the_purged_objects(sites: Sites) -> No
     assert {o["sop_instance_uid"] for o in problem["objects"]} == set(study.sent)
     assert all(o["purged_at"] for o in problem["objects"])
     assert sites.trailer.backlog_objects() == 0
+    assert sites.uplink_metric("trailerlink_uplink_uploads_total", outcome="created") == created
