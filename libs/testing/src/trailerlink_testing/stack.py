@@ -41,6 +41,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 from zoneinfo import ZoneInfo
 
 from pydicom import dcmread
@@ -298,6 +299,17 @@ class _Stack:
         self._stops.clear()
         self._broker_boot = None
 
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()  # a half-started site must not leave brokers or services behind
+            raise
+        return self
+
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.stop()
@@ -317,14 +329,6 @@ class CentralStack(_Stack):
         self.sealing_private = self.dir / "sealing-private"
         self.sealing_public = self.dir / "sealing-public"
         self.tus_port = free_port()
-
-    def __enter__(self) -> CentralStack:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
 
     @property
     def ingest_url(self) -> str:
@@ -436,14 +440,6 @@ class TrailerStack(_Stack):
         self.commitment_port = free_port()
         self.gateway_port = free_port()
         self.worklist_port = free_port()
-
-    def __enter__(self) -> TrailerStack:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
 
     @property
     def gateway(self) -> Service:
