@@ -5,6 +5,13 @@ after each batch; the runner adds what every service gets from it (the record's 
 context around the handler, metrics, retry/dead-letter bookkeeping, lag gauge). Both
 are timed from before their consumer starts until the last record is handled.
 Ratio = runner rate / raw rate.
+
+Where the time goes (measured 2026-11-28): the test broker fsyncs every append
+(``log.flush.interval.messages=1``, so a kill -9 loses nothing acknowledged), which
+makes an offset commit a ~10 ms round trip, about 80 % of the raw loop's time. Raw
+aiokafka waits for each commit before the next batch; the runner keeps one commit in
+flight while it handles the next batch (still in order, still only handled records),
+which more than pays for its own per-record cost (~19 us against ~6 us raw).
 """
 
 from __future__ import annotations
