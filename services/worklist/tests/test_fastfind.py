@@ -58,23 +58,30 @@ def test_command_and_small_answer_share_one_pdu() -> None:
     assert headers == [0x03, 0x02]  # last command fragment, then last data set fragment
 
 
-def test_cork_holds_and_releases_a_real_tcp_connection() -> None:
+def test_associations_send_without_nagle_and_their_dul_waits_on_the_socket(
+        scp_app) -> None:  # type: ignore[no-untyped-def]
+    """A real association with the SCP: its socket has TCP_NODELAY (without it the
+    last answer of every C-FIND waited 40 ms for the modality's delayed ACK), its DUL
+    waits on the socket, answers still arrive, and the wake-up pipe is closed after."""
     import socket
-    from types import SimpleNamespace
 
-    if not hasattr(socket, "TCP_CORK"):
-        pytest.skip("TCP_CORK is Linux only")
-    server = socket.create_server(("127.0.0.1", 0))
-    client = socket.create_connection(server.getsockname())
-    peer, _ = server.accept()
+    from pynetdicom import AE
+    from pynetdicom.sop_class import Verification
+    from trailerlink_testing.waiting import wait_until
+
+    server = scp_app.scp._server
+    ae = AE(ae_title="MGTRAILER1")
+    ae.add_requested_context(Verification)
+    association = ae.associate("127.0.0.1", scp_app.scp.port, ae_title="TRAILERLINK_MWL")
+    assert association.is_established
     try:
-        assoc = SimpleNamespace(dul=SimpleNamespace(socket=SimpleNamespace(socket=peer)))
-        fastfind._cork(assoc, True)  # pending answers queued
-        assert peer.getsockopt(socket.IPPROTO_TCP, socket.TCP_CORK) == 1
-        fastfind._cork(assoc, False)  # the final response
-        assert peer.getsockopt(socket.IPPROTO_TCP, socket.TCP_CORK) == 0
-        peer.close()
-        fastfind._cork(assoc, True)  # a closed connection: nothing to do, no error
+        served = wait_until(lambda: server.active_associations, 10, "the SCP's association")
+        dul = served[0].dul
+        assert isinstance(dul, fastfind._SocketWaitingDUL)
+        sock = dul.socket.socket
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+        assert dul._wake is not None
+        assert association.send_c_echo().Status == 0x0000  # requests are still served
     finally:
-        for s in (client, peer, server):
-            s.close()
+        association.release()
+    wait_until(lambda: dul._wake is None, 10, "the wake-up pipe released")

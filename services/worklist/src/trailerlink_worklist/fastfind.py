@@ -9,10 +9,16 @@ follows, so its bytes are built by hand once and kept; the command and the ident
 then travel as two PDVs of one P-DATA-TF when they fit the peer's maximum PDU (PS3.8
 9.3.5 allows several PDVs per PDU; a message's fragments stay in order).
 
-While a C-FIND's pending answers are queued the connection is corked (Linux
-``TCP_CORK``): they leave in a few full segments rather than one segment, one send and
-one wake-up of the modality each; the final response uncorks it, which sends whatever
-is held at once (the kernel also sends held data after 200 ms by itself).
+Answers leave as they are made, so the modality parses the first ones while the rest
+are built. (Holding them with ``TCP_CORK`` until the final response was measured
+slower: 175 against 166 ms median for a 120-answer refresh, as the modality then parses
+nothing until the SCP has finished.)
+
+pynetdicom's DUL thread, with nothing to do, sleeps a fixed millisecond before it looks
+at its socket and its send queue again, so every step of an association (the
+A-ASSOCIATE-AC, the C-FIND-RQ, each burst of answers, the A-RELEASE) waited up to that
+long. For associations of a marked AE the DUL waits on its socket and on a wake-up
+pipe instead (:class:`_SocketWaitingDUL`); idle CPU is unchanged.
 
 Only associations of an AE marked with :func:`mark_ae` take this path, and only for
 responses without an Error Comment or Offending Element and with no ``EVT_DIMSE_SENT``
@@ -23,7 +29,10 @@ pynetdicom as before. A test compares our bytes with pynetdicom's for each statu
 from __future__ import annotations
 
 import contextlib
+import os
+import select
 import socket
+import ssl
 import struct
 from collections.abc import Callable
 from functools import lru_cache
@@ -33,6 +42,7 @@ from pynetdicom import evt
 from pynetdicom.ae import ApplicationEntity
 from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dimse_primitives import C_FIND
+from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu_primitives import P_DATA
 
 _MARK = "_trailerlink_fast_find"
@@ -101,18 +111,90 @@ def pdata_for(primitive: C_FIND, context_id: int, max_pdu: int) -> list[P_DATA]:
     return out
 
 
-_PENDING = frozenset({0xFF00, 0xFF01})
-_CORKED = "_trailerlink_corked"
+_IDLE_WAIT_SECONDS = 0.001  # pynetdicom's own idle delay: same wake-ups when idle
 
 
-def _cork(assoc: Any, on: bool) -> None:
-    option = getattr(socket, "TCP_CORK", None)  # Linux only; elsewhere a no-op
-    sock = getattr(getattr(assoc.dul, "socket", None), "socket", None)
-    if option is None or sock is None or getattr(assoc, _CORKED, False) == on:
-        return
-    with contextlib.suppress(OSError):  # a closed connection has nothing to hold
-        sock.setsockopt(socket.IPPROTO_TCP, option, 1 if on else 0)
-    setattr(assoc, _CORKED, on)
+class _SocketWaitingDUL(DULServiceProvider):
+    """pynetdicom's DUL, waiting on its socket rather than sleeping when idle.
+
+    pynetdicom's reactor does ``time.sleep(self._run_loop_delay)`` when it found
+    nothing to do, then polls the socket and its queue of primitives to send. Here
+    reading that delay waits (``select``) until the peer's socket is readable, a
+    primitive was queued (:meth:`send_pdu` writes a byte to a wake-up pipe while the
+    reactor waits) or the usual millisecond has passed, and then asks for no further
+    sleep. Nothing else of the reactor changes; a wake-up that is missed in a race only
+    costs that millisecond, as before.
+    """
+
+    _wake: tuple[int, int] | None = None  # (read end, write end) of the wake-up pipe
+    _waiting = False
+
+    @property  # type: ignore[override]
+    def _run_loop_delay(self) -> float:
+        transport = self.socket
+        sock = getattr(transport, "socket", None)
+        wake = self._wake
+        if sock is None or wake is None or not getattr(transport, "_is_connected", False):
+            return _IDLE_WAIT_SECONDS  # closing or closed: pynetdicom's own behaviour
+        if isinstance(sock, ssl.SSLSocket) and sock.pending():
+            return 0.0  # decrypted bytes already buffered: read them now
+        self._waiting = True
+        try:
+            if self.to_provider_queue.empty():
+                ready, _, _ = select.select([sock, wake[0]], [], [], _IDLE_WAIT_SECONDS)
+                if wake[0] in ready:
+                    os.read(wake[0], 4096)
+        except (OSError, ValueError):
+            pass  # closed meanwhile: the reactor's own poll of the socket reports it
+        finally:
+            self._waiting = False
+        return 0.0
+
+    @_run_loop_delay.setter
+    def _run_loop_delay(self, _value: float) -> None:
+        """pynetdicom sets its default in ``__init__``; the wait above replaces it."""
+
+    def send_pdu(self, primitive: Any) -> None:
+        super().send_pdu(primitive)
+        wake = self._wake
+        if wake is not None and self._waiting:
+            with contextlib.suppress(OSError):  # full (already woken) or closed
+                os.write(wake[1], b"\0")
+
+    def open_wake(self) -> None:
+        reader, writer = os.pipe()
+        os.set_blocking(reader, False)
+        os.set_blocking(writer, False)
+        self._wake = (reader, writer)
+
+    def close_wake(self) -> None:
+        wake, self._wake = self._wake, None
+        if wake is not None:
+            for end in wake:
+                os.close(end)
+
+
+def on_conn_open(event: evt.Event) -> None:
+    """EVT_CONN_OPEN handler: before the association starts, send without Nagle's delay
+    and let a marked AE's DUL wait on its socket."""
+    assoc = event.assoc
+    sock = getattr(assoc.dul.socket, "socket", None)
+    if sock is not None:
+        # pynetdicom leaves Nagle's algorithm on (dcmtk turns it off). Then the last
+        # answer of a C-FIND, sent while earlier ones were unacknowledged, waited for
+        # the modality's delayed ACK: 40 ms on every query (p50 150 -> 105 ms).
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if getattr(assoc.ae, _MARK, False) and type(assoc.dul) is DULServiceProvider:
+        assoc.dul.__class__ = _SocketWaitingDUL
+        assoc.dul.open_wake()
+
+
+def on_conn_close(event: evt.Event) -> None:
+    """EVT_CONN_CLOSE handler: release the wake-up pipe."""
+    dul = getattr(event.assoc, "dul", None)
+    if isinstance(dul, _SocketWaitingDUL):
+        dul.close_wake()
 
 
 def _eligible(provider: DIMSEServiceProvider, primitive: Any) -> bool:
@@ -139,8 +221,6 @@ def install() -> None:
         if not _eligible(self, primitive):
             original(self, primitive, context_id)
             return
-        # Uncorked before the final response is queued: it and anything held go at once.
-        _cork(self.assoc, int(primitive.Status) in _PENDING)
         for pdata in pdata_for(primitive, context_id, self.maximum_pdu_size):
             self.dul.send_pdu(pdata)
 
