@@ -62,7 +62,9 @@ def test_associations_send_without_nagle_and_their_dul_waits_on_the_socket(
         scp_app) -> None:  # type: ignore[no-untyped-def]
     """A real association with the SCP: its socket has TCP_NODELAY (without it the
     last answer of every C-FIND waited 40 ms for the modality's delayed ACK), its DUL
-    waits on the socket, answers still arrive, and the wake-up pipe is closed after."""
+    waits on the socket, answers still arrive, and the wake-up pipe is closed once the
+    association is gone."""
+    import gc
     import socket
 
     from pynetdicom import AE
@@ -81,7 +83,11 @@ def test_associations_send_without_nagle_and_their_dul_waits_on_the_socket(
         sock = dul.socket.socket
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
         assert dul._wake is not None
+        pipe_closer = dul._pipe_closer
         assert association.send_c_echo().Status == 0x0000  # requests are still served
     finally:
         association.release()
-    wait_until(lambda: dul._wake is None, 10, "the wake-up pipe released")
+    del served, dul
+    wait_until(lambda: not server.active_associations, 10, "the association ended")
+    wait_until(lambda: gc.collect() >= 0 and not pipe_closer.alive, 10,
+               "the wake-up pipe closed")

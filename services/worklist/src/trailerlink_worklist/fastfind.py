@@ -34,6 +34,7 @@ import select
 import socket
 import ssl
 import struct
+import weakref
 from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
@@ -158,7 +159,7 @@ class _SocketWaitingDUL(DULServiceProvider):
         super().send_pdu(primitive)
         wake = self._wake
         if wake is not None and self._waiting:
-            with contextlib.suppress(OSError):  # full (already woken) or closed
+            with contextlib.suppress(OSError):  # full: the reactor is woken already
                 os.write(wake[1], b"\0")
 
     def open_wake(self) -> None:
@@ -166,12 +167,15 @@ class _SocketWaitingDUL(DULServiceProvider):
         os.set_blocking(reader, False)
         os.set_blocking(writer, False)
         self._wake = (reader, writer)
+        # Closed only once nothing can reach this DUL: closing it at the end of the
+        # association, while another thread might still write to it, could let a
+        # reused descriptor number take a stray byte meant for this pipe.
+        self._pipe_closer = weakref.finalize(self, _close_pipe, reader, writer)
 
-    def close_wake(self) -> None:
-        wake, self._wake = self._wake, None
-        if wake is not None:
-            for end in wake:
-                os.close(end)
+
+def _close_pipe(reader: int, writer: int) -> None:
+    os.close(reader)
+    os.close(writer)
 
 
 def on_conn_open(event: evt.Event) -> None:
@@ -188,13 +192,6 @@ def on_conn_open(event: evt.Event) -> None:
     if getattr(assoc.ae, _MARK, False) and type(assoc.dul) is DULServiceProvider:
         assoc.dul.__class__ = _SocketWaitingDUL
         assoc.dul.open_wake()
-
-
-def on_conn_close(event: evt.Event) -> None:
-    """EVT_CONN_CLOSE handler: release the wake-up pipe."""
-    dul = getattr(event.assoc, "dul", None)
-    if isinstance(dul, _SocketWaitingDUL):
-        dul.close_wake()
 
 
 def _eligible(provider: DIMSEServiceProvider, primitive: Any) -> bool:

@@ -73,7 +73,6 @@ class WorklistScp:
     def handlers(self) -> list[tuple[Any, Any]]:
         return [
             (evt.EVT_CONN_OPEN, fastfind.on_conn_open),
-            (evt.EVT_CONN_CLOSE, fastfind.on_conn_close),
             (evt.EVT_C_ECHO, lambda _event: statuses.SUCCESS),
             (evt.EVT_C_FIND, self.on_find),
             (evt.EVT_N_CREATE, self.on_n_create),
