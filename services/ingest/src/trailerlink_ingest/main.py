@@ -31,7 +31,12 @@ from trailerlink_ingest.ledger import Ledger
 from trailerlink_ingest.pacs import PacsTarget
 from trailerlink_ingest.processor import Processor
 from trailerlink_ingest.settings import IngestSettings
-from trailerlink_ingest.tlsserver import build_https_server, serve_until, server_ssl_context
+from trailerlink_ingest.tlsserver import (
+    build_https_server,
+    dead_peer_socket_options,
+    serve_until,
+    server_ssl_context,
+)
 from trailerlink_ingest.tus import TusConfig, build_tus_app
 from trailerlink_ingest.uploads import UploadStore
 
@@ -61,7 +66,7 @@ def build(settings: IngestSettings) -> Service:
         identity_source=settings.identity_source,
         trusted_proxies=parse_networks(settings.trusted_proxies),
         client_cert_header=settings.client_cert_header.lower(),
-        key_ids=keyring)
+        key_ids=keyring, body_idle_seconds=settings.body_idle_timeout_seconds)
     add_key_admin_routes(service.app, KeyStatus(keyring, store, ledger, access,
                                                 settings.key_retire_settle_seconds),
                          settings.admin_token_file)
@@ -70,7 +75,10 @@ def build(settings: IngestSettings) -> Service:
     context = (server_ssl_context(settings.tls_cert_file, settings.tls_key_file,
                                   settings.tls_client_ca_file)
                if settings.identity_source == "tls" else None)
-    https = build_https_server(tus_app, settings.tus_host, settings.tus_port, context)
+    https = build_https_server(
+        tus_app, settings.tus_host, settings.tus_port, context,
+        socket_options=dead_peer_socket_options(settings.tcp_keepalive_seconds,
+                                                settings.tcp_user_timeout_seconds))
     processor = Processor(
         uploads=store, ledger=ledger, keys=keyring,
         pacs=PacsTarget(settings.pacs_host, settings.pacs_port, settings.pacs_ae_title,

@@ -40,3 +40,10 @@ PACS_BACKLOG = Gauge("trailerlink_ingest_pacs_backlog_objects",
                      "Objects verified and claimed but not yet stored in PACS (ledger)")
 LOSSLESS_FALLBACKS = Counter("trailerlink_ingest_lossless_fallbacks_total",
                              "Objects sent in another lossless transfer syntax than received")
+UPLOAD_BODIES_INTERRUPTED = Counter(
+    "trailerlink_ingest_upload_bodies_interrupted_total",
+    "Upload request bodies that ended early, by reason: disconnect (the client closed), "
+    "idle (no bytes for TRAILERLINK_BODY_IDLE_TIMEOUT_SECONDS: a silently dead link), "
+    "takeover (the lock was handed to the client's resumed request)", ["reason"])
+for _reason in ("disconnect", "idle", "takeover"):
+    UPLOAD_BODIES_INTERRUPTED.labels(_reason)  # exported as 0 from the start

@@ -49,6 +49,17 @@ class IngestSettings(ServiceSettings):
         None, description="CA certificate that `trailer enrol` issues trailer certificates from")
     enrol_ca_key_file: Path | None = Field(None, description="Its private key (PEM)")
 
+    # --- dead clients (a trailer's 4G link that vanished without FIN or RST) -------------
+    body_idle_timeout_seconds: float = Field(
+        20.0, gt=0, description="An upload body that brings no bytes this long ends (408): "
+        "the durable offset stands and the upload's lock is released for the resume")
+    tcp_keepalive_seconds: int = Field(
+        15, ge=0, description="Accepted HTTPS connections: keepalive probes after this idle "
+        "time, then every third of it; 3 unanswered end the connection (0: off)")
+    tcp_user_timeout_seconds: int = Field(
+        30, ge=0, description="Accepted HTTPS connections: data unacknowledged this long "
+        "ends the connection (TCP_USER_TIMEOUT; 0: the kernel's ~15 min)")
+
     # --- storage ---------------------------------------------------------------------
     storage_dir: Path = Field(Path("/var/lib/trailerlink/uploads"),
                               description="Shared (ReadWriteMany) storage of uploads")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import ssl
 from collections.abc import Generator
 from pathlib import Path
@@ -63,10 +64,39 @@ def tls_facts(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> dict[str, Any
     }
 
 
+def dead_peer_socket_options(keepalive_seconds: int, user_timeout_seconds: int
+                             ) -> list[tuple[int, int, int]]:
+    """TCP options that make the kernel notice a peer that vanished without FIN or RST (a
+    trailer whose 4G bearer dropped): keepalive probes after ``keepalive_seconds`` idle,
+    then every third of that, three unanswered probes end it; and data unacknowledged
+    for ``user_timeout_seconds`` ends it too (TCP_USER_TIMEOUT, RFC 5482). 0 leaves
+    both off. Without them an accepted connection whose client is gone stays
+    ESTABLISHED for as long as the kernel's defaults allow: two hours idle."""
+    if keepalive_seconds <= 0:
+        return []
+    options = [(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
+               (socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, keepalive_seconds),
+               (socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, max(1, keepalive_seconds // 3)),
+               (socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)]
+    if user_timeout_seconds > 0:
+        options.append((socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT,
+                        user_timeout_seconds * 1000))
+    return options
+
+
 class PeerCertH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol, exposing the verified client certificate in the scope."""
+    """uvicorn's h11 protocol, exposing the verified client certificate in the scope,
+    with the dead-peer socket options (:func:`dead_peer_socket_options`) set on every
+    accepted connection."""
+
+    socket_options: list[tuple[int, int, int]] = []
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            for level, name, value in self.socket_options:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(level, name, value)
         super().connection_made(transport)
         ssl_object = transport.get_extra_info("ssl_object")
         if ssl_object is not None:
@@ -96,11 +126,16 @@ class _QuietServer(uvicorn.Server):
 
 
 def build_https_server(app: Any, host: str, port: int, context: ssl.SSLContext | None,
-                       *, limit_concurrency: int | None = None) -> uvicorn.Server:
+                       *, limit_concurrency: int | None = None,
+                       socket_options: list[tuple[int, int, int]] | None = None
+                       ) -> uvicorn.Server:
     """A uvicorn server for ``app`` on ``host:port`` with ``context`` (None: plain HTTP,
-    for a deployment behind a TLS-terminating proxy)."""
+    for a deployment behind a TLS-terminating proxy); ``socket_options`` are set on every
+    accepted connection."""
+    protocol = type("PeerCertH11Protocol", (PeerCertH11Protocol,),
+                    {"socket_options": list(socket_options or [])})
     config = uvicorn.Config(
-        app, host=host, port=port, http=PeerCertH11Protocol, lifespan="off",
+        app, host=host, port=port, http=protocol, lifespan="off",
         log_config=None, access_log=False, limit_concurrency=limit_concurrency,
         timeout_keep_alive=30, h11_max_incomplete_event_size=64 * 1024,
         **({"ssl_context_factory": lambda _config, _default: context,

@@ -5,8 +5,15 @@ in :mod:`uploads`, identity in :mod:`identity`, outcomes in :mod:`ledger`.
 Status codes (tus 1.0.0): 201 created, 204 PATCH/DELETE/OPTIONS, 200 HEAD; 400 bad
 header or metadata, 401 no client certificate, 403 trailer refused, 404 no such upload
 (of this trailer), 409 ``Upload-Offset`` conflict (or terminating a completed upload),
-410 expired, 412 wrong ``Tus-Resumable``, 413 too large, 415 wrong ``Content-Type``,
-423 the upload is being written by another request, 429 limit, 460 checksum mismatch.
+408 the body stopped arriving (no bytes for the body deadline), 410 expired, 412 wrong
+``Tus-Resumable``, 413 too large, 415 wrong ``Content-Type``, 423 the upload is being
+written by another request that is still receiving bytes, 429 limit, 460 checksum
+mismatch.
+
+No dead client keeps an upload: a body that brings no bytes for ``body_idle_seconds``
+ends its request (the durable offset stands, the lock goes), and a resumed request that
+finds the upload locked takes it over from a writer whose client has been quiet for
+``TAKEOVER_IDLE_SECONDS`` (see :mod:`uploads`).
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import base64
 import binascii
 import functools
 import hashlib
+import json
 import logging
 import os
 import time
@@ -34,7 +42,13 @@ from trailerlink_ingest.identity import Authenticator, Refused, parse_client_cer
 from trailerlink_ingest.keys import KeyRefused, KeyStore, parse_report
 from trailerlink_ingest.ledger import Ledger, LedgerUnavailable
 from trailerlink_ingest.metadata import MetadataError, parse_upload_metadata
-from trailerlink_ingest.uploads import UploadInfo, UploadLocked, UploadStore, valid_upload_id
+from trailerlink_ingest.uploads import (
+    UploadInfo,
+    UploadLocked,
+    UploadStore,
+    UploadVanished,
+    valid_upload_id,
+)
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +59,9 @@ OFFSET_CONTENT_TYPE = "application/offset+octet-stream"
 CHECKSUM_MISMATCH = 460
 WRITE_BUFFER = 256 * 1024
 MAX_RECEIPTS_PAGE = 1000
+UNSENT_REPORT_MAX_BYTES = 16384
+TAKEOVER_IDLE_SECONDS = 2.0  # a writer quiet this long yields to a resumed request
+BODY_POLL_SECONDS = 0.25  # how often a waiting writer looks at its deadline and takeovers
 
 
 class TusError(Exception):
@@ -84,6 +101,7 @@ class TusConfig:
     trusted_proxies: list[Any] = field(default_factory=list)
     client_cert_header: str = "client-cert"
     key_ids: Container[str] | None = None  # a KeyStore: re-read after a rotation
+    body_idle_seconds: float = 20.0
 
 
 def _expires(info: UploadInfo, cfg: TusConfig) -> dict[str, str]:
@@ -124,6 +142,84 @@ def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
     while view:
         written = os.write(fd, view)
         view = view[written:]
+
+
+class _BodyEnded(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class _BodyReader:
+    """The request body chunk by chunk, ending it (``_BodyEnded``) when the client
+    disconnects, when no byte came for ``idle_seconds`` (a link that died without FIN or
+    RST looks exactly like this), or when a resumed request asks for the upload and this
+    client has been quiet for ``TAKEOVER_IDLE_SECONDS``. uvicorn has no body-read
+    timeout of its own, so without this a half-open connection holds its upload's lock
+    for as long as the socket lives."""
+
+    def __init__(self, request: Request, idle_seconds: float,
+                 takeover_requested: Callable[[], Awaitable[bool]] | None = None) -> None:
+        self._stream = request.stream().__aiter__()
+        self._idle = idle_seconds
+        self._takeover_requested = takeover_requested
+        self._pending: asyncio.Future[bytes] | None = None
+        self._last_byte = time.monotonic()
+
+    async def next_chunk(self) -> bytes | None:
+        """The next non-empty chunk; None at the end of the body."""
+        while True:
+            if self._pending is None:
+                self._pending = asyncio.ensure_future(anext(self._stream))
+            done, _ = await asyncio.wait({self._pending}, timeout=BODY_POLL_SECONDS)
+            if not done:
+                await self._check_quiet()
+                continue
+            pending, self._pending = self._pending, None
+            try:
+                chunk = pending.result()
+            except StopAsyncIteration:
+                return None
+            except ClientDisconnect:
+                raise _BodyEnded("disconnect") from None
+            if chunk:
+                self._last_byte = time.monotonic()
+                return chunk
+
+    async def _check_quiet(self) -> None:
+        quiet = time.monotonic() - self._last_byte
+        if quiet >= self._idle:
+            raise _BodyEnded("idle")
+        if (quiet >= min(TAKEOVER_IDLE_SECONDS, self._idle)
+                and self._takeover_requested is not None and await self._takeover_requested()):
+            raise _BodyEnded("takeover")
+
+    def close(self) -> None:
+        if self._pending is not None:
+            self._pending.cancel()
+            self._pending = None
+
+
+async def _small_body(request: Request, limit: int, idle_seconds: float) -> bytes:
+    """A whole small request body: 413 past ``limit`` bytes (declared or sent, chunked
+    or not), 408 when it stalls for ``idle_seconds``, 400 when the client goes away."""
+    declared = request.headers.get("content-length")
+    if declared is not None and _int_header(declared, "Content-Length") > limit:
+        raise TusError(413, "request body too large")
+    reader = _BodyReader(request, idle_seconds)
+    body = bytearray()
+    try:
+        while (chunk := await reader.next_chunk()) is not None:
+            body += chunk
+            if len(body) > limit:
+                raise TusError(413, "request body too large", {"Connection": "close"})
+    except _BodyEnded as ended:
+        raise TusError(408 if ended.reason == "idle" else 400,
+                       f"request body ended early ({ended.reason})",
+                       {"Connection": "close"}) from None
+    finally:
+        reader.close()
+    return bytes(body)
 
 
 def build_tus_app(*, store: UploadStore, auth: Authenticator, ledger: Ledger,
@@ -226,8 +322,12 @@ def build_tus_app(*, store: UploadStore, auth: Authenticator, ledger: Ledger,
                     raise TusError(413, "body would exceed Upload-Length")
                 return await _append(request, current, checksum)
         except UploadLocked:
+            log.warning("upload locked by a request still receiving bytes; refused",
+                        extra={"trailer": info.trailer_id, "upload_id": info.upload_id})
             raise TusError(423, "upload is being written by another request",
                            {"Retry-After": "1"}) from None
+        except UploadVanished:
+            raise TusError(404, "no such upload") from None
 
     async def _append(request: Request, info: UploadInfo,
                       checksum: tuple[str, bytes] | None) -> UploadInfo:
@@ -235,11 +335,14 @@ def build_tus_app(*, store: UploadStore, auth: Authenticator, ledger: Ledger,
         fd = await asyncio.to_thread(store.open_for_append, info)
         received = 0
         buffer = bytearray()
-        disconnected = overflow = False
+        overflow = False
+        interrupted: str | None = None  # disconnect | idle | takeover
         metrics.UPLOADS_ACTIVE.inc()
         try:
+            body = _BodyReader(request, cfg.body_idle_seconds, functools.partial(
+                asyncio.to_thread, store.takeover_requested, info.trailer_id, info.upload_id))
             try:
-                async for chunk in request.stream():
+                while (chunk := await body.next_chunk()) is not None:
                     if info.offset + received + len(buffer) + len(chunk) > info.length:
                         overflow = True
                         break
@@ -250,23 +353,37 @@ def build_tus_app(*, store: UploadStore, auth: Authenticator, ledger: Ledger,
                         data, buffer = bytes(buffer), bytearray()
                         await asyncio.to_thread(_write_all, fd, data)
                         received += len(data)
-            except ClientDisconnect:
-                disconnected = True
+            except _BodyEnded as ended:
+                interrupted = ended.reason
+            finally:
+                body.close()
             if overflow:
                 raise TusError(413, "body exceeds Upload-Length")
-            if buffer:
+            if interrupted is not None:
+                metrics.UPLOAD_BODIES_INTERRUPTED.labels(interrupted).inc()
+            # Unchecksummed bytes that arrived are kept (the client HEADs and goes on from
+            # there); a checksummed body is all or nothing.
+            if buffer and (checksum is None or interrupted is None):
                 await asyncio.to_thread(_write_all, fd, bytes(buffer))
                 received += len(buffer)
-            if checksum is not None:
-                if disconnected:
-                    raise TusError(400, "body incomplete; checksummed bytes not kept")
-                if hasher is not None and hasher.digest() != checksum[1]:
-                    metrics.CHECKSUM_MISMATCHES.inc()
-                    raise TusError(CHECKSUM_MISMATCH, "Checksum Mismatch")
-            updated = await asyncio.to_thread(store.commit, info, fd, info.offset + received)
+            if checksum is not None and interrupted is not None:
+                received = 0
+            elif checksum is not None and hasher is not None and hasher.digest() != checksum[1]:
+                metrics.CHECKSUM_MISMATCHES.inc()
+                raise TusError(CHECKSUM_MISMATCH, "Checksum Mismatch")
+            updated = (await asyncio.to_thread(store.commit, info, fd, info.offset + received)
+                       if received or interrupted is None else info)
         finally:
             os.close(fd)
             metrics.UPLOADS_ACTIVE.dec()
+        if interrupted is not None and not updated.complete:
+            log.warning("upload body ended early; lock released, durable offset stands",
+                        extra={"trailer": info.trailer_id, "upload_id": info.upload_id,
+                               "reason": interrupted, "offset": updated.offset,
+                               "bytes_kept": received})
+            raise TusError(408 if interrupted == "idle" else 400,
+                           f"request body ended early ({interrupted}); HEAD and resume",
+                           {"Connection": "close", "Upload-Offset": str(updated.offset)})
         metrics.BYTES_RECEIVED.labels(info.trailer_id).inc(received)
         if updated.complete:
             metrics.UPLOADS_COMPLETED.labels(info.trailer_id).inc()
@@ -358,6 +475,8 @@ def build_tus_app(*, store: UploadStore, auth: Authenticator, ledger: Ledger,
                 await asyncio.to_thread(store.delete, trailer, upload_id)
         except UploadLocked:
             raise TusError(423, "upload is being written", {"Retry-After": "1"}) from None
+        except UploadVanished:
+            raise TusError(404, "no such upload") from None
         return Response(status_code=204, headers=base_headers())
 
     @handler
@@ -392,12 +511,13 @@ def build_tus_app(*, store: UploadStore, auth: Authenticator, ledger: Ledger,
         trailer = trailer_of(request)
         if keys is None:
             raise TusError(404, "no sealing keys here")
-        if int(request.headers.get("content-length") or 0) > 16384:
-            raise TusError(413, "report too large")
         try:
-            sealing, unsent = parse_report(await request.json())
+            sealing, unsent = parse_report(json.loads(await _small_body(
+                request, UNSENT_REPORT_MAX_BYTES, cfg.body_idle_seconds)))
         except ValueError as exc:  # also JSONDecodeError
             raise TusError(400, f"bad report: {exc}") from None
+        except RecursionError:
+            raise TusError(400, "bad report: nested too deeply") from None
         await asyncio.to_thread(keys.record_report, trailer, sealing, unsent)
         return Response(status_code=204)
 

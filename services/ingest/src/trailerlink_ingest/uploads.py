@@ -5,6 +5,7 @@ Layout under ``storage_dir``::
     uploads/<trailer id>/<upload id>/info.json   state (atomically replaced, fsynced)
     uploads/<trailer id>/<upload id>/data        the sealed bytes received so far
     uploads/<trailer id>/<upload id>/lock        flock'd while a request writes
+    uploads/<trailer id>/<upload id>/takeover    a waiting request asks the writer to yield
 
 ``info.json``'s ``offset`` is the only truth about how much is received: it is written
 (and fsynced, with its directory) only after the data bytes up to it were fsynced, so
@@ -13,6 +14,13 @@ leftovers of an unfinished request and are overwritten by the next PATCH.
 
 Every replica mounts the same ``storage_dir`` (a ReadWriteMany volume), so an upload may
 continue on any replica; the ``flock`` keeps two requests from writing one upload.
+
+The lock cannot outlive a dead client: the writer ends its request when the body brings
+no bytes for a while (the body-read deadline in :mod:`tus`), and a request that finds the
+upload locked leaves a ``takeover`` file, on which a writer that has been idle for a
+moment yields at once. A client that lost its link and resumed on a new connection so
+gets its upload back in about a second, on any replica, whatever state the old
+connection was left in.
 """
 
 from __future__ import annotations
@@ -42,6 +50,11 @@ LOCK_WAIT_SECONDS = 10.0
 
 class UploadLocked(Exception):
     """Another request is writing this upload right now."""
+
+
+class UploadVanished(LookupError):
+    """The upload's directory went away (completed and processed, or terminated) while a
+    request waited for it."""
 
 
 @dataclass(frozen=True)
@@ -171,7 +184,12 @@ class UploadStore:
     @contextlib.contextmanager
     def _flock(self, trailer_id: str, upload_id: str) -> Iterator[int]:
         path = self.directory(trailer_id, upload_id) / "lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            # No O_CREAT: a lock file that is gone means the upload is gone; creating it
+            # again would fail anyway (no directory) or resurrect a removed upload's dir.
+            fd = os.open(path, os.O_RDWR)
+        except FileNotFoundError:
+            raise UploadVanished() from None
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -183,20 +201,46 @@ class UploadStore:
         finally:
             os.close(fd)
 
+    def _takeover_path(self, trailer_id: str, upload_id: str) -> Path:
+        return self.directory(trailer_id, upload_id) / "takeover"
+
+    def request_takeover(self, trailer_id: str, upload_id: str) -> None:
+        """Ask the request holding the lock to yield it if its client has gone quiet."""
+        with contextlib.suppress(FileNotFoundError):
+            self._takeover_path(trailer_id, upload_id).touch(0o600)
+
+    def takeover_requested(self, trailer_id: str, upload_id: str) -> bool:
+        return self._takeover_path(trailer_id, upload_id).exists()
+
+    def _clear_takeover(self, trailer_id: str, upload_id: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self._takeover_path(trailer_id, upload_id).unlink()
+
     @contextlib.asynccontextmanager
-    async def locked(self, trailer_id: str, upload_id: str) -> AsyncIterator[None]:
-        """Hold the upload's write lock (across replicas); UploadLocked after a wait."""
-        deadline = time.monotonic() + LOCK_WAIT_SECONDS
+    async def locked(self, trailer_id: str, upload_id: str,
+                     wait_seconds: float = LOCK_WAIT_SECONDS) -> AsyncIterator[None]:
+        """Hold the upload's write lock (across replicas). While another request holds
+        it, ask that one to yield (see :meth:`request_takeover`) and wait up to
+        ``wait_seconds``; then UploadLocked. UploadVanished if the upload is gone."""
+        deadline = time.monotonic() + wait_seconds
+        asked = False
         while True:
             cm = self._flock(trailer_id, upload_id)
             try:
                 cm.__enter__()
             except UploadLocked:
                 if time.monotonic() > deadline:
+                    if asked:
+                        await asyncio.to_thread(self._clear_takeover, trailer_id, upload_id)
                     raise
+                if not asked:
+                    await asyncio.to_thread(self.request_takeover, trailer_id, upload_id)
+                    asked = True
                 await asyncio.sleep(0.05)
                 continue
             try:
+                # Any takeover request was for the writer before us (we are its answer).
+                await asyncio.to_thread(self._clear_takeover, trailer_id, upload_id)
                 yield
             finally:
                 cm.__exit__(None, None, None)

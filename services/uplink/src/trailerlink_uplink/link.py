@@ -32,9 +32,13 @@ class LinkError(Exception):
     """A request failed; ``kind`` names how (dns, tls, connect, timeout, reset, http_5xx,
     http_4xx). The message never carries patient data."""
 
-    def __init__(self, kind: str, detail: str = "") -> None:
+    def __init__(self, kind: str, detail: str = "", *, status: int | None = None,
+                 retry_after: float | None = None) -> None:
         super().__init__(f"{kind}: {detail}" if detail else kind)
         self.kind = kind
+        self.status = status
+        """The HTTP status when the server answered (None: the request never got one)."""
+        self.retry_after = retry_after
 
     @property
     def is_transport(self) -> bool:
@@ -70,8 +74,12 @@ def classify(exc: BaseException) -> LinkError:
     return LinkError("reset", type(exc).__name__)
 
 
-def http_error(status: int) -> LinkError:
-    return LinkError("http_5xx" if status >= 500 else "http_4xx", f"HTTP {status}")
+def http_error(status: int, retry_after: str | None = None) -> LinkError:
+    """The LinkError for an unexpected HTTP answer, with its status (and Retry-After in
+    seconds, when the server gave one as a number)."""
+    seconds = float(retry_after) if retry_after and retry_after.isdigit() else None
+    return LinkError("http_5xx" if status >= 500 else "http_4xx", f"HTTP {status}",
+                     status=status, retry_after=seconds)
 
 
 class Backoff:

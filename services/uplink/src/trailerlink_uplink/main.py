@@ -82,7 +82,9 @@ def main() -> None:
     add_admin_routes(service.app, control, bucket, settings.admin_token_file)
     http = make_http_client(verify=verify, connect_timeout=settings.connect_timeout_seconds,  # type: ignore[arg-type]
                             io_timeout=settings.io_timeout_seconds,
-                            max_connections=2 * settings.concurrency + 2)
+                            max_connections=2 * settings.concurrency + 2,
+                            keepalive_seconds=settings.tcp_keepalive_seconds,
+                            user_timeout_seconds=settings.tcp_user_timeout_seconds)
     tus = TusClient(settings.tus_url(), http, bucket, on_sent=metrics.SENT_BYTES.inc)
 
     async def probe() -> None:

@@ -31,6 +31,13 @@ CHUNK_RETRIES = Counter(
 LINK_ERRORS = Counter(
     "trailerlink_uplink_link_errors_total",
     "Failed requests by kind: dns, tls, connect, timeout, reset, http_5xx, http_4xx", ["kind"])
+HTTP_REFUSALS = Counter(
+    "trailerlink_uplink_http_refusals_total",
+    "Requests of an upload the ingest answered with an error status, by status "
+    "(423: the upload is still locked by a connection the ingest has not yet seen die)",
+    ["status"])
+for _status in ("400", "403", "408", "409", "423", "429", "500", "503"):
+    HTTP_REFUSALS.labels(_status)  # exported as 0 from the start: increase() sees the first
 LINK_STATE = Gauge(
     "trailerlink_uplink_link_state", "1 for the current link state (up, degraded, down)", ["state"])
 LINK_UP = Gauge("trailerlink_uplink_link_up", "1 when the ingest answers, else 0")

@@ -10,6 +10,11 @@ Keeping the link busy: while a worker sends the last chunk of an object it alrea
 the next object in queue order and creates its upload, so the create round trip overlaps
 the last chunk instead of leaving the link idle between objects.
 
+One upload never holds up the others: a refusal about that upload alone (423 locked, 408
+body timed out: the ingest is still clearing the connection a silent link loss left
+behind) sets the object aside for a bounded, growing while and the worker goes on with
+the next object in queue order.
+
 A sealed file that is missing, unreadable or does not match its event is never retried
 silently: ObjectFailed (with the reason) goes to the trailer broker, the object leaves the
 send queue (state ``failed``; support can queue it again) and
@@ -42,6 +47,8 @@ from trailerlink_uplink.tus import OffsetConflict, TusClient, UploadGone
 log = logging.getLogger(__name__)
 
 IDLE_POLL_SECONDS = 5.0
+PER_UPLOAD_REFUSALS = frozenset({408, 423})
+"""Statuses about one upload, not the link or the server: set that object aside."""
 FAILED_STAGE = "uplink.sealed-file"
 _EVENT_NAMESPACE = uuid.UUID("0b8f3c1e-5d2a-4e7b-9a61-7c4d2e8f1a35")
 
@@ -124,6 +131,8 @@ class Sender:
         self._sent_mark: dict[int, int] = {}
         self._verified: set[int] = set()
         self._discovery: asyncio.Task[object] | None = None
+        self._set_aside: dict[int, float] = {}  # object id -> monotonic time it may go again
+        self._refusals: dict[int, Backoff] = {}
 
     def wake(self) -> None:
         """Something was queued: idle workers look again now."""
@@ -143,13 +152,36 @@ class Sender:
             if pending:
                 await asyncio.wait(pending, timeout=5)
 
+    def _resting(self) -> set[int]:
+        """Objects set aside after a per-upload refusal whose time has not come yet."""
+        now = time.monotonic()
+        for object_id in [i for i, until in self._set_aside.items() if until <= now]:
+            del self._set_aside[object_id]
+        return set(self._set_aside)
+
     def _take(self) -> QueuedObject | None:
         """The next object in queue order, marked in flight (no await in between, so two
-        workers never take the same one)."""
-        obj = self.queue.next_object(exclude=self._in_flight)
+        workers never take the same one); objects set aside are skipped meanwhile."""
+        obj = self.queue.next_object(exclude=self._in_flight | self._resting())
         if obj is not None:
             self._in_flight.add(obj.id)
         return obj
+
+    def _idle_wait(self) -> float:
+        """How long an idle worker waits before looking again: until the first object
+        set aside may go again, at most IDLE_POLL_SECONDS."""
+        if not self._set_aside:
+            return IDLE_POLL_SECONDS
+        return max(0.05, min(IDLE_POLL_SECONDS,
+                             min(self._set_aside.values()) - time.monotonic()))
+
+    def _set_object_aside(self, obj: QueuedObject, exc: LinkError) -> float:
+        backoff = self._refusals.setdefault(
+            obj.id, Backoff(self.backoff_initial, self.backoff_max))
+        delay = min(self.backoff_max, max(exc.retry_after or 0.0, backoff.next_delay()))
+        self._set_aside[obj.id] = time.monotonic() + delay
+        self._wake.set()  # another worker may be idle while this object rests
+        return delay
 
     async def _worker(self, stop: asyncio.Event) -> None:
         ahead: list[_Ahead] = []
@@ -165,7 +197,7 @@ class Sender:
                     self._wake.clear()
                     waiters = [asyncio.ensure_future(stop.wait()),
                                asyncio.ensure_future(self._wake.wait())]
-                    await asyncio.wait(waiters, timeout=IDLE_POLL_SECONDS,
+                    await asyncio.wait(waiters, timeout=self._idle_wait(),
                                        return_when=asyncio.FIRST_COMPLETED)
                     for w in waiters:
                         w.cancel()
@@ -199,9 +231,10 @@ class Sender:
 
     async def send(self, obj: QueuedObject, stop: asyncio.Event, *,
                    fresh_url: str | None = None, ahead: list[_Ahead] | None = None) -> bool:
-        """Upload ``obj`` until it is complete (True) or ``stop`` is set or its sealed file
-        cannot be sent (False). Link trouble is retried without limit: an object is never
-        given up for the link. ``fresh_url``: an upload just created for it (offset 0);
+        """Upload ``obj`` until it is complete (True), or False when ``stop`` is set, its
+        sealed file cannot be sent, or the ingest refused this upload for now (it is set
+        aside: the worker goes on with other objects). Link trouble is retried without
+        limit: an object is never given up for the link. ``fresh_url``: an upload just created for it (offset 0);
         ``ahead``: where to put the next object, taken while the last chunk goes."""
         backoff = Backoff(self.backoff_initial, self.backoff_max)
         started = time.monotonic()
@@ -210,10 +243,22 @@ class Sender:
                 await self._upload_once(obj, fresh_url, ahead)
             except LinkError as exc:
                 metrics.CHUNK_RETRIES.labels(exc.kind).inc()
+                upload_id = self._upload_id(obj)
+                if exc.status is not None:
+                    metrics.HTTP_REFUSALS.labels(str(exc.status)).inc()
+                if exc.status in PER_UPLOAD_REFUSALS:
+                    # The server answered (the link is fine) about this upload alone:
+                    # let the next objects go first, come back to this one shortly.
+                    delay = self._set_object_aside(obj, exc)
+                    log.warning("upload refused for now; other objects go first",
+                                extra={"status": exc.status, "upload_id": upload_id,
+                                       "object_id": obj.id, "retry_in_s": round(delay, 2)})
+                    return False
                 self.link.report_failure(exc)
                 delay = backoff.next_delay()
                 log.warning("upload interrupted; will resume",
-                            extra={"kind": exc.kind, "object_id": obj.id,
+                            extra={"kind": exc.kind, "status": exc.status,
+                                   "upload_id": upload_id, "object_id": obj.id,
                                    "retry_in_s": round(delay, 2)})
                 await self.link.wait_after_failure(delay, stop)
                 continue
@@ -233,11 +278,19 @@ class Sender:
             finally:
                 fresh_url = None  # after any failure: HEAD for the server's offset
             self.link.report_success()
+            self._refusals.pop(obj.id, None)
             metrics.UPLOADS.labels("completed").inc()
             metrics.UPLOAD_SECONDS.observe(time.monotonic() - started)
             self._sent_mark.pop(obj.id, None)
             return True
         return False
+
+    def _upload_id(self, obj: QueuedObject) -> str | None:
+        """The ingest's id of the object's upload (the last segment of its URL), for
+        logs: support matches it with the ingest's log lines."""
+        current = self.queue.get(obj.id)
+        url = current.upload_url if current else obj.upload_url
+        return url.rstrip("/").rsplit("/", 1)[-1] if url else None
 
     def _path(self, obj: QueuedObject) -> Path:
         return self.outgoing_dir / obj.sealed_path

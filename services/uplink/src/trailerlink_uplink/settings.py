@@ -60,6 +60,13 @@ class UplinkSettings(ServiceSettings):
     connect_timeout_seconds: float = Field(10.0, gt=0)
     io_timeout_seconds: float = Field(
         30.0, gt=0, description="A read or write that makes no progress this long is a stall")
+    tcp_user_timeout_seconds: int = Field(
+        15, ge=0, description="A connection whose sent data stays unacknowledged this long "
+        "is given up (TCP_USER_TIMEOUT): how soon a silently dead 4G link is noticed; "
+        "0 = the kernel's default (~15 min)")
+    tcp_keepalive_seconds: int = Field(
+        5, ge=0, description="An idle connection (awaiting an answer) is probed after this "
+        "long, then as often; three missed probes end it (0 = no keepalive)")
     backoff_initial_seconds: float = Field(0.5, gt=0)
     backoff_max_seconds: float = Field(30.0, gt=0, description="Ceiling of the retry backoff")
     probe_interval_seconds: float = Field(

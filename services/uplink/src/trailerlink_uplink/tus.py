@@ -92,19 +92,127 @@ def tls_context(ca_file: Path | None, cert_file: Path | None, key_file: Path | N
     return ctx
 
 
+def dead_link_socket_options(keepalive_seconds: int, user_timeout_seconds: int
+                             ) -> list[tuple[int, int, int]]:
+    """TCP options by which the kernel gives up a connection whose path died silently (a
+    4G bearer gone: no FIN, no RST) within seconds instead of minutes: data left
+    unacknowledged for ``user_timeout_seconds`` ends it (TCP_USER_TIMEOUT), and an idle
+    connection (waiting for an answer) is probed after ``keepalive_seconds``, then every
+    ``keepalive_seconds``, three misses ending it. 0 leaves the option out."""
+    options: list[tuple[int, int, int]] = []
+    if keepalive_seconds > 0:
+        options += [(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
+                    (socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, keepalive_seconds),
+                    (socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, keepalive_seconds),
+                    (socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)]
+    if user_timeout_seconds > 0:
+        options.append((socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT,
+                        user_timeout_seconds * 1000))
+    return options
+
+
+class FreshAfterFailureTransport(httpx.AsyncBaseTransport):
+    """httpx's transport, made new after any request fails at the transport level.
+
+    A connection pooled before a link loss looks idle and healthy but is dead (the loss
+    sent nothing); a trailer that moved has a new address and route. So once a request
+    fails (timeout, reset, unreachable), later requests never reuse a pooled connection:
+    they get a new pool and new connections. Requests still running on the old pool finish
+    (or fail) there; the old pool is closed when the last of them ends."""
+
+    def __init__(self, factory: Callable[[], httpx.AsyncBaseTransport]) -> None:
+        self._factory = factory
+        self._current = factory()
+        self._users: dict[httpx.AsyncBaseTransport, int] = {self._current: 0}
+        self.renewals = 0
+        """How many times the pool was replaced (tests and logs)."""
+
+    def _renew(self, failed: httpx.AsyncBaseTransport) -> None:
+        if failed is self._current:
+            self._current = self._factory()
+            self._users[self._current] = 0
+            self.renewals += 1
+
+    async def _release(self, transport: httpx.AsyncBaseTransport) -> None:
+        self._users[transport] -= 1
+        if transport is not self._current and self._users[transport] == 0:
+            del self._users[transport]
+            with contextlib.suppress(Exception):
+                await transport.aclose()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        transport = self._current
+        self._users[transport] += 1
+        try:
+            response = await transport.handle_async_request(request)
+        except httpx.TransportError:
+            self._renew(transport)
+            await self._release(transport)
+            raise
+        except BaseException:
+            await self._release(transport)
+            raise
+        return httpx.Response(status_code=response.status_code, headers=response.headers,
+                              stream=_TrackedStream(response.stream, self, transport),
+                              extensions=response.extensions)
+
+    async def aclose(self) -> None:
+        for transport in list(self._users):
+            with contextlib.suppress(Exception):
+                await transport.aclose()
+        self._users.clear()
+
+
+class _TrackedStream(httpx.AsyncByteStream):
+    """A response body that tells its transport when it is done (and whether reading it
+    failed: a dead link often shows while the answer is awaited)."""
+
+    def __init__(self, inner: httpx.AsyncByteStream | object,
+                 owner: FreshAfterFailureTransport,
+                 transport: httpx.AsyncBaseTransport) -> None:
+        self._inner = inner
+        self._owner = owner
+        self._transport = transport
+        self._released = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._inner:  # type: ignore[attr-defined]
+                yield chunk
+        except httpx.TransportError:
+            self._owner._renew(self._transport)
+            raise
+
+    async def aclose(self) -> None:
+        try:
+            await self._inner.aclose()  # type: ignore[attr-defined]
+        finally:
+            if not self._released:
+                self._released = True
+                await self._owner._release(self._transport)
+
+
 def make_http_client(*, verify: ssl.SSLContext | bool, connect_timeout: float,
-                     io_timeout: float, max_connections: int) -> httpx.AsyncClient:
-    """The HTTP client uploads share. Short keep-alive so a moved trailer (new address,
-    new route) does not reuse a connection that silently died. ``max_connections``
-    should allow two per upload worker (a PATCH and the next object's create) plus the
-    receipts poll and the probe."""
-    transport = httpx.AsyncHTTPTransport(
-        verify=verify,
-        limits=httpx.Limits(max_connections=max_connections,
-                            max_keepalive_connections=max_connections, keepalive_expiry=15.0),
-        socket_options=rto_ceiling_option())
+                     io_timeout: float, max_connections: int, keepalive_seconds: int = 5,
+                     user_timeout_seconds: int = 15) -> httpx.AsyncClient:
+    """The HTTP client uploads share. Connections are never reused across a failure
+    (:class:`FreshAfterFailureTransport`) and carry the dead-link socket options
+    (:func:`dead_link_socket_options`) and the RTO ceiling; idle ones are kept 15 s at
+    most. ``max_connections`` should allow two per upload worker (a PATCH and the next
+    object's create) plus the receipts poll and the probe."""
+
+    def pool() -> httpx.AsyncHTTPTransport:
+        return httpx.AsyncHTTPTransport(
+            verify=verify,
+            limits=httpx.Limits(max_connections=max_connections,
+                                max_keepalive_connections=max_connections,
+                                keepalive_expiry=15.0),
+            socket_options=[*rto_ceiling_option(),
+                            *dead_link_socket_options(keepalive_seconds,
+                                                      user_timeout_seconds)])
+
     return httpx.AsyncClient(
-        transport=transport,
+        transport=FreshAfterFailureTransport(pool),
         timeout=httpx.Timeout(connect=connect_timeout, read=io_timeout, write=io_timeout,
                               pool=io_timeout),
         headers={"Tus-Resumable": TUS_VERSION, "User-Agent": "trailerlink-uplink"},
@@ -134,9 +242,9 @@ class TusClient:
         """OPTIONS: what the server supports. Also the reachability probe."""
         rsp = await self._request("OPTIONS", self.endpoint)
         if rsp.status_code >= 500:
-            raise http_error(rsp.status_code)
+            raise http_error(rsp.status_code, rsp.headers.get("Retry-After"))
         if rsp.status_code not in (200, 204):
-            raise http_error(rsp.status_code)
+            raise http_error(rsp.status_code, rsp.headers.get("Retry-After"))
         split = lambda name: frozenset(  # noqa: E731
             v.strip().lower() for v in rsp.headers.get(name, "").split(",") if v.strip())
         max_size = rsp.headers.get("Tus-Max-Size")
@@ -151,7 +259,7 @@ class TusClient:
             "Upload-Length": str(length), "Upload-Metadata": encode_metadata(metadata),
             "Content-Length": "0"})
         if rsp.status_code != 201 or "Location" not in rsp.headers:
-            raise http_error(rsp.status_code)
+            raise http_error(rsp.status_code, rsp.headers.get("Retry-After"))
         return urljoin(self.endpoint, rsp.headers["Location"])
 
     async def offset(self, url: str) -> int:
@@ -160,7 +268,7 @@ class TusClient:
         if rsp.status_code in (403, 404, 410):
             raise UploadGone(f"HTTP {rsp.status_code}")
         if rsp.status_code not in (200, 204) or "Upload-Offset" not in rsp.headers:
-            raise http_error(rsp.status_code)
+            raise http_error(rsp.status_code, rsp.headers.get("Retry-After"))
         return int(rsp.headers["Upload-Offset"])
 
     async def patch(self, url: str, offset: int, data: bytes) -> PatchResult:
@@ -203,7 +311,7 @@ class TusClient:
             error = LinkError("checksum", "server rejected the chunk checksum")
             error.sent = sent  # type: ignore[attr-defined]
             raise error
-        error = http_error(rsp.status_code)
+        error = http_error(rsp.status_code, rsp.headers.get("Retry-After"))
         error.sent = sent  # type: ignore[attr-defined]
         raise error
 
@@ -211,4 +319,4 @@ class TusClient:
         """DELETE an upload (termination extension); a missing upload is fine."""
         rsp = await self._request("DELETE", url)
         if rsp.status_code not in (204, 404, 410):
-            raise http_error(rsp.status_code)
+            raise http_error(rsp.status_code, rsp.headers.get("Retry-After"))
