@@ -23,7 +23,7 @@ import socket
 import ssl
 from collections.abc import Generator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -89,7 +89,7 @@ class PeerCertH11Protocol(H11Protocol):
     with the dead-peer socket options (:func:`dead_peer_socket_options`) set on every
     accepted connection."""
 
-    socket_options: list[tuple[int, int, int]] = []
+    socket_options: ClassVar[list[tuple[int, int, int]]] = []
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         sock = transport.get_extra_info("socket")

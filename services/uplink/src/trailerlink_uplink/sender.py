@@ -234,8 +234,9 @@ class Sender:
         """Upload ``obj`` until it is complete (True), or False when ``stop`` is set, its
         sealed file cannot be sent, or the ingest refused this upload for now (it is set
         aside: the worker goes on with other objects). Link trouble is retried without
-        limit: an object is never given up for the link. ``fresh_url``: an upload just created for it (offset 0);
-        ``ahead``: where to put the next object, taken while the last chunk goes."""
+        limit: an object is never given up for the link. ``fresh_url``: an upload just
+        created for it (offset 0); ``ahead``: where to put the next object, taken while
+        the last chunk goes."""
         backoff = Backoff(self.backoff_initial, self.backoff_max)
         started = time.monotonic()
         while not stop.is_set():
