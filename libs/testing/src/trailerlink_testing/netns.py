@@ -1,6 +1,7 @@
 """Bandwidth shaping with tc inside network namespaces this module creates.
 
-Two namespaces joined by a veth pair on private test addresses (10.237.<n>.1 and .2);
+Two namespaces joined by a veth pair on test addresses (198.18.<n>.1 and .2, from RFC
+2544's benchmarking range 198.18.0.0/15: the only addresses the tests use off loopback);
 nothing outside them is touched. The client side's egress goes through a tbf qdisc, so
 uploads from the client namespace to the server namespace see the shaped rate (netem
 is not available on these kernels; add latency with the fault proxy)::
@@ -26,9 +27,26 @@ def _run(*argv: str) -> None:
     subprocess.run(argv, check=True, capture_output=True, timeout=30)
 
 
+def run_ip(*argv: str) -> None:
+    """Run an ``ip``/``tc`` command; RuntimeError with its stderr when it fails."""
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"`{' '.join(argv)}` failed: {done.stderr.strip()[:200]}")
+
+
 def netns_available() -> bool:
     """True when this process may create namespaces and shape with tc."""
     return os.geteuid() == 0 and bool(shutil.which("ip")) and bool(shutil.which("tc"))
+
+
+def free_test_octet(first: int, last: int, second: int = 19) -> int:
+    """An ``n`` in ``first..last`` such that no address of this (root) namespace is in
+    198.<second>.<n>.0/24 right now: a subnet no other test link of this machine uses."""
+    shown = subprocess.run(["ip", "-o", "-4", "addr", "show"], capture_output=True, text=True,
+                           timeout=30, check=False).stdout
+    used = {int(m) for m in re.findall(rf"inet 198\.{second}\.(\d+)\.", shown)}
+    free = [n for n in range(first, last + 1) if n not in used]
+    return free[secrets.randbelow(len(free))] if free else first
 
 
 class ShapedLink:
@@ -43,8 +61,8 @@ class ShapedLink:
         self.client_dev = f"vc{tag}"
         self.server_dev = f"vs{tag}"
         n = subnet if subnet is not None else 1 + secrets.randbelow(250)
-        self.client_ip = f"10.237.{n}.1"
-        self.server_ip = f"10.237.{n}.2"
+        self.client_ip = f"198.18.{n}.1"
+        self.server_ip = f"198.18.{n}.2"
         self.rate_bits = rate_bits
         self.queue_ms = queue_ms
         self._up = False

@@ -6,9 +6,9 @@ take a detour through one: a veth pair joins this (root) namespace to a new one,
 root side's egress goes through a tbf qdisc, and three relays carry each connection::
 
     uplink -> 127.0.0.1:port   relay A (root, fault proxy)
-           -> 10.237.n.2       veth, shaped by tbf: the upstream bytes pay the rate here
+           -> 198.19.n.2       veth, shaped by tbf: the upstream bytes pay the rate here
            -> relay B          (inside the namespace, the fault proxy's command line)
-           -> 10.237.n.1       veth back, unshaped
+           -> 198.19.n.1       veth back, unshaped
            -> relay C          (root, fault proxy) -> the ingest on 127.0.0.1
 
 TLS runs end to end through the relays (they only copy bytes), so the uplink still
@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from trailerlink_testing.faultproxy import FaultProxy
-from trailerlink_testing.netns import netns_available
+from trailerlink_testing.netns import free_test_octet, netns_available
 from trailerlink_testing.ports import free_port
 
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(kbit|mbit)\s*$", re.IGNORECASE)
@@ -59,13 +59,6 @@ def _ip(*argv: str) -> None:
         raise ShapingUnavailable(f"`{' '.join(argv)}` failed: {done.stderr.strip()[:200]}")
 
 
-def _free_subnet() -> int:
-    """A 10.238.<n>.0/30 no other shaped link of this machine uses right now."""
-    shown = subprocess.run(["ip", "-o", "-4", "addr", "show"], capture_output=True, text=True,
-                           timeout=30, check=False).stdout
-    used = {int(m) for m in re.findall(r"inet 10\.238\.(\d+)\.", shown)}
-    free = [n for n in range(1, 251) if n not in used]
-    return free[secrets.randbelow(len(free))] if free else 1
 
 
 class ShapedWan:
@@ -78,9 +71,10 @@ class ShapedWan:
         self.ns = f"tlw{tag}"
         self.root_dev = f"vwr{tag}"
         self.ns_dev = f"vwn{tag}"
-        n = _free_subnet()
-        self.root_ip = f"10.238.{n}.1"
-        self.ns_ip = f"10.238.{n}.2"
+        # 198.19.1-120.0/30 (RFC 2544's range; trailerhost uses 121-250)
+        n = free_test_octet(first=1, last=120, second=19)
+        self.root_ip = f"198.19.{n}.1"
+        self.ns_ip = f"198.19.{n}.2"
         self.target = target
         self.rate_bits = rate_bits
         self._entry: FaultProxy | None = None

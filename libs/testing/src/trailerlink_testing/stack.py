@@ -36,7 +36,7 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +65,7 @@ from trailerlink_testing.kafka import KafkaBroker
 from trailerlink_testing.orthanc import Orthanc
 from trailerlink_testing.ports import free_port
 from trailerlink_testing.procs import ServiceProcess, console_script, http_get, http_ok
+from trailerlink_testing.trailerhost import TrailerHost
 from trailerlink_testing.waiting import wait_until
 
 TRAILER_ID = "trailer-01"
@@ -169,9 +170,10 @@ class Service:
     proc: ServiceProcess
     http_port: int
     ports: dict[str, int] = field(default_factory=dict)
+    host: str = "127.0.0.1"
 
     def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.http_port}{path}"
+        return f"http://{self.host}:{self.http_port}{path}"
 
     def wait_ready(self, timeout: float = 90.0) -> None:
         self.proc.wait_ready(self.url("/readyz"), timeout)
@@ -204,14 +206,18 @@ class Service:
 
 
 def _start_service(name: str, script: str, env: dict[str, str], logs: Path,
-                   wait: bool = True) -> Service:
+                   wait: bool = True, prefix: Sequence[str] = (),
+                   host: str = "127.0.0.1") -> Service:
+    """Start ``script`` (``prefix`` first: e.g. ``ip netns exec NS``), its HTTP port on
+    ``host``."""
     http_port = int(env.get("TRAILERLINK_HTTP_PORT") or free_port())
-    full = {"TRAILERLINK_HTTP_HOST": "127.0.0.1", "TRAILERLINK_HTTP_PORT": str(http_port),
+    full = {"TRAILERLINK_HTTP_HOST": host, "TRAILERLINK_HTTP_PORT": str(http_port),
             "TRAILERLINK_LOG_LEVEL": "INFO", **env}
     logs.mkdir(parents=True, exist_ok=True)
-    proc = ServiceProcess([console_script(script)], env=full, log_path=logs / f"{name}.log")
+    proc = ServiceProcess([*prefix, console_script(script)], env=full,
+                          log_path=logs / f"{name}.log")
     proc.start()
-    service = Service(name, proc, http_port)
+    service = Service(name, proc, http_port, host=host)
     if wait:
         service.wait_ready()
     return service
@@ -319,10 +325,15 @@ class CentralStack(_Stack):
     """The data centre: Kafka, Orthanc, dev PKI + sealing key, ingest, fleet monitor."""
 
     def __init__(self, directory: Path, trailer_id: str = TRAILER_ID,
-                 ingest_env: dict[str, str] | None = None) -> None:
+                 ingest_env: dict[str, str] | None = None, tus_host: str = "127.0.0.1"
+                 ) -> None:
+        """``tus_host``: where the ingest's HTTPS port listens (and what its certificate
+        names besides localhost): 127.0.0.1, or the data-centre end of a
+        :class:`~trailerlink_testing.trailerhost.TrailerHost`'s WAN."""
         super().__init__(directory)
         self.trailer_id = trailer_id
         self.ingest_env = ingest_env or {}
+        self.tus_host = tus_host
         self.pki = self.dir / "pki"
         self.broker = KafkaBroker(self.dir / "kafka")
         self.pacs = Orthanc(self.dir / "orthanc", ae_title=PACS_AE)
@@ -332,7 +343,7 @@ class CentralStack(_Stack):
 
     @property
     def ingest_url(self) -> str:
-        return f"https://127.0.0.1:{self.tus_port}"
+        return f"https://{self.tus_host}:{self.tus_port}"
 
     @property
     def ingest(self) -> Service:
@@ -355,7 +366,9 @@ class CentralStack(_Stack):
         self._stops.append(self.pacs.stop)
         subprocess.run([console_script("trailerlink-ingest"), "dev-ca", str(self.pki),
                         "--trailer", self.trailer_id, "--server-name", "localhost",
-                        "--server-ip", "127.0.0.1"], check=True, capture_output=True)
+                        "--server-ip", "127.0.0.1",
+                        *(["--server-ip", self.tus_host] if self.tus_host != "127.0.0.1"
+                          else [])], check=True, capture_output=True)
         key = OpeningKey.generate()
         self.sealing_private.mkdir(parents=True, exist_ok=True)
         self.sealing_public.mkdir(parents=True, exist_ok=True)
@@ -366,7 +379,7 @@ class CentralStack(_Stack):
         _make_topics(self.broker.bootstrap, "central")
         self.services["ingest"] = _start_service("ingest", "trailerlink-ingest", {
             "TRAILERLINK_KAFKA_BOOTSTRAP_SERVERS": self.broker.bootstrap,
-            "TRAILERLINK_TUS_HOST": "127.0.0.1",
+            "TRAILERLINK_TUS_HOST": self.tus_host,
             "TRAILERLINK_TUS_PORT": str(self.tus_port),
             "TRAILERLINK_DATA_DIR": str(self.dir / "ingest" / "data"),
             "TRAILERLINK_STORAGE_DIR": str(self.dir / "ingest" / "storage"),
@@ -416,8 +429,12 @@ class TrailerStack(_Stack):
 
     def __init__(self, directory: Path, central: CentralStack, bookings: list[Booking],
                  *, ingest_url: str | None = None, uplink_env: dict[str, str] | None = None,
-                 canary_env: dict[str, str] | None = None) -> None:
+                 canary_env: dict[str, str] | None = None,
+                 uplink_host: TrailerHost | None = None) -> None:
+        """``uplink_host``: run the uplink inside that namespace (its 4G link can then be
+        cut for real); its Kafka and HTTP port go over the host's LAN."""
         super().__init__(directory)
+        self.uplink_host = uplink_host
         self.central = central
         self.bookings = bookings
         self.ingest_url = ingest_url or central.ingest_url
@@ -498,6 +515,12 @@ class TrailerStack(_Stack):
             "TRAILERLINK_SPOOL_KEY_FILE": str(self.spool_key),
             "TRAILERLINK_SEALING_PUBLIC_KEYS": str(self.central.sealing_public),
         }, self.logs, wait=False)
+        inside: Sequence[str] = ()
+        uplink_http_host = "127.0.0.1"
+        if self.uplink_host is not None:
+            self.uplink_host.relay_kafka(self.broker.port)
+            inside, uplink_http_host = (self.uplink_host.run_inside(),
+                                        self.uplink_host.lan_trailer_ip)
         self.services["uplink"] = _start_service("uplink", "trailerlink-uplink", {
             **common,
             "TRAILERLINK_INGEST_URL": self.ingest_url,
@@ -508,7 +531,7 @@ class TrailerStack(_Stack):
             "TRAILERLINK_PROBE_INTERVAL_SECONDS": "1",
             "TRAILERLINK_BACKOFF_MAX_SECONDS": "3",
             **self.uplink_env,
-        }, self.logs, wait=False)
+        }, self.logs, wait=False, prefix=inside, host=uplink_http_host)
         uplink, worklist = self.services["uplink"], self.services["worklist"]
         self.services["agent"] = _start_service("agent", "trailerlink-monitor", {
             **common,
