@@ -44,11 +44,12 @@ def _require() -> None:
 
 
 def _sendtool(prefix: list[str], url: str, work: Path, sizes: list[int],
-              chunk: int = CHUNK, rate: int = 0, timeout: float = 900) -> dict[str, float]:
+              chunk: int = CHUNK, rate: int = 0, timeout: float = 900,
+              extra: list[str] | None = None) -> dict[str, float]:
     out = subprocess.run(
         [*prefix, sys.executable, "-m", "trailerlink_uplink.sendtool", "--url", url,
          "--work", str(work), "--sizes", ",".join(map(str, sizes)), "--chunk", str(chunk),
-         "--rate", str(rate), "--concurrency", str(CONCURRENCY)],
+         "--rate", str(rate), "--concurrency", str(CONCURRENCY), *(extra or [])],
         check=True, capture_output=True, text=True, timeout=timeout)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -202,10 +203,104 @@ def day_over_1mbit() -> Row:
               f"queue {QUEUE_MS} ms")
 
 
+SILENT_CUT_SECONDS = 120
+RECOVER_GOAL_SECONDS = 15.0
+_silent: dict[str, float] = {}
+
+
+def _silent_cut_run() -> dict[str, float]:
+    """The uplink's sender on a trailer host (namespace) uploading to the real ingest over
+    an 8 Mbit/s tbf WAN, cut silently (interface down: no FIN, no RST) mid-upload for
+    ``SILENT_CUT_SECONDS``, then once more for 5 s (the floor: the connection survives
+    that). Both rows read the one run."""
+    if _silent:
+        return _silent
+    if not netns_available():
+        raise RuntimeError("needs root with ip and tc (network namespaces)")
+    from trailerlink_testing.stack import CentralStack
+    from trailerlink_testing.trailerhost import TrailerHost
+    from trailerlink_testing.waiting import wait_until
+
+    sizes = [4_000_000] * 8  # 32 MB: about 34 s of upload at 8 Mbit/s
+    with tempfile.TemporaryDirectory(prefix="bench-silent-") as tmp:
+        tmpdir = Path(tmp)
+        with TrailerHost(rate_bits=8_000_000, queue_ms=QUEUE_MS) as host, \
+                CentralStack(tmpdir / "central", tus_host=host.wan_server_ip) as central:
+            key_id = next(central.sealing_private.glob("*.pem")).stem
+            pki, tid = central.pki, central.trailer_id
+
+            def durable() -> float:
+                return central.ingest.metric("trailerlink_ingest_bytes_received_total",
+                                             trailer=tid)
+
+            def first_ack_after(return_at: float, durable_at_return: float) -> float:
+                wait_until(lambda: durable() > durable_at_return, 120,
+                           "bytes acknowledged after the link's return", interval=0.02)
+                return time.monotonic() - return_at
+
+            def cut(seconds: float, past_bytes: float) -> float:
+                wait_until(lambda: durable() > past_bytes and central.ingest.metric(
+                    "trailerlink_ingest_uploads_active") >= 1, 120, "mid-upload",
+                    interval=0.02)
+                cut_at = host.cut()
+                time.sleep(max(0.0, cut_at + seconds - time.monotonic()))  # the outage
+                back = host.restore()
+                return first_ack_after(back, durable())
+
+            result: dict[str, float] = {}
+
+            def send() -> None:
+                result.update(_sendtool(
+                    host.run_inside(),
+                    f"{central.ingest_url}/files/", tmpdir / "run", sizes,
+                    extra=["--key-id", key_id, "--ca-file", str(pki / "ca.crt"),
+                           "--cert-file", str(pki / f"{tid}.crt"),
+                           "--key-file", str(pki / f"{tid}.key")]))
+
+            sender = threading.Thread(target=send)
+            sender.start()
+            recover = cut(SILENT_CUT_SECONDS, 2_000_000)
+            floor = cut(5, durable() + 2_000_000)
+            sender.join(600)
+            completed = central.ingest.metric("trailerlink_ingest_uploads_completed_total")
+    if completed != len(sizes) or "seconds" not in result:
+        raise RuntimeError(f"{completed} uploads completed at the ingest, expected {len(sizes)}")
+    _silent.update(recover=recover, floor=floor, resent=result["resent_bytes"], cuts=2)
+    return _silent
+
+
+def recover_after_silent_cut() -> Row:
+    run = _silent_cut_run()
+    return Row(
+        id="uplink.recover_after_silent_cut_seconds",
+        what=f"link's return -> first acknowledged byte, after a {SILENT_CUT_SECONDS} s "
+             "silent cut mid-upload / the issue's bound",
+        ours=run["recover"], reference=RECOVER_GOAL_SECONDS, unit="s", goal_op="<=",
+        goal=1.0,
+        notes=f"uplink sender in a namespace -> real ingest (mTLS) over tc tbf 8 Mbit/s, "
+              f"interface down (no FIN/RST), {CONCURRENCY} uploads at once, 1 MiB chunks; "
+              f"the same run's 5 s cut (connection survives: the floor) took "
+              f"{run['floor']:.1f} s")
+
+
+def resent_per_silent_cut() -> Row:
+    run = _silent_cut_run()
+    return Row(
+        id="uplink.resent_per_silent_cut",
+        what="bytes re-sent per silent link cut (interface down) / chunk size",
+        ours=run["resent"] / run["cuts"], reference=CHUNK, unit="bytes", goal_op="<=",
+        goal=1.0,
+        notes=f"the {SILENT_CUT_SECONDS} s and 5 s cuts of "
+              "uplink.recover_after_silent_cut_seconds; a checksummed chunk cut short is "
+              f"dropped by the ingest and sent again whole; {CONCURRENCY} uploads in flight")
+
+
 BENCHMARKS = [
     Benchmark(id="uplink.goodput_2mbit", run=goodput_2),
     Benchmark(id="uplink.goodput_8mbit", run=goodput_8),
     Benchmark(id="uplink.goodput_20mbit", run=goodput_20),
     Benchmark(id="uplink.resent_per_cut", run=resent_per_cut),
     Benchmark(id="uplink.day_over_1mbit", run=day_over_1mbit),
+    Benchmark(id="uplink.recover_after_silent_cut_seconds", run=recover_after_silent_cut),
+    Benchmark(id="uplink.resent_per_silent_cut", run=resent_per_silent_cut),
 ]

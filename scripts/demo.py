@@ -18,11 +18,19 @@ minutes on 2 cores. A full day: ``DEMO_WOMEN=80 DEMO_ROWS=4096 DEMO_COLUMNS=3328
 bytes through a tc-tbf-shaped hop (``trailerlink_testing.shapedwan``). Where tc cannot
 shape (no root, no namespaces) it says so and falls back to the fault proxy's drip at
 that rate, per connection, with the uplink sending one upload at a time.
+
+``SILENT_CUT=60`` (``--silent-cut``; needs ``LINK``) loses the link the way 4G does, once,
+mid-upload: the uplink then runs on a trailer host of its own (a network namespace whose
+WAN to the ingest is a veth shaped at ``LINK``, :mod:`trailerlink_testing.trailerhost`),
+and that WAN goes down for the given seconds while the screening goes on. No FIN, no RST
+reaches either side. The summary says how soon after the link's return the ingest
+acknowledged bytes again; the run must still end ``"ok": true``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -30,10 +38,13 @@ import signal
 import statistics
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
-from trailerlink_testing.shapedwan import open_link, parse_rate
+from trailerlink_testing.netns import netns_available
+from trailerlink_testing.shapedwan import Link, open_link, parse_rate
 from trailerlink_testing.stack import (
     CentralStack,
     SimulatedModality,
@@ -43,6 +54,7 @@ from trailerlink_testing.stack import (
     scan_logs_for,
     synthetic_day,
 )
+from trailerlink_testing.trailerhost import TrailerHost
 from trailerlink_testing.waiting import ConditionTimeout, wait_until
 
 
@@ -58,12 +70,76 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
                    help="keep the run's directory here (logs, spool, PACS storage)")
     p.add_argument("--link", default=env.get("LINK", ""),
                    help="shape the uplink -> ingest link to this rate, e.g. 8mbit, 512kbit")
+    p.add_argument("--silent-cut", type=float, default=float(env.get("SILENT_CUT") or 0),
+                   help="seconds the link is lost silently, once, mid-upload (needs --link)")
     args = p.parse_args(argv)
     try:
         args.link_bits = parse_rate(args.link) if args.link else 0
     except ValueError as exc:
         p.error(str(exc))
+    if args.silent_cut < 0:
+        p.error("--silent-cut: seconds, 0 or more")
+    if args.silent_cut and not args.link_bits:
+        p.error("SILENT_CUT needs LINK (the cut is of the shaped WAN), e.g. LINK=8mbit")
+    if args.silent_cut and not netns_available():
+        p.error("SILENT_CUT needs root with ip and tc (the uplink runs in a namespace)")
     return args
+
+
+@contextlib.contextmanager
+def _wan(args: argparse.Namespace, work: Path
+         ) -> Iterator[tuple[CentralStack, Link, TrailerHost | None]]:
+    """The data centre and the link to it: the shaped hop of ``LINK``, or with
+    ``SILENT_CUT`` a trailer host whose own WAN is shaped (and will be cut)."""
+    if args.silent_cut:
+        with TrailerHost(rate_bits=args.link_bits) as host:
+            central = CentralStack(work / "central", tus_host=host.wan_server_ip)
+            yield central, Link(args.link, args.link_bits, "tc-tbf"), host
+        return
+    central = CentralStack(work / "central")
+    with open_link(args.link_bits, args.link, ("127.0.0.1", central.tus_port)) as link:
+        yield central, link, None
+
+
+class _SilentCut:
+    """Once the ingest is receiving this trailer's bytes, take the trailer's WAN down for
+    ``seconds``, bring it back, and time the first bytes acknowledged after that."""
+
+    def __init__(self, host: TrailerHost, central: CentralStack, seconds: float) -> None:
+        self.host, self.central, self.seconds = host, central, seconds
+        self.resumed_after: float | None = None
+        self.error = ""
+        self._thread = threading.Thread(target=self._run, name="silent-cut", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
+
+    def _durable(self) -> float:
+        return self.central.ingest.metric("trailerlink_ingest_bytes_received_total",
+                                          trailer=self.central.trailer_id)
+
+    def _run(self) -> None:
+        try:
+            wait_until(lambda: self._durable() > 0 and self.central.ingest.metric(
+                "trailerlink_ingest_uploads_active") >= 1, 600, "an upload in progress",
+                interval=0.05)
+            cut_at = self.host.cut()
+            print(f"  !! link lost silently (interface down: no FIN, no RST) for "
+                  f"{self.seconds:g}s, mid-upload", flush=True)
+            time.sleep(max(0.0, cut_at + self.seconds - time.monotonic()))  # the outage
+            back = self.host.restore()
+            durable = self._durable()
+            wait_until(lambda: self._durable() > durable, 600,
+                       "bytes acknowledged after the link's return", interval=0.05)
+            self.resumed_after = time.monotonic() - back
+            print(f"  link back; the ingest acknowledged bytes again "
+                  f"{self.resumed_after:.1f}s later", flush=True)
+        except Exception as exc:  # reported in the summary; the run goes on
+            self.error = str(exc)
+            self.host.restore()
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -78,14 +154,14 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, object]:
     print(f"trailerlink demo: {args.women} women x 4 views of {args.rows}x{args.columns} "
           f"(14-bit MG), run directory {work}", flush=True)
     started = time.time()
-    central = CentralStack(work / "central")
-    with open_link(args.link_bits, args.link, ("127.0.0.1", central.tus_port)) as link:
+    cut: _SilentCut | None = None
+    with _wan(args, work) as (central, link, host):
         if link.fallback:
             print(f"  !! LINK={args.link}: {link.fallback}", flush=True)
         print(f"  link uplink -> ingest: {link.describe()}", flush=True)
         ingest_url = f"https://127.0.0.1:{link.port}" if link.port else None
         trailer = TrailerStack(work / "trailer", central, bookings, ingest_url=ingest_url,
-                               uplink_env=link.uplink_env)
+                               uplink_env=link.uplink_env, uplink_host=host)
         # The trailer's broker boots while the data centre starts up; the trailer stops
         # first on the way out (its services talk to the data centre until then).
         with trailer.booting(), central:
@@ -101,6 +177,9 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, object]:
                     print(f"  worklist: {len(worklist)} women booked at this site today",
                           flush=True)
                     studies: list[StudyResult] = []
+                    if host is not None:
+                        cut = _SilentCut(host, central, args.silent_cut)
+                        cut.start()
                     for i, item in enumerate(worklist):
                         study = modality.screen(item, seed=i)
                         studies.append(study)
@@ -112,6 +191,8 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, object]:
                                    "every storage commitment answered", interval=0.5)
                     except ConditionTimeout as exc:
                         print(f"  !! {exc}", flush=True)
+                    if cut is not None:
+                        cut.join(60)
                     wait_until(lambda: trailer.backlog_objects() == 0, 60,
                                "uplink backlog empty")
                     bytes_on_wire = trailer.uplink.metric("trailerlink_uplink_sent_bytes_total")
@@ -153,13 +234,16 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, object]:
               + (f"{day_seconds:.0f}s" if day_seconds is not None else "never")
               + (f"; {shaped_bytes / 1e6:.1f} MB of IP packets through the tbf"
                  if link.shaper else ""))
+    if cut is not None and cut.error:
+        print(f"  !! silent cut: {cut.error}")
     if bad:
         print(f"  !! missing or altered in PACS: {bad}")
     if leaks:
         print(f"  !! patient data in logs: {sorted(leaks)}")
     ok = (women == args.women and images_sent == 4 * women and verified == images_sent
           and confirmed == women and in_pacs == images_sent and not leaks
-          and not any(s.failed or s.commit_failed for s in studies))
+          and not any(s.failed or s.commit_failed for s in studies)
+          and (cut is None or cut.resumed_after is not None))
     return {
         "women": women,
         "images_sent": images_sent,
@@ -176,6 +260,10 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, object]:
         "link_bits_per_second": link.bits_per_second or None,
         "link_floor_seconds": round(floor, 1) if floor is not None else None,
         "day_seconds": round(day_seconds, 1) if day_seconds is not None else None,
+        "silent_cut_seconds": args.silent_cut or None,
+        "resumed_after_cut_seconds": (round(cut.resumed_after, 1)
+                                      if cut is not None and cut.resumed_after is not None
+                                      else None),
         "log_files_scanned": len(logs),
         "patient_data_in_logs": sum(len(v) for v in leaks.values()),
         "wall_seconds": round(time.time() - started, 1),

@@ -23,6 +23,7 @@ from trailerlink_testing.stack import (
     TrailerStack,
     synthetic_day,
 )
+from trailerlink_testing.trailerhost import TrailerHost
 from trailerlink_testing.waiting import wait_until
 
 WOMEN = 10
@@ -33,9 +34,10 @@ class System:
     central: CentralStack
     trailer: TrailerStack
     modality: SimulatedModality
-    link: FaultProxy
+    link: FaultProxy | None  # the fault proxy on the WAN path (None: a TrailerHost's WAN)
     bookings: list[Booking]
     screened: list[StudyResult]
+    host: TrailerHost | None = None  # the uplink's namespace, when it has one
 
     def next_women(self, count: int) -> list:
         """Worklist entries of women not screened yet (in booking order)."""
@@ -103,6 +105,25 @@ def _system(directory: Path, women: int, **trailer_kwargs: object) -> Iterator[S
                                   columns=208) as modality:
             modality.wait_for_worklist(women)
             yield System(central, trailer, modality, link, bookings, [])
+
+
+def system_on_4g(directory: Path, women: int, rate_bits: int, *, rows: int, columns: int,
+                 uplink_env: dict[str, str] | None = None,
+                 ingest_env: dict[str, str] | None = None) -> Iterator[System]:
+    """Both sites with the uplink on a trailer host of its own (a network namespace)
+    whose WAN to the ingest is a tc-shaped veth that a test takes down: a 4G link lost
+    without FIN or RST (:class:`~trailerlink_testing.trailerhost.TrailerHost`)."""
+    bookings = synthetic_day(women, seed=23)
+    with TrailerHost(rate_bits=rate_bits) as host:
+        central = CentralStack(directory / "central", tus_host=host.wan_server_ip,
+                               ingest_env=ingest_env)
+        trailer = TrailerStack(directory / "trailer", central, bookings, uplink_host=host,
+                               uplink_env=uplink_env)
+        with trailer.booting(), central, trailer, \
+                SimulatedModality(trailer, directory / "modality", rows=rows,
+                                  columns=columns) as modality:
+            modality.wait_for_worklist(women)
+            yield System(central, trailer, modality, None, bookings, [], host)
 
 
 @pytest.fixture(scope="module")

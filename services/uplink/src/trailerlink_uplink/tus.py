@@ -127,6 +127,10 @@ class FreshAfterFailureTransport(httpx.AsyncBaseTransport):
         self.renewals = 0
         """How many times the pool was replaced (tests and logs)."""
 
+    def in_flight(self, transport: httpx.AsyncBaseTransport) -> int:
+        """Requests running on ``transport`` (one of the pools this made)."""
+        return self._users.get(transport, 0)
+
     def _renew(self, failed: httpx.AsyncBaseTransport) -> None:
         if failed is self._current:
             self._current = self._factory()
@@ -134,6 +138,8 @@ class FreshAfterFailureTransport(httpx.AsyncBaseTransport):
             self.renewals += 1
 
     async def _release(self, transport: httpx.AsyncBaseTransport) -> None:
+        if transport not in self._users:  # the client was closed meanwhile
+            return
         self._users[transport] -= 1
         if transport is not self._current and self._users[transport] == 0:
             del self._users[transport]
