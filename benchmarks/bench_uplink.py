@@ -242,12 +242,14 @@ def _silent_cut_run() -> dict[str, float]:
                 wait_until(lambda: durable() > past_bytes and central.ingest.metric(
                     "trailerlink_ingest_uploads_active") >= 1, 120, "mid-upload",
                     interval=0.02)
+                in_flight.append(central.ingest.metric("trailerlink_ingest_uploads_active"))
                 cut_at = host.cut()
                 time.sleep(max(0.0, cut_at + seconds - time.monotonic()))  # the outage
                 back = host.restore()
                 return first_ack_after(back, durable())
 
             result: dict[str, float] = {}
+            in_flight: list[float] = []  # uploads being received at each cut
 
             def send() -> None:
                 result.update(_sendtool(
@@ -265,7 +267,8 @@ def _silent_cut_run() -> dict[str, float]:
             completed = central.ingest.metric("trailerlink_ingest_uploads_completed_total")
     if completed != len(sizes) or "seconds" not in result:
         raise RuntimeError(f"{completed} uploads completed at the ingest, expected {len(sizes)}")
-    _silent.update(recover=recover, floor=floor, resent=result["resent_bytes"], cuts=2)
+    _silent.update(recover=recover, floor=floor, resent=result["resent_bytes"],
+                   interrupted=max(1.0, sum(in_flight)))
     return _silent
 
 
@@ -287,12 +290,15 @@ def resent_per_silent_cut() -> Row:
     run = _silent_cut_run()
     return Row(
         id="uplink.resent_per_silent_cut",
-        what="bytes re-sent per silent link cut (interface down) / chunk size",
-        ours=run["resent"] / run["cuts"], reference=CHUNK, unit="bytes", goal_op="<=",
-        goal=1.0,
+        what="bytes re-sent per upload a silent cut interrupted (interface down) / chunk",
+        ours=run["resent"] / run["interrupted"], reference=CHUNK, unit="bytes",
+        goal_op="<=", goal=1.0,
         notes=f"the {SILENT_CUT_SECONDS} s and 5 s cuts of "
-              "uplink.recover_after_silent_cut_seconds; a checksummed chunk cut short is "
-              f"dropped by the ingest and sent again whole; {CONCURRENCY} uploads in flight")
+              f"uplink.recover_after_silent_cut_seconds: {run['resent'] / CHUNK:.2f} chunks "
+              f"re-sent in all, {run['interrupted']:.0f} uploads being received at the cuts "
+              "(the 5 s cut's connection survives and re-sends nothing); a checksummed "
+              "chunk cut short is dropped by the ingest and handed to the socket again "
+              "whole")
 
 
 BENCHMARKS = [

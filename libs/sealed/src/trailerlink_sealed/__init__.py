@@ -16,9 +16,7 @@ Data centre::
 """
 
 from trailerlink_crypto.chunked import IntegrityError
-
-from trailerlink_sealed.container import ContainerError
-from trailerlink_sealed.keys import (
+from trailerlink_crypto.keys import (
     OpeningKey,
     OpeningKeyring,
     RecipientKey,
@@ -26,6 +24,8 @@ from trailerlink_sealed.keys import (
     UnknownKeyError,
     key_id_for,
 )
+
+from trailerlink_sealed.container import ContainerError
 from trailerlink_sealed.sealed import (
     FORMAT_VERSION,
     KeyUnwrapError,

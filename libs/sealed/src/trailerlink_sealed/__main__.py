@@ -17,7 +17,8 @@ import os
 import sys
 from pathlib import Path
 
-from trailerlink_sealed.keys import OpeningKey, OpeningKeyring, RecipientKey
+from trailerlink_crypto.keys import OpeningKey, OpeningKeyring, RecipientKey
+
 from trailerlink_sealed.sealed import read_sealed_header, unseal_to_file
 
 

@@ -37,6 +37,7 @@ from trailerlink_crypto.chunked import (
     encrypt_chunks,
     new_nonce_prefix,
 )
+from trailerlink_crypto.keys import OpeningKeyring, RecipientKey
 
 from trailerlink_sealed import codecs
 from trailerlink_sealed.container import (
@@ -60,7 +61,6 @@ from trailerlink_sealed.dicomscan import (
     ScanResult,
     scan,
 )
-from trailerlink_sealed.keys import OpeningKeyring, RecipientKey
 from trailerlink_sealed.stream import ByteStream, UnexpectedEnd
 
 log = logging.getLogger(__name__)

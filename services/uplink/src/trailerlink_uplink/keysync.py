@@ -30,7 +30,7 @@ from typing import Any
 
 import httpx
 from trailerlink_common.durable import fsync_dir, write_durably
-from trailerlink_sealed import RecipientKey
+from trailerlink_crypto.keys import RecipientKey
 
 from trailerlink_uplink.link import LinkError, classify, http_error
 from trailerlink_uplink.queue import SendQueue
