@@ -94,7 +94,9 @@ def _wan(args: argparse.Namespace, work: Path
     if args.silent_cut:
         with TrailerHost(rate_bits=args.link_bits) as host:
             central = CentralStack(work / "central", tus_host=host.wan_server_ip)
-            yield central, Link(args.link, args.link_bits, "tc-tbf"), host
+            yield central, Link(args.link, args.link_bits, "tc-tbf", where=(
+                "tc tbf on the WAN veth of the uplink's own namespace (cut silently once)")
+                ), host
         return
     central = CentralStack(work / "central")
     with open_link(args.link_bits, args.link, ("127.0.0.1", central.tus_port)) as link:

@@ -153,9 +153,12 @@ class Link:
     uplink_env: dict[str, str] = field(default_factory=dict)
     shaper: ShapedWan | None = None
     fallback: str = ""  # why tc could not shape, when it could not
+    where: str = ""  # how the shaped path runs, when not through ShapedWan
 
     def describe(self) -> str:
         rate = f"{self.spec} = {self.bits_per_second / 1e6:g} Mbit/s"
+        if self.where:
+            return f"{rate}, {self.where}"
         if self.shaping == "tc-tbf":
             return f"{rate}, tc tbf on a veth hop through a network namespace"
         if self.shaping == "proxy-drip":
