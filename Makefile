@@ -6,7 +6,7 @@ PY := .venv/bin/python
 PYTEST_ARGS ?=
 ONLY ?=
 
-.PHONY: help setup gen test lint kafka kafka-stop bench demo proto-snapshot clean
+.PHONY: help setup gen test lint kafka kafka-stop bench demo images proto-snapshot clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -31,6 +31,9 @@ kafka-stop: ## stop the dev broker
 
 bench: setup ## benchmarks: prints a table, writes bench-results.json (ONLY=<id prefix>)
 	$(PY) -m benchmarks $(if $(ONLY),--only $(ONLY),)
+
+images: setup ## build every service image with podman (localhost/trailerlink/<service>:<version>)
+	@scripts/images.sh
 
 demo: setup ## a trailer day into a real PACS (see README for what exists yet)
 	@$(PY) scripts/demo.py

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# `make images`: every service image, built on this machine with podman from the
+# repository's Dockerfile, tagged localhost/trailerlink/<service>:<version>.
+#
+# No image registry is reachable here, so the Dockerfile's base (ARG PYTHON_IMAGE, the
+# pinned upstream python:3.11 slim image for production builds) is replaced by a local
+# one made from Debian's packages with mmdebstrap: bookworm's python3 (3.11, as
+# .python-version), pip, ca-certificates and passwd, carrying this host's CA bundle
+# (HTTPS leaves this machine through an intercepting proxy that the host trusts; pip and
+# uv inside the build must trust it too). It is made once and kept by podman.
+#
+# podman reads a private containers.conf (CONTAINERS_CONF): runtime runc (crun refuses
+# this host's hybrid cgroups) and nofile/nproc limits root may set here.
+# Builds use the host network (never podman's bridge, which rewrites iptables) and
+# podman's layer cache: a second run with nothing changed takes seconds.
+#
+#   scripts/images.sh [service ...]      default: all six
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SERVICES=(gateway codec uplink worklist ingest monitor)
+((${#@})) && SERVICES=("$@")
+CACHE="${TRAILERLINK_CACHE:-$HOME/.cache/trailerlink}"
+SUITE=bookworm
+BASE_PACKAGES="python3,python3-pip,python3-venv,python-is-python3,ca-certificates,passwd"
+# The base is remade when its recipe or the host's CA bundle changes.
+BASE_TAG="3.11-${SUITE}-$( (echo "$BASE_PACKAGES"; cat /etc/ssl/certs/ca-certificates.crt) \
+  | sha256sum | cut -c1-12)"
+BASE="localhost/trailerlink/python-base:${BASE_TAG}"
+VERSION="$(python3 -c 'import tomllib; print(tomllib.load(open("services/gateway/pyproject.toml", "rb"))["project"]["version"])')"
+
+fail() { echo "images: $*" >&2; exit 3; }
+for tool in podman mmdebstrap runc; do
+  command -v "$tool" >/dev/null 2>&1 \
+    || fail "$tool is missing: run 'make setup' (or apt-get install podman buildah runc mmdebstrap uidmap)"
+done
+
+mkdir -p "$CACHE/containers"
+export CONTAINERS_CONF="$CACHE/containers/containers.conf"
+# Limits the containers start with: podman's defaults (nofile 1048576, nproc 4194304)
+# are above what root may set here (runc: "error setting rlimit ... not permitted"); a
+# service needs far less.
+cat >"$CONTAINERS_CONF" <<'EOF'
+[containers]
+default_ulimits = ["nofile=16384:16384", "nproc=4096:4096"]
+
+[engine]
+runtime = "runc"
+EOF
+
+if ! podman image exists "$BASE"; then
+  echo "images: making the base image $BASE from Debian packages (mmdebstrap; once)"
+  tarball="$(mktemp --suffix=.tar)"
+  trap 'rm -f "$tarball"' EXIT
+  mmdebstrap --quiet --variant=minbase --include="$BASE_PACKAGES" \
+    --customize-hook='cp /etc/ssl/certs/ca-certificates.crt "$1/etc/ssl/certs/ca-certificates.crt"' \
+    --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*.bin' \
+    "$SUITE" "$tarball" \
+    || fail "mmdebstrap could not make the base (Debian's mirror unreachable?); nothing built"
+  podman import --quiet \
+    --change 'ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt' \
+    --change 'ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt' \
+    --change 'ENV PIP_BREAK_SYSTEM_PACKAGES=1' \
+    --change 'CMD ["/bin/bash"]' \
+    "$tarball" "$BASE" >/dev/null || fail "podman import of the base failed; nothing built"
+  rm -f "$tarball"
+fi
+
+for service in "${SERVICES[@]}"; do
+  tag="localhost/trailerlink/${service}:${VERSION}"
+  echo "images: building $tag"
+  podman build --quiet --network=host --layers --target "$service" \
+    --build-arg PYTHON_IMAGE="$BASE" --build-arg VERSION="$VERSION" \
+    --tag "$tag" --file Dockerfile . >/dev/null \
+    || fail "building $tag failed (run: CONTAINERS_CONF=$CONTAINERS_CONF podman build --network=host --target $service --build-arg PYTHON_IMAGE=$BASE .)"
+done
+podman images --filter reference='localhost/trailerlink/*' \
+  --format '{{.Repository}}:{{.Tag}} {{.Size}}' | sort
