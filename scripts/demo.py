@@ -25,6 +25,10 @@ WAN to the ingest is a veth shaped at ``LINK``, :mod:`trailerlink_testing.traile
 and that WAN goes down for the given seconds while the screening goes on. No FIN, no RST
 reaches either side. The summary says how soon after the link's return the ingest
 acknowledged bytes again; the run must still end ``"ok": true``.
+
+``RUNTIME=containers`` (``--runtime``) runs every service from its image (`make images`,
+built first) as a read-only, non-root container on the host network instead of a
+process of the workspace venv; the JSON line says ``"runtime": "containers"``.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from trailerlink_testing.containers import build_images, image_for
 from trailerlink_testing.netns import netns_available
 from trailerlink_testing.shapedwan import Link, open_link, parse_rate
 from trailerlink_testing.stack import (
@@ -72,7 +77,13 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
                    help="shape the uplink -> ingest link to this rate, e.g. 8mbit, 512kbit")
     p.add_argument("--silent-cut", type=float, default=float(env.get("SILENT_CUT") or 0),
                    help="seconds the link is lost silently, once, mid-upload (needs --link)")
+    p.add_argument("--runtime", choices=("processes", "containers"),
+                   default=env.get("RUNTIME") or "processes",
+                   help="run the services as processes (fast) or as the images `make "
+                        "images` builds (read-only, non-root containers)")
     args = p.parse_args(argv)
+    if args.runtime == "containers" and args.silent_cut:
+        p.error("SILENT_CUT runs the uplink in a namespace of its own: processes only")
     try:
         args.link_bits = parse_rate(args.link) if args.link else 0
     except ValueError as exc:
@@ -157,13 +168,20 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, object]:
           f"(14-bit MG), run directory {work}", flush=True)
     started = time.time()
     cut: _SilentCut | None = None
+    if args.runtime == "containers":
+        print("  images: make images (podman) ...", flush=True)
+        build_images()
+        print(f"  services run as containers of {image_for('trailerlink-gateway')} and "
+              "its five siblings: read-only, uid 10001, host network", flush=True)
     with _wan(args, work) as (central, link, host):
+        central.runtime = args.runtime
         if link.fallback:
             print(f"  !! LINK={args.link}: {link.fallback}", flush=True)
         print(f"  link uplink -> ingest: {link.describe()}", flush=True)
         ingest_url = f"https://127.0.0.1:{link.port}" if link.port else None
         trailer = TrailerStack(work / "trailer", central, bookings, ingest_url=ingest_url,
                                uplink_env=link.uplink_env, uplink_host=host)
+        trailer.runtime = args.runtime
         # The trailer's broker boots while the data centre starts up; the trailer stops
         # first on the way out (its services talk to the data centre until then).
         with trailer.booting(), central:
@@ -262,6 +280,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, object]:
         "link_bits_per_second": link.bits_per_second or None,
         "link_floor_seconds": round(floor, 1) if floor is not None else None,
         "day_seconds": round(day_seconds, 1) if day_seconds is not None else None,
+        "runtime": args.runtime,
         "silent_cut_seconds": args.silent_cut or None,
         "resumed_after_cut_seconds": (round(cut.resumed_after, 1)
                                       if cut is not None and cut.resumed_after is not None

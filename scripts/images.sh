@@ -75,7 +75,8 @@ context_digest="$(
   { echo "$BASE"
     git ls-files -z --cached --others --exclude-standard -- Dockerfile .dockerignore \
         pyproject.toml uv.lock proto scripts/gen_proto.py libs services \
-      | grep -zv -e '/tests/' -e '^tests/' -e '/_generated/' \
+      | grep -zv -e '/tests/' -e '^tests/' -e '/_generated/' -e '^libs/testing/src/' \
+          -e '^services/ctl/src/' \
       | sort -z | xargs -0 sha256sum
   } | sha256sum | cut -c1-16)"
 mkdir -p "$CACHE/images"

@@ -59,6 +59,7 @@ from trailerlink_events.kafka import create_topics
 from trailerlink_sealed import OpeningKey
 from trailerlink_spool.part10 import dataset_offset
 
+from trailerlink_testing.containers import ContainerProcess, hand_over, image_for
 from trailerlink_testing.dcmtk import Wlmscpfs, findscu
 from trailerlink_testing.dicom import write_synthetic
 from trailerlink_testing.kafka import KafkaBroker
@@ -207,15 +208,24 @@ class Service:
 
 def _start_service(name: str, script: str, env: dict[str, str], logs: Path,
                    wait: bool = True, prefix: Sequence[str] = (),
-                   host: str = "127.0.0.1") -> Service:
+                   host: str = "127.0.0.1", runtime: str = "processes",
+                   mount: Path | None = None) -> Service:
     """Start ``script`` (``prefix`` first: e.g. ``ip netns exec NS``), its HTTP port on
-    ``host``."""
+    ``host``; with ``runtime="containers"`` its image instead, ``mount`` (the run
+    directory every path in ``env`` is under) mounted at the same path."""
     http_port = int(env.get("TRAILERLINK_HTTP_PORT") or free_port())
     full = {"TRAILERLINK_HTTP_HOST": host, "TRAILERLINK_HTTP_PORT": str(http_port),
             "TRAILERLINK_LOG_LEVEL": "INFO", **env}
     logs.mkdir(parents=True, exist_ok=True)
-    proc = ServiceProcess([*prefix, console_script(script)], env=full,
-                          log_path=logs / f"{name}.log")
+    proc: ServiceProcess
+    if runtime == "containers":
+        assert mount is not None and not prefix, "containers need a mount and no prefix"
+        hand_over(mount)
+        proc = ContainerProcess(f"tl-{name}-{http_port}", image_for(script), full, mount,
+                                log_path=logs / f"{name}.log")
+    else:
+        proc = ServiceProcess([*prefix, console_script(script)], env=full,
+                              log_path=logs / f"{name}.log")
     proc.start()
     service = Service(name, proc, http_port, host=host)
     if wait:
@@ -245,6 +255,10 @@ def _make_topics(bootstrap: str, site: str) -> None:
 
 class _Stack:
     """Start/stop bookkeeping shared by both sites."""
+
+    runtime = "processes"
+    """How the services run: ``processes`` (the workspace venv) or ``containers`` (the
+    images of `make images`, see :mod:`trailerlink_testing.containers`)."""
 
     def __init__(self, directory: Path) -> None:
         self.dir = Path(directory)
@@ -307,6 +321,10 @@ class _Stack:
 
     def start(self) -> None:
         raise NotImplementedError
+
+    def _runtime_args(self) -> dict[str, object]:
+        """How this site's services start (``_start_service``'s runtime and mount)."""
+        return {"runtime": self.runtime, "mount": self.dir.parent}
 
     def __enter__(self) -> Self:
         try:
@@ -398,7 +416,7 @@ class CentralStack(_Stack):
             "TRAILERLINK_PACS_RETRY_MAX_SECONDS": "5",
             "TRAILERLINK_SHUTDOWN_GRACE_SECONDS": "5",
             **self.ingest_env,
-        }, self.logs, wait=False)
+        }, self.logs, wait=False, **self._runtime_args())
         fleet_file = self.dir / "fleet.yaml"
         fleet_file.write_text(f"trailers: [{self.trailer_id}]\n")
         self.services["fleet"] = _start_service("fleet", "trailerlink-monitor", {
@@ -407,7 +425,7 @@ class CentralStack(_Stack):
             "TRAILERLINK_DATA_DIR": str(self.dir / "monitor"),
             "TRAILERLINK_FLEET_FILE": str(fleet_file),
             "TRAILERLINK_EVALUATE_INTERVAL_SECONDS": "1",
-        }, self.logs, wait=False)
+        }, self.logs, wait=False, **self._runtime_args())
         _wait_all_ready(self.services.values())
 
     def write_access(self, allow: list[str], revoked: list[str] | None = None) -> None:
@@ -496,7 +514,7 @@ class TrailerStack(_Stack):
             "TRAILERLINK_UPSTREAM_MWL_AE_TITLE": UPSTREAM_AE,
             "TRAILERLINK_UPSTREAM_POLL_SECONDS": "2",
             "TRAILERLINK_UPSTREAM_TIMEOUT_SECONDS": "5",
-        }, self.logs, wait=False)
+        }, self.logs, wait=False, **self._runtime_args())
         self.services["gateway"] = _start_service("gateway", "trailerlink-gateway", {
             **common,
             "TRAILERLINK_DICOM_HOST": "127.0.0.1",
@@ -509,12 +527,12 @@ class TrailerStack(_Stack):
             "TRAILERLINK_COMMITMENT_PEERS": f"{MODALITY_AE}=127.0.0.1:{self.commitment_port}",
             "TRAILERLINK_COMMITMENT_REPLY": "new",
             "TRAILERLINK_COMMITMENT_RETRY_SECONDS": "2",
-        }, self.logs, wait=False)
+        }, self.logs, wait=False, **self._runtime_args())
         self.services["codec"] = _start_service("codec", "trailerlink-codec", {
             **common,
             "TRAILERLINK_SPOOL_KEY_FILE": str(self.spool_key),
             "TRAILERLINK_SEALING_PUBLIC_KEYS": str(self.central.sealing_public),
-        }, self.logs, wait=False)
+        }, self.logs, wait=False, **self._runtime_args())
         inside: Sequence[str] = ()
         uplink_http_host = "127.0.0.1"
         if self.uplink_host is not None:
@@ -531,7 +549,7 @@ class TrailerStack(_Stack):
             "TRAILERLINK_PROBE_INTERVAL_SECONDS": "1",
             "TRAILERLINK_BACKOFF_MAX_SECONDS": "3",
             **self.uplink_env,
-        }, self.logs, wait=False, prefix=inside, host=uplink_http_host)
+        }, self.logs, wait=False, **self._runtime_args(), prefix=inside, host=uplink_http_host)
         uplink, worklist = self.services["uplink"], self.services["worklist"]
         self.services["agent"] = _start_service("agent", "trailerlink-monitor", {
             **common,
@@ -551,7 +569,7 @@ class TrailerStack(_Stack):
                 "TRAILERLINK_CANARY_GATEWAY_AE_TITLE": GATEWAY_AE,
                 "TRAILERLINK_CANARY_CALLING_AE_TITLE": CANARY_AE,
                 **self.canary_env}),
-        }, self.logs, wait=False)
+        }, self.logs, wait=False, **self._runtime_args())
         _wait_all_ready(self.services.values())
 
     def backlog_objects(self) -> float:
