@@ -21,6 +21,7 @@ import secrets
 import shutil
 import subprocess
 from types import TracebackType
+from typing import Self
 
 
 def _run(*argv: str) -> None:
@@ -49,7 +50,30 @@ def free_test_octet(first: int, last: int, second: int = 19) -> int:
     return free[secrets.randbelow(len(free))] if free else first
 
 
-class ShapedLink:
+class NetworkFixture:
+    """``with`` support for the namespaces, veths and relays a test sets up: ``start()``
+    on entry, ``close()`` however the block ends — also after a half-done start, so a
+    failed set-up leaves nothing behind on the host."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        try:
+            return self.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+class ShapedLink(NetworkFixture):
     def __init__(self, rate_bits: int | None = None, subnet: int | None = None,
                  queue_ms: int = 100) -> None:
         """``queue_ms``: how much traffic tbf queues before dropping, in time at the
@@ -121,14 +145,3 @@ class ShapedLink:
         for ns in (self.client_ns, self.server_ns):
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
         self._up = False
-
-    def __enter__(self) -> ShapedLink:
-        try:
-            return self.start()
-        except BaseException:
-            self.close()
-            raise
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()

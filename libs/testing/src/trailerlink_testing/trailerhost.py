@@ -30,13 +30,12 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from types import TracebackType
 
 from trailerlink_testing.faultproxy import FaultProxy
-from trailerlink_testing.netns import free_test_octet, netns_available, run_ip
+from trailerlink_testing.netns import NetworkFixture, free_test_octet, netns_available, run_ip
 
 
-class TrailerHost:
+class TrailerHost(NetworkFixture):
     def __init__(self, rate_bits: int = 8_000_000, queue_ms: int = 100) -> None:
         import secrets
 
@@ -150,14 +149,3 @@ class TrailerHost:
             # Deleting the namespace destroys both veth pairs, root ends included.
             subprocess.run(["ip", "netns", "del", self.ns], capture_output=True, timeout=30)
             self._ns_up = False
-
-    def __enter__(self) -> TrailerHost:
-        try:
-            return self.start()
-        except BaseException:
-            self.close()
-            raise
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
