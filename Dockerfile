@@ -27,7 +27,7 @@ ENV UV_PYTHON_DOWNLOADS=never \
 WORKDIR /src
 COPY pyproject.toml uv.lock ./
 COPY proto/ proto/
-COPY scripts/gen_proto.py scripts/gen_proto.py
+COPY scripts/gen_proto.py scripts/trim_venv.py scripts/
 COPY libs/ libs/
 COPY services/ services/
 # The Python contracts are generated from proto/ and never committed. Generate them with
@@ -40,25 +40,33 @@ RUN UV_PROJECT_ENVIRONMENT=/tmp/gen-venv uv sync --only-group dev --no-install-w
 
 # One virtualenv per service: the service and the libs it needs, installed as wheels
 # (--no-editable) so the runtime image needs no source tree. Same path as at runtime.
+# trim_venv.py then drops what never runs (unused imagecodecs codecs, test suites) and
+# proves the lossless codecs still round-trip.
 ENV UV_PROJECT_ENVIRONMENT=/opt/trailerlink/venv
 
 FROM build AS venv-gateway
-RUN uv sync --no-dev --no-editable --package trailerlink-gateway
+RUN uv sync --no-dev --no-editable --package trailerlink-gateway \
+    && /opt/trailerlink/venv/bin/python scripts/trim_venv.py /opt/trailerlink/venv
 
 FROM build AS venv-codec
-RUN uv sync --no-dev --no-editable --package trailerlink-codec
+RUN uv sync --no-dev --no-editable --package trailerlink-codec \
+    && /opt/trailerlink/venv/bin/python scripts/trim_venv.py /opt/trailerlink/venv
 
 FROM build AS venv-uplink
-RUN uv sync --no-dev --no-editable --package trailerlink-uplink
+RUN uv sync --no-dev --no-editable --package trailerlink-uplink \
+    && /opt/trailerlink/venv/bin/python scripts/trim_venv.py /opt/trailerlink/venv
 
 FROM build AS venv-worklist
-RUN uv sync --no-dev --no-editable --package trailerlink-worklist
+RUN uv sync --no-dev --no-editable --package trailerlink-worklist \
+    && /opt/trailerlink/venv/bin/python scripts/trim_venv.py /opt/trailerlink/venv
 
 FROM build AS venv-ingest
-RUN uv sync --no-dev --no-editable --package trailerlink-ingest
+RUN uv sync --no-dev --no-editable --package trailerlink-ingest \
+    && /opt/trailerlink/venv/bin/python scripts/trim_venv.py /opt/trailerlink/venv
 
 FROM build AS venv-monitor
-RUN uv sync --no-dev --no-editable --package trailerlink-monitor
+RUN uv sync --no-dev --no-editable --package trailerlink-monitor \
+    && /opt/trailerlink/venv/bin/python scripts/trim_venv.py /opt/trailerlink/venv
 
 # ---------------------------------------------------------------------------------------
 # runtime: what every service image shares

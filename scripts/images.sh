@@ -74,7 +74,7 @@ fi
 context_digest="$(
   { echo "$BASE"
     git ls-files -z --cached --others --exclude-standard -- Dockerfile .dockerignore \
-        pyproject.toml uv.lock proto scripts/gen_proto.py libs services \
+        pyproject.toml uv.lock proto scripts/gen_proto.py scripts/trim_venv.py libs services \
       | grep -zv -e '/tests/' -e '^tests/' -e '/_generated/' -e '^libs/testing/src/' \
           -e '^services/ctl/src/' \
       | sort -z | xargs -0 sha256sum

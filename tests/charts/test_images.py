@@ -143,7 +143,7 @@ def test_copy_sources_exist_and_are_in_the_build_context() -> None:
 
 def test_generated_contracts_are_made_in_the_build_not_copied() -> None:
     assert _ignored("libs/events/src/trailerlink_events/_generated")
-    gen = DOCKERFILE.index("scripts/gen_proto.py\n")
+    gen = DOCKERFILE.index("python scripts/gen_proto.py")
     first_sync = DOCKERFILE.index("uv sync --no-dev")
     assert gen < first_sync, "contracts must be generated before the wheels are built"
     # what the workspace needs to build is in the context
