@@ -61,7 +61,7 @@ WRITE_BUFFER = 256 * 1024
 MAX_RECEIPTS_PAGE = 1000
 UNSENT_REPORT_MAX_BYTES = 16384
 TAKEOVER_IDLE_SECONDS = 2.0  # a writer quiet this long yields to a resumed request
-BODY_POLL_SECONDS = 0.25  # how often a waiting writer looks at its deadline and takeovers
+BODY_POLL_SECONDS = 0.5  # how often a request's watchdog looks at its deadline and takeovers
 
 
 class TusError(Exception):
@@ -156,48 +156,67 @@ class _BodyReader:
     RST looks exactly like this), or when a resumed request asks for the upload and this
     client has been quiet for ``TAKEOVER_IDLE_SECONDS``. uvicorn has no body-read
     timeout of its own, so without this a half-open connection holds its upload's lock
-    for as long as the socket lives."""
+    for as long as the socket lives.
+
+    Reading a chunk costs nothing extra (this is the upload hot path): a watchdog task per
+    request looks every ``BODY_POLL_SECONDS`` and, only while the handler is waiting for
+    body bytes, cancels it there; the cancellation becomes ``_BodyEnded``. Must be made
+    and used inside the request's own task."""
 
     def __init__(self, request: Request, idle_seconds: float,
                  takeover_requested: Callable[[], Awaitable[bool]] | None = None) -> None:
         self._stream = request.stream().__aiter__()
         self._idle = idle_seconds
         self._takeover_requested = takeover_requested
-        self._pending: asyncio.Future[bytes] | None = None
         self._last_byte = time.monotonic()
+        self._waiting_for_bytes = False
+        self._ended: str | None = None
+        self._handler = asyncio.current_task()
+        self._watchdog = asyncio.ensure_future(self._watch())
 
     async def next_chunk(self) -> bytes | None:
         """The next non-empty chunk; None at the end of the body."""
         while True:
-            if self._pending is None:
-                self._pending = asyncio.ensure_future(anext(self._stream))
-            done, _ = await asyncio.wait({self._pending}, timeout=BODY_POLL_SECONDS)
-            if not done:
-                await self._check_quiet()
-                continue
-            pending, self._pending = self._pending, None
+            self._waiting_for_bytes = True
             try:
-                chunk = pending.result()
+                chunk = await anext(self._stream)
             except StopAsyncIteration:
                 return None
             except ClientDisconnect:
                 raise _BodyEnded("disconnect") from None
+            except asyncio.CancelledError:
+                # Ours (the watchdog's) unless someone else cancelled the request too.
+                if (self._ended is not None and self._handler is not None
+                        and self._handler.uncancel() == 0):
+                    raise _BodyEnded(self._ended) from None
+                raise
+            finally:
+                self._waiting_for_bytes = False
             if chunk:
                 self._last_byte = time.monotonic()
                 return chunk
 
-    async def _check_quiet(self) -> None:
-        quiet = time.monotonic() - self._last_byte
-        if quiet >= self._idle:
-            raise _BodyEnded("idle")
-        if (quiet >= min(TAKEOVER_IDLE_SECONDS, self._idle)
-                and self._takeover_requested is not None and await self._takeover_requested()):
-            raise _BodyEnded("takeover")
+    async def _watch(self) -> None:
+        takeover_after = min(TAKEOVER_IDLE_SECONDS, self._idle)
+        while True:
+            await asyncio.sleep(BODY_POLL_SECONDS)
+            if not self._waiting_for_bytes:
+                continue
+            quiet = time.monotonic() - self._last_byte
+            reason = None
+            if quiet >= self._idle:
+                reason = "idle"
+            elif (quiet >= takeover_after and self._takeover_requested is not None
+                  and await self._takeover_requested()):
+                reason = "takeover"
+            # Still waiting for bytes (not, say, in a disk write) after the await above?
+            if reason is not None and self._waiting_for_bytes and self._handler is not None:
+                self._ended = reason
+                self._handler.cancel()
+                return
 
     def close(self) -> None:
-        if self._pending is not None:
-            self._pending.cancel()
-            self._pending = None
+        self._watchdog.cancel()
 
 
 async def _small_body(request: Request, limit: int, idle_seconds: float) -> bytes:
