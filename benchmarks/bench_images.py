@@ -22,8 +22,14 @@ REBUILD_GOAL_SECONDS = 10.0
 def _images() -> float:
     """Run `make images`; seconds it took."""
     started = time.monotonic()
-    subprocess.run([str(ROOT / "scripts" / "images.sh")], cwd=ROOT, check=True,
-                   capture_output=True, text=True, timeout=3600)
+    subprocess.run(
+        [str(ROOT / "scripts" / "images.sh")],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
     return time.monotonic() - started
 
 
@@ -31,9 +37,20 @@ def _sizes() -> dict[str, float]:
     """Image reference -> size in MB (podman's, uncompressed)."""
     env = {**os.environ, "CONTAINERS_CONF": str(CACHE / "containers" / "containers.conf")}
     out = subprocess.run(
-        ["podman", "images", "--filter", "reference=localhost/trailerlink/*", "--format",
-         "{{.Repository}}:{{.Tag}} {{.Size}}"],
-        env=env, check=True, capture_output=True, text=True, timeout=60).stdout
+        [
+            "podman",
+            "images",
+            "--filter",
+            "reference=localhost/trailerlink/*",
+            "--format",
+            "{{.Repository}}:{{.Tag}} {{.Size}}",
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
     sizes: dict[str, float] = {}
     for line in out.splitlines():
         ref, size = line.split(" ", 1)
@@ -51,11 +68,17 @@ def size_mb() -> Row:
     over = services[largest] - base
     listing = ", ".join(f"{k} {v - base:.0f}" for k, v in sorted(services.items()))
     return Row(
-        id="images.size_mb", what="largest service image: MB over its base / 150 MB",
-        ours=over, reference=LAYERS_GOAL_MB, unit="MB", goal_op="<=", goal=1.0,
+        id="images.size_mb",
+        what="largest service image: MB over its base / 150 MB",
+        ours=over,
+        reference=LAYERS_GOAL_MB,
+        unit="MB",
+        goal_op="<=",
+        goal=1.0,
         notes=f"{largest}: {services[largest]:.0f} MB on a {base:.0f} MB base (the local "
-              f"Debian bookworm python3 base; podman sizes, uncompressed). MB over the base "
-              f"per image: {listing}")
+        f"Debian bookworm python3 base; podman sizes, uncompressed). MB over the base "
+        f"per image: {listing}",
+    )
 
 
 def rebuild_seconds_no_change() -> Row:
@@ -64,9 +87,14 @@ def rebuild_seconds_no_change() -> Row:
     return Row(
         id="images.rebuild_seconds_no_change",
         what="`make images` again with nothing changed / 10 s",
-        ours=seconds, reference=REBUILD_GOAL_SECONDS, unit="s", goal_op="<=", goal=1.0,
+        ours=seconds,
+        reference=REBUILD_GOAL_SECONDS,
+        unit="s",
+        goal_op="<=",
+        goal=1.0,
         notes="six images, each found up to date by its build-context digest (podman's "
-              "layer cache alone replayed every step: about 35 s)")
+        "layer cache alone replayed every step: about 35 s)",
+    )
 
 
 BENCHMARKS = [

@@ -36,13 +36,22 @@ def trim(site: Path) -> int:
     doomed: list[Path] = []
     codecs = site / "imagecodecs"
     if codecs.is_dir():
-        doomed += [p for p in codecs.glob("_*.so")
-                   if not p.name.startswith(tuple(f"{k}." for k in KEEP_IMAGECODECS))]
-        doomed += [p for p in (site / "imagecodecs.libs").glob("*")
-                   if not p.name.startswith(KEEP_IMAGECODECS_LIBS)]
+        doomed += [
+            p
+            for p in codecs.glob("_*.so")
+            if not p.name.startswith(tuple(f"{k}." for k in KEEP_IMAGECODECS))
+        ]
+        doomed += [
+            p
+            for p in (site / "imagecodecs.libs").glob("*")
+            if not p.name.startswith(KEEP_IMAGECODECS_LIBS)
+        ]
     doomed += list((site / "zstandard").glob("_cffi*.so"))
-    doomed += [p for p in site.glob("*/**/tests") if p.is_dir()
-               and not p.relative_to(site).parts[0].startswith("trailerlink")]
+    doomed += [
+        p
+        for p in site.glob("*/**/tests")
+        if p.is_dir() and not p.relative_to(site).parts[0].startswith("trailerlink")
+    ]
     freed = 0
     for path in doomed:
         if not path.exists():
@@ -64,8 +73,9 @@ def verify(site: Path) -> None:
     import numpy as np
 
     image = np.random.default_rng(7).integers(0, 1 << 14, (64, 48), dtype=np.uint16)
-    if not np.array_equal(imagecodecs.jpegls_decode(imagecodecs.jpegls_encode(image, level=0)),
-                          image):
+    if not np.array_equal(
+        imagecodecs.jpegls_decode(imagecodecs.jpegls_encode(image, level=0)), image
+    ):
         raise SystemExit("trim_venv: JPEG-LS round trip broken")
     if not np.array_equal(imagecodecs.htj2k_decode(imagecodecs.htj2k_encode(image)), image):
         raise SystemExit("trim_venv: HTJ2K round trip broken")

@@ -27,9 +27,11 @@ ROOT = Path(__file__).resolve().parent.parent
 SERVICES = sorted(p.parent.name for p in ROOT.glob("services/*/pyproject.toml"))
 # Imports a lib makes only on a path some services never take: (module, file) -> why.
 OPTIONAL = {
-    ("psycopg", "libs/common/src/trailerlink_common/sqlstore.py"):
-        "imported inside SqlStore only with a postgresql:// DSN, which only the ingest and "
-        "the fleet monitor accept (both declare psycopg)",
+    (
+        "psycopg",
+        "libs/common/src/trailerlink_common/sqlstore.py",
+    ): "imported inside SqlStore only with a postgresql:// DSN, which only the ingest and "
+    "the fleet monitor accept (both declare psycopg)",
 }
 
 
@@ -52,9 +54,23 @@ def _closure(package: str) -> frozenset[str]:
     """Distributions ``uv sync --package <package> --no-dev`` installs (canonical names)."""
     uv = shutil.which("uv") or str(Path(sys.executable).parent / "uv")
     out = subprocess.run(
-        [uv, "export", "--package", package, "--no-dev", "--frozen", "--no-hashes",
-         "--no-header", "--no-annotate"],
-        cwd=ROOT, check=True, capture_output=True, text=True, timeout=120).stdout
+        [
+            uv,
+            "export",
+            "--package",
+            package,
+            "--no-dev",
+            "--frozen",
+            "--no-hashes",
+            "--no-header",
+            "--no-annotate",
+        ],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
     by_dir = {path.resolve(): name for name, path in _member_dirs().items()}
     names = {_canonical(package)}
     for line in out.splitlines():
@@ -73,8 +89,10 @@ def _closure(package: str) -> frozenset[str]:
 def _providers() -> dict[str, frozenset[str]]:
     """Top-level module -> the distributions that provide it (in the workspace venv),
     plus every workspace member's own package."""
-    found = {k: frozenset(_canonical(d) for d in v)
-             for k, v in importlib.metadata.packages_distributions().items()}
+    found = {
+        k: frozenset(_canonical(d) for d in v)
+        for k, v in importlib.metadata.packages_distributions().items()
+    }
     for name, folder in _member_dirs().items():
         for package in (folder / "src").iterdir():
             if package.is_dir() and (package / "__init__.py").exists():
@@ -88,9 +106,12 @@ def _imports(folder: Path) -> set[tuple[str, str]]:
     found: set[tuple[str, str]] = set()
     for path in sorted(folder.rglob("*.py")):
         tree = ast.parse(path.read_text(), str(path))
-        skip = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
-                and "TYPE_CHECKING" in ast.unparse(node.test)
-                for n in ast.walk(node)}
+        skip = {
+            id(n)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+            for n in ast.walk(node)
+        }
         for node in ast.walk(tree):
             if id(node) in skip:
                 continue
@@ -107,28 +128,33 @@ def _imports(folder: Path) -> set[tuple[str, str]]:
 
 @pytest.mark.parametrize("service", SERVICES)
 def test_every_import_of_a_service_comes_from_its_lock_closure(service: str) -> None:
-    package = tomllib.loads((ROOT / "services" / service / "pyproject.toml").read_text()
-                            )["project"]["name"]
+    package = tomllib.loads((ROOT / "services" / service / "pyproject.toml").read_text())[
+        "project"
+    ]["name"]
     closure = _closure(package)
     providers = _providers()
     # The service's own code, and the code of every workspace lib its image installs.
-    folders = [_member_dirs()[name] / "src" for name in sorted(closure)
-               if name in _member_dirs()]
+    folders = [_member_dirs()[name] / "src" for name in sorted(closure) if name in _member_dirs()]
     outside = []
     for folder in folders:
         for module, where in sorted(_imports(folder)):
-            if module in sys.stdlib_module_names or module == "__future__" \
-                    or (module, where) in OPTIONAL:
+            if (
+                module in sys.stdlib_module_names
+                or module == "__future__"
+                or (module, where) in OPTIONAL
+            ):
                 continue
             dists = providers.get(module)
             if dists is None:
                 outside.append(f"{module} ({where}): no installed distribution provides it")
             elif not dists & closure:
-                outside.append(f"{module} ({where}) from {sorted(dists)}, "
-                               f"not in {package}'s closure")
-    assert outside == [], (f"{package} imports what its image does not install "
-                           f"(declare it in services/{service}/pyproject.toml or the lib's): "
-                           + "; ".join(outside))
+                outside.append(
+                    f"{module} ({where}) from {sorted(dists)}, not in {package}'s closure"
+                )
+    assert outside == [], (
+        f"{package} imports what its image does not install "
+        f"(declare it in services/{service}/pyproject.toml or the lib's): " + "; ".join(outside)
+    )
 
 
 def _closure_venv(package: str) -> Path:
@@ -139,13 +165,18 @@ def _closure_venv(package: str) -> Path:
     import os
 
     cache = Path(os.environ.get("TRAILERLINK_CACHE", Path.home() / ".cache" / "trailerlink"))
-    venv = (cache / "closure-venvs" / hashlib.sha256(str(ROOT).encode()).hexdigest()[:12]
-            / package)
+    venv = cache / "closure-venvs" / hashlib.sha256(str(ROOT).encode()).hexdigest()[:12] / package
     uv = shutil.which("uv") or str(Path(sys.executable).parent / "uv")
     env = {**os.environ, "UV_PROJECT_ENVIRONMENT": str(venv), "UV_PYTHON_DOWNLOADS": "never"}
     env.pop("VIRTUAL_ENV", None)
-    subprocess.run([uv, "sync", "--package", package, "--no-dev", "--frozen", "--quiet"],
-                   cwd=ROOT, env=env, check=True, capture_output=True, timeout=600)
+    subprocess.run(
+        [uv, "sync", "--package", package, "--no-dev", "--frozen", "--quiet"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
     return venv
 
 
@@ -161,13 +192,20 @@ print("imported", sys.argv[1])
 
 @pytest.mark.parametrize("service", SERVICES)
 def test_every_module_of_a_service_imports_from_its_closure_alone(service: str) -> None:
-    package = tomllib.loads((ROOT / "services" / service / "pyproject.toml").read_text()
-                            )["project"]["name"]
+    package = tomllib.loads((ROOT / "services" / service / "pyproject.toml").read_text())[
+        "project"
+    ]["name"]
     venv = _closure_venv(package)
     module = package.replace("-", "_")
-    done = subprocess.run([str(venv / "bin" / "python"), "-c", _IMPORT_EVERY_MODULE, module],
-                          cwd=ROOT / "services" / service, capture_output=True, text=True,
-                          timeout=300)
-    assert done.returncode == 0, (f"{module} does not import in a venv of its own lock "
-                                  f"closure (what its image installs):\n"
-                                  f"{done.stderr[-2000:]}")
+    done = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", _IMPORT_EVERY_MODULE, module],
+        cwd=ROOT / "services" / service,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, (
+        f"{module} does not import in a venv of its own lock "
+        f"closure (what its image installs):\n"
+        f"{done.stderr[-2000:]}"
+    )

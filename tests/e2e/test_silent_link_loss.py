@@ -41,14 +41,16 @@ WOMEN = 8
 @pytest.fixture(scope="module")
 def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
     # 1024 x 832 views: about 4 MB sealed a woman, 4-5 s of upload at 8 Mbit/s.
-    yield from system_on_4g(tmp_path_factory.mktemp("silent"), WOMEN, RATE_BITS,
-                            rows=1024, columns=832)
+    yield from system_on_4g(
+        tmp_path_factory.mktemp("silent"), WOMEN, RATE_BITS, rows=1024, columns=832
+    )
 
 
 def _durable_bytes(system: System) -> float:
     """Sealed bytes of this trailer the ingest has made durable (acknowledged offsets)."""
-    return system.central.ingest.metric("trailerlink_ingest_bytes_received_total",
-                                        trailer=system.central.trailer_id)
+    return system.central.ingest.metric(
+        "trailerlink_ingest_bytes_received_total", trailer=system.central.trailer_id
+    )
 
 
 def _uplink(system: System, name: str, **labels: str) -> float:
@@ -65,8 +67,10 @@ def _wait_mid_upload(system: System, before: float) -> None:
     since ``before``: a cut now lands in the middle of an upload."""
 
     def mid_upload() -> bool:
-        return (system.central.ingest.metric("trailerlink_ingest_uploads_active") >= 1
-                and _durable_bytes(system) > before)
+        return (
+            system.central.ingest.metric("trailerlink_ingest_uploads_active") >= 1
+            and _durable_bytes(system) > before
+        )
 
     wait_until(mid_upload, 120, "an upload in progress at the ingest", interval=0.05)
 
@@ -79,11 +83,15 @@ def _outage(system: System, seconds: float) -> float:
     return system.host.restore()
 
 
-def _resume_seconds(system: System, back_at: float, durable_at_return: float,
-                    bound: float = RESUME_BOUND_SECONDS) -> float:
-    wait_until(lambda: _durable_bytes(system) > durable_at_return, bound,
-               f"sealed bytes made durable at the ingest within {bound:.0f} s of the link's "
-               "return", interval=0.05)
+def _resume_seconds(
+    system: System, back_at: float, durable_at_return: float, bound: float = RESUME_BOUND_SECONDS
+) -> float:
+    wait_until(
+        lambda: _durable_bytes(system) > durable_at_return,
+        bound,
+        f"sealed bytes made durable at the ingest within {bound:.0f} s of the link's return",
+        interval=0.05,
+    )
     return time.monotonic() - back_at
 
 
@@ -111,19 +119,22 @@ def test_a_5s_silent_cut_mid_upload_costs_nothing_but_the_wait(system: System) -
     _cut_mid_upload_and_resume(system, 5, seed=101)
 
 
-def test_a_30s_silent_cut_mid_upload_resumes_within_seconds_of_the_return(
-        system: System) -> None:
+def test_a_30s_silent_cut_mid_upload_resumes_within_seconds_of_the_return(system: System) -> None:
     interrupted_before = system.central.ingest.metric(
-        "trailerlink_ingest_upload_bodies_interrupted_total")
+        "trailerlink_ingest_upload_bodies_interrupted_total"
+    )
     _cut_mid_upload_and_resume(system, 30, seed=102)
     # The body the cut left hanging was ended by the ingest (deadline or takeover), not
     # left holding the upload's lock.
-    assert system.central.ingest.metric(
-        "trailerlink_ingest_upload_bodies_interrupted_total") > interrupted_before
+    assert (
+        system.central.ingest.metric("trailerlink_ingest_upload_bodies_interrupted_total")
+        > interrupted_before
+    )
 
 
 def test_a_120s_silent_cut_leaves_no_connection_at_the_ingest_and_resumes_quickly(
-        system: System) -> None:
+    system: System,
+) -> None:
     assert system.host is not None
     locked_before = _uplink(system, "trailerlink_uplink_http_refusals_total", status="423")
     before = _durable_bytes(system)
@@ -133,15 +144,18 @@ def test_a_120s_silent_cut_leaves_no_connection_at_the_ingest_and_resumes_quickl
     # While the link is still down, the ingest has already let go of every connection
     # from the trailer (keepalive and TCP_USER_TIMEOUT on accepted sockets; before the
     # fix they stayed ESTABLISHED for as long as ss was watched: 806 s).
-    wait_until(lambda: not system.host.connections_to(system.central.tus_port), 100,
-               "the ingest holds no connection from the silent trailer", interval=0.5)
+    wait_until(
+        lambda: not system.host.connections_to(system.central.tus_port),
+        100,
+        "the ingest holds no connection from the silent trailer",
+        interval=0.5,
+    )
     time.sleep(max(0.0, cut_at + 120 - time.monotonic()))  # the rest of the outage
     back_at = system.host.restore()
     _resume_seconds(system, back_at, _durable_bytes(system))
     _all_delivered(system, [study])
     # Nothing was left locked for the resume to bump into.
-    assert _uplink(system, "trailerlink_uplink_http_refusals_total", status="423") \
-        == locked_before
+    assert _uplink(system, "trailerlink_uplink_http_refusals_total", status="423") == locked_before
 
 
 def test_a_move_to_a_new_address_mid_upload_resumes_from_the_new_one(system: System) -> None:
@@ -158,56 +172,74 @@ def test_a_move_to_a_new_address_mid_upload_resumes_from_the_new_one(system: Sys
     host, port = system.host, system.central.tus_port
     # Bytes already at the ingest may still be committed from the old connection: count
     # only what comes after the trailer reached it from its new address.
-    wait_until(lambda: any(f" {host.wan_trailer_ip}:" in line
-                           for line in host.connections_to(port)),
-               bound, "the uplink connected from its new address", interval=0.1)
+    wait_until(
+        lambda: any(f" {host.wan_trailer_ip}:" in line for line in host.connections_to(port)),
+        bound,
+        "the uplink connected from its new address",
+        interval=0.1,
+    )
     remaining = bound - (time.monotonic() - moved_at)
     _resume_seconds(system, moved_at, _durable_bytes(system), bound=max(0.5, remaining))
     _all_delivered(system, [study])
 
 
 def test_a_silent_cut_while_receipts_are_awaited_delivers_them_after_the_return(
-        system: System) -> None:
+    system: System,
+) -> None:
     """Every byte is uploaded, the PACS is briefly away so the receipts are not ready,
     and the link dies while the uplink polls for them. The data centre delivers on its
     own meanwhile; once the link is back, the receipts arrive (and with them the
     modality's storage commitment) within the bound."""
     receipts_before = _uplink(system, "trailerlink_uplink_receipts_total", outcome="delivered")
-    completed_before = system.central.ingest.metric(
-        "trailerlink_ingest_uploads_completed_total")
+    completed_before = system.central.ingest.metric("trailerlink_ingest_uploads_completed_total")
     system.central.pacs.stop()
     try:
         study = _screen_one(system, seed=105)
-        wait_until(lambda: system.central.ingest.metric(
-            "trailerlink_ingest_uploads_completed_total") >= completed_before + 4, 120,
-            "all four uploads complete at the ingest")
+        wait_until(
+            lambda: (
+                system.central.ingest.metric("trailerlink_ingest_uploads_completed_total")
+                >= completed_before + 4
+            ),
+            120,
+            "all four uploads complete at the ingest",
+        )
         assert system.host is not None
         cut_at = system.host.cut()
     finally:
         system.central.pacs.start()
-    wait_until(lambda: all(system.central.pacs_dataset_sha256(sop) == sha
-                           for sop, sha in study.sent.items()), 120,
-               "the data centre delivers to PACS while the trailer is cut off")
+    wait_until(
+        lambda: all(
+            system.central.pacs_dataset_sha256(sop) == sha for sop, sha in study.sent.items()
+        ),
+        120,
+        "the data centre delivers to PACS while the trailer is cut off",
+    )
     assert not study.confirmed  # the trailer cannot know yet
     time.sleep(max(0.0, cut_at + 30 - time.monotonic()))  # the rest of the outage
     back_at = system.host.restore()
-    wait_until(lambda: _uplink(system, "trailerlink_uplink_receipts_total",
-                               outcome="delivered") >= receipts_before + 4,
-               RESUME_BOUND_SECONDS, "receipts within the bound of the link's return")
+    wait_until(
+        lambda: (
+            _uplink(system, "trailerlink_uplink_receipts_total", outcome="delivered")
+            >= receipts_before + 4
+        ),
+        RESUME_BOUND_SECONDS,
+        "receipts within the bound of the link's return",
+    )
     assert time.monotonic() - back_at <= RESUME_BOUND_SECONDS
     _all_delivered(system, [study])
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(os.environ.get("TRAILERLINK_SOAK") != "1",
-                    reason="a 10-minute outage: `make soak` runs it")
-def test_a_600s_silent_cut_mid_upload_resumes_within_seconds_of_the_return(
-        system: System) -> None:
+@pytest.mark.skipif(
+    os.environ.get("TRAILERLINK_SOAK") != "1", reason="a 10-minute outage: `make soak` runs it"
+)
+def test_a_600s_silent_cut_mid_upload_resumes_within_seconds_of_the_return(system: System) -> None:
     _cut_mid_upload_and_resume(system, 600, seed=106)
 
 
 def test_zz_every_image_acknowledged_across_the_cuts_is_in_pacs_exactly_once(
-        system: System) -> None:
+    system: System,
+) -> None:
     acknowledged = dict(system.modality.acknowledged)
     assert len(acknowledged) == sum(len(s.sent) for s in system.screened)
     system.assert_each_exactly_once_byte_identical(acknowledged)

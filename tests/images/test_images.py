@@ -38,11 +38,13 @@ pytestmark = [pytest.mark.images, pytest.mark.kafka]
 SHARED_DIRS = {"codec": ("spool",)}
 
 
-def _podman(*args: str, check: bool = True, timeout: float = 120
-            ) -> subprocess.CompletedProcess[str]:
+def _podman(
+    *args: str, check: bool = True, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "CONTAINERS_CONF": str(CACHE / "containers" / "containers.conf")}
-    return subprocess.run(["podman", *args], env=env, capture_output=True, text=True,
-                          timeout=timeout, check=check)
+    return subprocess.run(
+        ["podman", *args], env=env, capture_output=True, text=True, timeout=timeout, check=check
+    )
 
 
 @pytest.fixture(scope="module")
@@ -50,14 +52,21 @@ def images() -> dict[str, str]:
     """``make images``: service -> tag. No podman is a failure, not a skip: the suite
     installs it (scripts/system-packages.txt)."""
     assert shutil.which("podman"), "podman missing: make setup installs it"
-    done = subprocess.run([str(ROOT / "scripts" / "images.sh")], cwd=ROOT,
-                          capture_output=True, text=True, timeout=3600)
-    assert done.returncode == 0, \
+    done = subprocess.run(
+        [str(ROOT / "scripts" / "images.sh")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
+    assert done.returncode == 0, (
         f"make images failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    )
     import tomllib
 
-    version = tomllib.loads((ROOT / "services" / "gateway" / "pyproject.toml").read_text()
-                            )["project"]["version"]
+    version = tomllib.loads((ROOT / "services" / "gateway" / "pyproject.toml").read_text())[
+        "project"
+    ]["version"]
     return {s: f"localhost/trailerlink/{s}:{version}" for s in SERVICES}
 
 
@@ -73,9 +82,21 @@ def secrets(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "sealing-public" / f"{key.key_id}.pem").write_bytes(key.recipient.to_pem())
     (root / "sealing-private").mkdir()
     (root / "sealing-private" / f"{key.key_id}.pem").write_bytes(key.to_pem())
-    subprocess.run([console_script("trailerlink-ingest"), "dev-ca", str(root / "pki"),
-                    "--trailer", "trailer-01", "--server-name", "localhost",
-                    "--server-ip", "127.0.0.1"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            console_script("trailerlink-ingest"),
+            "dev-ca",
+            str(root / "pki"),
+            "--trailer",
+            "trailer-01",
+            "--server-name",
+            "localhost",
+            "--server-ip",
+            "127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
     (root / "fleet.yaml").write_text("trailers: [trailer-01]\n")
     for path in [root, *root.rglob("*")]:
         os.chown(path, UID, UID)
@@ -84,41 +105,58 @@ def secrets(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _env(service: str, kafka: str, ports: dict[str, int]) -> dict[str, str]:
     etc = "/etc/trailerlink/test"
-    common = {"TRAILERLINK_HTTP_HOST": "127.0.0.1", "TRAILERLINK_HTTP_PORT": str(ports["http"]),
-              "TRAILERLINK_KAFKA_BOOTSTRAP_SERVERS": kafka,
-              "TRAILERLINK_TRAILER_ID": "trailer-01",
-              "TRAILERLINK_KAFKA_CLIENT_ID": f"image-test-{service}",
-              "TRAILERLINK_SHUTDOWN_GRACE_SECONDS": "5"}
+    common = {
+        "TRAILERLINK_HTTP_HOST": "127.0.0.1",
+        "TRAILERLINK_HTTP_PORT": str(ports["http"]),
+        "TRAILERLINK_KAFKA_BOOTSTRAP_SERVERS": kafka,
+        "TRAILERLINK_TRAILER_ID": "trailer-01",
+        "TRAILERLINK_KAFKA_CLIENT_ID": f"image-test-{service}",
+        "TRAILERLINK_SHUTDOWN_GRACE_SECONDS": "5",
+    }
     own = {
-        "gateway": {"TRAILERLINK_DICOM_HOST": "127.0.0.1",
-                    "TRAILERLINK_DICOM_PORT": str(ports["other"]),
-                    "TRAILERLINK_DICOM_ALLOWED_PEERS": "MG1",
-                    "TRAILERLINK_SPOOL_KEY_FILE": f"{etc}/spool.key",
-                    "TRAILERLINK_SPOOL_MIN_FREE_BYTES": "1048576"},
-        "codec": {"TRAILERLINK_SPOOL_KEY_FILE": f"{etc}/spool.key",
-                  "TRAILERLINK_SEALING_PUBLIC_KEYS": f"{etc}/sealing-public",
-                  "TRAILERLINK_CONSUMER_GROUP": f"codec-{uuid.uuid4().hex[:8]}"},
-        "uplink": {"TRAILERLINK_INGEST_URL": "https://127.0.0.1:9",
-                   "TRAILERLINK_CLIENT_CERT_FILE": f"{etc}/pki/trailer-01.crt",
-                   "TRAILERLINK_CLIENT_KEY_FILE": f"{etc}/pki/trailer-01.key",
-                   "TRAILERLINK_CA_FILE": f"{etc}/pki/ca.crt",
-                   "TRAILERLINK_CONSUMER_GROUP": f"uplink-{uuid.uuid4().hex[:8]}"},
-        "worklist": {"TRAILERLINK_DICOM_HOST": "127.0.0.1",
-                     "TRAILERLINK_DICOM_PORT": str(ports["other"]),
-                     "TRAILERLINK_UPSTREAM": "none", "TRAILERLINK_SITE_CODE": "TST01",
-                     "TRAILERLINK_STATION_AE_TITLES": "MG1"},
-        "ingest": {"TRAILERLINK_TUS_HOST": "127.0.0.1",
-                   "TRAILERLINK_TUS_PORT": str(ports["other"]),
-                   "TRAILERLINK_STORAGE_DIR": "/var/lib/trailerlink/uploads",
-                   "TRAILERLINK_LEDGER_SQLITE_PATH": "/var/lib/trailerlink/ledger.sqlite3",
-                   "TRAILERLINK_TLS_CERT_FILE": f"{etc}/pki/server.crt",
-                   "TRAILERLINK_TLS_KEY_FILE": f"{etc}/pki/server.key",
-                   "TRAILERLINK_TLS_CLIENT_CA_FILE": f"{etc}/pki/ca.crt",
-                   "TRAILERLINK_ACCESS_LIST_FILE": f"{etc}/pki/access.json",
-                   "TRAILERLINK_SEALING_KEYS_DIR": f"{etc}/sealing-private",
-                   "TRAILERLINK_CONSUMER_GROUP": f"ingest-{uuid.uuid4().hex[:8]}"},
-        "monitor": {"TRAILERLINK_MODE": "fleet", "TRAILERLINK_FLEET_FILE": f"{etc}/fleet.yaml",
-                    "TRAILERLINK_CONSUMER_GROUP": f"monitor-{uuid.uuid4().hex[:8]}"},
+        "gateway": {
+            "TRAILERLINK_DICOM_HOST": "127.0.0.1",
+            "TRAILERLINK_DICOM_PORT": str(ports["other"]),
+            "TRAILERLINK_DICOM_ALLOWED_PEERS": "MG1",
+            "TRAILERLINK_SPOOL_KEY_FILE": f"{etc}/spool.key",
+            "TRAILERLINK_SPOOL_MIN_FREE_BYTES": "1048576",
+        },
+        "codec": {
+            "TRAILERLINK_SPOOL_KEY_FILE": f"{etc}/spool.key",
+            "TRAILERLINK_SEALING_PUBLIC_KEYS": f"{etc}/sealing-public",
+            "TRAILERLINK_CONSUMER_GROUP": f"codec-{uuid.uuid4().hex[:8]}",
+        },
+        "uplink": {
+            "TRAILERLINK_INGEST_URL": "https://127.0.0.1:9",
+            "TRAILERLINK_CLIENT_CERT_FILE": f"{etc}/pki/trailer-01.crt",
+            "TRAILERLINK_CLIENT_KEY_FILE": f"{etc}/pki/trailer-01.key",
+            "TRAILERLINK_CA_FILE": f"{etc}/pki/ca.crt",
+            "TRAILERLINK_CONSUMER_GROUP": f"uplink-{uuid.uuid4().hex[:8]}",
+        },
+        "worklist": {
+            "TRAILERLINK_DICOM_HOST": "127.0.0.1",
+            "TRAILERLINK_DICOM_PORT": str(ports["other"]),
+            "TRAILERLINK_UPSTREAM": "none",
+            "TRAILERLINK_SITE_CODE": "TST01",
+            "TRAILERLINK_STATION_AE_TITLES": "MG1",
+        },
+        "ingest": {
+            "TRAILERLINK_TUS_HOST": "127.0.0.1",
+            "TRAILERLINK_TUS_PORT": str(ports["other"]),
+            "TRAILERLINK_STORAGE_DIR": "/var/lib/trailerlink/uploads",
+            "TRAILERLINK_LEDGER_SQLITE_PATH": "/var/lib/trailerlink/ledger.sqlite3",
+            "TRAILERLINK_TLS_CERT_FILE": f"{etc}/pki/server.crt",
+            "TRAILERLINK_TLS_KEY_FILE": f"{etc}/pki/server.key",
+            "TRAILERLINK_TLS_CLIENT_CA_FILE": f"{etc}/pki/ca.crt",
+            "TRAILERLINK_ACCESS_LIST_FILE": f"{etc}/pki/access.json",
+            "TRAILERLINK_SEALING_KEYS_DIR": f"{etc}/sealing-private",
+            "TRAILERLINK_CONSUMER_GROUP": f"ingest-{uuid.uuid4().hex[:8]}",
+        },
+        "monitor": {
+            "TRAILERLINK_MODE": "fleet",
+            "TRAILERLINK_FLEET_FILE": f"{etc}/fleet.yaml",
+            "TRAILERLINK_CONSUMER_GROUP": f"monitor-{uuid.uuid4().hex[:8]}",
+        },
     }
     return {**common, **own[service]}
 
@@ -152,10 +190,22 @@ def run_image(tmp_path: Path, secrets: Path, kafka_bootstrap: str) -> Iterator[o
             os.chown(data / shared, UID, UID)
         ports = {"http": free_port(), "other": free_port()}
         name = f"tl-test-{service}-{uuid.uuid4().hex[:6]}"
-        args = ["run", "--detach", "--name", name, "--network=host", "--read-only",
-                "--tmpfs", "/tmp", "--cap-drop=ALL", "--security-opt=no-new-privileges",
-                "--volume", f"{data}:/var/lib/trailerlink",
-                "--volume", f"{secrets}:/etc/trailerlink/test:ro"]
+        args = [
+            "run",
+            "--detach",
+            "--name",
+            name,
+            "--network=host",
+            "--read-only",
+            "--tmpfs",
+            "/tmp",
+            "--cap-drop=ALL",
+            "--security-opt=no-new-privileges",
+            "--volume",
+            f"{data}:/var/lib/trailerlink",
+            "--volume",
+            f"{secrets}:/etc/trailerlink/test:ro",
+        ]
         for key, value in _env(service, kafka_bootstrap, ports).items():
             args += ["--env", f"{key}={value}"]
         _podman(*args, image)
@@ -170,7 +220,8 @@ def run_image(tmp_path: Path, secrets: Path, kafka_bootstrap: str) -> Iterator[o
 
 @pytest.mark.parametrize("service", SERVICES)
 def test_the_image_runs_read_only_as_non_root_answers_its_probes_and_stops_cleanly(
-        service: str, images: dict[str, str], run_image) -> None:
+    service: str, images: dict[str, str], run_image
+) -> None:
     container, http_port = run_image(service, images[service])
     config = container.inspect()
     assert config["HostConfig"]["ReadonlyRootfs"] is True  # type: ignore[index]
@@ -191,8 +242,9 @@ def test_the_image_runs_read_only_as_non_root_answers_its_probes_and_stops_clean
     wait_until(lambda: http_ok(base + "/healthz") or ready(), 90, f"{service} alive")
     wait_until(ready, 90, f"{service} ready (its /readyz)", interval=0.5)
     # Nothing but the data volume and /tmp is writable.
-    denied = _podman("exec", container.name, "python", "-c",
-                     "open('/opt/trailerlink/venv/x', 'w')", check=False)
+    denied = _podman(
+        "exec", container.name, "python", "-c", "open('/opt/trailerlink/venv/x', 'w')", check=False
+    )
     assert denied.returncode != 0 and "Read-only file system" in denied.stderr
     _podman("stop", "--time", "30", container.name, timeout=60)
     state = container.inspect()["State"]

@@ -28,11 +28,13 @@ pytestmark = pytest.mark.kafka
 
 def _create(ingest, obj) -> str:
     """POST a new upload; its URL."""
-    meta = ",".join(f"{k} {base64.b64encode(v.encode()).decode()}"
-                    for k, v in obj.metadata.items())
+    meta = ",".join(f"{k} {base64.b64encode(v.encode()).decode()}" for k, v in obj.metadata.items())
     with ingest.session() as s:
-        rsp = s.post(ingest.url, headers={"Upload-Length": str(obj.meta.sealed_size),
-                                          "Upload-Metadata": meta}, timeout=10)
+        rsp = s.post(
+            ingest.url,
+            headers={"Upload-Length": str(obj.meta.sealed_size), "Upload-Metadata": meta},
+            timeout=10,
+        )
     assert rsp.status_code == 201, rsp.text
     return f"https://127.0.0.1:{ingest.tus_port}" + rsp.headers["Location"]
 
@@ -50,9 +52,11 @@ def _stalled_patch(ingest, url: str, body: bytes, send: int) -> ssl.SSLSocket:
     sock = _tls_socket(ingest)
     path = url.split(str(ingest.tus_port), 1)[1]
     digest = base64.b64encode(hashlib.sha256(body).digest()).decode()
-    head = (f"PATCH {path} HTTP/1.1\r\nHost: localhost\r\nTus-Resumable: 1.0.0\r\n"
-            f"Upload-Offset: 0\r\nContent-Type: application/offset+octet-stream\r\n"
-            f"Upload-Checksum: sha256 {digest}\r\nContent-Length: {len(body)}\r\n\r\n")
+    head = (
+        f"PATCH {path} HTTP/1.1\r\nHost: localhost\r\nTus-Resumable: 1.0.0\r\n"
+        f"Upload-Offset: 0\r\nContent-Type: application/offset+octet-stream\r\n"
+        f"Upload-Checksum: sha256 {digest}\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
     sock.sendall(head.encode() + body[:send])
     return sock
 
@@ -76,9 +80,16 @@ def _patch(ingest, url: str, body: bytes) -> tuple[int, float]:
     digest = base64.b64encode(hashlib.sha256(body).digest()).decode()
     started = time.monotonic()
     with ingest.session() as s:
-        rsp = s.patch(url, data=body, timeout=60, headers={
-            "Upload-Offset": "0", "Content-Type": "application/offset+octet-stream",
-            "Upload-Checksum": f"sha256 {digest}"})
+        rsp = s.patch(
+            url,
+            data=body,
+            timeout=60,
+            headers={
+                "Upload-Offset": "0",
+                "Content-Type": "application/offset+octet-stream",
+                "Upload-Checksum": f"sha256 {digest}",
+            },
+        )
     return rsp.status_code, time.monotonic() - started
 
 
@@ -88,7 +99,8 @@ def _offset(ingest, url: str) -> int:
 
 
 def test_a_body_that_stops_arriving_ends_at_the_deadline_and_frees_the_upload(
-        own_ingest, objects) -> None:
+    own_ingest, objects
+) -> None:
     ingest = own_ingest(None, extra_env={"TRAILERLINK_BODY_IDLE_TIMEOUT_SECONDS": "2"})
     obj = objects()
     body = obj.sealed.read_bytes()
@@ -108,8 +120,7 @@ def test_a_body_that_stops_arriving_ends_at_the_deadline_and_frees_the_upload(
     assert "upload body ended early" in ingest.log_text()
 
 
-def test_the_resumed_request_takes_the_upload_over_from_a_quiet_one(own_ingest,
-                                                                    objects) -> None:
+def test_the_resumed_request_takes_the_upload_over_from_a_quiet_one(own_ingest, objects) -> None:
     # The deadline is far away: only the takeover can let the resume in.
     ingest = own_ingest(None, extra_env={"TRAILERLINK_BODY_IDLE_TIMEOUT_SECONDS": "300"})
     obj = objects()
@@ -117,8 +128,11 @@ def test_the_resumed_request_takes_the_upload_over_from_a_quiet_one(own_ingest,
     url = _create(ingest, obj)
     stalled = _stalled_patch(ingest, url, body, len(body) // 3)
     try:
-        wait_until(lambda: ingest.metric("trailerlink_ingest_uploads_active") >= 1, 10,
-                   "the stalled PATCH is being received")
+        wait_until(
+            lambda: ingest.metric("trailerlink_ingest_uploads_active") >= 1,
+            10,
+            "the stalled PATCH is being received",
+        )
         status, took = _patch(ingest, url, body)
         assert status == 204, "the resume was refused (423: the dead request kept the lock)"
         assert took < 8, f"the resume waited {took:.1f} s for the lock"
@@ -140,7 +154,7 @@ def test_a_writer_still_receiving_bytes_is_not_taken_over(own_ingest, objects) -
         sent = 1024
         while not done.is_set() and sent < len(body) - 64:
             try:
-                slow.sendall(body[sent:sent + 64])
+                slow.sendall(body[sent : sent + 64])
             except OSError:
                 return
             sent += 64
@@ -149,8 +163,11 @@ def test_a_writer_still_receiving_bytes_is_not_taken_over(own_ingest, objects) -
     writer = threading.Thread(target=trickle, daemon=True)
     writer.start()
     try:
-        wait_until(lambda: ingest.metric("trailerlink_ingest_uploads_active") >= 1, 10,
-                   "the slow PATCH is being received")
+        wait_until(
+            lambda: ingest.metric("trailerlink_ingest_uploads_active") >= 1,
+            10,
+            "the slow PATCH is being received",
+        )
         status, _ = _patch(ingest, url, body)
         assert status == 423
         assert "upload locked by a request still receiving bytes" in ingest.log_text()
@@ -164,10 +181,15 @@ def test_accepted_connections_carry_keepalive(own_ingest) -> None:
     ingest = own_ingest(None)
     sock = _tls_socket(ingest)
     try:
+
         def keepalive_timer() -> bool:
             shown = subprocess.run(
                 ["ss", "-tnoH", "state", "established", "sport", f"= :{ingest.tus_port}"],
-                capture_output=True, text=True, timeout=10, check=False).stdout
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=False,
+            ).stdout
             return "keepalive" in shown
 
         wait_until(keepalive_timer, 10, "a keepalive timer on the accepted connection")

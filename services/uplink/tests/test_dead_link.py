@@ -39,8 +39,9 @@ class _TusServer:
             return httpx.Response(204, headers={**base, "Tus-Extension": "creation"})
         if request.method == "POST":
             upload_id = f"{len(self.uploads):032x}"
-            meta = dict(item.split(" ", 1) for item in
-                        request.headers["Upload-Metadata"].split(","))
+            meta = dict(
+                item.split(" ", 1) for item in request.headers["Upload-Metadata"].split(",")
+            )
             import base64
 
             sop = base64.b64decode(meta["sop_instance_uid"]).decode()
@@ -49,8 +50,9 @@ class _TusServer:
         upload_id = request.url.path.rsplit("/", 1)[-1]
         length, data, sop = self.uploads[upload_id]
         if request.method == "HEAD":
-            return httpx.Response(200, headers={**base, "Upload-Offset": str(len(data)),
-                                                "Upload-Length": str(length)})
+            return httpx.Response(
+                200, headers={**base, "Upload-Offset": str(len(data)), "Upload-Length": str(length)}
+            )
         body = request.read()
         if sop == self.locked_sop:
             return httpx.Response(423, headers={**base, "Retry-After": "1"})
@@ -59,7 +61,8 @@ class _TusServer:
 
 
 async def test_a_locked_upload_is_set_aside_and_the_others_go_on(
-        queue: SendQueue, outgoing: Outgoing, caplog: pytest.LogCaptureFixture) -> None:
+    queue: SendQueue, outgoing: Outgoing, caplog: pytest.LogCaptureFixture
+) -> None:
     server = _TusServer()
     stuck, *others = (outgoing.sealed(50_000) for _ in range(4))
     server.locked_sop = stuck.sop_instance_uid
@@ -72,11 +75,21 @@ async def test_a_locked_upload_is_set_aside_and_the_others_go_on(
         await tus.discover()
 
     link = LinkMonitor(probe, probe_interval=0.2)
-    sender = Sender(queue, tus, link, outgoing.root, trailer_id="trailer-test",
-                    chunk_size=16 * 1024, concurrency=1, backoff_initial=0.2,
-                    backoff_max=1.0)
-    refused_before = REGISTRY.get_sample_value(
-        "trailerlink_uplink_http_refusals_total", {"status": "423"}) or 0.0
+    sender = Sender(
+        queue,
+        tus,
+        link,
+        outgoing.root,
+        trailer_id="trailer-test",
+        chunk_size=16 * 1024,
+        concurrency=1,
+        backoff_initial=0.2,
+        backoff_max=1.0,
+    )
+    refused_before = (
+        REGISTRY.get_sample_value("trailerlink_uplink_http_refusals_total", {"status": "423"})
+        or 0.0
+    )
     stop = asyncio.Event()
     caplog.set_level(logging.WARNING, logger="trailerlink_uplink.sender")
     task = asyncio.create_task(sender.run(stop))
@@ -84,10 +97,15 @@ async def test_a_locked_upload_is_set_aside_and_the_others_go_on(
         # One worker: the locked object comes first in queue order, yet the three others
         # are all uploaded while it keeps being refused.
         await async_wait_until(
-            _now(lambda: queue.states() == {STATE_UPLOADED: 3, STATE_QUEUED: 1}), 30,
-            "the other objects uploaded past the locked one")
-        await async_wait_until(_now(lambda: _refused(refused_before) >= 2), 10,
-                               "the locked upload tried again after its rest")
+            _now(lambda: queue.states() == {STATE_UPLOADED: 3, STATE_QUEUED: 1}),
+            30,
+            "the other objects uploaded past the locked one",
+        )
+        await async_wait_until(
+            _now(lambda: _refused(refused_before) >= 2),
+            10,
+            "the locked upload tried again after its rest",
+        )
     finally:
         stop.set()
         await asyncio.wait_for(task, 15)
@@ -107,8 +125,10 @@ def _now(check: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
 
 
 def _refused(before: float) -> float:
-    return (REGISTRY.get_sample_value("trailerlink_uplink_http_refusals_total",
-                                      {"status": "423"}) or 0.0) - before
+    return (
+        REGISTRY.get_sample_value("trailerlink_uplink_http_refusals_total", {"status": "423"})
+        or 0.0
+    ) - before
 
 
 class _Pool(httpx.AsyncBaseTransport):
@@ -142,8 +162,11 @@ async def test_no_connection_from_before_a_failure_is_used_again() -> None:
     async with httpx.AsyncClient(transport=transport) as http:
         assert (await http.get("http://ingest.test/a")).headers["X-Pool"] == "0"
         running = asyncio.create_task(http.get("http://ingest.test/slow"))
-        await async_wait_until(_now(lambda: transport.in_flight(pools[0]) == 1), 5,
-                               "a request running on the first pool")
+        await async_wait_until(
+            _now(lambda: transport.in_flight(pools[0]) == 1),
+            5,
+            "a request running on the first pool",
+        )
         with pytest.raises(httpx.ConnectError):
             await http.get("http://ingest.test/fail")
         assert transport.renewals == 1

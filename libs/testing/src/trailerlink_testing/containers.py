@@ -31,15 +31,22 @@ def podman_env() -> dict[str, str]:
 
 def image_for(script: str) -> str:
     """``trailerlink-gateway`` -> ``localhost/trailerlink/gateway:<version>``."""
-    version = tomllib.loads((ROOT / "services" / "gateway" / "pyproject.toml").read_text()
-                            )["project"]["version"]
+    version = tomllib.loads((ROOT / "services" / "gateway" / "pyproject.toml").read_text())[
+        "project"
+    ]["version"]
     return f"localhost/trailerlink/{script.removeprefix('trailerlink-')}:{version}"
 
 
 def build_images() -> None:
     """`make images` (up to date in about a second when nothing changed)."""
-    done = subprocess.run([str(ROOT / "scripts" / "images.sh")], cwd=ROOT,
-                          capture_output=True, text=True, timeout=3600, check=False)
+    done = subprocess.run(
+        [str(ROOT / "scripts" / "images.sh")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+        check=False,
+    )
     if done.returncode != 0:
         raise RuntimeError(f"make images failed:\n{done.stderr[-2000:]}")
 
@@ -59,20 +66,38 @@ class ContainerProcess(ServiceProcess):
     attached (its output goes to ``log_path``), ``terminate`` is ``podman stop`` (SIGTERM,
     then KILL after the timeout), ``kill9`` is ``podman kill -s KILL``."""
 
-    def __init__(self, name: str, image: str, settings: Mapping[str, str], mount: Path,
-                 log_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        image: str,
+        settings: Mapping[str, str],
+        mount: Path,
+        log_path: Path | None = None,
+    ) -> None:
         self.name = name
-        argv = ["podman", "run", "--rm", "--name", name, "--network=host", "--read-only",
-                "--tmpfs", "/tmp",  # noqa: S108 - the container's own /tmp, a tmpfs
-                "--cap-drop=ALL", "--security-opt=no-new-privileges",
-                "--volume", f"{mount}:{mount}"]
+        argv = [
+            "podman",
+            "run",
+            "--rm",
+            "--name",
+            name,
+            "--network=host",
+            "--read-only",
+            "--tmpfs",
+            "/tmp",  # noqa: S108 - the container's own /tmp, a tmpfs
+            "--cap-drop=ALL",
+            "--security-opt=no-new-privileges",
+            "--volume",
+            f"{mount}:{mount}",
+        ]
         for key, value in settings.items():
             argv += ["--env", f"{key}={value}"]
         super().__init__([*argv, image], env=podman_env(), log_path=log_path)
 
     def _podman(self, *args: str) -> None:
-        subprocess.run(["podman", *args], env=podman_env(), capture_output=True,
-                       timeout=120, check=False)
+        subprocess.run(
+            ["podman", *args], env=podman_env(), capture_output=True, timeout=120, check=False
+        )
 
     def start(self) -> ContainerProcess:
         self._podman("rm", "--force", self.name)  # a leftover of a killed run

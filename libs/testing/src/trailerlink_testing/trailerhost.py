@@ -66,10 +66,12 @@ class TrailerHost(NetworkFixture):
         self._ns_up = True
         run_ip("ip", "-n", self.ns, "link", "set", "lo", "up")
         for root_dev, dev, root_ip, ip in (
-                (self.wan_root_dev, self.wan_dev, self.wan_server_ip, self.wan_trailer_ip),
-                (self.lan_root_dev, self.lan_dev, self.lan_root_ip, self.lan_trailer_ip)):
-            run_ip("ip", "link", "add", root_dev, "type", "veth", "peer", "name", dev,
-                   "netns", self.ns)
+            (self.wan_root_dev, self.wan_dev, self.wan_server_ip, self.wan_trailer_ip),
+            (self.lan_root_dev, self.lan_dev, self.lan_root_ip, self.lan_trailer_ip),
+        ):
+            run_ip(
+                "ip", "link", "add", root_dev, "type", "veth", "peer", "name", dev, "netns", self.ns
+            )
             run_ip("ip", "addr", "add", f"{root_ip}/25", "dev", root_dev)
             run_ip("ip", "link", "set", root_dev, "up")
             run_ip("ip", "-n", self.ns, "addr", "add", f"{ip}/25", "dev", dev)
@@ -80,8 +82,23 @@ class TrailerHost(NetworkFixture):
     def set_rate(self, rate_bits: int) -> None:
         """Shape the trailer's upstream (uplink -> ingest) to ``rate_bits`` bit/s."""
         burst = max(32 * 1024, int(rate_bits / 8 / 100))
-        run_ip("tc", "-n", self.ns, "qdisc", "replace", "dev", self.wan_dev, "root", "tbf",
-               "rate", f"{rate_bits}bit", "burst", str(burst), "latency", f"{self.queue_ms}ms")
+        run_ip(
+            "tc",
+            "-n",
+            self.ns,
+            "qdisc",
+            "replace",
+            "dev",
+            self.wan_dev,
+            "root",
+            "tbf",
+            "rate",
+            f"{rate_bits}bit",
+            "burst",
+            str(burst),
+            "latency",
+            f"{self.queue_ms}ms",
+        )
         self.rate_bits = rate_bits
 
     def run_inside(self) -> list[str]:
@@ -94,9 +111,20 @@ class TrailerHost(NetworkFixture):
         entry = FaultProxy(("127.0.0.1", port), listen_host=self.lan_root_ip).start()
         self._proxies.append(entry)
         relay = subprocess.Popen(
-            [*self.run_inside(), sys.executable, "-m", "trailerlink_testing.faultproxy",
-             "--listen", f"127.0.0.1:{port}", "--target", f"{self.lan_root_ip}:{entry.port}"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            [
+                *self.run_inside(),
+                sys.executable,
+                "-m",
+                "trailerlink_testing.faultproxy",
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--target",
+                f"{self.lan_root_ip}:{entry.port}",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
         self._relays.append(relay)
         assert relay.stdout is not None
         if not relay.stdout.readline().startswith("listening"):
@@ -120,21 +148,27 @@ class TrailerHost(NetworkFixture):
     def move(self) -> None:
         """The trailer gets a new WAN address (another site, another bearer): connections
         from the old one are dead and nobody says so."""
-        old, self.wan_trailer_ip, self._moved_ip = (self.wan_trailer_ip, self._moved_ip,
-                                                    self.wan_trailer_ip)
+        old, self.wan_trailer_ip, self._moved_ip = (
+            self.wan_trailer_ip,
+            self._moved_ip,
+            self.wan_trailer_ip,
+        )
         # Old one first: deleting a subnet's primary address takes its secondaries along.
         run_ip("ip", "-n", self.ns, "addr", "del", f"{old}/25", "dev", self.wan_dev)
-        run_ip("ip", "-n", self.ns, "addr", "add", f"{self.wan_trailer_ip}/25", "dev",
-               self.wan_dev)
+        run_ip("ip", "-n", self.ns, "addr", "add", f"{self.wan_trailer_ip}/25", "dev", self.wan_dev)
 
     def connections_to(self, port: int) -> list[str]:
         """Established TCP connections the data centre holds on ``port`` from the
         trailer's addresses (``ss`` lines; the ingest's view of the WAN)."""
-        shown = subprocess.run(["ss", "-tnoH", "state", "established", "sport", f"= :{port}"],
-                               capture_output=True, text=True, timeout=30, check=False).stdout
+        shown = subprocess.run(
+            ["ss", "-tnoH", "state", "established", "sport", f"= :{port}"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        ).stdout
         prefixes = (self.wan_trailer_ip + ":", self._moved_ip + ":")
-        return [line for line in shown.splitlines()
-                if any(p in line for p in prefixes)]
+        return [line for line in shown.splitlines() if any(p in line for p in prefixes)]
 
     # --- tear-down ----------------------------------------------------------------------
     def close(self) -> None:
