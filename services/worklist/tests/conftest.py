@@ -26,6 +26,15 @@ NAMES = ("TEST^ALPHA", "TEST^BRAVO", "TEST^CHARLIE", "TESTER^DELTA", "TEST^ÅSA"
          "TESTING^ECHO", "TEST^FOXTROT")
 BIRTH_DATES = ("19700101", "19650315", "19580720", "19721231", "19690229", "19600101",
                "19550505", "19711111")
+# Made-up women with the letters that broke the worklist before (issue #18): Welsh ŵ ŷ â,
+# Irish Ó á, German ü, Polish ł, Greek. Each is what the source means, in DICOM PN form.
+WELSH = "Llewelyn^Siân"
+WELSH_2 = "Prŷs-Ffŵrn^Gwenllŷn"
+IRISH = "Ó Súilleabháin^Aoibhínn"
+GERMAN = "Grünwald-Testerin^Jülie"
+POLISH = "Wałęsowa-Testowa^Łucja"
+GREEK = "Παπαδοπούλου^Ελένη"
+UNICODE_NAMES = (WELSH, WELSH_2, IRISH, GERMAN, POLISH, GREEK)
 SITE = "SITE-TRL01"
 STATION = "MGTRAILER1"
 

@@ -16,11 +16,12 @@ from trailerlink_worklist.corrections import Correction
 from trailerlink_worklist.model import Source
 from trailerlink_worklist.upstream.hl7_listener import Hl7Listener
 
-from .conftest import BIRTH_DATES, NAMES, NHS_NUMBERS, LogCapture, booking
+from .conftest import BIRTH_DATES, NAMES, NHS_NUMBERS, UNICODE_NAMES, LogCapture, booking
 from .test_hl7_listener import siu
 from .test_mpps import _uid, completion, create_attrs
 
 FORBIDDEN = (*NAMES, *NHS_NUMBERS, *BIRTH_DATES, "TEST^", "TESTER^", "TESTING^",
+             *UNICODE_NAMES, *(n.split("^")[0] for n in UNICODE_NAMES),
              "ALPHONSINE", "CHARLOTTE", "TESTONE", "TESTCORRECTED")
 
 

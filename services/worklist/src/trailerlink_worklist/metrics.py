@@ -67,3 +67,22 @@ STAFF_ACTIONS = Counter(
 PURGED_STEPS = Counter(
     "trailerlink_worklist_purged_steps_total", "Steps of past days removed from the cache"
 )
+CHARSET_FALLBACKS = Counter(
+    "trailerlink_worklist_upstream_charset_fallbacks_total",
+    "Upstream answers or messages with non-ASCII text and no declared character set, "
+    "decoded with the configured fallback, by adapter and the character set used",
+    ["adapter", "charset"],
+)
+UPSTREAM_ITEMS_REFUSED = Counter(
+    "trailerlink_worklist_upstream_items_refused_total",
+    "Upstream worklist items not taken into the cache, by adapter and reason "
+    "(undecodable: text not valid in its character set; invalid: no step identity; "
+    "out_of_window: scheduled outside today..horizon)",
+    ["adapter", "reason"],
+)
+TRANSLITERATED = Counter(
+    "trailerlink_worklist_answers_transliterated_total",
+    "C-FIND answers whose names were transliterated for a modality's character set, "
+    "by the character set answered",
+    ["charset"],
+)

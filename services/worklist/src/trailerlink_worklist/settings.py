@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 from trailerlink_common.config import ServiceSettings
 
-from trailerlink_worklist import tls
+from trailerlink_worklist import charsets, tls
 
 
 class WorklistSettings(ServiceSettings):
@@ -75,6 +75,10 @@ class WorklistSettings(ServiceSettings):
         "leaves the modality's list"
     )
     upstream_timeout_seconds: float = Field(15.0, gt=0, description="Upstream call deadline")
+    upstream_mwl_undeclared_charset: str = Field(
+        "auto", description="How the broker's answers that carry non-ASCII text but no "
+        "Specific Character Set are decoded: 'auto' (UTF-8 if valid UTF-8, else ISO_IR "
+        "100) or a DICOM term such as 'ISO_IR 100', 'ISO_IR 192', 'ISO_IR 126'")
     hl7_listen_host: str = Field("0.0.0.0", description="HL7 MLLP listener address")  # noqa: S104
     hl7_listen_port: int = Field(2575, ge=1, le=65535, description="HL7 MLLP listener port")
     hl7_tls_cert_file: Path | None = Field(
@@ -119,6 +123,11 @@ class WorklistSettings(ServiceSettings):
     staff_csrf_secret_file: Path | None = Field(
         None, description="Key for CSRF tokens; default: a random key per process"
     )
+
+    @model_validator(mode="after")
+    def _charsets(self) -> WorklistSettings:
+        charsets.check_fallback(self.upstream_mwl_undeclared_charset)
+        return self
 
     @model_validator(mode="after")
     def _tls_pairs(self) -> WorklistSettings:

@@ -102,10 +102,12 @@ class Worklist:
         return change
 
     def replace_window(self, steps: Iterable[ScheduledStep], source: Source,
-                       first: str, last: str) -> list[Change]:
+                       first: str, last: str, keep: frozenset[str] = frozenset()
+                       ) -> list[Change]:
         """Make the cache's steps of ``source`` dated ``first``..``last`` exactly ``steps``
         (those for this trailer): new ones added, changed ones updated, missing ones
-        cancelled. One transaction."""
+        cancelled. Cached steps whose accession number is in ``keep`` (upstream sent
+        them, but in a form we refused) stay as they are. One transaction."""
         wanted: dict[str, ScheduledStep] = {}
         for step in steps:
             step = self.site.complete(step).with_defaults()
@@ -116,7 +118,7 @@ class Worklist:
             for cached in self.cache.steps():
                 s = cached.step
                 if (cached.source == source and first <= s.scheduled_date <= last
-                        and s.key not in wanted):
+                        and s.key not in wanted and s.accession_number not in keep):
                     self.cache.delete_step(conn, s.key)
                     self._announce(conn, "cancelled", s, source)
                     changes.append(Change("cancelled", s.key))

@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections import Counter
 
 from pydicom.dataset import Dataset
 from pynetdicom import AE
 from pynetdicom.sop_class import ModalityWorklistInformationFind
 
-from trailerlink_worklist import metrics, statuses
-from trailerlink_worklist.model import Source, from_dataset
+from trailerlink_worklist import charsets, metrics, statuses
+from trailerlink_worklist.model import ScheduledStep, Source, from_dataset
 from trailerlink_worklist.settings import WorklistSettings
 from trailerlink_worklist.upstream import LinkStatus
 from trailerlink_worklist.worklist import Worklist
@@ -128,23 +129,76 @@ class MwlPoller:
         if final != statuses.SUCCESS:
             self._unavailable("query did not complete" if final is None
                               else f"status {statuses.name(final)}")
-        steps = []
-        refused = 0
-        for answer in answers:
-            try:
-                steps.extend(from_dataset(answer))
-            except (ValueError, KeyError, TypeError):
-                refused += 1  # one broken answer must not cancel the rest of the day
-        if refused:
-            log.warning("broker answers without a step identity skipped",
-                        extra={"skipped": refused})
-        changes = self.worklist.replace_window(steps, Source.DICOM_MWL, first, last)
+        steps, keep = self._decode(answers, first, last)
+        changes = self.worklist.replace_window(steps, Source.DICOM_MWL, first, last,
+                                               keep=frozenset(keep))
         self.link.ok()
         metrics.UPSTREAM_SYNCS.labels(ADAPTER, "success").inc()
         log.info("worklist polled", extra={"answers": len(answers), "changes": len(changes)})
         return len(changes)
 
+    def _decode(self, answers: list[Dataset], first: str, last: str
+                ) -> tuple[list[ScheduledStep], set[str]]:
+        """The steps the broker's answers describe, each text value decoded as the
+        answer's character set says (or by the undeclared-charset setting), and the
+        accession numbers of answers refused (their cached steps are kept)."""
+        steps: list[ScheduledStep] = []
+        keep: set[str] = set()
+        fallbacks: Counter[str] = Counter()
+        fallback_accessions: list[str] = []
+        refused: Counter[str] = Counter()
+        reasons: Counter[str] = Counter()
+        skipped = 0
+        for answer in answers:
+            try:
+                decoded = charsets.decode_identifier(
+                    answer, self.settings.upstream_mwl_undeclared_charset)
+                found = from_dataset(decoded.dataset)
+            except charsets.UndecodableText as exc:
+                refused["undecodable"] += 1
+                reasons[exc.reason] += 1
+                keep.update(a for a in [_raw_accession(answer)] if a)
+                continue
+            except (ValueError, KeyError, TypeError):
+                refused["invalid"] += 1  # one broken answer must not cancel the day
+                keep.update(a for a in [_raw_accession(answer)] if a)
+                continue
+            if decoded.fallback:
+                fallbacks[decoded.fallback] += 1
+                fallback_accessions.extend(s.accession_number for s in found[:1])
+            for step in found:
+                if first <= step.scheduled_date <= last:
+                    steps.append(step)
+                else:
+                    skipped += 1
+        for charset, count in fallbacks.items():
+            metrics.CHARSET_FALLBACKS.labels(ADAPTER, charset).inc(count)
+            log.warning("broker answers with non-ASCII text and no Specific Character Set "
+                        "decoded with the fallback", extra={
+                            "charset": charset, "answers": count,
+                            "accession_numbers": fallback_accessions[:10]})
+        for reason, count in refused.items():
+            metrics.UPSTREAM_ITEMS_REFUSED.labels(ADAPTER, reason).inc(count)
+        if refused:
+            log.warning("broker answers refused; their cached steps are kept", extra={
+                "undecodable": refused["undecodable"], "invalid": refused["invalid"],
+                "reasons": sorted(reasons), "accession_numbers": sorted(keep)[:10]})
+        if skipped:
+            metrics.UPSTREAM_ITEMS_REFUSED.labels(ADAPTER, "out_of_window").inc(skipped)
+            log.info("broker steps outside the window skipped", extra={
+                "skipped": skipped, "window_first": first, "window_last": last})
+        return steps, keep
+
     def _unavailable(self, reason: str) -> None:
         self.link.failed(reason)
         metrics.UPSTREAM_SYNCS.labels(ADAPTER, "unavailable").inc()
         raise UpstreamUnavailable(reason)
+
+
+def _raw_accession(answer: Dataset) -> str:
+    """The answer's accession number if it is plain ASCII (to keep its cached steps)."""
+    elem = answer.get_item(0x00080050)
+    value = getattr(elem, "value", None)
+    if isinstance(value, bytes) and value.isascii():
+        return value.decode("ascii").strip(" \x00")
+    return str(value).strip() if isinstance(value, str) and value.isascii() else ""
