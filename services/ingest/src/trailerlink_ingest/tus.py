@@ -8,7 +8,7 @@ header or metadata, 401 no client certificate, 403 trailer refused, 404 no such 
 408 the body stopped arriving (no bytes for the body deadline), 410 expired, 412 wrong
 ``Tus-Resumable``, 413 too large, 415 wrong ``Content-Type``, 423 the upload is being
 written by another request that is still receiving bytes, 429 limit, 460 checksum
-mismatch.
+mismatch, 503 the trailer's creation lock not had within 10 s (retry).
 
 No dead client keeps an upload: a body that brings no bytes for ``body_idle_seconds``
 ends its request (the durable offset stands, the lock goes), and a resumed request that
@@ -126,8 +126,9 @@ def _parse_checksum(value: str | None) -> tuple[str, bytes] | None:
         raise TusError(400, "Upload-Checksum must be '<algorithm> <base64>'")
     algorithm, encoded = parts
     if algorithm not in CHECKSUM_ALGORITHMS:
-        raise TusError(400, f"checksum algorithm not supported; use one of "
-                            f"{','.join(CHECKSUM_ALGORITHMS)}")
+        raise TusError(
+            400, f"checksum algorithm not supported; use one of {','.join(CHECKSUM_ALGORITHMS)}"
+        )
     try:
         digest = base64.b64decode(encoded, validate=True)
     except (binascii.Error, ValueError):
@@ -163,8 +164,12 @@ class _BodyReader:
     body bytes, cancels it there; the cancellation becomes ``_BodyEnded``. Must be made
     and used inside the request's own task."""
 
-    def __init__(self, request: Request, idle_seconds: float,
-                 takeover_requested: Callable[[], Awaitable[bool]] | None = None) -> None:
+    def __init__(
+        self,
+        request: Request,
+        idle_seconds: float,
+        takeover_requested: Callable[[], Awaitable[bool]] | None = None,
+    ) -> None:
         self._stream = request.stream().__aiter__()
         self._idle = idle_seconds
         self._takeover_requested = takeover_requested
@@ -186,8 +191,11 @@ class _BodyReader:
                 raise _BodyEnded("disconnect") from None
             except asyncio.CancelledError:
                 # Ours (the watchdog's) unless someone else cancelled the request too.
-                if (self._ended is not None and self._handler is not None
-                        and self._handler.uncancel() == 0):
+                if (
+                    self._ended is not None
+                    and self._handler is not None
+                    and self._handler.uncancel() == 0
+                ):
                     raise _BodyEnded(self._ended) from None
                 raise
             finally:
@@ -206,8 +214,11 @@ class _BodyReader:
             reason = None
             if quiet >= self._idle:
                 reason = "idle"
-            elif (quiet >= takeover_after and self._takeover_requested is not None
-                  and await self._takeover_requested()):
+            elif (
+                quiet >= takeover_after
+                and self._takeover_requested is not None
+                and await self._takeover_requested()
+            ):
                 reason = "takeover"
             # Still waiting for bytes (not, say, in a disk write) after the await above?
             if reason is not None and self._waiting_for_bytes and self._handler is not None:
@@ -233,20 +244,28 @@ async def _small_body(request: Request, limit: int, idle_seconds: float) -> byte
             if len(body) > limit:
                 raise TusError(413, "request body too large", {"Connection": "close"})
     except _BodyEnded as ended:
-        raise TusError(408 if ended.reason == "idle" else 400,
-                       f"request body ended early ({ended.reason})",
-                       {"Connection": "close"}) from None
+        raise TusError(
+            408 if ended.reason == "idle" else 400,
+            f"request body ended early ({ended.reason})",
+            {"Connection": "close"},
+        ) from None
     finally:
         reader.close()
     return bytes(body)
 
 
-def build_tus_app(*, store: UploadStore, auth: Authenticator, ledger: Ledger,
-                  announcer: Announcer, cfg: TusConfig, keys: KeyStore | None = None) -> FastAPI:
+def build_tus_app(
+    *,
+    store: UploadStore,
+    auth: Authenticator,
+    ledger: Ledger,
+    announcer: Announcer,
+    cfg: TusConfig,
+    keys: KeyStore | None = None,
+) -> FastAPI:
     """The HTTPS application: tus routes under ``cfg.base_path``, ``/v1/receipts`` and,
     with ``keys``, the sealing keys a trailer fetches (``/v1/keys``)."""
-    app = FastAPI(title="trailerlink ingest (tus)", openapi_url=None, docs_url=None,
-                  redoc_url=None)
+    app = FastAPI(title="trailerlink ingest (tus)", openapi_url=None, docs_url=None, redoc_url=None)
     base = "/" + cfg.base_path.strip("/")
     buckets: dict[str, TokenBucket] = {}
 
@@ -256,8 +275,9 @@ def build_tus_app(*, store: UploadStore, auth: Authenticator, ledger: Ledger,
     def error(exc: TusError) -> Response:
         metrics.REQUESTS_REFUSED.labels(str(exc.status)).inc()
         headers = base_headers(exc.headers)
-        return Response(exc.message + "\n", status_code=exc.status, headers=headers,
-                        media_type="text/plain")
+        return Response(
+            exc.message + "\n", status_code=exc.status, headers=headers, media_type="text/plain"
+        )
 
     def trailer_of(request: Request) -> str:
         peer = request.client.host if request.client else ""
@@ -290,8 +310,9 @@ def build_tus_app(*, store: UploadStore, auth: Authenticator, ledger: Ledger,
             trailer = auth.admit(der, peer)
         except Refused as refused:
             raise TusError(403, f"trailer refused: {refused.reason}") from None
-        bucket = buckets.setdefault(trailer, TokenBucket(cfg.requests_per_second, cfg.burst,
-                                                         tokens=cfg.burst))
+        bucket = buckets.setdefault(
+            trailer, TokenBucket(cfg.requests_per_second, cfg.burst, tokens=cfg.burst)
+        )
         if not bucket.take():
             raise TusError(429, "request rate limit", {"Retry-After": "1"})
         return trailer
@@ -309,6 +330,7 @@ def build_tus_app(*, store: UploadStore, auth: Authenticator, ledger: Ledger,
                 return error(exc)
             except LedgerUnavailable:
                 return error(TusError(503, "ledger not reachable", {"Retry-After": "5"}))
+
         return wrapped
 
     async def own_upload(trailer: str, upload_id: str) -> UploadInfo:
@@ -335,21 +357,28 @@ def build_tus_app(*, store: UploadStore, auth: Authenticator, ledger: Ledger,
                 if current is None:
                     raise TusError(404, "no such upload")
                 if current.offset != offset:
-                    raise TusError(409, "Upload-Offset does not match the upload's offset",
-                                   {"Upload-Offset": str(current.offset)})
+                    raise TusError(
+                        409,
+                        "Upload-Offset does not match the upload's offset",
+                        {"Upload-Offset": str(current.offset)},
+                    )
                 if declared_length is not None and offset + declared_length > current.length:
                     raise TusError(413, "body would exceed Upload-Length")
                 return await _append(request, current, checksum)
         except UploadLocked:
-            log.warning("upload locked by a request still receiving bytes; refused",
-                        extra={"trailer": info.trailer_id, "upload_id": info.upload_id})
-            raise TusError(423, "upload is being written by another request",
-                           {"Retry-After": "1"}) from None
+            log.warning(
+                "upload locked by a request still receiving bytes; refused",
+                extra={"trailer": info.trailer_id, "upload_id": info.upload_id},
+            )
+            raise TusError(
+                423, "upload is being written by another request", {"Retry-After": "1"}
+            ) from None
         except UploadVanished:
             raise TusError(404, "no such upload") from None
 
-    async def _append(request: Request, info: UploadInfo,
-                      checksum: tuple[str, bytes] | None) -> UploadInfo:
+    async def _append(
+        request: Request, info: UploadInfo, checksum: tuple[str, bytes] | None
+    ) -> UploadInfo:
         hasher = CHECKSUM_ALGORITHMS[checksum[0]]() if checksum else None
         fd = await asyncio.to_thread(store.open_for_append, info)
         received = 0
@@ -358,8 +387,13 @@ def build_tus_app(*, store: UploadStore, auth: Authenticator, ledger: Ledger,
         interrupted: str | None = None  # disconnect | idle | takeover
         metrics.UPLOADS_ACTIVE.inc()
         try:
-            body = _BodyReader(request, cfg.body_idle_seconds, functools.partial(
-                asyncio.to_thread, store.takeover_requested, info.trailer_id, info.upload_id))
+            body = _BodyReader(
+                request,
+                cfg.body_idle_seconds,
+                functools.partial(
+                    asyncio.to_thread, store.takeover_requested, info.trailer_id, info.upload_id
+                ),
+            )
             try:
                 while (chunk := await body.next_chunk()) is not None:
                     if info.offset + received + len(buffer) + len(chunk) > info.length:
@@ -390,35 +424,55 @@ def build_tus_app(*, store: UploadStore, auth: Authenticator, ledger: Ledger,
             elif checksum is not None and hasher is not None and hasher.digest() != checksum[1]:
                 metrics.CHECKSUM_MISMATCHES.inc()
                 raise TusError(CHECKSUM_MISMATCH, "Checksum Mismatch")
-            updated = (await asyncio.to_thread(store.commit, info, fd, info.offset + received)
-                       if received or interrupted is None else info)
+            updated = (
+                await asyncio.to_thread(store.commit, info, fd, info.offset + received)
+                if received or interrupted is None
+                else info
+            )
         finally:
             os.close(fd)
             metrics.UPLOADS_ACTIVE.dec()
         if interrupted is not None and not updated.complete:
-            log.warning("upload body ended early; lock released, durable offset stands",
-                        extra={"trailer": info.trailer_id, "upload_id": info.upload_id,
-                               "reason": interrupted, "offset": updated.offset,
-                               "bytes_kept": received})
-            raise TusError(408 if interrupted == "idle" else 400,
-                           f"request body ended early ({interrupted}); HEAD and resume",
-                           {"Connection": "close", "Upload-Offset": str(updated.offset)})
+            log.warning(
+                "upload body ended early; lock released, durable offset stands",
+                extra={
+                    "trailer": info.trailer_id,
+                    "upload_id": info.upload_id,
+                    "reason": interrupted,
+                    "offset": updated.offset,
+                    "bytes_kept": received,
+                },
+            )
+            raise TusError(
+                408 if interrupted == "idle" else 400,
+                f"request body ended early ({interrupted}); HEAD and resume",
+                {"Connection": "close", "Upload-Offset": str(updated.offset)},
+            )
         metrics.BYTES_RECEIVED.labels(info.trailer_id).inc(received)
         if updated.complete:
             metrics.UPLOADS_COMPLETED.labels(info.trailer_id).inc()
-            log.info("upload complete", extra={"trailer": info.trailer_id,
-                                               "upload_id": info.upload_id,
-                                               "bytes": info.length})
+            log.info(
+                "upload complete",
+                extra={
+                    "trailer": info.trailer_id,
+                    "upload_id": info.upload_id,
+                    "bytes": info.length,
+                },
+            )
             if await announcer.announce(updated):
-                updated = await asyncio.to_thread(store.load, info.trailer_id,
-                                                  info.upload_id) or updated
+                updated = (
+                    await asyncio.to_thread(store.load, info.trailer_id, info.upload_id) or updated
+                )
         return updated
 
     # --- routes ---------------------------------------------------------------------
     async def options(request: Request, upload_id: str | None = None) -> Response:
-        headers = {"Tus-Version": TUS_VERSION, "Tus-Extension": EXTENSIONS,
-                   "Tus-Max-Size": str(cfg.max_size),
-                   "Tus-Checksum-Algorithm": ",".join(CHECKSUM_ALGORITHMS)}
+        headers = {
+            "Tus-Version": TUS_VERSION,
+            "Tus-Extension": EXTENSIONS,
+            "Tus-Max-Size": str(cfg.max_size),
+            "Tus-Checksum-Algorithm": ",".join(CHECKSUM_ALGORITHMS),
+        }
         return Response(status_code=204, headers=base_headers(headers))
 
     @handler
@@ -440,15 +494,26 @@ def build_tus_app(*, store: UploadStore, auth: Authenticator, ledger: Ledger,
             raise TusError(400, "sealed_size differs from Upload-Length")
         if cfg.key_ids is not None and identity.key_id not in cfg.key_ids:
             raise TusError(400, "sealed for a key id this data centre does not hold")
-        has_body = request.headers.get("content-type") is not None or int(
-            request.headers.get("content-length") or 0) > 0
-        active = await asyncio.to_thread(
-            lambda: sum(1 for u in store.trailer_uploads(trailer)
-                        if not u.complete and not u.expired(cfg.expiry_seconds)))
-        if active >= cfg.max_concurrent_uploads:
-            raise TusError(429, "too many unfinished uploads for this trailer",
-                           {"Retry-After": "30"})
-        info = await asyncio.to_thread(store.create, trailer, length, identity)
+        has_body = (
+            request.headers.get("content-type") is not None
+            or int(request.headers.get("content-length") or 0) > 0
+        )
+        try:
+            # Count and create under one lock on the shared storage: checked apart, a
+            # burst of POSTs (on any replicas) all saw room and all created (70 vs 64).
+            async with store.creation_locked(trailer):
+                active = await asyncio.to_thread(
+                    store.unfinished_count, trailer, cfg.expiry_seconds
+                )
+                if active >= cfg.max_concurrent_uploads:
+                    raise TusError(
+                        429, "too many unfinished uploads for this trailer", {"Retry-After": "30"}
+                    )
+                info = await asyncio.to_thread(store.create, trailer, length, identity)
+        except UploadLocked:
+            raise TusError(
+                503, "busy creating this trailer's uploads", {"Retry-After": "1"}
+            ) from None
         metrics.UPLOADS_CREATED.labels(trailer).inc()
         headers = {"Location": f"{base}/{info.upload_id}"}
         if has_body:
@@ -468,8 +533,11 @@ def build_tus_app(*, store: UploadStore, auth: Authenticator, ledger: Ledger,
         trailer = trailer_of(request)
         check_resumable(request)
         info = await own_upload(trailer, upload_id)
-        headers = {"Upload-Offset": str(info.offset), "Upload-Length": str(info.length),
-                   **_expires(info, cfg)}
+        headers = {
+            "Upload-Offset": str(info.offset),
+            "Upload-Length": str(info.length),
+            **_expires(info, cfg),
+        }
         return Response(status_code=200, headers=base_headers(headers))
 
     @handler
@@ -509,9 +577,13 @@ def build_tus_app(*, store: UploadStore, auth: Authenticator, ledger: Ledger,
             raise TusError(400, f"limit must be 1..{MAX_RECEIPTS_PAGE}")
         rows = await asyncio.to_thread(ledger.receipts, trailer, after, limit)
         next_cursor = rows[-1].cursor if rows else after
-        return JSONResponse({"receipts": [r.to_json() for r in rows],
-                             "next_cursor": str(next_cursor),
-                             "more": len(rows) == limit})
+        return JSONResponse(
+            {
+                "receipts": [r.to_json() for r in rows],
+                "next_cursor": str(next_cursor),
+                "more": len(rows) == limit,
+            }
+        )
 
     @handler
     async def key_listing(request: Request) -> Response:
@@ -531,8 +603,11 @@ def build_tus_app(*, store: UploadStore, auth: Authenticator, ledger: Ledger,
         if keys is None:
             raise TusError(404, "no sealing keys here")
         try:
-            sealing, unsent = parse_report(json.loads(await _small_body(
-                request, UNSENT_REPORT_MAX_BYTES, cfg.body_idle_seconds)))
+            sealing, unsent = parse_report(
+                json.loads(
+                    await _small_body(request, UNSENT_REPORT_MAX_BYTES, cfg.body_idle_seconds)
+                )
+            )
         except ValueError as exc:  # also JSONDecodeError
             raise TusError(400, f"bad report: {exc}") from None
         except RecursionError:
@@ -541,17 +616,14 @@ def build_tus_app(*, store: UploadStore, auth: Authenticator, ledger: Ledger,
         return Response(status_code=204)
 
     app.add_api_route("/v1/keys", key_listing, methods=["GET"], include_in_schema=False)
-    app.add_api_route("/v1/keys/unsent", unsent_report, methods=["PUT"],
-                      include_in_schema=False)
+    app.add_api_route("/v1/keys/unsent", unsent_report, methods=["PUT"], include_in_schema=False)
     app.add_api_route(base + "/", options, methods=["OPTIONS"], include_in_schema=False)
     app.add_api_route(base, options, methods=["OPTIONS"], include_in_schema=False)
-    app.add_api_route(base + "/{upload_id}", options, methods=["OPTIONS"],
-                      include_in_schema=False)
+    app.add_api_route(base + "/{upload_id}", options, methods=["OPTIONS"], include_in_schema=False)
     app.add_api_route(base + "/", create, methods=["POST"], include_in_schema=False)
     app.add_api_route(base, create, methods=["POST"], include_in_schema=False)
     app.add_api_route(base + "/{upload_id}", head, methods=["HEAD"], include_in_schema=False)
     app.add_api_route(base + "/{upload_id}", patch, methods=["PATCH"], include_in_schema=False)
-    app.add_api_route(base + "/{upload_id}", delete, methods=["DELETE"],
-                      include_in_schema=False)
+    app.add_api_route(base + "/{upload_id}", delete, methods=["DELETE"], include_in_schema=False)
     app.add_api_route("/v1/receipts", receipts, methods=["GET"], include_in_schema=False)
     return app

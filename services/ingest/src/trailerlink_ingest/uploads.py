@@ -6,6 +6,7 @@ Layout under ``storage_dir``::
     uploads/<trailer id>/<upload id>/data        the sealed bytes received so far
     uploads/<trailer id>/<upload id>/lock        flock'd while a request writes
     uploads/<trailer id>/<upload id>/takeover    a waiting request asks the writer to yield
+    uploads/<trailer id>/.create.lock            flock'd while one of its uploads is created
 
 ``info.json``'s ``offset`` is the only truth about how much is received: it is written
 (and fsynced, with its directory) only after the data bytes up to it were fsynced, so
@@ -13,7 +14,9 @@ every offset a client was ever told survives a crash. Bytes past it in ``data`` 
 leftovers of an unfinished request and are overwritten by the next PATCH.
 
 Every replica mounts the same ``storage_dir`` (a ReadWriteMany volume), so an upload may
-continue on any replica; the ``flock`` keeps two requests from writing one upload.
+continue on any replica; the ``flock`` keeps two requests from writing one upload, and
+the trailer's ``.create.lock`` makes "count its unfinished uploads, then create one" a
+single step across replicas (the per-trailer cap).
 
 The lock cannot outlive a dead client: the writer ends its request when the body brings
 no bytes for a while (the body-read deadline in :mod:`tus`), and a request that finds the
@@ -46,6 +49,8 @@ from trailerlink_ingest.metadata import UploadMetadata
 UPLOAD_ID = re.compile(r"^[0-9a-f]{32}$")
 TRAILER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 LOCK_WAIT_SECONDS = 10.0
+CREATE_LOCK = ".create.lock"  # not an upload id: trailer_uploads() never lists it
+_LOCK_POLL_SECONDS = 0.01
 
 
 class UploadLocked(Exception):
@@ -170,6 +175,14 @@ class UploadStore:
                 continue
             yield from self.trailer_uploads(trailer_dir.name)
 
+    def unfinished_count(self, trailer_id: str, expiry_seconds: float) -> int:
+        """How many of the trailer's uploads are neither complete nor expired."""
+        return sum(
+            1
+            for u in self.trailer_uploads(trailer_id)
+            if not u.complete and not u.expired(expiry_seconds)
+        )
+
     def trailer_uploads(self, trailer_id: str) -> Iterator[UploadInfo]:
         directory = self.uploads / trailer_id
         if not directory.exists():
@@ -217,8 +230,9 @@ class UploadStore:
             self._takeover_path(trailer_id, upload_id).unlink()
 
     @contextlib.asynccontextmanager
-    async def locked(self, trailer_id: str, upload_id: str,
-                     wait_seconds: float = LOCK_WAIT_SECONDS) -> AsyncIterator[None]:
+    async def locked(
+        self, trailer_id: str, upload_id: str, wait_seconds: float = LOCK_WAIT_SECONDS
+    ) -> AsyncIterator[None]:
         """Hold the upload's write lock (across replicas). While another request holds
         it, ask that one to yield (see :meth:`request_takeover`) and wait up to
         ``wait_seconds``; then UploadLocked. UploadVanished if the upload is gone."""
@@ -246,6 +260,41 @@ class UploadStore:
                 cm.__exit__(None, None, None)
             return
 
+    @contextlib.asynccontextmanager
+    async def creation_locked(
+        self, trailer_id: str, wait_seconds: float = LOCK_WAIT_SECONDS
+    ) -> AsyncIterator[None]:
+        """Hold the trailer's creation lock (across replicas: a flock on the shared
+        storage), so a count of its uploads stays true until the creation that follows
+        it is durable. UploadLocked if not had within ``wait_seconds``.
+
+        Polled without blocking, so a burst of creations waits on the event loop, not in
+        the thread pool every request's disk writes share."""
+        if not valid_trailer_id(trailer_id):
+            raise ValueError("not a valid trailer id")
+        directory = self.uploads / trailer_id
+
+        def open_lock() -> int:
+            directory.mkdir(parents=True, exist_ok=True)
+            return os.open(directory / CREATE_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+
+        fd = await asyncio.to_thread(open_lock)
+        try:
+            deadline = time.monotonic() + wait_seconds
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError as exc:
+                    if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                        raise
+                if time.monotonic() > deadline:
+                    raise UploadLocked()
+                await asyncio.sleep(_LOCK_POLL_SECONDS)
+            yield
+        finally:
+            os.close(fd)  # also releases the flock
+
     def open_for_append(self, info: UploadInfo) -> int:
         """A descriptor on ``data`` positioned at the durable offset."""
         fd = os.open(self.data_path(info.trailer_id, info.upload_id), os.O_WRONLY)
@@ -256,8 +305,12 @@ class UploadStore:
         """Make bytes up to ``new_offset`` durable and record the offset."""
         os.fsync(fd)
         now = time.time()
-        updated = replace(info, offset=new_offset, updated_at=now,
-                          completed_at=now if new_offset == info.length else None)
+        updated = replace(
+            info,
+            offset=new_offset,
+            updated_at=now,
+            completed_at=now if new_offset == info.length else None,
+        )
         self.save(updated)
         return updated
 
