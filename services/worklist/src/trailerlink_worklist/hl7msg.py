@@ -39,14 +39,24 @@ import hl7
 from trailerlink_worklist.model import ScheduledStep, StepStatus, step_key
 
 SUPPORTED_VERSIONS = ("2.3", "2.3.1", "2.4", "2.5", "2.5.1", "2.6", "2.7", "2.7.1", "2.8")
+# MSH-18 (HL7 table 0211) -> Python codec. A few spellings integration engines send
+# in place of the table's (UTF-8, ISO-8859-1) are accepted as well.
 _MSH18_CODECS = {
-    "": None,
     "ASCII": "ascii",
-    "8859/1": "latin-1",
-    "8859/15": "iso8859-15",
+    "ISO IR6": "ascii",
+    **{f"8859/{n}": f"iso8859-{n}" for n in (1, 2, 3, 4, 5, 6, 7, 8, 9, 15)},
+    "ISO IR100": "latin-1",
+    "ISO IR192": "utf-8",
     "UNICODE UTF-8": "utf-8",
     "UNICODE": "utf-8",
+    "UTF-8": "utf-8",
+    "UTF8": "utf-8",
+    "ISO-8859-1": "latin-1",
+    "GB 18030-2000": "gb18030",
+    "KS X 1001": "euc_kr",
+    "BIG-5": "big5",
 }
+AUTO = "auto"
 
 # HL7 table 0357 error codes
 REQUIRED_FIELD_MISSING = "101"
@@ -101,37 +111,67 @@ Action = Upsert | Cancel | SetStatus | UpdatePatient | Ignore
 
 
 # --- decoding --------------------------------------------------------------------------
-def decode(raw: bytes, default_encoding: str) -> str:
-    """The message text, decoded as MSH-18 says (or ``default_encoding``)."""
+def msh18_codec(name: str) -> str | None:
+    """The Python codec of an MSH-18 value (table 0211), or None if we do not know it."""
+    return _MSH18_CODECS.get(" ".join(name.upper().split()))
+
+
+def decode(raw: bytes, default_encoding: str = AUTO) -> tuple[str, str, str | None]:
+    """The message text, decoded as MSH-18 says, and the codec used; the third value
+    names the fallback used for an undeclared message with non-ASCII bytes (else None).
+
+    MSH-18's first repetition is the message's character set. Without one:
+    ``default_encoding`` — ``auto`` is strict UTF-8 if the bytes are valid UTF-8, else
+    ISO 8859-1; or a table 0211 name or Python codec. Raises :class:`Hl7Refused` (AR)
+    for an unknown MSH-18 or bytes that are not valid in it: never a replacement
+    character."""
     head = raw[:1024].decode("latin-1")
     charset = ""
-    if head.startswith("MSH") and len(head) > 4:
-        sep = head[3]
+    if head.startswith("MSH") and len(head) > 8:
+        sep, encoding_chars = head[3], head[4:8]
         first = head.split("\r", 1)[0].split("\n", 1)[0]
         fields = first.split(sep)
         if len(fields) > 17:
-            charset = fields[17].split(head[4] if len(head) > 4 else "^")[0].strip()
-    codec = _MSH18_CODECS.get(charset.upper(), "unknown") if charset else default_encoding
-    if codec == "unknown" or codec is None:
-        if charset:
+            charset = fields[17].split(encoding_chars[1])[0].split(encoding_chars[0])[0]
+            charset = charset.strip()
+    fallback = None
+    if charset:
+        codec = msh18_codec(charset)
+        if codec is None:
             raise Hl7Refused("AR", DATA_TYPE_ERROR, "unsupported character set (MSH-18)")
-        codec = default_encoding
+    elif raw.isascii():
+        codec = "ascii"
+    elif default_encoding.lower() == AUTO:
+        try:
+            raw.decode("utf-8")
+            codec = "utf-8"
+        except UnicodeDecodeError:
+            codec = "latin-1"
+        fallback = codec
+    else:
+        codec = msh18_codec(default_encoding) or default_encoding
+        fallback = codec
     try:
         text = raw.decode(codec)
     except UnicodeDecodeError:
         raise Hl7Refused("AR", DATA_TYPE_ERROR, "message is not in its character set") from None
-    return text.replace("\r\n", "\r").replace("\n", "\r").strip("\r")
+    except LookupError:
+        raise Hl7Refused("AR", APPLICATION_INTERNAL_ERROR, "configured HL7 encoding unknown"
+                         ) from None
+    return text.replace("\r\n", "\r").replace("\n", "\r").strip("\r"), codec, fallback
 
 
-def parse(text: str) -> hl7.Message:
+def parse(text: str, codec: str = "utf-8") -> hl7.Message:
     """Parse and check the header. Raises :class:`Hl7Refused` (AR) when it cannot be
-    understood at all."""
-    if not text.startswith("MSH"):
+    understood at all. ``codec`` (the message's character set) decodes ``\\Xhh\\``."""
+    if not text.startswith("MSH") or len(text) < 8:
         raise Hl7Refused("AR", SEGMENT_SEQUENCE_ERROR, "message does not start with MSH")
     try:
         message = hl7.parse(text)
     except Exception:
         raise Hl7Refused("AR", SEGMENT_SEQUENCE_ERROR, "message cannot be parsed") from None
+    message.trailerlink_codec = codec
+    message.trailerlink_encoding = (text[3], *text[4:8])  # field, comp, rep, esc, sub
     if not field(message, "MSH", 10):
         raise Hl7Refused("AR", REQUIRED_FIELD_MISSING, "MSH-10 message control ID missing")
     if field(message, "MSH", 11) not in ("P", "T"):
@@ -142,26 +182,131 @@ def parse(text: str) -> hl7.Message:
     return message
 
 
-def field(message: hl7.Message, segment: str, number: int, component: int = 1,
-          repeat: int = 1) -> str:
-    """One component of a field of the first ``segment``, as text ('' when absent)."""
-    try:
-        value = message.extract_field(segment, 1, number, repeat, component)
-    except (KeyError, IndexError):
-        return ""
-    return str(value or "").strip()
+def _encoding(message: hl7.Message) -> tuple[str, str, str, str, str]:
+    return getattr(message, "trailerlink_encoding", ("|", "^", "~", "\\", "&"))
 
 
-def repetitions(message: hl7.Message, segment: str, number: int) -> list[list[str]]:
-    """Every repetition of a field of the first ``segment`` as its list of components."""
+def _raw_field(message: hl7.Message, segment: str, number: int) -> str:
     try:
         value = message.segment(segment)(number)
     except (KeyError, IndexError):
+        return ""
+    return str(value or "")
+
+
+def field(message: hl7.Message, segment: str, number: int, component: int = 1,
+          repeat: int = 1, *, kind: str = "id") -> str:
+    """One component of a field of the first ``segment`` (its first subcomponent), as
+    text with HL7 escapes decoded ('' when absent). ``kind`` says what characters the
+    value may hold (see :func:`clean`)."""
+    if segment == "MSH" and number <= 2:
+        return _raw_field(message, segment, number)
+    _fs, comp, rep, _esc, sub = _encoding(message)
+    raw = _raw_field(message, segment, number)
+    reps = raw.split(rep)
+    if repeat > len(reps):
+        return ""
+    comps = reps[repeat - 1].split(comp)
+    if component > len(comps):
+        return ""
+    value = comps[component - 1].split(sub)[0]
+    return clean(unescape(message, value, f"{segment}-{number}"), kind, f"{segment}-{number}")
+
+
+def repetitions(message: hl7.Message, segment: str, number: int, *, kind: str = "id"
+                ) -> list[list[str]]:
+    """Every repetition of a field of the first ``segment`` as its list of components
+    (each its first subcomponent, escapes decoded, checked as ``kind``)."""
+    _fs, comp, rep, _esc, sub = _encoding(message)
+    raw = _raw_field(message, segment, number)
+    if not raw.strip():
         return []
-    if not isinstance(value, hl7.Field):
-        return [[str(value).strip()]] if str(value).strip() else []
-    return [[str(c).strip() for c in rep] if isinstance(rep, hl7.Repetition)
-            else [str(rep).strip()] for rep in value]
+    what = f"{segment}-{number}"
+    return [[clean(unescape(message, c.split(sub)[0], what), kind, what).strip()
+             for c in r.split(comp)] for r in raw.split(rep) if r.strip()]
+
+
+# --- escapes and what a DICOM value can hold -----------------------------------------------
+_FORMATTING_AS_SPACE = (".br", ".sp")
+_FORMATTING_DROPPED = (".in", ".ti", ".sk", ".ce", ".fi", ".nf")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def unescape(message: hl7.Message, value: str, what: str) -> str:
+    """``value`` with HL7 escape sequences decoded (v2.5 2.7): ``\\F\\ \\S\\ \\T\\
+    \\R\\ \\E\\`` the delimiters, ``\\Xhh..\\`` bytes in the message's character set,
+    ``\\H\\``/``\\N\\`` highlighting dropped, ``\\.br\\``/``\\.sp\\`` a line break
+    (later a space), other formatting commands dropped. ``\\C..\\``/``\\M..\\``
+    (character set switches), ``\\Z..\\`` (local) and malformed escapes are refused (AE):
+    guessing would store text the sender did not mean."""
+    fs, comp, rep, esc, sub = _encoding(message)
+    if esc not in value:
+        return value
+    out: list[str] = []
+    i = 0
+    while i < len(value):
+        char = value[i]
+        if char != esc:
+            out.append(char)
+            i += 1
+            continue
+        end = value.find(esc, i + 1)
+        if end < 0:
+            raise Hl7Refused("AE", DATA_TYPE_ERROR, f"{what}: unterminated escape sequence")
+        body = value[i + 1:end]
+        i = end + 1
+        simple = {"F": fs, "S": comp, "T": sub, "R": rep, "E": esc}
+        if body in simple:
+            out.append(simple[body])
+        elif body in ("H", "N"):
+            continue
+        elif body.startswith("X") and len(body) > 1:
+            digits = body[1:]
+            try:
+                data = bytes.fromhex(digits)
+                out.append(data.decode(getattr(message, "trailerlink_codec", "utf-8")))
+            except (ValueError, UnicodeDecodeError):
+                raise Hl7Refused("AE", DATA_TYPE_ERROR,
+                                 f"{what}: \\X escape is not text in the message's "
+                                 "character set") from None
+        elif body.startswith(_FORMATTING_AS_SPACE):
+            out.append("\n")
+        elif body.startswith(_FORMATTING_DROPPED):
+            continue
+        elif body[:1] in ("C", "M"):
+            raise Hl7Refused("AE", DATA_TYPE_ERROR,
+                             f"{what}: character set switching escape not supported")
+        else:
+            raise Hl7Refused("AE", DATA_TYPE_ERROR, f"{what}: unknown escape sequence")
+    return "".join(out)
+
+
+def clean(value: str, kind: str, what: str) -> str:
+    """``value`` made safe for the DICOM element it goes to, by this rule:
+
+    * ``name`` (a PN component): control characters (an escaped line break or tab)
+      become one space; a backslash (DICOM's value separator), ``^`` or ``=`` (PN's
+      component and group delimiters) inside a component is refused (AE) — replacing
+      them would change the name, and splitting would give the modality several names;
+    * ``text`` (descriptions, locations): control characters become a space, a
+      backslash becomes ``/``;
+    * ``id`` (identifiers, codes, dates): a backslash or control character is refused.
+
+    Case is kept as the sender gave it."""
+    if kind == "id":
+        if "\\" in value or _CONTROL.search(value):
+            raise Hl7Refused("AE", DATA_TYPE_ERROR,
+                             f"{what}: holds a backslash or control character, which the "
+                             "DICOM value cannot hold")
+        return value
+    value = " ".join(_CONTROL.sub(" ", value).split()) if _CONTROL.search(value) else value
+    if kind == "name":
+        if any(c in value for c in "\\^="):
+            raise Hl7Refused("AE", DATA_TYPE_ERROR,
+                             f"{what}: a name holds a backslash, ^ or =, which a DICOM "
+                             "person name cannot hold")
+        return value
+    return value.replace("\\", "/")
 
 
 def message_type(message: hl7.Message) -> tuple[str, str]:
@@ -210,9 +355,9 @@ def _siu(message: hl7.Message, trigger: str) -> Action:
         scheduled_date=date,
         scheduled_time=time,
         requested_procedure_id=field(message, "SCH", 1) or accession,
-        requested_procedure_description=field(message, "AIS", 3, 2),
-        scheduled_step_description=field(message, "AIS", 3, 2),
-        scheduled_location=field(message, "AIL", 3, 1),
+        requested_procedure_description=field(message, "AIS", 3, 2, kind="text"),
+        scheduled_step_description=field(message, "AIS", 3, 2, kind="text"),
+        scheduled_location=field(message, "AIL", 3, 1, kind="text"),
         study_instance_uid=field(message, "ZDS", 1),
         **_patient(message),
     )
@@ -239,10 +384,10 @@ def _orm(message: hl7.Message) -> Action:
         scheduled_date=date,
         scheduled_time=time,
         requested_procedure_id=field(message, "OBR", 19) or accession,
-        requested_procedure_description=field(message, "OBR", 4, 2),
-        scheduled_step_description=field(message, "OBR", 4, 2),
+        requested_procedure_description=field(message, "OBR", 4, 2, kind="text"),
+        scheduled_step_description=field(message, "OBR", 4, 2, kind="text"),
         modality=field(message, "OBR", 24),
-        scheduled_location=field(message, "PV1", 3, 1),
+        scheduled_location=field(message, "PV1", 3, 1, kind="text"),
         study_instance_uid=field(message, "ZDS", 1),
         **_patient(message),
     )
@@ -281,7 +426,7 @@ def _patient_identifier(message: hl7.Message) -> tuple[str, str]:
 def _name(components: list[str]) -> str:
     # XPN: family^given^middle^suffix^prefix -> DICOM PN: family^given^middle^prefix^suffix
     family, given, middle, suffix, prefix = (components + [""] * 5)[:5]
-    return "^".join((family, given, middle, prefix, suffix)).rstrip("^").upper()
+    return "^".join((family, given, middle, prefix, suffix)).rstrip("^")
 
 
 def _patient(message: hl7.Message) -> dict[str, str]:
@@ -290,7 +435,7 @@ def _patient(message: hl7.Message) -> dict[str, str]:
     patient_id, issuer = _patient_identifier(message)
     if not patient_id:
         raise Hl7Refused("AE", REQUIRED_FIELD_MISSING, "PID-3 patient identifier missing")
-    names = repetitions(message, "PID", 5)
+    names = repetitions(message, "PID", 5, kind="name")
     birth = field(message, "PID", 7)
     if birth:
         birth = re.sub(r"[^0-9]", "", birth)[:8]
@@ -300,7 +445,7 @@ def _patient(message: hl7.Message) -> dict[str, str]:
             raise Hl7Refused("AE", DATA_TYPE_ERROR, "PID-7 birth date is not a date") from None
     sex = field(message, "PID", 8).upper()
     sex = {"F": "F", "M": "M", "O": "O", "U": "O", "A": "O", "N": "O"}.get(sex, "")
-    referring = repetitions(message, "PV1", 8)
+    referring = repetitions(message, "PV1", 8, kind="name")
     referring_name = ""
     if referring and len(referring[0]) > 1:
         referring_name = _name(referring[0][1:])
@@ -348,10 +493,11 @@ def ack(message: hl7.Message | None, code: str, text: str = "", error_code: str 
 
     When the message could not be parsed at all, the ACK still names no control ID."""
     if message is not None:
-        their_app, their_fac = field(message, "MSH", 3), field(message, "MSH", 4)
-        control = field(message, "MSH", 10)
-        trigger = field(message, "MSH", 9, 2)
-        version = field(message, "MSH", 12) or "2.5"
+        their_app = field(message, "MSH", 3, kind="text")
+        their_fac = field(message, "MSH", 4, kind="text")
+        control = field(message, "MSH", 10, kind="text")
+        trigger = field(message, "MSH", 9, 2, kind="text")
+        version = field(message, "MSH", 12, kind="text") or "2.5"
     else:
         their_app = their_fac = control = trigger = ""
         version = "2.5"
@@ -369,7 +515,7 @@ def ack(message: hl7.Message | None, code: str, text: str = "", error_code: str 
 def ack_code(text: str) -> tuple[str, str]:
     """MSA-1 and MSA-3 of an acknowledgement we received."""
     message = hl7.parse(text.replace("\n", "\r").strip("\r"))
-    return field(message, "MSA", 1), field(message, "MSA", 3)
+    return field(message, "MSA", 1, kind="text"), field(message, "MSA", 3, kind="text")
 
 
 def adt_a08(*, control_id: str, application: str, facility: str, receiver: str,

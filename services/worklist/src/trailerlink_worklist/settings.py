@@ -86,7 +86,9 @@ class WorklistSettings(ServiceSettings):
     hl7_tls_key_file: Path | None = Field(None, description="PEM private key of it")
     hl7_tls_client_ca_file: Path | None = Field(
         None, description="CA whose certificates HL7 senders must present")
-    hl7_encoding: str = Field("utf-8", description="HL7 text encoding when MSH-18 names none")
+    hl7_encoding: str = Field(
+        "auto", description="HL7 text encoding when MSH-18 names none: 'auto' (UTF-8 if "
+        "the bytes are valid UTF-8, else ISO 8859-1), a table 0211 name or a Python codec")
     hl7_application: str = Field("TRAILERLINK", description="Our HL7 application (MSH-3)")
 
     # --- back upstream -----------------------------------------------------------

@@ -92,9 +92,15 @@ class Hl7Listener:
         message = None
         kind = "unknown"
         try:
-            text = hl7msg.decode(raw, self.settings.hl7_encoding)
-            message = hl7msg.parse(text)
+            text, codec, fallback = hl7msg.decode(raw, self.settings.hl7_encoding)
+            message = hl7msg.parse(text, codec)
             kind = "_".join(p for p in hl7msg.message_type(message) if p) or "unknown"
+            if fallback:
+                metrics.CHARSET_FALLBACKS.labels(ADAPTER, fallback).inc()
+                log.warning("HL7 message with non-ASCII text and no MSH-18 decoded with the "
+                            "fallback", extra={"message_type": kind, "charset": fallback,
+                                               "control_id": hl7msg.field(message, "MSH", 10,
+                                                                          kind="text")})
             control_id = hl7msg.field(message, "MSH", 10)
             if self.worklist.cache.hl7_seen(control_id):
                 self._count(kind, "AA")
@@ -124,8 +130,19 @@ class Hl7Listener:
     def _apply(self, action: hl7msg.Action) -> str:
         wl = self.worklist
         if isinstance(action, hl7msg.Upsert):
-            if not wl.wanted(wl.site.complete(action.step)):
+            step = wl.site.complete(action.step)
+            if not wl.site.accepts(step):
                 return "not for this trailer"
+            first, last = wl.window()
+            if not first <= step.scheduled_date <= last:
+                # AE, not AA: a booking acknowledged and then dropped is a woman missing
+                # from the modality's list with nobody told (issue #18). The reason names
+                # the window, so the integration engine's operator knows what to fix.
+                when = "before" if step.scheduled_date < first else "after"
+                raise hl7msg.Hl7Refused(
+                    "AE", hl7msg.APPLICATION_INTERNAL_ERROR,
+                    f"start {step.scheduled_date} {when} worklist window {first}-{last}; "
+                    "not booked")
             change = wl.upsert(action.step, Source.HL7)
             return change.change if change else "unchanged"
         if isinstance(action, hl7msg.Cancel):
