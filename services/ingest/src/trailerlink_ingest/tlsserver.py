@@ -28,6 +28,8 @@ from typing import Any, ClassVar
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from trailerlink_ingest.metrics import REQUESTS_REFUSED
+
 log = logging.getLogger(__name__)
 
 _TLS_VERSIONS = {"TLSv1.3": 0x0304, "TLSv1.2": 0x0303}
@@ -48,6 +50,50 @@ class _PerConnectionApp:
         await self.app(scope, receive, send)
 
 
+class RejectAmbiguousFraming:
+    """Refuses a request that carries both ``Content-Length`` and ``Transfer-Encoding``:
+    400 and the connection closed (RFC 9112 6.1). h11 lets Transfer-Encoding win and
+    keeps the connection, but a proxy in front may have framed the same bytes by
+    Content-Length: the classic request-smuggling split, where the rest of one request
+    is read as the next one. Wrapped around the app for both TLS modes (pod and
+    ingress)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            names = {name.lower() for name, _ in scope.get("headers") or ()}
+            if b"content-length" in names and b"transfer-encoding" in names:
+                await self._refuse(scope, send)
+                return
+        await self.app(scope, receive, send)
+
+    @staticmethod
+    async def _refuse(scope: dict[str, Any], send: Any) -> None:
+        client = scope.get("client") or ("", 0)
+        log.warning(
+            "request with both Content-Length and Transfer-Encoding refused; connection closed",
+            extra={"peer": client[0], "method": scope.get("method")},
+        )
+        REQUESTS_REFUSED.labels("400").inc()
+        body = b"Content-Length and Transfer-Encoding together are not allowed\n"
+        # Connection: close makes h11 end the connection after this answer, so no byte
+        # after the headers is ever parsed as a request.
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 400,
+                "headers": [
+                    (b"content-type", b"text/plain; charset=utf-8"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
 def tls_facts(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> dict[str, Any]:
     """The ASGI-TLS-extension dict for one TLS connection (empty cert when none)."""
     if ssl_object is None:
@@ -64,8 +110,9 @@ def tls_facts(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> dict[str, Any
     }
 
 
-def dead_peer_socket_options(keepalive_seconds: int, user_timeout_seconds: int
-                             ) -> list[tuple[int, int, int]]:
+def dead_peer_socket_options(
+    keepalive_seconds: int, user_timeout_seconds: int
+) -> list[tuple[int, int, int]]:
     """TCP options that make the kernel notice a peer that vanished without FIN or RST (a
     trailer whose 4G bearer dropped): keepalive probes after ``keepalive_seconds`` idle,
     then every third of that, three unanswered probes end it; and data unacknowledged
@@ -74,13 +121,14 @@ def dead_peer_socket_options(keepalive_seconds: int, user_timeout_seconds: int
     ESTABLISHED for as long as the kernel's defaults allow: two hours idle."""
     if keepalive_seconds <= 0:
         return []
-    options = [(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
-               (socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, keepalive_seconds),
-               (socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, max(1, keepalive_seconds // 3)),
-               (socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)]
+    options = [
+        (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
+        (socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, keepalive_seconds),
+        (socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, max(1, keepalive_seconds // 3)),
+        (socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3),
+    ]
     if user_timeout_seconds > 0:
-        options.append((socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT,
-                        user_timeout_seconds * 1000))
+        options.append((socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, user_timeout_seconds * 1000))
     return options
 
 
@@ -125,21 +173,39 @@ class _QuietServer(uvicorn.Server):
         yield
 
 
-def build_https_server(app: Any, host: str, port: int, context: ssl.SSLContext | None,
-                       *, limit_concurrency: int | None = None,
-                       socket_options: list[tuple[int, int, int]] | None = None
-                       ) -> uvicorn.Server:
+def build_https_server(
+    app: Any,
+    host: str,
+    port: int,
+    context: ssl.SSLContext | None,
+    *,
+    limit_concurrency: int | None = None,
+    socket_options: list[tuple[int, int, int]] | None = None,
+) -> uvicorn.Server:
     """A uvicorn server for ``app`` on ``host:port`` with ``context`` (None: plain HTTP,
     for a deployment behind a TLS-terminating proxy); ``socket_options`` are set on every
     accepted connection."""
-    protocol = type("PeerCertH11Protocol", (PeerCertH11Protocol,),
-                    {"socket_options": list(socket_options or [])})
+    protocol = type(
+        "PeerCertH11Protocol",
+        (PeerCertH11Protocol,),
+        {"socket_options": list(socket_options or [])},
+    )
     config = uvicorn.Config(
-        app, host=host, port=port, http=protocol, lifespan="off",
-        log_config=None, access_log=False, limit_concurrency=limit_concurrency,
-        timeout_keep_alive=30, h11_max_incomplete_event_size=64 * 1024,
-        **({"ssl_context_factory": lambda _config, _default: context,
-            "ssl_certfile": None} if context is not None else {}),
+        RejectAmbiguousFraming(app),
+        host=host,
+        port=port,
+        http=protocol,
+        lifespan="off",
+        log_config=None,
+        access_log=False,
+        limit_concurrency=limit_concurrency,
+        timeout_keep_alive=30,
+        h11_max_incomplete_event_size=64 * 1024,
+        **(
+            {"ssl_context_factory": lambda _config, _default: context, "ssl_certfile": None}
+            if context is not None
+            else {}
+        ),
     )
     return _QuietServer(config)
 
