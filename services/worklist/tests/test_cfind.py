@@ -251,3 +251,27 @@ def test_a_changed_step_is_answered_anew_and_the_others_are_reused(
         assert ids[changed.accession_number] == "9990000093"
     finally:
         app.worklist.upsert(booking(5), Source.DICOM_MWL)
+
+
+def test_sps_keys_a_modality_sends_at_the_top_level_match_as_if_in_the_sequence(
+        day_servers) -> None:  # type: ignore[no-untyped-def]
+    app, broker = day_servers
+    day = ymd(today())
+    keys = ["Modality=MG", f"ScheduledStationAETitle={STATION}",
+            f"ScheduledProcedureStepStartDate={day}", "AccessionNumber"]
+    ours, reference = _ask(app, broker, keys)
+    assert ours.final_status == "Success"
+    assert len(ours.responses) == len(reference.responses) == DAY  # wlmscpfs ignores them
+    assert {str(r.Modality) for r in ours.responses} == {"MG"}  # answered where asked
+    assert "ScheduledProcedureStepSequence" not in ours.responses[0]
+    other = findscu("127.0.0.1", app.scp.port, "TRAILERLINK_MWL",
+                    ["Modality=CT", "AccessionNumber"])
+    assert other.final_status == "Success" and other.responses == []
+
+
+def test_unknown_keys_are_ignored_like_wlmscpfs(day_servers) -> None:  # type: ignore[no-untyped-def]
+    app, broker = day_servers
+    keys = ["PatientAge=045Y", "(0009,0010)=ACME", "MedicalAlerts=none", "AccessionNumber"]
+    ours, reference = _ask(app, broker, keys)
+    assert ours.final_status == "Success"
+    assert len(ours.responses) == len(reference.responses) == DAY

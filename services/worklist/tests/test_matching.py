@@ -193,3 +193,74 @@ def test_wildcard_matching_agrees_with_fnmatch_semantics(text: str, target: str)
     elif not any(c in text for c in "*?"):
         expected = text.rstrip("^") == target.rstrip("^")
     assert matches(query(PatientName=text), r) is expected
+
+
+# --- modality quirks (issue #18) -------------------------------------------------------------
+def _top(**keys: str) -> Dataset:
+    q = Dataset()
+    q.AccessionNumber = ""
+    for k, v in keys.items():
+        setattr(q, k, v)
+    return q
+
+
+@pytest.mark.parametrize("with_sequence", [False, True], ids=["no-sps-key", "empty-sps-item"])
+def test_sps_keys_at_the_top_level_match_as_if_in_the_sequence(with_sequence: bool) -> None:
+    r = record(0, time="093000")
+    day = r.items[0x00400100][0].values[0x00400002][1][0]
+
+    def q(**keys: str) -> Dataset:
+        ds = _top(**keys)
+        if with_sequence:
+            ds.ScheduledProcedureStepSequence = [Dataset()]
+        return ds
+
+    assert matches(q(Modality="MG"), r)
+    assert not matches(q(Modality="CT"), r)
+    assert matches(q(ScheduledStationAETitle="MGTRAILER1"), r)
+    assert not matches(q(ScheduledStationAETitle="OTHER"), r)
+    assert matches(q(ScheduledProcedureStepStartDate=day), r)
+    assert not matches(q(ScheduledProcedureStepStartDate="20000101"), r)
+    assert matches(q(ScheduledProcedureStepStartDate=day,
+                     ScheduledProcedureStepStartTime="0900-1000"), r, combined_datetime=True)
+    assert not matches(q(ScheduledProcedureStepStartDate=day,
+                         ScheduledProcedureStepStartTime="1000-1100"), r, combined_datetime=True)
+    # Answered where the modality asked, with the matching item's value.
+    answer = compile_query(q(Modality="", ScheduledStationAETitle="MG*")).response(r)
+    assert (answer.Modality, answer.ScheduledStationAETitle) == ("MG", "MGTRAILER1")
+    assert ("ScheduledProcedureStepSequence" in answer) is with_sequence
+    if with_sequence:  # the item holds what was asked in it (nothing), not the hoisted keys
+        assert "Modality" not in answer.ScheduledProcedureStepSequence[0]
+    whole = _top(Modality="MG")
+    whole.ScheduledProcedureStepSequence = []  # zero items: every item returned whole
+    answer = compile_query(whole).response(r)
+    assert answer.ScheduledProcedureStepSequence[0].ScheduledProcedureStepID == "SPS00000"
+
+
+def test_a_key_in_the_sequence_wins_over_the_same_key_at_the_top() -> None:
+    q = _top(Modality="CT")
+    item = Dataset()
+    item.Modality = "MG"
+    q.ScheduledProcedureStepSequence = [item]
+    assert matches(q, record(0))
+
+
+def test_unknown_keys_are_ignored_never_zero_matches() -> None:
+    r = record(0)
+    q = _top(PatientAge="045Y", MedicalAlerts="none")  # keys the worklist does not hold
+    q.add_new(0x00091010, "LO", "private")
+    q.OtherPatientIDsSequence = [Dataset()]
+    assert matches(q, r)
+    answer = compile_query(q).response(r)
+    assert answer.PatientAge in ("", None)
+
+
+def test_person_names_match_in_nfc_and_casefold_as_documented() -> None:
+    import unicodedata
+
+    r = record(0, patient_name="Llewelyn^Siân")
+    decomposed = unicodedata.normalize("NFD", "LLEWELYN^SIÂN")
+    assert matches(query(PatientName=decomposed), r)
+    assert matches(query(PatientName="llewelyn^si*"), r)
+    assert not matches(query(PatientName="llewelyn^siân"), r, pn_case_sensitive=True)
+    assert matches(query(PatientName="Llewelyn^Si?n"), r, pn_case_sensitive=True)

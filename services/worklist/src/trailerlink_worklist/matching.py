@@ -15,13 +15,26 @@ the answer for it (:meth:`Query.response`). The rules are PS3.4 C.2.2.2:
   only the matching items are returned, with the requested attributes.
 
 A record never carries an attribute for the query's sake: an attribute the record
-lacks is returned empty and, when the query gives it a value, does not match (except
-universally).
+lacks (one the worklist does not hold, e.g. a private or a retired key) is returned
+empty and ignored for matching, as dcmtk ``wlmscpfs`` does — an unknown key never turns
+a day into zero matches.
+
+Modality quirk: some modalities put keys that belong in the Scheduled Procedure Step
+Sequence at the top level (Modality, Scheduled Station AE Title and Name, SPS Start
+Date/Time, Location, Performing Physician, SPS ID/Description). Such a key is matched as
+if it were in the sequence (a key given in the sequence as well wins there) and answered
+where the modality put it, with the value of the first matching item.
+
+Person names: matched after NFC normalisation, so a query typed with combining accents
+finds the precomposed name; case-insensitively (Unicode case folding) by default,
+case-sensitively with ``pn_case_sensitive`` (``TRAILERLINK_PN_CASE_SENSITIVE``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -33,6 +46,20 @@ from pydicom.tag import Tag
 SPECIFIC_CHARACTER_SET = 0x00080005
 SPS_START_DATE = 0x00400002
 SPS_START_TIME = 0x00400003
+SPS_SEQUENCE = 0x00400100
+# Attributes of a Scheduled Procedure Step item (PS3.4 K.6-1) that modalities are known
+# to send at the top level instead.
+SPS_ITEM_KEYS = frozenset({
+    0x00080060,  # Modality
+    0x00400001,  # Scheduled Station AE Title
+    0x00400002,  # Scheduled Procedure Step Start Date
+    0x00400003,  # Scheduled Procedure Step Start Time
+    0x00400006,  # Scheduled Performing Physician's Name
+    0x00400007,  # Scheduled Procedure Step Description
+    0x00400009,  # Scheduled Procedure Step ID
+    0x00400010,  # Scheduled Station Name
+    0x00400011,  # Scheduled Procedure Step Location
+})
 
 _NO_WILDCARD_VRS = frozenset({"DA", "TM", "DT", "UI", "SQ", "US", "SS", "UL", "SL", "FL", "FD",
                               "IS", "DS", "AT", "OB", "OW", "UN", "SV", "UV"})
@@ -88,6 +115,9 @@ class _Key:
     low: str = ""
     high: str = ""
     sub: Query | None = None
+    hoisted: bool = False  # a top-level key matched inside the SPS item
+    answered: bool = True  # False: a sequence made up for hoisted keys
+    whole_items: bool = False  # a zero-length sequence key: items answered whole
 
 
 @dataclass
@@ -106,21 +136,23 @@ class Query:
         for key in self.keys:
             if pair and key.tag in (SPS_START_DATE, SPS_START_TIME):
                 continue
-            if key.kind == "universal":
+            if key.kind == "universal" or key.hoisted:
                 continue
             if key.kind == "sequence":
-                if not self._matching_items(key, record):
+                if key.tag in record.items and not self._matching_items(key, record):
                     return False
                 continue
-            _vr, values = record.values.get(key.tag, ("", ()))
-            if not any(self._value_matches(key, v) for v in values):
+            held = record.values.get(key.tag)
+            if held is None:
+                continue  # a key the worklist does not hold: ignored, like wlmscpfs
+            if not any(self._value_matches(key, v) for v in held[1]):
                 return False
         return not pair or _combined_match(pair, record)
 
     def _datetime_pair(self) -> tuple[_Key, _Key] | None:
         if not self.combined_datetime:
             return None
-        by_tag = {k.tag: k for k in self.keys}
+        by_tag = {k.tag: k for k in self.keys if not k.hoisted}
         date, time = by_tag.get(SPS_START_DATE), by_tag.get(SPS_START_TIME)
         if date is None or time is None or "universal" in (date.kind, time.kind):
             return None
@@ -152,7 +184,7 @@ class Query:
 
     def _fold(self, vr: str, value: str) -> str:
         if vr == "PN":
-            value = value.rstrip("^ =")
+            value = _nfc(value.rstrip("^ ="))
             if not self.pn_case_sensitive:
                 return value.casefold()
         return value
@@ -166,9 +198,14 @@ class Query:
         """
         ds = Dataset()
         for key in self.keys:
+            if not key.answered:
+                continue
+            if key.hoisted:
+                ds.add(self._hoisted_answer(key, record))
+                continue
             if key.kind == "sequence":
                 items = self._matching_items(key, record)
-                if key.sub is None:
+                if key.sub is None or key.whole_items:
                     ds.add(DataElement(key.tag, "SQ", [_copy(i.dataset) for i in items]))
                 else:
                     ds.add(DataElement(key.tag, "SQ", [key.sub.response(i) for i in items]))
@@ -180,12 +217,22 @@ class Query:
                 ds.add(DataElement(key.tag, key.vr, None))
         return ds
 
+    def _hoisted_answer(self, key: _Key, record: Record) -> DataElement:
+        sps = next((k for k in self.keys if k.tag == SPS_SEQUENCE), None)
+        items = self._matching_items(sps, record) if sps is not None else []
+        for item in items:
+            if key.tag in item.values:
+                elem = item.dataset[key.tag]
+                return DataElement(key.tag, elem.VR, elem.value)
+        return DataElement(key.tag, key.vr, None)
+
     def shape(self) -> tuple[object, ...]:
         """What the answer's structure depends on (for caching encoded answers).
         Computed once: a compiled query is not changed afterwards."""
         if self._shape is None:
             self._shape = tuple(
-                (k.tag, k.vr, k.kind == "sequence", k.sub.shape() if k.sub else None)
+                (k.tag, k.vr, k.kind == "sequence", k.sub.shape() if k.sub else None,
+                 k.hoisted, k.answered, k.whole_items)
                 for k in self.keys
             )
         return self._shape
@@ -225,13 +272,40 @@ def _compile(ds: Dataset, pn_cs: bool, combined: bool, depth: int) -> Query:
             query.keys.append(_Key(tag, vr, "sequence", sub=sub))
             continue
         query.keys.append(_compile_key(tag, vr, elem.value, pn_cs))
+    if depth == 0:
+        _hoist_sps_keys(query, pn_cs, combined)
     return query
+
+
+def _hoist_sps_keys(query: Query, pn_cs: bool, combined: bool) -> None:
+    """Match top-level SPS item keys inside the SPS Sequence (see the module doc)."""
+    top = [k for k in query.keys if k.tag in SPS_ITEM_KEYS and k.kind != "sequence"]
+    if not top:
+        return
+    sps = next((k for k in query.keys if k.tag == SPS_SEQUENCE), None)
+    if sps is None:
+        sps = _Key(SPS_SEQUENCE, "SQ", "sequence", sub=None, answered=False)
+        query.keys.append(sps)
+    if sps.sub is None:
+        sps.sub = Query(pn_case_sensitive=pn_cs, combined_datetime=combined)
+        sps.whole_items = sps.answered
+    inside = {k.tag: k for k in sps.sub.keys}
+    for key in top:
+        key.hoisted = True
+        if key.kind == "universal":
+            continue
+        given = inside.get(key.tag)
+        if given is None:  # matched in the item, answered at the top only
+            sps.sub.keys.append(dataclasses.replace(key, hoisted=False, answered=False))
+        elif given.kind == "universal":
+            sps.sub.keys[sps.sub.keys.index(given)] = dataclasses.replace(key, hoisted=False)
+    sps.sub._shape = None
 
 
 def _compile_key(tag: int, vr: str, raw: object, pn_cs: bool) -> _Key:
     values = _as_strings(raw)
     if vr == "PN":
-        values = tuple(v.rstrip("^ =") for v in values)
+        values = tuple(_nfc(v.rstrip("^ =")) for v in values)
         values = tuple(v for v in values if v)
     if not values or values == ("*",):
         return _Key(tag, vr, "universal")
@@ -250,6 +324,10 @@ def _compile_key(tag: int, vr: str, raw: object, pn_cs: bool) -> _Key:
     if vr in _RANGE_VRS:
         return _Key(tag, vr, "single", values=tuple(_normalise(vr, v, high=False) for v in values))
     return _Key(tag, vr, "single", values=tuple(fold(v) for v in values))
+
+
+def _nfc(text: str) -> str:
+    return text if text.isascii() else unicodedata.normalize("NFC", text)
 
 
 def _wildcard(text: str) -> re.Pattern[str]:
