@@ -51,6 +51,7 @@ from trailerlink_ingest.uploads import (
 )
 
 log = logging.getLogger(__name__)
+audit = logging.getLogger("trailerlink_ingest.audit")
 
 TUS_VERSION = "1.0.0"
 EXTENSIONS = "creation,creation-with-upload,checksum,termination,expiration"
@@ -65,11 +66,22 @@ BODY_POLL_SECONDS = 0.5  # how often a request's watchdog looks at its deadline 
 
 
 class TusError(Exception):
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+    """An answer other than success. With ``title`` the body is an RFC 9457 problem
+    (``application/problem+json``) whose detail is ``message``; else plain text."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        headers: dict[str, str] | None = None,
+        *,
+        title: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.headers = headers or {}
+        self.title = title
 
 
 @dataclass
@@ -275,11 +287,25 @@ def build_tus_app(
     def error(exc: TusError) -> Response:
         metrics.REQUESTS_REFUSED.labels(str(exc.status)).inc()
         headers = base_headers(exc.headers)
+        if exc.title is not None:
+            problem = {
+                "type": "about:blank",
+                "title": exc.title,
+                "status": exc.status,
+                "detail": exc.message,
+            }
+            return JSONResponse(
+                problem,
+                status_code=exc.status,
+                headers=headers,
+                media_type="application/problem+json",
+            )
         return Response(
             exc.message + "\n", status_code=exc.status, headers=headers, media_type="text/plain"
         )
 
-    def trailer_of(request: Request) -> str:
+    def credentials(request: Request) -> tuple[bytes | None, str]:
+        """The caller's client certificate (DER; None when there is none) and address."""
         peer = request.client.host if request.client else ""
         if cfg.identity_source == "proxy-header":
             import ipaddress
@@ -300,6 +326,10 @@ def build_tus_app(
         else:
             tls = (request.scope.get("extensions") or {}).get("tls") or {}
             der = tls.get("client_cert_der")
+        return der, peer
+
+    def trailer_of(request: Request) -> str:
+        der, peer = credentials(request)
         if not der:
             try:
                 auth.admit(None, peer)
@@ -316,6 +346,37 @@ def build_tus_app(
         if not bucket.take():
             raise TusError(429, "request rate limit", {"Retry-After": "1"})
         return trailer
+
+    async def still_admitted(request: Request, info: UploadInfo) -> None:
+        """Refuse (403, audited, counted) to complete an upload for a trailer that is no
+        longer admitted. The request was admitted when it began; a revocation that
+        arrived while its body was on the way must still stop the object reaching PACS.
+        The access list is re-read first, not taken from up to ACCESS_RELOAD_SECONDS ago."""
+        der, peer = credentials(request)
+
+        def admit_again() -> str:
+            auth.access.reload()
+            return auth.admit(der, peer)
+
+        try:
+            again = await asyncio.to_thread(admit_again)
+            if again != info.trailer_id:  # the same certificate: cannot differ, but be sure
+                raise Refused("other_trailer")
+        except Refused as refused:
+            metrics.COMPLETIONS_REFUSED.labels(refused.reason).inc()
+            audit.warning(
+                "upload completion refused: trailer no longer admitted",
+                extra={
+                    "trailer": info.trailer_id,
+                    "upload_id": info.upload_id,
+                    "reason": refused.reason,
+                },
+            )
+            raise TusError(
+                403,
+                f"trailer refused: {refused.reason}; the upload was not completed",
+                title="trailer no longer admitted",
+            ) from None
 
     def check_resumable(request: Request) -> None:
         if request.headers.get("tus-resumable") != TUS_VERSION:
@@ -424,6 +485,11 @@ def build_tus_app(
             elif checksum is not None and hasher is not None and hasher.digest() != checksum[1]:
                 metrics.CHECKSUM_MISMATCHES.inc()
                 raise TusError(CHECKSUM_MISMATCH, "Checksum Mismatch")
+            if info.offset + received == info.length:
+                # The last bytes are here: only an admitted trailer's upload completes
+                # (and so reaches PACS). Refused, nothing is committed: the offset stays
+                # where it was, and the upload expires unless the trailer is reinstated.
+                await still_admitted(request, info)
             updated = (
                 await asyncio.to_thread(store.commit, info, fd, info.offset + received)
                 if received or interrupted is None
