@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydicom.dataset import Dataset
-from trailerlink_worklist.answers import choose_charset
+from trailerlink_worklist.answers import AnswerProfile, choose_charset, prepare
 from trailerlink_worklist.matching import QueryError, compile_query, compile_record
 from trailerlink_worklist.model import to_dataset
 
@@ -145,7 +145,9 @@ def test_character_set_of_answers() -> None:
     assert choose_charset(latin, [], "ISO_IR 100") == "ISO_IR 100"
     assert choose_charset(latin, ["ISO_IR 192"], "ISO_IR 100") == "ISO_IR 192"
     greek = compile_query(query(PatientName="")).response(record(0, patient_name="TEST^ΑΛΦΑ"))
-    assert choose_charset(greek, ["ISO_IR 100"], "ISO_IR 100") == "ISO_IR 192"
+    assert choose_charset(greek, ["ISO_IR 100"], "ISO_IR 100") == "ISO_IR 192"  # as it stands
+    assert prepare(greek, ["ISO_IR 100"], AnswerProfile(), "ISO_IR 100")  # transliterated
+    assert (greek.SpecificCharacterSet, str(greek.PatientName)) == ("ISO_IR 100", "TEST^ALFA")
 
 
 # --- properties ----------------------------------------------------------------------

@@ -23,7 +23,12 @@ from pynetdicom.sop_class import (
 from pynetdicom.transport import ThreadedAssociationServer
 
 from trailerlink_worklist import fastfind, metrics, statuses
-from trailerlink_worklist.answers import Answers, install_encoding_cache, requested_charsets
+from trailerlink_worklist.answers import (
+    AnswerProfile,
+    Answers,
+    install_encoding_cache,
+    requested_charsets,
+)
 from trailerlink_worklist.cache import Cache
 from trailerlink_worklist.matching import QueryError, compile_query
 from trailerlink_worklist.mpps import MppsRefused, MppsStore
@@ -48,7 +53,10 @@ class WorklistScp:
         self.settings = settings
         self.cache = cache
         self.mpps = mpps
-        self.answers = Answers(settings.dicom_default_character_set)
+        sets = settings.ae_character_sets()
+        upper = settings.uppercase_names_aes()
+        self.answers = Answers(settings.dicom_default_character_set, profiles={
+            ae: AnswerProfile(sets.get(ae), ae in upper) for ae in set(sets) | upper})
         install_encoding_cache()
         fastfind.install()
         # pynetdicom logs a line per C-FIND response at INFO: 120 lines per refresh.
@@ -121,6 +129,7 @@ class WorklistScp:
                 combined_datetime=self.settings.combined_datetime_matching,
             )
             requested = requested_charsets(identifier)
+            profile = self.answers.profile(str(event.assoc.requestor.ae_title))
         except (QueryError, ValueError, TypeError, KeyError, AttributeError) as exc:
             log.warning("C-FIND identifier refused", extra={"error": type(exc).__name__})
             done("refused")
@@ -135,7 +144,8 @@ class WorklistScp:
                     return
                 if query.matches(record):
                     matched += 1
-                    yield statuses.PENDING, self.answers.answer(query, record, requested)
+                    yield statuses.PENDING, self.answers.answer(query, record, requested,
+                                                                profile)
         except Exception as exc:
             log.error("C-FIND failed", extra={"error": type(exc).__name__})
             done("failed")

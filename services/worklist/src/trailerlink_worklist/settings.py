@@ -27,9 +27,16 @@ class WorklistSettings(ServiceSettings):
     dicom_network_timeout_seconds: float = Field(60.0, gt=0)
     dicom_default_character_set: str = Field(
         "ISO_IR 100",
-        description="Character set of answers to a query that names none, when a value "
-        "needs more than ASCII (ISO_IR 192 is used if it cannot encode a value)",
+        description="Answer character set for a calling AE not listed in "
+        "dicom_ae_character_sets whose query names none (values it cannot hold are "
+        "transliterated)",
     )
+    dicom_ae_character_sets: str = Field(
+        "", description="Per calling AE, the character set its answers are in: "
+        "'AE1=ISO_IR 100,AE2=ISO_IR 192' (overrides what its query names)")
+    dicom_uppercase_names_aes: str = Field(
+        "", description="Comma-separated calling AEs that want person names in upper "
+        "case (everyone else gets the case the source gave)")
     dicom_tls_cert_file: Path | None = Field(
         None, description="PEM certificate (chain) of the DICOM port: set it and the key "
         "file and the port speaks TLS only")
@@ -129,7 +136,25 @@ class WorklistSettings(ServiceSettings):
     @model_validator(mode="after")
     def _charsets(self) -> WorklistSettings:
         charsets.check_fallback(self.upstream_mwl_undeclared_charset)
+        for term in (self.dicom_default_character_set, *self.ae_character_sets().values()):
+            if not charsets.known_term(term):
+                raise ValueError(f"unknown DICOM character set {term!r}")
         return self
+
+    def ae_character_sets(self) -> dict[str, str]:
+        """Calling AE title -> answer character set."""
+        out = {}
+        for pair in self.dicom_ae_character_sets.split(","):
+            if not pair.strip():
+                continue
+            ae, sep, term = pair.partition("=")
+            if not sep or not ae.strip():
+                raise ValueError("TRAILERLINK_DICOM_AE_CHARACTER_SETS: use AE=TERM pairs")
+            out[ae.strip()] = term.strip()
+        return out
+
+    def uppercase_names_aes(self) -> set[str]:
+        return {a.strip() for a in self.dicom_uppercase_names_aes.split(",") if a.strip()}
 
     @model_validator(mode="after")
     def _tls_pairs(self) -> WorklistSettings:
