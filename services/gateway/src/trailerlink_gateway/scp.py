@@ -11,6 +11,7 @@ import asyncio
 import logging
 import ssl
 import threading
+import time
 import weakref
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,12 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE, build_role, evt
 from pynetdicom.association import Association
 from pynetdicom.sop_class import StorageCommitmentPushModel, Verification
-from pynetdicom.transport import ThreadedAssociationServer
+from trailerlink_dicomnet import (
+    BoundedAssociationServer,
+    route_datasets,
+    start_bounded_server,
+    unroute_datasets,
+)
 from trailerlink_spool.layout import is_valid_uid
 
 from trailerlink_gateway import metrics, receive
@@ -146,6 +152,27 @@ class DicomReporter:
         return bool(status) and int(status.get("Status", -1)) == SUCCESS
 
 
+class _RefusalLog:
+    """One log line per (reason, peer) a minute: a flood is counted in full by the
+    metric, not written line by line into the log."""
+
+    def __init__(self, interval_seconds: float = 60.0) -> None:
+        self._interval = interval_seconds
+        self._last: dict[tuple[str, str], float] = {}
+        self._lock = threading.Lock()
+
+    def due(self, reason: str, peer: str) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            if len(self._last) > 1024:
+                self._last.clear()
+            last = self._last.get((reason, peer))
+            if last is not None and now - last < self._interval:
+                return False
+            self._last[(reason, peer)] = now
+            return True
+
+
 class DicomGateway:
     """The pynetdicom AE: listener, access control and the DIMSE handlers."""
 
@@ -165,14 +192,14 @@ class DicomGateway:
         self.policy = policy
         self.tls = tls
         self.ae = self._build_ae()
-        self._server: ThreadedAssociationServer | None = None
+        self._server: BoundedAssociationServer | None = None
+        self._refusal_log = _RefusalLog()
         self._open_assocs: set[int] = set()
         self._assoc_lock = threading.Lock()
 
     def _build_ae(self) -> AE:
         s = self.settings
         ae = AE(ae_title=s.dicom_ae_title)
-        ae.maximum_pdu_size = s.dicom_max_pdu_bytes
         ae.maximum_associations = s.dicom_max_associations
         ae.network_timeout = s.dicom_network_timeout_seconds
         ae.acse_timeout = ae.dimse_timeout = 30
@@ -183,7 +210,7 @@ class DicomGateway:
         for uid in STORAGE_SOP_CLASSES.values():
             ae.add_supported_context(uid, TRANSFER_SYNTAXES)
         ae.add_supported_context(StorageCommitmentPushModel)
-        receive.install(ae, self.intake.begin)
+        route_datasets(ae, receive.sink_factory(self.intake.begin))
         return ae
 
     def handlers(self) -> list[tuple[Any, Any]]:
@@ -202,9 +229,9 @@ class DicomGateway:
     # --- running -----------------------------------------------------------------
     def start(self) -> None:
         s = self.settings
-        self._server = self.ae.start_server(
-            (s.dicom_host, s.dicom_port), block=False, evt_handlers=self.handlers(),
-            ssl_context=self.tls)
+        self._server = start_bounded_server(
+            self.ae, (s.dicom_host, s.dicom_port), s.receive_limits(), self._on_refusal,
+            ssl_context=self.tls, evt_handlers=self.handlers())
         log.info("DICOM listener started", extra={
             "ae_title": s.dicom_ae_title, "port": s.dicom_port, "tls": self.tls is not None,
             "max_pdu_bytes": s.dicom_max_pdu_bytes})
@@ -213,7 +240,7 @@ class DicomGateway:
         if self._server is not None:
             self._server.shutdown()
             self._server = None
-        receive.uninstall(self.ae)
+        unroute_datasets(self.ae)
 
     def is_serving(self) -> bool:
         server = self._server
@@ -230,6 +257,13 @@ class DicomGateway:
     async def readiness(self) -> None:
         if not self.is_serving():
             raise RuntimeError("DICOM listener is not serving")
+
+    def _on_refusal(self, reason: str, peer: str) -> None:
+        """A connection ended by the receive path (limits, deadlines, TLS)."""
+        metrics.REJECTS.labels(reason).inc()
+        if self._refusal_log.due(reason, peer):
+            log.warning("DICOM connection refused", extra={
+                "reason": reason, "peer_address": peer})
 
     # --- association events --------------------------------------------------------
     def _on_requested(self, event: evt.Event) -> None:

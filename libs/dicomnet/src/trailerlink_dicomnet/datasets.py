@@ -1,0 +1,61 @@
+"""Hand an incoming C-STORE data set to the service as it arrives, never to a file.
+
+pynetdicom can spill a C-STORE data set to a file instead of memory
+(``_config.STORE_RECV_CHUNKED_DATASET``), but to a *plaintext* temporary file: patient
+data in the clear on disk, left behind by a ``kill -9``. It opens that file through the
+module attribute ``pynetdicom.dimse_messages.NamedTemporaryFile``, from the
+association's DUL thread, then writes the preamble, ``DICM``, the file meta and each
+data set fragment in turn.
+
+While a service has AEs routed here (:func:`route_datasets`), that attribute is a
+factory which, for associations of those AEs, returns what the service's sink factory
+makes (a file-like object); other AEs get the real temporary file. The attribute and
+the configuration flag are restored when the last AE is unrouted: nothing process-wide
+outlives its use.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pynetdicom.dimse_messages as _dimse_messages
+from pynetdicom import _config
+from pynetdicom.association import Association
+
+SinkFactory = Callable[[Association], Any]
+
+_lock = threading.Lock()
+_factories: dict[int, SinkFactory] = {}
+_saved: tuple[Any, bool] | None = None  # (NamedTemporaryFile, STORE_RECV_CHUNKED_DATASET)
+
+
+def route_datasets(ae: object, factory: SinkFactory) -> None:
+    """Data sets received by ``ae``'s associations go to ``factory(assoc)``."""
+    global _saved
+    with _lock:
+        if _saved is None:
+            _saved = (_dimse_messages.NamedTemporaryFile, _config.STORE_RECV_CHUNKED_DATASET)
+            _config.STORE_RECV_CHUNKED_DATASET = True
+            _dimse_messages.NamedTemporaryFile = _sink_or_tempfile  # type: ignore[assignment]
+        _factories[id(ae)] = factory
+
+
+def unroute_datasets(ae: object) -> None:
+    """Stop routing ``ae``; with no AE left, pynetdicom is as it was."""
+    global _saved
+    with _lock:
+        _factories.pop(id(ae), None)
+        if not _factories and _saved is not None:
+            _dimse_messages.NamedTemporaryFile, _config.STORE_RECV_CHUNKED_DATASET = _saved
+            _saved = None
+
+
+def _sink_or_tempfile(*args: Any, **kwargs: Any) -> Any:
+    assoc = getattr(threading.current_thread(), "assoc", None)
+    factory = _factories.get(id(getattr(assoc, "ae", None))) if assoc is not None else None
+    if factory is None:
+        original = _saved[0] if _saved is not None else _dimse_messages.NamedTemporaryFile
+        return original(*args, **kwargs)
+    return factory(assoc)  # type: ignore[arg-type]

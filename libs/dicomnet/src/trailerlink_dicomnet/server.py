@@ -1,0 +1,302 @@
+"""A pynetdicom association server that no single peer can starve.
+
+pynetdicom's :class:`~pynetdicom.transport.ThreadedAssociationServer` accepts every
+connection, does a TLS handshake inside its one listening thread (a peer that opens a
+TLS connection and says nothing stalls every other connection), and gives each
+association pynetdicom's unbounded PDU reader. :class:`BoundedAssociationServer`:
+
+* counts connections per peer address and in total, and closes one over either limit
+  at once (before a byte is read), so one misbehaving host cannot take the slots the
+  modality needs;
+* does the TLS handshake in the connection's own thread, within a deadline, and reports
+  a failed one (reason, peer, the certificate's subject when one was presented);
+* gives every association a :class:`~trailerlink_dicomnet.dul.BoundedDUL` and,
+  optionally, a DIMSE provider of the service's own (per association, nothing
+  process-wide).
+
+Refusals go to the service's ``on_refusal(reason, peer)``, which counts and logs them
+(reason values in :mod:`trailerlink_dicomnet.limits`).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+import threading
+from collections.abc import Callable
+from copy import deepcopy
+from datetime import datetime
+from typing import Any
+
+from pynetdicom import evt
+from pynetdicom._globals import MODE_ACCEPTOR
+from pynetdicom.ae import ApplicationEntity
+from pynetdicom.association import Association
+from pynetdicom.dimse import DIMSEServiceProvider
+from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
+
+from trailerlink_dicomnet import limits as lim
+from trailerlink_dicomnet.assumptions import check_pynetdicom
+from trailerlink_dicomnet.dul import BoundedDUL, RefusalHandler
+from trailerlink_dicomnet.limits import ReceiveLimits
+
+log = logging.getLogger(__name__)
+
+DimseFactory = Callable[[Association], DIMSEServiceProvider]
+
+
+class PeerSlots:
+    """Open connections, per peer address and in total, under their limits."""
+
+    def __init__(self, per_peer: int, total: int) -> None:
+        self.per_peer = per_peer
+        self.total = total
+        self._open: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def take(self, peer: str) -> str | None:
+        """Take a slot for ``peer``; the refusal reason if none is free."""
+        with self._lock:
+            if sum(self._open.values()) >= self.total:
+                return lim.TOO_MANY_CONNECTIONS
+            if self._open.get(peer, 0) >= self.per_peer:
+                return lim.TOO_MANY_FROM_PEER
+            self._open[peer] = self._open.get(peer, 0) + 1
+            return None
+
+    def give_back(self, peer: str) -> None:
+        with self._lock:
+            left = self._open.get(peer, 0) - 1
+            if left > 0:
+                self._open[peer] = left
+            else:
+                self._open.pop(peer, None)
+
+    def open_connections(self) -> int:
+        with self._lock:
+            return sum(self._open.values())
+
+
+class _BoundedAssociation(Association):
+    """An acceptor Association whose DUL (and optionally DIMSE provider) are ours, and
+    whose end gives its connection's slot back."""
+
+    def __init__(
+        self,
+        ae: ApplicationEntity,
+        dul: Callable[[Association], BoundedDUL],
+        dimse: DimseFactory | None,
+        on_end: Callable[[], None],
+    ) -> None:
+        super().__init__(ae, MODE_ACCEPTOR)
+        self.dul = dul(self)  # before set_socket: the socket's Evt5 goes to this DUL
+        # Their setters put the timeouts on the DUL's timers (ARTIM, idle): again, on ours.
+        self.acse_timeout = self.acse_timeout
+        self.network_timeout = self.network_timeout
+        if dimse is not None:
+            self.dimse = dimse(self)
+        self._on_end = on_end
+
+    def run_reactor(self) -> None:
+        try:
+            super().run_reactor()
+        finally:
+            self._on_end()
+
+
+class _SlotSocket(AssociationSocket):
+    """The association's transport; closing it gives the peer's slot back at once (the
+    association thread may take a moment longer to end, which gives it back too)."""
+
+    def __init__(
+        self, assoc: Association, give_back: Callable[[], None], client_socket: socket.socket
+    ) -> None:
+        super().__init__(assoc, client_socket=client_socket)
+        self._give_back = give_back
+
+    def close(self) -> None:
+        self._give_back()  # first: the peer may reconnect the moment it sees the close
+        super().close()
+
+
+def _peer_host(client_address: Any) -> str:
+    return str(client_address[0]) if isinstance(client_address, tuple) else str(client_address)
+
+
+def _tls_reason(exc: BaseException) -> str:
+    """A short, patient-data-free reason for a failed handshake."""
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"certificate: {exc.verify_message}"
+    if isinstance(exc, ssl.SSLError):
+        return str(exc.reason or type(exc).__name__).lower()
+    return type(exc).__name__
+
+
+class _BoundedRequestHandler(RequestHandler):
+    server: BoundedAssociationServer
+
+    def handle(self) -> None:
+        server = self.server
+        peer = _peer_host(self.client_address)
+        started = False
+        try:
+            if not self._handshake(peer):
+                return
+            assoc = self._create_association()
+            evt.trigger(assoc, evt.EVT_CONN_OPEN, {"address": self.client_address})
+            assoc.start()
+            started = True
+        finally:
+            if not started:
+                server.slots.give_back(peer)
+
+    def _handshake(self, peer: str) -> bool:
+        server = self.server
+        sock: socket.socket = self.request  # type: ignore[assignment]
+        context = server.ssl_context
+        if context is None:
+            return True
+        sock.settimeout(server.limits.tls_handshake_seconds)
+        try:
+            self.request = context.wrap_socket(sock, server_side=True)
+        except (ssl.SSLError, OSError) as exc:
+            server.on_refusal(lim.TLS_HANDSHAKE, peer)
+            log.warning(
+                "DICOM TLS handshake failed",
+                extra={"peer_address": peer, "reason": _tls_reason(exc)},
+            )
+            sock.close()
+            return False
+        subject = _subject(self.request)  # type: ignore[arg-type]
+        if subject:
+            log.debug("DICOM TLS peer", extra={"peer_address": peer, "subject": subject})
+        return True
+
+    def _create_association(self) -> Association:
+        """pynetdicom's own set-up of an acceptor, with our DUL and DIMSE provider."""
+        server = self.server
+        peer = _peer_host(self.client_address)
+        released, release_lock = threading.Event(), threading.Lock()
+
+        def give_back() -> None:
+            with release_lock:
+                if released.is_set():
+                    return
+                released.set()
+            server.slots.give_back(peer)
+
+        assoc = _BoundedAssociation(
+            self.ae,
+            lambda a: BoundedDUL(a, server.limits, server.on_refusal, peer),
+            server.dimse_factory,
+            give_back,
+        )
+        assoc._server = server
+        assoc.name = f"AcceptorThread@{datetime.now():%Y%m%d%H%M%S}"
+        transport = _SlotSocket(assoc, give_back, client_socket=self.request)  # type: ignore[arg-type]
+        assoc.set_socket(transport)
+        assoc.acceptor.maximum_length = server.limits.max_pdu_bytes
+        assoc.acceptor.ae_title = server.ae_title
+        assoc.acceptor.address_info = self.local
+        assoc.acceptor.implementation_class_uid = self.ae.implementation_class_uid
+        assoc.acceptor.implementation_version_name = self.ae.implementation_version_name
+        assoc.acceptor.supported_contexts = deepcopy(server.contexts)
+        assoc.requestor.address_info = self.remote
+        for event, handlers in server._handlers.items():
+            if event.is_intervention and handlers:
+                assoc.bind(event, *handlers)
+            elif isinstance(event, evt.NotificationEvent):
+                for handler, args in handlers:  # type: ignore[misc]
+                    assoc.bind(event, handler, args)
+        return assoc
+
+
+def _subject(sock: ssl.SSLSocket) -> str:
+    try:
+        cert = sock.getpeercert() or {}
+    except (ValueError, ssl.SSLError):
+        return ""
+    parts = [f"{k}={v}" for rdn in cert.get("subject", ()) for k, v in rdn]
+    return ",".join(parts)
+
+
+class BoundedAssociationServer(ThreadedAssociationServer):
+    """pynetdicom's threaded server with per-peer limits, deadlined TLS handshakes in
+    the connection's thread and the bounded receive path (see the module)."""
+
+    def __init__(
+        self,
+        ae: ApplicationEntity,
+        address: tuple[str, int],
+        ae_title: str,
+        contexts: list[Any],
+        ssl_context: ssl.SSLContext | None = None,
+        evt_handlers: list[Any] | None = None,
+        *,
+        limits: ReceiveLimits,
+        on_refusal: RefusalHandler,
+        dimse_factory: DimseFactory | None = None,
+    ) -> None:
+        self.limits = limits
+        self.on_refusal = on_refusal
+        self.dimse_factory = dimse_factory
+        self.slots = PeerSlots(limits.max_connections_per_peer, limits.max_connections)
+        super().__init__(
+            ae,
+            address,
+            ae_title,
+            contexts,
+            ssl_context,
+            evt_handlers,
+            request_handler=_BoundedRequestHandler,
+        )
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        """Accept only: the TLS handshake happens in the connection's own thread."""
+        assert self.socket is not None
+        return self.socket.accept()
+
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        """socketserver's hook, in the listening thread: a slot or an immediate close."""
+        peer = _peer_host(client_address)
+        reason = self.slots.take(peer)
+        if reason is None:
+            return True
+        self.on_refusal(reason, peer)
+        return False  # socketserver closes the connection
+
+
+def start_bounded_server(
+    ae: ApplicationEntity,
+    address: tuple[str, int],
+    limits: ReceiveLimits,
+    on_refusal: RefusalHandler,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    evt_handlers: list[Any] | None = None,
+    dimse_factory: DimseFactory | None = None,
+) -> BoundedAssociationServer:
+    """``ae.start_server(address, block=False, ...)`` with the bounded server.
+
+    Refuses to start (:class:`~trailerlink_dicomnet.assumptions.PynetdicomMismatch`) on
+    a pynetdicom this library was not written against. ``ae.maximum_pdu_size`` is set
+    to the limit, so what we advertise is what we enforce."""
+    check_pynetdicom()
+    ae.maximum_pdu_size = limits.max_pdu_bytes
+    server = ae.make_server(
+        address,
+        ssl_context=ssl_context,
+        evt_handlers=evt_handlers,
+        server_class=BoundedAssociationServer,
+        limits=limits,
+        on_refusal=on_refusal,
+        dimse_factory=dimse_factory,
+    )
+    assert isinstance(server, BoundedAssociationServer)
+    thread = threading.Thread(target=server.serve_forever, name="AcceptorServer", daemon=True)
+    thread.start()
+    ae._servers.append(server)  # pynetdicom's shutdown() removes it from there
+    return server
