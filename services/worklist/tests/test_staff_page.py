@@ -80,7 +80,7 @@ async def test_todays_list_shows_each_booking_with_status_and_link_state(staff) 
     assert '<html lang="en-GB">' in html and "<caption>3 appointments" in html
     for i in range(3):
         assert booking(i).accession_number in html
-    assert "TEST, Alpha" in html and "9990000018" in html
+    assert "TEST, Alpha" in html and "999 000 0018" in html
     assert "booked" in html and "Worklist last updated from upstream" in html
     assert response.headers["cache-control"] == "no-store"
     assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
@@ -139,7 +139,7 @@ async def test_valid_correction_is_applied_and_queued(staff) -> None:  # type: i
     assert response.status_code == 303
     step = app.cache.get_step(key).step
     assert (step.patient_id, step.patient_name, step.patient_birth_date) == (
-        "9990000069", "TEST^CHARLOTTE", "19580721")
+        "9990000069", "TEST^Charlotte", "19580721")  # as typed: never upper-cased
     assert app.cache.outbox_size() == before + 2  # the correction and WorklistChanged
     page = await client.get(response.headers["location"])
     assert "Correction saved" in page.text
@@ -152,3 +152,58 @@ async def test_refresh_asks_upstream(staff) -> None:  # type: ignore[no-untyped-
     token = csrf((await client.get("/")).text)
     assert (await client.post("/refresh", data={"csrf_token": token})).status_code == 303
     assert asked == [True]
+
+
+# --- names, numbers and dates as staff read them (issue #18) ----------------------------
+async def test_names_numbers_and_dates_as_uk_staff_read_them(staff) -> None:  # type: ignore[no-untyped-def]
+    import unicodedata
+    from datetime import timedelta
+
+    from trailerlink_worklist.staff import age
+
+    from .conftest import GREEK, IRISH, POLISH, WELSH, WELSH_2, today
+
+    app, client = staff
+    decomposed = unicodedata.normalize("NFD", WELSH)
+    people = {10: decomposed, 11: WELSH_2, 12: IRISH, 13: POLISH, 14: GREEK,
+              15: "MCCARTHY^SIÂN", 16: "ap Dafydd^Gwenllian"}
+    steps = [booking(i, patient_name=n, patient_id="9990549206", patient_birth_date="19590312")
+             for i, n in people.items()]
+    tomorrow = booking(17, day=today() + timedelta(days=1), patient_name="Tomorrow^Test")
+    first, last = app.worklist.window()
+    app.worklist.replace_window(steps + [tomorrow], Source.DICOM_MWL, first, last)
+    html = (await client.get("/")).text
+    for shown in ("Llewelyn, Siân", "Prŷs-Ffŵrn, Gwenllŷn", "Ó Súilleabháin, Aoibhínn",
+                  "Wałęsowa-Testowa, Łucja", "Παπαδοπούλου, Ελένη", "MCCARTHY, Siân",
+                  "ap Dafydd, Gwenllian"):
+        assert shown in html
+    assert decomposed not in html  # NFC on the page
+    years = age("19590312", today())
+    assert f"12 Mar 1959 <span class=\"age\">({years})</span>" in html
+    assert "999 054 9206" in html
+    assert '<meta http-equiv="refresh"' in html
+    assert "Tomorrow, Test" not in html
+    later = (await client.get(f"/?day={(today() + timedelta(days=1)).isoformat()}")).text
+    assert "Tomorrow, Test" in later and "Llewelyn" not in later
+
+
+async def test_sign_out_makes_the_browser_forget_the_credentials(staff) -> None:  # type: ignore[no-untyped-def]
+    _app, client = staff
+    token = csrf((await client.get("/")).text)
+    assert (await client.post("/sign-out", data={"csrf_token": "1.forged"})).status_code == 403
+    response = await client.post("/sign-out", data={"csrf_token": token})
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"].startswith("Basic")
+    assert "signed out" in response.text
+
+
+def test_corrections_take_names_in_any_script_as_typed() -> None:
+    from trailerlink_worklist.corrections import validate
+
+    from .conftest import today
+
+    correction, errors = validate({"family_name": "Prŷs-Ffŵrn", "given_names": "Łucja Ó",
+                                   "reason": "spelling"}, today())
+    assert errors == {} and correction is not None
+    step = correction.apply(booking(1))
+    assert step.patient_name == "Prŷs-Ffŵrn^Łucja Ó"

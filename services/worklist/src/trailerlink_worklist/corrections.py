@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 from datetime import date
 
@@ -10,7 +11,14 @@ from trailerlink_common.logs import nhs_number_is_valid
 
 from trailerlink_worklist.model import ScheduledStep
 
-_NAME = re.compile(r"^[A-Za-zÀ-ÖØ-öø-ÿ' \-.]{1,64}$")
+_NAME_PUNCTUATION = frozenset("' -.’")
+
+
+def _valid_name(text: str) -> bool:
+    """Letters of any script (ŵ, ł, Ó, Greek ...), spaces, hyphens, apostrophes, full
+    stops; at most 64 characters (a DICOM PN component group)."""
+    text = unicodedata.normalize("NFC", text)
+    return 0 < len(text) <= 64 and all(c.isalpha() or c in _NAME_PUNCTUATION for c in text)
 _LETTERS = "{} can only contain letters, spaces, hyphens and apostrophes"
 SEXES = {"F": "Female", "M": "Male", "O": "Other"}
 
@@ -35,8 +43,9 @@ class Correction:
         """``step`` with the corrected values in place."""
         family, _, rest = step.patient_name.partition("^")
         given, _, tail = rest.partition("^")
-        family = self.family_name.upper() or family
-        given = self.given_names.upper() or given
+        # As typed (NFC): a correction keeps the case staff gave, like any other source.
+        family = unicodedata.normalize("NFC", self.family_name) or family
+        given = unicodedata.normalize("NFC", self.given_names) or given
         name = "^".join(p for p in (family, given) if p) + (f"^{tail}" if tail else "")
         return step.replace(
             patient_name=name.rstrip("^"),
@@ -57,10 +66,10 @@ def validate(form: dict[str, str], today: date) -> tuple[Correction | None, dict
     if nhs and not nhs_number_is_valid(nhs):
         errors["nhs_number"] = "Enter a valid 10-digit NHS number (the check digit is wrong)"
     family = form.get("family_name", "").strip()
-    if family and not _NAME.match(family):
+    if family and not _valid_name(family):
         errors["family_name"] = _LETTERS.format("Family name")
     given = form.get("given_names", "").strip()
-    if given and not _NAME.match(given):
+    if given and not _valid_name(given):
         errors["given_names"] = _LETTERS.format("Given names")
     birth = form.get("birth_date", "").strip()
     birth_yyyymmdd = ""

@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import unicodedata
 import urllib.parse
 from collections.abc import Awaitable, Callable
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -57,32 +59,76 @@ class _Refused(Exception):
         self.response = response
 
 
-def _date(value: str) -> str:
-    return f"{value[:4]}-{value[4:6]}-{value[6:8]}" if len(value) == 8 else value
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+DAYS_SHOWN = 7  # today and the next six days (within the horizon)
+
+
+def _parse(value: str) -> date | None:
+    try:
+        return date(int(value[:4]), int(value[4:6]), int(value[6:8])) if len(value) == 8 \
+            else None
+    except ValueError:
+        return None
+
+
+def uk_date(value: str) -> str:
+    """``19590312`` as UK staff read it: ``12 Mar 1959`` (unparseable: as given)."""
+    day = _parse(value)
+    return f"{day.day} {_MONTHS[day.month - 1]} {day.year}" if day else value
+
+
+def age(birth: str, today: date) -> int | None:
+    born = _parse(birth)
+    if born is None or born > today:
+        return None
+    return today.year - born.year - ((today.month, today.day) < (born.month, born.day))
+
+
+def nhs_number(value: str) -> str:
+    """A 10-digit NHS number in the 3-3-4 groups staff read: ``999 054 9206``."""
+    return f"{value[:3]} {value[3:6]} {value[6:]}" if len(value) == 10 and value.isdigit() \
+        else value
 
 
 def _time(value: str) -> str:
     return f"{value[:2]}:{value[2:4]}" if len(value) >= 4 else value
 
 
-def _name(value: str) -> str:
+def display_name(value: str) -> str:
+    """``FAMILY^Given`` as ``FAMILY, Given``, NFC-normalised. A given name the source sent
+    all in capitals is shown in title case (``SIÂN`` -> ``Siân``); one it sent in mixed
+    case is shown exactly as sent (``McCarthy``, ``ap Dafydd``, ``Siân``): title-casing
+    those breaks them. The family name is always shown as sent."""
+    value = unicodedata.normalize("NFC", value.split("=")[0])
     family, _, rest = value.partition("^")
     given = rest.split("^")[0]
-    return f"{family}, {given.title()}" if given else family
+    if given.isupper():
+        given = given.title()
+    return f"{family}, {given}" if given else family
 
 
-def _view(cached: CachedStep) -> dict[str, Any]:
+def _view(cached: CachedStep, today: date) -> dict[str, Any]:
     s = cached.step
+    years = age(s.patient_birth_date, today)
     return {
         "key_url": urllib.parse.quote(s.key, safe=""),
         "time": _time(s.scheduled_time),
-        "name": _name(s.patient_name),
-        "patient_id": s.patient_id,
-        "birth_date": _date(s.patient_birth_date),
+        "name": display_name(s.patient_name),
+        "patient_id": nhs_number(s.patient_id),
+        "birth_date": uk_date(s.patient_birth_date),
+        "age": years,
         "accession": s.accession_number,
         "status": cached.status.label,
         "actions": [(v.value, label) for v, label in _ACTIONS.get(cached.status, [])],
     }
+
+
+REFRESH_SECONDS = 60  # the list reloads itself; it has no field to lose
+
+
+def _weekday(day: date) -> str:
+    return f"{('Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat', 'Sun')[day.weekday()]} {day.day} " \
+        f"{_MONTHS[day.month - 1]}"
 
 
 def _age(seconds: float | None) -> str:
@@ -111,6 +157,8 @@ class StaffPage:
 
     def install(self, app: FastAPI) -> None:
         app.add_api_route("/", self.day, methods=["GET"], include_in_schema=False)
+        app.add_api_route("/sign-out", self.sign_out, methods=["POST"],
+                          include_in_schema=False)
         app.add_api_route("/refresh", self.post_refresh, methods=["POST"],
                           include_in_schema=False)
         app.add_api_route("/steps/{key}/correct", self.correct_form, methods=["GET"],
@@ -164,19 +212,43 @@ class StaffPage:
             return refused.response
 
     # --- pages -------------------------------------------------------------------------
-    async def day(self, request: Request, message: str = "") -> Response:
+    async def day(self, request: Request, message: str = "", day: str = "") -> Response:
         async def page() -> Response:
             user = self._user(request)
-            today = self.worklist.clock.today_str()
-            steps = await asyncio.to_thread(self.worklist.cache.steps, today)
+            today = self.worklist.clock.today()
+            days = [today + timedelta(days=n)
+                    for n in range(min(DAYS_SHOWN, self.worklist.horizon_days + 1))]
+            shown = next((d for d in days if d.isoformat() == day), today)
+            steps = await asyncio.to_thread(self.worklist.cache.steps,
+                                            shown.strftime("%Y%m%d"))
             last = self.worklist.last_sync()
+            title = "Today's list" if shown == today else f"List for {_weekday(shown)}"
             return self._render(
-                "day.html", user, title="Today's list", steps=[_view(c) for c in steps],
-                today=_date(today), site_code=self.site_code,
-                link_up=self.link.up if self.link else None,
+                "day.html", user, title=title, steps=[_view(c, today) for c in steps],
+                today=uk_date(shown.strftime("%Y%m%d")), is_today=shown == today,
+                days=[{"iso": d.isoformat(), "label": "Today" if d == today else _weekday(d),
+                       "current": d == shown} for d in days],
+                shown_iso=shown.isoformat(), refresh_seconds=REFRESH_SECONDS,
+                site_code=self.site_code, link_up=self.link.up if self.link else None,
                 cache_age=_age(None if last is None else time.time() - last),
                 message=message[:200])
         return await self._guarded(page)
+
+    async def sign_out(self, request: Request) -> Response:
+        """HTTP Basic has no session to end: answer 401 for the realm, which makes the
+        browser forget the credentials it kept, and say to close the tab."""
+        async def act() -> Response:
+            user = self._user(request)
+            await self._form(request, user, "sign_out")
+            metrics.STAFF_ACTIONS.labels("sign_out", "ok").inc()
+            log.info("staff signed out", extra={"by": user})
+            response = self._plain(401, "You are signed out. Close this tab; the next person "
+                                        'signs in with their own account. <a href="/">Sign '
+                                        "in again</a>")
+            response.headers["WWW-Authenticate"] = \
+                'Basic realm="trailer worklist", charset="UTF-8"'
+            return response
+        return await self._guarded(act)
 
     async def post_refresh(self, request: Request) -> Response:
         async def act() -> Response:
@@ -215,7 +287,8 @@ class StaffPage:
             if cached is None:
                 return self._plain(404, "That appointment is no longer on the list.")
             return self._render("correct.html", user, title="Correct details",
-                                step=_view(cached), form={}, errors={}, sexes=SEXES)
+                                step=_view(cached, self.worklist.clock.today()), form={},
+                                errors={}, sexes=SEXES)
         return await self._guarded(page)
 
     async def correct_submit(self, request: Request, key: str) -> Response:
@@ -230,7 +303,8 @@ class StaffPage:
                 metrics.STAFF_ACTIONS.labels("correction", "invalid").inc()
                 shown = {k: v for k, v in form.items() if k != "csrf_token"}
                 return self._render("correct.html", user, status=422,
-                                    title="Error: correct details", step=_view(cached),
+                                    title="Error: correct details",
+                                    step=_view(cached, self.worklist.clock.today()),
                                     form=shown, errors=errors, sexes=SEXES)
             try:
                 event = await asyncio.to_thread(self.worklist.correct, key, correction, user)
