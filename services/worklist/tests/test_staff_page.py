@@ -171,7 +171,7 @@ async def test_names_numbers_and_dates_as_uk_staff_read_them(staff) -> None:  # 
              for i, n in people.items()]
     tomorrow = booking(17, day=today() + timedelta(days=1), patient_name="Tomorrow^Test")
     first, last = app.worklist.window()
-    app.worklist.replace_window(steps + [tomorrow], Source.DICOM_MWL, first, last)
+    app.worklist.replace_window([*steps, tomorrow], Source.DICOM_MWL, first, last)
     html = (await client.get("/")).text
     for shown in ("Llewelyn, Siân", "Prŷs-Ffŵrn, Gwenllŷn", "Ó Súilleabháin, Aoibhínn",
                   "Wałęsowa-Testowa, Łucja", "Παπαδοπούλου, Ελένη", "MCCARTHY, Siân",
