@@ -46,8 +46,9 @@ log = logging.getLogger(__name__)
 def build(settings: IngestSettings) -> Service:
     """The whole ingest as a Service (tests run it in-process or as a subprocess)."""
     service = Service("ingest", settings, version=__version__)
-    producer = EventProducer(settings.kafka_bootstrap_servers,
-                             client_id=settings.kafka_client_id or "ingest")
+    producer = EventProducer(
+        settings.kafka_bootstrap_servers, client_id=settings.kafka_client_id or "ingest"
+    )
     store = UploadStore(settings.storage_dir)
     store.uploads.mkdir(parents=True, exist_ok=True)
     ledger = Ledger(dsn=settings.ledger_dsn, sqlite_path=settings.ledger_sqlite_path)
@@ -55,48 +56,85 @@ def build(settings: IngestSettings) -> Service:
     access = AccessListFile(settings.access_list_file, settings.access_reload_seconds)
     access.reload()
     auth = Authenticator(access, settings.tls_client_ca_file)
-    add_admin_routes(service.app, settings.access_list_file, settings.enrol_ca_cert_file,
-                     settings.enrol_ca_key_file, settings.admin_token_file)
+    add_admin_routes(
+        service.app,
+        settings.access_list_file,
+        settings.enrol_ca_cert_file,
+        settings.enrol_ca_key_file,
+        settings.admin_token_file,
+    )
     announcer = Announcer(store, producer)
     cfg = TusConfig(
-        base_path=settings.tus_base_path, max_size=settings.max_object_bytes,
+        base_path=settings.tus_base_path,
+        max_size=settings.max_object_bytes,
         max_concurrent_uploads=settings.max_concurrent_uploads,
-        requests_per_second=settings.max_requests_per_second, burst=settings.request_burst,
+        requests_per_second=settings.max_requests_per_second,
+        burst=settings.request_burst,
         expiry_seconds=settings.upload_expiry_seconds,
         identity_source=settings.identity_source,
         trusted_proxies=parse_networks(settings.trusted_proxies),
         client_cert_header=settings.client_cert_header.lower(),
-        key_ids=keyring, body_idle_seconds=settings.body_idle_timeout_seconds)
-    add_key_admin_routes(service.app, KeyStatus(keyring, store, ledger, access,
-                                                settings.key_retire_settle_seconds),
-                         settings.admin_token_file)
-    tus_app = build_tus_app(store=store, auth=auth, ledger=ledger, announcer=announcer, cfg=cfg,
-                            keys=keyring)
-    context = (server_ssl_context(settings.tls_cert_file, settings.tls_key_file,
-                                  settings.tls_client_ca_file)
-               if settings.identity_source == "tls" else None)
+        key_ids=keyring,
+        body_idle_seconds=settings.body_idle_timeout_seconds,
+    )
+    add_key_admin_routes(
+        service.app,
+        KeyStatus(keyring, store, ledger, access, settings.key_retire_settle_seconds),
+        settings.admin_token_file,
+    )
+    tus_app = build_tus_app(
+        store=store, auth=auth, ledger=ledger, announcer=announcer, cfg=cfg, keys=keyring
+    )
+    context = (
+        server_ssl_context(
+            settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file
+        )
+        if settings.identity_source == "tls"
+        else None
+    )
     https = build_https_server(
-        tus_app, settings.tus_host, settings.tus_port, context,
-        socket_options=dead_peer_socket_options(settings.tcp_keepalive_seconds,
-                                                settings.tcp_user_timeout_seconds))
+        tus_app,
+        settings.tus_host,
+        settings.tus_port,
+        context,
+        socket_options=dead_peer_socket_options(
+            settings.tcp_keepalive_seconds, settings.tcp_user_timeout_seconds
+        ),
+    )
     processor = Processor(
-        uploads=store, ledger=ledger, keys=keyring,
-        pacs=PacsTarget(settings.pacs_host, settings.pacs_port, settings.pacs_ae_title,
-                        settings.calling_ae_title, settings.pacs_timeout_seconds,
-                        settings.pacs_max_pdu, settings.pacs_allow_lossless_fallback,
-                        canary_ae_title=settings.pacs_canary_ae_title),
-        producer=producer, work_dir=settings.data_dir / "work",
+        uploads=store,
+        ledger=ledger,
+        keys=keyring,
+        pacs=PacsTarget(
+            settings.pacs_host,
+            settings.pacs_port,
+            settings.pacs_ae_title,
+            settings.calling_ae_title,
+            settings.pacs_timeout_seconds,
+            settings.pacs_max_pdu,
+            settings.pacs_allow_lossless_fallback,
+            canary_ae_title=settings.pacs_canary_ae_title,
+        ),
+        producer=producer,
+        work_dir=settings.data_dir / "work",
         keep_delivered=settings.keep_delivered_uploads,
-        storage_commitment=settings.pacs_storage_commitment)
+        storage_commitment=settings.pacs_storage_commitment,
+    )
     runner = ConsumerRunner(
-        bootstrap_servers=settings.kafka_bootstrap_servers, group_id=settings.consumer_group,
-        topics=[topics.CENTRAL_UPLOAD_COMPLETED], handler=processor.handle, producer=producer,
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        group_id=settings.consumer_group,
+        topics=[topics.CENTRAL_UPLOAD_COMPLETED],
+        handler=processor.handle,
+        producer=producer,
         dead_letter_topic=topics.CENTRAL_DEAD_LETTER,
-        retry=RetryPolicy(max_attempts=5,
-                          initial_backoff_seconds=settings.pacs_retry_initial_seconds,
-                          max_backoff_seconds=settings.pacs_retry_max_seconds),
-        client_id="ingest")
-    sweeper = Sweeper(store, announcer, access, settings.upload_expiry_seconds)
+        retry=RetryPolicy(
+            max_attempts=5,
+            initial_backoff_seconds=settings.pacs_retry_initial_seconds,
+            max_backoff_seconds=settings.pacs_retry_max_seconds,
+        ),
+        client_id="ingest",
+    )
+    sweeper = Sweeper(store, announcer, access, settings.upload_expiry_seconds, ledger=ledger)
 
     async def kafka(stop: asyncio.Event) -> None:
         if not await producer.connect(stop):
@@ -109,13 +147,14 @@ def build(settings: IngestSettings) -> Service:
     async def ledger_ready() -> None:
         await asyncio.to_thread(ledger.check)
 
-
     if settings.pacs_storage_commitment:
-        listener = CommitmentListener(ledger, settings.calling_ae_title,
-                                      settings.commitment_host, settings.commitment_port)
+        listener = CommitmentListener(
+            ledger, settings.calling_ae_title, settings.commitment_host, settings.commitment_port
+        )
         listener.start()  # binds now: a port in use fails the start, loudly
-        finisher = CommitmentFinisher(ledger, processor, processor.pacs,
-                                      settings.commitment_timeout_seconds)
+        finisher = CommitmentFinisher(
+            ledger, processor, processor.pacs, settings.commitment_timeout_seconds
+        )
         service.add_task("commitment", finisher.run)
         service.on_stop(lambda: asyncio.to_thread(listener.stop))
     ledger.migrate()

@@ -87,3 +87,17 @@ COMPLETIONS_REFUSED = Counter(
 )
 for _reason in ("revoked", "not_allowed"):
     COMPLETIONS_REFUSED.labels(_reason)
+EXPIRED_UPLOADS = Counter(
+    "trailerlink_ingest_uploads_expired_total",
+    "Uploads the sweeper removed, by reason: abandoned (unfinished, idle for "
+    "UPLOAD_EXPIRY_SECONDS), failed (a failed receipt that old)",
+    ["reason"],
+)
+EXPIRED_BYTES = Counter(
+    "trailerlink_ingest_expired_bytes_total",
+    "Bytes on the shared upload volume freed by removing expired uploads, by reason",
+    ["reason"],
+)
+for _reason in ("abandoned", "failed"):
+    EXPIRED_UPLOADS.labels(_reason)
+    EXPIRED_BYTES.labels(_reason)

@@ -108,7 +108,7 @@ class TusConfig:
     max_concurrent_uploads: int = 64
     requests_per_second: float = 50.0
     burst: int = 200
-    expiry_seconds: float = 7 * 24 * 3600
+    expiry_seconds: float = 24 * 3600
     identity_source: str = "tls"
     trusted_proxies: list[Any] = field(default_factory=list)
     client_cert_header: str = "client-cert"

@@ -7,6 +7,7 @@ Layout under ``storage_dir``::
     uploads/<trailer id>/<upload id>/lock        flock'd while a request writes
     uploads/<trailer id>/<upload id>/takeover    a waiting request asks the writer to yield
     uploads/<trailer id>/.create.lock            flock'd while one of its uploads is created
+    uploads/<trailer id>/.expired-<upload id>/   an expired upload on its way out
 
 ``info.json``'s ``offset`` is the only truth about how much is received: it is written
 (and fsynced, with its directory) only after the data bytes up to it were fsynced, so
@@ -38,7 +39,7 @@ import re
 import shutil
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -50,6 +51,7 @@ UPLOAD_ID = re.compile(r"^[0-9a-f]{32}$")
 TRAILER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 LOCK_WAIT_SECONDS = 10.0
 CREATE_LOCK = ".create.lock"  # not an upload id: trailer_uploads() never lists it
+TOMBSTONE_PREFIX = ".expired-"  # likewise
 _LOCK_POLL_SECONDS = 0.01
 
 
@@ -165,6 +167,42 @@ class UploadStore:
         shutil.rmtree(directory, ignore_errors=True)
         with contextlib.suppress(FileNotFoundError):
             fsync_dir(directory.parent)
+
+    def reclaim(
+        self, trailer_id: str, upload_id: str, still_due: Callable[[UploadInfo], bool]
+    ) -> int | None:
+        """Remove an upload if ``still_due`` holds for its state read under its write
+        lock; the bytes freed, or None if it was left alone: being written (the lock is
+        never waited for, so a live request is never cut off), gone, or no longer due.
+
+        The directory is renamed aside while the lock is held (from then on every request
+        finds no upload) and deleted after the lock's descriptor is closed: on NFS a
+        directory holding an open file cannot be removed."""
+        try:
+            directory = self.directory(trailer_id, upload_id)
+            with self._flock(trailer_id, upload_id):
+                info = self.load(trailer_id, upload_id)
+                if info is None or not still_due(info):
+                    return None
+                freed = sum(f.stat().st_size for f in directory.iterdir() if f.is_file())
+                tombstone = directory.with_name(TOMBSTONE_PREFIX + upload_id)
+                os.rename(directory, tombstone)
+                fsync_dir(directory.parent)
+        except (UploadLocked, UploadVanished, FileNotFoundError, ValueError):
+            return None
+        shutil.rmtree(tombstone, ignore_errors=True)
+        return freed
+
+    def remove_tombstones(self) -> None:
+        """Finish removals a crash interrupted (see :meth:`reclaim`)."""
+        if not self.uploads.exists():
+            return
+        for trailer_dir in self.uploads.iterdir():
+            if not valid_trailer_id(trailer_dir.name) or not trailer_dir.is_dir():
+                continue
+            for entry in trailer_dir.iterdir():
+                if entry.name.startswith(TOMBSTONE_PREFIX):
+                    shutil.rmtree(entry, ignore_errors=True)
 
     def all_uploads(self) -> Iterator[UploadInfo]:
         """Every upload on the storage (for the sweeper)."""
