@@ -208,3 +208,28 @@ def test_unknown_terms_and_foreign_escapes_are_refused_with_a_reason() -> None:
         charsets.strict_decode(b"a=\x1b-F\xc4", ["", "ISO 2022 IR 100"], "PN")
     with pytest.raises(charsets.UndecodableText, match="not valid"):
         charsets.strict_decode(b"Si\xe2n", ["ISO_IR 192"], "PN")
+
+
+def test_broker_answers_outside_the_window_are_skipped_counted_and_logged(  # type: ignore[no-untyped-def]
+    make_app, captured_logs
+) -> None:
+    from datetime import timedelta
+
+    from .conftest import today
+
+    app = make_app(upstream="dicom_mwl")
+    first, last = app.worklist.window()
+    answers = []
+    for i, offset in ((1, 0), (2, -1), (3, 30)):
+        ds = to_dataset(booking(i, day=today() + timedelta(days=offset), patient_name=WELSH))
+        ds.SpecificCharacterSet = "ISO_IR 192"
+        answers.append(_wire(ds))
+    before = metrics.UPSTREAM_ITEMS_REFUSED.labels("dicom_mwl", "out_of_window")._value.get()
+    steps, keep = app.upstream._decode(answers, first, last)
+    assert [s.accession_number for s in steps] == ["ACC00001"] and keep == set()
+    after = metrics.UPSTREAM_ITEMS_REFUSED.labels("dicom_mwl", "out_of_window")._value.get()
+    assert after - before == 2
+    assert any(
+        "outside the window skipped" in line and "'skipped': 2" in line
+        for line in captured_logs.lines
+    )
