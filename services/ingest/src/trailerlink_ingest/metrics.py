@@ -101,3 +101,24 @@ EXPIRED_BYTES = Counter(
 for _reason in ("abandoned", "failed"):
     EXPIRED_UPLOADS.labels(_reason)
     EXPIRED_BYTES.labels(_reason)
+TLS_HANDSHAKE_FAILURES = Counter(
+    "trailerlink_ingest_tls_handshake_failures_total",
+    "TLS handshakes refused or failed on the HTTPS port (TLS terminated in the pod), by "
+    "reason: no_certificate, unknown_ca, expired, not_yet_valid, bad_certificate, "
+    "protocol_version, not_tls, client_refused, timeout, closed, other",
+    ["reason"],
+)
+for _reason in (
+    "no_certificate",
+    "unknown_ca",
+    "expired",
+    "not_yet_valid",
+    "bad_certificate",
+    "protocol_version",
+    "not_tls",
+    "client_refused",
+    "timeout",
+    "closed",
+    "other",
+):
+    TLS_HANDSHAKE_FAILURES.labels(_reason)

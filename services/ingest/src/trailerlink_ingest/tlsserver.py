@@ -12,6 +12,13 @@ carries it, in the shape of the ASGI TLS extension::
 
 The adapter relies on two uvicorn details, pinned by tests/test_tlsserver.py: the
 protocol keeps the app in ``self.app`` and reads it there for every request.
+
+The adapter also does the TLS handshake itself (``loop.start_tls`` on the accepted TCP
+connection) instead of leaving it to the listening server: asyncio drops a failed
+server-side handshake without a word (an ``ssl.SSLError`` is an ``OSError``, logged only
+in asyncio debug mode), so a trailer whose certificate expired, or that has none, was
+invisible. Here each failure is logged with the peer address and reason and counted in
+``trailerlink_ingest_tls_handshake_failures_total{reason}`` (:func:`handshake_failure`).
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import contextlib
 import logging
 import socket
 import ssl
+import time
 from collections.abc import Generator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -28,11 +36,64 @@ from typing import Any, ClassVar
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from trailerlink_ingest.metrics import REQUESTS_REFUSED
+from trailerlink_ingest.metrics import REQUESTS_REFUSED, TLS_HANDSHAKE_FAILURES
 
 log = logging.getLogger(__name__)
 
 _TLS_VERSIONS = {"TLSv1.3": 0x0304, "TLSv1.2": 0x0303}
+TLS_HANDSHAKE_TIMEOUT_SECONDS = 60.0  # asyncio's default for server-side TLS, kept
+HANDSHAKE_LOG_INTERVAL_SECONDS = 60.0  # per peer address and reason: a flood logs little
+
+# OpenSSL X509_V_ERR_* codes (x509_vfy.h) a refused client certificate carries.
+_UNKNOWN_CA_CODES = frozenset({2, 18, 19, 20, 21, 24})
+_EXPIRED, _NOT_YET_VALID = 10, 9
+_PROTOCOL_VERSION = frozenset(
+    {
+        "UNSUPPORTED_PROTOCOL",
+        "TLSV1_ALERT_PROTOCOL_VERSION",
+        "NO_PROTOCOLS_AVAILABLE",
+        "VERSION_TOO_LOW",
+        "WRONG_SSL_VERSION",
+    }
+)
+_NOT_TLS = frozenset({"HTTP_REQUEST", "HTTPS_PROXY_REQUEST", "WRONG_VERSION_NUMBER"})
+
+
+def handshake_failure(exc: BaseException | None) -> tuple[str, str]:
+    """(reason, detail) of a failed server-side handshake: the reason one of
+    ``no_certificate``, ``unknown_ca``, ``expired``, ``not_yet_valid``,
+    ``bad_certificate``, ``protocol_version``, ``not_tls``, ``client_refused`` (the
+    client's TLS stack refused ours, e.g. it does not trust our server certificate),
+    ``timeout``, ``closed`` (the peer went away mid-handshake: also what a TCP health
+    check looks like) or ``other``; the detail OpenSSL's own words, never patient data."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        code = exc.verify_code
+        detail = f"{code}: {exc.verify_message}"
+        if code == _EXPIRED:
+            return "expired", detail
+        if code == _NOT_YET_VALID:
+            return "not_yet_valid", detail
+        if code in _UNKNOWN_CA_CODES:
+            return "unknown_ca", detail
+        return "bad_certificate", detail
+    if isinstance(exc, ssl.SSLError):
+        name = exc.reason or ""
+        if name == "PEER_DID_NOT_RETURN_A_CERTIFICATE":
+            return "no_certificate", name
+        if name in _PROTOCOL_VERSION:
+            return "protocol_version", name
+        if name in _NOT_TLS:
+            return "not_tls", name
+        if name.startswith(("SSLV3_ALERT_", "TLSV1_ALERT_", "TLSV13_ALERT_")):
+            return "client_refused", name
+        if isinstance(exc, ssl.SSLEOFError) or name == "UNEXPECTED_EOF_WHILE_READING":
+            return "closed", name
+        return "other", name or type(exc).__name__
+    if isinstance(exc, ConnectionAbortedError):  # asyncio's handshake timeout
+        return "timeout", f"no handshake within {TLS_HANDSHAKE_TIMEOUT_SECONDS:g} s"
+    if exc is None or isinstance(exc, ConnectionError | EOFError):
+        return "closed", type(exc).__name__ if exc else "EOF"
+    return "other", type(exc).__name__
 
 
 class _PerConnectionApp:
@@ -132,12 +193,69 @@ def dead_peer_socket_options(
     return options
 
 
+class _HandshakeBuffer(asyncio.Protocol):
+    """Holds what the TLS layer delivers between the end of the handshake and the moment
+    the HTTP protocol takes the connection (start_tls reads on before it returns)."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.eof = False
+        self.lost: tuple[Exception | None] | None = None
+
+    def data_received(self, data: bytes) -> None:
+        self.data += data
+
+    def eof_received(self) -> bool | None:
+        self.eof = True
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = (exc,)
+
+
+class _HandshakeLog:
+    """Logs a failed handshake at most once per peer address and reason per interval
+    (a scanner or a misconfigured trailer retrying would otherwise write a line per
+    attempt); every failure is counted regardless."""
+
+    def __init__(self, interval: float = HANDSHAKE_LOG_INTERVAL_SECONDS) -> None:
+        self.interval = interval
+        self._last: dict[tuple[str, str], tuple[float, int]] = {}
+
+    def failed(self, peer: str, reason: str, detail: str) -> None:
+        TLS_HANDSHAKE_FAILURES.labels(reason).inc()
+        now = time.monotonic()
+        key = (peer, reason)
+        last, suppressed = self._last.get(key, (float("-inf"), 0))
+        if now - last < self.interval:
+            self._last[key] = (last, suppressed + 1)
+            return
+        if len(self._last) > 10_000:  # many addresses: forget, do not grow
+            self._last.clear()
+        self._last[key] = (now, 0)
+        # A peer closing before any handshake is what TCP health checks do: not a warning.
+        level = logging.DEBUG if reason == "closed" else logging.WARNING
+        log.log(
+            level,
+            "TLS handshake failed",
+            extra={
+                "peer": peer,
+                "reason": reason,
+                "detail": detail,
+                "suppressed_since_last": suppressed,
+            },
+        )
+
+
 class PeerCertH11Protocol(H11Protocol):
     """uvicorn's h11 protocol, exposing the verified client certificate in the scope,
     with the dead-peer socket options (:func:`dead_peer_socket_options`) set on every
-    accepted connection."""
+    accepted connection and, with ``tls_context``, the TLS handshake done here so that a
+    failed one is logged and counted (see the module docstring)."""
 
     socket_options: ClassVar[list[tuple[int, int, int]]] = []
+    tls_context: ClassVar[ssl.SSLContext | None] = None
+    handshake_log: ClassVar[_HandshakeLog] = _HandshakeLog()
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         sock = transport.get_extra_info("socket")
@@ -145,6 +263,44 @@ class PeerCertH11Protocol(H11Protocol):
             for level, name, value in self.socket_options:
                 with contextlib.suppress(OSError):
                     sock.setsockopt(level, name, value)
+        if self.tls_context is None:
+            self._serve(transport)
+            return
+        # The ClientHello is for the TLS layer: keep it from h11 until start_tls has the
+        # transport (start_tls pauses too, but only once its task runs).
+        transport.pause_reading()
+        self._handshake = asyncio.ensure_future(self._start_tls(transport, self.tls_context))
+
+    async def _start_tls(self, transport: asyncio.Transport, context: ssl.SSLContext) -> None:
+        peername = transport.get_extra_info("peername")
+        peer = str(peername[0]) if peername else ""
+        buffer = _HandshakeBuffer()
+        try:
+            tls = await asyncio.get_running_loop().start_tls(
+                transport,
+                buffer,
+                context,
+                server_side=True,
+                ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT_SECONDS,
+            )
+        except (OSError, EOFError) as exc:  # ssl.SSLError and ConnectionError are OSErrors
+            self.handshake_log.failed(peer, *handshake_failure(exc))
+            transport.close()
+            return
+        if tls is None:  # the peer closed the connection as the handshake ended
+            self.handshake_log.failed(peer, *handshake_failure(None))
+            transport.close()
+            return
+        tls.set_protocol(self)
+        self._serve(tls)  # type: ignore[arg-type]
+        if buffer.data:
+            self.data_received(bytes(buffer.data))
+        if buffer.eof:
+            self.eof_received()
+        if buffer.lost is not None:
+            self.connection_lost(buffer.lost[0])
+
+    def _serve(self, transport: asyncio.Transport) -> None:
         super().connection_made(transport)
         ssl_object = transport.get_extra_info("ssl_object")
         if ssl_object is not None:
@@ -185,10 +341,15 @@ def build_https_server(
     """A uvicorn server for ``app`` on ``host:port`` with ``context`` (None: plain HTTP,
     for a deployment behind a TLS-terminating proxy); ``socket_options`` are set on every
     accepted connection."""
+    # TLS is the protocol's own (not uvicorn's ssl settings): see the module docstring.
     protocol = type(
         "PeerCertH11Protocol",
         (PeerCertH11Protocol,),
-        {"socket_options": list(socket_options or [])},
+        {
+            "socket_options": list(socket_options or []),
+            "tls_context": context,
+            "handshake_log": _HandshakeLog(),
+        },
     )
     config = uvicorn.Config(
         RejectAmbiguousFraming(app),
@@ -201,11 +362,6 @@ def build_https_server(
         limit_concurrency=limit_concurrency,
         timeout_keep_alive=30,
         h11_max_incomplete_event_size=64 * 1024,
-        **(
-            {"ssl_context_factory": lambda _config, _default: context, "ssl_certfile": None}
-            if context is not None
-            else {}
-        ),
     )
     return _QuietServer(config)
 
