@@ -239,3 +239,34 @@ def test_an_idle_accepted_association_is_ended_by_the_network_timeout(server_fac
     assert assoc.is_established
     wait_until(lambda: not assoc.is_established, 10, "the idle association ended by the server")
     assert echo(running.port)
+
+
+def test_silent_connections_do_not_take_association_slots(server_factory) -> None:
+    """pynetdicom counted every connection's thread against its association limit, so
+    a few silent connections made the modality's association 'Local Limit Exceeded'."""
+    from dataclasses import replace
+
+    running = server_factory(limits=replace(LIMITS, max_associations=2))
+    silent = [connect(running.port, source=f"127.0.4.{n + 1}") for n in range(4)]
+    try:
+        assert echo(running.port)
+    finally:
+        for sock in silent:
+            sock.close()
+
+
+def test_identified_associations_over_the_limit_are_rejected_transiently(server_factory) -> None:
+    from dataclasses import replace
+
+    running = server_factory(limits=replace(LIMITS, max_associations=2))
+    ae = AE(ae_title="MG1")
+    ae.add_requested_context(Verification)
+    held = [ae.associate("127.0.0.1", running.port, ae_title=SERVER_AE) for _ in range(2)]
+    assert all(a.is_established for a in held)
+    third = ae.associate("127.0.0.1", running.port, ae_title=SERVER_AE)
+    assert third.is_rejected
+    assert third.acceptor.primitive.result_source == 0x03  # provider (presentation)
+    assert third.acceptor.primitive.diagnostic == 0x02  # local limit exceeded
+    for assoc in held:
+        assoc.release()
+    wait_until(lambda: echo(running.port), 10, "a slot free again after the release")

@@ -183,13 +183,22 @@ class BoundedDUL(DULServiceProvider):
                 self.refuse(lim.PDU_DEADLINE)
                 return False
             except (OSError, ValueError):
-                self.event_queue.put("Evt17")  # the transport went away
+                self._transport_ended()
                 return False
             if not n:
-                self.event_queue.put("Evt17")  # the peer closed
+                self._transport_ended()  # the peer closed
                 return False
             got += n
         return True
+
+    def _transport_ended(self) -> None:
+        """The peer closed or the connection broke: close our end too (Evt17), so that
+        the association thread, waiting for a primitive, sees it and ends now."""
+        transport = self.socket
+        if transport is not None and getattr(transport, "socket", None) is not None:
+            transport.close()
+        else:
+            self.event_queue.put("Evt17")
 
     def refuse(self, reason: str) -> None:
         """End the connection now: an A-ABORT if it can be sent at once, then close."""

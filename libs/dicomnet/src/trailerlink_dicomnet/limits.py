@@ -21,6 +21,7 @@ PDU_MALFORMED = "pdu_malformed"
 PDU_DEADLINE = "pdu_deadline"
 TOO_MANY_FROM_PEER = "too_many_connections_from_peer"
 TOO_MANY_CONNECTIONS = "too_many_connections"
+TOO_MANY_ASSOCIATIONS = "too_many_associations"
 TLS_HANDSHAKE = "tls_handshake_failed"
 
 
@@ -32,11 +33,17 @@ class ReceiveLimits:
     variable field of every P-DATA-TF PDU the peer sends by it, so a longer one is a
     protocol violation and is never read. Before the association is accepted (the peer
     is not identified yet) every PDU is bounded by ``max_associate_bytes``.
+
+    ``max_associations`` counts accepted-for-negotiation associations only (a peer that
+    sent a whole A-ASSOCIATE-RQ); connections that have not, are bounded by the
+    connection limits and the PDU deadline instead, so they never take the modality's
+    association slots.
     """
 
     max_pdu_bytes: int = 262144
     max_associate_bytes: int = 65536
     pdu_deadline_seconds: float = 20.0
+    max_associations: int = 8
     max_connections: int = 32
     max_connections_per_peer: int = 4
     tls_handshake_seconds: float = 10.0

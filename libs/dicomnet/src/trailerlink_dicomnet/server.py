@@ -10,6 +10,8 @@ association pynetdicom's unbounded PDU reader. :class:`BoundedAssociationServer`
   modality needs;
 * does the TLS handshake in the connection's own thread, within a deadline, and reports
   a failed one (reason, peer, the certificate's subject when one was presented);
+* limits associations by those that sent a whole A-ASSOCIATE-RQ (pynetdicom counts
+  every connection's thread, so silent connections took the modality's slots);
 * gives every association a :class:`~trailerlink_dicomnet.dul.BoundedDUL` and,
   optionally, a DIMSE provider of the service's own (per association, nothing
   process-wide).
@@ -31,6 +33,7 @@ from typing import Any
 
 from pynetdicom import evt
 from pynetdicom._globals import MODE_ACCEPTOR
+from pynetdicom.acse import ACSE
 from pynetdicom.ae import ApplicationEntity
 from pynetdicom.association import Association
 from pynetdicom.dimse import DIMSEServiceProvider
@@ -78,6 +81,54 @@ class PeerSlots:
             return sum(self._open.values())
 
 
+class AssociationSlots:
+    """Associations whose A-ASSOCIATE-RQ arrived, under ``limit``."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._taken = 0
+        self._lock = threading.Lock()
+
+    def take(self) -> bool:
+        with self._lock:
+            if self._taken >= self.limit:
+                return False
+            self._taken += 1
+            return True
+
+    def give_back(self) -> None:
+        with self._lock:
+            self._taken = max(0, self._taken - 1)
+
+
+class _SlotACSE(ACSE):
+    """pynetdicom's ACSE; an acceptor's negotiation first takes an association slot.
+
+    pynetdicom's own limit counts every acceptor thread, including connections that
+    never sent an A-ASSOCIATE-RQ, so a few silent connections could make the modality's
+    next association "Local Limit Exceeded". Here only identified ones count."""
+
+    def __init__(self, assoc: Association, slots: AssociationSlots) -> None:
+        super().__init__(assoc)
+        self._slots = slots
+        self.holds_slot = False
+
+    def negotiate_association(self) -> None:
+        if self.assoc.is_acceptor:
+            if not self._slots.take():
+                self.send_reject(0x02, 0x03, 0x02)  # transient, provider, local limit
+                evt.trigger(self.assoc, evt.EVT_REJECTED, {})
+                self.assoc.kill()
+                return
+            self.holds_slot = True
+        super().negotiate_association()
+
+    def give_back(self) -> None:
+        if self.holds_slot:
+            self.holds_slot = False
+            self._slots.give_back()
+
+
 class _BoundedAssociation(Association):
     """An acceptor Association whose DUL (and optionally DIMSE provider) are ours, and
     whose end gives its connection's slot back."""
@@ -87,9 +138,11 @@ class _BoundedAssociation(Association):
         ae: ApplicationEntity,
         dul: Callable[[Association], BoundedDUL],
         dimse: DimseFactory | None,
+        slots: AssociationSlots,
         on_end: Callable[[], None],
     ) -> None:
         super().__init__(ae, MODE_ACCEPTOR)
+        self.acse: _SlotACSE = _SlotACSE(self, slots)
         self.dul = dul(self)  # before set_socket: the socket's Evt5 goes to this DUL
         # Their setters put the timeouts on the DUL's timers (ARTIM, idle): again, on ours.
         self.acse_timeout = self.acse_timeout
@@ -102,6 +155,7 @@ class _BoundedAssociation(Association):
         try:
             super().run_reactor()
         finally:
+            self.acse.give_back()
             self._on_end()
 
 
@@ -192,6 +246,7 @@ class _BoundedRequestHandler(RequestHandler):
             self.ae,
             lambda a: BoundedDUL(a, server.limits, server.on_refusal, peer),
             server.dimse_factory,
+            server.associations,
             give_back,
         )
         assoc._server = server
@@ -227,6 +282,11 @@ class BoundedAssociationServer(ThreadedAssociationServer):
     """pynetdicom's threaded server with per-peer limits, deadlined TLS handshakes in
     the connection's thread and the bounded receive path (see the module)."""
 
+    # socketserver listens with a backlog of 5: a burst of connections (a scan, a
+    # flood) filled it and the modality's SYN waited for a retransmission (1 s, 3 s...).
+    # Accepting is cheap and every connection is then limited, so accept them all.
+    request_queue_size = 128
+
     def __init__(
         self,
         ae: ApplicationEntity,
@@ -244,6 +304,7 @@ class BoundedAssociationServer(ThreadedAssociationServer):
         self.on_refusal = on_refusal
         self.dimse_factory = dimse_factory
         self.slots = PeerSlots(limits.max_connections_per_peer, limits.max_connections)
+        self.associations = AssociationSlots(limits.max_associations)
         super().__init__(
             ae,
             address,
@@ -286,6 +347,9 @@ def start_bounded_server(
     to the limit, so what we advertise is what we enforce."""
     check_pynetdicom()
     ae.maximum_pdu_size = limits.max_pdu_bytes
+    # Our slots limit associations (see _SlotACSE); pynetdicom's own count of threads
+    # must never trip first, including threads of connections just closed.
+    ae.maximum_associations = limits.max_connections + limits.max_associations
     server = ae.make_server(
         address,
         ssl_context=ssl_context,

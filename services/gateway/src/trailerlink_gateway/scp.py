@@ -200,7 +200,6 @@ class DicomGateway:
     def _build_ae(self) -> AE:
         s = self.settings
         ae = AE(ae_title=s.dicom_ae_title)
-        ae.maximum_associations = s.dicom_max_associations
         ae.network_timeout = s.dicom_network_timeout_seconds
         ae.acse_timeout = ae.dimse_timeout = 30
         # Access control is ours (PeerPolicy) so that every refusal is counted.

@@ -97,6 +97,7 @@ class GatewaySettings(ServiceSettings):
             max_pdu_bytes=self.dicom_max_pdu_bytes,
             max_associate_bytes=self.dicom_max_associate_bytes,
             pdu_deadline_seconds=self.dicom_pdu_deadline_seconds,
+            max_associations=self.dicom_max_associations,
             max_connections=self.dicom_max_connections,
             max_connections_per_peer=self.dicom_max_connections_per_peer,
             tls_handshake_seconds=self.dicom_tls_handshake_seconds,
