@@ -91,3 +91,22 @@ def test_a_name_without_a_latin_spelling_is_answered_in_utf8_not_mangled(make_ap
     app.scp.start()
     names, charsets = _names(app, "UNLISTED")
     assert (names, charsets) == ({1: "Yamada^Hanako=山田^花子"}, {"ISO_IR 192"})
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        {"dicom_ae_character_sets": "MG1=LATIN-1"},
+        {"dicom_ae_character_sets": "ISO_IR 100"},
+        {"dicom_default_character_set": "UTF8"},
+        {"upstream_mwl_undeclared_charset": "latin"},
+        {"hl7_encoding": "klingon"},
+    ],
+)
+def test_unknown_character_set_settings_stop_the_service_at_start(setting, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from pydantic import ValidationError
+
+    from .conftest import settings_for
+
+    with pytest.raises(ValidationError):
+        settings_for(tmp_path, **setting)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import ssl
 from pathlib import Path
 from typing import Literal
@@ -9,7 +10,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 from trailerlink_common.config import ServiceSettings
 
-from trailerlink_worklist import charsets, tls
+from trailerlink_worklist import charsets, hl7msg, tls
 
 
 class WorklistSettings(ServiceSettings):
@@ -136,6 +137,12 @@ class WorklistSettings(ServiceSettings):
     @model_validator(mode="after")
     def _charsets(self) -> WorklistSettings:
         charsets.check_fallback(self.upstream_mwl_undeclared_charset)
+        if self.hl7_encoding.lower() != "auto" and hl7msg.msh18_codec(self.hl7_encoding) is None:
+            try:
+                codecs.lookup(self.hl7_encoding)
+            except LookupError:
+                raise ValueError(f"TRAILERLINK_HL7_ENCODING: unknown encoding "
+                                 f"{self.hl7_encoding!r}") from None
         for term in (self.dicom_default_character_set, *self.ae_character_sets().values()):
             if not charsets.known_term(term):
                 raise ValueError(f"unknown DICOM character set {term!r}")
