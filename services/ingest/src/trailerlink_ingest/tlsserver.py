@@ -1,11 +1,11 @@
 """The HTTPS (tus + receipts) server: uvicorn with client certificates, plus a small
 protocol adapter that hands the verified peer certificate to the application.
 
-uvicorn verifies client certificates but does not pass them to the ASGI app (the ASGI
-TLS extension is not implemented there). :class:`PeerCertH11Protocol` is uvicorn's own
-h11 protocol with one addition: when a connection is made it reads the certificate the
-TLS layer verified and wraps the app for that connection so every request's scope
-carries it, in the shape of the ASGI TLS extension::
+uvicorn does not pass client certificates to the ASGI app (the ASGI TLS extension is
+not implemented there). :class:`PeerCertH11Protocol` is uvicorn's own h11 protocol with
+one addition: when a connection is made it reads the certificate the TLS layer verified
+and wraps the app for that connection so every request's scope carries it, in the shape
+of the ASGI TLS extension::
 
     scope["extensions"]["tls"] = {"client_cert_chain": [<PEM>], "client_cert_der": <DER>,
                                   "tls_version": 0x0304, ...}
@@ -19,6 +19,8 @@ server-side handshake without a word (an ``ssl.SSLError`` is an ``OSError``, log
 in asyncio debug mode), so a trailer whose certificate expired, or that has none, was
 invisible. Here each failure is logged with the peer address and reason and counted in
 ``trailerlink_ingest_tls_handshake_failures_total{reason}`` (:func:`handshake_failure`).
+So uvicorn itself is given no TLS settings (its start-up line says ``http://`` for this
+port); the context is :func:`server_ssl_context`'s, as before.
 """
 
 from __future__ import annotations
