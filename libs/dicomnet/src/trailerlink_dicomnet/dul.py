@@ -33,6 +33,7 @@ import struct
 import time
 import weakref
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from pynetdicom.dul import DULServiceProvider
@@ -57,7 +58,25 @@ _ABORT_REASON = {
     lim.PDU_TOO_LONG: 0x06,
     lim.PDU_MALFORMED: 0x06,
     lim.PDU_DEADLINE: 0x00,  # reason-not-specified
+    lim.PDU_UNEXPECTED: 0x02,  # unexpected-PDU
 }
+
+
+@dataclass(frozen=True)
+class FirstHeader:
+    """A connection's first PDU header, read and checked before its association was
+    made (see :mod:`trailerlink_dicomnet.server`), and when it began to arrive."""
+
+    data: bytes
+    started: float
+
+
+def send_abort(sock: socket.socket, reason: str) -> None:
+    """An A-ABORT (service-provider source) if it can be sent within a second."""
+    abort = bytes((0x07, 0, 0, 0, 0, 4, 0, 0, 0x02, _ABORT_REASON.get(reason, 0)))
+    with contextlib.suppress(OSError, ValueError):
+        sock.settimeout(1.0)
+        sock.sendall(abort)
 
 
 class MalformedPdu(ValueError):
@@ -105,8 +124,14 @@ class BoundedDUL(DULServiceProvider):
     """pynetdicom's DUL with a bounded, deadlined PDU reader and a socket-waiting idle."""
 
     def __init__(
-        self, assoc: Any, limits: ReceiveLimits, on_refusal: RefusalHandler, peer: str
+        self,
+        assoc: Any,
+        limits: ReceiveLimits,
+        on_refusal: RefusalHandler,
+        peer: str,
+        first_header: FirstHeader | None = None,
     ) -> None:
+        self._first_header = first_header
         self._limits = limits
         self._on_refusal = on_refusal
         self._peer = peer
@@ -131,10 +156,17 @@ class BoundedDUL(DULServiceProvider):
         if sock is None:
             self.event_queue.put("Evt17")
             return
-        deadline = time.monotonic() + self._limits.pdu_deadline_seconds
         header = memoryview(self._header)
-        if not self._read_exact(sock, header, deadline):
-            return
+        if self._first_header is not None:
+            # The server read (and checked) the first header before this association
+            # existed; the PDU's deadline runs from when that header began.
+            header[:] = self._first_header.data
+            deadline = self._first_header.started + self._limits.pdu_deadline_seconds
+            self._first_header = None
+        else:
+            deadline = time.monotonic() + self._limits.pdu_deadline_seconds
+            if not self._read_exact(sock, header, deadline):
+                return
         pdu_type, _reserved, length = _HEADER.unpack_from(header)
         accepted = self.state_machine.current_state not in _NOT_ACCEPTED
         problem = self._limits.header_problem(pdu_type, length, accepted)
@@ -206,10 +238,7 @@ class BoundedDUL(DULServiceProvider):
         transport = self.socket
         sock = getattr(transport, "socket", None)
         if sock is not None:
-            abort = bytes((0x07, 0, 0, 0, 0, 4, 0, 0, 0x02, _ABORT_REASON.get(reason, 0)))
-            with contextlib.suppress(OSError, ValueError):
-                sock.settimeout(1.0)
-                sock.sendall(abort)
+            send_abort(sock, reason)
         if transport is not None:
             transport.close()  # Evt17: the state machine ends the association
         else:

@@ -25,7 +25,9 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
+import struct
 import threading
+import time
 from collections.abc import Callable
 from copy import deepcopy
 from datetime import datetime
@@ -41,7 +43,7 @@ from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAsso
 
 from trailerlink_dicomnet import limits as lim
 from trailerlink_dicomnet.assumptions import check_pynetdicom
-from trailerlink_dicomnet.dul import BoundedDUL, RefusalHandler
+from trailerlink_dicomnet.dul import BoundedDUL, FirstHeader, RefusalHandler, send_abort
 from trailerlink_dicomnet.limits import ReceiveLimits
 
 log = logging.getLogger(__name__)
@@ -199,7 +201,10 @@ class _BoundedRequestHandler(RequestHandler):
         try:
             if not self._handshake(peer):
                 return
-            assoc = self._create_association()
+            first = self._first_header(peer)
+            if first is None:
+                return
+            assoc = self._create_association(first)
             evt.trigger(assoc, evt.EVT_CONN_OPEN, {"address": self.client_address})
             assoc.start()
             started = True
@@ -229,7 +234,52 @@ class _BoundedRequestHandler(RequestHandler):
             log.debug("DICOM TLS peer", extra={"peer_address": peer, "subject": subject})
         return True
 
-    def _create_association(self) -> Association:
+    def _first_header(self, peer: str) -> FirstHeader | None:
+        """Read and check the connection's first PDU header before anything is built
+        for it: it must start an A-ASSOCIATE-RQ within the limits (PS3.8: nothing else
+        is valid first), or the connection ends here, costing one thread and a few
+        bytes rather than an association with its three threads."""
+        server = self.server
+        sock: socket.socket = self.request  # type: ignore[assignment]
+        header = bytearray(6)
+        view = memoryview(header)
+        started: float | None = None
+        wait_until = time.monotonic() + (self.ae.acse_timeout or 30.0)
+        got = 0
+        while got < 6:
+            remaining = wait_until - time.monotonic()
+            if remaining <= 0:
+                return self._end(sock, peer, lim.PDU_DEADLINE)
+            try:
+                sock.settimeout(remaining)
+                n = sock.recv_into(view[got:], 6 - got)
+            except TimeoutError:
+                return self._end(sock, peer, lim.PDU_DEADLINE)
+            except (OSError, ValueError):
+                n = 0
+            if not n:
+                sock.close()  # gone before a whole header (a scan, a probe): nothing to say
+                return None
+            if started is None:
+                started = time.monotonic()
+                # From the first byte, the header is a PDU like any other.
+                wait_until = min(wait_until, started + server.limits.pdu_deadline_seconds)
+            got += n
+        pdu_type, _reserved, length = struct.unpack(">BBL", header)
+        problem = server.limits.header_problem(pdu_type, length, established=False)
+        if problem is None and pdu_type != lim.A_ASSOCIATE_RQ:
+            problem = lim.PDU_UNEXPECTED
+        if problem is not None:
+            return self._end(sock, peer, problem)
+        assert started is not None
+        return FirstHeader(bytes(header), started)
+
+    def _end(self, sock: socket.socket, peer: str, reason: str) -> None:
+        self.server.on_refusal(reason, peer)
+        send_abort(sock, reason)
+        sock.close()
+
+    def _create_association(self, first: FirstHeader | None = None) -> Association:
         """pynetdicom's own set-up of an acceptor, with our DUL and DIMSE provider."""
         server = self.server
         peer = _peer_host(self.client_address)
@@ -244,7 +294,7 @@ class _BoundedRequestHandler(RequestHandler):
 
         assoc = _BoundedAssociation(
             self.ae,
-            lambda a: BoundedDUL(a, server.limits, server.on_refusal, peer),
+            lambda a: BoundedDUL(a, server.limits, server.on_refusal, peer, first),
             server.dimse_factory,
             server.associations,
             give_back,

@@ -143,3 +143,51 @@ def echo_seconds(port: int, called: str, calling: str = "MG1", times: int = 9) -
 
 def p95(samples: list[float]) -> float:
     return statistics.quantiles(samples, n=20)[-1] if len(samples) > 1 else samples[0]
+
+
+class ContinuousFlood:
+    """Until stopped, ``workers`` threads keep connecting from ``addresses`` attacker
+    addresses and sending a PDU header that claims ``claim`` bytes, each connection held
+    until the listener drops it: an attack that lasts as long as the measurement."""
+
+    def __init__(
+        self, port: int, addresses: int = 50, workers: int = 4, claim: int = FOUR_GIB_CLAIM
+    ) -> None:
+        self.port = port
+        self.addresses = addresses
+        self.claim = claim
+        self.connections = 0
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._run, args=(w, workers), daemon=True)
+            for w in range(workers)
+        ]
+
+    def __enter__(self) -> ContinuousFlood:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(15)
+
+    def _run(self, worker: int, workers: int) -> None:
+        header = struct.pack(">BBL", 0x01, 0, self.claim)
+        n = worker
+        while not self._stop.is_set():
+            sock = _connect(self.port, attacker_address(n % self.addresses), timeout=5)
+            n += workers
+            if sock is None:
+                continue
+            try:
+                sock.sendall(header)
+                sock.settimeout(5)
+                while sock.recv(4096):
+                    pass
+            except OSError:
+                pass
+            finally:
+                sock.close()
+                self.connections += 1
