@@ -122,3 +122,10 @@ for _reason in (
     "other",
 ):
     TLS_HANDSHAKE_FAILURES.labels(_reason)
+UPLOAD_REFUSALS = Counter(
+    "trailerlink_ingest_upload_refusals_total",
+    "Upload creations refused, by trailer and reason: unknown_key, invalid_metadata, "
+    "too_large (permanent: the uplink fails that object alone), no_certificate, "
+    "trailer_refused, rate_limited, too_many_uploads, busy, bad_protocol, other",
+    ["trailer", "reason"],
+)

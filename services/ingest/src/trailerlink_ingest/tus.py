@@ -65,6 +65,24 @@ TAKEOVER_IDLE_SECONDS = 2.0  # a writer quiet this long yields to a resumed requ
 BODY_POLL_SECONDS = 0.5  # how often a request's watchdog looks at its deadline and takeovers
 
 
+PROBLEM_TYPE_PREFIX = "urn:trailerlink:upload-refused:"
+CREATE_REFUSALS: dict[str, bool] = {
+    # reason -> permanent: the same request can never succeed, so the uplink fails that
+    # object alone (ObjectFailed) instead of retrying it ahead of younger work.
+    "unknown_key": True,
+    "invalid_metadata": True,
+    "too_large": True,
+    # About the trailer or this moment, not the object: retrying is right.
+    "no_certificate": False,
+    "trailer_refused": False,
+    "rate_limited": False,
+    "too_many_uploads": False,
+    "busy": False,
+    "bad_protocol": False,
+    "other": False,
+}
+
+
 class TusError(Exception):
     """An answer other than success. With ``title`` the body is an RFC 9457 problem
     (``application/problem+json``) whose detail is ``message``; else plain text."""
@@ -76,12 +94,15 @@ class TusError(Exception):
         headers: dict[str, str] | None = None,
         *,
         title: str | None = None,
+        reason: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.headers = headers or {}
         self.title = title
+        self.reason = reason
+        """An upload creation refusal's reason (:data:`CREATE_REFUSALS`); None elsewhere."""
 
 
 @dataclass
@@ -114,6 +135,18 @@ class TusConfig:
     client_cert_header: str = "client-cert"
     key_ids: Container[str] | None = None  # a KeyStore: re-read after a rotation
     body_idle_seconds: float = 20.0
+
+
+def _creation_refusal_reason(status: int) -> str:
+    """The reason of a refused creation that did not name one (checks shared with the
+    other routes: identity, rate limit, protocol version, the creation lock)."""
+    return {
+        401: "no_certificate",
+        403: "trailer_refused",
+        429: "rate_limited",
+        503: "busy",
+        412: "bad_protocol",
+    }.get(status, "other")
 
 
 def _expires(info: UploadInfo, cfg: TusConfig) -> dict[str, str]:
@@ -287,6 +320,23 @@ def build_tus_app(
     def error(exc: TusError) -> Response:
         metrics.REQUESTS_REFUSED.labels(str(exc.status)).inc()
         headers = base_headers(exc.headers)
+        if exc.reason is not None:
+            # A refused creation: the reason and whether it can ever succeed, so the
+            # uplink need not guess from the status (docs: services/ingest/README.md).
+            problem: dict[str, object] = {
+                "type": PROBLEM_TYPE_PREFIX + exc.reason,
+                "title": exc.title or "upload refused",
+                "status": exc.status,
+                "detail": exc.message,
+                "reason": exc.reason,
+                "permanent": CREATE_REFUSALS.get(exc.reason, False),
+            }
+            return JSONResponse(
+                problem,
+                status_code=exc.status,
+                headers=headers,
+                media_type="application/problem+json",
+            )
         if exc.title is not None:
             problem = {
                 "type": "about:blank",
@@ -541,25 +591,59 @@ def build_tus_app(
         }
         return Response(status_code=204, headers=base_headers(headers))
 
+    def refused_creation(exc: TusError, trailer: str) -> TusError:
+        """Name, log and count a refused creation (trailer and reason; never the
+        object's identity: it is the trailer's to name, and UIDs stay out of this log)."""
+        if exc.reason is None:
+            exc.reason = _creation_refusal_reason(exc.status)
+        metrics.UPLOAD_REFUSALS.labels(trailer or "unknown", exc.reason).inc()
+        log.warning(
+            "upload creation refused",
+            extra={
+                "trailer": trailer or "unknown",
+                "reason": exc.reason,
+                "status": exc.status,
+                "permanent": CREATE_REFUSALS.get(exc.reason, False),
+                "detail": exc.message,
+            },
+        )
+        return exc
+
     @handler
     async def create(request: Request) -> Response:
-        trailer = trailer_of(request)
+        trailer = ""
+        try:
+            trailer = trailer_of(request)
+            return await create_for(request, trailer)
+        except TusError as exc:
+            if exc.status >= 400 and "Location" not in exc.headers:
+                raise refused_creation(exc, trailer) from None
+            raise
+
+    async def create_for(request: Request, trailer: str) -> Response:
         check_resumable(request)
         if "upload-defer-length" in request.headers:
-            raise TusError(400, "creation-defer-length is not supported")
-        length = _int_header(request.headers.get("upload-length"), "Upload-Length")
+            raise TusError(400, "creation-defer-length is not supported",
+                           reason="invalid_metadata")
+        try:
+            length = _int_header(request.headers.get("upload-length"), "Upload-Length")
+        except TusError as exc:
+            exc.reason = "invalid_metadata"
+            raise
         if length > cfg.max_size:
-            raise TusError(413, "Upload-Length exceeds Tus-Max-Size")
+            raise TusError(413, "Upload-Length exceeds Tus-Max-Size", reason="too_large")
         if length == 0:
-            raise TusError(400, "a sealed object is never empty")
+            raise TusError(400, "a sealed object is never empty", reason="invalid_metadata")
         try:
             identity = parse_upload_metadata(request.headers.get("upload-metadata"))
         except MetadataError as exc:
-            raise TusError(400, str(exc)) from None
+            raise TusError(400, str(exc), reason="invalid_metadata") from None
         if identity.sealed_size != length:
-            raise TusError(400, "sealed_size differs from Upload-Length")
+            raise TusError(400, "sealed_size differs from Upload-Length",
+                           reason="invalid_metadata")
         if cfg.key_ids is not None and identity.key_id not in cfg.key_ids:
-            raise TusError(400, "sealed for a key id this data centre does not hold")
+            raise TusError(400, "sealed for a key id this data centre does not hold",
+                           title="sealing key not held", reason="unknown_key")
         has_body = (
             request.headers.get("content-type") is not None
             or int(request.headers.get("content-length") or 0) > 0
@@ -573,7 +657,10 @@ def build_tus_app(
                 )
                 if active >= cfg.max_concurrent_uploads:
                     raise TusError(
-                        429, "too many unfinished uploads for this trailer", {"Retry-After": "30"}
+                        429,
+                        "too many unfinished uploads for this trailer",
+                        {"Retry-After": "30"},
+                        reason="too_many_uploads",
                     )
                 info = await asyncio.to_thread(store.create, trailer, length, identity)
         except UploadLocked:
