@@ -129,3 +129,24 @@ def test_other_aes_still_get_a_real_temporary_file() -> None:
             handle.write(b"x")  # no association on this thread: the real file
     finally:
         unroute_datasets(routed)
+
+
+def test_encoding_reuse_is_undone_when_the_last_owner_leaves() -> None:
+    import pynetdicom.service_class as service_class
+    from pydicom.dataset import Dataset
+    from trailerlink_dicomnet import encoding
+
+    original = service_class.encode
+    owner = object()
+    encoding.enable_reuse(owner)
+    try:
+        ds = Dataset()
+        ds.PatientID = "TEST0001"
+        encoding.keep_encodings(ds)
+        first = service_class.encode(ds, True, True)
+        before = encoding.REUSED[0]
+        assert service_class.encode(ds, True, True) == first
+        assert encoding.REUSED[0] == before + 1
+    finally:
+        encoding.disable_reuse(owner)
+    assert service_class.encode is original

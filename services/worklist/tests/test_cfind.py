@@ -8,6 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from trailerlink_dicomnet import encoding
 from trailerlink_testing.dcmtk import Wlmscpfs, findscu
 from trailerlink_testing.waiting import wait_until
 from trailerlink_worklist.app import WorklistApp
@@ -205,20 +206,16 @@ def test_empty_cache_answers_empty(scp_app: WorklistApp, tmp_path: Path) -> None
 
 
 def test_repeated_queries_reuse_encoded_answers_and_stay_correct(day_servers) -> None:  # type: ignore[no-untyped-def]
-    from trailerlink_worklist import answers
-
     app, broker = day_servers
     keys = [f"{SPS}.Modality=MG", "PatientName", "AccessionNumber", "PatientID"]
     findscu("127.0.0.1", app.scp.port, "TRAILERLINK_MWL", keys)
-    before = answers.ENCODINGS_REUSED[0]
+    before = encoding.REUSED[0]
     ours, reference = _ask(app, broker, keys)
-    assert answers.ENCODINGS_REUSED[0] - before == DAY
+    assert encoding.REUSED[0] - before == DAY
     assert _summary(ours.responses) == _summary(reference.responses)
 
 
 def test_a_poll_that_changes_nothing_keeps_the_encoded_answers(day_servers) -> None:  # type: ignore[no-untyped-def]
-    from trailerlink_worklist import answers
-
     app, broker = day_servers
     keys = [f"{SPS}.Modality=MG", "PatientName", "AccessionNumber"]
     findscu("127.0.0.1", app.scp.port, "TRAILERLINK_MWL", keys)
@@ -226,16 +223,14 @@ def test_a_poll_that_changes_nothing_keeps_the_encoded_answers(day_servers) -> N
     _fill(app)  # the upstream poll: same day, nothing changed
     assert app.cache.generation > generation
     assert app.cache.steps_generation == steps_generation
-    before = answers.ENCODINGS_REUSED[0]
+    before = encoding.REUSED[0]
     ours, reference = _ask(app, broker, keys)
-    assert answers.ENCODINGS_REUSED[0] - before == DAY
+    assert encoding.REUSED[0] - before == DAY
     assert _summary(ours.responses) == _summary(reference.responses)
 
 
 def test_a_changed_step_is_answered_anew_and_the_others_are_reused(
         day_servers) -> None:  # type: ignore[no-untyped-def]
-    from trailerlink_worklist import answers
-
     app, _broker = day_servers
     keys = [f"{SPS}.Modality=MG", "PatientName", "AccessionNumber", "PatientID"]
     findscu("127.0.0.1", app.scp.port, "TRAILERLINK_MWL", keys)
@@ -244,9 +239,9 @@ def test_a_changed_step_is_answered_anew_and_the_others_are_reused(
     try:
         app.worklist.upsert(changed, Source.DICOM_MWL)
         assert app.cache.steps_generation == steps_generation + 1
-        before = answers.ENCODINGS_REUSED[0]
+        before = encoding.REUSED[0]
         result = findscu("127.0.0.1", app.scp.port, "TRAILERLINK_MWL", keys)
-        assert answers.ENCODINGS_REUSED[0] - before == DAY - 1
+        assert encoding.REUSED[0] - before == DAY - 1
         ids = {str(r.AccessionNumber): str(r.PatientID) for r in result.responses}
         assert ids[changed.accession_number] == "9990000093"
     finally:

@@ -69,6 +69,7 @@ def test_associations_send_without_nagle_and_their_dul_waits_on_the_socket(
 
     from pynetdicom import AE
     from pynetdicom.sop_class import Verification
+    from trailerlink_dicomnet.dul import BoundedDUL
     from trailerlink_testing.waiting import wait_until
 
     server = scp_app.scp._server
@@ -79,7 +80,8 @@ def test_associations_send_without_nagle_and_their_dul_waits_on_the_socket(
     try:
         served = wait_until(lambda: server.active_associations, 10, "the SCP's association")
         dul = served[0].dul
-        assert isinstance(dul, fastfind._SocketWaitingDUL)
+        assert isinstance(dul, BoundedDUL)
+        assert isinstance(served[0].dimse, fastfind.FastFindDIMSE)
         sock = dul.socket.socket
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
         assert dul._wake is not None

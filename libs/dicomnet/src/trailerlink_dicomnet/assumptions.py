@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import pynetdicom
 import pynetdicom.dimse_messages as dimse_messages
+import pynetdicom.service_class as service_class
 from pynetdicom.association import Association
 from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dul import DULServiceProvider
@@ -130,6 +131,13 @@ ASSUMPTIONS: tuple[Assumption, ...] = (
         None,
         "where decode_msg opens a C-STORE data set's file in chunked mode: the "
         "sink hook takes this place while installed",
+    ),
+    Assumption(
+        service_class,
+        "encode",
+        ("ds", "is_implicit_vr", "is_little_endian", "deflated"),
+        "how the C-FIND service class encodes each identifier: the encoding reuse hook "
+        "takes this place while enabled",
     ),
     Assumption(
         P_DATA_TF,

@@ -147,7 +147,7 @@ class BoundedDUL(DULServiceProvider):
         # Closed only once nothing can reach this DUL: closing at the association's end,
         # while another thread might still queue a primitive, could let a reused
         # descriptor number take a stray byte meant for this pipe.
-        weakref.finalize(self, _close_pipe, reader, writer)
+        self._pipe_closer = weakref.finalize(self, _close_pipe, reader, writer)
 
     # --- reading ---------------------------------------------------------------------
     def _read_pdu_data(self) -> None:

@@ -11,7 +11,6 @@ import asyncio
 import logging
 import ssl
 import threading
-import time
 import weakref
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from trailerlink_dicomnet import (
     start_bounded_server,
     unroute_datasets,
 )
+from trailerlink_dicomnet.refusals import refusal_handler
 from trailerlink_spool.layout import is_valid_uid
 
 from trailerlink_gateway import metrics, receive
@@ -152,27 +152,6 @@ class DicomReporter:
         return bool(status) and int(status.get("Status", -1)) == SUCCESS
 
 
-class _RefusalLog:
-    """One log line per (reason, peer) a minute: a flood is counted in full by the
-    metric, not written line by line into the log."""
-
-    def __init__(self, interval_seconds: float = 60.0) -> None:
-        self._interval = interval_seconds
-        self._last: dict[tuple[str, str], float] = {}
-        self._lock = threading.Lock()
-
-    def due(self, reason: str, peer: str) -> bool:
-        now = time.monotonic()
-        with self._lock:
-            if len(self._last) > 1024:
-                self._last.clear()
-            last = self._last.get((reason, peer))
-            if last is not None and now - last < self._interval:
-                return False
-            self._last[(reason, peer)] = now
-            return True
-
-
 class DicomGateway:
     """The pynetdicom AE: listener, access control and the DIMSE handlers."""
 
@@ -193,7 +172,7 @@ class DicomGateway:
         self.tls = tls
         self.ae = self._build_ae()
         self._server: BoundedAssociationServer | None = None
-        self._refusal_log = _RefusalLog()
+        self._on_refusal = refusal_handler(metrics.REJECTS, log)
         self._open_assocs: set[int] = set()
         self._assoc_lock = threading.Lock()
 
@@ -256,13 +235,6 @@ class DicomGateway:
     async def readiness(self) -> None:
         if not self.is_serving():
             raise RuntimeError("DICOM listener is not serving")
-
-    def _on_refusal(self, reason: str, peer: str) -> None:
-        """A connection ended by the receive path (limits, deadlines, TLS)."""
-        metrics.REJECTS.labels(reason).inc()
-        if self._refusal_log.due(reason, peer):
-            log.warning("DICOM connection refused", extra={
-                "reason": reason, "peer_address": peer})
 
     # --- association events --------------------------------------------------------
     def _on_requested(self, event: evt.Event) -> None:

@@ -7,12 +7,12 @@ from typing import Literal
 
 from pydantic import Field
 from trailerlink_common.config import ServiceSettings
-from trailerlink_dicomnet import ReceiveLimits
+from trailerlink_dicomnet.settings import DicomListenerSettings
 
 GIB = 1024**3
 
 
-class GatewaySettings(ServiceSettings):
+class GatewaySettings(ServiceSettings, DicomListenerSettings):
     """Everything the gateway is configured with (see services/gateway/README.md)."""
 
     service_name: str = "gateway"
@@ -31,25 +31,8 @@ class GatewaySettings(ServiceSettings):
     )
     dicom_require_called_ae_title: bool = Field(
         True, description="Reject associations whose called AE title is not ours")
-    dicom_max_pdu_bytes: int = Field(
-        262144, ge=4096, le=16 * 1024 * 1024,
-        description="Largest P-DATA PDU we advertise and receive; a longer one is never "
-                    "read (A-ABORT). Big PDUs are faster; never unlimited")
-    dicom_max_associations: int = Field(8, ge=1, description="Concurrent associations")
     dicom_network_timeout_seconds: float = Field(
         60.0, gt=0, description="Idle network timeout of an association")
-    dicom_max_associate_bytes: int = Field(
-        65536, ge=68, le=16 * 1024 * 1024,
-        description="Largest A-ASSOCIATE-RQ, and any PDU before the association is "
-                    "accepted: what an unidentified peer can make us buffer")
-    dicom_pdu_deadline_seconds: float = Field(
-        20.0, gt=0, description="A PDU, once started, must arrive whole within this")
-    dicom_max_connections: int = Field(
-        32, ge=1, description="Open DICOM connections in total; more are closed at once")
-    dicom_max_connections_per_peer: int = Field(
-        4, ge=1, description="Open DICOM connections from one source address")
-    dicom_tls_handshake_seconds: float = Field(
-        10.0, gt=0, description="Deadline of a DICOM TLS handshake")
     dicom_tls_cert_file: Path | None = Field(
         None, description="PEM certificate: enables DICOM TLS on the DICOM port when set")
     dicom_tls_key_file: Path | None = Field(None, description="PEM private key for TLS")
@@ -90,18 +73,6 @@ class GatewaySettings(ServiceSettings):
         30.0, gt=0, description="Wait before retrying an N-EVENT-REPORT the modality refused")
     commitment_retention_days: float = Field(
         30.0, gt=0, description="How long answered commitments and delivery outcomes are kept")
-
-    def receive_limits(self) -> ReceiveLimits:
-        """What the DICOM listener enforces on every connection."""
-        return ReceiveLimits(
-            max_pdu_bytes=self.dicom_max_pdu_bytes,
-            max_associate_bytes=self.dicom_max_associate_bytes,
-            pdu_deadline_seconds=self.dicom_pdu_deadline_seconds,
-            max_associations=self.dicom_max_associations,
-            max_connections=self.dicom_max_connections,
-            max_connections_per_peer=self.dicom_max_connections_per_peer,
-            tls_handshake_seconds=self.dicom_tls_handshake_seconds,
-        )
 
     def resolved_spool_dir(self) -> Path:
         return self.spool_dir or self.data_dir / "spool"

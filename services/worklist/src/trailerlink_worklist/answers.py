@@ -27,12 +27,12 @@ from dataclasses import dataclass
 from pydicom.charset import python_encoding
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
+from trailerlink_dicomnet.encoding import keep_encodings
 
 from trailerlink_worklist import charsets, metrics
 from trailerlink_worklist.matching import Query, Record
 
 UTF8 = "ISO_IR 192"
-_ENCODED = "_trailerlink_encoded"
 _TRANSLITERATED = "_trailerlink_transliterated"
 _TEXT_VRS = frozenset({"PN", "LO", "SH", "LT", "ST", "UT", "UC"})
 
@@ -167,7 +167,7 @@ class Answers:
             object.__setattr__(ds, _TRANSLITERATED, True)
             metrics.TRANSLITERATED.labels(str(ds.SpecificCharacterSet)).inc()
         if record.key and record.version and not _has_multi_item_sequences(record):
-            object.__setattr__(ds, _ENCODED, {})
+            keep_encodings(ds)
             with self._lock:
                 self._kept[key] = ds
                 while len(self._kept) > self.max_entries:
@@ -179,41 +179,3 @@ def _has_multi_item_sequences(record: Record) -> bool:
     # An answer for a record whose sequences have several items depends on which items
     # matched, not only on the query's shape: such answers are not kept.
     return any(len(items) > 1 for items in record.items.values())
-
-
-def install_encoding_cache() -> None:
-    """Let pynetdicom reuse the bytes of an answer it has encoded before.
-
-    A modality repeats the same query every minute or so; encoding the same 120
-    answers with pydicom each time was most of the C-FIND's CPU time. Answers kept by
-    :class:`Answers` carry a small dict of their encodings per transfer syntax; any
-    other dataset is encoded as before. (pynetdicom 3 calls ``encode`` as imported
-    into ``pynetdicom.service_class``; a test checks the hook is in use.)
-    """
-    import pynetdicom.service_class as service_class
-
-    original: Callable[..., bytes | None] = service_class.encode
-    if getattr(original, "_trailerlink", False):
-        return
-
-    def encode(ds: Dataset, is_implicit_vr: bool, is_little_endian: bool,
-               deflated: bool = False) -> bytes | None:
-        kept = getattr(ds, _ENCODED, None) if type(ds) is Dataset else None
-        if kept is None:
-            return original(ds, is_implicit_vr, is_little_endian, deflated)
-        key = (is_implicit_vr, is_little_endian, deflated)
-        data = kept.get(key)
-        if data is not None:
-            ENCODINGS_REUSED[0] += 1
-            return data
-        data = original(ds, is_implicit_vr, is_little_endian, deflated)
-        if data is not None:
-            kept[key] = data
-        return data
-
-    encode._trailerlink = True  # type: ignore[attr-defined]
-    service_class.encode = encode  # type: ignore[assignment]
-
-
-ENCODINGS_REUSED = [0]
-"""How many answers were sent from kept bytes (for tests)."""

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+DICOM_REFUSALS = Counter(
+    "trailerlink_worklist_dicom_refusals_total",
+    "DICOM connections ended by the listener's limits (PDU checks, deadlines, slots, TLS)",
+    ["reason"],
+)
 CFIND_REQUESTS = Counter(
     "trailerlink_worklist_cfind_requests_total",
     "MWL C-FIND requests from modalities, by outcome (success, cancelled, refused, failed)",

@@ -20,13 +20,14 @@ from pynetdicom.sop_class import (
     ModalityWorklistInformationFind,
     Verification,
 )
-from pynetdicom.transport import ThreadedAssociationServer
+from trailerlink_dicomnet import BoundedAssociationServer, start_bounded_server
+from trailerlink_dicomnet.encoding import disable_reuse, enable_reuse
+from trailerlink_dicomnet.refusals import refusal_handler
 
 from trailerlink_worklist import fastfind, metrics, statuses
 from trailerlink_worklist.answers import (
     AnswerProfile,
     Answers,
-    install_encoding_cache,
     requested_charsets,
 )
 from trailerlink_worklist.cache import Cache
@@ -57,30 +58,24 @@ class WorklistScp:
         upper = settings.uppercase_names_aes()
         self.answers = Answers(settings.dicom_default_character_set, profiles={
             ae: AnswerProfile(sets.get(ae), ae in upper) for ae in set(sets) | upper})
-        install_encoding_cache()
-        fastfind.install()
         # pynetdicom logs a line per C-FIND response at INFO: 120 lines per refresh.
         logging.getLogger("pynetdicom.service_class").setLevel(logging.WARNING)
         self.ae = self._build_ae()
-        self._server: ThreadedAssociationServer | None = None
+        self._server: BoundedAssociationServer | None = None
 
     def _build_ae(self) -> AE:
         s = self.settings
         ae = AE(ae_title=s.dicom_ae_title)
-        ae.maximum_pdu_size = s.dicom_max_pdu_bytes
-        ae.maximum_associations = s.dicom_max_associations
         ae.network_timeout = s.dicom_network_timeout_seconds
         ae.acse_timeout = ae.dimse_timeout = 30
         ae.require_called_aet = False
         ae.add_supported_context(Verification)
         ae.add_supported_context(ModalityWorklistInformationFind)
         ae.add_supported_context(ModalityPerformedProcedureStep)
-        fastfind.mark_ae(ae)
         return ae
 
     def handlers(self) -> list[tuple[Any, Any]]:
         return [
-            (evt.EVT_CONN_OPEN, fastfind.on_conn_open),
             (evt.EVT_C_ECHO, lambda _event: statuses.SUCCESS),
             (evt.EVT_C_FIND, self.on_find),
             (evt.EVT_N_CREATE, self.on_n_create),
@@ -92,9 +87,12 @@ class WorklistScp:
     def start(self) -> None:
         """Listen on the configured port (returns at once; associations run in threads)."""
         tls = self.settings.dicom_tls()
-        self._server = self.ae.start_server(
-            (self.settings.dicom_host, self.settings.dicom_port), block=False,
-            evt_handlers=self.handlers(), ssl_context=tls)
+        enable_reuse(self.ae)
+        self._server = start_bounded_server(
+            self.ae, (self.settings.dicom_host, self.settings.dicom_port),
+            self.settings.receive_limits(), refusal_handler(metrics.DICOM_REFUSALS, log),
+            ssl_context=tls, evt_handlers=self.handlers(),
+            dimse_factory=fastfind.FastFindDIMSE)
         log.info("DICOM MWL/MPPS listening", extra={
             "ae_title": self.settings.dicom_ae_title, "port": self.settings.dicom_port,
             "tls": tls is not None})
@@ -103,6 +101,7 @@ class WorklistScp:
         if self._server is not None:
             self._server.shutdown()
             self._server = None
+        disable_reuse(self.ae)
 
     @property
     def port(self) -> int:

@@ -9,11 +9,12 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 from trailerlink_common.config import ServiceSettings
+from trailerlink_dicomnet.settings import DicomListenerSettings
 
 from trailerlink_worklist import charsets, hl7msg, tls
 
 
-class WorklistSettings(ServiceSettings):
+class WorklistSettings(ServiceSettings, DicomListenerSettings):
     """``TRAILERLINK_*`` variables of ``trailerlink-worklist`` (see the folder's README)."""
 
     service_name: str = "worklist"
@@ -24,7 +25,9 @@ class WorklistSettings(ServiceSettings):
     dicom_host: str = Field("0.0.0.0", description="Address of the DICOM port")  # noqa: S104
     dicom_port: int = Field(11113, ge=1, le=65535, description="MWL C-FIND and MPPS port")
     dicom_max_associations: int = Field(10, ge=1, description="Concurrent modality associations")
-    dicom_max_pdu_bytes: int = Field(131072, ge=0, description="Maximum PDU we receive")
+    dicom_max_pdu_bytes: int = Field(
+        131072, ge=4096, le=16 * 1024 * 1024,
+        description="Largest P-DATA PDU we advertise and receive (a longer one is never read)")
     dicom_network_timeout_seconds: float = Field(60.0, gt=0)
     dicom_default_character_set: str = Field(
         "ISO_IR 100",
@@ -69,6 +72,11 @@ class WorklistSettings(ServiceSettings):
         None,
         description="SQLite cache; default <data_dir>/worklist/worklist.sqlite. Must be on "
         "the encrypted volume: it holds patient demographics",
+    )
+    worklist_key_file: Path = Field(
+        Path("/etc/trailerlink/worklist-key/key"),
+        description="At-rest key of the cache's patient fields: 32 raw bytes or base64 "
+        "(a Kubernetes Secret, not the spool's)",
     )
 
     # --- upstream (NBSS via the Trust's worklist broker or HL7 feed) ----------------
