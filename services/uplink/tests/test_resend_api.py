@@ -14,7 +14,13 @@ from fastapi.testclient import TestClient
 from trailerlink_spool.index import SpoolEntry, SpoolIndex
 from trailerlink_spool.layout import SpoolLayout
 from trailerlink_uplink.admin_api import Resender, add_resend_route
-from trailerlink_uplink.queue import STATE_DELIVERED, STATE_QUEUED, NewObject, SendQueue
+from trailerlink_uplink.queue import (
+    STATE_DELIVERED,
+    STATE_QUEUED,
+    STATE_UPLOADED,
+    NewObject,
+    SendQueue,
+)
 
 from .conftest import Outgoing, synthetic_uid
 
@@ -62,14 +68,20 @@ def _entry(obj: NewObject) -> SpoolEntry:
         key_id="spool-1", received_at=obj.received_at, number_of_frames=1)
 
 
+held: dict[str, frozenset[str]] = {}
+"""What key sync last heard the ingest holds (none: not known)."""
+
+
 @pytest.fixture
 def trailer(tmp_path: Path, queue: SendQueue, outgoing: Outgoing) -> Iterator[Trailer]:
     token = tmp_path / "token"
     token.write_text(TOKEN)
     index = SpoolIndex(SpoolLayout(tmp_path / "spool"))
     woken: list[int] = []
+    held.clear()
     app = FastAPI()
-    add_resend_route(app, Resender(queue, outgoing.root, tmp_path / "spool"),
+    add_resend_route(app, Resender(queue, outgoing.root, tmp_path / "spool",
+                                   held_keys=lambda: held.get("keys")),
                      lambda: woken.append(1), token)
     with TestClient(app) as client:
         yield Trailer(queue, index, outgoing, client, woken)
@@ -142,3 +154,43 @@ def test_bad_requests_are_refused(trailer: Trailer) -> None:
     # a UID-bearing reason is fine: UIDs are not patient data
     ok = trailer.resend(study, reason="restore of 1.2.826.0.1.3680043.8.498.1234567890")
     assert ok.status_code == 200, ok.text
+
+
+def test_a_study_sealed_for_a_retired_key_is_refused_and_nothing_changes(
+        trailer: Trailer) -> None:
+    study, objs = trailer.study(2)
+    other, _ = trailer.study(1)
+    held["keys"] = frozenset({"dc-fedcba9876543210"})  # the study's key was retired
+    rsp = trailer.resend(study)
+    assert rsp.status_code == 409, rsp.text
+    problem = rsp.json()
+    assert problem["refusal"] == "key_retired" and "modality" in problem["detail"]
+    assert {o["key_id"] for o in problem["objects"]} == {objs[0].key_id}
+    assert trailer.states(study) == [STATE_DELIVERED] * 2 and trailer.woken == []
+    held["keys"] = frozenset({"dc-fedcba9876543210", objs[0].key_id})  # still held
+    assert trailer.resend(other).status_code == 200
+
+
+def test_a_resend_can_be_cancelled_while_its_objects_wait(trailer: Trailer) -> None:
+    study, _ = trailer.study(3)
+    before = {r.id: (r.state, r.delivered_at, r.failure) for r in trailer.queue.find_study(study)}
+    assert trailer.resend(study, reason="PACS restore").status_code == 200
+    first = trailer.queue.find_study(study)[0]
+    trailer.queue.mark_uploaded(first.id)  # one already went: it keeps its way
+    rsp = trailer.client.post("/v1/admin/resend/cancel", json={"study_uid": study},
+                              headers=AUTH)
+    assert rsp.status_code == 200, rsp.text
+    doc = rsp.json()
+    assert doc["count"] == 2 and doc["cancelled_by"] == "support.jo"
+    assert [o["sop_instance_uid"] for o in doc["already_sent"]] == [first.sop_instance_uid]
+    rows = {r.id: r for r in trailer.queue.find_study(study)}
+    assert rows[first.id].state == STATE_UPLOADED
+    for object_id, (state, delivered_at, failure) in before.items():
+        if object_id != first.id:
+            assert (rows[object_id].state, rows[object_id].delivered_at) == (
+                state, delivered_at)
+            assert rows[object_id].failure == (failure or "resend cancelled: by support.jo")
+    assert trailer.queue.next_object() is None  # nothing of it left to send
+    again = trailer.client.post("/v1/admin/resend/cancel", json={"study_uid": study},
+                                headers=AUTH)
+    assert again.status_code == 409 and again.json()["refusal"] == "not_resent"

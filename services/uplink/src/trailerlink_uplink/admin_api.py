@@ -1,5 +1,10 @@
 """The uplink's admin API for `trailerlinkctl uplink` (pause, resume, cap) and
-`trailerlinkctl resend` (a delivered study queued again from the spool).
+`trailerlinkctl resend` (a delivered study queued again from the spool; `--cancel` takes
+it back while its objects still wait).
+
+A study sealed for a key the data centre no longer holds (retired) is refused: the ingest
+could never open it, and we chose not to re-seal the spool copy on the uplink (the uplink
+holds no codec and no spool key; re-sending from the modality seals it afresh).
 
 Needs the admin token (``trailerlink_common.admin``); every change is logged with the
 operator's name; pause and caps are kept across restarts
@@ -12,7 +17,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException
@@ -124,11 +129,15 @@ class Resender:
     """Finds a study's objects through the gateway's spool index and the send queue and
     queues them again, all or none."""
 
-    def __init__(self, queue: SendQueue, outgoing_dir: Path, spool_dir: Path) -> None:
+    def __init__(self, queue: SendQueue, outgoing_dir: Path, spool_dir: Path,
+                 held_keys: Callable[[], Collection[str] | None] = lambda: None) -> None:
         self.queue = queue
         self.outgoing_dir = Path(outgoing_dir)
         self.layout = SpoolLayout(spool_dir)
         self._index: SpoolIndex | None = None
+        self.held_keys = held_keys
+        """Key ids the ingest holds (key sync's last listing); None: not known, and the
+        ingest's permanent refusal is what stops a stale object then."""
 
     def _spool(self, study_uid: str) -> list[SpoolEntry]:
         if self._index is None:
@@ -139,7 +148,7 @@ class Resender:
 
     def resend(self, study_uid: str, note: str) -> list[QueuedObject]:
         """Raises :class:`ResendRefused` (``unknown``, ``purged``, ``unsealed``,
-        ``missing``, ``busy``) with nothing changed."""
+        ``missing``, ``key_retired``, ``busy``) with nothing changed."""
         entries = self._spool(study_uid)
         rows = self.queue.find_study(study_uid)
         if not entries and not rows:
@@ -158,10 +167,22 @@ class Resender:
         if missing:
             raise ResendRefused("missing", "sealed files missing from the outgoing spool",
                                 missing)
+        held = self.held_keys()
+        stale = [r for r in rows if held is not None and r.key_id not in held]
+        if stale:
+            raise ResendRefused("key_retired", "sealed for a key the data centre no longer "
+                                "holds (retired): the ingest would refuse them; send the "
+                                "study again from the modality", stale)
         return self.queue.resend_study(study_uid, note)
 
+    def cancel(self, study_uid: str, note: str) -> tuple[list[QueuedObject],
+                                                         list[QueuedObject]]:
+        """Take a resend back; see :meth:`SendQueue.cancel_resend`."""
+        return self.queue.cancel_resend(study_uid, note)
 
-_REFUSAL_STATUS = {"unknown": 404, "purged": 404, "missing": 404, "unsealed": 409, "busy": 409}
+
+_REFUSAL_STATUS = {"unknown": 404, "purged": 404, "missing": 404, "unsealed": 409, "busy": 409,
+                   "key_retired": 409, "not_resent": 409}
 
 
 def add_resend_route(app: FastAPI, resender: Resender, wake: Callable[[], None],
@@ -195,3 +216,24 @@ def add_resend_route(app: FastAPI, resender: Resender, wake: Callable[[], None],
         return {"study_uid": study, "requested_by": actor, "requested_at": at,
                 "reason": reason, "count": len(rows),
                 "bytes": sum(r.sealed_size for r in rows), "objects": _objects(rows)}
+
+    @app.post("/v1/admin/resend/cancel", response_model=None)
+    async def cancel(body: ResendBody, actor: str = guard) -> dict[str, object] | JSONResponse:
+        study = body.study_uid.strip()
+        if not is_valid_uid(study):
+            return _problem(400, "malformed UID", "study_uid is not a DICOM UID "
+                            "(digits and dots, at most 64)")
+        try:
+            taken, sent = await asyncio.to_thread(resender.cancel, study, f"by {actor}")
+        except ResendRefused as exc:
+            log.warning("resend cancel refused", extra={
+                "actor": actor, "study_instance_uid": study, "refusal": exc.kind})
+            return _problem(_REFUSAL_STATUS[exc.kind], f"cancel refused: {exc.kind}",
+                            f"study {study}: {exc}" + _which(exc.objects),
+                            refusal=exc.kind, study_uid=study, objects=_objects(exc.objects))
+        log.warning("resend cancelled by operator", extra={
+            "actor": actor, "study_instance_uid": study, "objects": len(taken),
+            "already_sent": len(sent)})
+        return {"study_uid": study, "cancelled_by": actor, "cancelled_at": time.time(),
+                "count": len(taken), "objects": _objects(taken),
+                "already_sent": _objects(sent)}

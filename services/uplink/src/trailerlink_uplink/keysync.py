@@ -6,7 +6,8 @@ Every ``keys_poll_seconds`` (mutual TLS, the same client as uploads and receipts
     GET <ingest>/v1/keys  →  {"current_key_id": "dc-…",
                                "keys": [{"key_id": "dc-…", "public_key_pem": "…"}, …]}
     PUT <ingest>/v1/keys/unsent  ←  {"sealing_key_id": "dc-…",
-                                     "unsent_by_key_id": {"dc-…": 12}}
+                                     "unsent_by_key_id": {"dc-…": 12},
+                                     "resendable_by_key_id": {"dc-…": 340}}
 
 Each key is checked before it is written: a PEM X25519 *public* key (a private key is
 refused, as the codec refuses one) whose computed key id is the id it is listed under.
@@ -16,7 +17,10 @@ longer lists (retired) are removed if they are files this sync names (``dc-<16 h
 other files in the directory are left alone. The report counts what the send queue
 still holds (queued or awaiting a receipt) by the key it was sealed with: the ingest
 keeps a private key until every trailer reports nothing left for it
-(docs/adr/0004-sealing-key-rotation.md).
+(docs/adr/0004-sealing-key-rotation.md). ``resendable_by_key_id`` counts the objects a
+resend could still queue (delivered, files kept; or failed): `keys retire` says how many
+spool copies retiring a key makes unresendable. The key ids last listed are what
+`trailerlinkctl resend` checks a study against (:attr:`KeySync.held`).
 """
 
 from __future__ import annotations
@@ -110,6 +114,9 @@ class KeySync:
         self.directory = Path(directory)
         self.queue = queue
         self.poll_seconds = poll_seconds
+        self.held: frozenset[str] | None = None
+        """Key ids the ingest listed last (it holds their private keys); None before the
+        first listing."""
 
     async def sync_once(self) -> str:
         """One round; returns the current key id. Raises LinkError / BadKeyListing."""
@@ -124,13 +131,16 @@ class KeySync:
         except ValueError:
             raise BadKeyListing("answer is not JSON") from None
         current, pems = parse_listing(body)
+        self.held = frozenset(pems)
         if await asyncio.to_thread(write_keys, self.directory, current, pems):
             log.warning("sealing keys updated from the data centre",
                         extra={"current_key_id": current, "key_ids": sorted(pems)})
         unsent = await asyncio.to_thread(self.queue.unsent_by_key)
+        resendable = await asyncio.to_thread(self.queue.resendable_by_key)
         try:
             rsp = await self.http.put(f"{self.keys_url}/unsent", json={
-                "sealing_key_id": current, "unsent_by_key_id": unsent})
+                "sealing_key_id": current, "unsent_by_key_id": unsent,
+                "resendable_by_key_id": resendable})
         except (httpx.HTTPError, OSError) as exc:
             raise classify(exc) from None
         if rsp.status_code != 204:

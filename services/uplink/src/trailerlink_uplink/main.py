@@ -96,9 +96,13 @@ def main() -> None:
                     concurrency=settings.concurrency,
                     backoff_initial=settings.backoff_initial_seconds,
                     backoff_max=settings.backoff_max_seconds)
-    add_resend_route(service.app, Resender(queue, settings.resolved_outgoing_dir(),
-                                           settings.resolved_spool_dir()),
-                     sender.wake, settings.admin_token_file)
+    keysync = (KeySync(http, settings.resolved_keys_url(), settings.sealing_keys_sync_dir,
+                       queue, settings.keys_poll_seconds)
+               if settings.sealing_keys_sync_dir is not None else None)
+    add_resend_route(service.app, Resender(
+        queue, settings.resolved_outgoing_dir(), settings.resolved_spool_dir(),
+        held_keys=(lambda: keysync.held) if keysync is not None else lambda: None),
+        sender.wake, settings.admin_token_file)
     producer = EventProducer(settings.kafka_bootstrap_servers,
                              client_id=settings.kafka_client_id or "uplink")
     sender.publisher = producer  # ObjectFailed for sealed files that cannot be sent
@@ -118,9 +122,7 @@ def main() -> None:
             return
         await asyncio.gather(consumer.run(stop), receipts.run(stop))
 
-    if settings.sealing_keys_sync_dir is not None:
-        keysync = KeySync(http, settings.resolved_keys_url(), settings.sealing_keys_sync_dir,
-                          queue, settings.keys_poll_seconds)
+    if keysync is not None:
         service.add_task("keysync", keysync.run)
     service.add_task("kafka", kafka)
     service.add_task("sender", sender.run)

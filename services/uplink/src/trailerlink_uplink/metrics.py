@@ -12,11 +12,22 @@ OLDEST_UNSENT_AGE = Gauge(
 AWAITING_RECEIPT = Gauge(
     "trailerlink_uplink_awaiting_receipt_objects", "Objects uploaded whose receipt has not come")
 FAILED_OBJECTS = Gauge(
-    "trailerlink_uplink_failed_objects", "Objects the ingest reported as failed for good")
+    "trailerlink_uplink_failed_objects",
+    "Objects failed for good (a failed receipt, a refused upload, an unsendable sealed "
+    "file): out of the send queue until support queues them again")
 SEALED_FILE_FAILURES = Counter(
     "trailerlink_uplink_sealed_file_failures_total",
     "Objects taken out of the send queue because their sealed file is missing, unreadable "
     "or does not match its event (ObjectFailed published)", ["kind"])
+for _kind in ("missing", "unreadable", "corrupt"):
+    SEALED_FILE_FAILURES.labels(_kind)  # exported as 0 from the start: increase() sees the first
+REFUSED_OBJECTS = Counter(
+    "trailerlink_uplink_objects_refused_total",
+    "Objects taken out of the send queue because the ingest refused their upload for good "
+    "(ObjectFailed published), by reason: unknown_key (sealed for a key the data centre "
+    "no longer holds), invalid_metadata, too_large, other", ["reason"])
+for _reason in ("unknown_key", "invalid_metadata", "too_large", "other"):
+    REFUSED_OBJECTS.labels(_reason)
 GOODPUT = Gauge(
     "trailerlink_uplink_goodput_bytes_per_second",
     "Bytes the server acknowledged per second (moving average over about a minute)")

@@ -70,6 +70,12 @@ CREATE TABLE IF NOT EXISTS studies (
     first_received_at   REAL NOT NULL,
     first_id            INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS resend_prior (
+    object_id           INTEGER PRIMARY KEY,
+    state               TEXT NOT NULL,
+    delivered_at        REAL,
+    failure             TEXT
+);
 CREATE TABLE IF NOT EXISTS kv (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -142,8 +148,9 @@ class Backlog:
 
 
 class ResendRefused(Exception):
-    """Why :meth:`SendQueue.resend_study` changed nothing: ``kind`` is ``unknown``,
-    ``purged`` or ``busy``; ``objects`` are the rows that stand in the way."""
+    """Why :meth:`SendQueue.resend_study` (or :meth:`SendQueue.cancel_resend`) changed
+    nothing: ``kind`` is ``unknown``, ``purged``, ``busy`` or ``not_resent``; ``objects``
+    are the rows that stand in the way."""
 
     def __init__(self, kind: str, message: str, objects: list[QueuedObject]) -> None:
         super().__init__(message)
@@ -230,8 +237,19 @@ class SendQueue:
                     (url, 1 if url else 0, object_id))
 
     def mark_uploaded(self, object_id: int) -> None:
-        self._write("UPDATE objects SET state = ?, uploaded_at = ? WHERE id = ? AND state = ?",
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                cur = self._conn.execute(
+                    "UPDATE objects SET state = ?, uploaded_at = ? WHERE id = ? AND state = ?",
                     (STATE_UPLOADED, time.time(), object_id, STATE_QUEUED))
+                if cur.rowcount:  # sent: a resend can no longer be taken back
+                    self._conn.execute("DELETE FROM resend_prior WHERE object_id = ?",
+                                       (object_id,))
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
 
     def get(self, object_id: int) -> QueuedObject | None:
         rows = self._query("SELECT * FROM objects WHERE id = ?", (object_id,))
@@ -293,6 +311,11 @@ class SendQueue:
                 if busy:
                     raise ResendRefused("busy", "objects still queued or awaiting a receipt",
                                         busy)
+                # What a cancelled resend puts back (the latest resend's, if repeated).
+                self._conn.execute(
+                    "INSERT OR REPLACE INTO resend_prior (object_id, state, delivered_at,"
+                    " failure) SELECT id, state, delivered_at, failure FROM objects"
+                    " WHERE study_instance_uid = ?", (study_instance_uid,))
                 self._conn.execute(
                     "UPDATE objects SET state = ?, upload_url = NULL, attempts = 0,"
                     " uploaded_at = NULL, delivered_at = NULL, failure = ?"
@@ -306,6 +329,47 @@ class SendQueue:
                 self._conn.execute("ROLLBACK")
                 raise
         return rows
+
+    def cancel_resend(self, study_instance_uid: str, reason: str
+                      ) -> tuple[list[QueuedObject], list[QueuedObject]]:
+        """Take back a resend: every object of the study still queued by it returns to
+        the state it had before (delivered with its old delivery time, or failed).
+        Returns (cancelled rows, rows already sent that will still get their receipt).
+        Raises :class:`ResendRefused` (``unknown``, ``not_resent``) changing nothing.
+
+        An object whose upload a worker is sending at this moment may still arrive: the
+        ingest stores a duplicate once (harmless) and its receipt marks it delivered."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                rows = [QueuedObject.from_row(r) for r in self._conn.execute(
+                    "SELECT * FROM objects WHERE study_instance_uid = ? ORDER BY id",
+                    (study_instance_uid,))]
+                if not rows:
+                    raise ResendRefused("unknown", "study not in this trailer's send queue", [])
+                prior = {int(r["object_id"]): r for r in self._conn.execute(
+                    "SELECT * FROM resend_prior WHERE object_id IN (SELECT id FROM objects"
+                    " WHERE study_instance_uid = ?)", (study_instance_uid,))}
+                taking = [r for r in rows if r.state == STATE_QUEUED and r.id in prior]
+                sent = [r for r in rows if r.state == STATE_UPLOADED]
+                if not taking:
+                    raise ResendRefused("not_resent", "no object of the study is waiting "
+                                        "to be sent again", sent)
+                for row in taking:
+                    before = prior[row.id]
+                    self._conn.execute(
+                        "UPDATE objects SET state = ?, delivered_at = ?, upload_url = NULL,"
+                        " failure = ? WHERE id = ? AND state = ?",
+                        (before["state"], before["delivered_at"],
+                         (before["failure"] or f"resend cancelled: {reason}")[:500],
+                         row.id, STATE_QUEUED))
+                    self._conn.execute("DELETE FROM resend_prior WHERE object_id = ?",
+                                       (row.id,))
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+        return taking, sent
 
     def get_value(self, key: str) -> str | None:
         rows = self._query("SELECT value FROM kv WHERE key = ?", (key,))
@@ -349,6 +413,14 @@ class SendQueue:
         keep a private key for; see keysync)."""
         rows = self._query("SELECT key_id, COUNT(*) AS n FROM objects WHERE state IN (?, ?)"
                            " GROUP BY key_id", (STATE_QUEUED, STATE_UPLOADED))
+        return {str(r["key_id"]): int(r["n"]) for r in rows}
+
+    def resendable_by_key(self) -> dict[str, int]:
+        """Objects a resend could queue again (delivered with their files still here, or
+        failed), per sealing key id: what retiring that key would make unresendable."""
+        rows = self._query(
+            "SELECT key_id, COUNT(*) AS n FROM objects WHERE (state = ? AND purged_at IS NULL)"
+            " OR state = ? GROUP BY key_id", (STATE_DELIVERED, STATE_FAILED))
         return {str(r["key_id"]): int(r["n"]) for r in rows}
 
     def states(self) -> dict[str, int]:

@@ -18,7 +18,11 @@ the next object in queue order.
 A sealed file that is missing, unreadable or does not match its event is never retried
 silently: ObjectFailed (with the reason) goes to the trailer broker, the object leaves the
 send queue (state ``failed``; support can queue it again) and
-``trailerlink_uplink_sealed_file_failures_total{kind}`` counts it.
+``trailerlink_uplink_sealed_file_failures_total{kind}`` counts it. An upload the ingest
+refuses for good (its problem+json says ``permanent``: a key it no longer holds, metadata
+it will never accept, too large) goes the same way, counted in
+``trailerlink_uplink_objects_refused_total{reason}``: retried, it would hold the head of
+the queue for ever while the next woman's images wait behind it.
 """
 
 from __future__ import annotations
@@ -42,14 +46,17 @@ from trailerlink_uplink import metrics
 from trailerlink_uplink.link import Backoff, LinkError, LinkMonitor
 from trailerlink_uplink.queue import QueuedObject, SendQueue
 from trailerlink_uplink.receipts import _identity
-from trailerlink_uplink.tus import OffsetConflict, TusClient, UploadGone
+from trailerlink_uplink.tus import OffsetConflict, TusClient, UploadGone, UploadRefused
 
 log = logging.getLogger(__name__)
 
 IDLE_POLL_SECONDS = 5.0
-PER_UPLOAD_REFUSALS = frozenset({408, 423})
-"""Statuses about one upload, not the link or the server: set that object aside."""
+PER_UPLOAD_REFUSALS = frozenset({400, 408, 413, 423})
+"""Statuses about one upload, not the link or the server: set that object aside. (400
+and 413 from an ingest that does not say whether a refusal is permanent: the object rests
+and younger work goes first instead of the whole trailer backing off.)"""
 FAILED_STAGE = "uplink.sealed-file"
+REFUSED_STAGE = "uplink.refused"
 _EVENT_NAMESPACE = uuid.UUID("0b8f3c1e-5d2a-4e7b-9a61-7c4d2e8f1a35")
 
 
@@ -224,8 +231,8 @@ class Sender:
             await self._ensure_verified(obj)
             url = await self.tus.create(obj.sealed_size, upload_metadata(obj))
             await asyncio.to_thread(self.queue.set_upload_url, obj.id, url)
-        except (LinkError, SealedFileProblem, UploadGone, OffsetConflict):
-            return None
+        except (LinkError, SealedFileProblem, UploadGone, OffsetConflict, UploadRefused):
+            return None  # the upload proper meets the same trouble and deals with it
         metrics.UPLOADS.labels("created").inc()
         return url
 
@@ -273,7 +280,7 @@ class Sender:
                 continue
             except OffsetConflict:
                 continue  # HEAD again on the next round
-            except SealedFileProblem as exc:
+            except (SealedFileProblem, UploadRefused) as exc:
                 await self._give_up(obj, exc, stop)
                 return False
             finally:
@@ -323,25 +330,37 @@ class Sender:
             await asyncio.to_thread(self._check_file, obj)
             self._verified.add(obj.id)
 
-    async def _give_up(self, obj: QueuedObject, problem: SealedFileProblem,
+    async def _give_up(self, obj: QueuedObject, problem: SealedFileProblem | UploadRefused,
                        stop: asyncio.Event) -> None:
         """Take an unsendable object out of the queue, loudly: log (object id and reason,
         no patient data), count, publish ObjectFailed, then mark it failed. The event goes
         first so a crash in between repeats it (same event id) rather than losing it."""
-        log.error("sealed object cannot be sent; taken out of the send queue",
-                  extra={"object_id": obj.id, "kind": problem.kind, "why": str(problem)})
+        if isinstance(problem, UploadRefused):
+            kind, stage, why = problem.reason, REFUSED_STAGE, \
+                f"ingest refused the upload for good ({problem.reason}: {problem})"
+            code = ("FAILURE_REASON_UNSEALABLE" if problem.reason == "unknown_key"
+                    else "FAILURE_REASON_UNSPECIFIED")
+            log.error("upload refused for good by the ingest; taken out of the send queue",
+                      extra={"object_id": obj.id, "reason": problem.reason,
+                             "status": problem.status, "why": str(problem),
+                             "key_id": obj.key_id})
+        else:
+            kind, stage, why = problem.kind, FAILED_STAGE, str(problem)
+            code = "FAILURE_REASON_UNSPECIFIED"
+            log.error("sealed object cannot be sent; taken out of the send queue",
+                      extra={"object_id": obj.id, "kind": problem.kind, "why": why})
         current = self.queue.get(obj.id) or obj
         if current.upload_url:  # free the server's partial upload; a resend starts afresh
             with contextlib.suppress(LinkError, UploadGone):
                 await self.tus.terminate(current.upload_url)
         if self.publisher is not None:
-            event_id = uuid.uuid5(_EVENT_NAMESPACE, f"{obj.sealed_path}:{problem.kind}:"
+            event_id = uuid.uuid5(_EVENT_NAMESPACE, f"{obj.sealed_path}:{kind}:"
                                                     f"{current.failure or ''}")
             event = ObjectFailed(
                 meta=new_meta("uplink", self.trailer_id, event_id=str(event_id)),
                 object=_identity(obj), dataset_sha256=obj.dataset_sha256,
-                reason_code=FailureReason.Value("FAILURE_REASON_UNSPECIFIED"),
-                reason=str(problem), stage=FAILED_STAGE, permanent=True,
+                reason_code=FailureReason.Value(code),
+                reason=why, stage=stage, permanent=True,
                 failed_at=timestamp())
             backoff = Backoff(self.backoff_initial, self.backoff_max)
             while True:
@@ -355,8 +374,12 @@ class Sender:
                         await asyncio.wait_for(stop.wait(), backoff.next_delay())
                     if stop.is_set():
                         return  # still queued: found again at the next start
-        await asyncio.to_thread(self.queue.mark_failed, obj.id, f"uplink: {problem}")
-        metrics.SEALED_FILE_FAILURES.labels(problem.kind).inc()
+        await asyncio.to_thread(self.queue.mark_failed, obj.id, f"uplink: {why}")
+        if isinstance(problem, UploadRefused):
+            metrics.REFUSED_OBJECTS.labels(kind).inc()
+        else:
+            metrics.SEALED_FILE_FAILURES.labels(kind).inc()
+        self._refusals.pop(obj.id, None)
         self._verified.discard(obj.id)
         self._sent_mark.pop(obj.id, None)
 

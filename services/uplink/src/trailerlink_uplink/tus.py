@@ -54,6 +54,38 @@ class UploadGone(Exception):
     """The server no longer has the upload (404/410, expired or terminated)."""
 
 
+REFUSAL_PROBLEM_PREFIX = "urn:trailerlink:upload-refused:"
+REFUSAL_REASONS = frozenset({"unknown_key", "invalid_metadata", "too_large"})
+"""The permanent refusals the ingest names today (metric labels; others map to other)."""
+
+
+class UploadRefused(Exception):
+    """The ingest refused to create the upload for a reason that will not change
+    (its problem+json says ``permanent``): sending the object again can never succeed.
+    ``reason`` is the ingest's word for it; the message is its detail (no patient data)."""
+
+    def __init__(self, status: int, reason: str, detail: str) -> None:
+        super().__init__(detail or reason)
+        self.status = status
+        self.reason = reason if reason in REFUSAL_REASONS else "other"
+
+
+def permanent_refusal(rsp: httpx.Response) -> UploadRefused | None:
+    """The refusal in a creation's problem+json answer if the ingest marked it permanent;
+    None for anything else (retried as before)."""
+    if not rsp.headers.get("content-type", "").startswith("application/problem+json"):
+        return None
+    try:
+        body = rsp.json()
+    except ValueError:
+        return None
+    if not isinstance(body, dict) or body.get("permanent") is not True:
+        return None
+    kind = str(body.get("type", ""))
+    reason = str(body.get("reason") or kind.removeprefix(REFUSAL_PROBLEM_PREFIX))
+    return UploadRefused(rsp.status_code, reason, str(body.get("detail", ""))[:200])
+
+
 class OffsetConflict(Exception):
     """The server's offset is not the one the PATCH assumed (409): HEAD again."""
 
@@ -260,11 +292,14 @@ class TusClient:
         return self.capabilities
 
     async def create(self, length: int, metadata: Mapping[str, str]) -> str:
-        """POST: a new empty upload of ``length`` bytes; returns its absolute URL."""
+        """POST: a new empty upload of ``length`` bytes; returns its absolute URL.
+        Raises UploadRefused when the ingest says it can never accept this object."""
         rsp = await self._request("POST", self.endpoint, headers={
             "Upload-Length": str(length), "Upload-Metadata": encode_metadata(metadata),
             "Content-Length": "0"})
         if rsp.status_code != 201 or "Location" not in rsp.headers:
+            if 400 <= rsp.status_code < 500 and (refused := permanent_refusal(rsp)):
+                raise refused
             raise http_error(rsp.status_code, rsp.headers.get("Retry-After"))
         return urljoin(self.endpoint, rsp.headers["Location"])
 
