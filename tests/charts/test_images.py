@@ -94,7 +94,7 @@ def test_each_service_has_a_target_running_its_console_script(service: str) -> N
     exposed = " ".join(a for w, a in stage if w == "EXPOSE").split()
     main = (ROOT / "services" / service / "src" / f"trailerlink_{service}")
     settings_src = "".join(p.read_text() for p in main.glob("*.py"))
-    port = re.search(r"http_port: int = Field\((\d+)", settings_src).group(1)
+    port = re.search(r"http_port: int = Field\(\s*(\d+)", settings_src).group(1)
     assert port in exposed
 
 
