@@ -13,6 +13,7 @@ from datetime import date
 from pathlib import Path
 
 import pytest
+from trailerlink_crypto.atrest import SpoolKey
 from trailerlink_testing.ports import free_port
 from trailerlink_worklist.app import WorklistApp
 from trailerlink_worklist.model import ScheduledStep
@@ -111,9 +112,20 @@ def booking(i: int, *, day: date | None = None, time: str | None = None, **chang
     return step.replace(**changes) if changes else step
 
 
+def key_file(directory: Path) -> Path:
+    """A worklist key file in ``directory``, made once: an app reopened there reads its
+    cache with the same key."""
+    path = directory / "worklist.key"
+    if not path.exists():
+        directory.mkdir(parents=True, exist_ok=True)
+        SpoolKey.generate().write_file(path)
+    return path
+
+
 def settings_for(tmp: Path, **overrides: object) -> WorklistSettings:
     values: dict[str, object] = {
         "data_dir": tmp,
+        "worklist_key_file": key_file(tmp),
         "dicom_host": "127.0.0.1",
         "dicom_port": free_port(),
         "hl7_listen_host": "127.0.0.1",

@@ -13,7 +13,7 @@ from trailerlink_testing.procs import ServiceProcess, console_script, http_get
 from trailerlink_testing.waiting import wait_until
 from trailerlink_worklist.model import to_dataset
 
-from .conftest import BIRTH_DATES, NAMES, NHS_NUMBERS, SITE, STATION, booking
+from .conftest import BIRTH_DATES, NAMES, NHS_NUMBERS, SITE, STATION, booking, key_file
 
 pytestmark = pytest.mark.kafka
 
@@ -36,6 +36,7 @@ def test_service_serves_from_its_cache_through_outages_and_kill9(
     env = {
         "TRAILERLINK_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
         "TRAILERLINK_DATA_DIR": str(tmp_path / "data"),
+        "TRAILERLINK_WORKLIST_KEY_FILE": str(key_file(tmp_path)),
         "TRAILERLINK_HTTP_HOST": "127.0.0.1",
         "TRAILERLINK_HTTP_PORT": str(http),
         "TRAILERLINK_DICOM_HOST": "127.0.0.1",

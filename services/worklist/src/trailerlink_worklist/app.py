@@ -13,6 +13,7 @@ from trailerlink_events import topics
 from trailerlink_events.kafka import ConsumerRunner, EventProducer
 
 from trailerlink_worklist.admin_api import WorklistAdmin
+from trailerlink_worklist.atrest import FieldCipher, load_key
 from trailerlink_worklist.auth import CsrfTokens, StaffAuth, load_credentials
 from trailerlink_worklist.cache import Cache
 from trailerlink_worklist.forward import CorrectionForwarder, Hl7Sender, StatusForwarder
@@ -36,9 +37,12 @@ class WorklistApp:
     """Every part of one worklist process."""
 
     def __init__(self, settings: WorklistSettings, clock: Clock | None = None) -> None:
+        """Raises :class:`~trailerlink_common.config.ConfigError` (``CacheKeyError``) if
+        the cache key cannot be loaded or is not the key the cache was written with."""
         self.settings = settings
         self.clock = clock or Clock(settings.timezone)
-        self.cache = Cache(settings.resolved_cache_path())
+        self.cache = Cache(settings.resolved_cache_path(),
+                           FieldCipher(load_key(settings.worklist_key_file)))
         site = SiteFilter(settings.site_code, tuple(settings.station_ae_list()),
                           settings.modality)
         self.worklist = Worklist(self.cache, site, settings.trailer_id, self.clock,

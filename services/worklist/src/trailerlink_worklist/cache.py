@@ -1,9 +1,15 @@
 """The local cache: SQLite file of this site's scheduled steps, MPPS and outbound queue.
 
 It is the source of every C-FIND answer, so the modality is served while the link is
-down. One file (on the trailer's encrypted volume: it holds demographics), WAL mode,
-``synchronous=FULL``: when a method that writes returns, what it wrote survives a power
-cut. Events to publish are written in the same transaction as the change they describe
+down. One file, WAL mode, ``synchronous=FULL``: when a method that writes returns, what
+it wrote survives a power cut.
+
+Patient data is encrypted at rest (``atrest.py``, AES-256-GCM, each value bound to its
+row): a step's data, MPPS attributes, corrections' fields and outbox payloads. In the
+clear are only what rows are found and ordered by — step keys (accession number and SPS
+ID), scheduled dates, statuses, MPPS and correction ids, event keys — and a keyed
+fingerprint of each step. A cache written before encryption is encrypted in place, in
+one transaction, when it is first opened with a key. Events to publish are written in the same transaction as the change they describe
 (an outbox), so a change is never made without its event nor announced without being
 made.
 
@@ -14,6 +20,7 @@ from the event loop (writes through ``asyncio.to_thread``).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sqlite3
 import threading
@@ -22,8 +29,20 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from trailerlink_worklist.atrest import CacheKeyError, FieldCipher
 from trailerlink_worklist.matching import Record, compile_record
 from trailerlink_worklist.model import ScheduledStep, Source, StepStatus, to_dataset
+
+log = logging.getLogger(__name__)
+
+# The meta row naming the key the patient fields are sealed with (its id, not the key).
+KEY_ID_META = "at_rest_key_id"
+# Sealed columns ("table.column"); the associated data of each names its row.
+STEP_DATA = "steps.data"
+MPPS_CREATE = "mpps.create_attrs"
+MPPS_FINAL = "mpps.final_attrs"
+CORRECTION_FIELDS = "corrections.fields"
+OUTBOX_PAYLOAD = "outbox.payload"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS steps (
@@ -94,10 +113,14 @@ class OutboxItem:
 
 
 class Cache:
-    """The worklist's SQLite file."""
+    """The worklist's SQLite file; patient fields sealed with ``cipher``.
 
-    def __init__(self, path: Path) -> None:
+    Raises :class:`CacheKeyError` if the file was written with another key.
+    """
+
+    def __init__(self, path: Path, cipher: FieldCipher) -> None:
         self.path = Path(path)
+        self.cipher = cipher
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         if not self.path.exists():
             # Demographics inside: readable by this service's user only.
@@ -107,6 +130,9 @@ class Cache:
         )
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=FULL")
+        # Deleted rows (purged days, replaced values) are zeroed, not left in free pages.
+        self._conn.execute("PRAGMA secure_delete=ON")
+        self._conn.execute("PRAGMA temp_store=MEMORY")
         self._conn.executescript(_SCHEMA)
         self._lock = threading.RLock()
         self._generation = 0
@@ -116,10 +142,79 @@ class Cache:
         self._steps_dirty = False
         self._snapshot: tuple[int, list[Record]] | None = None
         self._compiled: dict[tuple[str, str, str], tuple[tuple[str, str, str], Record]] = {}
+        try:
+            self._encrypt_in_place()
+        except BaseException:
+            self._conn.close()
+            raise
 
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+    # --- encryption at rest -------------------------------------------------------
+    def _encrypt_in_place(self) -> None:
+        """Check the file was sealed with our key; encrypt a plaintext one (a cache from
+        before encryption, or a new file) in one transaction, then rewrite the file so
+        no page of the old plaintext is left in it or in its WAL."""
+        with self.transaction() as conn:
+            rows = conn.execute("SELECT value FROM meta WHERE name = ?",
+                                (KEY_ID_META,)).fetchall()
+            if rows:
+                if str(rows[0][0]) != self.cipher.key_id:
+                    raise CacheKeyError(
+                        f"TRAILERLINK_WORKLIST_KEY_FILE: the worklist cache {self.path} was "
+                        f"encrypted with key {rows[0][0]}, but the key file holds key "
+                        f"{self.cipher.key_id}. Mount the Secret the cache was made with; "
+                        "or, to start afresh, move the cache aside (it is refilled from "
+                        "upstream, but MPPS, corrections and events not yet delivered "
+                        "are lost)")
+                return
+            if conn.execute(
+                "SELECT 1 FROM steps WHERE typeof(data) = 'blob' UNION ALL"
+                " SELECT 1 FROM mpps WHERE typeof(create_attrs) = 'blob' UNION ALL"
+                " SELECT 1 FROM corrections WHERE typeof(fields) = 'blob' LIMIT 1"
+            ).fetchall():
+                raise CacheKeyError(f"the worklist cache {self.path} holds encrypted rows "
+                                    "but no record of their key: refusing to use it")
+            counts = self._seal_plaintext(conn)
+            self.set_meta(conn, KEY_ID_META, self.cipher.key_id)
+        if any(counts.values()):
+            with self._lock:
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                self._conn.execute("VACUUM")
+                busy = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+            log.info("encrypted the worklist cache's patient data in place",
+                     extra={**counts, "key_id": self.cipher.key_id, "checkpoint_busy": busy})
+
+    def _seal_plaintext(self, conn: sqlite3.Connection) -> dict[str, int]:
+        c = self.cipher
+        steps = conn.execute("SELECT key, data FROM steps").fetchall()
+        conn.executemany(
+            "UPDATE steps SET data = ?, content_hash = ? WHERE key = ?",
+            [(c.seal_text(STEP_DATA, (key,), data), c.fingerprint(data), key)
+             for key, data in steps])
+        self._steps_dirty = self._steps_dirty or bool(steps)
+        mpps = conn.execute("SELECT uid, step_key, create_attrs, final_attrs FROM mpps"
+                            ).fetchall()
+        conn.executemany(
+            "UPDATE mpps SET create_attrs = ?, final_attrs = ? WHERE uid = ?",
+            [(c.seal_text(MPPS_CREATE, (uid, key), create),
+              c.seal_text(MPPS_FINAL, (uid, key), final), uid)
+             for uid, key, create, final in mpps])
+        corrections = conn.execute("SELECT correction_id, step_key, fields FROM corrections"
+                                   ).fetchall()
+        conn.executemany(
+            "UPDATE corrections SET fields = ? WHERE correction_id = ?",
+            [(c.seal_text(CORRECTION_FIELDS, (cid, key), fields), cid)
+             for cid, key, fields in corrections])
+        outbox = conn.execute("SELECT id, topic, key, payload FROM outbox").fetchall()
+        conn.executemany(
+            "UPDATE outbox SET payload = ? WHERE id = ?",
+            [(c.seal(OUTBOX_PAYLOAD, (str(i), topic, key), bytes(payload)), i)
+             for i, topic, key, payload in outbox])
+        return {"steps": len(steps), "mpps": len(mpps), "corrections": len(corrections),
+                "events": len(outbox)}
 
     # --- transactions -------------------------------------------------------------
     @contextlib.contextmanager
@@ -157,20 +252,21 @@ class Cache:
     # --- steps ---------------------------------------------------------------------
     def get_step(self, key: str) -> CachedStep | None:
         rows = self._query(
-            "SELECT data, status, source, updated_at FROM steps WHERE key = ?", (key,)
+            "SELECT key, data, status, source, updated_at FROM steps WHERE key = ?", (key,)
         )
-        return _cached(rows[0]) if rows else None
+        return self._cached(rows[0]) if rows else None
 
     def steps(self, date: str | None = None) -> list[CachedStep]:
         """Steps (of ``date``, or all), by scheduled date and time."""
         if date is None:
-            rows = self._query("SELECT data, status, source, updated_at FROM steps")
+            rows = self._query("SELECT key, data, status, source, updated_at FROM steps")
         else:
             rows = self._query(
-                "SELECT data, status, source, updated_at FROM steps WHERE scheduled_date = ?",
+                "SELECT key, data, status, source, updated_at FROM steps"
+                " WHERE scheduled_date = ?",
                 (date,),
             )
-        found = [_cached(r) for r in rows]
+        found = [self._cached(r) for r in rows]
         found.sort(key=lambda c: (c.step.scheduled_date, c.step.scheduled_time, c.step.key))
         return found
 
@@ -195,14 +291,16 @@ class Cache:
     def put_step(self, conn: sqlite3.Connection, step: ScheduledStep, source: Source,
                  status: StepStatus) -> None:
         self._steps_dirty = True
+        data = step.as_json()
         conn.execute(
             "INSERT INTO steps (key, source, scheduled_date, status, data, content_hash,"
             " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET"
             " source=excluded.source, scheduled_date=excluded.scheduled_date,"
             " status=excluded.status, data=excluded.data,"
             " content_hash=excluded.content_hash, updated_at=excluded.updated_at",
-            (step.key, source.value, step.scheduled_date, status.value, step.as_json(),
-             step.content_hash(), time.time()),
+            (step.key, source.value, step.scheduled_date, status.value,
+             self.cipher.seal_text(STEP_DATA, (step.key,), data),
+             self.cipher.fingerprint(data), time.time()),
         )
 
     def delete_step(self, conn: sqlite3.Connection, key: str) -> None:
@@ -233,7 +331,8 @@ class Cache:
                 ident = (str(key), str(content_hash), str(status))
                 kept = self._compiled.get(ident)
                 if kept is None:
-                    step = ScheduledStep.from_json(str(data))
+                    step = ScheduledStep.from_json(
+                        self.cipher.open_text(STEP_DATA, (ident[0],), data))
                     record = compile_record(to_dataset(step, StepStatus(ident[2])), step.key)
                     # The answers kept for a record are valid for this version only.
                     record.version = f"{ident[1]}:{ident[2]}"
@@ -247,16 +346,37 @@ class Cache:
 
     # --- outbox ----------------------------------------------------------------------
     def enqueue(self, conn: sqlite3.Connection, topic: str, key: str, payload: bytes) -> None:
+        """Queue an event in ``conn``'s transaction; its payload is sealed to its row id,
+        which exists only once the row does (hence the insert, then the payload)."""
+        row_id = conn.execute(
+            "INSERT INTO outbox (topic, key, payload, created_at) VALUES (?, ?, x'', ?)",
+            (topic, key, time.time()),
+        ).lastrowid
         conn.execute(
-            "INSERT INTO outbox (topic, key, payload, created_at) VALUES (?, ?, ?, ?)",
-            (topic, key, payload, time.time()),
+            "UPDATE outbox SET payload = ? WHERE id = ?",
+            (self.cipher.seal(OUTBOX_PAYLOAD, (str(row_id), topic, key), payload), row_id),
         )
 
     def outbox_batch(self, limit: int = 100) -> list[OutboxItem]:
+        """The oldest ``limit`` events, payloads decrypted. Raises ``IntegrityError`` if
+        a payload was altered or moved."""
         rows = self._query(
             "SELECT id, topic, key, payload FROM outbox ORDER BY id LIMIT ?", (limit,)
         )
-        return [OutboxItem(int(i), str(t), str(k), bytes(p)) for i, t, k, p in rows]  # type: ignore[call-overload,arg-type]
+        return [OutboxItem(int(i), str(t), str(k),  # type: ignore[call-overload]
+                           self.cipher.open(OUTBOX_PAYLOAD, (str(i), str(t), str(k)),
+                                            bytes(p)))  # type: ignore[arg-type]
+                for i, t, k, p in rows]
+
+    # --- sealed columns of the MPPS and corrections tables -----------------------------
+    def seal_text(self, field: str, row: tuple[str, ...], text: str) -> bytes:
+        """``text`` sealed for column ``field`` of the row keyed ``row``."""
+        return self.cipher.seal_text(field, row, text)
+
+    def open_text(self, field: str, row: tuple[str, ...], sealed: object) -> str:
+        """The text of a sealed column; raises ``IntegrityError`` if it is not that
+        row's."""
+        return self.cipher.open_text(field, row, sealed)
 
     def outbox_done(self, ids: list[int]) -> None:
         with self.transaction() as conn:
@@ -325,10 +445,8 @@ class Cache:
             )
         return int(removed)
 
-
-def _cached(row: tuple[object, ...]) -> CachedStep:
-    data, status, source, updated_at = row
-    return CachedStep(
-        ScheduledStep.from_json(str(data)), StepStatus(str(status)), Source(str(source)),
-        float(updated_at),  # type: ignore[arg-type]
-    )
+    def _cached(self, row: tuple[object, ...]) -> CachedStep:
+        key, data, status, source, updated_at = row
+        step = ScheduledStep.from_json(self.cipher.open_text(STEP_DATA, (str(key),), data))
+        return CachedStep(step, StepStatus(str(status)), Source(str(source)),
+                          float(updated_at))  # type: ignore[arg-type]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import getpass
 import sys
 
-from trailerlink_common.config import load_settings
+from trailerlink_common.config import ConfigError, load_settings
 from trailerlink_common.service import Service
 
 from trailerlink_worklist import __version__
@@ -43,7 +43,13 @@ def main() -> None:
         raise SystemExit(2)
     from trailerlink_worklist.app import WorklistApp
 
-    settings = load_settings(WorklistSettings)
-    service = Service("worklist", settings, version=__version__)
-    WorklistApp(settings).register(service)
+    try:
+        settings = load_settings(WorklistSettings)
+        service = Service("worklist", settings, version=__version__)
+        WorklistApp(settings).register(service)
+    except ConfigError as exc:
+        # One line an operator can act on (a missing or wrong key, a bad variable), no
+        # traceback; messages name variables and files, never their contents.
+        print(f"trailerlink-worklist: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     raise SystemExit(service.run())

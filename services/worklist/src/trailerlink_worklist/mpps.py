@@ -21,7 +21,7 @@ from trailerlink_events import messages as m
 from trailerlink_events import topics
 
 from trailerlink_worklist import statuses
-from trailerlink_worklist.cache import Cache
+from trailerlink_worklist.cache import MPPS_CREATE, MPPS_FINAL, Cache
 from trailerlink_worklist.model import StepStatus
 from trailerlink_worklist.worklist import Clock
 
@@ -90,9 +90,12 @@ class MppsStore:
         if not rows:
             return None
         uid_, status, key, create, attrs, upstream = rows[0]
-        return MppsRecord(str(uid_), str(status), str(key),
-                          Dataset.from_json(json.loads(str(create))),
-                          Dataset.from_json(json.loads(str(attrs))), str(upstream))
+        row = (str(uid_), str(key))
+        return MppsRecord(
+            str(uid_), str(status), str(key),
+            Dataset.from_json(json.loads(self.cache.open_text(MPPS_CREATE, row, create))),
+            Dataset.from_json(json.loads(self.cache.open_text(MPPS_FINAL, row, attrs))),
+            str(upstream))
 
     def attributes(self, uid: str, tags: list[int] | None = None) -> Dataset:
         """N-GET: the instance's attributes, only ``tags`` if given (PS3.4 F.7.2.3; an
@@ -139,7 +142,8 @@ class MppsStore:
                 "INSERT INTO mpps (uid, status, step_key, scheduled_date, create_attrs,"
                 " final_attrs, upstream_state, created_at, updated_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, 'none', ?, ?)",
-                (uid, IN_PROGRESS, key, date, text, text, now, now),
+                (uid, IN_PROGRESS, key, date, self.cache.seal_text(MPPS_CREATE, (uid, key), text),
+                 self.cache.seal_text(MPPS_FINAL, (uid, key), text), now, now),
             )
             if step is not None:
                 self.cache.set_status(conn, key, StepStatus.IN_PROGRESS)
@@ -184,7 +188,9 @@ class MppsStore:
                                   "End Date and Time are required to complete a step")
             conn.execute(
                 "UPDATE mpps SET status = ?, final_attrs = ?, updated_at = ? WHERE uid = ?",
-                (new_status, json.dumps(attrs.to_json_dict()), time.time(), uid),
+                (new_status, self.cache.seal_text(MPPS_FINAL, (uid, record.step_key),
+                                                  json.dumps(attrs.to_json_dict())),
+                 time.time(), uid),
             )
             if record.step_key and self.cache.get_step(record.step_key) is not None:
                 self.cache.set_status(conn, record.step_key, _STEP_STATUS[new_status])

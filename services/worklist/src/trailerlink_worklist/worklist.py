@@ -20,7 +20,7 @@ from trailerlink_events import messages as m
 from trailerlink_events import topics
 
 from trailerlink_worklist import metrics
-from trailerlink_worklist.cache import Cache, CachedStep
+from trailerlink_worklist.cache import CORRECTION_FIELDS, Cache, CachedStep
 from trailerlink_worklist.corrections import Correction
 from trailerlink_worklist.model import ScheduledStep, SiteFilter, Source, StepStatus
 
@@ -203,7 +203,9 @@ class Worklist:
                 "INSERT INTO corrections (correction_id, step_key, scheduled_date, fields,"
                 " corrected_by, created_at) VALUES (?, ?, ?, ?, ?, ?)",
                 (correction_id, key, step.scheduled_date,
-                 json.dumps(correction.__dict__), corrected_by, time.time()),
+                 self.cache.seal_text(CORRECTION_FIELDS, (correction_id, key),
+                                      json.dumps(correction.__dict__)),
+                 corrected_by, time.time()),
             )
             corrected = correction.apply(step)
             self.cache.put_step(conn, corrected, cached.source, cached.status)
@@ -233,10 +235,13 @@ class Worklist:
     def _overlay(self, step: ScheduledStep) -> ScheduledStep:
         """Corrections made on the trailer stay in force over later upstream data."""
         rows = self.cache._query(
-            "SELECT fields FROM corrections WHERE step_key = ? ORDER BY created_at", (step.key,)
+            "SELECT correction_id, fields FROM corrections WHERE step_key = ?"
+            " ORDER BY created_at", (step.key,)
         )
-        for (fields,) in rows:
-            step = Correction(**json.loads(str(fields))).apply(step)
+        for correction_id, fields in rows:
+            text = self.cache.open_text(CORRECTION_FIELDS, (str(correction_id), step.key),
+                                        fields)
+            step = Correction(**json.loads(text)).apply(step)
         return step
 
     def _upsert(self, conn: object, step: ScheduledStep, source: Source) -> Change | None:
