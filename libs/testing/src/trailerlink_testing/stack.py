@@ -463,6 +463,7 @@ class TrailerStack(_Stack):
         self.broker = KafkaBroker(self.dir / "kafka")
         self.upstream = self._new_upstream()
         self.spool_key = self.dir / "spool.key"
+        self.worklist_key = self.dir / "worklist.key"
         # Picked again by start(), right before use: a port free now may be taken by the
         # time a booting() trailer really starts (the data centre starts in between).
         self._pick_ports()
@@ -488,6 +489,8 @@ class TrailerStack(_Stack):
         self.logs.mkdir(parents=True, exist_ok=True)
         self.boot_broker()
         SpoolKey.generate().write_file(self.spool_key)
+        if not self.worklist_key.exists():  # a restarted trailer reopens its cache
+            SpoolKey.generate().write_file(self.worklist_key)
         self._broker_booted()
         _make_topics(self.broker.bootstrap, "trailer")
         self.upstream = self._new_upstream()
@@ -514,6 +517,7 @@ class TrailerStack(_Stack):
             "TRAILERLINK_UPSTREAM_MWL_AE_TITLE": UPSTREAM_AE,
             "TRAILERLINK_UPSTREAM_POLL_SECONDS": "2",
             "TRAILERLINK_UPSTREAM_TIMEOUT_SECONDS": "5",
+            "TRAILERLINK_WORKLIST_KEY_FILE": str(self.worklist_key),
         }, self.logs, wait=False, **self._runtime_args())
         self.services["gateway"] = _start_service("gateway", "trailerlink-gateway", {
             **common,
