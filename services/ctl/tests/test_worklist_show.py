@@ -11,8 +11,10 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from trailerlink_crypto.atrest import SpoolKey
 from trailerlink_testing.ports import free_port
 from trailerlink_testing.procs import ServiceProcess, console_script
+from trailerlink_worklist.atrest import FieldCipher
 from trailerlink_worklist.cache import Cache
 from trailerlink_worklist.model import ScheduledStep, SiteFilter, Source, StepStatus
 from trailerlink_worklist.worklist import Clock, Worklist
@@ -54,7 +56,10 @@ def worklist(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str,
     clock = Clock("Europe/London")
     today, tomorrow = clock.today(), clock.today() + timedelta(days=1)
     # The cache the service will serve: two women today (one arrived), one tomorrow.
-    cache = Cache(tmp / "data" / "worklist" / "worklist.sqlite")
+    key_file = tmp / "worklist.key"
+    SpoolKey.generate().write_file(key_file)
+    cache = Cache(tmp / "data" / "worklist" / "worklist.sqlite",
+                  FieldCipher(SpoolKey.from_file(key_file)))
     wl = Worklist(cache, SiteFilter(SITE, (STATION,), "MG"), "trailer-ctl", clock)
     wl.upsert(_step(0, today.strftime("%Y%m%d")), Source.DICOM_MWL)
     wl.upsert(_step(1, today.strftime("%Y%m%d")), Source.DICOM_MWL)
@@ -67,6 +72,7 @@ def worklist(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str,
     proc = ServiceProcess([console_script("trailerlink-worklist")], env={
         "TRAILERLINK_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
         "TRAILERLINK_DATA_DIR": str(tmp / "data"),
+        "TRAILERLINK_WORKLIST_KEY_FILE": str(key_file),
         "TRAILERLINK_HTTP_HOST": "127.0.0.1",
         "TRAILERLINK_HTTP_PORT": str(http),
         "TRAILERLINK_DICOM_HOST": "127.0.0.1",
