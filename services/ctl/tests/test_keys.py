@@ -24,6 +24,7 @@ from trailerlink_testing.stack import (
     synthetic_day,
 )
 from trailerlink_testing.waiting import wait_until
+from trailerlink_uplink.queue import SendQueue
 
 from .conftest import Ctl
 
@@ -36,6 +37,7 @@ class Sites:
     trailer: TrailerStack
     modality: SimulatedModality
     ctl: Ctl
+    screened: list[StudyResult]
 
     def status(self) -> dict:
         result = self.ctl("keys", "status", "--json")
@@ -76,7 +78,7 @@ def sites(tmp_path_factory: pytest.TempPathFactory, token_file: Path) -> Iterato
         ctl = Ctl({"TRAILERLINKCTL_TOKEN_FILE": str(token_file),
                    "TRAILERLINKCTL_INGEST_URL": central.ingest.url(""),
                    "TRAILERLINKCTL_UPLINK_URL": trailer.uplink.url("")})
-        yield Sites(central, trailer, modality, ctl)
+        yield Sites(central, trailer, modality, ctl, [])
 
 
 def test_rotation_new_objects_use_the_new_key_old_ones_still_open(sites: Sites) -> None:
@@ -97,6 +99,7 @@ def test_rotation_new_objects_use_the_new_key_old_ones_still_open(sites: Sites) 
     assert sites.ctl("uplink", "pause").code == 0
     first, second = sites.modality.query_worklist()[:2]
     before = sites.modality.screen(first, seed=1)
+    sites.screened.append(before)
     assert len(before.sent) == 4
     wait_until(lambda: report()["unsent_by_key_id"].get(old) == 4, 90,
                "the trailer reports 4 objects sealed for the old key unsent")
@@ -117,6 +120,7 @@ def test_rotation_new_objects_use_the_new_key_old_ones_still_open(sites: Sites) 
     assert (central.sealing_private / f"{old}.pem").exists()
 
     after = sites.modality.screen(second, seed=2)
+    sites.screened.append(after)
     wanted = set(before.sent) | set(after.sent)
     wait_until(lambda: wanted <= set(sites.sealed_key_ids()), 90, "both studies sealed")
     sealed = sites.sealed_key_ids()
@@ -134,11 +138,62 @@ def test_rotation_new_objects_use_the_new_key_old_ones_still_open(sites: Sites) 
 
     wait_until(old_retirable, 60, "nothing sealed for the old key outstanding")
     retired = sites.ctl("keys", "retire", old, "--json")
-    assert retired.code == 0 and retired.json() == {"key_id": old, "retired": True}
+    # The first study's 4 spool copies, delivered, could be resent until now.
+    assert retired.code == 0 and retired.json() == {"key_id": old, "retired": True,
+                                                    "unresendable_spool_copies": 4}
     assert not (central.sealing_private / f"{old}.pem").exists()
     assert [k["key_id"] for k in sites.status()["keys"]] == [new]
     wait_until(lambda: not (central.sealing_public / f"{old}.pem").exists(), 30,
                "the trailer forgets the retired public key")
+
+
+def test_a_study_sealed_for_a_retired_key_fails_alone_and_the_next_woman_reaches_pacs(
+        sites: Sites) -> None:
+    """The wedge support met: after rotate + retire, the first study (sealed for the
+    retired key) queued again. `resend` now refuses it; queued all the same (as a resend
+    accepted before the uplink heard of the retirement would be), the ingest refuses each
+    object once for good and the uplink fails them alone, while the next woman's images
+    reach PACS behind them."""
+    central, trailer = sites.central, sites.trailer
+    before = sites.screened[0]
+    study_uid = before.study_instance_uid
+    refused = sites.ctl("resend", "--study", study_uid)
+    assert refused.code == 6 and "retired" in refused.err, refused.err
+
+    queue = SendQueue(trailer.dir / "data" / "uplink" / "queue.sqlite")
+    try:
+        rows = queue.resend_study(study_uid, "as a resend the uplink accepted")
+    finally:
+        queue.close()
+    assert len(rows) == 4 and {r.state for r in rows} == {"queued"}
+    done = {s.accession_number for s in sites.screened}
+    third = next(i for i in sites.modality.query_worklist()
+                 if str(i.AccessionNumber) not in done)
+    nxt = sites.modality.screen(third, seed=3)
+    assert len(nxt.sent) == 4
+    wait_until(lambda: sites.in_pacs([nxt]), 180, "the next woman's images in PACS")
+
+    def failed() -> float:
+        return trailer.uplink.metric("trailerlink_uplink_objects_refused_total",
+                                     reason="unknown_key")
+
+    wait_until(lambda: failed() == 4, 60, "the 4 resent objects failed for good")
+    queue = SendQueue(trailer.dir / "data" / "uplink" / "queue.sqlite")
+    try:
+        states = {r.sop_instance_uid: r.state for r in queue.find_study(study_uid)}
+        reasons = {r.failure for r in queue.find_study(study_uid)}
+    finally:
+        queue.close()
+    assert states == dict.fromkeys(before.sent, "failed")
+    assert all(r and "unknown_key" in r for r in reasons)
+    # Each was asked about once, never retried; the ingest counted each by trailer.
+    assert central.ingest.metric("trailerlink_ingest_upload_refusals_total",
+                                 trailer=central.trailer_id, reason="unknown_key") == 4
+    wait_until(lambda: trailer.uplink.metric("trailerlink_uplink_failed_objects") == 4, 30,
+               "the failed-objects gauge")
+    ingest_log = (central.logs / "ingest.log").read_text()
+    assert ingest_log.count("upload creation refused") == 4
+    assert not any(sop in ingest_log for sop in before.sent)
 
 
 def test_bad_input_is_refused_and_changes_nothing(sites: Sites) -> None:

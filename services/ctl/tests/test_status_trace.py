@@ -61,6 +61,26 @@ def test_status_shows_a_trailers_heartbeat_and_unknown_trailer_fails(ctl, kafka_
     assert down.code == 5 and "unreachable" in down.err
 
 
+def test_status_shows_failed_objects_and_dead_letters_on_a_trailer(ctl, kafka_bootstrap):
+    trailer = f"trailer-{uuid.uuid4().hex[:6]}"
+    hb = Heartbeat(meta=new_meta("monitor", trailer), sequence=1,
+                   link_state=LinkState.LINK_STATE_UP, canary_ok=False, failed_objects=4,
+                   dead_letters=1)
+    publish_events(kafka_bootstrap, [(topics.CENTRAL_HEARTBEAT, trailer, hb)])
+
+    def seen() -> dict | None:
+        result = ctl("status", trailer, "--json")
+        return result.json()["trailers"][0] if result.code == 0 else None
+
+    entry = wait_until(seen, 30, "trailer in status", interval=0.3)
+    assert entry["failed_objects"] == 4 and entry["dead_letters"] == 1
+    human = ctl("status", trailer)
+    assert human.code == 0
+    # The failures, not the canary they cause, name the trailer's state.
+    assert "failures" in human.out and "canary failing" not in human.out
+    assert "FAILED" in human.out and "DEAD LETTERS" in human.out
+
+
 def test_trace_shows_every_hop_in_time_order(ctl, kafka_bootstrap):
     trailer = f"trailer-{uuid.uuid4().hex[:6]}"
     study, sop = _uid(), _uid()

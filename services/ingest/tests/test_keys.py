@@ -104,11 +104,18 @@ def test_rotate_then_both_keys_open_and_retire_waits_for_what_is_outstanding(
         refused.json()["detail"]
     assert (keys_dir / f"{old.key_id}.pem").exists()
 
-    for trailer in TRAILERS:
+    for n, trailer in enumerate(TRAILERS):
+        # Delivered objects whose spool copies a resend could still send (per key).
         assert _report(ingest, trailer, {"sealing_key_id": new_id,
-                                         "unsent_by_key_id": {new_id: 1}}) == 204
+                                         "unsent_by_key_id": {new_id: 1},
+                                         "resendable_by_key_id": {old.key_id: 10 + n}}) == 204
+    resendable = sum(10 + n for n in range(len(TRAILERS)))
+    [old_status] = [k for k in _admin(ingest, "GET", "").json()["keys"]
+                    if k["key_id"] == old.key_id]
+    assert old_status["unresendable_if_retired"] == resendable and old_status["retirable"]
     retired = _admin(ingest, "POST", f"/{old.key_id}/retire")
     assert retired.status_code == 200, retired.text
+    assert retired.json()["unresendable_spool_copies"] == resendable
     assert not (keys_dir / f"{old.key_id}.pem").exists()
     # Uploads sealed for the retired key are now refused up front.
     late = make_object(tmp_path / "objects", old, seed=104)

@@ -212,3 +212,24 @@ async def test_a_refusal_not_marked_permanent_sets_the_object_aside_behind_young
 
     await async_wait_until(retried, 30, "the refused object tried again later")
     assert queue.states() == {"queued": 1, "uploaded": 3}
+
+
+async def test_a_refusal_met_while_creating_ahead_is_not_asked_again(
+    queue: SendQueue, outgoing: Outgoing, rig: object
+) -> None:
+    """The next object's upload is created while the last chunk of the current one goes:
+    a permanent refusal there fails the object without a second creation request."""
+    first = outgoing.sealed(200_000, received_at=1_700_000_000.0)
+    refused = replace(outgoing.sealed(50_000, received_at=1_700_000_100.0), key_id=RETIRED)
+    last = outgoing.sealed(50_000, received_at=1_700_000_200.0)
+    for obj in (first, refused, last):
+        queue.enqueue(obj)
+    ingest = FakeIngest()
+    rig(ingest)  # type: ignore[operator]
+
+    async def settled() -> bool:
+        return queue.states() == {"failed": 1, "uploaded": 2}
+
+    await async_wait_until(settled, 30, "one failed, the others sent")
+    assert ingest.creations[refused.sop_instance_uid] == 1
+    assert ingest.complete() == {first.sop_instance_uid, last.sop_instance_uid}

@@ -421,6 +421,9 @@ class ConsumerRunner:
         """Consume until ``stop`` is set. Returns after committing what is done."""
         for name in self.topics:
             topic(name)  # KeyError now, not at the first record, for an unknown topic
+            # Exported as 0 from the start, so increase() and the alert see the first one.
+            _topic_metrics(name)
+            DEAD_LETTERS.labels(name)
         consumer = AIOKafkaConsumer(
             *self.topics,
             bootstrap_servers=self.bootstrap_servers,

@@ -269,6 +269,9 @@ def _trailer_state(t: dict[str, Any]) -> str:
         return _colour("31", f"silent {_age(age)}")
     if t.get("link_state") == "down":
         return _colour("33", "link down")
+    if t.get("failed_objects") or t.get("dead_letters"):
+        # Before the canary: a failing canary often only echoes these, and they name why.
+        return _colour("31", "failures")
     if t.get("canary_ok") is False:
         return _colour("33", "canary failing")
     return _colour("32", "ok")
@@ -294,9 +297,10 @@ def cmd_status(args: argparse.Namespace) -> int:
                          _age(t.get("oldest_unsent_age_seconds")),
                          t.get("link_state", "-"),
                          f"{_bytes(t.get('link_goodput_bytes_per_second'))}/s", disk,
-                         {True: "ok", False: "FAIL"}.get(t.get("canary_ok"), "-")])
+                         {True: "ok", False: "FAIL"}.get(t.get("canary_ok"), "-"),
+                         t.get("failed_objects", "-"), t.get("dead_letters", "-")])
         text = _table(["TRAILER", "STATE", "HEARTBEAT", "BACKLOG", "BYTES", "OLDEST",
-                       "LINK", "GOODPUT", "DISK", "CANARY"], rows)
+                       "LINK", "GOODPUT", "DISK", "CANARY", "FAILED", "DEAD LETTERS"], rows)
         if args.trailer and trailers[0].get("versions"):
             text += "\nversions: " + ", ".join(
                 f"{k} {v}" for k, v in sorted(trailers[0]["versions"].items()))
@@ -364,6 +368,14 @@ def cmd_resend(args: argparse.Namespace) -> int:
     uid = args.study.strip()
     if not _UID.match(uid) or not re.match(r"^[0-9]+(\.[0-9]+)*$", uid):
         raise CtlError(f"{uid!r} is not a DICOM UID (digits and dots, at most 64)", USAGE)
+    if args.cancel:
+        doc = _uplink(args).request("POST", "/v1/admin/resend/cancel", admin=True,
+                                    json={"study_uid": uid, "reason": args.reason or ""})
+        _emit(args, doc, lambda: f"study {doc['study_uid']}: resend of {doc['count']} objects "
+              f"cancelled by {doc['cancelled_by']}"
+              + (f"; {len(doc['already_sent'])} already sent will still get their receipt"
+                 if doc["already_sent"] else ""))
+        return OK
     doc = _uplink(args).request("POST", "/v1/admin/resend", admin=True,
                                 json={"study_uid": uid, "reason": args.reason or ""})
     _emit(args, doc, lambda: f"study {doc['study_uid']}: {doc['count']} objects "
@@ -473,10 +485,15 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Queue a study from the trailer's spool (still within "
                        "retention) for upload again, e.g. after a PACS restore. The ingest "
                        "does not store an object twice: same SOP Instance UID and SHA-256 "
-                       "give a repeated receipt. Asks the uplink (--uplink-url); audited.")
+                       "give a repeated receipt. A study sealed for a retired key is refused "
+                       "(exit 6): re-send it from the modality. Asks the uplink "
+                       "(--uplink-url); audited.")
     p.add_argument("--study", required=True, metavar="STUDY_UID", help="Study Instance UID")
     p.add_argument("--reason", default="", metavar="TEXT",
                    help="why (logged at the uplink; no patient data)")
+    p.add_argument("--cancel", action="store_true",
+                   help="take back a resend of the study: objects not yet sent return to "
+                   "their state before it (already sent ones still get their receipt)")
     p.set_defaults(func=cmd_resend)
 
     from trailerlink_ctl.keys import add_keys_parser  # here: keys.py uses this module's helpers

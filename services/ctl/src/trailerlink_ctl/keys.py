@@ -33,9 +33,9 @@ def _status_human(doc: dict[str, Any]) -> str:
         rows.append([k["key_id"], state, _when(k["created_at"]),
                      k["public_key_fingerprint"][:16],
                      out["uploads_in_progress"] + out["uploads_unverified"],
-                     out["trailers_unsent"]])
+                     out["trailers_unsent"], k.get("unresendable_if_retired", "-")])
     lines = [_table(["KEY ID", "STATE", "CREATED", "FINGERPRINT", "AT INGEST",
-                     "UNSENT ON TRAILERS"], rows)]
+                     "UNSENT ON TRAILERS", "RESENDABLE"], rows)]
     for k in doc["keys"]:
         if not k["current"] and k["blockers"]:
             lines.append(f"{k['key_id']} still needed: " + "; ".join(k["blockers"]))
@@ -60,7 +60,9 @@ def cmd_keys(args: argparse.Namespace) -> int:
             raise CtlError(f"{args.key_id!r} is not a key id (dc- and 16 lower-case hex "
                            "digits)", USAGE)
         doc = api.request("POST", f"/v1/admin/keys/{args.key_id}/retire", admin=True)
-        _emit(args, doc, lambda: f"{doc['key_id']}: private key deleted (retired)")
+        _emit(args, doc, lambda: f"{doc['key_id']}: private key deleted (retired); "
+              f"{doc.get('unresendable_spool_copies', 0)} spool copies on trailers sealed "
+              "with it can no longer be resent (`resend` refuses them)")
     return OK
 
 

@@ -26,7 +26,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,9 @@ class TrailerReport:
     reported_at: float
     sealing_key_id: str
     unsent_by_key_id: dict[str, int]
+    resendable_by_key_id: dict[str, int] = field(default_factory=dict)
+    """Spool copies a resend could queue again (delivered or failed), per key id: what
+    retiring the key makes unresendable. Empty from trailers that do not report it."""
 
 
 class KeyStore(OpeningKeyring):
@@ -244,9 +247,10 @@ class KeyStore(OpeningKeyring):
 
     # --- what trailers report -------------------------------------------------------
     def record_report(self, trailer_id: str, sealing_key_id: str,
-                      unsent: dict[str, int]) -> None:
+                      unsent: dict[str, int], resendable: dict[str, int] | None = None) -> None:
         report = {"trailer_id": trailer_id, "reported_at": time.time(),
-                  "sealing_key_id": sealing_key_id, "unsent_by_key_id": unsent}
+                  "sealing_key_id": sealing_key_id, "unsent_by_key_id": unsent,
+                  "resendable_by_key_id": resendable or {}}
         write_durably(self.reports_dir / f"{trailer_id}.json",
                       json.dumps(report, sort_keys=True).encode(), mode=0o644)
 
@@ -256,7 +260,9 @@ class KeyStore(OpeningKeyring):
             return TrailerReport(str(data["trailer_id"]), float(data["reported_at"]),
                                  str(data.get("sealing_key_id", "")),
                                  {str(k): int(v) for k, v in
-                                  dict(data["unsent_by_key_id"]).items()})
+                                  dict(data["unsent_by_key_id"]).items()},
+                                 {str(k): int(v) for k, v in
+                                  dict(data.get("resendable_by_key_id") or {}).items()})
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, TypeError):
@@ -271,17 +277,27 @@ def parse_report(body: object) -> tuple[str, dict[str, int]]:
     sealing = body.get("sealing_key_id", "")
     if not isinstance(sealing, str) or (sealing and not KEY_ID.match(sealing)):
         raise ValueError("sealing_key_id is not a key id")
-    unsent = body.get("unsent_by_key_id")
-    if not isinstance(unsent, dict) or len(unsent) > MAX_REPORTED_KEYS:
-        raise ValueError("unsent_by_key_id must be an object of key id to count")
+    return sealing, _counts(body.get("unsent_by_key_id"), "unsent_by_key_id")
+
+
+def parse_resendable(body: object) -> dict[str, int]:
+    """The report's optional ``resendable_by_key_id`` (empty when absent), or ValueError."""
+    if not isinstance(body, dict) or body.get("resendable_by_key_id") is None:
+        return {}
+    return _counts(body["resendable_by_key_id"], "resendable_by_key_id")
+
+
+def _counts(value: object, name: str) -> dict[str, int]:
+    if not isinstance(value, dict) or len(value) > MAX_REPORTED_KEYS:
+        raise ValueError(f"{name} must be an object of key id to count")
     out: dict[str, int] = {}
-    for key_id, count in unsent.items():
+    for key_id, count in value.items():
         if not (isinstance(key_id, str) and KEY_ID.match(key_id)):
-            raise ValueError("unsent_by_key_id has a key that is not a key id")
+            raise ValueError(f"{name} has a key that is not a key id")
         if not isinstance(count, int) or isinstance(count, bool) or not 0 <= count < 2**40:
-            raise ValueError("unsent_by_key_id counts must be non-negative integers")
+            raise ValueError(f"{name} counts must be non-negative integers")
         out[key_id] = count
-    return sealing, out
+    return out
 
 
 def _fingerprint(key: OpeningKey) -> str:
@@ -291,4 +307,5 @@ def _fingerprint(key: OpeningKey) -> str:
     return hashlib.sha256(key.recipient.raw).hexdigest()
 
 
-__all__ = ["KeyRefused", "KeyStore", "TrailerReport", "UnknownKeyError", "parse_report"]
+__all__ = ["KeyRefused", "KeyStore", "TrailerReport", "UnknownKeyError", "parse_report",
+           "parse_resendable"]

@@ -5,7 +5,9 @@ Admin (HTTP port, admin token, audited)::
 
     GET  /v1/admin/keys                  every key: current?, fingerprint, outstanding, retirable
     POST /v1/admin/keys/rotate           new key pair, made current
-    POST /v1/admin/keys/{key_id}/retire  delete a superseded private key (409 while needed)
+    POST /v1/admin/keys/{key_id}/retire  delete a superseded private key (409 while needed);
+                                         answers how many spool copies on trailers it made
+                                         unresendable (unresendable_spool_copies)
 """
 
 from __future__ import annotations
@@ -69,6 +71,15 @@ class KeyStatus:
                                "objects sealed with it unsent")
         return reasons
 
+    def resendable(self, key_id: str) -> int:
+        """Spool copies on all trailers, as last reported, sealed with ``key_id``."""
+        total = 0
+        for trailer in sorted(self.access.current().allow):
+            report = self.keys.report(trailer)
+            if report is not None:
+                total += report.resendable_by_key_id.get(key_id, 0)
+        return total
+
     def blockers_now(self, key_id: str) -> list[str]:
         fact = next((f for f in self.keys.key_facts() if f["key_id"] == key_id), None)
         return self.blockers(key_id, fact["superseded_at"] if fact else None)
@@ -78,14 +89,18 @@ class KeyStatus:
         in_progress, unverified = counts
         trailers = []
         unsent: Counter[str] = Counter()
+        resendable: Counter[str] = Counter()
         for trailer in sorted(self.access.current().allow):
             report = self.keys.report(trailer)
             trailers.append({"trailer_id": trailer,
                              "reported_at": report.reported_at if report else None,
                              "sealing_key_id": report.sealing_key_id if report else "",
-                             "unsent_by_key_id": report.unsent_by_key_id if report else {}})
+                             "unsent_by_key_id": report.unsent_by_key_id if report else {},
+                             "resendable_by_key_id":
+                                 report.resendable_by_key_id if report else {}})
             if report:
                 unsent.update(report.unsent_by_key_id)
+                resendable.update(report.resendable_by_key_id)
         keys = []
         for fact in self.keys.key_facts():
             key_id = fact["key_id"]
@@ -98,6 +113,10 @@ class KeyStatus:
                 "outstanding": {"uploads_in_progress": in_progress[key_id],
                                 "uploads_unverified": unverified[key_id],
                                 "trailers_unsent": unsent[key_id]},
+                # Spool copies sealed with it that a resend could still queue: retiring
+                # the key makes them unresendable (they stay in PACS; re-send from the
+                # modality if ever needed).
+                "unresendable_if_retired": resendable[key_id],
                 "retirable": not reasons, "blockers": reasons})
         return {"current_key_id": self.keys.current_key_id(), "keys": keys,
                 "trailers": trailers, "settle_seconds": self.settle_seconds}
@@ -127,8 +146,12 @@ def add_key_admin_routes(app: FastAPI, status: KeyStatus, token_file: Any) -> No
     @router.post("/{key_id}/retire")
     async def retire(key_id: str, actor: str = guard) -> dict[str, Any]:
         try:
-            return await asyncio.to_thread(status.keys.retire, key_id, actor,
+            # Counted before the key goes: reports keep arriving, the answer says what
+            # this retirement did.
+            unresendable = await asyncio.to_thread(status.resendable, key_id)
+            done = await asyncio.to_thread(status.keys.retire, key_id, actor,
                                            status.blockers_now)
+            return {**done, "unresendable_spool_copies": unresendable}
         except KeyRefused as exc:
             raise refused(exc) from None
         except OSError:

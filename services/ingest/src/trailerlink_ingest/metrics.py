@@ -129,3 +129,12 @@ UPLOAD_REFUSALS = Counter(
     "trailer_refused, rate_limited, too_many_uploads, busy, bad_protocol, other",
     ["trailer", "reason"],
 )
+
+# Every known label exported as 0 from the start: a counter that appears only with its
+# first increment is invisible to increase(), and its first failure would not alert.
+for _kind in ("no_context", "association", "no_response", "busy", "refused"):
+    PACS_STORE_FAILURES.labels(_kind)
+for _reason in ("verify_failed", "uid_conflict", "pacs_refused", "unparseable", "unsealable",
+                "deadline_exceeded", "unspecified"):
+    FAILED.labels(_reason)
+    VERIFY_FAILURES.labels(_reason)

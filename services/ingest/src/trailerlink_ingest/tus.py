@@ -39,7 +39,7 @@ from starlette.requests import ClientDisconnect
 from trailerlink_ingest import metrics
 from trailerlink_ingest.completion import Announcer
 from trailerlink_ingest.identity import Authenticator, Refused, parse_client_cert_header
-from trailerlink_ingest.keys import KeyRefused, KeyStore, parse_report
+from trailerlink_ingest.keys import KeyRefused, KeyStore, parse_report, parse_resendable
 from trailerlink_ingest.ledger import Ledger, LedgerUnavailable
 from trailerlink_ingest.metadata import MetadataError, parse_upload_metadata
 from trailerlink_ingest.uploads import (
@@ -756,16 +756,16 @@ def build_tus_app(
         if keys is None:
             raise TusError(404, "no sealing keys here")
         try:
-            sealing, unsent = parse_report(
-                json.loads(
-                    await _small_body(request, UNSENT_REPORT_MAX_BYTES, cfg.body_idle_seconds)
-                )
+            body = json.loads(
+                await _small_body(request, UNSENT_REPORT_MAX_BYTES, cfg.body_idle_seconds)
             )
+            sealing, unsent = parse_report(body)
+            resendable = parse_resendable(body)
         except ValueError as exc:  # also JSONDecodeError
             raise TusError(400, f"bad report: {exc}") from None
         except RecursionError:
             raise TusError(400, "bad report: nested too deeply") from None
-        await asyncio.to_thread(keys.record_report, trailer, sealing, unsent)
+        await asyncio.to_thread(keys.record_report, trailer, sealing, unsent, resendable)
         return Response(status_code=204)
 
     app.add_api_route("/v1/keys", key_listing, methods=["GET"], include_in_schema=False)

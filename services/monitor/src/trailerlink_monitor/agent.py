@@ -3,7 +3,8 @@ where it waits while the link is down, and a relay that carries queued heartbeat
 MPPS events to the data centre over HTTPS with the trailer's certificate.
 
 The heartbeat's numbers come from the trailer services' own /metrics (the uplink's
-backlog and link, the worklist's cache age, everyone's build info) and the spool disk.
+backlog, link and failed objects, the worklist's cache age, everyone's build info and
+dead letters) and the spool disk.
 """
 
 from __future__ import annotations
@@ -84,8 +85,13 @@ def build_heartbeat(trailer_id: str, sequence: int, pages: Mapping[str, Scraped]
         for labels, _ in page.samples.get("trailerlink_build_info", []):
             if labels.get("service"):
                 hb.versions[labels["service"]] = labels.get("version", "")
+    # Every scraped service's dead letters: the trailer's own alerts cannot reach support.
+    hb.dead_letters = int(sum(value for page in pages.values()
+                              for _, value in page.samples.get(
+                                  "trailerlink_kafka_dead_letters_total", [])))
     uplink = pages.get("uplink")
     if uplink is not None:
+        hb.failed_objects = int(uplink.value("trailerlink_uplink_failed_objects"))
         hb.backlog_objects = int(uplink.value("trailerlink_uplink_backlog_objects"))
         hb.backlog_bytes = int(uplink.value("trailerlink_uplink_backlog_bytes"))
         hb.oldest_unsent_age_seconds = uplink.value(

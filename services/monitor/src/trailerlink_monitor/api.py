@@ -61,7 +61,8 @@ def add_fleet_routes(app: FastAPI, fleet: FleetMonitor, producer: EventProducer,
                     link_state=LinkState.Name(hb.link_state).removeprefix(
                         "LINK_STATE_").lower(),
                     worklist_cache_age_seconds=hb.worklist_cache_age_seconds,
-                    canary_ok=hb.canary_ok, versions=dict(hb.versions))
+                    canary_ok=hb.canary_ok, versions=dict(hb.versions),
+                    dead_letters=hb.dead_letters, failed_objects=hb.failed_objects)
             out.append(entry)
         return {"trailers": out}
 

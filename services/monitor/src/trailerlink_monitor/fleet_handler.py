@@ -71,6 +71,9 @@ class FleetMonitor:
         self._versions: dict[str, set[tuple[str, str]]] = {}
         for trailer in self.expected:
             metrics.TRAILER_EXPECTED.labels(trailer).set(1)
+            # 0 from the start: the first gap, failure or delivery is an increase().
+            metrics.HEARTBEATS_MISSED.labels(trailer)
+            metrics.DELIVERED.labels(trailer)
 
     # --- Kafka ---------------------------------------------------------------------
     async def handle(self, delivery: Delivery) -> None:
@@ -185,6 +188,8 @@ class FleetMonitor:
             else 0)
         metrics.LINK_GOODPUT.labels(t).set(hb.link_goodput_bytes_per_second)
         metrics.WORKLIST_AGE.labels(t).set(hb.worklist_cache_age_seconds)
+        metrics.DEAD_LETTERS.labels(t).set(hb.dead_letters)
+        metrics.FAILED_OBJECTS.labels(t).set(hb.failed_objects)
         if hb.HasField("canary_at"):
             metrics.CANARY_OK.labels(t).set(1 if hb.canary_ok else 0)
             metrics.CANARY_SECONDS.labels(t).set(hb.canary_seconds)

@@ -47,6 +47,15 @@ CERTIFICATE_NOT_AFTER = Gauge(
     "trailerlink_monitor_trailer_certificate_expiry_timestamp_seconds",
     "When the trailer's client certificate expires (unix seconds), as its newest "
     "heartbeat reports it", T)
+DEAD_LETTERS = Gauge(
+    "trailerlink_monitor_trailer_dead_letters",
+    "Records the trailer's services dead-lettered since they started (their "
+    "trailerlink_kafka_dead_letters_total summed), as its newest heartbeat reports it; "
+    "falls back when a service restarts (increase() treats that as a reset)", T)
+FAILED_OBJECTS = Gauge(
+    "trailerlink_monitor_trailer_failed_objects",
+    "Objects failed for good in the trailer's send queue, waiting for support, as its "
+    "newest heartbeat reports it", T)
 VERSION_INFO = Gauge(
     "trailerlink_monitor_trailer_version_info",
     "1 per component version a trailer reports", ["trailer_id", "component", "version"])

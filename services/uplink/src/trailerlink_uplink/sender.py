@@ -140,6 +140,7 @@ class Sender:
         self._discovery: asyncio.Task[object] | None = None
         self._set_aside: dict[int, float] = {}  # object id -> monotonic time it may go again
         self._refusals: dict[int, Backoff] = {}
+        self._refused_ahead: dict[int, UploadRefused] = {}  # found by a look-ahead create
 
     def wake(self) -> None:
         """Something was queued: idle workers look again now."""
@@ -231,7 +232,10 @@ class Sender:
             await self._ensure_verified(obj)
             url = await self.tus.create(obj.sealed_size, upload_metadata(obj))
             await asyncio.to_thread(self.queue.set_upload_url, obj.id, url)
-        except (LinkError, SealedFileProblem, UploadGone, OffsetConflict, UploadRefused):
+        except UploadRefused as exc:
+            self._refused_ahead[obj.id] = exc  # the ingest answered for good: ask once
+            return None
+        except (LinkError, SealedFileProblem, UploadGone, OffsetConflict):
             return None  # the upload proper meets the same trouble and deals with it
         metrics.UPLOADS.labels("created").inc()
         return url
@@ -248,6 +252,8 @@ class Sender:
         started = time.monotonic()
         while not stop.is_set():
             try:
+                if (refused := self._refused_ahead.pop(obj.id, None)) is not None:
+                    raise refused
                 await self._upload_once(obj, fresh_url, ahead)
             except LinkError as exc:
                 metrics.CHUNK_RETRIES.labels(exc.kind).inc()
