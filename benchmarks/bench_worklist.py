@@ -17,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from trailerlink_crypto.atrest import SpoolKey
 from trailerlink_testing.dcmtk import Wlmscpfs, findscu
 from trailerlink_testing.ports import free_port
 from trailerlink_testing.procs import ServiceProcess, console_script
@@ -99,11 +100,11 @@ def _p95(values: list[float]) -> float:
     return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
 
 
-def _seed_cache(data_dir: Path, steps: list[ScheduledStep]) -> None:
+def _seed_cache(data_dir: Path, key_file: Path, steps: list[ScheduledStep]) -> None:
     """Write the day into the cache the service will open (as a poll would have)."""
     app = WorklistApp(WorklistSettings(  # its DICOM server is never started
         data_dir=data_dir, upstream="none", site_code=SITE, station_ae_titles=STATION,
-        log_level="WARNING"))
+        log_level="WARNING", worklist_key_file=key_file))
     try:
         first, last = app.worklist.window()
         app.worklist.replace_window(steps, Source.DICOM_MWL, first, last)
@@ -116,7 +117,9 @@ def run() -> Row:
         root = Path(tmp)
         day = Clock().today_str()
         steps = [_step(i, day) for i in range(APPOINTMENTS)]
-        _seed_cache(root / "ours", steps)
+        key_file = root / "worklist.key"  # the cache is encrypted at rest, as deployed
+        SpoolKey.generate().write_file(key_file)
+        _seed_cache(root / "ours", key_file, steps)
         broker = Wlmscpfs(root / "wl", ae_title="REFERENCE")
         for step in steps:
             ds = to_dataset(step)
@@ -126,6 +129,7 @@ def run() -> Row:
         dicom_port, http_port = free_port(), free_port()
         env = {
             "TRAILERLINK_DATA_DIR": str(root / "ours"),
+            "TRAILERLINK_WORKLIST_KEY_FILE": str(key_file),
             "TRAILERLINK_DICOM_HOST": "127.0.0.1",
             "TRAILERLINK_DICOM_PORT": str(dicom_port),
             "TRAILERLINK_HTTP_HOST": "127.0.0.1",
