@@ -9,9 +9,10 @@ row): a step's data, MPPS attributes, corrections' fields and outbox payloads. I
 clear are only what rows are found and ordered by — step keys (accession number and SPS
 ID), scheduled dates, statuses, MPPS and correction ids, event keys — and a keyed
 fingerprint of each step. A cache written before encryption is encrypted in place, in
-one transaction, when it is first opened with a key. Events to publish are written in the same transaction as the change they describe
-(an outbox), so a change is never made without its event nor announced without being
-made.
+one transaction, when it is first opened with a key.
+
+Events to publish are written in the same transaction as the change they describe (an
+outbox), so a change is never made without its event nor announced without being made.
 
 Thread-safe: pynetdicom handlers call it from association threads, the asyncio side
 from the event loop (writes through ``asyncio.to_thread``).
