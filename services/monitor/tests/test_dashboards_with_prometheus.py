@@ -119,10 +119,14 @@ def _traffic(bootstrap: str, trailer: str) -> None:
         hb.versions["gateway"] = "0.1.0"
         return hb
 
+    def failing(hb: Heartbeat) -> Heartbeat:
+        hb.failed_objects, hb.dead_letters = 2, 1  # on the trailer: seen only here
+        return hb
+
     key = f"{trailer}/{study}"
     publish_events(bootstrap, [
         (topics.CENTRAL_HEARTBEAT, trailer, heartbeat(1)),
-        (topics.CENTRAL_HEARTBEAT, trailer, heartbeat(3)),  # 2 was lost
+        (topics.CENTRAL_HEARTBEAT, trailer, failing(heartbeat(3))),  # 2 was lost
         (topics.CENTRAL_PROCEDURE_STEP, key, ProcedureStepUpdated(
             meta=new_meta("worklist", trailer), mpps_sop_instance_uid="2.25.1",
             status=ProcedureStepStatus.PROCEDURE_STEP_STATUS_COMPLETED,
@@ -191,3 +195,22 @@ def test_the_certificate_alert_fires_in_prometheus(fleet_with_traffic) -> None:
     wait_until(lambda: prom.query(
         f'ALERTS{{alertname="TrailerlinkCertificateExpiring", trailer_id="{trailer}"}}'),
         30, "TrailerlinkCertificateExpiring pending or firing")
+
+
+@pytest.mark.parametrize("alert", ["TrailerlinkTrailerObjectsFailed",
+                                   "TrailerlinkTrailerDeadLetters"])
+def test_trailer_failures_alert_from_the_first_heartbeat_in_prometheus(
+        fleet_with_traffic, alert: str) -> None:
+    # The trailer's series were born with the failure in them: no increase() to see.
+    prom, _, _, trailer = fleet_with_traffic
+    wait_until(lambda: prom.query(
+        f'ALERTS{{alertname="{alert}", alertstate="firing", trailer_id="{trailer}"}}'),
+        30, f"{alert} firing")
+
+
+def test_the_first_dead_letter_alerts_in_prometheus(fleet_with_traffic) -> None:
+    # The fleet monitor dead-lettered one record of the heartbeat topic.
+    prom, *_ = fleet_with_traffic
+    wait_until(lambda: prom.query(
+        f'ALERTS{{alertname="TrailerlinkDeadLetters", alertstate="firing", '
+        f'topic="{topics.CENTRAL_HEARTBEAT}"}}'), 30, "TrailerlinkDeadLetters firing")
