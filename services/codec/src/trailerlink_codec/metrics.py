@@ -35,3 +35,7 @@ SEAL_SECONDS = Histogram(
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120),
 )
 IN_FLIGHT = Gauge("trailerlink_codec_objects_in_flight", "Objects being sealed right now")
+# Failure labels exported as 0 from the start, so the first one is an increase().
+OBJECTS.labels("failed", "")
+for _kind in ("round_trip", "codec_error", "unsupported"):
+    FALLBACKS.labels(_kind)
