@@ -224,3 +224,41 @@ def test_a_vanished_upload_is_not_locked_again(tmp_path: Path) -> None:
     with pytest.raises(UploadVanished):
         asyncio.run(lock())
     assert not (directory / "lock").exists()
+
+
+def test_a_peer_dripping_its_request_headers_is_closed_at_the_head_deadline(own_ingest) -> None:
+    """A slowloris on the request head: uvicorn's keep-alive timer stops at the first
+    byte and nothing else bounded it. The connection is closed at the deadline, counted,
+    and a well-behaved request on another connection is served meanwhile."""
+    ingest = own_ingest(None, extra_env={"TRAILERLINK_REQUEST_HEAD_TIMEOUT_SECONDS": "2"})
+    context = ssl.create_default_context(cafile=ingest.pki.ca_file)
+    context.load_cert_chain(*ingest.pki.cert("trailer-01"))
+    raw = socket.create_connection(("127.0.0.1", ingest.tus_port), timeout=30)
+    sock = context.wrap_socket(raw, server_hostname="localhost")
+    started = time.monotonic()
+    closed = False
+    try:
+        sock.sendall(b"HEAD /files/ HTTP/1.1\r\n")
+        for byte in b"Host: localhost\r\nTus-Resumable: 1.0.0\r\nX-Slow: " + b"a" * 40:
+            sock.sendall(bytes((byte,)))
+            sock.settimeout(0.25)  # the attacker's pace: one byte every 250 ms at most
+            try:
+                if sock.recv(1) == b"":
+                    closed = True
+                    break
+            except TimeoutError:
+                continue
+            except (ssl.SSLError, OSError):
+                closed = True
+                break
+    except OSError:
+        closed = True
+    finally:
+        sock.close()
+    assert closed, "the dripping connection was never closed"
+    assert time.monotonic() - started < 10
+    with ingest.session() as s:  # others are served all along
+        assert s.options(ingest.url, timeout=10).status_code in (200, 204)
+    wait_until(
+        lambda: ingest.metric("trailerlink_ingest_connections_closed_total") >= 1,
+        10, "the closed connection counted")

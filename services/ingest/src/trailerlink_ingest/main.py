@@ -100,6 +100,7 @@ def build(settings: IngestSettings) -> Service:
         socket_options=dead_peer_socket_options(
             settings.tcp_keepalive_seconds, settings.tcp_user_timeout_seconds
         ),
+        head_deadline_seconds=settings.request_head_timeout_seconds,
     )
     processor = Processor(
         uploads=store,

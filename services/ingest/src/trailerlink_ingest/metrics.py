@@ -138,3 +138,11 @@ for _reason in ("verify_failed", "uid_conflict", "pacs_refused", "unparseable", 
                 "deadline_exceeded", "unspecified"):
     FAILED.labels(_reason)
     VERIFY_FAILURES.labels(_reason)
+
+CONNECTIONS_CLOSED = Counter(
+    "trailerlink_ingest_connections_closed_total",
+    "Connections the ingest closed itself, by reason (request_head_deadline: a request "
+    "line and headers not complete in time)",
+    ["reason"],
+)
+CONNECTIONS_CLOSED.labels("request_head_deadline")  # exported as 0 from the start

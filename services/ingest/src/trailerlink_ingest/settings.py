@@ -72,6 +72,13 @@ class IngestSettings(ServiceSettings):
         description="An upload body that brings no bytes this long ends (408): "
         "the durable offset stands and the upload's lock is released for the resume",
     )
+    request_head_timeout_seconds: float = Field(
+        20.0,
+        gt=0,
+        description="A request's line and headers must be complete this long after the "
+        "connection is ready or its last response went; else the connection is closed "
+        "(a peer dripping header bytes holds nothing)",
+    )
     tcp_keepalive_seconds: int = Field(
         15,
         ge=0,

@@ -38,13 +38,21 @@ from typing import Any, ClassVar
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from trailerlink_ingest.metrics import REQUESTS_REFUSED, TLS_HANDSHAKE_FAILURES
+from trailerlink_ingest.metrics import (
+    CONNECTIONS_CLOSED,
+    REQUESTS_REFUSED,
+    TLS_HANDSHAKE_FAILURES,
+)
 
 log = logging.getLogger(__name__)
 
 _TLS_VERSIONS = {"TLSv1.3": 0x0304, "TLSv1.2": 0x0303}
 TLS_HANDSHAKE_TIMEOUT_SECONDS = 60.0  # asyncio's default for server-side TLS, kept
 HANDSHAKE_LOG_INTERVAL_SECONDS = 60.0  # per peer address and reason: a flood logs little
+# A request's line and headers must be complete this long after the connection is ready
+# (or the last response went): uvicorn's keep-alive timer stops at the first byte, and
+# nothing else bounds a peer that sends headers a byte at a time.
+REQUEST_HEAD_DEADLINE_SECONDS = 20.0
 
 # OpenSSL X509_V_ERR_* codes (x509_vfy.h) a refused client certificate carries.
 _UNKNOWN_CA_CODES = frozenset({2, 18, 19, 20, 21, 24})
@@ -258,6 +266,8 @@ class PeerCertH11Protocol(H11Protocol):
     socket_options: ClassVar[list[tuple[int, int, int]]] = []
     tls_context: ClassVar[ssl.SSLContext | None] = None
     handshake_log: ClassVar[_HandshakeLog] = _HandshakeLog()
+    head_deadline_seconds: ClassVar[float] = REQUEST_HEAD_DEADLINE_SECONDS
+    _head_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         sock = transport.get_extra_info("socket")
@@ -304,9 +314,47 @@ class PeerCertH11Protocol(H11Protocol):
 
     def _serve(self, transport: asyncio.Transport) -> None:
         super().connection_made(transport)
+        self._arm_head_deadline()
         ssl_object = transport.get_extra_info("ssl_object")
         if ssl_object is not None:
             self.app = _PerConnectionApp(self.app, tls_facts(ssl_object))
+
+
+    # --- the request-head deadline ------------------------------------------------------
+    def _arm_head_deadline(self) -> None:
+        self._disarm_head_deadline()
+        self._head_timer = self.loop.call_later(self.head_deadline_seconds, self._head_late)
+
+    def _disarm_head_deadline(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_late(self) -> None:
+        self._head_timer = None
+        if self.transport.is_closing():
+            return
+        CONNECTIONS_CLOSED.labels("request_head_deadline").inc()
+        peername = self.transport.get_extra_info("peername")
+        log.warning("request line and headers not complete in time; connection closed",
+                    extra={"peer_address": str(peername[0]) if peername else "",
+                           "seconds": self.head_deadline_seconds})
+        self.transport.close()
+
+    def handle_events(self) -> None:
+        before = self.cycle
+        super().handle_events()
+        if self.cycle is not before:  # a whole request head arrived
+            self._disarm_head_deadline()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self._arm_head_deadline()  # the next request's head, on this kept-alive connection
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_head_deadline()
+        super().connection_lost(exc)
 
 
 def server_ssl_context(cert_file: Path, key_file: Path, client_ca_file: Path) -> ssl.SSLContext:
@@ -339,6 +387,7 @@ def build_https_server(
     *,
     limit_concurrency: int | None = None,
     socket_options: list[tuple[int, int, int]] | None = None,
+    head_deadline_seconds: float = REQUEST_HEAD_DEADLINE_SECONDS,
 ) -> uvicorn.Server:
     """A uvicorn server for ``app`` on ``host:port`` with ``context`` (None: plain HTTP,
     for a deployment behind a TLS-terminating proxy); ``socket_options`` are set on every
@@ -351,6 +400,7 @@ def build_https_server(
             "socket_options": list(socket_options or []),
             "tls_context": context,
             "handshake_log": _HandshakeLog(),
+            "head_deadline_seconds": head_deadline_seconds,
         },
     )
     config = uvicorn.Config(
