@@ -195,6 +195,18 @@ def test_a_study_sealed_for_a_retired_key_fails_alone_and_the_next_woman_reaches
     assert ingest_log.count("upload creation refused") == 4
     assert not any(sop in ingest_log for sop in before.sent)
 
+    # Support sees it in the data centre: the trailer's heartbeat carries the count.
+    def in_status() -> dict | None:
+        result = sites.ctl("status", central.trailer_id, "--json",
+                           TRAILERLINKCTL_MONITOR_URL=central.fleet.url(""))
+        return result.json()["trailers"][0] if result.code == 0 else None
+
+    wait_until(lambda: (in_status() or {}).get("failed_objects") == 4, 60,
+               "trailerlinkctl status shows the 4 failed objects")
+    shown = sites.ctl("status", central.trailer_id,
+                      TRAILERLINKCTL_MONITOR_URL=central.fleet.url(""))
+    assert shown.code == 0 and "failures" in shown.out, shown.out
+
 
 def test_bad_input_is_refused_and_changes_nothing(sites: Sites) -> None:
     central = sites.central
