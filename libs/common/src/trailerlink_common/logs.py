@@ -1,7 +1,8 @@
 """Structured JSON logs with a guard that keeps patient identifiers out of them.
 
 Every log line is one JSON object on stderr: time, level, service, logger, message
-and any ``extra`` fields. Before a line is written, :func:`redact` replaces anything
+and any ``extra`` fields; a line logged inside a span also carries its ``trace_id`` and
+``span_id``. Before a line is written, :func:`redact` replaces anything
 that looks like patient data:
 
 * values of fields whose name says they hold patient data (``patient_name``,
@@ -22,6 +23,8 @@ import sys
 import traceback
 from datetime import UTC, datetime
 from typing import Any
+
+from trailerlink_common.tracing import log_ids
 
 REDACTED = "[REDACTED]"
 
@@ -129,6 +132,9 @@ class JsonFormatter(logging.Formatter):
             line["exc"] = "".join(traceback.format_exception(*record.exc_info))
         # Redact everything except the fixed envelope fields.
         envelope = {k: line.pop(k) for k in ("ts", "level", "service", "logger")}
+        # The trace this line belongs to, if any (hex ids: kept out of the redaction,
+        # whose ten-digit rule could eat a run of digits inside one).
+        envelope.update(log_ids())
         return json.dumps({**envelope, **redact(line)}, default=str, ensure_ascii=False)
 
 

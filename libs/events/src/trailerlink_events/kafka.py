@@ -39,6 +39,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from prometheus_client import Counter, Gauge, Histogram
 from trailerlink_common.logs import redact_text
+from trailerlink_common.tracing import spans_recorded
 
 from trailerlink_events.messages import EVENT_TYPES, event_type_name
 from trailerlink_events.topics import Site, registry, topic, topics_for_site
@@ -527,6 +528,9 @@ class ConsumerRunner:
         view = _topic_view(tp.topic)
         consumed, seconds, _, _ = _topic_metrics(tp.topic)
         handler, base = self.handler, otel_context.get_current()
+        # Not exporting: a sampled record needs no span here either (its context passes
+        # through unchanged), so it takes the inline path too.
+        spans = spans_recorded()
         done = 0
         try:
             for record in records:
@@ -542,7 +546,7 @@ class ConsumerRunner:
                 named = headers.get(EVENT_TYPE_HEADER)
                 if (
                     parent is None
-                    or parent[1]  # sampled: this record gets a span of its own
+                    or (parent[1] and spans)  # sampled: this record gets a span of its own
                     or view.message is None
                     or (named and named != view.type_header)
                 ):

@@ -13,6 +13,7 @@ write sequence ever differs, the store is refused, never stored wrongly.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 
 from pynetdicom.association import Association
@@ -58,6 +59,7 @@ class SpoolSink:
         # pynetdicom unlinks ``name`` after the handler: a path that never exists.
         self.name = f"/nonexistent/trailerlink-sink-{id(self):x}"
         self.incoming: IncomingObject | None = None
+        self.opened_ns = time.time_ns()  # the store's span starts with its first PDU
         try:
             message = assoc.dimse.message
             command = message.command_set  # type: ignore[union-attr]

@@ -15,6 +15,8 @@ import weakref
 from pathlib import Path
 from typing import Any
 
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
 from pydicom.dataset import Dataset
 from pynetdicom import AE, build_role, evt
 from pynetdicom.association import Association
@@ -47,6 +49,7 @@ from trailerlink_gateway.statuses import (
 )
 
 log = logging.getLogger(__name__)
+tracer = trace.get_tracer("trailerlink.gateway")
 
 # The well-known SOP Instance of the Storage Commitment Push Model (PS3.4 J.3.5).
 STORAGE_COMMITMENT_INSTANCE = "1.2.840.10008.1.20.1.1"
@@ -296,7 +299,20 @@ class DicomGateway:
             rsp.ErrorComment = "no data set received"
             metrics.REJECTS.labels("no_dataset").inc()
             return rsp
-        result = sink.finish()
+        # The root of the image's trace: the outbox row written inside it carries its
+        # context, so every later hop (codec, uplink, ingest, PACS) continues this trace.
+        request = sink.incoming.request if sink.incoming is not None else None
+        with tracer.start_as_current_span(
+            "dicom.c-store", kind=SpanKind.SERVER, start_time=sink.opened_ns,
+            attributes={"dicom.sop_instance_uid": request.sop_instance_uid if request else "",
+                        "dicom.sop_class_uid": request.sop_class_uid if request else "",
+                        "dicom.calling_ae_title": request.calling_ae_title if request else ""},
+        ) as span:
+            result = sink.finish()
+            span.set_attributes({"dicom.status": result.status,
+                                 "trailerlink.outcome": result.outcome})
+            if not result.success:
+                span.set_status(Status(StatusCode.ERROR, result.outcome))
         rsp.Status = result.status
         if result.comment and not result.success:
             rsp.ErrorComment = result.comment[:_ERROR_COMMENT_MAX]

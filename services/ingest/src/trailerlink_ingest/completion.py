@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 
 from aiokafka.errors import KafkaError
+from trailerlink_common.tracing import attached
 from trailerlink_events import topics
 from trailerlink_events.kafka import EventProducer
 from trailerlink_events.messages import ObjectIdentity, UploadCompleted, new_meta, timestamp
@@ -63,8 +64,12 @@ class Announcer:
         path = self.store.relative(self.store.data_path(info.trailer_id, info.upload_id))
         event = completed_event(info, path)
         key = f"{info.trailer_id}/{info.identity.study_instance_uid}"
+        traceparent = await asyncio.to_thread(self.store.traceparent, info)
         try:
-            await self.producer.publish(topics.CENTRAL_UPLOAD_COMPLETED, key, event)
+            # In the image's trace: the processing and PACS spans the event leads to are
+            # children of the trailer's upload, whichever replica announces it.
+            with attached(traceparent):
+                await self.producer.publish(topics.CENTRAL_UPLOAD_COMPLETED, key, event)
         except (KafkaError, OSError) as exc:
             log.warning(
                 "upload complete but not announced yet; will retry",

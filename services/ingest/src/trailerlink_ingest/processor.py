@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aiokafka.errors import KafkaError
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 from trailerlink_common.durable import fsync_dir
@@ -57,6 +59,7 @@ from trailerlink_ingest.pacs import (
 from trailerlink_ingest.uploads import UploadStore
 
 log = logging.getLogger(__name__)
+tracer = trace.get_tracer("trailerlink.ingest")
 
 PRODUCER = "ingest"
 
@@ -168,7 +171,11 @@ class Processor:
         assert isinstance(event, UploadCompleted)
         started = time.perf_counter()
         try:
-            await self._handle(event)
+            with tracer.start_as_current_span("ingest.process", attributes={
+                    "dicom.sop_instance_uid": event.object.sop_instance_uid,
+                    "trailerlink.trailer_id": event.meta.trailer_id,
+                    "trailerlink.upload_id": event.upload_id}):
+                await self._handle(event)
         except LedgerUnavailable as exc:
             raise DependencyUnavailable(str(exc)) from None
         metrics.PROCESSING_SECONDS.observe(time.perf_counter() - started)
@@ -247,9 +254,13 @@ class Processor:
         with contextlib.suppress(LedgerUnavailable):
             metrics.PACS_BACKLOG.set(await asyncio.to_thread(self.ledger.backlog))
         try:
-            result: StoreResult = await asyncio.to_thread(
-                store, verified.path, verified.sop_class_uid, verified.transfer_syntax_uid,
-                self.pacs)
+            with tracer.start_as_current_span("ingest.pacs.store", kind=SpanKind.CLIENT,
+                                              attributes={
+                    "dicom.sop_instance_uid": event.object.sop_instance_uid,
+                    "dicom.called_ae_title": self.pacs.ae_title}):
+                result: StoreResult = await asyncio.to_thread(
+                    store, verified.path, verified.sop_class_uid, verified.transfer_syntax_uid,
+                    self.pacs)
         except PacsUnavailable as exc:
             raise DependencyUnavailable(f"PACS: {exc}") from None
         except PacsRefused as refused:

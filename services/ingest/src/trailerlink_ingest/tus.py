@@ -35,6 +35,7 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.requests import ClientDisconnect
+from trailerlink_common.tracing import valid_traceparent
 
 from trailerlink_ingest import metrics
 from trailerlink_ingest.completion import Announcer
@@ -662,7 +663,9 @@ def build_tus_app(
                         {"Retry-After": "30"},
                         reason="too_many_uploads",
                     )
-                info = await asyncio.to_thread(store.create, trailer, length, identity)
+                info = await asyncio.to_thread(
+                    store.create, trailer, length, identity,
+                    valid_traceparent(request.headers.get("traceparent")))
         except UploadLocked:
             raise TusError(
                 503, "busy creating this trailer's uploads", {"Retry-After": "1"}

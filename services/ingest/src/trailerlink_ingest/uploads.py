@@ -128,11 +128,18 @@ class UploadStore:
         return candidate
 
     # --- state ----------------------------------------------------------------------
-    def create(self, trailer_id: str, length: int, metadata: UploadMetadata) -> UploadInfo:
-        """Create an empty upload; durable when this returns."""
+    def create(self, trailer_id: str, length: int, metadata: UploadMetadata,
+               traceparent: str = "") -> UploadInfo:
+        """Create an empty upload; durable when this returns. ``traceparent``: the image's
+        trace, kept beside the state (see :meth:`traceparent`)."""
         upload_id = uuid.uuid4().hex
         directory = self.directory(trailer_id, upload_id)
         directory.mkdir(parents=True, exist_ok=False)
+        if traceparent:
+            # Its own file, not a field of info.json: a replica of the previous version
+            # reading the shared volume during a rolling upgrade must still load the state.
+            # Not fsynced: losing it in a crash costs a broken trace, never an image.
+            (directory / "traceparent").write_text(traceparent)
         fd = os.open(directory / "data", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             os.fsync(fd)
@@ -145,6 +152,13 @@ class UploadStore:
         fsync_dir(directory.parent)
         fsync_dir(directory.parent.parent)
         return info
+
+    def traceparent(self, info: UploadInfo) -> str:
+        """The W3C traceparent the upload's creation carried ('' if none)."""
+        try:
+            return (self.directory(info.trailer_id, info.upload_id) / "traceparent").read_text()
+        except (OSError, ValueError):
+            return ""
 
     def save(self, info: UploadInfo) -> None:
         path = self.directory(info.trailer_id, info.upload_id) / "info.json"

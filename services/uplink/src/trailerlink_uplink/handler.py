@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import PurePosixPath
 
+from trailerlink_common.tracing import current_traceparent
 from trailerlink_events.kafka import Delivery, DependencyUnavailable, PermanentError
 from trailerlink_events.messages import ObjectSealed
 
@@ -64,7 +66,8 @@ class SealedHandler:
         event = delivery.event
         if not isinstance(event, ObjectSealed):
             raise PermanentError("not an ObjectSealed event")
-        row = new_object(event)
+        # The row keeps the image's trace: its upload, hours later, continues it.
+        row = replace(new_object(event), traceparent=current_traceparent())
         try:
             await asyncio.to_thread(self.queue.enqueue, row)
         except (sqlite3.Error, OSError) as exc:

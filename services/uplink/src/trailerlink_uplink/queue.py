@@ -60,7 +60,8 @@ CREATE TABLE IF NOT EXISTS objects (
     uploaded_at         REAL,
     delivered_at        REAL,
     purged_at           REAL,
-    failure             TEXT
+    failure             TEXT,
+    traceparent         TEXT
 );
 CREATE INDEX IF NOT EXISTS objects_by_state ON objects (state);
 CREATE INDEX IF NOT EXISTS objects_by_sop ON objects (sop_instance_uid, dataset_sha256);
@@ -111,6 +112,8 @@ class QueuedObject:
     delivered_at: float | None
     purged_at: float | None
     failure: str | None
+    traceparent: str | None = None
+    """W3C trace context of the image's trace: its upload and receipts continue it."""
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> QueuedObject:
@@ -136,6 +139,7 @@ class NewObject:
     priority: int
     received_at: float
     sealed_at: float
+    traceparent: str = ""
 
 
 @dataclass(frozen=True)
@@ -171,6 +175,9 @@ class SendQueue:
         self._conn.execute("PRAGMA synchronous=FULL")
         self._conn.execute("PRAGMA busy_timeout=10000")
         self._conn.executescript(_SCHEMA)
+        columns = {r[1] for r in self._conn.execute("PRAGMA table_info(objects)")}
+        if "traceparent" not in columns:  # a queue made before rows kept their trace
+            self._conn.execute("ALTER TABLE objects ADD COLUMN traceparent TEXT")
 
     def close(self) -> None:
         with self._lock:
@@ -198,12 +205,13 @@ class SendQueue:
                     " study_instance_uid, series_instance_uid, sop_class_uid,"
                     " transfer_syntax_uid, file_sha256, dataset_sha256, sealed_sha256,"
                     " sealed_size, key_id, codec, priority, received_at, sealed_at,"
-                    " enqueued_at, state) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    " enqueued_at, state, traceparent)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (obj.sealed_path, obj.sop_instance_uid, obj.study_instance_uid,
                      obj.series_instance_uid, obj.sop_class_uid, obj.transfer_syntax_uid,
                      obj.file_sha256, obj.dataset_sha256, obj.sealed_sha256, obj.sealed_size,
                      obj.key_id, obj.codec, obj.priority, obj.received_at, obj.sealed_at, now,
-                     STATE_QUEUED))
+                     STATE_QUEUED, obj.traceparent or None))
                 added = cur.rowcount == 1
                 if added:
                     self._conn.execute(

@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+from trailerlink_common.tracing import attached
 from trailerlink_events.messages import (
     FailureReason,
     ObjectDelivered,
@@ -140,6 +141,11 @@ class ReceiptPoller:
             self.queue.set_value(CURSOR_KEY, str(next_cursor))
         return bool(receipts) and bool(body.get("more", True))
 
+    async def _publish(self, row: QueuedObject, topic_name: str, key: str, event: Any) -> None:
+        """Publish an object's outcome in its image's trace (the poll itself has none)."""
+        with attached(row.traceparent):
+            await self.producer.publish(topic_name, key, event)
+
     async def handle(self, receipt: Mapping[str, Any]) -> None:
         sop = str(receipt.get("sop_instance_uid") or "")
         sha = str(receipt.get("dataset_sha256") or "")
@@ -166,7 +172,7 @@ class ReceiptPoller:
                 delivered_at=timestamp(delivered_at),
                 duplicate=bool(receipt.get("duplicate")) or row.state == STATE_DELIVERED,
                 upload_id=upload_id)
-            await self.producer.publish(OBJECT_DELIVERED, row.study_instance_uid, event)
+            await self._publish(row, OBJECT_DELIVERED, row.study_instance_uid, event)
             for r in rows:
                 self.queue.mark_delivered(r.id, delivered_at.timestamp() if delivered_at else None)
             metrics.RECEIPTS.labels("delivered").inc()
@@ -183,7 +189,7 @@ class ReceiptPoller:
             stage=str(receipt.get("stage") or "ingest"),
             dicom_status=int(receipt.get("dicom_status") or 0), permanent=permanent,
             failed_at=timestamp(_when(receipt.get("at"))), upload_id=upload_id)
-        await self.producer.publish(OBJECT_FAILED, row.study_instance_uid, event)
+        await self._publish(row, OBJECT_FAILED, row.study_instance_uid, event)
         metrics.RECEIPTS.labels("failed").inc()
         if row.state == STATE_DELIVERED or not permanent:
             return  # the ingest retries a transient failure itself

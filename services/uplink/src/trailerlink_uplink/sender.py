@@ -39,6 +39,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
+from trailerlink_common.tracing import attached, stored_context
 from trailerlink_events.messages import FailureReason, ObjectFailed, new_meta, timestamp
 from trailerlink_events.topics import OBJECT_FAILED
 
@@ -49,6 +52,7 @@ from trailerlink_uplink.receipts import _identity
 from trailerlink_uplink.tus import OffsetConflict, TusClient, UploadGone, UploadRefused
 
 log = logging.getLogger(__name__)
+tracer = trace.get_tracer("trailerlink.uplink")
 
 IDLE_POLL_SECONDS = 5.0
 PER_UPLOAD_REFUSALS = frozenset({400, 408, 413, 423})
@@ -242,6 +246,18 @@ class Sender:
 
     async def send(self, obj: QueuedObject, stop: asyncio.Event, *,
                    fresh_url: str | None = None, ahead: list[_Ahead] | None = None) -> bool:
+        """:meth:`_send` in the image's trace (the context its queue row kept)."""
+        with tracer.start_as_current_span(
+                "uplink.upload", context=stored_context(obj.traceparent), kind=SpanKind.CLIENT,
+                attributes={"dicom.sop_instance_uid": obj.sop_instance_uid,
+                            "trailerlink.object_id": obj.id,
+                            "trailerlink.sealed_bytes": obj.sealed_size}) as span:
+            done = await self._send(obj, stop, fresh_url=fresh_url, ahead=ahead)
+            span.set_attribute("trailerlink.uploaded", done)
+            return done
+
+    async def _send(self, obj: QueuedObject, stop: asyncio.Event, *,
+                    fresh_url: str | None = None, ahead: list[_Ahead] | None = None) -> bool:
         """Upload ``obj`` until it is complete (True), or False when ``stop`` is set, its
         sealed file cannot be sent, or the ingest refused this upload for now (it is set
         aside: the worker goes on with other objects). Link trouble is retried without
@@ -394,7 +410,8 @@ class Sender:
             return
         nxt = self._take()
         if nxt is not None:
-            ahead.append(_Ahead(nxt, asyncio.create_task(self._create_ahead(nxt))))
+            with attached(nxt.traceparent):  # its creation is in its own trace, not this one
+                ahead.append(_Ahead(nxt, asyncio.create_task(self._create_ahead(nxt))))
 
     async def _discover(self) -> None:
         """What the server supports (the checksum extension), learnt once by a task all

@@ -26,6 +26,7 @@ import anyio.streams.tls  # noqa: F401
 import h11  # noqa: F401
 import httpcore._backends.anyio  # noqa: F401
 import httpx
+from trailerlink_common.tracing import current_traceparent
 
 from trailerlink_uplink.bandwidth import TokenBucket
 from trailerlink_uplink.link import LinkError, classify, http_error
@@ -269,6 +270,12 @@ class TusClient:
     capabilities: ServerCapabilities | None = None
 
     async def _request(self, method: str, url: str, **kwargs: object) -> httpx.Response:
+        if traceparent := current_traceparent():
+            # The ingest keeps the creation's traceparent with the upload: its processing
+            # and PACS spans continue the image's trace (a header an older ingest ignores,
+            # where an unknown Upload-Metadata key would be refused).
+            kwargs["headers"] = {**(kwargs.get("headers") or {}),  # type: ignore[dict-item]
+                                 "traceparent": traceparent}
         try:
             return await self.http.request(method, url, **kwargs)  # type: ignore[arg-type]
         except httpx.HTTPError as exc:
