@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Self
 
 FOUR_GIB_CLAIM = 0xFFFFFFFF
 
@@ -55,7 +56,30 @@ def pdu_claim_flood(
             sock.close()
 
 
-class Slowloris:
+class _Attack:
+    """Attacker threads, started on entering the block and stopped on leaving it."""
+
+    def __init__(self, threads: int) -> None:
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._attack, args=(n,), daemon=True) for n in range(threads)
+        ]
+
+    def __enter__(self) -> Self:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(15)
+
+    def _attack(self, n: int) -> None:
+        raise NotImplementedError
+
+
+class Slowloris(_Attack):
     """Peers that send an A-ASSOCIATE-RQ header and then one byte every ``interval``
     seconds, reconnecting whenever they are cut off, until stopped."""
 
@@ -67,22 +91,9 @@ class Slowloris:
         self.interval = interval
         self.first = first
         self.cut_off = 0
-        self._stop = threading.Event()
-        self._threads = [
-            threading.Thread(target=self._drip, args=(n,), daemon=True) for n in range(connections)
-        ]
+        super().__init__(connections)
 
-    def __enter__(self) -> Slowloris:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(10)
-
-    def _drip(self, n: int) -> None:
+    def _attack(self, n: int) -> None:
         while not self._stop.is_set():
             sock = _connect(self.port, attacker_address(self.first + n))
             if sock is None:
@@ -145,7 +156,7 @@ def p95(samples: list[float]) -> float:
     return statistics.quantiles(samples, n=20)[-1] if len(samples) > 1 else samples[0]
 
 
-class ContinuousFlood:
+class ContinuousFlood(_Attack):
     """Until stopped, ``workers`` threads keep connecting from ``addresses`` attacker
     addresses and sending a PDU header that claims ``claim`` bytes, each connection held
     until the listener drops it: an attack that lasts as long as the measurement."""
@@ -156,26 +167,13 @@ class ContinuousFlood:
         self.port = port
         self.addresses = addresses
         self.claim = claim
+        self.workers = workers
         self.connections = 0
-        self._stop = threading.Event()
-        self._threads = [
-            threading.Thread(target=self._run, args=(w, workers), daemon=True)
-            for w in range(workers)
-        ]
+        super().__init__(workers)
 
-    def __enter__(self) -> ContinuousFlood:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(15)
-
-    def _run(self, worker: int, workers: int) -> None:
+    def _attack(self, n: int) -> None:
         header = struct.pack(">BBL", 0x01, 0, self.claim)
-        n = worker
+        workers = self.workers
         while not self._stop.is_set():
             sock = _connect(self.port, attacker_address(n % self.addresses), timeout=5)
             n += workers
