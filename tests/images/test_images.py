@@ -72,11 +72,12 @@ def images() -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def secrets(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """What the services read from Secrets: spool key, sealing keys, a dev CA with the
+    """What the services read from Secrets: spool and worklist keys, sealing keys, a dev CA with the
     ingest's certificate and a trailer's, the access list, a fleet file. Readable by
     the image's user, as a Secret volume would be."""
     root = tmp_path_factory.mktemp("image-secrets")
     SpoolKey.generate().write_file(root / "spool.key")
+    SpoolKey.generate().write_file(root / "worklist.key")  # the worklist cache's own key
     key = OpeningKey.generate()
     (root / "sealing-public").mkdir()
     (root / "sealing-public" / f"{key.key_id}.pem").write_bytes(key.recipient.to_pem())
@@ -139,6 +140,7 @@ def _env(service: str, kafka: str, ports: dict[str, int]) -> dict[str, str]:
             "TRAILERLINK_UPSTREAM": "none",
             "TRAILERLINK_SITE_CODE": "TST01",
             "TRAILERLINK_STATION_AE_TITLES": "MG1",
+            "TRAILERLINK_WORKLIST_KEY_FILE": f"{etc}/worklist.key",
         },
         "ingest": {
             "TRAILERLINK_TUS_HOST": "127.0.0.1",
