@@ -71,11 +71,11 @@ class FirstHeader:
     started: float
 
 
-def send_abort(sock: socket.socket, reason: str) -> None:
-    """An A-ABORT (service-provider source) if it can be sent within a second."""
+def send_abort(sock: socket.socket, reason: str, wait_seconds: float = 1.0) -> None:
+    """An A-ABORT (service-provider source) if it can be sent within ``wait_seconds``."""
     abort = bytes((0x07, 0, 0, 0, 0, 4, 0, 0, 0x02, _ABORT_REASON.get(reason, 0)))
     with contextlib.suppress(OSError, ValueError):
-        sock.settimeout(1.0)
+        sock.settimeout(wait_seconds)
         sock.sendall(abort)
 
 

@@ -271,10 +271,7 @@ class _BoundedRequestHandler(RequestHandler):
                 # From the first byte, the header is a PDU like any other.
                 wait_until = min(wait_until, started + server.limits.pdu_deadline_seconds)
             got += n
-        pdu_type, _reserved, length = struct.unpack(">BBL", header)
-        problem = server.limits.header_problem(pdu_type, length, established=False)
-        if problem is None and pdu_type != lim.A_ASSOCIATE_RQ:
-            problem = lim.PDU_UNEXPECTED
+        problem = first_header_problem(server.limits, bytes(header))
         if problem is not None:
             return self._end(sock, peer, problem)
         assert started is not None
@@ -377,13 +374,41 @@ class BoundedAssociationServer(ThreadedAssociationServer):
         return self.socket.accept()
 
     def verify_request(self, request: Any, client_address: Any) -> bool:
-        """socketserver's hook, in the listening thread: a slot or an immediate close."""
+        """socketserver's hook, in the listening thread: a slot or an immediate close.
+
+        Without TLS, a first header already waiting in the socket is looked at here too
+        (a peek, never a wait): a connection that starts with anything but a sound
+        A-ASSOCIATE-RQ header is refused before a thread is started for it, which keeps
+        a flood of such connections cheap."""
         peer = _peer_host(client_address)
         reason = self.slots.take(peer)
+        if reason is None and self.ssl_context is None:
+            reason = _peeked_problem(self.limits, request)
+            if reason is not None:
+                self.slots.give_back(peer)
+                send_abort(request, reason, wait_seconds=0.1)
         if reason is None:
             return True
         self.on_refusal(reason, peer)
         return False  # socketserver closes the connection
+
+
+def first_header_problem(limits: ReceiveLimits, header: bytes) -> str | None:
+    """Why a connection's first PDU header is refused (PS3.8: only an A-ASSOCIATE-RQ
+    may come first), or None."""
+    pdu_type, _reserved, length = struct.unpack(">BBL", header)
+    problem = limits.header_problem(pdu_type, length, established=False)
+    if problem is None and pdu_type != lim.A_ASSOCIATE_RQ:
+        problem = lim.PDU_UNEXPECTED
+    return problem
+
+
+def _peeked_problem(limits: ReceiveLimits, sock: socket.socket) -> str | None:
+    try:
+        header = sock.recv(6, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except OSError:  # nothing there yet (or gone): the connection's thread will see
+        return None
+    return first_header_problem(limits, header) if len(header) == 6 else None
 
 
 def start_bounded_server(
