@@ -91,13 +91,18 @@ def _records_in(bootstrap: str, topic: str) -> int:
     return asyncio.run(count())
 
 
-def _system(directory: Path, women: int, **trailer_kwargs: object) -> Iterator[System]:
+def _system(directory: Path, women: int, site_env: dict[str, str] | None = None,
+            **trailer_kwargs: object) -> Iterator[System]:
+    """``site_env``: environment of every service on both sites (e.g. a trace exporter;
+    by default none exports)."""
     bookings = synthetic_day(women, seed=7)
     central = CentralStack(directory / "central")
+    central.site_env.update(site_env or {})
     with FaultProxy(("127.0.0.1", central.tus_port)) as link:
         trailer = TrailerStack(directory / "trailer", central, bookings,
                                ingest_url=f"https://127.0.0.1:{link.port}",
                                **trailer_kwargs)  # type: ignore[arg-type]
+        trailer.site_env.update(site_env or {})
         # The trailer's broker boots while the data centre starts (the two sites are
         # independent until the trailer's services start).
         with trailer.booting(), central, trailer, \

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import logging
 
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -23,6 +25,7 @@ from trailerlink_common.tracing import (
 
 SAMPLED = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 NOT_SAMPLED = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"
+IMAGE = {"dicom.sop_instance_uid": "1.2.826.0.1.3680043.8.498.1"}
 
 
 def exporting_tracer(
@@ -34,18 +37,17 @@ def exporting_tracer(
     return provider.get_tracer("test"), exporter
 
 
-def test_only_a_request_from_outside_starts_a_sampled_trace() -> None:
+def test_only_an_image_entering_starts_a_sampled_trace() -> None:
     tracer, exporter = exporting_tracer()
-    with tracer.start_as_current_span("dicom.c-store", kind=SpanKind.SERVER) as store:
+    with tracer.start_as_current_span(
+        "dicom.c-store", kind=SpanKind.SERVER, attributes=IMAGE
+    ) as store:
         assert store.get_span_context().trace_flags.sampled
     for kind in (SpanKind.PRODUCER, SpanKind.CONSUMER, SpanKind.CLIENT, SpanKind.INTERNAL):
         with tracer.start_as_current_span("heartbeat publish", kind=kind) as span:
             assert not span.get_span_context().trace_flags.sampled
-    for path in ("/metrics", "/healthz", "/readyz?verbose=1"):
-        with tracer.start_as_current_span(
-            "GET", kind=SpanKind.SERVER, attributes={"url.path": path}
-        ) as span:
-            assert not span.get_span_context().trace_flags.sampled
+    with tracer.start_as_current_span("POST /files/", kind=SpanKind.SERVER) as span:
+        assert not span.get_span_context().trace_flags.sampled
     assert [s.name for s in exporter.get_finished_spans()] == ["dicom.c-store"]
 
 
@@ -64,7 +66,9 @@ def test_ratio_sampling_applies_to_roots_only() -> None:
     tracer, _ = exporting_tracer(
         {"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0"}
     )
-    with tracer.start_as_current_span("dicom.c-store", kind=SpanKind.SERVER) as root:
+    with tracer.start_as_current_span(
+        "dicom.c-store", kind=SpanKind.SERVER, attributes=IMAGE
+    ) as root:
         assert not root.get_span_context().trace_flags.sampled
     with tracer.start_as_current_span("x", context=stored_context(SAMPLED)) as child:
         assert child.get_span_context().trace_flags.sampled
@@ -81,7 +85,9 @@ def test_a_hop_that_exports_nothing_passes_the_context_through_unchanged() -> No
 
 def test_a_gateway_that_exports_nothing_still_starts_one_sampled_trace() -> None:
     tracer = _PropagatingTracer(sampler_from_env({}))
-    with tracer.start_as_current_span("dicom.c-store", kind=SpanKind.SERVER) as store:
+    with tracer.start_as_current_span(
+        "dicom.c-store", kind=SpanKind.SERVER, attributes=IMAGE
+    ) as store:
         assert store.get_span_context().is_valid
         assert store.get_span_context().trace_flags.sampled
         stored = current_traceparent()
@@ -115,3 +121,21 @@ def test_log_lines_inside_a_span_carry_its_ids_and_no_others_do() -> None:
         line = json.loads(formatter.format(record))
     assert line["trace_id"] == "ab9434765919cd43dd8448eb211c8031"
     assert line["span_id"] == "b7ad6b7169203331"
+
+
+def test_scrapes_health_checks_and_receipt_polls_make_no_spans() -> None:
+    """FastAPI makes a SERVER span of every request; only one carrying an image's
+    sampled trace (a tus request from the uplink) is kept."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=sampler_from_env({}))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    app = FastAPI(telemetry={"tracer_provider": provider})
+    for path in ("/metrics", "/healthz", "/readyz", "/v1/receipts", "/files/abc"):
+        app.add_api_route(path, lambda: {}, methods=["GET"])
+    with TestClient(app) as client:
+        for path in ("/metrics", "/healthz", "/readyz", "/v1/receipts?after=3", "/files/abc"):
+            assert client.get(path).status_code == 200
+        assert exporter.get_finished_spans() == ()
+        client.get("/files/abc", headers={"traceparent": SAMPLED})
+    spans = exporter.get_finished_spans()
+    assert spans and {f"{s.context.trace_id:032x}" for s in spans} == {SAMPLED.split("-")[1]}

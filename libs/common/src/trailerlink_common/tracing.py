@@ -43,17 +43,19 @@ from opentelemetry.util.types import Attributes
 _configured = False
 _recording = False
 _W3C = TraceContextTextMapPropagator()
-# Requests that are never the start of an image's life (scrapes, probes).
-_UNTRACED_PATHS = frozenset({"/metrics", "/healthz", "/readyz"})
+IMAGE_ATTRIBUTE = "dicom.sop_instance_uid"
+"""The span attribute naming the image a span is about; a root must carry it."""
 
 
 class EdgeRootSampler(Sampler):
     """Decides whether a span with no parent starts a sampled trace.
 
-    Only a request from outside the system starts one (a SERVER span: the modality's
-    C-STORE at the gateway), and then as ``inner`` says. Heartbeats, receipt polls,
-    timers, scrapes and health checks start none, so they never fill the backend with
-    one-span traces.
+    Only an image entering the system starts one: a SERVER span naming the SOP Instance
+    it receives (``dicom.sop_instance_uid``: the modality's C-STORE at the gateway), and
+    then as ``inner`` says. HTTP requests (FastAPI makes a span of each: scrapes, health
+    checks, receipt polls, probes), heartbeats and timers start none, so they never fill
+    the backend with traces of their own; a request that carries an image's
+    ``traceparent`` (a tus upload) still joins that image's trace.
     """
 
     def __init__(self, inner: Sampler) -> None:
@@ -69,7 +71,7 @@ class EdgeRootSampler(Sampler):
         links: Sequence[trace.Link] | None = None,
         trace_state: TraceState | None = None,
     ) -> SamplingResult:
-        if kind is not SpanKind.SERVER or _is_probe(attributes):
+        if kind is not SpanKind.SERVER or not (attributes or {}).get(IMAGE_ATTRIBUTE):
             return SamplingResult(Decision.DROP)
         return self._inner.should_sample(
             parent_context, trace_id, name, kind, attributes, links, trace_state
@@ -77,15 +79,6 @@ class EdgeRootSampler(Sampler):
 
     def get_description(self) -> str:
         return f"EdgeRootSampler{{{self._inner.get_description()}}}"
-
-
-def _is_probe(attributes: Attributes) -> bool:
-    if not attributes:
-        return False
-    for key in ("url.path", "http.route", "http.target"):
-        if str(attributes.get(key, "")).split("?", 1)[0] in _UNTRACED_PATHS:
-            return True
-    return False
 
 
 def sampler_from_env(environ: Mapping[str, str] | None = None) -> Sampler:

@@ -36,7 +36,7 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -209,13 +209,14 @@ class Service:
 def _start_service(name: str, script: str, env: dict[str, str], logs: Path,
                    wait: bool = True, prefix: Sequence[str] = (),
                    host: str = "127.0.0.1", runtime: str = "processes",
-                   mount: Path | None = None) -> Service:
+                   mount: Path | None = None, site_env: Mapping[str, str] = {}) -> Service:
     """Start ``script`` (``prefix`` first: e.g. ``ip netns exec NS``), its HTTP port on
     ``host``; with ``runtime="containers"`` its image instead, ``mount`` (the run
-    directory every path in ``env`` is under) mounted at the same path."""
+    directory every path in ``env`` is under) mounted at the same path. ``site_env``:
+    what every service of the site gets (e.g. the trace exporter), after ``env``."""
     http_port = int(env.get("TRAILERLINK_HTTP_PORT") or free_port())
     full = {"TRAILERLINK_HTTP_HOST": host, "TRAILERLINK_HTTP_PORT": str(http_port),
-            "TRAILERLINK_LOG_LEVEL": "INFO", **env}
+            "TRAILERLINK_LOG_LEVEL": "INFO", **env, **site_env}
     logs.mkdir(parents=True, exist_ok=True)
     proc: ServiceProcess
     if runtime == "containers":
@@ -265,6 +266,9 @@ class _Stack:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.logs = self.dir / "logs"
         self.services: dict[str, Service] = {}
+        self.site_env: dict[str, str] = {}
+        """Environment every service of this site starts with (a test's choice, e.g.
+        the OTLP exporter of :class:`~trailerlink_testing.jaeger.Jaeger`)."""
         self._stops: list[Callable[[], None]] = []
         self._broker_boot: Future[None] | None = None
 
@@ -324,7 +328,7 @@ class _Stack:
 
     def _runtime_args(self) -> dict[str, object]:
         """How this site's services start (``_start_service``'s runtime and mount)."""
-        return {"runtime": self.runtime, "mount": self.dir.parent}
+        return {"runtime": self.runtime, "mount": self.dir.parent, "site_env": self.site_env}
 
     def __enter__(self) -> Self:
         try:
