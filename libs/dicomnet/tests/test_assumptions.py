@@ -10,6 +10,7 @@ import pynetdicom.dimse_messages as dimse_messages
 import pytest
 from pynetdicom import AE, _config
 from pynetdicom.association import Association
+from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dimse_messages import DIMSEMessage
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.fsm import DT_2
@@ -111,8 +112,8 @@ def test_chunked_receive_opens_its_file_through_the_module_attribute() -> None:
 def test_routing_datasets_is_undone_when_the_last_ae_leaves() -> None:
     original = (dimse_messages.NamedTemporaryFile, _config.STORE_RECV_CHUNKED_DATASET)
     first, second = AE(), AE()
-    route_datasets(first, lambda assoc: None)
-    route_datasets(second, lambda assoc: None)
+    route_datasets(first, lambda assoc, incoming: None)
+    route_datasets(second, lambda assoc, incoming: None)
     assert dimse_messages.NamedTemporaryFile is not original[0]
     assert _config.STORE_RECV_CHUNKED_DATASET is True
     unroute_datasets(first)
@@ -123,7 +124,7 @@ def test_routing_datasets_is_undone_when_the_last_ae_leaves() -> None:
 
 def test_other_aes_still_get_a_real_temporary_file() -> None:
     routed = AE()
-    route_datasets(routed, lambda assoc: None)
+    route_datasets(routed, lambda assoc, incoming: None)
     try:
         with dimse_messages.NamedTemporaryFile(delete=True) as handle:
             handle.write(b"x")  # no association on this thread: the real file
@@ -150,3 +151,19 @@ def test_encoding_reuse_is_undone_when_the_last_owner_leaves() -> None:
     finally:
         encoding.disable_reuse(owner)
     assert service_class.encode is original
+
+
+def test_a_c_store_request_carries_the_file_its_data_set_went_to() -> None:
+    source = inspect.getsource(DIMSEMessage.message_to_primitive)
+    assert "primitive._dataset_file = self._data_set_file" in source
+
+
+def test_the_command_set_is_decoded_before_the_data_set_file_is_opened() -> None:
+    """What IncomingDataset is read from: by the time decode_msg opens the file, the
+    command set and the context id are set on the message the DIMSE provider holds."""
+    source = inspect.getsource(DIMSEMessage.decode_msg)
+    assert source.index("self.command_set = decode(") < source.index("NamedTemporaryFile(")
+    assert source.index("self.context_id = context_id") < source.index("NamedTemporaryFile(")
+    receive = inspect.getsource(DIMSEServiceProvider.receive_primitive)
+    assert "self.message = DIMSEMessage()" in receive
+    assert "self.message.decode_msg(primitive, self.assoc)" in receive

@@ -9,22 +9,39 @@ data set fragment in turn.
 
 While a service has AEs routed here (:func:`route_datasets`), that attribute is a
 factory which, for associations of those AEs, returns what the service's sink factory
-makes (a file-like object); other AEs get the real temporary file. The attribute and
-the configuration flag are restored when the last AE is unrouted: nothing process-wide
-outlives its use.
+makes (a file-like object) for an :class:`IncomingDataset` (what the C-STORE request
+and its presentation context say, read from pynetdicom's receive state here, so the
+service needs none of it); other AEs get the real temporary file. The attribute and the
+configuration flag are restored when the last AE is unrouted: nothing process-wide
+outlives its use. In the C-STORE handler, :func:`sink_of` finds the sink again.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import pynetdicom.dimse_messages as _dimse_messages
 from pynetdicom import _config
 from pynetdicom.association import Association
 
-SinkFactory = Callable[[Association], Any]
+
+@dataclass(frozen=True)
+class IncomingDataset:
+    """The C-STORE request whose data set is about to arrive."""
+
+    sop_class_uid: str
+    sop_instance_uid: str
+    transfer_syntax_uid: str
+    calling_ae_title: str
+    priority: int
+
+
+# (association, the request, or None when pynetdicom's receive state was not as expected
+# — the sink must then refuse the store) -> a file-like sink.
+SinkFactory = Callable[[Association, IncomingDataset | None], Any]
 
 _lock = threading.Lock()
 _factories: dict[int, SinkFactory] = {}
@@ -58,4 +75,27 @@ def _sink_or_tempfile(*args: Any, **kwargs: Any) -> Any:
     if factory is None:
         original = _saved[0] if _saved is not None else _dimse_messages.NamedTemporaryFile
         return original(*args, **kwargs)
-    return factory(assoc)  # type: ignore[arg-type]
+    return factory(assoc, _incoming(assoc))  # type: ignore[arg-type]
+
+
+def _incoming(assoc: Association) -> IncomingDataset | None:
+    """The request being received on ``assoc``: decode_msg has just decoded its command
+    set into ``assoc.dimse.message`` (the test module pins this)."""
+    try:
+        message = assoc.dimse.message
+        command = message.command_set  # type: ignore[union-attr]
+        context = assoc._accepted_cx[message.context_id]  # type: ignore[union-attr,index]
+        return IncomingDataset(
+            sop_class_uid=str(command.AffectedSOPClassUID or ""),
+            sop_instance_uid=str(command.AffectedSOPInstanceUID or ""),
+            transfer_syntax_uid=str(context.transfer_syntax[0]),
+            calling_ae_title=str(assoc.requestor.ae_title).strip(),
+            priority=int(command.Priority or 0),
+        )
+    except (AttributeError, KeyError, IndexError, TypeError, ValueError):
+        return None
+
+
+def sink_of(request: Any) -> Any | None:
+    """The sink an EVT_C_STORE request's data set went to (None if it went nowhere)."""
+    return getattr(request, "_dataset_file", None)

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 
 from pynetdicom.association import Association
+from trailerlink_dicomnet import IncomingDataset
 
 from trailerlink_gateway.intake import IncomingObject, StoreRequest, StoreResult
 from trailerlink_gateway.statuses import CANNOT_UNDERSTAND
@@ -28,11 +29,11 @@ _open_sinks: dict[int, set[SpoolSink]] = {}
 _PREAMBLE = b"\x00" * 128
 
 
-def sink_factory(begin: Begin) -> Callable[[Association], SpoolSink]:
+def sink_factory(begin: Begin) -> Callable[[Association, IncomingDataset | None], SpoolSink]:
     """What :func:`~trailerlink_dicomnet.route_datasets` calls for each data set."""
 
-    def open_sink(assoc: Association) -> SpoolSink:
-        sink = SpoolSink(assoc, begin)
+    def open_sink(assoc: Association, incoming: IncomingDataset | None) -> SpoolSink:
+        sink = SpoolSink(assoc, begin, incoming)
         with _lock:
             _open_sinks.setdefault(id(assoc), set()).add(sink)
         return sink
@@ -52,7 +53,9 @@ def abandon_open(assoc: Association) -> int:
 class SpoolSink:
     """What pynetdicom takes for its temporary data set file."""
 
-    def __init__(self, assoc: Association, begin: Begin) -> None:
+    def __init__(
+        self, assoc: Association, begin: Begin, incoming: IncomingDataset | None
+    ) -> None:
         self._assoc = assoc
         self._writes = 0
         self._problem = ""
@@ -60,21 +63,18 @@ class SpoolSink:
         self.name = f"/nonexistent/trailerlink-sink-{id(self):x}"
         self.incoming: IncomingObject | None = None
         self.opened_ns = time.time_ns()  # the store's span starts with its first PDU
-        try:
-            message = assoc.dimse.message
-            command = message.command_set  # type: ignore[union-attr]
-            context = assoc._accepted_cx[message.context_id]  # type: ignore[union-attr]
-            request = StoreRequest(
-                sop_class_uid=str(command.AffectedSOPClassUID or ""),
-                sop_instance_uid=str(command.AffectedSOPInstanceUID or ""),
-                transfer_syntax_uid=str(context.transfer_syntax[0]),
-                calling_ae_title=str(assoc.requestor.ae_title).strip(),
-                priority=int(command.Priority or 0),
-            )
-        except (AttributeError, KeyError, IndexError, TypeError, ValueError):
+        if incoming is None:
             self._problem = "unexpected receive state (command set)"
             return
-        self.incoming = begin(request)
+        self.incoming = begin(
+            StoreRequest(
+                sop_class_uid=incoming.sop_class_uid,
+                sop_instance_uid=incoming.sop_instance_uid,
+                transfer_syntax_uid=incoming.transfer_syntax_uid,
+                calling_ae_title=incoming.calling_ae_title,
+                priority=incoming.priority,
+            )
+        )
 
     @property
     def file(self) -> SpoolSink:

@@ -24,6 +24,7 @@ from pynetdicom.sop_class import StorageCommitmentPushModel, Verification
 from trailerlink_dicomnet import (
     BoundedAssociationServer,
     route_datasets,
+    sink_of,
     start_bounded_server,
     unroute_datasets,
 )
@@ -292,7 +293,7 @@ class DicomGateway:
         return SUCCESS
 
     def _on_store(self, event: evt.Event) -> Dataset:
-        sink = getattr(event.request, "_dataset_file", None)
+        sink = sink_of(event.request)
         rsp = Dataset()
         if not isinstance(sink, receive.SpoolSink):
             rsp.Status = CANNOT_UNDERSTAND
