@@ -15,6 +15,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from trailerlink_events import topics
 from trailerlink_events.topics import CENTRAL_DEAD_LETTER, TRAILER_DEAD_LETTER
 from trailerlink_testing.faultproxy import FaultProxy
+from trailerlink_testing.jaeger import Jaeger, JaegerUnavailable, jaeger_binary
 from trailerlink_testing.stack import (
     Booking,
     CentralStack,
@@ -92,9 +93,10 @@ def _records_in(bootstrap: str, topic: str) -> int:
 
 
 def _system(directory: Path, women: int, site_env: dict[str, str] | None = None,
+            trailer_site_env: dict[str, str] | None = None,
             **trailer_kwargs: object) -> Iterator[System]:
     """``site_env``: environment of every service on both sites (e.g. a trace exporter;
-    by default none exports)."""
+    by default none exports); ``trailer_site_env``: the trailer's instead, if given."""
     bookings = synthetic_day(women, seed=7)
     central = CentralStack(directory / "central")
     central.site_env.update(site_env or {})
@@ -102,7 +104,8 @@ def _system(directory: Path, women: int, site_env: dict[str, str] | None = None,
         trailer = TrailerStack(directory / "trailer", central, bookings,
                                ingest_url=f"https://127.0.0.1:{link.port}",
                                **trailer_kwargs)  # type: ignore[arg-type]
-        trailer.site_env.update(site_env or {})
+        trailer.site_env.update(site_env or {} if trailer_site_env is None
+                                else trailer_site_env)
         # The trailer's broker boots while the data centre starts (the two sites are
         # independent until the trailer's services start).
         with trailer.booting(), central, trailer, \
@@ -129,6 +132,18 @@ def system_on_4g(directory: Path, women: int, rate_bits: int, *, rows: int, colu
                                   columns=columns) as modality:
             modality.wait_for_worklist(women)
             yield System(central, trailer, modality, None, bookings, [], host)
+
+
+@pytest.fixture(scope="module")
+def jaeger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Jaeger]:
+    """A real trace backend for the module's system to export to (built from the Go
+    module proxy the first time; the module skips, saying why, where it cannot be)."""
+    try:
+        jaeger_binary()
+    except JaegerUnavailable as exc:
+        pytest.skip(f"Jaeger cannot be built on this machine: {exc}")
+    with Jaeger(tmp_path_factory.mktemp("jaeger")) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from trailerlink_testing.jaeger import Jaeger, JaegerUnavailable, jaeger_binary
+from trailerlink_testing.jaeger import Jaeger
 from trailerlink_testing.stack import booking_secrets
 from trailerlink_testing.waiting import wait_until
 
@@ -22,16 +22,6 @@ pytestmark = pytest.mark.kafka
 
 HOPS = ("gateway", "codec", "uplink", "ingest")
 SOP_TAG = "dicom.sop_instance_uid"
-
-
-@pytest.fixture(scope="module")
-def jaeger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Jaeger]:
-    try:
-        jaeger_binary()  # built from the Go module proxy the first time
-    except JaegerUnavailable as exc:
-        pytest.skip(f"Jaeger cannot be built on this machine: {exc}")
-    with Jaeger(tmp_path_factory.mktemp("jaeger")) as running:
-        yield running
 
 
 @pytest.fixture(scope="module")
@@ -58,13 +48,16 @@ def _traces_of(jaeger: Jaeger, service: str, sop: str) -> list[dict[str, Any]]:
 
 
 def _whole_trace(jaeger: Jaeger, sop: str) -> dict[str, Any] | None:
-    """The trace of ``sop`` once it holds the PACS store (the last span exported)."""
+    """The trace of ``sop`` once it holds the PACS store and every span's parent (spans
+    reach Jaeger in batches, a child now and then before its parent)."""
     found = _traces_of(jaeger, "gateway", sop)
     if len(found) != 1:
         return None
     trace = found[0]
-    names = {s["operationName"] for s in trace["spans"]}
-    return trace if "ingest.pacs.store" in names else None
+    ids = {s["spanID"] for s in trace["spans"]}
+    if "ingest.pacs.store" not in {s["operationName"] for s in trace["spans"]}:
+        return None
+    return trace if all(_parent(s) in ids for s in trace["spans"] if _parent(s)) else None
 
 
 def test_each_image_is_one_trace_from_the_c_store_to_pacs(traced: System, jaeger: Jaeger) -> None:
@@ -79,7 +72,7 @@ def test_each_image_is_one_trace_from_the_c_store_to_pacs(traced: System, jaeger
         trace = wait_until(
             lambda sop=sop: _whole_trace(jaeger, sop),
             90,
-            f"one trace of {sop} holding its PACS store",
+            f"one trace of {sop} holding its PACS store, every span's parent in it",
             interval=0.5,
         )
         trace_ids[sop] = trace["traceID"]
