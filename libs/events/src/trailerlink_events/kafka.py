@@ -519,10 +519,11 @@ class ConsumerRunner:
     ) -> tuple[TopicPartition, int | None]:
         """Handle records in order; return the next offset to commit (None: nothing).
 
-        The common record (its upstream trace not sampled, decodes, handler returns at
-        the first try) is handled inline: one coroutine per batch, no span, metrics
-        looked up once. Anything else goes through :meth:`_handle_record` (span,
-        retries, dead letter), with a first try that raised counted as attempt 1.
+        The common record (its upstream trace not sampled, or this process records no
+        spans; decodes; handler returns at the first try) is handled inline: one
+        coroutine per batch, no span, metrics looked up once. Anything else goes
+        through :meth:`_handle_record` (span, retries, dead letter), with a first try
+        that raised counted as attempt 1.
         """
         next_offset: int | None = None
         view = _topic_view(tp.topic)
