@@ -144,6 +144,50 @@ def test_resend_of_a_delivered_study_makes_no_second_pacs_store(sites: Sites) ->
                interval=0.25)
 
 
+def test_a_resend_is_cancelled_while_its_objects_wait(sites: Sites) -> None:
+    """`resend --cancel` takes back a resend queued by mistake: the study's objects go
+    back to delivered with their delivery times, and nothing of it is left to send."""
+    queue_path = sites.trailer.dir / "data" / "uplink" / "queue.sqlite"
+    study_uid = next(s for s in _studies(queue_path))
+    before = _delivered(queue_path, study_uid)
+    assert len(before) == 4 and all(before.values())
+    ctl = sites.ctl
+    assert ctl("uplink", "pause").code == 0
+    try:
+        assert ctl("resend", "--study", study_uid, "--reason", "wrong study").code == 0
+        cancelled = ctl("resend", "--study", study_uid, "--cancel", "--json")
+        assert cancelled.code == 0, cancelled.err
+        doc = cancelled.json()
+        assert doc["count"] + len(doc["already_sent"]) == 4 and doc["cancelled_by"]
+        after = _delivered(queue_path, study_uid)
+        taken = {o["sop_instance_uid"] for o in doc["objects"]}
+        assert {sop: after[sop] for sop in taken} == {sop: before[sop] for sop in taken}
+        again = ctl("resend", "--study", study_uid, "--cancel", "--json")
+        assert again.code == 6 and "waiting to be sent again" in again.json()["error"]
+    finally:
+        assert ctl("uplink", "resume").code == 0
+    log = (sites.trailer.logs / "uplink.log").read_text()
+    assert "resend cancelled by operator" in log
+
+
+def _studies(queue_path: Path) -> list[str]:
+    queue = SendQueue(queue_path)
+    try:
+        return sorted({r.study_instance_uid for r in queue.delivered_unpurged()})
+    finally:
+        queue.close()
+
+
+def _delivered(queue_path: Path, study_uid: str) -> dict[str, float | None]:
+    """SOP Instance UID -> delivery time of a study's delivered rows."""
+    queue = SendQueue(queue_path)
+    try:
+        return {r.sop_instance_uid: r.delivered_at for r in queue.find_study(study_uid)
+                if r.state == "delivered"}
+    finally:
+        queue.close()
+
+
 def test_bad_resends_are_refused_and_change_nothing(sites: Sites) -> None:
     ctl = sites.ctl
     created = sites.uplink_metric("trailerlink_uplink_uploads_total", outcome="created")
