@@ -3,8 +3,8 @@ where it waits while the link is down, and a relay that carries queued heartbeat
 MPPS events to the data centre over HTTPS with the trailer's certificate.
 
 The heartbeat's numbers come from the trailer services' own /metrics (the uplink's
-backlog, link and failed objects, the worklist's cache age, everyone's build info and
-dead letters) and the spool disk.
+backlog, link, failed objects and operator pause/cap, the worklist's cache age,
+everyone's build info and dead letters) and the spool disk.
 """
 
 from __future__ import annotations
@@ -98,6 +98,12 @@ def build_heartbeat(trailer_id: str, sequence: int, pages: Mapping[str, Scraped]
             "trailerlink_uplink_oldest_unsent_age_seconds")
         hb.link_goodput_bytes_per_second = uplink.value(
             "trailerlink_uplink_goodput_bytes_per_second")
+        # The operator's hold: a paused trailer's link reads "up" while nothing leaves.
+        hb.uplink_paused = uplink.value("trailerlink_uplink_paused") == 1
+        hb.uplink_operator_cap_bytes_per_second = int(
+            uplink.value("trailerlink_uplink_operator_cap_bytes_per_second"))
+        hb.uplink_cap_bytes_per_second = int(
+            uplink.value("trailerlink_uplink_bandwidth_cap_bytes_per_second"))
         hb.link_state = LinkState.LINK_STATE_UNSPECIFIED
         for name, state in _LINK_STATES.items():
             if uplink.value("trailerlink_uplink_link_state", state=name) == 1:

@@ -62,7 +62,11 @@ def add_fleet_routes(app: FastAPI, fleet: FleetMonitor, producer: EventProducer,
                         "LINK_STATE_").lower(),
                     worklist_cache_age_seconds=hb.worklist_cache_age_seconds,
                     canary_ok=hb.canary_ok, versions=dict(hb.versions),
-                    dead_letters=hb.dead_letters, failed_objects=hb.failed_objects)
+                    dead_letters=hb.dead_letters, failed_objects=hb.failed_objects,
+                    uplink_paused=hb.uplink_paused,
+                    uplink_operator_cap_bytes_per_second=(
+                        hb.uplink_operator_cap_bytes_per_second),
+                    uplink_cap_bytes_per_second=hb.uplink_cap_bytes_per_second)
             out.append(entry)
         return {"trailers": out}
 

@@ -186,7 +186,11 @@ class FleetMonitor:
         metrics.LINK_UP.labels(t).set(
             1 if hb.link_state in (LinkState.LINK_STATE_UP, LinkState.LINK_STATE_DEGRADED)
             else 0)
+        metrics.LINK_STATE.labels(t).set(int(hb.link_state))
         metrics.LINK_GOODPUT.labels(t).set(hb.link_goodput_bytes_per_second)
+        metrics.UPLINK_PAUSED.labels(t).set(1 if hb.uplink_paused else 0)
+        metrics.UPLINK_OPERATOR_CAP.labels(t).set(hb.uplink_operator_cap_bytes_per_second)
+        metrics.UPLINK_CAP.labels(t).set(hb.uplink_cap_bytes_per_second)
         metrics.WORKLIST_AGE.labels(t).set(hb.worklist_cache_age_seconds)
         metrics.DEAD_LETTERS.labels(t).set(hb.dead_letters)
         metrics.FAILED_OBJECTS.labels(t).set(hb.failed_objects)

@@ -34,6 +34,19 @@ LINK_UP = Gauge(
     "trailerlink_monitor_trailer_link_up", "1 when the trailer's link is up or degraded", T)
 LINK_GOODPUT = Gauge(
     "trailerlink_monitor_trailer_link_goodput_bytes_per_second", "Upload goodput", T)
+LINK_STATE = Gauge(
+    "trailerlink_monitor_trailer_link_state",
+    "The trailer's link as its uplink sees it: 1 up, 2 degraded (the ingest answers with "
+    "errors), 3 down, 0 unknown (the LinkState enum of the heartbeat)", T)
+UPLINK_PAUSED = Gauge(
+    "trailerlink_monitor_trailer_uplink_paused",
+    "1 while an operator has paused the trailer's uplink (nothing is sent), else 0", T)
+UPLINK_OPERATOR_CAP = Gauge(
+    "trailerlink_monitor_trailer_uplink_operator_cap_bytes_per_second",
+    "The operator's upload cap on the trailer; 0 = none set", T)
+UPLINK_CAP = Gauge(
+    "trailerlink_monitor_trailer_uplink_cap_bytes_per_second",
+    "The upload cap in force on the trailer (schedule and operator); 0 = uncapped", T)
 WORKLIST_AGE = Gauge(
     "trailerlink_monitor_trailer_worklist_cache_age_seconds",
     "Age of the trailer's worklist cache", T)

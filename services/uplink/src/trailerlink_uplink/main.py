@@ -59,6 +59,9 @@ async def _refresh_metrics(queue: SendQueue, sender: Sender, bucket: TokenBucket
         metrics.FAILED_OBJECTS.set(backlog.failed)
         metrics.GOODPUT.set(sender.goodput.rate())
         metrics.BANDWIDTH_CAP.set(bucket.rate_now())
+        if bucket.control is not None:
+            metrics.PAUSED.set(1 if bucket.control.paused_now() else 0)
+            metrics.OPERATOR_CAP.set(bucket.control.cap_now() or 0)
         try:
             await asyncio.wait_for(stop.wait(), 2.0)
         except TimeoutError:

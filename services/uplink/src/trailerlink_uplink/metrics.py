@@ -59,7 +59,15 @@ UPLOAD_SECONDS = Histogram(
     "trailerlink_uplink_upload_seconds", "Time from first byte to completed upload of one object",
     buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600))
 BANDWIDTH_CAP = Gauge(
-    "trailerlink_uplink_bandwidth_cap_bytes_per_second", "Cap in force now; 0 = uncapped")
+    "trailerlink_uplink_bandwidth_cap_bytes_per_second",
+    "Cap in force now (the lower of the schedule's and the operator's); 0 = uncapped. "
+    "A pause is not a cap: see trailerlink_uplink_paused")
+PAUSED = Gauge(
+    "trailerlink_uplink_paused",
+    "1 while an operator's pause holds every upload (trailerlinkctl uplink pause), else 0")
+OPERATOR_CAP = Gauge(
+    "trailerlink_uplink_operator_cap_bytes_per_second",
+    "The operator's cap in force (trailerlinkctl uplink cap); 0 = none set")
 RECEIPTS = Counter(
     "trailerlink_uplink_receipts_total", "Receipts handled by outcome", ["outcome"])
 RECEIPTS_LAG = Gauge(
