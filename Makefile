@@ -44,7 +44,10 @@ proto-snapshot: gen ## accept the current proto as the compatibility baseline (a
 clean: ## remove the virtualenv, generated code and run state
 	rm -rf .venv .run libs/events/src/trailerlink_events/_generated bench-results.json
 
-charts-sync: ## copy the topic registry, alert rules and dashboards into the central chart
+dashboards: ## regenerate monitoring/dashboards/*.json from monitoring/dashboards.py (never edit the JSON)
+	$(PY) monitoring/dashboards.py
+
+charts-sync: dashboards ## copy the topic registry, alert rules and dashboards into the central chart
 	cp proto/topics.yaml charts/central/files/topics.yaml
 	rm -f charts/central/files/rules/*.yaml charts/central/files/dashboards/*.json
 	cp monitoring/rules/*.yaml charts/central/files/rules/

@@ -6,6 +6,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -57,6 +58,57 @@ def test_chart_dashboards_are_the_repositorys() -> None:
     repo = {p.name: p.read_bytes() for p in sorted((MONITORING / "dashboards").glob("*.json"))}
     chart = {p.name: p.read_bytes() for p in sorted((CHART_FILES / "dashboards").glob("*.json"))}
     assert repo and chart == repo, "charts/central/files/dashboards/ is stale: make charts-sync"
+
+
+def test_dashboards_are_what_the_generator_writes(tmp_path: Path) -> None:
+    # monitoring/dashboards.py is the source; the JSON is its output, never edited by hand.
+    result = subprocess.run([sys.executable, str(MONITORING / "dashboards.py"),
+                             "--out", str(tmp_path)], capture_output=True, text=True,
+                            timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    generated = {p.name: p.read_bytes() for p in sorted(tmp_path.glob("*.json"))}
+    committed = {p.name: p.read_bytes()
+                 for p in sorted((MONITORING / "dashboards").glob("*.json"))}
+    assert generated, "the generator wrote no dashboard"
+    assert committed == generated, (
+        "monitoring/dashboards/*.json differ from what monitoring/dashboards.py writes: "
+        "change the generator, then make dashboards charts-sync")
+
+
+def _fleet_board() -> dict:
+    return json.loads((MONITORING / "dashboards" / "trailerlink-fleet.json").read_text())
+
+
+def test_the_fleet_top_row_is_four_traffic_lights() -> None:
+    top = sorted((p for p in _fleet_board()["panels"] if p["gridPos"]["y"] == 0),
+                 key=lambda p: p["gridPos"]["x"])
+    assert [p["title"] for p in top] == ["Trailers silent", "Trailers not delivering",
+                                         "Canaries failing", "Images past deadline"]
+    for panel in top:
+        assert panel["type"] == "stat"
+        assert panel["options"]["colorMode"] == "background"
+        steps = panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
+        assert [s["color"] for s in steps] == ["green", "orange", "red"], panel["title"]
+        assert steps[0]["value"] is None and 0 < steps[1]["value"] < steps[2]["value"]
+
+
+def test_the_per_trailer_table_names_its_columns_with_units_and_mappings() -> None:
+    (panel,) = [p for p in _fleet_board()["panels"] if p["type"] == "table"]
+    organize = next(t["options"] for t in panel["transformations"] if t["id"] == "organize")
+    names = organize["renameByName"]
+    # Every query is a named column (no "Value #C" left for support to decode).
+    assert {f"Value #{t['refId']}" for t in panel["targets"]} <= set(names)
+    overrides = {o["matcher"]["options"]: {p["id"]: p["value"] for p in o["properties"]}
+                 for o in panel["fieldConfig"]["overrides"]}
+    assert set(names.values()) - {"Trailer"} == set(overrides)
+    assert all("unit" in props for props in overrides.values())
+    texts = {name: {r["text"] for m in props.get("mappings", [])
+                    for r in m["options"].values()} for name, props in overrides.items()}
+    assert texts["Link"] == {"unknown", "up", "degraded", "down"}
+    assert texts["Uplink"] == {"sending", "paused"}
+    assert "none" in texts["Operator cap"] and "uncapped" in texts["Cap in force"]
+    assert overrides["Last heartbeat"]["unit"] == "s"
+    assert overrides["Backlog size"]["unit"] == "bytes"
 
 
 def test_prometheus_rule_resource_holds_exactly_the_rule_files(render: Renderer) -> None:
