@@ -739,9 +739,26 @@ async def create_topics(
                 )
             except TopicAlreadyExistsError:
                 pass  # another process created them meanwhile
+            await _until_served(admin, [t.name for t in wanted], timeout_s)
         return [t.name for t in wanted]
     finally:
         await admin.close()
+
+
+async def _until_served(admin: AIOKafkaAdminClient, names: list[str], timeout_s: float) -> None:
+    """CreateTopics answers once the controller has committed the topics; a broker serves
+    their metadata a moment later (KRaft; longer the more partitions). Wait for that, so
+    that "created" means a client can use them. Raises TimeoutError after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        described = await admin.describe_topics(names)
+        if all(t["error_code"] == 0 and t["partitions"] for t in described):
+            return
+        if time.monotonic() > deadline:
+            missing = sorted(t["topic"] for t in described
+                             if t["error_code"] != 0 or not t["partitions"])
+            raise TimeoutError(f"topics created but not served: {missing}")
+        await asyncio.sleep(0.1)
 
 
 async def list_topics(bootstrap_servers: str) -> set[str]:
