@@ -91,6 +91,7 @@ CENTRAL_UPLOAD_COMPLETED = "trailerlink.central.upload-completed.v1"
 CENTRAL_OBJECT_DELIVERED = "trailerlink.central.object-delivered.v1"
 CENTRAL_OBJECT_FAILED = "trailerlink.central.object-failed.v1"
 CENTRAL_PROCEDURE_STEP = "trailerlink.central.procedure-step.v1"
+CENTRAL_OBJECT_RECEIVED = "trailerlink.central.object-received.v1"
 CENTRAL_HEARTBEAT = "trailerlink.central.heartbeat.v1"
 CENTRAL_DEAD_LETTER = "trailerlink.central.dead-letter.v1"
 
