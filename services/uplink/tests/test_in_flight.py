@@ -28,10 +28,11 @@ def _spy(rig, queue: SendQueue) -> tuple[list[str], list[int]]:
     create, mark_uploaded = rig.tus.create, queue.mark_uploaded
     done: set[str] = set()
 
-    async def spy_create(length: int, metadata: dict[str, str]) -> str:
+    async def spy_create(length: int, metadata: dict[str, str],
+                         received_at: float | None = None) -> str:
         created.append(metadata["sop_instance_uid"])
         open_counts.append(len(created) - len(done))
-        return await create(length, metadata)
+        return await create(length, metadata, received_at)
 
     def spy_mark(object_id: int) -> None:
         row = queue.get(object_id)

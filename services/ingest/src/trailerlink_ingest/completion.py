@@ -24,13 +24,15 @@ log = logging.getLogger(__name__)
 LEDGER_RECHECK_SECONDS = 300.0
 
 
-def completed_event(info: UploadInfo, storage_path: str) -> UploadCompleted:
-    """The ``upload-completed`` event of a complete upload (deterministic event id)."""
+def completed_event(info: UploadInfo, storage_path: str,
+                    received_at: float | None = None) -> UploadCompleted:
+    """The ``upload-completed`` event of a complete upload (deterministic event id);
+    ``received_at``: the gateway's receive time the upload's creation stated."""
     ident = info.identity
     from datetime import UTC, datetime
 
     completed = datetime.fromtimestamp(info.completed_at or info.updated_at, UTC)
-    return UploadCompleted(
+    event = UploadCompleted(
         meta=new_meta("ingest", info.trailer_id, event_id=f"{info.upload_id}-completed"),
         upload_id=info.upload_id,
         object=ObjectIdentity(
@@ -47,6 +49,9 @@ def completed_event(info: UploadInfo, storage_path: str) -> UploadCompleted:
         storage_path=storage_path,
         completed_at=timestamp(completed),
     )
+    if received_at is not None:
+        event.received_at.CopyFrom(timestamp(datetime.fromtimestamp(received_at, UTC)))
+    return event
 
 
 class Announcer:
@@ -62,7 +67,8 @@ class Announcer:
         if not self.producer.connected:
             return False
         path = self.store.relative(self.store.data_path(info.trailer_id, info.upload_id))
-        event = completed_event(info, path)
+        received_at = await asyncio.to_thread(self.store.received_at, info)
+        event = completed_event(info, path, received_at)
         key = f"{info.trailer_id}/{info.identity.study_instance_uid}"
         traceparent = await asyncio.to_thread(self.store.traceparent, info)
         try:

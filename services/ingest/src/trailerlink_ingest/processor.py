@@ -344,8 +344,10 @@ class Processor:
                 pacs_ae_title=self.pacs.ae_title,
                 stored_transfer_syntax_uid=receipt.stored_transfer_syntax_uid,
                 storage_committed=bool(receipt.storage_committed),
-                received_at=event.completed_at, delivered_at=timestamp(),
+                delivered_at=timestamp(),
                 duplicate=bool(receipt.duplicate), upload_id=receipt.upload_id)
+            if event.HasField("received_at"):  # the gateway's time, never the upload's
+                message.received_at.CopyFrom(event.received_at)
             name = topics.CENTRAL_OBJECT_DELIVERED
         else:
             message = ObjectFailed(

@@ -35,6 +35,7 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.requests import ClientDisconnect
+from trailerlink_common.received import RECEIVED_AT_HEADER, parse_received_at
 from trailerlink_common.tracing import valid_traceparent
 
 from trailerlink_ingest import metrics
@@ -665,7 +666,8 @@ def build_tus_app(
                     )
                 info = await asyncio.to_thread(
                     store.create, trailer, length, identity,
-                    valid_traceparent(request.headers.get("traceparent")))
+                    valid_traceparent(request.headers.get("traceparent")),
+                    parse_received_at(request.headers.get(RECEIVED_AT_HEADER)))
         except UploadLocked:
             raise TusError(
                 503, "busy creating this trailer's uploads", {"Retry-After": "1"}

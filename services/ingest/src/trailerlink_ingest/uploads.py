@@ -129,17 +129,21 @@ class UploadStore:
 
     # --- state ----------------------------------------------------------------------
     def create(self, trailer_id: str, length: int, metadata: UploadMetadata,
-               traceparent: str = "") -> UploadInfo:
+               traceparent: str = "", received_at: float | None = None) -> UploadInfo:
         """Create an empty upload; durable when this returns. ``traceparent``: the image's
-        trace, kept beside the state (see :meth:`traceparent`)."""
+        trace; ``received_at``: when the trailer's gateway received it (unix seconds);
+        both kept beside the state (see :meth:`traceparent`, :meth:`received_at`)."""
         upload_id = uuid.uuid4().hex
         directory = self.directory(trailer_id, upload_id)
         directory.mkdir(parents=True, exist_ok=False)
+        # Their own files, not fields of info.json: a replica of the previous version
+        # reading the shared volume during a rolling upgrade must still load the state.
+        # Not fsynced: losing one in a crash costs a broken trace or an audit time, never
+        # an image.
         if traceparent:
-            # Its own file, not a field of info.json: a replica of the previous version
-            # reading the shared volume during a rolling upgrade must still load the state.
-            # Not fsynced: losing it in a crash costs a broken trace, never an image.
             (directory / "traceparent").write_text(traceparent)
+        if received_at is not None:
+            (directory / "received-at").write_text(repr(received_at))
         fd = os.open(directory / "data", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             os.fsync(fd)
@@ -159,6 +163,15 @@ class UploadStore:
             return (self.directory(info.trailer_id, info.upload_id) / "traceparent").read_text()
         except (OSError, ValueError):
             return ""
+
+    def received_at(self, info: UploadInfo) -> float | None:
+        """When the trailer's gateway received the object, as the upload's creation said
+        (None if it did not)."""
+        try:
+            text = (self.directory(info.trailer_id, info.upload_id) / "received-at").read_text()
+            return float(text)
+        except (OSError, ValueError):
+            return None
 
     def save(self, info: UploadInfo) -> None:
         path = self.directory(info.trailer_id, info.upload_id) / "info.json"

@@ -234,7 +234,8 @@ class Sender:
             return None  # a resumed upload: the upload proper HEADs it
         try:
             await self._ensure_verified(obj)
-            url = await self.tus.create(obj.sealed_size, upload_metadata(obj))
+            url = await self.tus.create(obj.sealed_size, upload_metadata(obj),
+                                        obj.received_at)
             await asyncio.to_thread(self.queue.set_upload_url, obj.id, url)
         except UploadRefused as exc:
             self._refused_ahead[obj.id] = exc  # the ingest answered for good: ask once
@@ -443,7 +444,8 @@ class Sender:
             url = current.upload_url if current else obj.upload_url
             await self._ensure_verified(obj)
             if url is None:
-                url = await self.tus.create(obj.sealed_size, upload_metadata(obj))
+                url = await self.tus.create(obj.sealed_size, upload_metadata(obj),
+                                            obj.received_at)
                 # durable before the first byte
                 await asyncio.to_thread(self.queue.set_upload_url, obj.id, url)
                 metrics.UPLOADS.labels("created").inc()

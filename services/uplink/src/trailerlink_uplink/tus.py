@@ -26,6 +26,7 @@ import anyio.streams.tls  # noqa: F401
 import h11  # noqa: F401
 import httpcore._backends.anyio  # noqa: F401
 import httpx
+from trailerlink_common.received import RECEIVED_AT_HEADER, format_received_at
 from trailerlink_common.tracing import current_traceparent
 
 from trailerlink_uplink.bandwidth import TokenBucket
@@ -298,12 +299,17 @@ class TusClient:
             int(max_size) if max_size and max_size.isdigit() else None)
         return self.capabilities
 
-    async def create(self, length: int, metadata: Mapping[str, str]) -> str:
+    async def create(self, length: int, metadata: Mapping[str, str],
+                     received_at: float | None = None) -> str:
         """POST: a new empty upload of ``length`` bytes; returns its absolute URL.
+        ``received_at``: when the gateway received the object (unix seconds), stated in
+        a header so the data centre's audit trail starts there.
         Raises UploadRefused when the ingest says it can never accept this object."""
-        rsp = await self._request("POST", self.endpoint, headers={
-            "Upload-Length": str(length), "Upload-Metadata": encode_metadata(metadata),
-            "Content-Length": "0"})
+        headers = {"Upload-Length": str(length), "Upload-Metadata": encode_metadata(metadata),
+                   "Content-Length": "0"}
+        if received_at:
+            headers[RECEIVED_AT_HEADER] = format_received_at(received_at)
+        rsp = await self._request("POST", self.endpoint, headers=headers)
         if rsp.status_code != 201 or "Location" not in rsp.headers:
             if 400 <= rsp.status_code < 500 and (refused := permanent_refusal(rsp)):
                 raise refused
