@@ -1,6 +1,8 @@
 """Agent mode (on a trailer): a heartbeat every N seconds into the trailer's Kafka,
-where it waits while the link is down, and a relay that carries queued heartbeats and
-MPPS events to the data centre over HTTPS with the trailer's certificate.
+where it waits while the link is down, and a relay that carries queued heartbeats, MPPS
+events and the gateway's receipts (the audit trail's first hop, so the data centre sees
+an image that has not left the trailer) to the data centre over HTTPS with the
+trailer's certificate.
 
 The heartbeat's numbers come from the trailer services' own /metrics (the uplink's
 backlog, link, failed objects and operator pause/cap, the worklist's cache age,
@@ -23,7 +25,7 @@ from opentelemetry import propagate
 from prometheus_client.parser import text_string_to_metric_families
 from trailerlink_events import topics
 from trailerlink_events.kafka import Delivery, DependencyUnavailable, EventProducer
-from trailerlink_events.messages import Heartbeat, LinkState, new_meta
+from trailerlink_events.messages import Heartbeat, LinkState, ObjectReceived, new_meta
 
 from trailerlink_monitor import __version__, metrics
 from trailerlink_monitor.canary import Canary, CanaryResult
@@ -232,9 +234,12 @@ class Relay:
     async def handle(self, delivery: Delivery) -> None:
         carrier: dict[str, str] = {}
         propagate.inject(carrier)  # the record's trace continues over HTTP (traceparent)
+        event = delivery.event
+        if isinstance(event, ObjectReceived):
+            event = receipt_for_audit(event)
         try:
-            await asyncio.to_thread(self._post, delivery.topic,
-                                    delivery.event.SerializeToString(), carrier)
+            await asyncio.to_thread(self._post, delivery.topic, event.SerializeToString(),
+                                    carrier)
         except urllib.error.HTTPError as exc:
             metrics.RELAY_FAILURES.inc()
             if 400 <= exc.code < 500 and exc.code not in (408, 429):
@@ -245,6 +250,19 @@ class Relay:
             raise DependencyUnavailable(f"data centre unreachable: {type(exc).__name__}") \
                 from None
         metrics.RELAY_SENT.labels(delivery.topic).inc()
+
+
+def receipt_for_audit(event: ObjectReceived) -> ObjectReceived:
+    """What the data centre's audit trail needs of a gateway receipt: identity, time, size
+    and priority. Where the object lies in the spool, its key and the modality's AE title
+    stay on the trailer."""
+    out = ObjectReceived(
+        meta=event.meta, object=event.object, dataset_size_bytes=event.dataset_size_bytes,
+        dataset_sha256=event.dataset_sha256, number_of_frames=event.number_of_frames,
+        priority=event.priority)
+    if event.HasField("received_at"):
+        out.received_at.CopyFrom(event.received_at)
+    return out
 
 
 def certificate_not_after(path: Path) -> float | None:

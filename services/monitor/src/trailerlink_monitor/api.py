@@ -1,5 +1,6 @@
-"""Fleet mode's HTTP API for support: trailers, missing images, an image's journey, and
-the receiving end of the trailers' event relay. Answers carry UIDs, ids and times only."""
+"""Fleet mode's HTTP API for support: trailers, completeness (missing and pending images
+by trailer and study), an image's journey, and the receiving end of the trailers' event
+relay. Answers carry UIDs, ids and times only."""
 
 from __future__ import annotations
 
@@ -14,25 +15,40 @@ from opentelemetry.trace import SpanKind
 from trailerlink_common.sqlstore import DatabaseUnavailable
 from trailerlink_events import topics
 from trailerlink_events.kafka import EventProducer
-from trailerlink_events.messages import Heartbeat, LinkState, ProcedureStepUpdated
+from trailerlink_events.messages import (
+    Heartbeat,
+    LinkState,
+    ObjectReceived,
+    ProcedureStepUpdated,
+)
 
 from trailerlink_monitor import metrics
-from trailerlink_monitor.fleet import now
+from trailerlink_monitor.fleet import JourneyStep, not_yet_sent, now
 from trailerlink_monitor.fleet_handler import FleetMonitor
 
 # Trailer topic -> (central topic, message): what a trailer may relay through the monitor.
 RELAYED = {
     topics.HEARTBEAT: (topics.CENTRAL_HEARTBEAT, Heartbeat),
     topics.PROCEDURE_STEP: (topics.CENTRAL_PROCEDURE_STEP, ProcedureStepUpdated),
+    topics.OBJECT_RECEIVED: (topics.CENTRAL_OBJECT_RECEIVED, ObjectReceived),
 }
+Relayed = Heartbeat | ProcedureStepUpdated | ObjectReceived
 TOPIC_HEADER = "X-Trailerlink-Topic"
 tracer = trace.get_tracer("trailerlink.monitor")
 
 
-def central_key(topic_name: str, event: Heartbeat | ProcedureStepUpdated) -> str:
+def central_key(topic_name: str, event: Relayed) -> str:
     if isinstance(event, ProcedureStepUpdated):
         return f"{event.meta.trailer_id}/{event.study_instance_uid}"
+    if isinstance(event, ObjectReceived):
+        return f"{event.meta.trailer_id}/{event.object.study_instance_uid}"
     return event.meta.trailer_id
+
+
+def journey_document(steps: list[JourneyStep]) -> list[dict[str, object]]:
+    """The stored steps and, for each image still on the trailer, its ``on_trailer`` step
+    as of now (with ``age_seconds``)."""
+    return [asdict(s) for s in steps + not_yet_sent(steps, now())]
 
 
 def add_fleet_routes(app: FastAPI, fleet: FleetMonitor, producer: EventProducer,
@@ -70,6 +86,24 @@ def add_fleet_routes(app: FastAPI, fleet: FleetMonitor, producer: EventProducer,
             out.append(entry)
         return {"trailers": out}
 
+    @router.get("/completeness")
+    async def completeness(trailer_id: str = "", limit: int = 1000) -> dict[str, object]:
+        """Per trailer: images listed as taken and not in PACS, past (missing) and within
+        (pending) the deadline; per study: the same, and where those images are."""
+        current = now()
+        counts = await asyncio.to_thread(fleet.store.completeness, current)
+        studies = await asyncio.to_thread(fleet.store.studies_incomplete, current,
+                                          trailer_id or None, max(1, limit))
+        names = sorted(set(counts.missing) | set(counts.pending)
+                       | ({trailer_id} if trailer_id else set()))
+        return {
+            "deadline_seconds": fleet.deadline_seconds,
+            "trailers": [{"trailer_id": t, "missing": counts.missing.get(t, 0),
+                          "pending": counts.pending.get(t, 0)}
+                         for t in names if not trailer_id or t == trailer_id],
+            "studies": [asdict(s) for s in studies],
+        }
+
     @router.get("/completeness/missing")
     async def missing(trailer_id: str = "", limit: int = 1000) -> dict[str, object]:
         rows = await asyncio.to_thread(fleet.store.missing, now(), trailer_id or None, limit)
@@ -80,14 +114,14 @@ def add_fleet_routes(app: FastAPI, fleet: FleetMonitor, producer: EventProducer,
         steps = await asyncio.to_thread(fleet.store.journey, sop_uid=sop_uid)
         if not steps:
             raise HTTPException(404, "no event names this SOP Instance UID")
-        return {"sop_instance_uid": sop_uid, "journey": [asdict(s) for s in steps]}
+        return {"sop_instance_uid": sop_uid, "journey": journey_document(steps)}
 
     @router.get("/audit/studies/{study_uid}")
     async def study_journey(study_uid: str) -> dict[str, object]:
         steps = await asyncio.to_thread(fleet.store.journey, study_uid=study_uid)
         if not steps:
             raise HTTPException(404, "no event names this Study Instance UID")
-        return {"study_instance_uid": study_uid, "journey": [asdict(s) for s in steps]}
+        return {"study_instance_uid": study_uid, "journey": journey_document(steps)}
 
     @router.post("/events", status_code=204)
     async def relay(request: Request) -> None:

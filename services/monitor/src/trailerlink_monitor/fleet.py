@@ -56,6 +56,23 @@ _SCHEMA = [
 _JOURNEY = "SELECT stage, service, at, trailer_id, sop_uid, study_uid, detail FROM journey "
 _JOURNEY_BY_SOP = _JOURNEY + "WHERE sop_uid = ? ORDER BY at, stage"
 _JOURNEY_BY_STUDY = _JOURNEY + "WHERE study_uid = ? ORDER BY at, stage"
+# Per image not in PACS (EXISTS probes journey through its sop_uid index), then per study.
+# Parameters: now, the received stage, the two sent stages, the trailer twice ('' = all),
+# the limit.
+_STUDIES_INCOMPLETE = (
+    "SELECT trailer_id, study_uid, SUM(overdue), SUM(1 - overdue),"
+    " SUM(received * (1 - sent)), SUM(sent), SUM((1 - received) * (1 - sent)),"
+    " MIN(listed_at), MIN(due_at) FROM ("
+    "SELECT e.trailer_id, e.study_uid, e.listed_at, e.due_at,"
+    " CASE WHEN e.due_at <= ? THEN 1 ELSE 0 END AS overdue,"
+    " CASE WHEN EXISTS (SELECT 1 FROM journey j WHERE j.sop_uid = e.sop_uid"
+    "  AND j.stage = ?) THEN 1 ELSE 0 END AS received,"
+    " CASE WHEN EXISTS (SELECT 1 FROM journey j WHERE j.sop_uid = e.sop_uid"
+    "  AND j.stage IN (?, ?)) THEN 1 ELSE 0 END AS sent "
+    "FROM expected e LEFT JOIN delivered d ON d.sop_uid = e.sop_uid "
+    "WHERE d.sop_uid IS NULL AND (CAST(? AS TEXT) = '' OR e.trailer_id = ?)) images "
+    "GROUP BY trailer_id, study_uid ORDER BY MIN(due_at), trailer_id, study_uid LIMIT ?"
+)
 
 
 class FleetStateUnavailable(DatabaseUnavailable):
@@ -91,6 +108,34 @@ class JourneyStep:
     sop_instance_uid: str
     study_instance_uid: str
     detail: str
+    # ON_TRAILER only: seconds since the gateway received the image.
+    age_seconds: float | None = None
+
+
+# Stages of the audit trail that the code reasons about.
+RECEIVED = "received"  # the trailer's gateway has it durable (its own time)
+UPLOADED = "uploaded"  # the data centre has the whole upload
+IN_PACS = "in_pacs"
+ON_TRAILER = "on_trailer"  # derived when read: received, not yet sent
+
+
+@dataclass(frozen=True)
+class StudyCompleteness:
+    """One study's images that an MPPS listed as taken and that are not in PACS. Each
+    is counted once in ``missing`` or ``pending`` (deadline) and once by where it is:
+    ``on_trailer`` (the gateway has it, the data centre has no upload yet),
+    ``at_data_centre`` (uploaded, not yet in PACS) or ``not_received`` (no gateway
+    receipt has reached the data centre: not sent by the modality, or not relayed yet)."""
+
+    trailer_id: str
+    study_instance_uid: str
+    missing: int
+    pending: int
+    on_trailer: int
+    at_data_centre: int
+    not_received: int
+    listed_at: float  # the earliest MPPS COMPLETED that listed them
+    due_at: float  # the earliest deadline among them
 
 
 @dataclass(frozen=True)
@@ -189,6 +234,14 @@ class FleetStore(SqlStore):
             (missing if overdue else pending)[trailer] = int(count)
         return CompletenessCounts(missing, pending)
 
+    def studies_incomplete(self, now: float, trailer_id: str | None = None,
+                           limit: int = 1000) -> list[StudyCompleteness]:
+        """Studies with images listed as taken and not in PACS, earliest deadline first."""
+        trailer = trailer_id or ""
+        args = (now, RECEIVED, UPLOADED, IN_PACS, trailer, trailer, limit)
+        return [StudyCompleteness(t, study, *(int(n) for n in counts), listed, due)
+                for t, study, *counts, listed, due in self._read(_STUDIES_INCOMPLETE, args)]
+
     def missing(self, now: float, trailer_id: str | None = None, limit: int = 1000
                 ) -> list[MissingImage]:
         """Images past their deadline and not in PACS, oldest first."""
@@ -228,6 +281,41 @@ class FleetStore(SqlStore):
             cur.execute(self._sql("DELETE FROM expected WHERE listed_at < ?"), (older_than,))
             cur.execute(self._sql("DELETE FROM delivered WHERE delivered_at < ?"),
                         (older_than,))
+
+
+def not_yet_sent(steps: Iterable[JourneyStep], at: float) -> list[JourneyStep]:
+    """The derived ``on_trailer`` step, as of ``at``, of every image in ``steps`` that the
+    trailer's gateway received and whose upload the data centre has not completed: it is
+    still on the trailer, and its age is the time since the gateway's receipt."""
+    received: dict[str, JourneyStep] = {}
+    sent: set[str] = set()
+    for step in steps:
+        if step.stage == RECEIVED:
+            first = received.get(step.sop_instance_uid)
+            if first is None or step.at < first.at:
+                received[step.sop_instance_uid] = step
+        elif step.stage in (UPLOADED, IN_PACS):
+            sent.add(step.sop_instance_uid)
+    out = []
+    for sop, step in received.items():
+        if sop in sent:
+            continue
+        age = max(0.0, at - step.at)
+        out.append(JourneyStep(
+            ON_TRAILER, "trailer", max(at, step.at), step.trailer_id, sop,
+            step.study_instance_uid,
+            f"on the trailer, not yet sent: {_duration(age)} since the gateway received it",
+            round(age, 1)))
+    return out
+
+
+def _duration(seconds: float) -> str:
+    s = int(seconds)
+    if s < 120:
+        return f"{s}s"
+    if s < 7200:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
 
 
 def now() -> float:

@@ -1,6 +1,7 @@
 """Fleet mode's Kafka handler: each central event becomes state, numbers and a journey
-step. Heartbeat -> trailer gauges; MPPS COMPLETED -> images expected in PACS;
-delivered / failed / upload completed -> journey and latency."""
+step. Heartbeat -> trailer gauges; MPPS COMPLETED -> images expected in PACS; a gateway
+receipt (relayed by the trailer's agent) / upload completed / delivered / failed ->
+journey, and delivered -> latency from the gateway's receipt to PACS."""
 
 from __future__ import annotations
 
@@ -20,13 +21,21 @@ from trailerlink_events.messages import (
     LinkState,
     ObjectDelivered,
     ObjectFailed,
+    ObjectReceived,
     ProcedureStepStatus,
     ProcedureStepUpdated,
     UploadCompleted,
 )
 
 from trailerlink_monitor import metrics
-from trailerlink_monitor.fleet import FleetStore, JourneyStep, now
+from trailerlink_monitor.fleet import (
+    IN_PACS,
+    RECEIVED,
+    UPLOADED,
+    FleetStore,
+    JourneyStep,
+    now,
+)
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("trailerlink.monitor")
@@ -37,11 +46,20 @@ FLEET_TOPICS = (
     topics.CENTRAL_UPLOAD_COMPLETED,
     topics.CENTRAL_OBJECT_DELIVERED,
     topics.CENTRAL_OBJECT_FAILED,
+    topics.CENTRAL_OBJECT_RECEIVED,
 )
 
 
 def _seconds(ts: Timestamp) -> float:
     return ts.seconds + ts.nanos / 1e9
+
+
+def _received_step_id(trailer: str, sop_uid: str, received_at: Timestamp) -> str:
+    """One ``received`` step per gateway receipt, whichever event brings it first: the
+    relayed ``object-received`` or ``object-delivered`` (both carry the gateway's time, to
+    the microsecond)."""
+    micros = received_at.seconds * 1_000_000 + round(received_at.nanos / 1000)
+    return f"received:{trailer}:{sop_uid}:{micros}"
 
 
 def load_fleet(path: Path) -> list[str]:
@@ -103,6 +121,9 @@ class FleetMonitor:
             elif isinstance(event, UploadCompleted):
                 span.set_attribute("dicom.sop_instance_uid", event.object.sop_instance_uid)
                 await asyncio.to_thread(self.on_upload_completed, event)
+            elif isinstance(event, ObjectReceived):
+                span.set_attribute("dicom.sop_instance_uid", event.object.sop_instance_uid)
+                await asyncio.to_thread(self.on_received, event)
             else:
                 raise PermanentError(f"unexpected event on {delivery.topic}")
 
@@ -138,15 +159,16 @@ class FleetMonitor:
     def on_delivered(self, ev: ObjectDelivered) -> None:
         trailer = ev.meta.trailer_id
         obj = ev.object
-        received = _seconds(ev.received_at)
+        # The gateway's own receive time (carried from the uplink through the ingest);
+        # unset from an uplink or ingest that did not carry it: then no step, no latency.
+        received = _seconds(ev.received_at) if ev.HasField("received_at") else 0.0
         delivered = _seconds(ev.delivered_at) or _seconds(ev.meta.occurred_at)
         eid = ev.meta.event_id
         if received:
-            self.store.add_step(eid + ":received", JourneyStep(
-                "received", "gateway", received, trailer, obj.sop_instance_uid,
-                obj.study_instance_uid, ""))
+            self._add_received(trailer, obj.sop_instance_uid, obj.study_instance_uid,
+                               ev.received_at)
         self.store.add_step(eid + ":pacs", JourneyStep(
-            "in_pacs", ev.meta.producer or "ingest", delivered, trailer, obj.sop_instance_uid,
+            IN_PACS, ev.meta.producer or "ingest", delivered, trailer, obj.sop_instance_uid,
             obj.study_instance_uid,
             f"pacs={ev.pacs_ae_title} committed={ev.storage_committed} "
             f"duplicate={ev.duplicate}"))
@@ -166,9 +188,22 @@ class FleetMonitor:
             f"{FailureReason.Name(ev.reason_code)} permanent={ev.permanent}"))
         metrics.FAILED.labels(trailer, stage, str(ev.permanent).lower()).inc()
 
+    def on_received(self, ev: ObjectReceived) -> None:
+        """A gateway receipt the trailer's agent relayed: the image exists, on the trailer,
+        from the gateway's time on (until an upload or delivery says otherwise)."""
+        if not ev.HasField("received_at"):
+            raise PermanentError("object-received without received_at")
+        self._add_received(ev.meta.trailer_id, ev.object.sop_instance_uid,
+                           ev.object.study_instance_uid, ev.received_at)
+
+    def _add_received(self, trailer: str, sop_uid: str, study_uid: str,
+                      received_at: Timestamp) -> None:
+        self.store.add_step(_received_step_id(trailer, sop_uid, received_at), JourneyStep(
+            RECEIVED, "gateway", _seconds(received_at), trailer, sop_uid, study_uid, ""))
+
     def on_upload_completed(self, ev: UploadCompleted) -> None:
         self.store.add_step(ev.meta.event_id, JourneyStep(
-            "uploaded", ev.meta.producer or "ingest",
+            UPLOADED, ev.meta.producer or "ingest",
             _seconds(ev.completed_at) or _seconds(ev.meta.occurred_at), ev.meta.trailer_id,
             ev.object.sop_instance_uid, ev.object.study_instance_uid,
             f"upload={ev.upload_id}"))

@@ -39,7 +39,8 @@ def _agent(service: Service, settings: MonitorSettings, producer: EventProducer)
         relay = Relay(settings.relay_url, client_ssl_context(
             settings.client_cert_file, settings.client_key_file, settings.ca_file))
         service.add_task("relay", _trailer_runner(
-            settings, producer, settings.relay_group, [topics.HEARTBEAT, topics.PROCEDURE_STEP],
+            settings, producer, settings.relay_group,
+            [topics.HEARTBEAT, topics.PROCEDURE_STEP, topics.OBJECT_RECEIVED],
             relay.handle, "monitor-relay",
             RetryPolicy(initial_backoff_seconds=0.5,
                         max_backoff_seconds=settings.relay_retry_max_seconds)).run)

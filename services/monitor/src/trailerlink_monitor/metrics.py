@@ -76,9 +76,13 @@ VERSION_INFO = Gauge(
 # --- fleet: objects and completeness ---------------------------------------------------
 ACQUISITION_TO_PACS = Histogram(
     "trailerlink_monitor_acquisition_to_pacs_seconds",
-    "From the gateway's receipt of an image to its storage in PACS",
-    buckets=(60, 300, 900, 1800, 3600, 2 * 3600, 4 * 3600, 8 * 3600, 12 * 3600, 86400,
-             2 * 86400),
+    "From the trailer gateway's receipt of an image (its C-STORE: the modality sends as it "
+    "acquires) to its storage in PACS; images whose delivery did not carry the gateway's "
+    "time are not observed",
+    # Sub-minute buckets: with link, an image is in PACS in seconds; hours and days are
+    # the paused, dark or wedged trailer.
+    buckets=(5, 10, 15, 30, 45, 60, 90, 120, 300, 600, 900, 1800, 3600, 2 * 3600,
+             4 * 3600, 8 * 3600, 12 * 3600, 86400, 2 * 86400),
 )
 DELIVERED = Counter(
     "trailerlink_monitor_objects_delivered_total", "Objects stored in PACS (first time)", T)

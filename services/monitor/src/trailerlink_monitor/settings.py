@@ -30,8 +30,8 @@ class MonitorSettings(ServiceSettings):
         "'uplink=http://uplink:9103/metrics'; backlog, link, worklist age and versions come "
         "from there")
     relay_url: str = Field(
-        "", description="Where queued heartbeats and MPPS events go over HTTPS "
-        "(e.g. https://ingest.example/v1/events); '' = do not relay")
+        "", description="Where queued heartbeats, MPPS events and gateway receipts go over "
+        "HTTPS (e.g. https://ingest.example/v1/events); '' = do not relay")
     client_cert_file: Path = Field(
         Path("/etc/trailerlink/client-tls/tls.crt"),
         description="This trailer's client certificate")
