@@ -6,7 +6,7 @@ PY := .venv/bin/python
 PYTEST_ARGS ?=
 ONLY ?=
 
-.PHONY: help setup gen test lint kafka kafka-stop bench demo images proto-snapshot clean
+.PHONY: help setup gen test lint kafka kafka-stop bench demo images cluster cluster-stop proto-snapshot clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -34,6 +34,12 @@ bench: setup ## benchmarks: prints a table, writes bench-results.json (ONLY=<id 
 
 images: setup ## build every service image with podman (localhost/trailerlink/<service>:<version>)
 	@scripts/images.sh
+
+cluster: setup ## a single-machine Kubernetes (real API server, kwok nodes); KUBECONFIG=.run/cluster/kubeconfig
+	@$(PY) -m trailerlink_testing.cluster start --dir .run/cluster
+
+cluster-stop: ## stop the cluster `make cluster` started
+	@$(PY) -m trailerlink_testing.cluster stop --dir .run/cluster
 
 demo: setup ## a trailer day into a real PACS (see README for what exists yet)
 	@$(PY) scripts/demo.py

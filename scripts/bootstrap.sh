@@ -36,3 +36,5 @@ uv sync --all-packages --frozen --quiet 2>/dev/null || uv sync --all-packages --
 .venv/bin/python scripts/gen_proto.py >/dev/null
 .venv/bin/python -m trailerlink_testing.kafka fetch >/dev/null
 scripts/install-tools.sh
+# The single-machine Kubernetes the cluster tests install the charts on (built once).
+scripts/cluster-tools.sh >/dev/null
