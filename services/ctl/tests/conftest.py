@@ -20,7 +20,7 @@ from trailerlink_testing.procs import ServiceProcess, console_script
 TOKEN = "ctl-test-token-6f1c2a"
 FLEET_TOPICS = [topics.CENTRAL_HEARTBEAT, topics.CENTRAL_PROCEDURE_STEP,
                 topics.CENTRAL_UPLOAD_COMPLETED, topics.CENTRAL_OBJECT_DELIVERED,
-                topics.CENTRAL_OBJECT_FAILED]
+                topics.CENTRAL_OBJECT_FAILED, topics.CENTRAL_OBJECT_RECEIVED]
 
 
 @dataclass

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import sys
+import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -328,6 +329,47 @@ def cmd_trace(args: argparse.Namespace) -> int:
     return OK
 
 
+def _in(seconds: float) -> str:
+    return f"overdue {_age(-seconds)}" if seconds <= 0 else f"in {_age(seconds)}"
+
+
+def cmd_completeness(args: argparse.Namespace) -> int:
+    if args.trailer and not _TRAILER.match(args.trailer):
+        raise CtlError(f"trailer name {args.trailer!r} must be a DNS label (a-z, 0-9, '-')",
+                       USAGE)
+    if args.limit < 1:
+        raise CtlError("--limit must be at least 1", USAGE)
+    api = Api(args.monitor_url, args.token_file, what="fleet monitor")
+    params: dict[str, object] = {"limit": args.limit}
+    if args.trailer:
+        params["trailer_id"] = args.trailer
+    doc = api.request("GET", "/v1/completeness", params=params)
+    if args.trailer and not doc["studies"]:
+        known = {t["trailer_id"] for t in api.request("GET", "/v1/trailers")["trailers"]}
+        if args.trailer not in known:
+            raise CtlError(f"unknown trailer {args.trailer!r}: not expected, never reported "
+                           "and no images listed", NOT_FOUND)
+
+    def human() -> str:
+        if not doc["studies"]:
+            return ("every image an MPPS listed as taken is in PACS"
+                    + (f" for {args.trailer}" if args.trailer else ""))
+        current = time.time()
+        trailers = _table(["TRAILER", "MISSING", "PENDING"],
+                          [[t["trailer_id"], t["missing"], t["pending"]]
+                           for t in doc["trailers"]])
+        studies = _table(
+            ["TRAILER", "STUDY INSTANCE UID", "MISSING", "PENDING", "ON TRAILER",
+             "AT DATA CENTRE", "NOT RECEIVED", "TAKEN", "DEADLINE"],
+            [[s["trailer_id"], s["study_instance_uid"], s["missing"], s["pending"],
+              s["on_trailer"], s["at_data_centre"], s["not_received"], _when(s["listed_at"]),
+              _in(s["due_at"] - current)] for s in doc["studies"]])
+        return f"{trailers}\n\n{studies}"
+
+    _emit(args, doc, human)
+    return OK
+
+
 def _ingest(args: argparse.Namespace) -> Api:
     return Api(args.ingest_url, args.token_file, what="ingest")
 
@@ -407,7 +449,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="trailerlinkctl", parents=[common],
-        description="Operate trailerlink: fleet status, traces, dead letters, the uplink, resends, "
+        description="Operate trailerlink: fleet status, traces, completeness, dead letters, the "
+        "uplink, resends, "
         "trailer certificates. "
         "Exit codes: 0 ok, 1 some operations failed, 2 bad arguments, 3 not found, "
         "4 missing or refused credentials, 5 service unreachable or failing, 6 conflict.")
@@ -422,10 +465,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("trace", parents=[common], help="an object's or a study's journey",
                        description="Every hop of an image (or of a study's images) with "
-                       "times, from the fleet monitor's audit.")
+                       "times, from the fleet monitor's audit: taken (MPPS), received (the "
+                       "gateway's own time), on_trailer (not yet sent, with its age), "
+                       "uploaded, in_pacs or failed.")
     p.add_argument("sop_uid", nargs="?", metavar="SOP_UID", help="SOP Instance UID")
     p.add_argument("--study", metavar="STUDY_UID", help="Study Instance UID instead")
     p.set_defaults(func=cmd_trace)
+
+    p = sub.add_parser("completeness", parents=[common],
+                       help="images taken but not in PACS, by trailer and study",
+                       description="Images an MPPS listed as taken that are not in PACS: "
+                       "per trailer, missing (past the deadline) and pending (within it); "
+                       "per study, the same and where they are: on the trailer (the "
+                       "gateway has them, not yet sent), at the data centre (uploaded, not "
+                       "yet in PACS) or not received (no gateway receipt has reached the "
+                       "data centre). From the fleet monitor.")
+    p.add_argument("trailer", nargs="?", metavar="TRAILER", help="one trailer id")
+    p.add_argument("--limit", type=int, default=1000, help="at most this many studies (1000)")
+    p.set_defaults(func=cmd_completeness)
 
     dlq = sub.add_parser("dlq", parents=[common], help="a site's dead letters",
                          description="Dead letters of the site whose monitor --monitor-url "
