@@ -111,6 +111,7 @@ class Panel:
     mappings: Sequence[md.ValueMap] = ()
     columns: Sequence[Column] = ()
     instant: bool = False
+    hidden: Sequence[str] = ()  # label columns a table does not show
     width: int = 6
     height: int = 8
 
@@ -134,9 +135,10 @@ def table(title: str, columns: Sequence[Column], *, description: str, key: str =
 
 
 def info_table(title: str, expr: str, *, description: str, width: int = 12,
-               height: int = 8, legend: str = "") -> Panel:
+               height: int = 8, legend: str = "", hide: Sequence[str] = ()) -> Panel:
+    """A table of one instant query's labels (the value, a 1 or a count, hidden)."""
     return Panel("table", title, [Query(expr, legend)], description, instant=True,
-                 width=width, height=height)
+                 columns=(), width=width, height=height, hidden=tuple(hide))
 
 
 # --- building -------------------------------------------------------------------------
@@ -185,8 +187,9 @@ def _table(p: Panel) -> gtable.Panel:
     if not p.columns:
         for query, ref in zip(p.queries, _refs(), strict=False):
             b = b.with_target(_target(query, ref, instant=True))
+        hidden = {"Time": True, "Value": True, "__name__": True} | {h: True for h in p.hidden}
         return b.with_transformation(md.DataTransformerConfig(
-            id_val="organize", options={"excludeByName": {"Time": True, "Value": True}}))
+            id_val="organize", options={"excludeByName": hidden}))
     key, *columns = p.columns
     renames = {key.expr: key.name}
     order = {key.expr: 0}
@@ -273,6 +276,15 @@ LAST_HEARTBEAT = per_trailer("trailerlink_monitor_trailer_last_heartbeat_timesta
 SILENT_AFTER = 900  # s: as the TrailerlinkTrailerSilent alert
 STUCK_AFTER = 7200  # s: as TrailerlinkBacklogStuckWithLinkUp
 TOO_OLD = 43200  # s: as TrailerlinkBacklogTooOld
+
+
+# Refusals are labelled by trailer, so no series exists before the first one: count a
+# series born within the hour whole, and read 0 ("none") rather than "No data" until then.
+REFUSALS = (
+    "sum by (trailer, reason) (increase(trailerlink_ingest_upload_refusals_total[1h]))"
+    " or sum by (trailer, reason) (trailerlink_ingest_upload_refusals_total unless "
+    "trailerlink_ingest_upload_refusals_total offset 1h)"
+    ' or on () label_replace(vector(0), "reason", "none", "", "")')
 
 
 def fleet() -> Board:
@@ -404,10 +416,7 @@ def fleet() -> Board:
                          "{{trailer_id}} dead letters"),
                    description="As each trailer's newest heartbeat reports them."))
         .row(
-            series("Uploads refused by the ingest (1 h)", Query(
-                "sum by (trailer, reason) (increase(trailerlink_ingest_upload_refusals_total[1h]))"
-                " or sum by (trailer, reason) (trailerlink_ingest_upload_refusals_total unless "
-                "trailerlink_ingest_upload_refusals_total offset 1h)", "{{trailer}} {{reason}}"),
+            series("Uploads refused by the ingest (1 h)", Query(REFUSALS, "{{trailer}} {{reason}}"),
                    width=24, description="Upload creations the ingest refused, by trailer "
                    "and reason (a retired key, invalid metadata, a trailer not allowed)."))
     )
@@ -471,6 +480,7 @@ def trailer() -> Board:
                                                f"cache_age_seconds{t})", "age"), unit="s",
                    description="How old the trailer's copy of the worklist is."),
             info_table("Versions", f"trailerlink_monitor_trailer_version_info{t}",
+                       hide=("job", "instance", "trailer_id"),
                        description="Software versions the trailer reports, by component."))
         .row(
             stat("Client certificate expires in", f"max(trailerlink_monitor_trailer_"
@@ -516,10 +526,8 @@ def ingest() -> Board:
                 "sum by (reason) (increase(trailerlink_ingest_objects_failed_total[1h]))",
                 "{{reason}}"), description="Objects the ingest failed for good (1 h)."))
         .row(
-            series("Upload creations refused by trailer and reason (1 h)", Query(
-                "sum by (trailer, reason) (increase(trailerlink_ingest_upload_refusals_total[1h]))"
-                " or sum by (trailer, reason) (trailerlink_ingest_upload_refusals_total unless "
-                "trailerlink_ingest_upload_refusals_total offset 1h)", "{{trailer}} {{reason}}"),
+            series("Upload creations refused by trailer and reason (1 h)",
+                   Query(REFUSALS, "{{trailer}} {{reason}}"),
                    width=24, description="A retired key, invalid metadata, a trailer not "
                    "allowed: refusals that no retry will change."))
     )

@@ -347,14 +347,19 @@ class CentralStack(_Stack):
     """The data centre: Kafka, Orthanc, dev PKI + sealing key, ingest, fleet monitor."""
 
     def __init__(self, directory: Path, trailer_id: str = TRAILER_ID,
-                 ingest_env: dict[str, str] | None = None, tus_host: str = "127.0.0.1"
-                 ) -> None:
+                 ingest_env: dict[str, str] | None = None, tus_host: str = "127.0.0.1",
+                 fleet_env: dict[str, str] | None = None,
+                 other_trailers: Sequence[str] = ()) -> None:
         """``tus_host``: where the ingest's HTTPS port listens (and what its certificate
         names besides localhost): 127.0.0.1, or the data-centre end of a
-        :class:`~trailerlink_testing.trailerhost.TrailerHost`'s WAN."""
+        :class:`~trailerlink_testing.trailerhost.TrailerHost`'s WAN. ``fleet_env``: more
+        settings of the fleet monitor; ``other_trailers``: trailers its fleet list expects
+        besides this stack's (none of them runs here)."""
         super().__init__(directory)
         self.trailer_id = trailer_id
         self.ingest_env = ingest_env or {}
+        self.fleet_env = fleet_env or {}
+        self.other_trailers = list(other_trailers)
         self.tus_host = tus_host
         self.pki = self.dir / "pki"
         self.broker = KafkaBroker(self.dir / "kafka")
@@ -422,13 +427,15 @@ class CentralStack(_Stack):
             **self.ingest_env,
         }, self.logs, wait=False, **self._runtime_args())
         fleet_file = self.dir / "fleet.yaml"
-        fleet_file.write_text(f"trailers: [{self.trailer_id}]\n")
+        fleet_file.write_text(
+            f"trailers: [{', '.join([self.trailer_id, *self.other_trailers])}]\n")
         self.services["fleet"] = _start_service("fleet", "trailerlink-monitor", {
             "TRAILERLINK_MODE": "fleet",
             "TRAILERLINK_KAFKA_BOOTSTRAP_SERVERS": self.broker.bootstrap,
             "TRAILERLINK_DATA_DIR": str(self.dir / "monitor"),
             "TRAILERLINK_FLEET_FILE": str(fleet_file),
             "TRAILERLINK_EVALUATE_INTERVAL_SECONDS": "1",
+            **self.fleet_env,
         }, self.logs, wait=False, **self._runtime_args())
         _wait_all_ready(self.services.values())
 
