@@ -273,9 +273,22 @@ def _trailer_state(t: dict[str, Any]) -> str:
     if t.get("failed_objects") or t.get("dead_letters"):
         # Before the canary: a failing canary often only echoes these, and they name why.
         return _colour("31", "failures")
+    if t.get("uplink_paused"):
+        # Its link reads "up" and its canary fails: because an operator asked it to wait.
+        return _colour("33", "paused")
     if t.get("canary_ok") is False:
         return _colour("33", "canary failing")
     return _colour("32", "ok")
+
+
+def _uplink_hold(t: dict[str, Any]) -> str:
+    """The operator's hold on a trailer's uplink, as its heartbeat reports it."""
+    if "uplink_paused" not in t:
+        return "-"
+    if t["uplink_paused"]:
+        return "paused"
+    cap = t.get("uplink_operator_cap_bytes_per_second") or 0
+    return f"capped {_bytes(cap)}/s" if cap else "sending"
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -296,12 +309,13 @@ def cmd_status(args: argparse.Namespace) -> int:
             rows.append([t["trailer_id"], _trailer_state(t), _age(t.get("heartbeat_age_seconds")),
                          t.get("backlog_objects", "-"), _bytes(t.get("backlog_bytes")),
                          _age(t.get("oldest_unsent_age_seconds")),
-                         t.get("link_state", "-"),
+                         t.get("link_state", "-"), _uplink_hold(t),
                          f"{_bytes(t.get('link_goodput_bytes_per_second'))}/s", disk,
                          {True: "ok", False: "FAIL"}.get(t.get("canary_ok"), "-"),
                          t.get("failed_objects", "-"), t.get("dead_letters", "-")])
         text = _table(["TRAILER", "STATE", "HEARTBEAT", "BACKLOG", "BYTES", "OLDEST",
-                       "LINK", "GOODPUT", "DISK", "CANARY", "FAILED", "DEAD LETTERS"], rows)
+                       "LINK", "UPLINK", "GOODPUT", "DISK", "CANARY", "FAILED",
+                       "DEAD LETTERS"], rows)
         if args.trailer and trailers[0].get("versions"):
             text += "\nversions: " + ", ".join(
                 f"{k} {v}" for k, v in sorted(trailers[0]["versions"].items()))
