@@ -12,9 +12,10 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from trailerlink_events.kafka import EventProducer
 from trailerlink_ingest.completion import Announcer
 from trailerlink_ingest.devca import issue, make_ca
+from trailerlink_ingest.https_app import build_tus_app
 from trailerlink_ingest.identity import AccessList, AccessListFile, Authenticator, parse_networks
 from trailerlink_ingest.ledger import Ledger
-from trailerlink_ingest.tus import TusConfig, build_tus_app
+from trailerlink_ingest.tus import TusConfig
 from trailerlink_ingest.uploads import UploadStore
 
 

@@ -24,6 +24,7 @@ from trailerlink_ingest import __version__
 from trailerlink_ingest.admin_api import add_admin_routes
 from trailerlink_ingest.commitment import CommitmentFinisher, CommitmentListener
 from trailerlink_ingest.completion import Announcer, Sweeper
+from trailerlink_ingest.https_app import build_tus_app
 from trailerlink_ingest.identity import AccessListFile, Authenticator, parse_networks
 from trailerlink_ingest.keys import KeyStore
 from trailerlink_ingest.keys_admin import KeyStatus, add_key_admin_routes
@@ -37,7 +38,7 @@ from trailerlink_ingest.tlsserver import (
     serve_until,
     server_ssl_context,
 )
-from trailerlink_ingest.tus import TusConfig, build_tus_app
+from trailerlink_ingest.tus import TusConfig
 from trailerlink_ingest.uploads import UploadStore
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,6 @@ import base64
 import binascii
 import functools
 import hashlib
-import json
 import logging
 import os
 import time
@@ -41,8 +40,7 @@ from trailerlink_common.tracing import valid_traceparent
 from trailerlink_ingest import metrics
 from trailerlink_ingest.completion import Announcer
 from trailerlink_ingest.identity import Authenticator, Refused, parse_client_cert_header
-from trailerlink_ingest.keys import KeyRefused, KeyStore, parse_report, parse_resendable
-from trailerlink_ingest.ledger import Ledger, LedgerUnavailable
+from trailerlink_ingest.ledger import LedgerUnavailable
 from trailerlink_ingest.metadata import MetadataError, parse_upload_metadata
 from trailerlink_ingest.uploads import (
     UploadInfo,
@@ -301,76 +299,82 @@ async def _small_body(request: Request, limit: int, idle_seconds: float) -> byte
     return bytes(body)
 
 
-def build_tus_app(
-    *,
-    store: UploadStore,
-    auth: Authenticator,
-    ledger: Ledger,
-    announcer: Announcer,
-    cfg: TusConfig,
-    keys: KeyStore | None = None,
-) -> FastAPI:
-    """The HTTPS application: tus routes under ``cfg.base_path``, ``/v1/receipts`` and,
-    with ``keys``, the sealing keys a trailer fetches (``/v1/keys``)."""
-    app = FastAPI(title="trailerlink ingest (tus)", openapi_url=None, docs_url=None, redoc_url=None)
-    base = "/" + cfg.base_path.strip("/")
-    buckets: dict[str, TokenBucket] = {}
+def _base_headers(extra: dict[str, str] | None = None) -> dict[str, str]:
+    return {"Tus-Resumable": TUS_VERSION, "Cache-Control": "no-store", **(extra or {})}
 
-    def base_headers(extra: dict[str, str] | None = None) -> dict[str, str]:
-        return {"Tus-Resumable": TUS_VERSION, "Cache-Control": "no-store", **(extra or {})}
 
-    def error(exc: TusError) -> Response:
-        metrics.REQUESTS_REFUSED.labels(str(exc.status)).inc()
-        headers = base_headers(exc.headers)
-        if exc.reason is not None:
-            # A refused creation: the reason and whether it can ever succeed, so the
-            # uplink need not guess from the status (docs: services/ingest/README.md).
-            problem: dict[str, object] = {
-                "type": PROBLEM_TYPE_PREFIX + exc.reason,
-                "title": exc.title or "upload refused",
-                "status": exc.status,
-                "detail": exc.message,
-                "reason": exc.reason,
-                "permanent": CREATE_REFUSALS.get(exc.reason, False),
-            }
-            return JSONResponse(
-                problem,
-                status_code=exc.status,
-                headers=headers,
-                media_type="application/problem+json",
-            )
-        if exc.title is not None:
-            problem = {
-                "type": "about:blank",
-                "title": exc.title,
-                "status": exc.status,
-                "detail": exc.message,
-            }
-            return JSONResponse(
-                problem,
-                status_code=exc.status,
-                headers=headers,
-                media_type="application/problem+json",
-            )
-        return Response(
-            exc.message + "\n", status_code=exc.status, headers=headers, media_type="text/plain"
-        )
+def _check_resumable(request: Request) -> None:
+    if request.headers.get("tus-resumable") != TUS_VERSION:
+        raise TusError(412, "Tus-Resumable 1.0.0 is required", {"Tus-Version": TUS_VERSION})
 
-    def credentials(request: Request) -> tuple[bytes | None, str]:
+
+def error_response(exc: TusError) -> Response:
+    """The answer for a refusal: an RFC 9457 problem where the error has a title (a
+    refused creation also names its reason and whether it can ever succeed, so the
+    uplink need not guess from the status), else plain text; counted by status."""
+    metrics.REQUESTS_REFUSED.labels(str(exc.status)).inc()
+    headers = _base_headers(exc.headers)
+    if exc.reason is not None:
+        problem: dict[str, object] = {
+            "type": PROBLEM_TYPE_PREFIX + exc.reason,
+            "title": exc.title or "upload refused",
+            "status": exc.status,
+            "detail": exc.message,
+            "reason": exc.reason,
+            "permanent": CREATE_REFUSALS.get(exc.reason, False),
+        }
+        return JSONResponse(problem, status_code=exc.status, headers=headers,
+                            media_type="application/problem+json")
+    if exc.title is not None:
+        problem = {"type": "about:blank", "title": exc.title, "status": exc.status,
+                   "detail": exc.message}
+        return JSONResponse(problem, status_code=exc.status, headers=headers,
+                            media_type="application/problem+json")
+    return Response(
+        exc.message + "\n", status_code=exc.status, headers=headers, media_type="text/plain"
+    )
+
+
+def tus_handler(fn: Callable[..., Awaitable[Response]]) -> Callable[..., Awaitable[Response]]:
+    """A route whose TusError (or an unreachable ledger) becomes its answer."""
+
+    @functools.wraps(fn)
+    async def wrapped(*args: Any, **kwargs: Any) -> Response:  # (self,) request, ...
+        try:
+            return await fn(*args, **kwargs)
+        except TusError as exc:
+            return error_response(exc)
+        except LedgerUnavailable:
+            return error_response(TusError(503, "ledger not reachable", {"Retry-After": "5"}))
+
+    return wrapped
+
+
+class Callers:
+    """Who is calling: the trailer a request's certificate (in the TLS session or the
+    trusted proxy's header) names, admitted by the access list and rate limited per
+    trailer; and, before an upload completes, whether it is still admitted."""
+
+    def __init__(self, auth: Authenticator, cfg: TusConfig) -> None:
+        self.auth = auth
+        self.cfg = cfg
+        self.buckets: dict[str, TokenBucket] = {}
+
+    def credentials(self, request: Request) -> tuple[bytes | None, str]:
         """The caller's client certificate (DER; None when there is none) and address."""
         peer = request.client.host if request.client else ""
-        if cfg.identity_source == "proxy-header":
+        if self.cfg.identity_source == "proxy-header":
             import ipaddress
 
             try:
                 address = ipaddress.ip_address(peer)
             except ValueError:
                 address = None
-            if address is None or not any(address in net for net in cfg.trusted_proxies):
+            if address is None or not any(address in net for net in self.cfg.trusted_proxies):
                 metrics.AUTH_REFUSALS.labels("untrusted_proxy").inc()
                 log.warning("Client-Cert from an untrusted peer refused", extra={"peer": peer})
                 raise TusError(403, "not a trusted proxy")
-            header = request.headers.get(cfg.client_cert_header)
+            header = request.headers.get(self.cfg.client_cert_header)
             try:
                 der = parse_client_cert_header(header) if header else None
             except Refused as refused:
@@ -380,35 +384,36 @@ def build_tus_app(
             der = tls.get("client_cert_der")
         return der, peer
 
-    def trailer_of(request: Request) -> str:
-        der, peer = credentials(request)
+    def trailer_of(self, request: Request) -> str:
+        der, peer = self.credentials(request)
         if not der:
             try:
-                auth.admit(None, peer)
+                self.auth.admit(None, peer)
             except Refused:
                 pass
             raise TusError(401, "a client certificate is required")
         try:
-            trailer = auth.admit(der, peer)
+            trailer = self.auth.admit(der, peer)
         except Refused as refused:
             raise TusError(403, f"trailer refused: {refused.reason}") from None
-        bucket = buckets.setdefault(
-            trailer, TokenBucket(cfg.requests_per_second, cfg.burst, tokens=cfg.burst)
+        bucket = self.buckets.setdefault(
+            trailer,
+            TokenBucket(self.cfg.requests_per_second, self.cfg.burst, tokens=self.cfg.burst),
         )
         if not bucket.take():
             raise TusError(429, "request rate limit", {"Retry-After": "1"})
         return trailer
 
-    async def still_admitted(request: Request, info: UploadInfo) -> None:
+    async def still_admitted(self, request: Request, info: UploadInfo) -> None:
         """Refuse (403, audited, counted) to complete an upload for a trailer that is no
         longer admitted. The request was admitted when it began; a revocation that
         arrived while its body was on the way must still stop the object reaching PACS.
         The access list is re-read first, not taken from up to ACCESS_RELOAD_SECONDS ago."""
-        der, peer = credentials(request)
+        der, peer = self.credentials(request)
 
         def admit_again() -> str:
-            auth.access.reload()
-            return auth.admit(der, peer)
+            self.auth.access.reload()
+            return self.auth.admit(der, peer)
 
         try:
             again = await asyncio.to_thread(admit_again)
@@ -430,33 +435,41 @@ def build_tus_app(
                 title="trailer no longer admitted",
             ) from None
 
-    def check_resumable(request: Request) -> None:
-        if request.headers.get("tus-resumable") != TUS_VERSION:
-            raise TusError(412, "Tus-Resumable 1.0.0 is required", {"Tus-Version": TUS_VERSION})
 
-    def handler(fn: Callable[..., Awaitable[Response]]) -> Callable[..., Awaitable[Response]]:
-        @functools.wraps(fn)
-        async def wrapped(request: Request, **kwargs: Any) -> Response:
-            try:
-                return await fn(request, **kwargs)
-            except TusError as exc:
-                return error(exc)
-            except LedgerUnavailable:
-                return error(TusError(503, "ledger not reachable", {"Retry-After": "5"}))
+class TusRoutes:
+    """The tus 1.0.0 routes under ``cfg.base_path``: OPTIONS, creation (with upload),
+    HEAD, PATCH and DELETE of a trailer's own uploads."""
 
-        return wrapped
+    def __init__(self, callers: Callers, store: UploadStore, announcer: Announcer,
+                 cfg: TusConfig) -> None:
+        self.callers = callers
+        self.store = store
+        self.announcer = announcer
+        self.cfg = cfg
+        self.base = "/" + cfg.base_path.strip("/")
 
-    async def own_upload(trailer: str, upload_id: str) -> UploadInfo:
+    def mount(self, app: FastAPI) -> None:
+        base = self.base
+        for path in (base + "/", base, base + "/{upload_id}"):
+            app.add_api_route(path, self.options, methods=["OPTIONS"], include_in_schema=False)
+        for path in (base + "/", base):
+            app.add_api_route(path, self.create, methods=["POST"], include_in_schema=False)
+        item = base + "/{upload_id}"
+        app.add_api_route(item, self.head, methods=["HEAD"], include_in_schema=False)
+        app.add_api_route(item, self.patch, methods=["PATCH"], include_in_schema=False)
+        app.add_api_route(item, self.delete, methods=["DELETE"], include_in_schema=False)
+
+    async def own_upload(self, trailer: str, upload_id: str) -> UploadInfo:
         if not valid_upload_id(upload_id):
             raise TusError(404, "no such upload")
-        info = await asyncio.to_thread(store.load, trailer, upload_id)
+        info = await asyncio.to_thread(self.store.load, trailer, upload_id)
         if info is None:
             raise TusError(404, "no such upload")
-        if info.expired(cfg.expiry_seconds):
+        if info.expired(self.cfg.expiry_seconds):
             raise TusError(410, "upload expired")
         return info
 
-    async def receive(request: Request, info: UploadInfo, offset: int) -> UploadInfo:
+    async def receive(self, request: Request, info: UploadInfo, offset: int) -> UploadInfo:
         """Append the request body at ``offset``; durable when this returns."""
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type != OFFSET_CONTENT_TYPE:
@@ -465,8 +478,8 @@ def build_tus_app(
         declared = request.headers.get("content-length")
         declared_length = _int_header(declared, "Content-Length") if declared else None
         try:
-            async with store.locked(info.trailer_id, info.upload_id):
-                current = await asyncio.to_thread(store.load, info.trailer_id, info.upload_id)
+            async with self.store.locked(info.trailer_id, info.upload_id):
+                current = await asyncio.to_thread(self.store.load, info.trailer_id, info.upload_id)
                 if current is None:
                     raise TusError(404, "no such upload")
                 if current.offset != offset:
@@ -477,7 +490,7 @@ def build_tus_app(
                     )
                 if declared_length is not None and offset + declared_length > current.length:
                     raise TusError(413, "body would exceed Upload-Length")
-                return await _append(request, current, checksum)
+                return await self._append(request, current, checksum)
         except UploadLocked:
             log.warning(
                 "upload locked by a request still receiving bytes; refused",
@@ -490,10 +503,10 @@ def build_tus_app(
             raise TusError(404, "no such upload") from None
 
     async def _append(
-        request: Request, info: UploadInfo, checksum: tuple[str, bytes] | None
+        self, request: Request, info: UploadInfo, checksum: tuple[str, bytes] | None
     ) -> UploadInfo:
         hasher = CHECKSUM_ALGORITHMS[checksum[0]]() if checksum else None
-        fd = await asyncio.to_thread(store.open_for_append, info)
+        fd = await asyncio.to_thread(self.store.open_for_append, info)
         received = 0
         buffer = bytearray()
         overflow = False
@@ -502,9 +515,12 @@ def build_tus_app(
         try:
             body = _BodyReader(
                 request,
-                cfg.body_idle_seconds,
+                self.cfg.body_idle_seconds,
                 functools.partial(
-                    asyncio.to_thread, store.takeover_requested, info.trailer_id, info.upload_id
+                    asyncio.to_thread,
+                    self.store.takeover_requested,
+                    info.trailer_id,
+                    info.upload_id,
                 ),
             )
             try:
@@ -541,9 +557,9 @@ def build_tus_app(
                 # The last bytes are here: only an admitted trailer's upload completes
                 # (and so reaches PACS). Refused, nothing is committed: the offset stays
                 # where it was, and the upload expires unless the trailer is reinstated.
-                await still_admitted(request, info)
+                await self.callers.still_admitted(request, info)
             updated = (
-                await asyncio.to_thread(store.commit, info, fd, info.offset + received)
+                await asyncio.to_thread(self.store.commit, info, fd, info.offset + received)
                 if received or interrupted is None
                 else info
             )
@@ -577,23 +593,23 @@ def build_tus_app(
                     "bytes": info.length,
                 },
             )
-            if await announcer.announce(updated):
-                updated = (
-                    await asyncio.to_thread(store.load, info.trailer_id, info.upload_id) or updated
+            if await self.announcer.announce(updated):
+                reloaded = await asyncio.to_thread(
+                    self.store.load, info.trailer_id, info.upload_id
                 )
+                updated = reloaded or updated
         return updated
 
-    # --- routes ---------------------------------------------------------------------
-    async def options(request: Request, upload_id: str | None = None) -> Response:
+    async def options(self, request: Request, upload_id: str | None = None) -> Response:
         headers = {
             "Tus-Version": TUS_VERSION,
             "Tus-Extension": EXTENSIONS,
-            "Tus-Max-Size": str(cfg.max_size),
+            "Tus-Max-Size": str(self.cfg.max_size),
             "Tus-Checksum-Algorithm": ",".join(CHECKSUM_ALGORITHMS),
         }
-        return Response(status_code=204, headers=base_headers(headers))
+        return Response(status_code=204, headers=_base_headers(headers))
 
-    def refused_creation(exc: TusError, trailer: str) -> TusError:
+    def refused_creation(self, exc: TusError, trailer: str) -> TusError:
         """Name, log and count a refused creation (trailer and reason; never the
         object's identity: it is the trailer's to name, and UIDs stay out of this log)."""
         if exc.reason is None:
@@ -611,19 +627,19 @@ def build_tus_app(
         )
         return exc
 
-    @handler
-    async def create(request: Request) -> Response:
+    @tus_handler
+    async def create(self, request: Request) -> Response:
         trailer = ""
         try:
-            trailer = trailer_of(request)
-            return await create_for(request, trailer)
+            trailer = self.callers.trailer_of(request)
+            return await self.create_for(request, trailer)
         except TusError as exc:
             if exc.status >= 400 and "Location" not in exc.headers:
-                raise refused_creation(exc, trailer) from None
+                raise self.refused_creation(exc, trailer) from None
             raise
 
-    async def create_for(request: Request, trailer: str) -> Response:
-        check_resumable(request)
+    async def create_for(self, request: Request, trailer: str) -> Response:
+        _check_resumable(request)
         if "upload-defer-length" in request.headers:
             raise TusError(400, "creation-defer-length is not supported",
                            reason="invalid_metadata")
@@ -632,7 +648,7 @@ def build_tus_app(
         except TusError as exc:
             exc.reason = "invalid_metadata"
             raise
-        if length > cfg.max_size:
+        if length > self.cfg.max_size:
             raise TusError(413, "Upload-Length exceeds Tus-Max-Size", reason="too_large")
         if length == 0:
             raise TusError(400, "a sealed object is never empty", reason="invalid_metadata")
@@ -643,7 +659,7 @@ def build_tus_app(
         if identity.sealed_size != length:
             raise TusError(400, "sealed_size differs from Upload-Length",
                            reason="invalid_metadata")
-        if cfg.key_ids is not None and identity.key_id not in cfg.key_ids:
+        if self.cfg.key_ids is not None and identity.key_id not in self.cfg.key_ids:
             raise TusError(400, "sealed for a key id this data centre does not hold",
                            title="sealing key not held", reason="unknown_key")
         has_body = (
@@ -653,11 +669,11 @@ def build_tus_app(
         try:
             # Count and create under one lock on the shared storage: checked apart, a
             # burst of POSTs (on any replicas) all saw room and all created (70 vs 64).
-            async with store.creation_locked(trailer):
+            async with self.store.creation_locked(trailer):
                 active = await asyncio.to_thread(
-                    store.unfinished_count, trailer, cfg.expiry_seconds
+                    self.store.unfinished_count, trailer, self.cfg.expiry_seconds
                 )
-                if active >= cfg.max_concurrent_uploads:
+                if active >= self.cfg.max_concurrent_uploads:
                     raise TusError(
                         429,
                         "too many unfinished uploads for this trailer",
@@ -665,7 +681,7 @@ def build_tus_app(
                         reason="too_many_uploads",
                     )
                 info = await asyncio.to_thread(
-                    store.create, trailer, length, identity,
+                    self.store.create, trailer, length, identity,
                     valid_traceparent(request.headers.get("traceparent")),
                     parse_received_at(request.headers.get(RECEIVED_AT_HEADER)))
         except UploadLocked:
@@ -673,115 +689,53 @@ def build_tus_app(
                 503, "busy creating this trailer's uploads", {"Retry-After": "1"}
             ) from None
         metrics.UPLOADS_CREATED.labels(trailer).inc()
-        headers = {"Location": f"{base}/{info.upload_id}"}
+        headers = {"Location": f"{self.base}/{info.upload_id}"}
         if has_body:
             try:
-                info = await receive(request, info, 0)
+                info = await self.receive(request, info, 0)
             except TusError as exc:
                 # The upload exists (201 semantics are lost): report the error but keep the
                 # Location so the client can HEAD and resume.
                 exc.headers.setdefault("Location", headers["Location"])
                 raise
             headers["Upload-Offset"] = str(info.offset)
-        headers.update(_expires(info, cfg))
-        return Response(status_code=201, headers=base_headers(headers))
+        headers.update(_expires(info, self.cfg))
+        return Response(status_code=201, headers=_base_headers(headers))
 
-    @handler
-    async def head(request: Request, upload_id: str) -> Response:
-        trailer = trailer_of(request)
-        check_resumable(request)
-        info = await own_upload(trailer, upload_id)
+    @tus_handler
+    async def head(self, request: Request, upload_id: str) -> Response:
+        trailer = self.callers.trailer_of(request)
+        _check_resumable(request)
+        info = await self.own_upload(trailer, upload_id)
         headers = {
             "Upload-Offset": str(info.offset),
             "Upload-Length": str(info.length),
-            **_expires(info, cfg),
+            **_expires(info, self.cfg),
         }
-        return Response(status_code=200, headers=base_headers(headers))
+        return Response(status_code=200, headers=_base_headers(headers))
 
-    @handler
-    async def patch(request: Request, upload_id: str) -> Response:
-        trailer = trailer_of(request)
-        check_resumable(request)
+    @tus_handler
+    async def patch(self, request: Request, upload_id: str) -> Response:
+        trailer = self.callers.trailer_of(request)
+        _check_resumable(request)
         offset = _int_header(request.headers.get("upload-offset"), "Upload-Offset")
-        info = await own_upload(trailer, upload_id)
-        info = await receive(request, info, offset)
-        headers = {"Upload-Offset": str(info.offset), **_expires(info, cfg)}
-        return Response(status_code=204, headers=base_headers(headers))
+        info = await self.own_upload(trailer, upload_id)
+        info = await self.receive(request, info, offset)
+        headers = {"Upload-Offset": str(info.offset), **_expires(info, self.cfg)}
+        return Response(status_code=204, headers=_base_headers(headers))
 
-    @handler
-    async def delete(request: Request, upload_id: str) -> Response:
-        trailer = trailer_of(request)
-        check_resumable(request)
-        info = await own_upload(trailer, upload_id)
+    @tus_handler
+    async def delete(self, request: Request, upload_id: str) -> Response:
+        trailer = self.callers.trailer_of(request)
+        _check_resumable(request)
+        info = await self.own_upload(trailer, upload_id)
         if info.complete:
             raise TusError(409, "a completed upload is processed and removed by the ingest")
         try:
-            async with store.locked(trailer, upload_id):
-                await asyncio.to_thread(store.delete, trailer, upload_id)
+            async with self.store.locked(trailer, upload_id):
+                await asyncio.to_thread(self.store.delete, trailer, upload_id)
         except UploadLocked:
             raise TusError(423, "upload is being written", {"Retry-After": "1"}) from None
         except UploadVanished:
             raise TusError(404, "no such upload") from None
-        return Response(status_code=204, headers=base_headers())
-
-    @handler
-    async def receipts(request: Request) -> Response:
-        trailer = trailer_of(request)
-        after_text = request.query_params.get("after", "0") or "0"
-        limit_text = request.query_params.get("limit", "100")
-        after = _int_header(after_text, "after")
-        limit = _int_header(limit_text, "limit")
-        if not 1 <= limit <= MAX_RECEIPTS_PAGE:
-            raise TusError(400, f"limit must be 1..{MAX_RECEIPTS_PAGE}")
-        rows = await asyncio.to_thread(ledger.receipts, trailer, after, limit)
-        next_cursor = rows[-1].cursor if rows else after
-        return JSONResponse(
-            {
-                "receipts": [r.to_json() for r in rows],
-                "next_cursor": str(next_cursor),
-                "more": len(rows) == limit,
-            }
-        )
-
-    @handler
-    async def key_listing(request: Request) -> Response:
-        trailer_of(request)
-        if keys is None:
-            raise TusError(404, "no sealing keys here")
-        try:
-            listing = await asyncio.to_thread(keys.public_listing)
-        except KeyRefused as exc:
-            raise TusError(exc.status, exc.message) from None
-        return JSONResponse(listing, headers={"Cache-Control": "no-store"})
-
-    @handler
-    async def unsent_report(request: Request) -> Response:
-        """A trailer's count of queued-not-delivered objects per key id (rotation)."""
-        trailer = trailer_of(request)
-        if keys is None:
-            raise TusError(404, "no sealing keys here")
-        try:
-            body = json.loads(
-                await _small_body(request, UNSENT_REPORT_MAX_BYTES, cfg.body_idle_seconds)
-            )
-            sealing, unsent = parse_report(body)
-            resendable = parse_resendable(body)
-        except ValueError as exc:  # also JSONDecodeError
-            raise TusError(400, f"bad report: {exc}") from None
-        except RecursionError:
-            raise TusError(400, "bad report: nested too deeply") from None
-        await asyncio.to_thread(keys.record_report, trailer, sealing, unsent, resendable)
-        return Response(status_code=204)
-
-    app.add_api_route("/v1/keys", key_listing, methods=["GET"], include_in_schema=False)
-    app.add_api_route("/v1/keys/unsent", unsent_report, methods=["PUT"], include_in_schema=False)
-    app.add_api_route(base + "/", options, methods=["OPTIONS"], include_in_schema=False)
-    app.add_api_route(base, options, methods=["OPTIONS"], include_in_schema=False)
-    app.add_api_route(base + "/{upload_id}", options, methods=["OPTIONS"], include_in_schema=False)
-    app.add_api_route(base + "/", create, methods=["POST"], include_in_schema=False)
-    app.add_api_route(base, create, methods=["POST"], include_in_schema=False)
-    app.add_api_route(base + "/{upload_id}", head, methods=["HEAD"], include_in_schema=False)
-    app.add_api_route(base + "/{upload_id}", patch, methods=["PATCH"], include_in_schema=False)
-    app.add_api_route(base + "/{upload_id}", delete, methods=["DELETE"], include_in_schema=False)
-    app.add_api_route("/v1/receipts", receipts, methods=["GET"], include_in_schema=False)
-    return app
+        return Response(status_code=204, headers=_base_headers())
