@@ -151,3 +151,13 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
     """Both sites, started once per module (about a minute: two brokers, Orthanc, six
     services); tests run in file order and leave the system running."""
     yield from _system(tmp_path_factory.mktemp("e2e"), WOMEN)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Where the dashboards were drawn (test_dashboards.py), for a person to look at."""
+    from trailerlink_testing.panels import DRAWN
+
+    if DRAWN:
+        terminalreporter.section("dashboards drawn from Prometheus's answers")
+        for path in DRAWN:
+            terminalreporter.write_line(str(path))

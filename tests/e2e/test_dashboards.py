@@ -7,7 +7,7 @@ pause and cap must show in the per-trailer table.
 
 Grafana cannot run here, so the panels are drawn to PNG from the same query results
 (``trailerlink_testing.panels``) for a person to look at: ``.run/dashboards/<state>/``
-(the paths are printed; ``pytest -s`` shows them).
+(the paths are listed at the end of the pytest run).
 
 The incident, all at once: the trailer's uplink paused and capped by an operator while a
 woman is screened (her images wait on the trailer past the completeness deadline, the
@@ -45,7 +45,7 @@ MONITORING = ROOT / "monitoring"
 OUT = ROOT / ".run" / "dashboards"
 SILENT = "trailer-quiet"  # in the fleet list; its last heartbeat is 20 minutes old
 DEADLINE = 30  # the fleet's completeness deadline (s): an image later than this is missing
-CANARY_DEADLINE = 15
+CANARY_DEADLINE = 20
 TOKEN = "dashboards-test-admin-token"
 WOMEN = 3
 # Both sites and a Prometheus start for this module, and the incident waits out deadlines.
@@ -166,9 +166,14 @@ def test_healthy_every_panel_answers_and_the_top_row_is_green(watched: Watched) 
     wait_until(lambda: fleet.metric("trailerlink_monitor_trailer_canary_ok",
                                     trailer_id=trailer_id) == 1, 120, "a canary passed")
     _every_panel_answers(w)
-    top = _top_row(w)
-    assert len(top) == 4, top
-    assert all(value == 0 and colour == "green" for value, colour in top.values()), top
+
+    def green() -> bool:
+        top = _top_row(w)
+        return len(top) == 4 and all(value == 0 and colour == "green"
+                                     for value, colour in top.values())
+
+    # (A canary run slowed past its deadline by a busy machine reads amber until the next.)
+    wait_until(green, 60, "the top row all green", interval=2)
     for path in _render(w, "healthy"):
         assert path.stat().st_size > 10_000
 

@@ -31,6 +31,8 @@ COLOURS = {
     "blue": "#5794F2", "purple": "#B877D9", "text": "#CCCCDC", "transparent": "#181B1F",
 }
 _PANEL_BG = "#181B1F"
+# Every PNG :func:`render` wrote in this process, for a test session's summary.
+DRAWN: list[Path] = []
 _TEXT = "#CCCCDC"
 
 
@@ -326,6 +328,7 @@ def render(board: Mapping[str, Any], panels: Sequence[PanelData], path: Path,
             _draw_timeseries(ax, data)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=80, facecolor=fig.get_facecolor())
+    DRAWN.append(path)
     return path
 
 
@@ -348,7 +351,8 @@ def _draw_stat(ax: Any, data: PanelData) -> None:
                 fontsize=22 if n == 1 else 14, fontweight="bold", transform=ax.transAxes)
         if n > 1 and s.legend:
             ax.text((x0 + x1) / 2, 0.15, s.legend, ha="center", va="center", color=fg,
-                    fontsize=8, transform=ax.transAxes)
+                    fontsize=8 if n <= 4 else 6, rotation=0 if n <= 4 else 35,
+                    transform=ax.transAxes)
     ax.set_xlim(0, 1)
 
 
