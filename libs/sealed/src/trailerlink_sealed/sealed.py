@@ -536,64 +536,9 @@ def _seal_once(
     frame_codec = codecs.CODECS_BY_NAME[options.pixel_codec]
     tuning = codecs.Tuning()
 
-    # What the records reproduce, recomputed from the records themselves (zstd records
-    # decompressed again, frames as their own round trip verified them): checked
-    # against the source's SHA-256 before the sealed object is committed.
-    reproduced = hashlib.sha256()
-    decompressor = zstandard.ZstdDecompressor()
-
-    def emit(rec: bytes, frame: bytes | bytearray | None = None) -> bytes:
-        kind = rec[0]
-        if kind == RECORD_ZSTD:
-            reproduced.update(decompressor.decompress(rec[5:]))
-        elif kind == RECORD_RAW:
-            reproduced.update(memoryview(rec)[5:])
-        elif kind == RECORD_FRAME:
-            assert frame is not None
-            reproduced.update(frame)
-        return rec
-
-    def body() -> Iterator[bytes]:
-        yield CONTAINER_MAGIC
-        for rec in zstd.records(prefix):
-            yield emit(rec)
-        try:
-            if plan.kind == "frames":
-                assert plan.layout is not None and found is not None
-                assert found.pixel_value_length is not None
-                for _ in range(plan.frames):
-                    raw = stream.read_exact(plan.layout.frame_bytes)
-                    try:
-                        rec = encode_frame(raw, plan.layout, frame_codec, residual_compressor,
-                                           tuning)
-                    except RoundTripError as exc:
-                        raise _Fallback(str(exc), "round_trip") from None
-                    except codecs.CodecError as exc:
-                        raise _Fallback(str(exc), "codec_error") from None
-                    except (ValueError, TypeError, IndexError) as exc:
-                        # A safety net: whatever goes wrong in the pixel path costs
-                        # compression, never the object. (Source integrity errors are
-                        # not among these and still propagate.)
-                        raise _Fallback(f"pixel path failed: {type(exc).__name__}",
-                                        "codec_error") from None
-                    yield emit(rec, raw)
-                    del raw, rec
-                tail = found.pixel_value_length - plan.frames * plan.layout.frame_bytes
-                for rec in zstd.stream_records(stream, tail):
-                    yield emit(rec)
-            elif plan.kind == "encapsulated":
-                assert found is not None
-                for rec in _encapsulated_records(stream, found.little_endian):
-                    yield emit(rec)
-        except UnexpectedEnd as exc:
-            raise _Fallback(f"object ends inside its pixel data: {exc}", "unsupported") from None
-        for rec in zstd.stream_records(stream):
-            yield emit(rec)
-        if reproduced.digest() != stream.file_hash.digest():
-            if forced is None:
-                raise _Fallback("container does not reproduce the source", "round_trip")
-            raise RuntimeError("zstd container does not reproduce the source")
-        yield end_record(stream.position)
+    reproduced = _Reproduced()
+    body = _container_body(stream, prefix, plan, found, zstd, frame_codec,
+                           residual_compressor, tuning, reproduced, forced)
 
     sealed_hash = hashlib.sha256()
     sealed_size = 0
@@ -601,7 +546,7 @@ def _seal_once(
         out.write(header)
         sealed_hash.update(header)
         sealed_size += len(header)
-        for chunk in encrypt_chunks(data_key, nonce_prefix, header, body(),
+        for chunk in encrypt_chunks(data_key, nonce_prefix, header, body,
                                     options.chunk_size):
             out.write(chunk)
             sealed_hash.update(chunk)
@@ -719,3 +664,97 @@ def unseal_to_file(source: BinaryIO | Path | str, dest: Path,
 def unseal_to_bytes(source: BinaryIO | Path | str, keys: OpeningKeyring) -> bytes:
     """The verified original as bytes (small objects, tests and tools)."""
     return b"".join(open_sealed(source, keys))
+
+
+class _Reproduced:
+    """What the records reproduce, recomputed from the records themselves (zstd records
+    decompressed again, frames as their own round trip verified them): checked against
+    the source's SHA-256 before the sealed object is committed."""
+
+    def __init__(self) -> None:
+        self.hash = hashlib.sha256()
+        self._decompressor = zstandard.ZstdDecompressor()
+
+    def emit(self, rec: bytes, frame: bytes | bytearray | None = None) -> bytes:
+        kind = rec[0]
+        if kind == RECORD_ZSTD:
+            self.hash.update(self._decompressor.decompress(rec[5:]))
+        elif kind == RECORD_RAW:
+            self.hash.update(memoryview(rec)[5:])
+        elif kind == RECORD_FRAME:
+            assert frame is not None
+            self.hash.update(frame)
+        return rec
+
+
+def _frame_records(
+    stream: ByteStream,
+    plan: _Plan,
+    found: ScanResult,
+    zstd: ZstdBlocks,
+    frame_codec: codecs.FrameCodec,
+    residual_compressor: zstandard.ZstdCompressor,
+    tuning: codecs.Tuning,
+    reproduced: _Reproduced,
+) -> Iterator[bytes]:
+    """The pixel data frame by frame (each round-trip verified by the codec), then what
+    follows the frames inside the pixel element; any failure of the pixel path becomes
+    a :class:`_Fallback` to zstd."""
+    assert plan.layout is not None and found.pixel_value_length is not None
+    for _ in range(plan.frames):
+        raw = stream.read_exact(plan.layout.frame_bytes)
+        try:
+            rec = encode_frame(raw, plan.layout, frame_codec, residual_compressor, tuning)
+        except RoundTripError as exc:
+            raise _Fallback(str(exc), "round_trip") from None
+        except codecs.CodecError as exc:
+            raise _Fallback(str(exc), "codec_error") from None
+        except (ValueError, TypeError, IndexError) as exc:
+            # A safety net: whatever goes wrong in the pixel path costs compression,
+            # never the object. (Source integrity errors are not among these and still
+            # propagate.)
+            raise _Fallback(f"pixel path failed: {type(exc).__name__}",
+                            "codec_error") from None
+        yield reproduced.emit(rec, raw)
+        del raw, rec
+    tail = found.pixel_value_length - plan.frames * plan.layout.frame_bytes
+    for rec in zstd.stream_records(stream, tail):
+        yield reproduced.emit(rec)
+
+
+def _container_body(
+    stream: ByteStream,
+    prefix: bytes,
+    plan: _Plan,
+    found: ScanResult | None,
+    zstd: ZstdBlocks,
+    frame_codec: codecs.FrameCodec,
+    residual_compressor: zstandard.ZstdCompressor,
+    tuning: codecs.Tuning,
+    reproduced: _Reproduced,
+    forced: _Fallback | None,
+) -> Iterator[bytes]:
+    """The container's plaintext records: the header bytes before the pixel data, the
+    pixel data as ``plan`` says, the rest, and the end record — after checking that the
+    records reproduce the source byte for byte."""
+    yield CONTAINER_MAGIC
+    for rec in zstd.records(prefix):
+        yield reproduced.emit(rec)
+    try:
+        if plan.kind == "frames":
+            assert found is not None
+            yield from _frame_records(stream, plan, found, zstd, frame_codec,
+                                      residual_compressor, tuning, reproduced)
+        elif plan.kind == "encapsulated":
+            assert found is not None
+            for rec in _encapsulated_records(stream, found.little_endian):
+                yield reproduced.emit(rec)
+    except UnexpectedEnd as exc:
+        raise _Fallback(f"object ends inside its pixel data: {exc}", "unsupported") from None
+    for rec in zstd.stream_records(stream):
+        yield reproduced.emit(rec)
+    if reproduced.hash.digest() != stream.file_hash.digest():
+        if forced is None:
+            raise _Fallback("container does not reproduce the source", "round_trip")
+        raise RuntimeError("zstd container does not reproduce the source")
+    yield end_record(stream.position)

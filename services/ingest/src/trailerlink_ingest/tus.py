@@ -1,6 +1,8 @@
 """tus 1.0.0 over HTTPS: core, creation, creation-with-upload, checksum, termination and
-expiration, plus the receipts a trailer reads back. The protocol edge only: state lives
-in :mod:`uploads`, identity in :mod:`identity`, outcomes in :mod:`ledger`.
+expiration (:class:`TusRoutes`), and who is calling (:class:`Callers`). The protocol
+edge only: state lives in :mod:`uploads`, certificates and the access list in
+:mod:`identity`, outcomes in :mod:`ledger`; what a trailer reads back beside its uploads
+in :mod:`trailer_api`, the application wired in :mod:`https_app`.
 
 Status codes (tus 1.0.0): 201 created, 204 PATCH/DELETE/OPTIONS, 200 HEAD; 400 bad
 header or metadata, 401 no client certificate, 403 trailer refused, 404 no such upload
