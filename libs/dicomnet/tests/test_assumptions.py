@@ -82,9 +82,9 @@ def test_dt_2_turns_the_received_pdu_into_its_primitive_for_dimse() -> None:
 
 
 def test_a_received_p_data_gives_the_primitive_pynetdicom_would() -> None:
-    primitive = ReceivedPData([[1, b"\x03abc"], [3, b"\x00de"]]).to_primitive()
+    primitive = ReceivedPData([(1, b"\x03abc"), (3, b"\x00de")]).to_primitive()
     assert isinstance(primitive, P_DATA)
-    assert primitive.presentation_data_value_list == [[1, b"\x03abc"], [3, b"\x00de"]]
+    assert primitive.presentation_data_value_list == [(1, b"\x03abc"), (3, b"\x00de")]
 
 
 def test_the_request_handler_builds_then_starts_the_association() -> None:

@@ -9,7 +9,7 @@ once at start-up by :func:`load_settings` and passed down. Variables are prefixe
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -57,7 +57,7 @@ def env_name(settings_cls: type[BaseSettings], field: str) -> str:
     return f"{prefix}{field}".upper()
 
 
-def load_settings(settings_cls: type[SettingsT], **overrides: object) -> SettingsT:
+def load_settings(settings_cls: type[SettingsT], **overrides: Any) -> SettingsT:
     """Build ``settings_cls`` from the environment (plus explicit ``overrides``).
 
     Raises :class:`ConfigError` naming each offending environment variable and why,

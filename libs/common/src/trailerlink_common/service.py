@@ -23,8 +23,9 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, Response
@@ -40,7 +41,7 @@ log = logging.getLogger(__name__)
 ReadinessCheck = Callable[[], Awaitable[None]]
 """An async callable that returns when the dependency answers and raises when not."""
 
-Task = Callable[[asyncio.Event], Awaitable[None]]
+Task = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 """A long-running coroutine; it must return soon after the event is set."""
 
 READINESS_TIMEOUT_SECONDS = 5.0
@@ -193,7 +194,7 @@ class Service:
                 log.error(
                     "task ended unexpectedly; stopping",
                     extra={
-                        "task": running.get(task, "http"),
+                        "task": task.get_name(),
                         "error": f"{type(exc).__name__}: {exc}" if exc else "returned",
                     },
                 )

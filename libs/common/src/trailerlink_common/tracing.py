@@ -144,8 +144,10 @@ class _PropagatingTracer(trace.Tracer):
             )
         )
 
-    @contextlib.contextmanager  # type: ignore[override]
-    def start_as_current_span(
+    # The API declares its private _AgnosticContextManager (sync and async use); callers
+    # here only use `with`, which a generator context manager serves.
+    @contextlib.contextmanager
+    def start_as_current_span(  # type: ignore[override]
         self,
         name: str,
         context: otel_context.Context | None = None,

@@ -55,7 +55,7 @@ def route_datasets(ae: object, factory: SinkFactory) -> None:
         if _saved is None:
             _saved = (_dimse_messages.NamedTemporaryFile, _config.STORE_RECV_CHUNKED_DATASET)
             _config.STORE_RECV_CHUNKED_DATASET = True
-            _dimse_messages.NamedTemporaryFile = _sink_or_tempfile  # type: ignore[assignment]
+            _dimse_messages.NamedTemporaryFile = _sink_or_tempfile
         _factories[id(ae)] = factory
 
 

@@ -87,7 +87,7 @@ class ReceivedPData(P_DATA_TF):
     """A P-DATA-TF split by :func:`split_pdvs`: the state machine only asks it for its
     primitive."""
 
-    def __init__(self, pdvs: list[list[int | bytes]]) -> None:
+    def __init__(self, pdvs: list[tuple[int, bytes]]) -> None:
         super().__init__()
         self.pdvs = pdvs
 
@@ -100,11 +100,11 @@ class ReceivedPData(P_DATA_TF):
         return primitive
 
 
-def split_pdvs(body: memoryview, accepted: frozenset[int] | None) -> list[list[int | bytes]]:
+def split_pdvs(body: memoryview, accepted: frozenset[int] | None) -> list[tuple[int, bytes]]:
     """The PDVs of a P-DATA-TF's variable field as (context id, control header +
     fragment), copied out of ``body``. Every item must lie inside the PDU; with
     ``accepted``, every context must be one of them."""
-    pdvs: list[list[int | bytes]] = []
+    pdvs: list[tuple[int, bytes]] = []
     offset, end = 0, len(body)
     while offset < end:
         if end - offset < 6:  # item length (4), context id (1), control header (1)
@@ -115,7 +115,7 @@ def split_pdvs(body: memoryview, accepted: frozenset[int] | None) -> list[list[i
         context_id = body[offset + 4]
         if accepted is not None and context_id not in accepted:
             raise MalformedPdu("PDV on a presentation context not accepted")
-        pdvs.append([context_id, bytes(body[offset + 5 : offset + 4 + length])])
+        pdvs.append((context_id, bytes(body[offset + 5 : offset + 4 + length])))
         offset += 4 + length
     return pdvs
 
@@ -268,7 +268,7 @@ class BoundedDUL(DULServiceProvider):
                 return super().receive_pdu(wait=False)  # a last look, then give up
 
     # --- waiting when idle -----------------------------------------------------------
-    @property  # type: ignore[override]
+    @property
     def _run_loop_delay(self) -> float:
         """Read by the reactor as its idle sleep: wait here until the socket is
         readable, a primitive was queued or pynetdicom's millisecond has passed, then

@@ -35,7 +35,7 @@ def enable_reuse(owner: object) -> None:
     with _lock:
         if _original is None:
             _original = _service_class.encode
-            _service_class.encode = _encode  # type: ignore[assignment]
+            _service_class.encode = _encode
         _owners.add(id(owner))
 
 
@@ -44,7 +44,7 @@ def disable_reuse(owner: object) -> None:
     with _lock:
         _owners.discard(id(owner))
         if not _owners and _original is not None:
-            _service_class.encode = _original  # type: ignore[assignment]
+            _service_class.encode = _original
             _original = None
 
 

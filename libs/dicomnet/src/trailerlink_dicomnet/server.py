@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable
 from copy import deepcopy
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from pynetdicom import evt
 from pynetdicom._globals import MODE_ACCEPTOR
@@ -203,7 +203,7 @@ class _BoundedRequestHandler(RequestHandler):
         # sent while earlier ones were unacknowledged waited for the peer's delayed ACK,
         # 40 ms on every worklist query.
         with contextlib.suppress(OSError):
-            self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # type: ignore[union-attr]
+            self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             if not self._handshake(peer):
                 return
@@ -220,7 +220,7 @@ class _BoundedRequestHandler(RequestHandler):
 
     def _handshake(self, peer: str) -> bool:
         server = self.server
-        sock: socket.socket = self.request  # type: ignore[assignment]
+        sock: socket.socket = self.request
         context = server.ssl_context
         if context is None:
             return True
@@ -235,7 +235,7 @@ class _BoundedRequestHandler(RequestHandler):
             )
             sock.close()
             return False
-        subject = _subject(self.request)  # type: ignore[arg-type]
+        subject = _subject(self.request)
         if subject:
             log.debug("DICOM TLS peer", extra={"peer_address": peer, "subject": subject})
         return True
@@ -246,7 +246,7 @@ class _BoundedRequestHandler(RequestHandler):
         is valid first), or the connection ends here, costing one thread and a few
         bytes rather than an association with its three threads."""
         server = self.server
-        sock: socket.socket = self.request  # type: ignore[assignment]
+        sock: socket.socket = self.request
         header = bytearray(6)
         view = memoryview(header)
         started: float | None = None
@@ -255,12 +255,14 @@ class _BoundedRequestHandler(RequestHandler):
         while got < 6:
             remaining = wait_until - time.monotonic()
             if remaining <= 0:
-                return self._end(sock, peer, lim.PDU_DEADLINE)
+                self._end(sock, peer, lim.PDU_DEADLINE)
+                return None
             try:
                 sock.settimeout(remaining)
                 n = sock.recv_into(view[got:], 6 - got)
             except TimeoutError:
-                return self._end(sock, peer, lim.PDU_DEADLINE)
+                self._end(sock, peer, lim.PDU_DEADLINE)
+                return None
             except (OSError, ValueError):
                 n = 0
             if not n:
@@ -273,7 +275,8 @@ class _BoundedRequestHandler(RequestHandler):
             got += n
         problem = first_header_problem(server.limits, bytes(header))
         if problem is not None:
-            return self._end(sock, peer, problem)
+            self._end(sock, peer, problem)
+            return None
         assert started is not None
         return FirstHeader(bytes(header), started)
 
@@ -304,7 +307,7 @@ class _BoundedRequestHandler(RequestHandler):
         )
         assoc._server = server
         assoc.name = f"AcceptorThread@{datetime.now():%Y%m%d%H%M%S}"
-        transport = _SlotSocket(assoc, give_back, client_socket=self.request)  # type: ignore[arg-type]
+        transport = _SlotSocket(assoc, give_back, client_socket=self.request)
         assoc.set_socket(transport)
         assoc.acceptor.maximum_length = server.limits.max_pdu_bytes
         assoc.acceptor.ae_title = server.ae_title
@@ -327,7 +330,10 @@ def _subject(sock: ssl.SSLSocket) -> str:
         cert = sock.getpeercert() or {}
     except (ValueError, ssl.SSLError):
         return ""
-    parts = [f"{k}={v}" for rdn in cert.get("subject", ()) for k, v in rdn]
+    # The stub gives every value of the dict one union type; "subject" is always the
+    # sequence of RDNs, each a sequence of (name, value) pairs.
+    subject = cast("tuple[tuple[tuple[str, str], ...], ...]", cert.get("subject", ()))
+    parts = [f"{k}={v}" for rdn in subject for k, v in rdn]
     return ",".join(parts)
 
 
