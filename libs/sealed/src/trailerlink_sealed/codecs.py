@@ -271,8 +271,8 @@ def _htj2k_dimensions(codestream: bytes) -> tuple[int, int, int]:
     return ysiz - yosiz, xsiz - xosiz, int.from_bytes(codestream[40:42], "big")
 
 
-def check_dimensions(codec: int, codestream: bytes | memoryview, rows: int, columns: int,
-                     samples: int) -> None:
+def check_dimensions(codec: int, codestream: bytes | bytearray | memoryview, rows: int,
+                     columns: int, samples: int) -> None:
     """Refuse a codestream whose header declares another size than its frame record,
     before a decoder allocates what a hostile header asks for."""
     head = bytes(codestream[:4096])
@@ -286,17 +286,20 @@ def check_dimensions(codec: int, codestream: bytes | memoryview, rows: int, colu
         raise CodecError("codestream dimensions differ from the frame record")
 
 
-def decode(codec: int, codestream: bytes | memoryview) -> np.ndarray:
+def decode(codec: int, codestream: bytes | bytearray | memoryview) -> np.ndarray:
     """Decode a codestream to (rows, cols) or (rows, cols, samples), unsigned.
 
     Raises :class:`CodecError` for an unknown codec or a corrupt codestream. Call
     :func:`check_dimensions` first on untrusted input.
     """
+    # The decoders take any buffer; their stubs name only bytes, bytearray and mmap.
     try:
         if codec == FrameCodec.JPEGLS:
-            return np.asarray(imagecodecs.jpegls_decode(codestream))
+            return np.asarray(imagecodecs.jpegls_decode(codestream))  # type: ignore[arg-type]
         if codec == FrameCodec.HTJ2K:
-            return np.asarray(imagecodecs.htj2k_decode(codestream, planar=False))
+            return np.asarray(
+                imagecodecs.htj2k_decode(codestream, planar=False)  # type: ignore[arg-type]
+            )
     except Exception as exc:
         raise CodecError(f"frame codestream does not decode: {type(exc).__name__}") from None
     raise CodecError(f"unknown frame codec {codec}")

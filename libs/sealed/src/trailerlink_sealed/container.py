@@ -25,6 +25,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import zstandard
@@ -117,7 +118,7 @@ class ZstdBlocks:
         self._small = zstandard.ZstdCompressor(level=19, write_checksum=True,
                                                write_content_size=True)
 
-    def records(self, data: bytes) -> Iterator[bytes]:
+    def records(self, data: bytes | bytearray) -> Iterator[bytes]:
         """Zero or more ``Z`` records that append ``data``."""
         view = memoryview(data)
         for start in range(0, len(view), ZSTD_BLOCK_BYTES):
@@ -149,7 +150,7 @@ def raw_records(data: bytes) -> Iterator[bytes]:
 def _canonical_words(values: np.ndarray, layout: FrameLayout) -> np.ndarray:
     """Words whose stored-bit field holds ``values`` (offset binary when signed), with
     every other bit zero except, for signed data, the sign extension above High Bit."""
-    word = np.uint8 if layout.bits_allocated == 8 else np.uint16
+    word: type[np.unsignedinteger[Any]] = np.uint8 if layout.bits_allocated == 8 else np.uint16
     b, shift = layout.bits_stored, layout.shift
     words = values.astype(word, copy=False)
     if layout.signed:
@@ -193,7 +194,7 @@ def _frame_bytes(values: np.ndarray, residual: bytes | None, layout: FrameLayout
     return out
 
 
-def encode_frame(raw: bytes, layout: FrameLayout, codec: FrameCodec,
+def encode_frame(raw: bytes | bytearray, layout: FrameLayout, codec: FrameCodec,
                  residual_compressor: zstandard.ZstdCompressor,
                  tuning: codecs.Tuning | None = None) -> bytes:
     """A verified ``F`` record for one frame of original bytes ``raw``.
@@ -231,13 +232,13 @@ def encode_frame(raw: bytes, layout: FrameLayout, codec: FrameCodec,
     return record(RECORD_FRAME, payload)
 
 
-def decode_frame(payload: bytes | memoryview) -> bytes:
+def decode_frame(payload: bytes | bytearray | memoryview) -> bytes:
     """The original bytes of an ``F`` record's payload. Raises :class:`ContainerError`."""
     return _frame_bytes(*_decode_frame_parts(payload))
 
 
 def _decode_frame_parts(
-    payload: bytes | memoryview,
+    payload: bytes | bytearray | memoryview,
 ) -> tuple[np.ndarray, bytes | None, FrameLayout]:
     if len(payload) < _FRAME_HEAD.size:
         raise ContainerError("frame record too short")
@@ -281,7 +282,7 @@ def _decode_frame_parts(
 
 
 # --- reading -------------------------------------------------------------------------
-def read_container(plaintext: ByteStream) -> Iterator[bytes]:
+def read_container(plaintext: ByteStream) -> Iterator[bytes | bytearray]:
     """Yield the original bytes a container stream encodes, record by record.
 
     Raises :class:`ContainerError` on anything malformed, including a missing END
@@ -306,6 +307,7 @@ def read_container(plaintext: ByteStream) -> Iterator[bytes]:
             if length > MAX_RECORD_OUTPUT:
                 raise ContainerError("record larger than the format allows")
             payload = plaintext.read_exact(length)
+            out: bytes | bytearray
             if kind == RECORD_ZSTD:
                 params = zstandard.get_frame_parameters(payload)
                 if params.content_size > MAX_RECORD_OUTPUT:

@@ -75,6 +75,7 @@ class ByteStream:
         """
         if n <= 0:
             return b""
+        data: bytes | bytearray
         if self._available() >= n:
             data = bytes(self._buffer[self._offset : self._offset + n])
             self._offset += n

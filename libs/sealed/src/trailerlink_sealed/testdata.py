@@ -199,9 +199,9 @@ def frame_pixels(spec: MGSpec, index: int) -> np.ndarray:
 def _dataset(spec: MGSpec) -> Dataset:
     sop_class = spec.sop_class or (BREAST_TOMOSYNTHESIS if spec.frames > 1 else MG_FOR_PRESENTATION)
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class
-    meta.MediaStorageSOPInstanceUID = spec.sop_uid
-    meta.TransferSyntaxUID = spec.transfer_syntax
+    meta.MediaStorageSOPClassUID = UID(sop_class)
+    meta.MediaStorageSOPInstanceUID = UID(spec.sop_uid)
+    meta.TransferSyntaxUID = UID(spec.transfer_syntax)
     meta.ImplementationClassUID = UID("1.2.826.0.1.3680043.10.1459.1")
     meta.ImplementationVersionName = "TLSYNTH_1"
     ds = Dataset()
@@ -333,16 +333,17 @@ def encapsulated_file_bytes(spec: MGSpec, transfer_syntax: str) -> bytes:
     import imagecodecs
     from pydicom.encaps import encapsulate
 
-    frames = []
+    frames: list[bytes] = []
     for index in range(spec.frames):
         pixels = frame_pixels(spec, index)
         if spec.signed:
             pixels = pixels.view(np.uint16) & np.uint16(2**spec.bits_stored - 1)
+        # bytes() of the bytes the encoders return is the same object, not a copy.
         if transfer_syntax == "1.2.840.10008.1.2.4.80":
-            frames.append(imagecodecs.jpegls_encode(pixels, level=0))
+            frames.append(bytes(imagecodecs.jpegls_encode(pixels, level=0)))
         else:
-            frames.append(imagecodecs.jpeg2k_encode(pixels, level=0, codecformat="j2k",
-                                                    bitspersample=spec.bits_stored))
+            frames.append(bytes(imagecodecs.jpeg2k_encode(pixels, level=0, codecformat="j2k",
+                                                          bitspersample=spec.bits_stored)))
     encoded = MGSpec(**{**spec.__dict__, "transfer_syntax": transfer_syntax})
     ds = _dataset(encoded)
     ds.PixelData = encapsulate(frames)

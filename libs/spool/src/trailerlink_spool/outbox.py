@@ -114,7 +114,7 @@ class Outbox:
         name = event_type_name(item.event)
         if name != expected:
             raise ValueError(f"{item.topic} carries {expected}, not {name}")
-        event_id = item.event.meta.event_id  # type: ignore[attr-defined]
+        event_id = item.event.meta.event_id
         if not event_id:
             raise ValueError("event has no meta.event_id")
         headers = [(EVENT_TYPE_HEADER, name.encode()), *_current_trace_headers(), *item.headers]
