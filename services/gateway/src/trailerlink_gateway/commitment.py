@@ -11,7 +11,7 @@ reported failed-for-now (Resource Limitation) so the modality keeps its copies.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -98,8 +98,8 @@ class Verdict:
 
 def judge(
     request: CommitRequest,
-    copies: dict[str, Sequence[SpoolEntry]],
-    outcomes: dict[str, Sequence[Outcome]],
+    copies: Mapping[str, Sequence[SpoolEntry]],
+    outcomes: Mapping[str, Sequence[Outcome]],
     now: float,
 ) -> Verdict:
     """Decide each referenced instance and whether the request can be answered.

@@ -228,7 +228,7 @@ class Intake:
         return False
 
 
-def _priority(dimse_priority: int) -> int:
+def _priority(dimse_priority: int) -> Priority:
     return (Priority.PRIORITY_URGENT if dimse_priority == DIMSE_PRIORITY_HIGH
             else Priority.PRIORITY_ROUTINE)
 

@@ -173,13 +173,15 @@ class DatasetScanner:
             self._at_boundary = False
             yield from self._element(header, self._implicit, self._endian, depth=0)
 
-    def _header(self, header: bytes, implicit: bool, endian: str) -> _Walk:
+    def _header(
+        self, header: bytes, implicit: bool, endian: str
+    ) -> Generator[int, bytes, tuple[int, bytes, int]]:
         """Complete an element header; the walker's return value is (tag, vr, length)."""
         group, element = struct.unpack(endian + "HH", header[:4])
         tag = group << 16 | element
         if group == 0xFFFE or implicit:
             (length,) = struct.unpack(endian + "I", header[4:8])
-            return tag, b"", length  # type: ignore[return-value]
+            return tag, b"", length
         vr = header[4:6]
         if vr not in _KNOWN_VRS:
             raise UnparseableDataset(f"unknown VR at ({group:04X},{element:04X})")
@@ -189,10 +191,10 @@ class DatasetScanner:
             (length,) = struct.unpack(endian + "I", (yield 4))
         else:
             (length,) = struct.unpack(endian + "H", header[6:8])
-        return tag, vr, length  # type: ignore[return-value]
+        return tag, vr, length
 
     def _element(self, header: bytes, implicit: bool, endian: str, depth: int) -> _Walk:
-        tag, vr, length = yield from self._header(header, implicit, endian)  # type: ignore[misc]
+        tag, vr, length = yield from self._header(header, implicit, endian)
         if tag >> 16 == 0xFFFE:
             raise UnparseableDataset("item or delimiter outside a sequence")
         if length != _UNDEFINED:

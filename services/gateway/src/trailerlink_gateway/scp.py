@@ -20,7 +20,13 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from pydicom.dataset import Dataset
 from pynetdicom import AE, build_role, evt
 from pynetdicom.association import Association
-from pynetdicom.sop_class import StorageCommitmentPushModel, Verification
+from pynetdicom.dimse_primitives import N_ACTION
+
+# pynetdicom creates its SOP class names at import time, out of a type checker's sight.
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    StorageCommitmentPushModel,
+    Verification,
+)
 from trailerlink_dicomnet import (
     BoundedAssociationServer,
     route_datasets,
@@ -244,6 +250,7 @@ class DicomGateway:
     def _on_requested(self, event: evt.Event) -> None:
         assoc = event.assoc
         primitive = assoc.requestor.primitive
+        assert primitive is not None  # EVT_REQUESTED follows the A-ASSOCIATE-RQ it holds
         calling = str(primitive.calling_ae_title).strip()
         called = str(primitive.called_ae_title).strip()
         reject = self.policy.check(calling, called, str(assoc.requestor.address))
@@ -321,6 +328,7 @@ class DicomGateway:
 
     def _on_n_action(self, event: evt.Event) -> tuple[int, Dataset | None]:
         request = event.request
+        assert isinstance(request, N_ACTION)  # bound to EVT_N_ACTION only
         if str(request.RequestedSOPClassUID) != StorageCommitmentPushModel:
             return NO_SUCH_SOP_INSTANCE, None
         if str(request.RequestedSOPInstanceUID) != STORAGE_COMMITMENT_INSTANCE:

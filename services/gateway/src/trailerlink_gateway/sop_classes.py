@@ -26,43 +26,39 @@ from pydicom.uid import (
 )
 from pynetdicom import sop_class as sc
 
-# Keyword (used as the metric label) -> SOP Class UID.
-STORAGE_SOP_CLASSES: dict[str, str] = {
+# Keywords of the storage SOP classes accepted (each the metric label of its class).
+_STORAGE_KEYWORDS: tuple[str, ...] = (
     # Mammography and tomosynthesis
-    "DigitalMammographyXRayImageStorageForPresentation":
-        sc.DigitalMammographyXRayImageStorageForPresentation,
-    "DigitalMammographyXRayImageStorageForProcessing":
-        sc.DigitalMammographyXRayImageStorageForProcessing,
-    "BreastTomosynthesisImageStorage": sc.BreastTomosynthesisImageStorage,
-    "BreastProjectionXRayImageStorageForPresentation":
-        sc.BreastProjectionXRayImageStorageForPresentation,
-    "BreastProjectionXRayImageStorageForProcessing":
-        sc.BreastProjectionXRayImageStorageForProcessing,
+    "DigitalMammographyXRayImageStorageForPresentation",
+    "DigitalMammographyXRayImageStorageForProcessing",
+    "BreastTomosynthesisImageStorage",
+    "BreastProjectionXRayImageStorageForPresentation",
+    "BreastProjectionXRayImageStorageForProcessing",
     # Other projection X-ray a breast unit may send (specimen radiographs, QA)
-    "DigitalXRayImageStorageForPresentation": sc.DigitalXRayImageStorageForPresentation,
-    "DigitalXRayImageStorageForProcessing": sc.DigitalXRayImageStorageForProcessing,
-    "ComputedRadiographyImageStorage": sc.ComputedRadiographyImageStorage,
+    "DigitalXRayImageStorageForPresentation",
+    "DigitalXRayImageStorageForProcessing",
+    "ComputedRadiographyImageStorage",
     # Structured reports, key objects, presentation states
-    "MammographyCADSRStorage": sc.MammographyCADSRStorage,
-    "BasicTextSRStorage": sc.BasicTextSRStorage,
-    "EnhancedSRStorage": sc.EnhancedSRStorage,
-    "ComprehensiveSRStorage": sc.ComprehensiveSRStorage,
-    "Comprehensive3DSRStorage": sc.Comprehensive3DSRStorage,
-    "XRayRadiationDoseSRStorage": sc.XRayRadiationDoseSRStorage,
-    "KeyObjectSelectionDocumentStorage": sc.KeyObjectSelectionDocumentStorage,
-    "GrayscaleSoftcopyPresentationStateStorage": sc.GrayscaleSoftcopyPresentationStateStorage,
+    "MammographyCADSRStorage",
+    "BasicTextSRStorage",
+    "EnhancedSRStorage",
+    "ComprehensiveSRStorage",
+    "Comprehensive3DSRStorage",
+    "XRayRadiationDoseSRStorage",
+    "KeyObjectSelectionDocumentStorage",
+    "GrayscaleSoftcopyPresentationStateStorage",
     # Secondary capture and documents
-    "SecondaryCaptureImageStorage": sc.SecondaryCaptureImageStorage,
-    "MultiFrameSingleBitSecondaryCaptureImageStorage":
-        sc.MultiFrameSingleBitSecondaryCaptureImageStorage,
-    "MultiFrameGrayscaleByteSecondaryCaptureImageStorage":
-        sc.MultiFrameGrayscaleByteSecondaryCaptureImageStorage,
-    "MultiFrameGrayscaleWordSecondaryCaptureImageStorage":
-        sc.MultiFrameGrayscaleWordSecondaryCaptureImageStorage,
-    "MultiFrameTrueColorSecondaryCaptureImageStorage":
-        sc.MultiFrameTrueColorSecondaryCaptureImageStorage,
-    "EncapsulatedPDFStorage": sc.EncapsulatedPDFStorage,
-}
+    "SecondaryCaptureImageStorage",
+    "MultiFrameSingleBitSecondaryCaptureImageStorage",
+    "MultiFrameGrayscaleByteSecondaryCaptureImageStorage",
+    "MultiFrameGrayscaleWordSecondaryCaptureImageStorage",
+    "MultiFrameTrueColorSecondaryCaptureImageStorage",
+    "EncapsulatedPDFStorage",
+)
+
+# Keyword -> SOP Class UID. pynetdicom creates its SOP class names at import time,
+# so they are looked up by keyword rather than imported (a type checker sees none).
+STORAGE_SOP_CLASSES: dict[str, str] = {kw: getattr(sc, kw) for kw in _STORAGE_KEYWORDS}
 
 KEYWORD_BY_UID: dict[str, str] = {uid: kw for kw, uid in STORAGE_SOP_CLASSES.items()}
 
