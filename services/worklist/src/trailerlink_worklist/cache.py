@@ -364,9 +364,10 @@ class Cache:
         rows = self._query(
             "SELECT id, topic, key, payload FROM outbox ORDER BY id LIMIT ?", (limit,)
         )
+        # Columns come back as object: id is an INTEGER, payload a BLOB.
         return [OutboxItem(int(i), str(t), str(k),  # type: ignore[call-overload]
                            self.cipher.open(OUTBOX_PAYLOAD, (str(i), str(t), str(k)),
-                                            bytes(p)))  # type: ignore[arg-type]
+                                            bytes(p)))  # type: ignore[call-overload]
                 for i, t, k, p in rows]
 
     # --- sealed columns of the MPPS and corrections tables -----------------------------

@@ -77,10 +77,13 @@ def _fragments(data: bytes, last_header: int, max_pdu: int) -> list[bytes]:
 def pdata_for(primitive: C_FIND, context_id: int, max_pdu: int) -> list[P_DATA]:
     """The P-DATA primitives of a C-FIND-RSP."""
     identifier = primitive.Identifier.getvalue() if primitive.Identifier is not None else b""
+    message_id, status = primitive.MessageIDBeingRespondedTo, primitive.Status
+    # pynetdicom sets both on every C-FIND-RSP it builds.
+    assert message_id is not None and status is not None
     command = command_set(
         str(primitive.AffectedSOPClassUID),
-        int(primitive.MessageIDBeingRespondedTo),
-        int(primitive.Status),
+        int(message_id),
+        int(status),
         bool(identifier),
     )
     pdvs = _fragments(command, 0x03, max_pdu)

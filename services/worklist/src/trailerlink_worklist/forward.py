@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from hl7.mllp import open_hl7_connection
 from pydicom.dataset import Dataset
 from pynetdicom import AE
-from pynetdicom.sop_class import ModalityPerformedProcedureStep
+from pynetdicom.sop_class import ModalityPerformedProcedureStep  # type: ignore[attr-defined]  # made at import
 from trailerlink_events import messages as m
 from trailerlink_events.kafka import Delivery, DependencyUnavailable, PermanentError
 

@@ -33,6 +33,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypedDict
 
 import hl7
 
@@ -429,7 +430,19 @@ def _name(components: list[str]) -> str:
     return "^".join((family, given, middle, prefix, suffix)).rstrip("^")
 
 
-def _patient(message: hl7.Message) -> dict[str, str]:
+class _Patient(TypedDict):
+    """The patient and visit fields of a :class:`ScheduledStep` an order carries."""
+
+    patient_id: str
+    issuer_of_patient_id: str
+    patient_name: str
+    patient_birth_date: str
+    patient_sex: str
+    referring_physician_name: str
+    admission_id: str
+
+
+def _patient(message: hl7.Message) -> _Patient:
     if not _has(message, "PID"):
         raise Hl7Refused("AE", REQUIRED_FIELD_MISSING, "PID segment missing")
     patient_id, issuer = _patient_identifier(message)

@@ -15,7 +15,10 @@ from typing import Any
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 from pynetdicom import AE, _config, evt
-from pynetdicom.sop_class import (
+from pynetdicom.dimse_primitives import N_CREATE, N_GET, N_SET
+
+# pynetdicom creates its SOP class names at import time, out of a type checker's sight.
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     ModalityPerformedProcedureStep,
     ModalityWorklistInformationFind,
     Verification,
@@ -174,7 +177,9 @@ class WorklistScp:
         return statuses.SUCCESS, reply
 
     def on_n_create(self, event: evt.Event) -> tuple[int | Dataset, Dataset | None]:
-        given = event.request.AffectedSOPInstanceUID
+        request = event.request
+        assert isinstance(request, N_CREATE)  # bound to EVT_N_CREATE only
+        given = request.AffectedSOPInstanceUID
         uid = str(given) if given is not None else str(generate_uid(prefix=_UID_PREFIX))
 
         def work() -> Dataset:
@@ -187,7 +192,9 @@ class WorklistScp:
         return self._mpps("N-CREATE", uid, work)
 
     def on_n_set(self, event: evt.Event) -> tuple[int | Dataset, Dataset | None]:
-        uid = str(event.request.RequestedSOPInstanceUID)
+        request = event.request
+        assert isinstance(request, N_SET)  # bound to EVT_N_SET only
+        uid = str(request.RequestedSOPInstanceUID)
 
         def work() -> Dataset:
             mods = event.modification_list
@@ -202,10 +209,12 @@ class WorklistScp:
         return self._mpps("N-SET", uid, work)
 
     def on_n_get(self, event: evt.Event) -> tuple[int | Dataset, Dataset | None]:
-        uid = str(event.request.RequestedSOPInstanceUID)
+        request = event.request
+        assert isinstance(request, N_GET)  # bound to EVT_N_GET only
+        uid = str(request.RequestedSOPInstanceUID)
 
         def work() -> Dataset:
-            listed = event.request.AttributeIdentifierList
+            listed = request.AttributeIdentifierList
             # pynetdicom gives a single tag as a bare tag, several as a list.
             tags = [int(t) for t in (listed if isinstance(listed, list) else
                                      [] if listed is None else [listed])]

@@ -15,7 +15,7 @@ from collections import Counter
 
 from pydicom.dataset import Dataset
 from pynetdicom import AE
-from pynetdicom.sop_class import ModalityWorklistInformationFind
+from pynetdicom.sop_class import ModalityWorklistInformationFind  # type: ignore[attr-defined]  # made at import
 
 from trailerlink_worklist import charsets, metrics, statuses
 from trailerlink_worklist.model import ScheduledStep, Source, from_dataset
