@@ -137,7 +137,7 @@ class LinkMonitor:
 
     async def wait_after_failure(self, delay: float, stop: asyncio.Event) -> None:
         """Wait ``delay`` seconds, or less if the link comes back up, or until stop."""
-        waiters = [asyncio.ensure_future(stop.wait())]
+        waiters: list[asyncio.Future[object]] = [asyncio.ensure_future(stop.wait())]
         if self.state == DOWN:
             waiters.append(asyncio.ensure_future(self._up_again()))
         try:

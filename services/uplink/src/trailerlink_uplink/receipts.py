@@ -27,7 +27,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import httpx
 from trailerlink_common.tracing import attached
@@ -77,9 +77,10 @@ def _identity(row: QueuedObject) -> ObjectIdentity:
         transfer_syntax_uid=row.transfer_syntax_uid)
 
 
-def _reason_code(value: object) -> int:
+def _reason_code(value: object) -> FailureReason:
     if isinstance(value, int):
-        return value
+        # protoc's stubs type an enum's values as its class; at run time they are ints.
+        return cast("FailureReason", value)
     name = str(value or "").upper()
     if not name.startswith("FAILURE_REASON_"):
         name = "FAILURE_REASON_" + name

@@ -437,6 +437,7 @@ class Sender:
     async def _upload_from(self, obj: QueuedObject, fresh_url: str | None,
                            ahead: list[_Ahead] | None, discovering: asyncio.Future[None]
                            ) -> None:
+        url: str | None
         if fresh_url is not None:
             url, offset = fresh_url, 0  # created ahead a moment ago: nothing to HEAD
         else:

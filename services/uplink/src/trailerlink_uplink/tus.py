@@ -192,8 +192,11 @@ class FreshAfterFailureTransport(httpx.AsyncBaseTransport):
         except BaseException:
             await self._release(transport)
             raise
+        stream = response.stream
+        # An async transport answers with an async stream (httpx's client asserts the same).
+        assert isinstance(stream, httpx.AsyncByteStream)
         return httpx.Response(status_code=response.status_code, headers=response.headers,
-                              stream=_TrackedStream(response.stream, self, transport),
+                              stream=_TrackedStream(stream, self, transport),
                               extensions=response.extensions)
 
     async def aclose(self) -> None:
@@ -207,7 +210,7 @@ class _TrackedStream(httpx.AsyncByteStream):
     """A response body that tells its transport when it is done (and whether reading it
     failed: a dead link often shows while the answer is awaited)."""
 
-    def __init__(self, inner: httpx.AsyncByteStream | object,
+    def __init__(self, inner: httpx.AsyncByteStream,
                  owner: FreshAfterFailureTransport,
                  transport: httpx.AsyncBaseTransport) -> None:
         self._inner = inner
@@ -217,7 +220,7 @@ class _TrackedStream(httpx.AsyncByteStream):
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         try:
-            async for chunk in self._inner:  # type: ignore[attr-defined]
+            async for chunk in self._inner:
                 yield chunk
         except httpx.TransportError:
             self._owner._renew(self._transport)
@@ -225,7 +228,7 @@ class _TrackedStream(httpx.AsyncByteStream):
 
     async def aclose(self) -> None:
         try:
-            await self._inner.aclose()  # type: ignore[attr-defined]
+            await self._inner.aclose()
         finally:
             if not self._released:
                 self._released = True
