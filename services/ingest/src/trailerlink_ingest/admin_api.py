@@ -48,7 +48,7 @@ def add_admin_routes(app: FastAPI, access_file: Path, ca_cert_file: Path | None,
     guard = Depends(admin_guard(token_file))
 
     @router.get("")
-    def listing(actor: str = guard) -> dict[str, object]:
+    def listing(actor: str = guard) -> dict[str, list[str]]:
         return _load(access_file)
 
     @router.post("/{name}/enrol")

@@ -106,7 +106,7 @@ def _is_transient(status: int) -> bool:
             or status == RESOURCE_LIMITATION)
 
 
-def _fallback_syntaxes(original: str) -> list[UID]:
+def _fallback_syntaxes(original: str) -> list[str | UID]:
     if original in _UNCOMPRESSED or original == "1.2.840.10008.1.2.2" \
             or original in _LOSSLESS_COMPRESSED:
         return [ts for ts in _UNCOMPRESSED if ts != original]

@@ -304,7 +304,7 @@ class PeerCertH11Protocol(H11Protocol):
             transport.close()
             return
         tls.set_protocol(self)
-        self._serve(tls)  # type: ignore[arg-type]
+        self._serve(tls)
         if buffer.data:
             self.data_received(bytes(buffer.data))
         if buffer.eof:
