@@ -27,12 +27,13 @@ from trailerlink_monitor.fleet import JourneyStep, not_yet_sent, now
 from trailerlink_monitor.fleet_handler import FleetMonitor
 
 # Trailer topic -> (central topic, message): what a trailer may relay through the monitor.
-RELAYED = {
+Relayed = Heartbeat | ProcedureStepUpdated | ObjectReceived
+# Trailer topic -> (central topic, event type).
+RELAYED: dict[str, tuple[str, type[Relayed]]] = {
     topics.HEARTBEAT: (topics.CENTRAL_HEARTBEAT, Heartbeat),
     topics.PROCEDURE_STEP: (topics.CENTRAL_PROCEDURE_STEP, ProcedureStepUpdated),
     topics.OBJECT_RECEIVED: (topics.CENTRAL_OBJECT_RECEIVED, ObjectReceived),
 }
-Relayed = Heartbeat | ProcedureStepUpdated | ObjectReceived
 TOPIC_HEADER = "X-Trailerlink-Topic"
 tracer = trace.get_tracer("trailerlink.monitor")
 

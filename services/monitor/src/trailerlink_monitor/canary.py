@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 from trailerlink_events.kafka import Delivery
 from trailerlink_events.messages import ObjectDelivered, ObjectFailed
 
@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 # change both or neither.
 CANARY_PATIENT_ID_PREFIX = "TLCANARY-"
 CANARY_PATIENT_NAME = "ZZTEST^CANARY"
-MG_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.2"
+MG_FOR_PRESENTATION = UID("1.2.840.10008.5.1.4.1.1.1.2")
 _SIDE = 64  # a 64 x 64 16-bit image: 8 KiB of pixels, cheap on a slow link
 
 

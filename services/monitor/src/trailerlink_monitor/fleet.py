@@ -239,8 +239,12 @@ class FleetStore(SqlStore):
         """Studies with images listed as taken and not in PACS, earliest deadline first."""
         trailer = trailer_id or ""
         args = (now, RECEIVED, UPLOADED, IN_PACS, trailer, trailer, limit)
-        return [StudyCompleteness(t, study, *(int(n) for n in counts), listed, due)
-                for t, study, *counts, listed, due in self._read(_STUDIES_INCOMPLETE, args)]
+        return [
+            StudyCompleteness(t, study, int(missing), int(pending), int(on_trailer),
+                              int(at_data_centre), int(not_received), listed, due)
+            for (t, study, missing, pending, on_trailer, at_data_centre, not_received,
+                 listed, due) in self._read(_STUDIES_INCOMPLETE, args)
+        ]
 
     def missing(self, now: float, trailer_id: str | None = None, limit: int = 1000
                 ) -> list[MissingImage]:
