@@ -448,7 +448,8 @@ class ConsumerRunner:
             while not stop.is_set():
                 batches = await consumer.getmany(timeout_ms=500, max_records=self.max_batch_records)
                 if len(batches) == 1:  # no task per batch for the common single partition
-                    handled = [await self._handle_partition(*next(iter(batches.items())), stop)]
+                    [(tp, records)] = batches.items()
+                    handled = [await self._handle_partition(tp, records, stop)]
                 elif batches:
                     handled = await asyncio.gather(
                         *(self._handle_partition(tp, recs, stop) for tp, recs in batches.items())
