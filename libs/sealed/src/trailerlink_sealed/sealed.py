@@ -591,7 +591,9 @@ def _read_pieces(f: BinaryIO) -> Iterator[bytes]:
         yield piece
 
 
-def open_sealed(source: BinaryIO | Path | str, keys: OpeningKeyring) -> Iterator[bytes]:
+def open_sealed(
+    source: BinaryIO | Path | str, keys: OpeningKeyring
+) -> Iterator[bytes | bytearray]:
     """Yield the original object's bytes from a sealed object, verified.
 
     Every chunk is authenticated before its bytes are used, and at the end the size and
@@ -600,7 +602,8 @@ def open_sealed(source: BinaryIO | Path | str, keys: OpeningKeyring) -> Iterator
     (no private key with the header's key id), :class:`KeyUnwrapError` (the key does
     not unwrap the data key) or ``IntegrityError`` (tampered, truncated, reordered, or
     not reproducing the original). Bytes already yielded must be discarded unless the
-    iteration completes: write them to a temporary file (:func:`unseal_to_file`).
+    iteration completes: write them to a temporary file (:func:`unseal_to_file`). A
+    piece is a ``bytearray`` where the container stored bytes raw (no second copy).
     """
     if isinstance(source, Path | str):
         with open(source, "rb") as f:
