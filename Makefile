@@ -6,7 +6,7 @@ PY := .venv/bin/python
 PYTEST_ARGS ?=
 ONLY ?=
 
-.PHONY: help setup gen test lint kafka kafka-stop bench demo images cluster cluster-stop proto-snapshot clean
+.PHONY: help setup gen test lint typecheck kafka kafka-stop bench demo images cluster cluster-stop proto-snapshot clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -22,6 +22,9 @@ test: setup ## run the whole test suite against real peers (installs what it nee
 
 lint: setup ## ruff
 	.venv/bin/ruff check .
+
+typecheck: setup ## mypy over libs and services
+	.venv/bin/mypy
 
 kafka: setup ## start a dev broker on 127.0.0.1:9092 with the registry's topics
 	@$(PY) -m trailerlink_testing.kafka start --dir .run/kafka --port 9092 --controller-port 9093
