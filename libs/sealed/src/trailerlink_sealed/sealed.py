@@ -28,6 +28,7 @@ import zstandard
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hpke
 from trailerlink_common.durable import AtomicFile
+from trailerlink_common.identifiers import is_uid
 from trailerlink_crypto.chunked import (
     DEFAULT_CHUNK_SIZE,
     KEY_BYTES,
@@ -528,7 +529,7 @@ def _seal_once(
         dataset_offset=dataset_offset if expected_dataset_sha256 else None,
         dataset_sha256=expected_dataset_sha256, key_id=recipient.key_id,
         wrapped_key=wrapped, chunk_size=options.chunk_size, nonce_prefix=nonce_prefix,
-        sop_instance_uid=sop_uid if _is_uid(sop_uid) else "", producer=options.producer,
+        sop_instance_uid=sop_uid if is_uid(sop_uid) else "", producer=options.producer,
     )
     zstd = ZstdBlocks(options.zstd_level)
     residual_compressor = zstandard.ZstdCompressor(level=3, write_checksum=True,
@@ -569,10 +570,6 @@ def _seal_once(
         fallback=plan.fallback, fallback_kind=plan.fallback_kind, sop_instance_uid=sop_uid,
         seconds=time.perf_counter() - started,
     )
-
-
-def _is_uid(value: str) -> bool:
-    return 0 < len(value) <= 64 and all(c.isdigit() or c == "." for c in value)
 
 
 # --- opening ------------------------------------------------------------------------------

@@ -15,21 +15,19 @@ relative to the spool root (``ObjectReceived.spool_path``).
 
 from __future__ import annotations
 
-import re
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+
+from trailerlink_common.identifiers import is_uid
 
 OBJECTS_DIR = "objects"
 INDEX_FILE = "index.sqlite"
 SPOOL_SUFFIX = ".tlspool"
 
-_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
-
-
 def is_valid_uid(value: str) -> bool:
     """True for a syntactically valid DICOM UID (digits and dots, at most 64 chars)."""
-    return 0 < len(value) <= 64 and bool(_UID.match(value))
+    return is_uid(value)
 
 
 def new_receipt_id() -> str:

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from trailerlink_common.identifiers import is_sha256_hex
 from trailerlink_crypto.atrest import SpoolKeyring, decrypt_file
 from trailerlink_crypto.atrest import UnknownKeyError as SpoolKeyUnknown
 from trailerlink_sealed import (
@@ -31,7 +31,6 @@ from trailerlink_codec.keys import SealingKeys
 log = logging.getLogger(__name__)
 
 SEALED_SUFFIX = ".tlsealed"
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _HASH_PIECE = 1024 * 1024
 
 
@@ -127,7 +126,7 @@ class Sealer:
         :class:`SourceCorrupt`, :class:`SpoolKeyMissing`, and ``OSError`` for disk
         trouble (worth retrying).
         """
-        if not _SHA256.match(job.file_sha256):
+        if not is_sha256_hex(job.file_sha256):
             raise BadJob("file SHA-256 is not 64 lowercase hex digits")
         source, sealed_rel, dest = self.paths(job.spool_path)
         started = time.perf_counter()

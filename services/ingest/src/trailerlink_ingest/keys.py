@@ -22,7 +22,6 @@ import fcntl
 import json
 import logging
 import os
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -31,12 +30,12 @@ from pathlib import Path
 from typing import Any
 
 from trailerlink_common.durable import fsync_dir, write_durably
+from trailerlink_common.identifiers import is_key_id
 from trailerlink_sealed import OpeningKey, OpeningKeyring, UnknownKeyError
 
 log = logging.getLogger(__name__)
 audit = logging.getLogger("trailerlink_ingest.audit")
 
-KEY_ID = re.compile(r"^dc-[0-9a-f]{16}$")
 STATE_FILE = "keys-state.json"
 LOCK_FILE = ".keys.lock"
 REPORTS_DIR = "key-reports"
@@ -227,7 +226,7 @@ class KeyStore(OpeningKeyring):
                blockers: Callable[[str], list[str]]) -> dict[str, Any]:
         """Delete a superseded key's private key if ``blockers(key_id)`` (why it is still
         needed) is empty; checked under the lock, so two retirements cannot race."""
-        if not KEY_ID.match(key_id):
+        if not is_key_id(key_id):
             raise KeyRefused(400, "key id must be dc- and 16 lower-case hex digits")
         self._check_retirable(key_id)  # before the lock: a refusal leaves no trace
         with self._exclusive():
@@ -275,7 +274,7 @@ def parse_report(body: object) -> tuple[str, dict[str, int]]:
     if not isinstance(body, dict):
         raise ValueError("report must be a JSON object")
     sealing = body.get("sealing_key_id", "")
-    if not isinstance(sealing, str) or (sealing and not KEY_ID.match(sealing)):
+    if not isinstance(sealing, str) or (sealing and not is_key_id(sealing)):
         raise ValueError("sealing_key_id is not a key id")
     return sealing, _counts(body.get("unsent_by_key_id"), "unsent_by_key_id")
 
@@ -292,7 +291,7 @@ def _counts(value: object, name: str) -> dict[str, int]:
         raise ValueError(f"{name} must be an object of key id to count")
     out: dict[str, int] = {}
     for key_id, count in value.items():
-        if not (isinstance(key_id, str) and KEY_ID.match(key_id)):
+        if not is_key_id(key_id):
             raise ValueError(f"{name} has a key that is not a key id")
         if not isinstance(count, int) or isinstance(count, bool) or not 0 <= count < 2**40:
             raise ValueError(f"{name} counts must be non-negative integers")

@@ -25,9 +25,8 @@ import binascii
 import re
 from dataclasses import asdict, dataclass
 
-_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_KEY_ID = re.compile(r"^dc-[0-9a-f]{16}$")
+from trailerlink_common.identifiers import is_key_id, is_sha256_hex, is_uid
+
 _KEY = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 MAX_HEADER_CHARS = 4096
 
@@ -72,7 +71,7 @@ class UploadMetadata:
 
 
 def _uid(name: str, value: str) -> str:
-    if not (0 < len(value) <= 64 and _UID.match(value)):
+    if not is_uid(value):
         raise MetadataError(f"{name} is not a DICOM UID")
     return value
 
@@ -111,11 +110,11 @@ def parse_upload_metadata(header: str | None) -> UploadMetadata:
     for key in ("series_instance_uid", "sop_class_uid", "transfer_syntax_uid"):
         if values.get(key):
             _uid(key, values[key])
-    if not _SHA256.match(values["dataset_sha256"]):
+    if not is_sha256_hex(values["dataset_sha256"]):
         raise MetadataError("dataset_sha256 is not 64 lower-case hex digits")
-    if values.get("file_sha256") and not _SHA256.match(values["file_sha256"]):
+    if values.get("file_sha256") and not is_sha256_hex(values["file_sha256"]):
         raise MetadataError("file_sha256 is not 64 lower-case hex digits")
-    if not _KEY_ID.match(values["key_id"]):
+    if not is_key_id(values["key_id"]):
         raise MetadataError("key_id is not a data-centre key id")
     size_text = values["sealed_size"]
     if not (size_text.isascii() and size_text.isdigit() and len(size_text) <= 18):

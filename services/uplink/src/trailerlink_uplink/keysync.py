@@ -34,6 +34,7 @@ from typing import Any
 
 import httpx
 from trailerlink_common.durable import fsync_dir, write_durably
+from trailerlink_common.identifiers import is_key_id
 from trailerlink_crypto.keys import RecipientKey
 
 from trailerlink_uplink.link import LinkError, classify, http_error
@@ -42,7 +43,6 @@ from trailerlink_uplink.queue import SendQueue
 log = logging.getLogger(__name__)
 
 CURRENT_MARKER = "current"
-_KEY_ID = re.compile(r"^dc-[0-9a-f]{16}$")
 _SYNCED_FILE = re.compile(r"^dc-[0-9a-f]{16}\.pem$")
 
 
@@ -61,7 +61,7 @@ def parse_listing(body: Any) -> tuple[str, dict[str, bytes]]:
         if not isinstance(entry, dict):
             raise BadKeyListing("key entry is not an object")
         key_id, pem = entry.get("key_id"), entry.get("public_key_pem")
-        if not (isinstance(key_id, str) and _KEY_ID.match(key_id) and isinstance(pem, str)):
+        if not (is_key_id(key_id) and isinstance(pem, str)):
             raise BadKeyListing("key entry lacks a key id or a PEM")
         try:
             key = RecipientKey.from_pem(pem.encode("ascii"))
