@@ -1,6 +1,7 @@
 """Agent mode through the real broker: heartbeats queue on the trailer while the data
-centre is unreachable and all arrive, in order, once it answers; a trailer that never
-reports is seen as silent."""
+centre is unreachable and all arrive, in order, once it answers — even behind events
+stamped with another trailer's id, which are dead-lettered on the trailer, not retried;
+a trailer that never reports is seen as silent."""
 
 from __future__ import annotations
 
@@ -8,16 +9,22 @@ import uuid
 from pathlib import Path
 
 import httpx
+from trailerlink_events import topics
+from trailerlink_events.messages import ObjectIdentity, ObjectReceived, new_meta
 from trailerlink_monitor.agent import certificate_not_after
 from trailerlink_testing.ports import free_port
-from trailerlink_testing.scrape import sample
+from trailerlink_testing.scrape import publish_events, sample
 from trailerlink_testing.waiting import wait_until
 
 from .conftest import make_certificate
 
+# Enough misconfigured events that retrying each (5 tries, backoff to 0.5 s) would hold
+# the heartbeats behind them past the test's deadline.
+FOREIGN_RECEIPTS = 120
+
 
 def test_heartbeats_queued_offline_arrive_after_reconnection(
-    start_monitor, tmp_path: Path
+    start_monitor, topics_created: str, tmp_path: Path
 ) -> None:
     trailer = f"trailer-{uuid.uuid4().hex[:6]}"
     silent = f"trailer-{uuid.uuid4().hex[:6]}"
@@ -27,6 +34,15 @@ def test_heartbeats_queued_offline_arrive_after_reconnection(
     spool = tmp_path / "spool"
     spool.mkdir()
     cert, _ = make_certificate(tmp_path, trailer, days=20)
+    # A gateway on this trailer's broker misconfigured with another trailer's id.
+    foreign = f"trailer-{uuid.uuid4().hex[:6]}"
+    publish_events(topics_created, [
+        (topics.OBJECT_RECEIVED, f"1.2.826.0.1.3680043.10.1.{n}",
+         ObjectReceived(meta=new_meta("gateway", foreign), object=ObjectIdentity(
+             study_instance_uid="1.2.826.0.1.3680043.10.1",
+             sop_instance_uid=f"1.2.826.0.1.3680043.10.1.{n}",
+             sop_class_uid="1.2.840.10008.5.1.4.1.1.1.2")))
+        for n in range(FOREIGN_RECEIPTS)])
 
     # The data centre is down: nothing listens on the fleet port yet.
     _, agent = start_monitor(
@@ -49,6 +65,13 @@ def test_heartbeats_queued_offline_arrive_after_reconnection(
     wait_until(lambda: (sample(fleet, "trailerlink_monitor_heartbeats_total",
                                trailer_id=trailer) or 0) >= queued,
                60, "every queued heartbeat delivered")
+    # The other trailer's receipts went to the trailer's dead-letter topic, none to the
+    # data centre.
+    wait_until(lambda: (sample(agent, "trailerlink_kafka_dead_letters_total",
+                               topic=topics.OBJECT_RECEIVED) or 0) >= FOREIGN_RECEIPTS,
+               30, "the other trailer's receipts dead-lettered")
+    assert sample(agent, "trailerlink_monitor_relay_events_total",
+                  topic=topics.OBJECT_RECEIVED) in (None, 0.0)
     # Sequence 1..n arrived without a gap: none was lost while offline.
     assert sample(fleet, "trailerlink_monitor_heartbeats_missed_total", trailer_id=trailer) \
         in (None, 0.0)

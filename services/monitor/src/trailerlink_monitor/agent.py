@@ -24,7 +24,12 @@ from pathlib import Path
 from opentelemetry import propagate
 from prometheus_client.parser import text_string_to_metric_families
 from trailerlink_events import topics
-from trailerlink_events.kafka import Delivery, DependencyUnavailable, EventProducer
+from trailerlink_events.kafka import (
+    Delivery,
+    DependencyUnavailable,
+    EventProducer,
+    PermanentError,
+)
 from trailerlink_events.messages import Heartbeat, LinkState, ObjectReceived, new_meta
 
 from trailerlink_monitor import __version__, metrics
@@ -214,11 +219,18 @@ class Relay:
     """Kafka handler that POSTs each trailer event to the data centre. A failed POST
     raises :class:`DependencyUnavailable`: the record is retried, never dropped, and its
     offset is committed only after the data centre has it — so events queue while the
-    link is down and arrive, in order, when it returns."""
+    link is down and arrive, in order, when it returns.
 
-    def __init__(self, url: str, ssl_context: ssl.SSLContext | None,
+    Only this trailer's own events go: one stamped with another trailer's id (a service
+    configured with the wrong ``TRAILERLINK_TRAILER_ID``) would be refused by the data
+    centre, so it is dead-lettered on the trailer at once, as is any event the data
+    centre refuses (4xx other than 408/429) — retrying a refusal cannot succeed and
+    would hold back every heartbeat queued behind it."""
+
+    def __init__(self, url: str, ssl_context: ssl.SSLContext | None, trailer_id: str,
                  timeout: float = 10.0) -> None:
         self.url = url
+        self.trailer_id = trailer_id
         self.ssl_context = ssl_context
         self.timeout = timeout
 
@@ -235,6 +247,10 @@ class Relay:
         carrier: dict[str, str] = {}
         propagate.inject(carrier)  # the record's trace continues over HTTP (traceparent)
         event = delivery.event
+        if event.meta.trailer_id != self.trailer_id:
+            raise PermanentError(f"event from trailer {event.meta.trailer_id!r}, not this "
+                                 f"trailer ({self.trailer_id!r}): check its service's "
+                                 "TRAILERLINK_TRAILER_ID")
         if isinstance(event, ObjectReceived):
             event = receipt_for_audit(event)
         try:
@@ -243,7 +259,8 @@ class Relay:
         except urllib.error.HTTPError as exc:
             metrics.RELAY_FAILURES.inc()
             if 400 <= exc.code < 500 and exc.code not in (408, 429):
-                raise RuntimeError(f"data centre refused the event: HTTP {exc.code}") from None
+                raise PermanentError(f"data centre refused the event: HTTP {exc.code}") \
+                    from None
             raise DependencyUnavailable(f"data centre answered HTTP {exc.code}") from None
         except (OSError, urllib.error.URLError) as exc:
             metrics.RELAY_FAILURES.inc()

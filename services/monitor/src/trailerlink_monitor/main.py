@@ -37,7 +37,8 @@ def _agent(service: Service, settings: MonitorSettings, producer: EventProducer)
     service.add_task("heartbeat", agent.run)
     if settings.relay_url:
         relay = Relay(settings.relay_url, client_ssl_context(
-            settings.client_cert_file, settings.client_key_file, settings.ca_file))
+            settings.client_cert_file, settings.client_key_file, settings.ca_file),
+            settings.trailer_id)
         service.add_task("relay", _trailer_runner(
             settings, producer, settings.relay_group,
             [topics.HEARTBEAT, topics.PROCEDURE_STEP, topics.OBJECT_RECEIVED],
