@@ -192,9 +192,15 @@ def test_completeness_per_study_says_where_the_images_not_in_pacs_are(
     def studies(**params: str) -> dict:
         return httpx.get(f"{base}/v1/completeness", params=params).json()
 
-    doc = wait_until(lambda: (d := studies(trailer_id=trailer))["studies"]
-                     and d["studies"][0]["on_trailer"] + d["studies"][0]["at_data_centre"] == 2
-                     and d, 30, "the study's images placed")
+    # Each topic is its own partition, read concurrently: wait until all five have landed
+    # (the delivery may come after the receipts).
+    def placed(d: dict) -> tuple[int, ...]:
+        row = d["studies"][0] if d["studies"] else {}
+        return tuple(row.get(k, -1) for k in
+                     ("on_trailer", "at_data_centre", "not_received", "pending"))
+
+    doc = wait_until(lambda: placed(d := studies(trailer_id=trailer)) == (1, 1, 1, 3) and d,
+                     30, "the study's images placed")
     assert doc["trailers"] == [{"trailer_id": trailer, "missing": 0, "pending": 3}]
     (entry,) = doc["studies"]
     assert entry["trailer_id"] == trailer and entry["study_instance_uid"] == study
