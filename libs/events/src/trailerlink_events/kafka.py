@@ -39,6 +39,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from prometheus_client import Counter, Gauge, Histogram
 from trailerlink_common.logs import redact_text
+from trailerlink_common.stopping import sleep_or_stop
 from trailerlink_common.tracing import spans_recorded
 
 from trailerlink_events.messages import EVENT_TYPES, event_type_name
@@ -321,10 +322,7 @@ class EventProducer:
                     "kafka not reachable; retrying",
                     extra={"error": type(exc).__name__, "retry_in_s": delay},
                 )
-                try:
-                    await asyncio.wait_for(stop.wait(), delay)
-                except TimeoutError:
-                    pass
+                await sleep_or_stop(stop, delay)
         return False
 
     async def stop(self) -> None:
@@ -492,10 +490,7 @@ class ConsumerRunner:
                     extra={"error": type(exc).__name__, "retry_in_s": delay},
                 )
                 await consumer.stop()
-                try:
-                    await asyncio.wait_for(stop.wait(), delay)
-                except TimeoutError:
-                    pass
+                await sleep_or_stop(stop, delay)
 
     async def _commit(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
         if not offsets:
@@ -673,11 +668,8 @@ class ConsumerRunner:
                             "retry_in_s": round(delay, 2),
                         },
                     )
-            try:
-                await asyncio.wait_for(stop.wait(), delay)
+            if await sleep_or_stop(stop, delay):
                 return False  # stopping: abandon, uncommitted, to be redelivered
-            except TimeoutError:
-                pass
 
     async def _dead_letter(
         self, record: ConsumerRecord, headers: Mapping[str, bytes], reason: str, attempts: int
