@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from trailerlink_common.stopping import sleep_or_stop
 from trailerlink_spool.index import SpoolIndex
 from trailerlink_spool.layout import SpoolLayout
 
@@ -103,7 +104,4 @@ class Janitor:
                 await asyncio.to_thread(self.sweep)
             except Exception as exc:
                 log.warning("janitor sweep failed", extra={"error": type(exc).__name__})
-            try:
-                await asyncio.wait_for(stop.wait(), interval)
-            except TimeoutError:
-                pass
+            await sleep_or_stop(stop, interval)

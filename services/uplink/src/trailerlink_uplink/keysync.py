@@ -35,6 +35,7 @@ from typing import Any
 import httpx
 from trailerlink_common.durable import fsync_dir, write_durably
 from trailerlink_common.identifiers import is_key_id
+from trailerlink_common.stopping import sleep_or_stop
 from trailerlink_crypto.keys import RecipientKey
 
 from trailerlink_uplink.link import LinkError, classify, http_error
@@ -158,5 +159,4 @@ class KeySync:
                           extra={"error": str(exc)[:200]})
             except OSError as exc:
                 log.error("sealing keys not written", extra={"error": type(exc).__name__})
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.poll_seconds)
+            await sleep_or_stop(stop, self.poll_seconds)

@@ -19,6 +19,7 @@ import ssl
 from collections.abc import Awaitable, Callable
 
 import httpx
+from trailerlink_common.stopping import sleep_or_stop
 
 from trailerlink_uplink import metrics
 
@@ -161,11 +162,8 @@ class LinkMonitor:
                     w.cancel()
                 continue
             jittered = self.probe_interval * random.uniform(0.8, 1.2)
-            try:
-                await asyncio.wait_for(stop.wait(), jittered)
+            if await sleep_or_stop(stop, jittered):
                 return
-            except TimeoutError:
-                pass
             try:
                 await self._probe()
             except Exception as exc:

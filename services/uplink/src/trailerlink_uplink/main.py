@@ -15,6 +15,7 @@ from pathlib import Path
 
 from trailerlink_common.config import ConfigError, load_settings
 from trailerlink_common.service import Service, disk_writable_check
+from trailerlink_common.stopping import sleep_or_stop
 from trailerlink_events.kafka import ConsumerRunner, EventProducer
 from trailerlink_events.topics import OBJECT_SEALED, TRAILER_DEAD_LETTER
 
@@ -62,10 +63,7 @@ async def _refresh_metrics(queue: SendQueue, sender: Sender, bucket: TokenBucket
         if bucket.control is not None:
             metrics.PAUSED.set(1 if bucket.control.paused_now() else 0)
             metrics.OPERATOR_CAP.set(bucket.control.cap_now() or 0)
-        try:
-            await asyncio.wait_for(stop.wait(), 2.0)
-        except TimeoutError:
-            pass
+        await sleep_or_stop(stop, 2.0)
 
 
 def main() -> None:

@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 import httpx
+from trailerlink_common.stopping import sleep_or_stop
 from trailerlink_common.tracing import attached
 from trailerlink_events.messages import (
     FailureReason,
@@ -112,10 +113,7 @@ class ReceiptPoller:
                 log.warning("receipts poll failed; will retry",
                             extra={"error": type(exc).__name__})
             self._update_lag()
-            try:
-                await asyncio.wait_for(stop.wait(), self.poll_seconds)
-            except TimeoutError:
-                pass
+            await sleep_or_stop(stop, self.poll_seconds)
 
     def _update_lag(self) -> None:
         oldest = self.queue.oldest_awaiting_receipt()

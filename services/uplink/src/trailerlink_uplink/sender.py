@@ -41,6 +41,7 @@ from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
+from trailerlink_common.stopping import sleep_or_stop
 from trailerlink_common.tracing import attached, stored_context
 from trailerlink_events.messages import FailureReason, ObjectFailed, new_meta, timestamp
 from trailerlink_events.topics import OBJECT_FAILED
@@ -393,9 +394,7 @@ class Sender:
                 except Exception as exc:  # broker not there yet: the object waits for it
                     log.warning("object-failed not published yet; will retry",
                                 extra={"object_id": obj.id, "error": type(exc).__name__})
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), backoff.next_delay())
-                    if stop.is_set():
+                    if await sleep_or_stop(stop, backoff.next_delay()):
                         return  # still queued: found again at the next start
         await asyncio.to_thread(self.queue.mark_failed, obj.id, f"uplink: {why}")
         if isinstance(problem, UploadRefused):
