@@ -23,6 +23,7 @@ from pathlib import Path
 
 from opentelemetry import propagate
 from prometheus_client.parser import text_string_to_metric_families
+from trailerlink_common.stopping import sleep_or_stop
 from trailerlink_events import topics
 from trailerlink_events.kafka import (
     Delivery,
@@ -199,10 +200,7 @@ class HeartbeatAgent:
             except Exception as exc:
                 # The local broker is down: the next beat tries again, the gap shows.
                 log.warning("heartbeat not queued", extra={"error": type(exc).__name__})
-            try:
-                await asyncio.wait_for(stop.wait(), self.interval)
-            except TimeoutError:
-                pass
+            await sleep_or_stop(stop, self.interval)
 
 
 def client_ssl_context(cert: Path, key: Path, ca: Path) -> ssl.SSLContext | None:

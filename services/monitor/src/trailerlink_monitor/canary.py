@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
+from trailerlink_common.stopping import sleep_or_stop
 from trailerlink_events.kafka import Delivery
 from trailerlink_events.messages import ObjectDelivered, ObjectFailed
 
@@ -198,7 +199,4 @@ class Canary:
             if not once.done():
                 once.cancel()
                 return
-            try:
-                await asyncio.wait_for(stop.wait(), self.interval)
-            except TimeoutError:
-                pass
+            await sleep_or_stop(stop, self.interval)

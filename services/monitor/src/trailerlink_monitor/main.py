@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from trailerlink_common.config import load_settings
 from trailerlink_common.service import Service
 from trailerlink_common.sqlstore import DatabaseUnavailable
+from trailerlink_common.stopping import sleep_or_stop
 from trailerlink_events import topics
 from trailerlink_events.kafka import ConsumerRunner, EventProducer, Handler, RetryPolicy
 
@@ -110,10 +111,7 @@ def _fleet(service: Service, settings: MonitorSettings, producer: EventProducer)
                     purged_at = time.time()
             except DatabaseUnavailable as exc:  # /readyz says so; try again next round
                 log.warning("fleet state not evaluated", extra={"error": str(exc)})
-            try:
-                await asyncio.wait_for(stop.wait(), settings.evaluate_interval_seconds)
-            except TimeoutError:
-                pass
+            await sleep_or_stop(stop, settings.evaluate_interval_seconds)
 
     async def close() -> None:
         store.close()
