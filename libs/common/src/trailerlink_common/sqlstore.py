@@ -14,13 +14,14 @@ thread.
 from __future__ import annotations
 
 import contextlib
-import sqlite3
 import threading
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from trailerlink_common.sqlite import open_durable_sqlite
 
 
 class DatabaseUnavailable(Exception):
@@ -57,13 +58,10 @@ class SqlStore:
                 raise self.unavailable(
                     f"PostgreSQL not reachable: {type(exc).__name__}") from None
         assert self.sqlite_path is not None
-        self.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
-        # Each connection stays with the thread that opened it; close() may run elsewhere.
-        conn = sqlite3.connect(self.sqlite_path, timeout=30, isolation_level=None,
-                               check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(f"PRAGMA synchronous={self.sqlite_synchronous}")
-        return conn
+        # Each connection stays with the thread that opened it; close() may run elsewhere
+        # (the opener's check_same_thread=False).
+        return open_durable_sqlite(self.sqlite_path, synchronous=self.sqlite_synchronous,
+                                   busy_timeout_seconds=30)
 
     def _conn(self) -> Any:
         conn = getattr(self._local, "conn", None)

@@ -13,21 +13,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from trailerlink_common.sqlite import open_durable_sqlite
+
 
 class Database:
     """A SQLite file opened for durable use by several threads of one process."""
 
     def __init__(self, path: Path, schema: str = "") -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
-        self._conn = sqlite3.connect(
-            self.path, check_same_thread=False, isolation_level=None, timeout=30
-        )
+        self._conn = open_durable_sqlite(self.path, synchronous="FULL", busy_timeout_seconds=30,
+                                         extra_pragmas=("foreign_keys=ON",))
         self._conn.row_factory = sqlite3.Row
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=FULL")
-        self._conn.execute("PRAGMA foreign_keys=ON")
         if schema:
             # executescript manages its own transaction; the statements are idempotent.
             with self._lock:
