@@ -11,13 +11,13 @@ An entry's id is ``<partition>:<offset>`` of the dead-letter topic.
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from trailerlink_common.sqlite import open_durable_sqlite
 
 from trailerlink_events.kafka import (
     DLQ_ATTEMPTS,
@@ -116,12 +116,10 @@ class AuditStore:
     """Replays and discards, durable when a method returns."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
+        # 5 s: sqlite3's own default, which this store has always had.
+        self._db = open_durable_sqlite(path, synchronous="FULL", busy_timeout_seconds=5)
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS dlq_actions (topic TEXT NOT NULL, entry_id TEXT NOT NULL,"
             " action TEXT NOT NULL, actor TEXT NOT NULL, reason TEXT NOT NULL, at REAL NOT NULL)")

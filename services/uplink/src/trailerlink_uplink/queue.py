@@ -27,6 +27,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from trailerlink_common.sqlite import open_durable_sqlite
+
 STATE_QUEUED = "queued"
 STATE_UPLOADED = "uploaded"
 STATE_DELIVERED = "delivered"
@@ -167,13 +169,9 @@ class SendQueue:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._conn = open_durable_sqlite(self.path, synchronous="FULL", busy_timeout_seconds=10)
         self._conn.row_factory = sqlite3.Row
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=FULL")
-        self._conn.execute("PRAGMA busy_timeout=10000")
         self._conn.executescript(_SCHEMA)
         columns = {r[1] for r in self._conn.execute("PRAGMA table_info(objects)")}
         if "traceparent" not in columns:  # a queue made before rows kept their trace

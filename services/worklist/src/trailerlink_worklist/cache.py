@@ -30,6 +30,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from trailerlink_common.sqlite import open_durable_sqlite
+
 from trailerlink_worklist.atrest import CacheKeyError, FieldCipher
 from trailerlink_worklist.matching import Record, compile_record
 from trailerlink_worklist.model import ScheduledStep, Source, StepStatus, to_dataset
@@ -126,14 +128,11 @@ class Cache:
         if not self.path.exists():
             # Demographics inside: readable by this service's user only.
             os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
-        self._conn = sqlite3.connect(
-            self.path, check_same_thread=False, isolation_level=None, timeout=30
-        )
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=FULL")
-        # Deleted rows (purged days, replaced values) are zeroed, not left in free pages.
-        self._conn.execute("PRAGMA secure_delete=ON")
-        self._conn.execute("PRAGMA temp_store=MEMORY")
+        # Deleted rows (purged days, replaced values) are zeroed, not left in free pages;
+        # temporary tables and indices stay in memory, never in a file.
+        self._conn = open_durable_sqlite(
+            self.path, synchronous="FULL", busy_timeout_seconds=30,
+            extra_pragmas=("secure_delete=ON", "temp_store=MEMORY"))
         self._conn.executescript(_SCHEMA)
         self._lock = threading.RLock()
         self._generation = 0
