@@ -27,6 +27,7 @@ from typing import Any
 from pydicom import Dataset
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import StorageCommitmentPushModel  # type: ignore[attr-defined]
+from trailerlink_common.stopping import sleep_or_stop
 from trailerlink_events.messages import FailureReason, UploadCompleted
 
 from trailerlink_ingest.ledger import Commitment, Ledger
@@ -176,7 +177,4 @@ class CommitmentFinisher:
                 await self.finish_once()
             except Exception:
                 log.exception("storage commitment pass failed; next pass retries")
-            try:
-                await asyncio.wait_for(stop.wait(), FINISH_INTERVAL_SECONDS)
-            except TimeoutError:
-                pass
+            await sleep_or_stop(stop, FINISH_INTERVAL_SECONDS)

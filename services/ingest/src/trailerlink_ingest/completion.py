@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 
 from aiokafka.errors import KafkaError
+from trailerlink_common.stopping import sleep_or_stop
 from trailerlink_common.tracing import attached
 from trailerlink_events import topics
 from trailerlink_events.kafka import EventProducer
@@ -190,7 +191,4 @@ class Sweeper:
                 await self.sweep_once()
             except Exception:
                 log.exception("sweep failed; next pass will retry")
-            try:
-                await asyncio.wait_for(stop.wait(), self.interval_seconds)
-            except TimeoutError:
-                pass
+            await sleep_or_stop(stop, self.interval_seconds)
