@@ -15,6 +15,7 @@ import sys
 
 from trailerlink_common.config import ConfigError, load_settings
 from trailerlink_common.service import Service, disk_writable_check
+from trailerlink_common.stopping import sleep_or_stop
 from trailerlink_crypto.atrest import SpoolKey
 from trailerlink_events.kafka import ConsumerRunner, EventProducer, RetryPolicy
 from trailerlink_events.topics import OBJECT_DELIVERED, OBJECT_FAILED, TRAILER_DEAD_LETTER
@@ -102,10 +103,7 @@ def build(settings: GatewaySettings) -> Service:
                 await asyncio.to_thread(intake.refresh_gauges)
             except Exception as exc:
                 log.warning("spool gauges not refreshed", extra={"error": type(exc).__name__})
-            try:
-                await asyncio.wait_for(stop.wait(), GAUGE_REFRESH_SECONDS)
-            except TimeoutError:
-                pass
+            await sleep_or_stop(stop, GAUGE_REFRESH_SECONDS)
 
     service.add_task("dicom", gateway.run)
     service.add_task("outbox", publisher.run)
