@@ -4,11 +4,11 @@ shared service skeleton (tasks, readiness checks, staff routes)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import socket
 
 from trailerlink_common.service import Service
+from trailerlink_common.stopping import sleep_or_stop
 from trailerlink_events import topics
 from trailerlink_events.kafka import ConsumerRunner, EventProducer
 
@@ -124,8 +124,7 @@ class WorklistApp:
                 await asyncio.to_thread(self.worklist.update_gauges)
             except Exception:
                 log.exception("housekeeping failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), HOUSEKEEPING_SECONDS)
+            await sleep_or_stop(stop, HOUSEKEEPING_SECONDS)
 
     async def _cache_ok(self) -> None:
         await asyncio.to_thread(self.cache.get_meta, "schema")
