@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import argparse
 import base64
-import json
 import os
 import re
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -28,6 +27,17 @@ from trailerlink_ctl.client import (
     Api,
     CtlError,
 )
+from trailerlink_ctl.keys import add_keys_parser
+from trailerlink_ctl.output import (
+    colour,
+    emit,
+    emit_error,
+    human_age,
+    human_bytes,
+    human_time,
+    table,
+)
+from trailerlink_ctl.worklist import add_parser as add_worklist_parser
 
 _ID = re.compile(r"^\d+:\d+$")
 _TRAILER = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
@@ -86,64 +96,6 @@ def parse_until(text: str, now: datetime | None = None) -> float:
     return when.timestamp()
 
 
-# --- output -------------------------------------------------------------------------------
-
-def _colour(code: str, text: str) -> str:
-    if not sys.stdout.isatty() or os.environ.get("NO_COLOR"):
-        return text
-    return f"\033[{code}m{text}\033[0m"
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    cells = [[str(c) for c in row] for row in rows]
-    widths = [max(len(h), *(len(_strip(r[i])) for r in cells)) if cells else len(h)
-              for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
-    for row in cells:
-        lines.append("  ".join(c + " " * (w - len(_strip(c)))
-                               for c, w in zip(row, widths, strict=True)))
-    return "\n".join(lines)
-
-
-def _strip(text: str) -> str:
-    return re.sub(r"\033\[[0-9;]*m", "", text)
-
-
-def _bytes(n: object) -> str:
-    if not isinstance(n, int | float):
-        return "-"
-    value = float(n)
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(value) < 1000 or unit == "TB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return str(n)
-
-
-def _age(seconds: object) -> str:
-    if not isinstance(seconds, int | float):
-        return "-"
-    s = int(seconds)
-    if s < 120:
-        return f"{s}s"
-    if s < 7200:
-        return f"{s // 60}m"
-    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
-
-
-def _when(epoch: object) -> str:
-    if not isinstance(epoch, int | float):
-        return "-"
-    return datetime.fromtimestamp(epoch).astimezone().isoformat(timespec="seconds")
-
-
-def _emit(args: argparse.Namespace, document: object, human: Callable[[], str]) -> None:
-    if args.json:
-        print(json.dumps(document, indent=2, sort_keys=True))
-    else:
-        print(human())
-
-
 # --- commands -----------------------------------------------------------------------------
 
 def _monitor(args: argparse.Namespace) -> Api:
@@ -158,7 +110,7 @@ def cmd_dlq_list(args: argparse.Namespace) -> int:
     doc = _monitor(args).request("GET", "/v1/admin/dlq", admin=True,
                                  params={"include_done": str(args.all).lower(),
                                          "limit": args.limit})
-    _emit(args, doc, lambda: f"{doc['topic']}: {len(doc['entries'])} entries\n" + _table(
+    emit(args, doc, lambda: f"{doc['topic']}: {len(doc['entries'])} entries\n" + table(
         ["ID", "STATUS", "SOURCE", "GROUP", "ATTEMPTS", "FAILED AT", "REASON"],
         [[e["id"], e["status"], e["source_topic"], e["consumer_group"], e["attempts"],
           e["failed_at"], (e["reason"] or "")[:60]] for e in doc["entries"]]))
@@ -175,10 +127,10 @@ def cmd_dlq_show(args: argparse.Namespace) -> int:
             "source_offset", "consumer_group", "attempts", "failed_at", "value_bytes", "reason")]
         for action in doc.get("actions") or []:
             lines.append(f"{action['action']:16} by {action['actor']} at "
-                         f"{_when(action['at'])}: {action['reason']}")
+                         f"{human_time(action['at'])}: {action['reason']}")
         return "\n".join(lines)
 
-    _emit(args, doc, human)
+    emit(args, doc, human)
     return OK
 
 
@@ -207,7 +159,7 @@ def _dlq_act(args: argparse.Namespace, action: str) -> int:
         except CtlError as exc:
             results.append({"ok": False, "id": entry_id, "error": str(exc)})
             code = FAILED
-    _emit(args, {"results": results}, lambda: "\n".join(
+    emit(args, {"results": results}, lambda: "\n".join(
         f"{r['id']}: {r['action']} by {r['actor']}" if r["ok"] else f"{r['id']}: {r['error']}"
         for r in results))
     return code
@@ -225,15 +177,16 @@ def cmd_dlq_discard(args: argparse.Namespace) -> int:
 
 def _uplink_human(doc: dict[str, Any]) -> str:
     lines = [f"paused            {'yes' if doc['paused'] else 'no'}"
-             + (f" until {_when(doc['paused_until'])}" if doc.get("paused_until") else "")]
+             + (f" until {human_time(doc['paused_until'])}" if doc.get("paused_until") else "")]
     cap = doc.get("cap_bytes_per_second")
-    lines.append("operator cap      " + (f"{_bytes(cap)}/s" if cap else "none")
-                 + (f" until {_when(doc['cap_until'])}" if cap and doc.get("cap_until") else ""))
+    lines.append("operator cap      " + (f"{human_bytes(cap)}/s" if cap else "none")
+                 + (f" until {human_time(doc['cap_until'])}" if cap and doc.get("cap_until")
+                    else ""))
     sched = doc["scheduled_cap_bytes_per_second"]
     eff = doc["effective_cap_bytes_per_second"]
-    lines.append("scheduled cap     " + (f"{_bytes(sched)}/s" if sched else "uncapped"))
+    lines.append("scheduled cap     " + (f"{human_bytes(sched)}/s" if sched else "uncapped"))
     lines.append("in force          " + ("paused" if doc["paused"] else
-                                         f"{_bytes(eff)}/s" if eff else "uncapped"))
+                                         f"{human_bytes(eff)}/s" if eff else "uncapped"))
     return "\n".join(lines)
 
 
@@ -258,27 +211,27 @@ def cmd_uplink(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise CtlError(str(exc), USAGE) from None
         doc = api.request("POST", "/v1/admin/uplink/cap", admin=True, json=body)
-    _emit(args, doc, lambda: _uplink_human(doc))
+    emit(args, doc, lambda: _uplink_human(doc))
     return OK
 
 
 def _trailer_state(t: dict[str, Any]) -> str:
     if "last_heartbeat_at" not in t:
-        return _colour("31", "never seen")
+        return colour("31", "never seen")
     age = t.get("heartbeat_age_seconds") or 0
     if age > 300:
-        return _colour("31", f"silent {_age(age)}")
+        return colour("31", f"silent {human_age(age)}")
     if t.get("link_state") == "down":
-        return _colour("33", "link down")
+        return colour("33", "link down")
     if t.get("failed_objects") or t.get("dead_letters"):
         # Before the canary: a failing canary often only echoes these, and they name why.
-        return _colour("31", "failures")
+        return colour("31", "failures")
     if t.get("uplink_paused"):
         # Its link reads "up" and its canary fails: because an operator asked it to wait.
-        return _colour("33", "paused")
+        return colour("33", "paused")
     if t.get("canary_ok") is False:
-        return _colour("33", "canary failing")
-    return _colour("32", "ok")
+        return colour("33", "canary failing")
+    return colour("32", "ok")
 
 
 def _uplink_hold(t: dict[str, Any]) -> str:
@@ -288,7 +241,7 @@ def _uplink_hold(t: dict[str, Any]) -> str:
     if t["uplink_paused"]:
         return "paused"
     cap = t.get("uplink_operator_cap_bytes_per_second") or 0
-    return f"capped {_bytes(cap)}/s" if cap else "sending"
+    return f"capped {human_bytes(cap)}/s" if cap else "sending"
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -305,15 +258,17 @@ def cmd_status(args: argparse.Namespace) -> int:
     def human() -> str:
         rows = []
         for t in trailers:
-            disk = (f"{_bytes(t['disk_free_bytes'])} free" if "disk_free_bytes" in t else "-")
-            rows.append([t["trailer_id"], _trailer_state(t), _age(t.get("heartbeat_age_seconds")),
-                         t.get("backlog_objects", "-"), _bytes(t.get("backlog_bytes")),
-                         _age(t.get("oldest_unsent_age_seconds")),
+            disk = (f"{human_bytes(t['disk_free_bytes'])} free" if "disk_free_bytes" in t
+                    else "-")
+            rows.append([t["trailer_id"], _trailer_state(t),
+                         human_age(t.get("heartbeat_age_seconds")),
+                         t.get("backlog_objects", "-"), human_bytes(t.get("backlog_bytes")),
+                         human_age(t.get("oldest_unsent_age_seconds")),
                          t.get("link_state", "-"), _uplink_hold(t),
-                         f"{_bytes(t.get('link_goodput_bytes_per_second'))}/s", disk,
+                         f"{human_bytes(t.get('link_goodput_bytes_per_second'))}/s", disk,
                          {True: "ok", False: "FAIL"}.get(t.get("canary_ok"), "-"),
                          t.get("failed_objects", "-"), t.get("dead_letters", "-")])
-        text = _table(["TRAILER", "STATE", "HEARTBEAT", "BACKLOG", "BYTES", "OLDEST",
+        text = table(["TRAILER", "STATE", "HEARTBEAT", "BACKLOG", "BYTES", "OLDEST",
                        "LINK", "UPLINK", "GOODPUT", "DISK", "CANARY", "FAILED",
                        "DEAD LETTERS"], rows)
         if args.trailer and trailers[0].get("versions"):
@@ -321,7 +276,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                 f"{k} {v}" for k, v in sorted(trailers[0]["versions"].items()))
         return text
 
-    _emit(args, out, human)
+    emit(args, out, human)
     return OK
 
 
@@ -336,15 +291,15 @@ def cmd_trace(args: argparse.Namespace) -> int:
         "GET", f"/v1/audit/{kind}/{uid}")
     steps = sorted(doc["journey"], key=lambda s: (s["at"], s["sop_instance_uid"]))
     doc["journey"] = steps
-    _emit(args, doc, lambda: _table(
+    emit(args, doc, lambda: table(
         ["AT", "STAGE", "SERVICE", "TRAILER", "SOP INSTANCE UID", "DETAIL"],
-        [[_when(s["at"]), s["stage"], s["service"], s["trailer_id"], s["sop_instance_uid"],
+        [[human_time(s["at"]), s["stage"], s["service"], s["trailer_id"], s["sop_instance_uid"],
           s["detail"]] for s in steps]))
     return OK
 
 
 def _in(seconds: float) -> str:
-    return f"overdue {_age(-seconds)}" if seconds <= 0 else f"in {_age(seconds)}"
+    return f"overdue {human_age(-seconds)}" if seconds <= 0 else f"in {human_age(seconds)}"
 
 
 def cmd_completeness(args: argparse.Namespace) -> int:
@@ -369,18 +324,18 @@ def cmd_completeness(args: argparse.Namespace) -> int:
             return ("every image an MPPS listed as taken is in PACS"
                     + (f" for {args.trailer}" if args.trailer else ""))
         current = time.time()
-        trailers = _table(["TRAILER", "MISSING", "PENDING"],
+        trailers = table(["TRAILER", "MISSING", "PENDING"],
                           [[t["trailer_id"], t["missing"], t["pending"]]
                            for t in doc["trailers"]])
-        studies = _table(
+        studies = table(
             ["TRAILER", "STUDY INSTANCE UID", "MISSING", "PENDING", "ON TRAILER",
              "AT DATA CENTRE", "NOT RECEIVED", "TAKEN", "DEADLINE"],
             [[s["trailer_id"], s["study_instance_uid"], s["missing"], s["pending"],
-              s["on_trailer"], s["at_data_centre"], s["not_received"], _when(s["listed_at"]),
+              s["on_trailer"], s["at_data_centre"], s["not_received"], human_time(s["listed_at"]),
               _in(s["due_at"] - current)] for s in doc["studies"]])
         return f"{trailers}\n\n{studies}"
 
-    _emit(args, doc, human)
+    emit(args, doc, human)
     return OK
 
 
@@ -413,10 +368,10 @@ def cmd_trailer(args: argparse.Namespace) -> int:
         manifest = secret_manifest(doc, args.namespace)
         out = {"trailer_id": doc["trailer_id"], "serial": doc["serial"],
                "not_after": doc["not_after"], "secret_manifest": manifest}
-        _emit(args, out, lambda: manifest.rstrip("\n"))
+        emit(args, out, lambda: manifest.rstrip("\n"))
     else:
         doc = api.request("POST", f"/v1/admin/trailers/{args.name}/revoke", admin=True)
-        _emit(args, doc, lambda: f"{doc['trailer_id']}: revoked")
+        emit(args, doc, lambda: f"{doc['trailer_id']}: revoked")
     return OK
 
 
@@ -427,17 +382,17 @@ def cmd_resend(args: argparse.Namespace) -> int:
     if args.cancel:
         doc = _uplink(args).request("POST", "/v1/admin/resend/cancel", admin=True,
                                     json={"study_uid": uid, "reason": args.reason or ""})
-        _emit(args, doc, lambda: f"study {doc['study_uid']}: resend of {doc['count']} objects "
+        emit(args, doc, lambda: f"study {doc['study_uid']}: resend of {doc['count']} objects "
               f"cancelled by {doc['cancelled_by']}"
               + (f"; {len(doc['already_sent'])} already sent will still get their receipt"
                  if doc["already_sent"] else ""))
         return OK
     doc = _uplink(args).request("POST", "/v1/admin/resend", admin=True,
                                 json={"study_uid": uid, "reason": args.reason or ""})
-    _emit(args, doc, lambda: f"study {doc['study_uid']}: {doc['count']} objects "
-          f"({_bytes(doc['bytes'])}) queued again by {doc['requested_by']}\n" + _table(
+    emit(args, doc, lambda: f"study {doc['study_uid']}: {doc['count']} objects "
+          f"({human_bytes(doc['bytes'])}) queued again by {doc['requested_by']}\n" + table(
               ["SOP INSTANCE UID", "SIZE", "KEY ID", "DATASET SHA-256"],
-              [[o["sop_instance_uid"], _bytes(o["sealed_size"]), o["key_id"],
+              [[o["sop_instance_uid"], human_bytes(o["sealed_size"]), o["key_id"],
                 o["dataset_sha256"][:16] + "…"] for o in doc["objects"]]))
     return OK
 
@@ -548,8 +503,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", metavar="NAME", help="trailer id")
     p.set_defaults(func=cmd_trailer)
 
-    from trailerlink_ctl.worklist import add_parser as add_worklist_parser  # uses our helpers
-
     add_worklist_parser(sub, common)
 
     p = sub.add_parser("resend", parents=[common], help="send a delivered study again",
@@ -566,8 +519,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="take back a resend of the study: objects not yet sent return to "
                    "their state before it (already sent ones still get their receipt)")
     p.set_defaults(func=cmd_resend)
-
-    from trailerlink_ctl.keys import add_keys_parser  # here: keys.py uses this module's helpers
 
     add_keys_parser(sub, common)
     return parser
@@ -587,10 +538,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code = int(args.func(args))
     except CtlError as exc:
-        if args.json:
-            print(json.dumps({"error": str(exc), "exit_code": exc.code}, sort_keys=True))
-        print(f"trailerlinkctl: {exc}", file=sys.stderr)
-        code = exc.code
+        code = emit_error(args, exc)
     sys.stdout.flush()
     return code
 

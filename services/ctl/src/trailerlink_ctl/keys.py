@@ -14,6 +14,7 @@ import re
 from typing import Any
 
 from trailerlink_ctl.client import OK, USAGE, Api, CtlError
+from trailerlink_ctl.output import colour, emit, human_time, table
 
 _KEY_ID = re.compile(r"^dc-[0-9a-f]{16}$")
 
@@ -23,19 +24,17 @@ def _api(args: argparse.Namespace) -> Api:
 
 
 def _status_human(doc: dict[str, Any]) -> str:
-    from trailerlink_ctl.cli import _colour, _table, _when
-
     rows = []
     for k in doc["keys"]:
         out = k["outstanding"]
-        state = (_colour("32", "current") if k["current"] else
-                 _colour("33", "retirable") if k["retirable"] else "needed")
-        rows.append([k["key_id"], state, _when(k["created_at"]),
+        state = (colour("32", "current") if k["current"] else
+                 colour("33", "retirable") if k["retirable"] else "needed")
+        rows.append([k["key_id"], state, human_time(k["created_at"]),
                      k["public_key_fingerprint"][:16],
                      out["uploads_in_progress"] + out["uploads_unverified"],
                      out["trailers_unsent"], k.get("unresendable_if_retired", "-")])
-    lines = [_table(["KEY ID", "STATE", "CREATED", "FINGERPRINT", "AT INGEST",
-                     "UNSENT ON TRAILERS", "RESENDABLE"], rows)]
+    lines = [table(["KEY ID", "STATE", "CREATED", "FINGERPRINT", "AT INGEST",
+                    "UNSENT ON TRAILERS", "RESENDABLE"], rows)]
     for k in doc["keys"]:
         if not k["current"] and k["blockers"]:
             lines.append(f"{k['key_id']} still needed: " + "; ".join(k["blockers"]))
@@ -43,26 +42,24 @@ def _status_human(doc: dict[str, Any]) -> str:
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
-    from trailerlink_ctl.cli import _emit
-
     api = _api(args)
     if args.keys_cmd == "status":
         doc = api.request("GET", "/v1/admin/keys", admin=True)
-        _emit(args, doc, lambda: _status_human(doc))
+        emit(args, doc, lambda: _status_human(doc))
     elif args.keys_cmd == "rotate":
         doc = api.request("POST", "/v1/admin/keys/rotate", admin=True)
-        _emit(args, doc, lambda: f"new current sealing key {doc['key_id']} "
-              f"(fingerprint {doc['public_key_fingerprint'][:16]}…); "
-              f"{doc['previous_key_id'] or 'no key'} kept until nothing sealed with it is "
-              "outstanding (see `keys status`)")
+        emit(args, doc, lambda: f"new current sealing key {doc['key_id']} "
+             f"(fingerprint {doc['public_key_fingerprint'][:16]}…); "
+             f"{doc['previous_key_id'] or 'no key'} kept until nothing sealed with it is "
+             "outstanding (see `keys status`)")
     else:
         if not _KEY_ID.match(args.key_id):
             raise CtlError(f"{args.key_id!r} is not a key id (dc- and 16 lower-case hex "
                            "digits)", USAGE)
         doc = api.request("POST", f"/v1/admin/keys/{args.key_id}/retire", admin=True)
-        _emit(args, doc, lambda: f"{doc['key_id']}: private key deleted (retired); "
-              f"{doc.get('unresendable_spool_copies', 0)} spool copies on trailers sealed "
-              "with it can no longer be resent (`resend` refuses them)")
+        emit(args, doc, lambda: f"{doc['key_id']}: private key deleted (retired); "
+             f"{doc.get('unresendable_spool_copies', 0)} spool copies on trailers sealed "
+             "with it can no longer be resent (`resend` refuses them)")
     return OK
 
 

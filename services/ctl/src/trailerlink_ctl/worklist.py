@@ -15,6 +15,7 @@ from datetime import date
 from typing import Any
 
 from trailerlink_ctl.client import OK, USAGE, Api, CtlError
+from trailerlink_ctl.output import emit, human_age, table
 
 DEFAULT_URL = "http://127.0.0.1:9105"
 _DAY = re.compile(r"^(\d{4})-?(\d{2})-?(\d{2})$")
@@ -37,24 +38,20 @@ def parse_date(text: str) -> str | None:
 
 
 def _human(doc: dict[str, Any]) -> str:
-    from trailerlink_ctl.cli import _age, _table
-
     link = {True: "up", False: "DOWN", None: "-"}[doc.get("upstream_up")]
     head = (f"{doc['trailer_id'] or '-'} site {doc['site_code'] or '-'} {doc['date']}: "
-            f"{len(doc['steps'])} steps; cache age {_age(doc.get('cache_age_seconds'))}; "
+            f"{len(doc['steps'])} steps; cache age {human_age(doc.get('cache_age_seconds'))}; "
             f"upstream {link}"
             + ("" if doc["names_shown"] else "; names hidden (--show-names, audited)"))
     rows = [[s["scheduled_time"], s["accession_number"], s["scheduled_procedure_step_id"],
              s["patient_name"] if doc["names_shown"] else "(hidden)", s["patient_id"],
              s["birth_date"] or "-", s["sex"] or "-", s["sps_status"], s["station_ae_title"],
              s["description"]] for s in doc["steps"]]
-    return head + "\n" + _table(["TIME", "ACCESSION", "SPS ID", "NAME", "PATIENT ID",
-                                 "BIRTH", "SEX", "SPS STATUS", "STATION", "DESCRIPTION"], rows)
+    return head + "\n" + table(["TIME", "ACCESSION", "SPS ID", "NAME", "PATIENT ID",
+                                "BIRTH", "SEX", "SPS STATUS", "STATION", "DESCRIPTION"], rows)
 
 
 def cmd_worklist_show(args: argparse.Namespace) -> int:
-    from trailerlink_ctl.cli import _emit
-
     day = parse_date(args.date) if args.date else None
     url = args.worklist_url or os.environ.get("TRAILERLINKCTL_WORKLIST_URL", DEFAULT_URL)
     params: dict[str, Any] = {"show_names": str(bool(args.show_names)).lower()}
@@ -62,7 +59,7 @@ def cmd_worklist_show(args: argparse.Namespace) -> int:
         params["date"] = day
     doc = Api(url, args.token_file, what="worklist").request(
         "GET", "/v1/admin/worklist", admin=True, params=params)
-    _emit(args, doc, lambda: _human(doc))
+    emit(args, doc, lambda: _human(doc))
     return OK
 
 
