@@ -10,7 +10,8 @@ import pytest
 from fastapi import Depends, FastAPI
 from fastapi.testclient import TestClient
 from trailerlink_common.admin import ACTOR_HEADER, admin_guard
-from trailerlink_ctl.cli import build_parser, main, parse_rate, parse_until
+from trailerlink_ctl.cli import build_parser, main
+from trailerlink_ctl.uplink import parse_rate, parse_until
 
 
 @pytest.mark.parametrize(("text", "rate"), [
