@@ -7,11 +7,15 @@ asks every task to stop, waits up to ``shutdown_grace_seconds`` and returns.
 
 Typical ``main``::
 
-    settings = load_settings(GatewaySettings)
-    service = Service("gateway", settings, version=__version__)
-    service.add_readiness_check("kafka", producer.check_reachable)
-    service.add_task("consumer", runner.run)        # run(stop: asyncio.Event)
-    raise SystemExit(service.run())
+    def build() -> Service:
+        settings = load_settings(GatewaySettings)
+        service = Service("gateway", settings, version=__version__)
+        service.add_readiness_check("kafka", producer.check_reachable)
+        service.add_task("consumer", runner.run)    # run(stop: asyncio.Event)
+        return service
+
+    def main() -> None:
+        run_service("gateway", build)               # bad settings: one line, exit 2
 """
 
 from __future__ import annotations
@@ -21,18 +25,19 @@ import contextlib
 import logging
 import os
 import signal
+import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import uvicorn
 from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Gauge, generate_latest
 
-from trailerlink_common.config import ServiceSettings
+from trailerlink_common.config import ConfigError, ServiceSettings
 from trailerlink_common.logs import configure_logging
 from trailerlink_common.tracing import configure_tracing, shutdown_tracing
 
@@ -45,6 +50,9 @@ Task = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 """A long-running coroutine; it must return soon after the event is set."""
 
 READINESS_TIMEOUT_SECONDS = 5.0
+
+STARTUP_ERROR_EXIT_CODE = 2
+"""What a service that refuses to start exits with (as every ``main`` always has)."""
 
 BUILD_INFO = Gauge(
     "trailerlink_build_info", "Always 1; labels say what is running", ["service", "version"]
@@ -236,3 +244,43 @@ class Service:
             task.cancel()
         if late:
             await asyncio.wait(late, timeout=5)
+
+
+def cannot_start(exc: BaseException) -> str:
+    """``cannot start: Type: message``, the wording of services whose start-up errors
+    are of several kinds (a missing file, a bad DSN) and say which."""
+    return f"cannot start: {type(exc).__name__}: {exc}"
+
+
+def run_service(
+    name: str,
+    build: Callable[[], Service],
+    startup_errors: tuple[type[BaseException], ...] = (ConfigError,),
+    *,
+    describe: Callable[[BaseException], str] = str,
+    report: Callable[[str], None] | None = None,
+) -> NoReturn:
+    """Build a service and run it; the process exits with its exit code.
+
+    ``build`` loads the settings and assembles the :class:`Service`. One of
+    ``startup_errors`` raised while it does means the service cannot start as
+    configured: the operator gets one line on stderr, ``trailerlink-<name>: <message>``,
+    and exit code 2. One line, because that is what they can act on: the message names
+    the variable or file to fix. No traceback, because a traceback may carry data (a
+    chained exception can quote a setting's value or a file's contents), while these
+    messages name variables and files, never what is in them. Any other exception is a
+    bug and keeps its traceback.
+
+    ``describe`` turns the error into the message (``str``, or :func:`cannot_start`);
+    ``report`` replaces the printed line where a service reports it another way.
+    """
+    try:
+        service = build()
+    except startup_errors as exc:
+        message = describe(exc)
+        if report is None:
+            print(f"trailerlink-{name}: {message}", file=sys.stderr)
+        else:
+            report(message)
+        raise SystemExit(STARTUP_ERROR_EXIT_CODE) from None
+    raise SystemExit(service.run())
