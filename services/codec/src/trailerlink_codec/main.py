@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from trailerlink_common.config import ConfigError, load_settings
 from trailerlink_common.durable import remove_partials
-from trailerlink_common.service import Service, disk_writable_check
+from trailerlink_common.service import Service, disk_writable_check, run_service
 from trailerlink_crypto.atrest import SpoolKey, SpoolKeyring
 from trailerlink_events.kafka import ConsumerRunner, EventProducer, RetryPolicy
 from trailerlink_events.topics import OBJECT_RECEIVED, TRAILER_DEAD_LETTER
@@ -104,13 +103,7 @@ def build(settings: CodecSettings) -> Service:
 
 
 def main() -> None:
-    try:
-        settings = load_settings(CodecSettings)
-        service = build(settings)
-    except ConfigError as exc:
-        print(f"trailerlink-codec: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-    raise SystemExit(service.run())
+    run_service("codec", lambda: build(load_settings(CodecSettings)))
 
 
 if __name__ == "__main__":

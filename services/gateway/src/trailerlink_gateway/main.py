@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 
 from trailerlink_common.config import ConfigError, load_settings
-from trailerlink_common.service import Service, disk_writable_check
+from trailerlink_common.service import Service, disk_writable_check, run_service
 from trailerlink_common.stopping import sleep_or_stop
 from trailerlink_crypto.atrest import SpoolKey
 from trailerlink_events.kafka import ConsumerRunner, EventProducer, RetryPolicy
@@ -117,13 +116,7 @@ def build(settings: GatewaySettings) -> Service:
 
 
 def main() -> None:
-    try:
-        settings = load_settings(GatewaySettings)
-        service = build(settings)
-    except ConfigError as exc:
-        print(f"trailerlink-gateway: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-    raise SystemExit(service.run())
+    run_service("gateway", lambda: build(load_settings(GatewaySettings)))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import ssl
 import sys
 
 from trailerlink_common.config import ConfigError, load_settings
-from trailerlink_common.service import Service, disk_writable_check
+from trailerlink_common.service import Service, cannot_start, disk_writable_check, run_service
 from trailerlink_events import topics
 from trailerlink_events.kafka import ConsumerRunner, EventProducer, RetryPolicy
 
@@ -176,11 +176,6 @@ def main(argv: list[str] | None = None) -> None:
         from trailerlink_ingest.devca import main as devca_main
 
         raise SystemExit(devca_main(args[1:]))
-    try:
-        settings = load_settings(IngestSettings)
-        service = build(settings)
-    except (ConfigError, OSError, ssl.SSLError, ValueError) as exc:
-        # A missing certificate, key directory or bad DSN: say which, without a traceback.
-        print(f"trailerlink-ingest: cannot start: {type(exc).__name__}: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-    raise SystemExit(service.run())
+    # A missing certificate, key directory or bad DSN: say which, without a traceback.
+    run_service("ingest", lambda: build(load_settings(IngestSettings)),
+                (ConfigError, OSError, ssl.SSLError, ValueError), describe=cannot_start)

@@ -10,8 +10,8 @@ from __future__ import annotations
 import getpass
 import sys
 
-from trailerlink_common.config import ConfigError, load_settings
-from trailerlink_common.service import Service
+from trailerlink_common.config import load_settings
+from trailerlink_common.service import Service, run_service
 
 from trailerlink_worklist import __version__
 from trailerlink_worklist.settings import WorklistSettings
@@ -41,15 +41,14 @@ def main() -> None:
     if args:
         print(__doc__, file=sys.stderr)
         raise SystemExit(2)
+    # A missing or wrong cache key, a bad variable: one line, exit 2 (run_service).
+    run_service("worklist", _build)
+
+
+def _build() -> Service:
     from trailerlink_worklist.app import WorklistApp
 
-    try:
-        settings = load_settings(WorklistSettings)
-        service = Service("worklist", settings, version=__version__)
-        WorklistApp(settings).register(service)
-    except ConfigError as exc:
-        # One line an operator can act on (a missing or wrong key, a bad variable), no
-        # traceback; messages name variables and files, never their contents.
-        print(f"trailerlink-worklist: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-    raise SystemExit(service.run())
+    settings = load_settings(WorklistSettings)
+    service = Service("worklist", settings, version=__version__)
+    WorklistApp(settings).register(service)
+    return service
