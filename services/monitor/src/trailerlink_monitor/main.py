@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 import time
 from typing import TYPE_CHECKING
 
-from trailerlink_common.config import load_settings
-from trailerlink_common.service import Service
+from trailerlink_common.config import ConfigError, load_settings
+from trailerlink_common.service import Service, cannot_start, run_service
 from trailerlink_common.sqlstore import DatabaseUnavailable
 from trailerlink_common.stopping import sleep_or_stop
 from trailerlink_events import topics
@@ -143,21 +142,22 @@ def _admin(service: Service, settings: MonitorSettings, producer: EventProducer)
     service.on_stop(close)
 
 
-def main() -> None:
+def _build() -> Service:
     settings = load_settings(MonitorSettings)
     service = Service("monitor", settings, version=__version__)
     producer = EventProducer(settings.kafka_bootstrap_servers, client_id="monitor")
-    try:
-        if settings.mode == "fleet":
-            _fleet(service, settings, producer)
-        else:
-            _agent(service, settings, producer)
-    except (DatabaseUnavailable, OSError, ValueError) as exc:
-        # An unreadable DSN file, a database that does not answer: say so, no traceback.
-        print(f"trailerlink-monitor: cannot start: {type(exc).__name__}: {exc}",
-              file=sys.stderr)
-        raise SystemExit(2) from None
+    if settings.mode == "fleet":
+        _fleet(service, settings, producer)
+    else:
+        _agent(service, settings, producer)
     _admin(service, settings, producer)
     service.add_readiness_check("kafka", producer.check_reachable)
     service.on_stop(producer.stop)
-    raise SystemExit(service.run())
+    return service
+
+
+def main() -> None:
+    # An unreadable DSN file, a database that does not answer, a bad variable: say so
+    # in one line, exit 2, no traceback.
+    run_service("monitor", _build, (ConfigError, DatabaseUnavailable, OSError, ValueError),
+                describe=cannot_start)

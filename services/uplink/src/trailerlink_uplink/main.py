@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from pathlib import Path
 
 from trailerlink_common.config import ConfigError, load_settings
-from trailerlink_common.service import Service, disk_writable_check
+from trailerlink_common.service import Service, disk_writable_check, run_service
 from trailerlink_common.stopping import sleep_or_stop
 from trailerlink_events.kafka import ConsumerRunner, EventProducer
 from trailerlink_events.topics import OBJECT_SEALED, TRAILER_DEAD_LETTER
@@ -66,16 +67,29 @@ async def _refresh_metrics(queue: SendQueue, sender: Sender, bucket: TokenBucket
         await sleep_or_stop(stop, 2.0)
 
 
+def _report_cannot_start(message: str) -> None:
+    """The uplink says it cannot start as one of its JSON log lines ("cannot start",
+    the reason in ``error``). A bad variable fails before Service() has set up logging:
+    then the plain ``trailerlink-uplink: <message>`` line, not a bare "cannot start"."""
+    if logging.getLogger().handlers:
+        log.error("cannot start", extra={"error": message})
+    else:
+        print(f"trailerlink-uplink: {message}", file=sys.stderr)
+
+
 def main() -> None:
+    run_service("uplink", _build, report=_report_cannot_start)
+
+
+def _build() -> Service:
     settings = load_settings(UplinkSettings)
     service = Service("uplink", settings, version=__version__)
     try:
         verify = _verify(settings)
         schedule = CapSchedule(settings.bandwidth_cap_bytes_per_second,
                                parse_schedule(settings.bandwidth_schedule), settings.timezone)
-    except (ConfigError, ValueError, OSError) as exc:
-        log.error("cannot start", extra={"error": str(exc)})
-        raise SystemExit(2) from None
+    except (ValueError, OSError) as exc:  # an unreadable TLS file, a bad schedule
+        raise ConfigError(str(exc)) from None
 
     queue = SendQueue(settings.resolved_queue_path())
     control = OperatorControl(settings.resolved_queue_path().parent / "operator-control.json")
@@ -139,4 +153,4 @@ def main() -> None:
         queue.close()
 
     service.on_stop(close)
-    raise SystemExit(service.run())
+    return service
