@@ -22,7 +22,7 @@ import base64
 import logging
 import time
 import uuid
-from typing import Any
+from typing import Any, Protocol
 
 from pydicom import Dataset
 from pynetdicom import AE, evt
@@ -30,7 +30,7 @@ from pynetdicom.sop_class import StorageCommitmentPushModel  # type: ignore[attr
 from trailerlink_common.stopping import sleep_or_stop
 from trailerlink_events.messages import FailureReason, UploadCompleted
 
-from trailerlink_ingest.ledger import Commitment, Ledger
+from trailerlink_ingest.ledger import Commitment, Ledger, Receipt
 from trailerlink_ingest.pacs import PacsTarget, PacsUnavailable
 
 log = logging.getLogger(__name__)
@@ -127,10 +127,25 @@ class CommitmentListener:
         return 0x0000, None
 
 
+class Publisher(Protocol):
+    """What the finisher needs of the processor: make an outcome's receipt, then record
+    and publish it. A Protocol, so this module need not import processor.py (which
+    imports this one to ask for commitment)."""
+
+    def delivered(self, event: UploadCompleted, ts: str, status: int, *,
+                  duplicate: bool, committed: bool = False) -> Receipt: ...
+
+    def failed(self, event: UploadCompleted, code: int, stage: str, reason: str, *,
+               dicom_status: int = 0) -> Receipt: ...
+
+    async def outcome(self, event: UploadCompleted, receipt: Receipt,
+                      object_state: str | None) -> None: ...
+
+
 class CommitmentFinisher:
     """Turns recorded commitment results into outcomes; asks again after the timeout."""
 
-    def __init__(self, ledger: Ledger, processor: Any, pacs: PacsTarget,
+    def __init__(self, ledger: Ledger, processor: Publisher, pacs: PacsTarget,
                  timeout_seconds: float) -> None:
         self.ledger = ledger
         self.processor = processor
