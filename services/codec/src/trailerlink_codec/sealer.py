@@ -1,8 +1,8 @@
 """The codec's core: one spool object in, one sealed object out. No Kafka here.
 
-The sealed object's path mirrors the spool object's (``objects/<day>/<uid>.<receipt>``
-with the suffix ``.tlsealed``) under the outgoing root, so a redelivered event finds
-the object it already sealed and reuses it instead of sealing twice.
+The sealed object's path mirrors the spool object's under the outgoing root
+(:class:`trailerlink_spool.layout.OutgoingLayout`), so a redelivered event finds the
+object it already sealed and reuses it instead of sealing twice.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import hashlib
 import logging
 import time
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from trailerlink_common.identifiers import is_sha256_hex
 from trailerlink_crypto.atrest import SpoolKeyring, decrypt_file
@@ -25,12 +25,12 @@ from trailerlink_sealed import (
     read_sealed_header,
     seal,
 )
+from trailerlink_spool.layout import OutgoingLayout, OutsideLayoutError
 
 from trailerlink_codec.keys import SealingKeys
 
 log = logging.getLogger(__name__)
 
-SEALED_SUFFIX = ".tlsealed"
 _HASH_PIECE = 1024 * 1024
 
 
@@ -96,6 +96,7 @@ class Sealer:
         self.spool_root = Path(spool_root)
         self.spool_keys = spool_keys
         self.outgoing_root = Path(outgoing_root)
+        self.outgoing = OutgoingLayout(self.outgoing_root)
         self.recipients = recipients
         self.options = options
 
@@ -104,11 +105,11 @@ class Sealer:
 
         Raises :class:`BadJob` for a path that is absolute or leaves the spool root.
         """
-        rel = PurePosixPath(spool_path)
-        if not spool_path or rel.is_absolute() or ".." in rel.parts or "\\" in spool_path:
-            raise BadJob("spool path must be relative and stay inside the spool root")
-        sealed_rel = rel.with_name(rel.name.removesuffix(".tlspool") + SEALED_SUFFIX)
-        return self.spool_root / rel, str(sealed_rel), self.outgoing_root / sealed_rel
+        try:
+            sealed_rel = self.outgoing.sealed_relative(spool_path)
+        except OutsideLayoutError as exc:
+            raise BadJob(str(exc)) from None
+        return self.spool_root / spool_path, sealed_rel, self.outgoing.root / sealed_rel
 
     def _reusable(self, dest: Path, job: SealJob) -> bool:
         try:
