@@ -25,11 +25,10 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from trailerlink_common.admin import admin_guard
 from trailerlink_spool.index import STATUS_PURGED, SpoolEntry, SpoolIndex
-from trailerlink_spool.layout import SpoolLayout, is_valid_uid
+from trailerlink_spool.layout import OutgoingLayout, SpoolLayout, is_valid_uid
 
 from trailerlink_uplink.bandwidth import TokenBucket
 from trailerlink_uplink.control import OperatorControl
-from trailerlink_uplink.janitor import SEALED_SUFFIX, SPOOL_SUFFIX
 from trailerlink_uplink.queue import QueuedObject, ResendRefused, SendQueue
 
 log = logging.getLogger(__name__)
@@ -122,7 +121,7 @@ def _which(rows: list[QueuedObject], most: int = 5) -> str:
 
 def _spool_path(row: QueuedObject) -> str:
     """The received copy a sealed object came from (the codec mirrors the spool path)."""
-    return row.sealed_path.removesuffix(SEALED_SUFFIX) + SPOOL_SUFFIX
+    return OutgoingLayout.spool_relative(row.sealed_path)
 
 
 class Resender:
@@ -133,6 +132,7 @@ class Resender:
                  held_keys: Callable[[], Collection[str] | None] = lambda: None) -> None:
         self.queue = queue
         self.outgoing_dir = Path(outgoing_dir)
+        self.outgoing = OutgoingLayout(self.outgoing_dir)
         self.layout = SpoolLayout(spool_dir)
         self._index: SpoolIndex | None = None
         self.held_keys = held_keys
@@ -163,7 +163,7 @@ class Resender:
         if any(e.spool_path not in queued for e in entries):
             raise ResendRefused("unsealed", "not all received objects are sealed and queued "
                                 "yet; they are still on their first way", [])
-        missing = [r for r in rows if not (self.outgoing_dir / r.sealed_path).is_file()]
+        missing = [r for r in rows if not self.outgoing.sealed_file(r.sealed_path).is_file()]
         if missing:
             raise ResendRefused("missing", "sealed files missing from the outgoing spool",
                                 missing)

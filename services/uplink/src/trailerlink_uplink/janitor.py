@@ -1,7 +1,8 @@
 """The janitor: frees disk by deleting files of *delivered* objects only.
 
 A delivered object's sealed file (codec outgoing spool) and its received copy (the
-gateway's encrypted spool; the sealed path mirrors it, ``.tlsealed`` for ``.tlspool``)
+gateway's encrypted spool; the sealed path mirrors it, see
+:class:`trailerlink_spool.layout.OutgoingLayout`)
 are deleted once the retention has passed since delivery — or earlier, oldest delivery
 first, while the disk is under pressure. Nothing that is not delivered is ever deleted.
 """
@@ -17,15 +18,12 @@ from pathlib import Path
 
 from trailerlink_common.stopping import sleep_or_stop
 from trailerlink_spool.index import SpoolIndex
-from trailerlink_spool.layout import SpoolLayout
+from trailerlink_spool.layout import OutgoingLayout, SpoolLayout
 
 from trailerlink_uplink import metrics
 from trailerlink_uplink.queue import QueuedObject, SendQueue
 
 log = logging.getLogger(__name__)
-
-SEALED_SUFFIX = ".tlsealed"
-SPOOL_SUFFIX = ".tlspool"
 
 
 def disk_free_fraction(path: Path) -> float:
@@ -40,6 +38,7 @@ class Janitor:
         self.queue = queue
         self._spool_index: SpoolIndex | None = None
         self.outgoing_dir = Path(outgoing_dir)
+        self.outgoing = OutgoingLayout(self.outgoing_dir)
         self.spool_dir = Path(spool_dir)
         self.retention_seconds = retention_seconds
         self.pressure_free_fraction = pressure_free_fraction
@@ -61,9 +60,9 @@ class Janitor:
             return False
 
     def _files(self, row: QueuedObject) -> list[tuple[str, Path]]:
-        files = [("sealed", self.outgoing_dir / row.sealed_path)]
-        if row.sealed_path.endswith(SEALED_SUFFIX):
-            spool_rel = row.sealed_path.removesuffix(SEALED_SUFFIX) + SPOOL_SUFFIX
+        files = [("sealed", self.outgoing.sealed_file(row.sealed_path))]
+        if self.outgoing.is_sealed(row.sealed_path):
+            spool_rel = self.outgoing.spool_relative(row.sealed_path)
             files.append(("received", self.spool_dir / spool_rel))
         return files
 
