@@ -10,11 +10,11 @@ import asyncio
 import sqlite3
 from collections.abc import Callable
 from dataclasses import replace
-from pathlib import PurePosixPath
 
 from trailerlink_common.tracing import current_traceparent
 from trailerlink_events.kafka import Delivery, DependencyUnavailable, PermanentError
 from trailerlink_events.messages import ObjectSealed
+from trailerlink_spool.layout import OutgoingLayout, OutsideLayoutError
 
 from trailerlink_uplink.queue import PRIORITY_ROUTINE, NewObject, SendQueue
 
@@ -31,13 +31,14 @@ def new_object(event: ObjectSealed) -> NewObject:
         raise PermanentError("event lacks the SOP or Study Instance UID")
     if not event.sealed_path or not event.sealed_size_bytes:
         raise PermanentError("event lacks the sealed path or size")
-    path = PurePosixPath(event.sealed_path)
-    if path.is_absolute() or ".." in path.parts:
-        raise PermanentError("sealed path leaves the outgoing spool")
+    try:
+        sealed_path = OutgoingLayout.checked_sealed_path(event.sealed_path)
+    except OutsideLayoutError:
+        raise PermanentError("sealed path leaves the outgoing spool") from None
     received = _seconds(event.received_at) if event.HasField("received_at") else 0.0
     sealed = _seconds(event.sealed_at) if event.HasField("sealed_at") else received
     return NewObject(
-        sealed_path=path.as_posix(),
+        sealed_path=sealed_path,
         sop_instance_uid=ident.sop_instance_uid,
         study_instance_uid=ident.study_instance_uid,
         series_instance_uid=ident.series_instance_uid,

@@ -45,6 +45,7 @@ from trailerlink_common.stopping import sleep_or_stop
 from trailerlink_common.tracing import attached, stored_context
 from trailerlink_events.messages import FailureReason, ObjectFailed, new_meta, timestamp
 from trailerlink_events.topics import OBJECT_FAILED
+from trailerlink_spool.layout import OutgoingLayout
 
 from trailerlink_uplink import metrics
 from trailerlink_uplink.link import Backoff, LinkError, LinkMonitor
@@ -130,6 +131,7 @@ class Sender:
         self.tus = tus
         self.link = link
         self.outgoing_dir = Path(outgoing_dir)
+        self.outgoing = OutgoingLayout(self.outgoing_dir)
         self.trailer_id = trailer_id
         self.chunk_size = chunk_size
         self.concurrency = concurrency
@@ -325,7 +327,7 @@ class Sender:
         return url.rstrip("/").rsplit("/", 1)[-1] if url else None
 
     def _path(self, obj: QueuedObject) -> Path:
-        return self.outgoing_dir / obj.sealed_path
+        return self.outgoing.sealed_file(obj.sealed_path)
 
     def _check_file(self, obj: QueuedObject) -> None:
         """Raise SealedFileProblem unless the file is there, readable and the one its

@@ -23,6 +23,7 @@ import uuid
 from pathlib import Path
 
 from prometheus_client import REGISTRY
+from trailerlink_spool.layout import SEALED_SUFFIX
 
 from trailerlink_uplink.bandwidth import CapSchedule, TokenBucket
 from trailerlink_uplink.link import LinkMonitor
@@ -41,7 +42,7 @@ def _objects(outgoing: Path, sizes: list[int], key_id: str = "dc-0123456789abcde
         if i % 4 == 0:
             study = f"{_UID_ROOT}.{uuid.uuid4().int % 10**12}"
         sop = f"{_UID_ROOT}.{uuid.uuid4().int % 10**18}"
-        rel = f"objects/bench/{sop}.{i:06d}.tlsealed"
+        rel = f"objects/bench/{sop}.{i:06d}{SEALED_SUFFIX}"
         data = os.urandom(size)
         (outgoing / rel).parent.mkdir(parents=True, exist_ok=True)
         (outgoing / rel).write_bytes(data)
