@@ -19,6 +19,10 @@ ARG PYTHON_IMAGE=python:3.11.14-slim-trixie
 FROM ${PYTHON_IMAGE} AS build
 ARG UV_VERSION=0.13.9
 RUN python -m pip install --no-cache-dir --disable-pip-version-check "uv==${UV_VERSION}"
+# strip (binutils) for trim_venv.py; the build stage only, never a runtime image.
+RUN apt-get update -qq \
+    && apt-get install -y -qq --no-install-recommends binutils >/dev/null \
+    && rm -rf /var/lib/apt/lists/*
 ENV UV_PYTHON_DOWNLOADS=never \
     UV_FROZEN=1 \
     UV_COMPILE_BYTECODE=1 \
