@@ -181,17 +181,20 @@ def _split(raw: bytes | bytearray, layout: FrameLayout) -> tuple[np.ndarray, np.
     return values.reshape(layout.image_shape()), residual if residual.any() else None
 
 
-def _frame_bytes(values: np.ndarray, residual: bytes | None, layout: FrameLayout) -> bytes:
-    """The original bytes of a frame from its decoded values and residual."""
-    words = _canonical_words(values, layout)
+def _frame_bytes(values: np.ndarray, residual: bytes | None, layout: FrameLayout
+                 ) -> memoryview:
+    """The original bytes of a frame from its decoded values and residual: a byte view of
+    a fresh array (not copied into ``bytes``: a mammogram frame is ~27 MB, and the
+    copy cost as much as a third of the hashing the verification needs)."""
+    words = np.ascontiguousarray(_canonical_words(values, layout))
     if layout.big_endian:
-        words = words.astype(">u2")
-    out = np.ascontiguousarray(words).tobytes()
+        words = np.ascontiguousarray(words.astype(">u2"))
+    out = words.view(np.uint8).reshape(-1)
     if residual is not None:
-        if len(residual) != len(out):
+        if len(residual) != out.size:
             raise ContainerError("frame residual has the wrong length")
-        out = (np.frombuffer(out, np.uint8) ^ np.frombuffer(residual, np.uint8)).tobytes()
-    return out
+        out = out ^ np.frombuffer(residual, np.uint8)
+    return out.data
 
 
 def encode_frame(raw: bytes | bytearray, layout: FrameLayout, codec: FrameCodec,
@@ -232,7 +235,7 @@ def encode_frame(raw: bytes | bytearray, layout: FrameLayout, codec: FrameCodec,
     return record(RECORD_FRAME, payload)
 
 
-def decode_frame(payload: bytes | bytearray | memoryview) -> bytes:
+def decode_frame(payload: bytes | bytearray | memoryview) -> memoryview:
     """The original bytes of an ``F`` record's payload. Raises :class:`ContainerError`."""
     return _frame_bytes(*_decode_frame_parts(payload))
 
@@ -282,7 +285,7 @@ def _decode_frame_parts(
 
 
 # --- reading -------------------------------------------------------------------------
-def read_container(plaintext: ByteStream) -> Iterator[bytes | bytearray]:
+def read_container(plaintext: ByteStream) -> Iterator[bytes | bytearray | memoryview]:
     """Yield the original bytes a container stream encodes, record by record.
 
     Raises :class:`ContainerError` on anything malformed, including a missing END
@@ -307,7 +310,7 @@ def read_container(plaintext: ByteStream) -> Iterator[bytes | bytearray]:
             if length > MAX_RECORD_OUTPUT:
                 raise ContainerError("record larger than the format allows")
             payload = plaintext.read_exact(length)
-            out: bytes | bytearray
+            out: bytes | bytearray | memoryview
             if kind == RECORD_ZSTD:
                 params = zstandard.get_frame_parameters(payload)
                 if params.content_size > MAX_RECORD_OUTPUT:

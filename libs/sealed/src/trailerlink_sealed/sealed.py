@@ -590,7 +590,7 @@ def _read_pieces(f: BinaryIO) -> Iterator[bytes]:
 
 def open_sealed(
     source: BinaryIO | Path | str, keys: OpeningKeyring
-) -> Iterator[bytes | bytearray]:
+) -> Iterator[bytes | bytearray | memoryview]:
     """Yield the original object's bytes from a sealed object, verified.
 
     Every chunk is authenticated before its bytes are used, and at the end the size and
@@ -600,7 +600,8 @@ def open_sealed(
     not unwrap the data key) or ``IntegrityError`` (tampered, truncated, reordered, or
     not reproducing the original). Bytes already yielded must be discarded unless the
     iteration completes: write them to a temporary file (:func:`unseal_to_file`). A
-    piece is a ``bytearray`` where the container stored bytes raw (no second copy).
+    piece is a ``bytearray`` where the container stored bytes raw and a ``memoryview``
+    of the decoded frame for a pixel frame (no second copy of either).
     """
     if isinstance(source, Path | str):
         with open(source, "rb") as f:
@@ -623,7 +624,7 @@ def open_sealed(
     dataset_hash = hashlib.sha256()
     size = 0
     ds_offset = header.dataset_offset
-    for piece in read_container(ByteStream(plaintext)):
+    for piece in read_container(ByteStream(plaintext, hashed=False)):
         file_hash.update(piece)
         if ds_offset is not None:
             start = max(0, ds_offset - size)

@@ -19,10 +19,17 @@ class UnexpectedEnd(EOFError):
 
 
 class ByteStream:
-    """Read exact byte counts from an iterator of ``bytes`` pieces of any size."""
+    """Read exact byte counts from an iterator of ``bytes`` pieces of any size.
 
-    def __init__(self, pieces: Iterable[bytes]) -> None:
+    ``hashed``: keep the SHA-256 of what is consumed (``file_hash``), as sealing needs for
+    the original file. A reader of a container's plaintext passes False: it verifies the
+    bytes the records reproduce, and hashing the compressed records too costs a third
+    hash per object for nothing.
+    """
+
+    def __init__(self, pieces: Iterable[bytes], hashed: bool = True) -> None:
         self._pieces: Iterator[bytes] = iter(pieces)
+        self._hashed = hashed
         self._buffer = bytearray()
         self._offset = 0
         self._exhausted = False
@@ -61,7 +68,8 @@ class ByteStream:
 
     # --- consuming ---------------------------------------------------------------
     def _consume(self, data: bytes | bytearray | memoryview) -> None:
-        self.file_hash.update(data)
+        if self._hashed:
+            self.file_hash.update(data)
         if self.dataset_hash is not None:
             self.dataset_hash.update(data)
         if self._capture is not None:
