@@ -32,15 +32,32 @@ def trailer_install_seconds() -> Row:
         raise RuntimeError("helm is not installed: run make setup")
     with tempfile.TemporaryDirectory(prefix="bench-cluster-") as tmp, Cluster(Path(tmp)) as cluster:
         client = cluster.client()
-        client.post("/api/v1/namespaces", json={
-            "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "trailer"}}
+        client.post(
+            "/api/v1/namespaces",
+            json={"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "trailer"}},
         ).raise_for_status()
         started = time.monotonic()
         subprocess.run(
-            [helm, "install", "trailerlink", str(ROOT / "charts" / "trailer"), "-n", "trailer",
-             "-f", str(ROOT / "charts" / "trailer" / "ci" / "example-values.yaml"),
-             "--wait", "--wait-for-jobs", "--timeout", "10m"],
-            env=cluster.env(), check=True, capture_output=True, text=True, timeout=900)
+            [
+                helm,
+                "install",
+                "trailerlink",
+                str(ROOT / "charts" / "trailer"),
+                "-n",
+                "trailer",
+                "-f",
+                str(ROOT / "charts" / "trailer" / "ci" / "example-values.yaml"),
+                "--wait",
+                "--wait-for-jobs",
+                "--timeout",
+                "10m",
+            ],
+            env=cluster.env(),
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
         seconds = time.monotonic() - started
     return Row(
         id="cluster.trailer_install_seconds",

@@ -53,8 +53,7 @@ def _corpus() -> list[tuple[str, Path, int, int]]:
 
     made = []
     for name, rows, cols, bits, seed in _CORPUS:
-        spec = MGSpec(rows=rows, cols=cols, bits_stored=bits, seed=seed,
-                      private_after_pixels=True)
+        spec = MGSpec(rows=rows, cols=cols, bits_stored=bits, seed=seed, private_after_pixels=True)
         path = _workdir / f"{name}.dcm"
         size = write_mg_file(path, spec)
         pixels = np.ascontiguousarray(frame_pixels(spec, 0))
@@ -77,8 +76,12 @@ def _seal_corpus(pixel_codec: str) -> tuple[int, int, float]:
     cpu = 0.0
     for name, path, _, _ in _corpus():
         start = time.process_time()
-        result = seal(path, _workdir / f"{name}.{pixel_codec}.tls", recipient,
-                      options=SealOptions(pixel_codec=pixel_codec))
+        result = seal(
+            path,
+            _workdir / f"{name}.{pixel_codec}.tls",
+            recipient,
+            options=SealOptions(pixel_codec=pixel_codec),
+        )
         cpu += time.process_time() - start
         assert result.fallback is None, result.fallback
         original += result.original_size
@@ -95,10 +98,14 @@ def ratio_vs_jpegls() -> Row:
     return Row(
         id="codec.ratio_vs_jpegls",
         what="MG corpus (GE 12-bit, Hologic 14-bit, Fuji 14-bit): file / sealed bytes vs "
-             "CharLS JPEG-LS at Bits Stored + rest uncompressed",
-        ours=ours, reference=reference, unit="x", goal_op=">=", goal=1.0,
+        "CharLS JPEG-LS at Bits Stored + rest uncompressed",
+        ours=ours,
+        reference=reference,
+        unit="x",
+        goal_op=">=",
+        goal=1.0,
         notes=f"{original / 1e6:.0f} MB in, {sealed / 1e6:.1f} MB sealed, "
-              f"{reference_bytes / 1e6:.1f} MB as .4.80",
+        f"{reference_bytes / 1e6:.1f} MB as .4.80",
     )
 
 
@@ -109,11 +116,15 @@ def mbps_per_core() -> Row:
     return Row(
         id="codec.mbps_per_core",
         what="MG corpus: input MB per CPU-second, JPEG-LS + verify-by-decode + zstd + "
-             "AES-256-GCM + durable write",
-        ours=ours, reference=_SPEED_GOAL_MBPS, unit="MB/s/core", goal_op=">=", goal=1.0,
+        "AES-256-GCM + durable write",
+        ours=ours,
+        reference=_SPEED_GOAL_MBPS,
+        unit="MB/s/core",
+        goal_op=">=",
+        goal=1.0,
         notes=f"ratio wins (DESIGN.md): JPEG-LS is the default; the htj2k setting gives "
-              f"{h_original / 1e6 / h_cpu:.0f} MB/s/core at ratio "
-              f"{h_original / h_sealed:.3f} (JPEG-LS {original / 1e6 / cpu:.0f} MB/s/core)",
+        f"{h_original / 1e6 / h_cpu:.0f} MB/s/core at ratio "
+        f"{h_original / h_sealed:.3f} (JPEG-LS {original / 1e6 / cpu:.0f} MB/s/core)",
     )
 
 
@@ -161,11 +172,34 @@ def rss_500mb_object() -> Row:
     key_path = _workdir / "spool.key"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     # Made in its own process too, so the measured child starts from nothing.
-    subprocess.run([sys.executable, "-c", _MAKE_CHILD, str(spool_path), str(key_path),
-                    str(_DBT_ROWS), str(_DBT_COLS), str(_DBT_FRAMES)], check=True, env=env)
-    done = subprocess.run([sys.executable, "-c", _RSS_CHILD, str(spool_path), str(key_path),
-                           str(_workdir / "dbt.tls")], check=True, env=env,
-                          capture_output=True, text=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _MAKE_CHILD,
+            str(spool_path),
+            str(key_path),
+            str(_DBT_ROWS),
+            str(_DBT_COLS),
+            str(_DBT_FRAMES),
+        ],
+        check=True,
+        env=env,
+    )
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _RSS_CHILD,
+            str(spool_path),
+            str(key_path),
+            str(_workdir / "dbt.tls"),
+        ],
+        check=True,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     got = json.loads(done.stdout.strip().splitlines()[-1])
     spool_path.unlink(missing_ok=True)
     (_workdir / "dbt.tls").unlink(missing_ok=True)
@@ -173,11 +207,15 @@ def rss_500mb_object() -> Row:
     return Row(
         id="codec.rss_500mb_object",
         what=f"peak RSS sealing a {got['size'] / 1e6:.0f} MB multi-frame object "
-             f"({got['frames']} frames) from the encrypted spool",
-        ours=got["peak_mb"], reference=_RSS_GOAL_MB, unit="MB", goal_op="<=", goal=1.0,
+        f"({got['frames']} frames) from the encrypted spool",
+        ours=got["peak_mb"],
+        reference=_RSS_GOAL_MB,
+        unit="MB",
+        goal_op="<=",
+        goal=1.0,
         notes=f"{got['baseline_mb']:.0f} MB of it is the interpreter and libraries before "
-              f"sealing; ratio {got['size'] / got['sealed']:.2f}, "
-              f"{got['size'] / 1e6 / got['cpu_s']:.0f} MB/s/core",
+        f"sealing; ratio {got['size'] / got['sealed']:.2f}, "
+        f"{got['size'] / 1e6 / got['cpu_s']:.0f} MB/s/core",
     )
 
 

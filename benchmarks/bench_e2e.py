@@ -35,33 +35,48 @@ def study_time_vs_ideal() -> Row:
     with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp:
         work = Path(tmp)
         bookings = synthetic_day(STUDIES, seed=3)
-        with CentralStack(work / "central") as central, \
-                open_link(LINK_BYTES_PER_SECOND * 8, "8mbit",
-                          ("127.0.0.1", central.tus_port)) as link, \
-                TrailerStack(work / "trailer", central, bookings,
-                             ingest_url=f"https://127.0.0.1:{link.port}",
-                             uplink_env=link.uplink_env) as trailer, \
-                SimulatedModality(trailer, work / "modality", rows=HOLOGIC_ROWS,
-                                  columns=HOLOGIC_COLUMNS) as modality:
+        with (
+            CentralStack(work / "central") as central,
+            open_link(LINK_BYTES_PER_SECOND * 8, "8mbit", ("127.0.0.1", central.tus_port)) as link,
+            TrailerStack(
+                work / "trailer",
+                central,
+                bookings,
+                ingest_url=f"https://127.0.0.1:{link.port}",
+                uplink_env=link.uplink_env,
+            ) as trailer,
+            SimulatedModality(
+                trailer, work / "modality", rows=HOLOGIC_ROWS, columns=HOLOGIC_COLUMNS
+            ) as modality,
+        ):
             for i, item in enumerate(modality.wait_for_worklist(STUDIES)):
                 before = trailer.uplink.metric("trailerlink_uplink_acknowledged_bytes_total")
                 study = modality.screen(item, seed=i)
-                wait_until(lambda s=study: s.confirmed, 900, "the study committed",
-                           interval=0.1)
-                sealed = trailer.uplink.metric(
-                    "trailerlink_uplink_acknowledged_bytes_total") - before
+                wait_until(lambda s=study: s.confirmed, 900, "the study committed", interval=0.1)
+                sealed = (
+                    trailer.uplink.metric("trailerlink_uplink_acknowledged_bytes_total") - before
+                )
                 seconds = study.seconds or float("nan")
                 ideal = sealed / LINK_BYTES_PER_SECOND
                 ratios.append(seconds / ideal)
-                details.append(f"{seconds:.1f}s vs {ideal:.1f}s ideal "
-                               f"({sealed / 1e6:.1f} MB sealed, "
-                               f"{study.bytes_raw / 1e6:.0f} MB raw)")
+                details.append(
+                    f"{seconds:.1f}s vs {ideal:.1f}s ideal "
+                    f"({sealed / 1e6:.1f} MB sealed, "
+                    f"{study.bytes_raw / 1e6:.0f} MB raw)"
+                )
     worst = max(ratios)
-    return Row(id="e2e.study_time_vs_ideal",
-               what="4-view Hologic-size study, first C-STORE -> commitment, 8 Mbit/s link",
-               ours=worst, reference=1.0, unit="x ideal", goal_op="<=", goal=1.3,
-               notes="; ".join(details) + f"; link: {link.describe()}"
-               + (f" (FALLBACK: {link.fallback})" if link.fallback else ""))
+    return Row(
+        id="e2e.study_time_vs_ideal",
+        what="4-view Hologic-size study, first C-STORE -> commitment, 8 Mbit/s link",
+        ours=worst,
+        reference=1.0,
+        unit="x ideal",
+        goal_op="<=",
+        goal=1.3,
+        notes="; ".join(details)
+        + f"; link: {link.describe()}"
+        + (f" (FALLBACK: {link.fallback})" if link.fallback else ""),
+    )
 
 
 BENCHMARKS = [Benchmark(id="e2e.study_time_vs_ideal", run=study_time_vs_ideal)]

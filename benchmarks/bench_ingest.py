@@ -89,13 +89,18 @@ def verify_vs_decode() -> Row:
 
         ours = _best_rate(unseal_verify, size)
         reference = _best_rate(decode_only, size)
-        return Row("ingest.verify_vs_decode",
-                   "unseal+decompress+verify MB/s/core vs bare decode of the same "
-                   "codestreams",
-                   round(ours, 1), round(reference, 1), "MB/s", ">=", 0.8,
-                   f"{size / 1e6:.0f} MB synthetic MG sealed at {result.ratio:.2f}x "
-                   f"({result.codec}, the codec's default), {len(captured)} codestream(s); "
-                   "MB/s of original bytes, best of 3")
+        return Row(
+            "ingest.verify_vs_decode",
+            "unseal+decompress+verify MB/s/core vs bare decode of the same codestreams",
+            round(ours, 1),
+            round(reference, 1),
+            "MB/s",
+            ">=",
+            0.8,
+            f"{size / 1e6:.0f} MB synthetic MG sealed at {result.ratio:.2f}x "
+            f"({result.codec}, the codec's default), {len(captured)} codestream(s); "
+            "MB/s of original bytes, best of 3",
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -112,7 +117,8 @@ class _Env:
         ca = make_ca()
         ca.write(work / "ca.crt", work / "ca.key")
         issue(ca, "localhost", server=True, ip_addresses=["127.0.0.1"]).write(
-            work / "server.crt", work / "server.key")
+            work / "server.crt", work / "server.key"
+        )
         issue(ca, "trailer-bench").write(work / "client.crt", work / "client.key")
         self.key = OpeningKey.generate()
         keys = work / "keys"
@@ -123,8 +129,10 @@ class _Env:
         self.work = work
         self.env = {
             "TRAILERLINK_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9",  # tus needs no Kafka
-            "TRAILERLINK_HTTP_HOST": "127.0.0.1", "TRAILERLINK_HTTP_PORT": str(self.http_port),
-            "TRAILERLINK_TUS_HOST": "127.0.0.1", "TRAILERLINK_TUS_PORT": str(self.tus_port),
+            "TRAILERLINK_HTTP_HOST": "127.0.0.1",
+            "TRAILERLINK_HTTP_PORT": str(self.http_port),
+            "TRAILERLINK_TUS_HOST": "127.0.0.1",
+            "TRAILERLINK_TUS_PORT": str(self.tus_port),
             "TRAILERLINK_DATA_DIR": str(work / "data"),
             "TRAILERLINK_STORAGE_DIR": str(work / "storage"),
             "TRAILERLINK_LEDGER_SQLITE_PATH": str(work / "ledger.sqlite3"),
@@ -146,12 +154,18 @@ class _Env:
         self.session.trust_env = False  # REQUESTS_CA_BUNDLE would override verify
 
     def create(self, length: int) -> str:
-        meta = UploadMetadata(sop_instance_uid=f"2.25.{int.from_bytes(os.urandom(12), 'big')}",
-                              study_instance_uid="2.25.1", dataset_sha256="0" * 64,
-                              sealed_size=length, key_id=self.key.key_id)
-        rsp = self.session.post(self.url, headers={"Upload-Length": str(length),
-                                                   "Upload-Metadata": meta.encode()},
-                                timeout=30)
+        meta = UploadMetadata(
+            sop_instance_uid=f"2.25.{int.from_bytes(os.urandom(12), 'big')}",
+            study_instance_uid="2.25.1",
+            dataset_sha256="0" * 64,
+            sealed_size=length,
+            key_id=self.key.key_id,
+        )
+        rsp = self.session.post(
+            self.url,
+            headers={"Upload-Length": str(length), "Upload-Metadata": meta.encode()},
+            timeout=30,
+        )
         rsp.raise_for_status()
         return rsp.headers["Location"]
 
@@ -164,20 +178,31 @@ class _Env:
 def _fast_upload(env: _Env, blob: Path) -> None:
     location = env.create(FAST_BYTES)
     with open(blob, "rb") as f:
-        rsp = env.session.patch(f"https://127.0.0.1:{env.tus_port}{location}", data=f,
-                                headers={"Upload-Offset": "0",
-                                         "Content-Type": "application/offset+octet-stream",
-                                         "Content-Length": str(FAST_BYTES)}, timeout=300)
+        rsp = env.session.patch(
+            f"https://127.0.0.1:{env.tus_port}{location}",
+            data=f,
+            headers={
+                "Upload-Offset": "0",
+                "Content-Type": "application/offset+octet-stream",
+                "Content-Length": str(FAST_BYTES),
+            },
+            timeout=300,
+        )
     rsp.raise_for_status()
 
 
-async def _slow_upload(env: _Env, location: str, context: ssl.SSLContext,
-                       stop: asyncio.Event, connected: list[int]) -> None:
+async def _slow_upload(
+    env: _Env, location: str, context: ssl.SSLContext, stop: asyncio.Event, connected: list[int]
+) -> None:
     _reader, writer = await asyncio.open_connection("127.0.0.1", env.tus_port, ssl=context)
     length = 1024 * 1024
-    writer.write((f"PATCH {location} HTTP/1.1\r\nHost: 127.0.0.1\r\nTus-Resumable: 1.0.0\r\n"
-                  "Content-Type: application/offset+octet-stream\r\nUpload-Offset: 0\r\n"
-                  f"Content-Length: {length}\r\n\r\n").encode())
+    writer.write(
+        (
+            f"PATCH {location} HTTP/1.1\r\nHost: 127.0.0.1\r\nTus-Resumable: 1.0.0\r\n"
+            "Content-Type: application/offset+octet-stream\r\nUpload-Offset: 0\r\n"
+            f"Content-Length: {length}\r\n\r\n"
+        ).encode()
+    )
     connected.append(1)
     chunk = os.urandom(SLOW_RATE)
     while not stop.is_set():
@@ -193,16 +218,19 @@ async def _slow_upload(env: _Env, location: str, context: ssl.SSLContext,
 def concurrent_uploads() -> Row:
     work = Path(tempfile.mkdtemp(prefix="bench-ingest-", dir=WORK))
     env = _Env(work)
-    proc = ServiceProcess([console_script("trailerlink-ingest")], env=env.env,
-                          log_path=work / "ingest.log")
+    proc = ServiceProcess(
+        [console_script("trailerlink-ingest")], env=env.env, log_path=work / "ingest.log"
+    )
     blob = work / "blob"
     blob.write_bytes(os.urandom(FAST_BYTES))
     try:
         proc.start()
-        wait_until(lambda: http_ok(f"http://127.0.0.1:{env.http_port}/healthz"), 60,
-                   "ingest alive")
-        wait_until(lambda: env.session.options(env.url, timeout=5).status_code == 204, 60,
-                   "tus port serving")
+        wait_until(lambda: http_ok(f"http://127.0.0.1:{env.http_port}/healthz"), 60, "ingest alive")
+        wait_until(
+            lambda: env.session.options(env.url, timeout=5).status_code == 204,
+            60,
+            "tus port serving",
+        )
         solo = _best_rate(lambda: _fast_upload(env, blob), FAST_BYTES)
         locations = [env.create(1024 * 1024) for _ in range(SLOW_UPLOADS)]
         loop = asyncio.new_event_loop()
@@ -211,8 +239,9 @@ def concurrent_uploads() -> Row:
         context = env.ssl_context()
 
         async def hold() -> None:
-            await asyncio.gather(*(_slow_upload(env, loc, context, stop, connected)
-                                   for loc in locations))
+            await asyncio.gather(
+                *(_slow_upload(env, loc, context, stop, connected) for loc in locations)
+            )
 
         holder = threading.Thread(target=lambda: loop.run_until_complete(hold()), daemon=True)
         holder.start()
@@ -222,10 +251,16 @@ def concurrent_uploads() -> Row:
         rss_mib = _rss_kib(proc.pid) / 1024
         loop.call_soon_threadsafe(stop.set)
         holder.join(30)
-        return Row("ingest.concurrent_uploads",
-                   f"fast 96 MB upload MB/s with {SLOW_UPLOADS} slow (1 KB/s) uploads held "
-                   "vs alone", round(loaded, 1), round(solo, 1), "MB/s", ">=", 0.8,
-                   f"ingest RSS under load {rss_mib:.0f} MiB; {SLOW_UPLOADS} mTLS connections")
+        return Row(
+            "ingest.concurrent_uploads",
+            f"fast 96 MB upload MB/s with {SLOW_UPLOADS} slow (1 KB/s) uploads held vs alone",
+            round(loaded, 1),
+            round(solo, 1),
+            "MB/s",
+            ">=",
+            0.8,
+            f"ingest RSS under load {rss_mib:.0f} MiB; {SLOW_UPLOADS} mTLS connections",
+        )
     finally:
         proc.kill9()
         shutil.rmtree(work, ignore_errors=True)

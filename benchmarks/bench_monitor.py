@@ -58,20 +58,47 @@ def _study_events(trailer: str) -> list[tuple[str, str, object]]:
     study = _uid()
     sops = [_uid() for _ in range(4)]
     key = f"{trailer}/{study}"
-    out: list[tuple[str, str, object]] = [(topics.CENTRAL_PROCEDURE_STEP, key,
-                                           ProcedureStepUpdated(
-        meta=new_meta("worklist", trailer), mpps_sop_instance_uid=_uid(),
-        status=ProcedureStepStatus.PROCEDURE_STEP_STATUS_COMPLETED, study_instance_uid=study,
-        ended_at=timestamp(), performed_instances=[PerformedInstance(sop_instance_uid=s)
-                                                   for s in sops]))]
+    out: list[tuple[str, str, object]] = [
+        (
+            topics.CENTRAL_PROCEDURE_STEP,
+            key,
+            ProcedureStepUpdated(
+                meta=new_meta("worklist", trailer),
+                mpps_sop_instance_uid=_uid(),
+                status=ProcedureStepStatus.PROCEDURE_STEP_STATUS_COMPLETED,
+                study_instance_uid=study,
+                ended_at=timestamp(),
+                performed_instances=[PerformedInstance(sop_instance_uid=s) for s in sops],
+            ),
+        )
+    ]
     for sop in sops:
         ident = ObjectIdentity(study_instance_uid=study, sop_instance_uid=sop)
-        out.append((topics.CENTRAL_UPLOAD_COMPLETED, key, UploadCompleted(
-            meta=new_meta("ingest", trailer), upload_id=uuid.uuid4().hex, object=ident,
-            completed_at=timestamp())))
-        out.append((topics.CENTRAL_OBJECT_DELIVERED, key, ObjectDelivered(
-            meta=new_meta("ingest", trailer), object=ident, pacs_ae_title="PACS",
-            received_at=timestamp(), delivered_at=timestamp())))
+        out.append(
+            (
+                topics.CENTRAL_UPLOAD_COMPLETED,
+                key,
+                UploadCompleted(
+                    meta=new_meta("ingest", trailer),
+                    upload_id=uuid.uuid4().hex,
+                    object=ident,
+                    completed_at=timestamp(),
+                ),
+            )
+        )
+        out.append(
+            (
+                topics.CENTRAL_OBJECT_DELIVERED,
+                key,
+                ObjectDelivered(
+                    meta=new_meta("ingest", trailer),
+                    object=ident,
+                    pacs_ae_title="PACS",
+                    received_at=timestamp(),
+                    delivered_at=timestamp(),
+                ),
+            )
+        )
     return out
 
 
@@ -95,12 +122,18 @@ async def _generate(bootstrap: str) -> int:
                 next_trailer += 1
                 sequence[t] += 1
                 trailer = f"trailer-{t:03d}"
-                hb = Heartbeat(meta=new_meta("monitor", trailer), sequence=sequence[t],
-                               backlog_objects=12, backlog_bytes=300 << 20,
-                               oldest_unsent_age_seconds=elapsed, disk_free_bytes=50 << 30,
-                               disk_total_bytes=100 << 30, link_state=LinkState.LINK_STATE_UP,
-                               link_goodput_bytes_per_second=200_000,
-                               worklist_cache_age_seconds=20)
+                hb = Heartbeat(
+                    meta=new_meta("monitor", trailer),
+                    sequence=sequence[t],
+                    backlog_objects=12,
+                    backlog_bytes=300 << 20,
+                    oldest_unsent_age_seconds=elapsed,
+                    disk_free_bytes=50 << 30,
+                    disk_total_bytes=100 << 30,
+                    link_state=LinkState.LINK_STATE_UP,
+                    link_goodput_bytes_per_second=200_000,
+                    worklist_cache_age_seconds=20,
+                )
                 hb.versions.update({"gateway": "0.1.0", "codec": "0.1.0", "uplink": "0.1.0"})
                 batch.append((topics.CENTRAL_HEARTBEAT, trailer, hb))
             while study_credit >= 1:
@@ -134,27 +167,36 @@ def run() -> Row:
         try:
             broker.create_topics("central")
             fleet_file = root / "trailers.yaml"
-            fleet_file.write_text("trailers:\n" + "".join(
-                f'  - "trailer-{t:03d}"\n' for t in range(TRAILERS)))
+            fleet_file.write_text(
+                "trailers:\n" + "".join(f'  - "trailer-{t:03d}"\n' for t in range(TRAILERS))
+            )
             port = free_port()
             base = f"http://127.0.0.1:{port}"
-            monitor = ServiceProcess([console_script("trailerlink-monitor")], env={
-                "TRAILERLINK_MODE": "fleet", "TRAILERLINK_HTTP_PORT": str(port),
-                "TRAILERLINK_HTTP_HOST": "127.0.0.1",
-                "TRAILERLINK_KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
-                "TRAILERLINK_DATA_DIR": str(root / "data"),
-                "TRAILERLINK_FLEET_FILE": str(fleet_file), "TRAILERLINK_LOG_LEVEL": "WARNING",
-            }, log_path=root / "monitor.log")
+            monitor = ServiceProcess(
+                [console_script("trailerlink-monitor")],
+                env={
+                    "TRAILERLINK_MODE": "fleet",
+                    "TRAILERLINK_HTTP_PORT": str(port),
+                    "TRAILERLINK_HTTP_HOST": "127.0.0.1",
+                    "TRAILERLINK_KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
+                    "TRAILERLINK_DATA_DIR": str(root / "data"),
+                    "TRAILERLINK_FLEET_FILE": str(fleet_file),
+                    "TRAILERLINK_LOG_LEVEL": "WARNING",
+                },
+                log_path=root / "monitor.log",
+            )
             with monitor:
                 monitor.wait_ready(f"{base}/readyz")
-                wait_until(lambda: samples(base, "trailerlink_monitor_trailer_expected"),
-                           30, "fleet loaded")
+                wait_until(
+                    lambda: samples(base, "trailerlink_monitor_trailer_expected"),
+                    30,
+                    "fleet loaded",
+                )
                 cpu0, wall0 = _cpu_seconds(monitor.pid), time.monotonic()
                 sent = asyncio.run(_generate(broker.bootstrap))
 
                 def handled() -> float:
-                    return sum(samples(base, "trailerlink_kafka_messages_consumed_total")
-                               .values())
+                    return sum(samples(base, "trailerlink_kafka_messages_consumed_total").values())
 
                 wait_until(lambda: handled() >= sent, 120, "monitor caught up", interval=0.5)
                 wall = time.monotonic() - wall0

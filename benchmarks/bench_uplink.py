@@ -26,7 +26,7 @@ from trailerlink_testing.tusd import Tusd, tusd_binary
 from benchmarks import Benchmark, Row
 
 ROOT = Path(__file__).resolve().parent.parent
-LATENCY_S = 0.030      # added each way by the proxy
+LATENCY_S = 0.030  # added each way by the proxy
 # tbf's queue, in time at the rate. A 4G bearer buffers a few hundred ms; with 100 ms
 # tbf dropped 10-40 % of the packets at 8 and 20 Mbit/s (tc -s qdisc), loss the real
 # link would not have added, costing about 1 % of goodput.
@@ -43,14 +43,41 @@ def _require() -> None:
         raise RuntimeError("tusd not installed: scripts/install-tools.sh")
 
 
-def _sendtool(prefix: list[str], url: str, work: Path, sizes: list[int],
-              chunk: int = CHUNK, rate: int = 0, timeout: float = 900,
-              extra: list[str] | None = None) -> dict[str, float]:
+def _sendtool(
+    prefix: list[str],
+    url: str,
+    work: Path,
+    sizes: list[int],
+    chunk: int = CHUNK,
+    rate: int = 0,
+    timeout: float = 900,
+    extra: list[str] | None = None,
+) -> dict[str, float]:
     out = subprocess.run(
-        [*prefix, sys.executable, "-m", "trailerlink_uplink.sendtool", "--url", url,
-         "--work", str(work), "--sizes", ",".join(map(str, sizes)), "--chunk", str(chunk),
-         "--rate", str(rate), "--concurrency", str(CONCURRENCY), *(extra or [])],
-        check=True, capture_output=True, text=True, timeout=timeout)
+        [
+            *prefix,
+            sys.executable,
+            "-m",
+            "trailerlink_uplink.sendtool",
+            "--url",
+            url,
+            "--work",
+            str(work),
+            "--sizes",
+            ",".join(map(str, sizes)),
+            "--chunk",
+            str(chunk),
+            "--rate",
+            str(rate),
+            "--concurrency",
+            str(CONCURRENCY),
+            *(extra or []),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -60,9 +87,22 @@ class _LatencyProxy:
     def __init__(self, link: ShapedLink, target: str, port: int = 18080) -> None:
         self.port = port
         self.proc = subprocess.Popen(
-            [*link.in_client(), sys.executable, "-m", "trailerlink_testing.faultproxy",
-             "--listen", f"127.0.0.1:{port}", "--target", target, "--latency", str(LATENCY_S)],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            [
+                *link.in_client(),
+                sys.executable,
+                "-m",
+                "trailerlink_testing.faultproxy",
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--target",
+                target,
+                "--latency",
+                str(LATENCY_S),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         if not line.startswith("listening"):
@@ -78,13 +118,23 @@ def _goodput(mbit: int, objects: int) -> Row:
     rate_bits = mbit * 1_000_000
     with tempfile.TemporaryDirectory(prefix="bench-uplink-") as tmp:
         tmpdir = Path(tmp)
-        with ShapedLink(rate_bits=rate_bits, queue_ms=QUEUE_MS) as link, \
-                Tusd(tmpdir / "tusd", host=link.server_ip, prefix=link.in_server(),
-                     log_path=tmpdir / "tusd.log") as tusd:
+        with (
+            ShapedLink(rate_bits=rate_bits, queue_ms=QUEUE_MS) as link,
+            Tusd(
+                tmpdir / "tusd",
+                host=link.server_ip,
+                prefix=link.in_server(),
+                log_path=tmpdir / "tusd.log",
+            ) as tusd,
+        ):
             proxy = _LatencyProxy(link, f"{link.server_ip}:{tusd.port}")
             try:
-                result = _sendtool(link.in_client(), f"http://127.0.0.1:{proxy.port}/files/",
-                                   tmpdir / "run", [OBJECT_BYTES] * objects)
+                result = _sendtool(
+                    link.in_client(),
+                    f"http://127.0.0.1:{proxy.port}/files/",
+                    tmpdir / "run",
+                    [OBJECT_BYTES] * objects,
+                )
             finally:
                 proxy.close()
             shaper = link.shaper_stats()
@@ -92,14 +142,19 @@ def _goodput(mbit: int, objects: int) -> Row:
     return Row(
         id=f"uplink.goodput_{mbit}mbit",
         what=f"goodput / link rate: tc tbf {mbit} Mbit/s ({QUEUE_MS} ms queue) + "
-             f"{LATENCY_S * 2000:.0f} ms RTT added",
-        ours=goodput / 1e6, reference=rate_bits / 1e6, unit="Mbit/s", goal_op=">=", goal=0.9,
+        f"{LATENCY_S * 2000:.0f} ms RTT added",
+        ours=goodput / 1e6,
+        reference=rate_bits / 1e6,
+        unit="Mbit/s",
+        goal_op=">=",
+        goal=0.9,
         notes=f"{objects} x {OBJECT_BYTES / 1e6:.0f} MB sealed objects, {CHUNK // 1024} KiB "
-              f"chunks, {CONCURRENCY} uploads at once, {result['seconds']:.1f} s incl. "
-              "connect/create; tbf counts Ethernet/IP/TCP headers, so payload tops out "
-              f"near 0.956 of the rate (this run: payload / bytes through tbf "
-              f"{result['bytes'] / shaper['sent_bytes']:.3f}; tbf dropped "
-              f"{shaper['dropped']} of {shaper['packets'] + shaper['dropped']} packets)")
+        f"chunks, {CONCURRENCY} uploads at once, {result['seconds']:.1f} s incl. "
+        "connect/create; tbf counts Ethernet/IP/TCP headers, so payload tops out "
+        f"near 0.956 of the rate (this run: payload / bytes through tbf "
+        f"{result['bytes'] / shaper['sent_bytes']:.3f}; tbf dropped "
+        f"{shaper['dropped']} of {shaper['packets'] + shaper['dropped']} packets)",
+    )
 
 
 def goodput_2() -> Row:
@@ -127,8 +182,15 @@ def resent_per_cut() -> Row:
             result: dict[str, float] = {}
 
             def send() -> None:
-                result.update(_sendtool([], f"http://127.0.0.1:{proxy.port}/files/",
-                                        tmpdir / "run", [size], rate=4_000_000))
+                result.update(
+                    _sendtool(
+                        [],
+                        f"http://127.0.0.1:{proxy.port}/files/",
+                        tmpdir / "run",
+                        [size],
+                        rate=4_000_000,
+                    )
+                )
 
             sender = threading.Thread(target=send)
             sender.start()
@@ -144,11 +206,17 @@ def resent_per_cut() -> Row:
             cuts = proxy.cuts
     per_cut = result["resent_bytes"] / max(1, cuts)
     return Row(
-        id="uplink.resent_per_cut", what="bytes re-sent per link cut / chunk size",
-        ours=per_cut, reference=CHUNK, unit="bytes", goal_op="<=", goal=1.0,
+        id="uplink.resent_per_cut",
+        what="bytes re-sent per link cut / chunk size",
+        ours=per_cut,
+        reference=CHUNK,
+        unit="bytes",
+        goal_op="<=",
+        goal=1.0,
         notes=f"{cuts} cuts at random offsets of a {size // CHUNK} MiB upload via the fault "
-              "proxy (tusd keeps the partial chunk; the ingest's checksum would drop it, "
-              "still <= 1 chunk)")
+        "proxy (tusd keeps the partial chunk; the ingest's checksum would drop it, "
+        "still <= 1 chunk)",
+    )
 
 
 def day_over_1mbit() -> Row:
@@ -167,9 +235,15 @@ def day_over_1mbit() -> Row:
     starts = sorted(rng.uniform(0.05, 0.85) * ideal_transfer for _ in outages)
     with tempfile.TemporaryDirectory(prefix="bench-uplink-") as tmp:
         tmpdir = Path(tmp)
-        with ShapedLink(rate_bits=rate_bits, queue_ms=QUEUE_MS) as link, \
-                Tusd(tmpdir / "tusd", host=link.server_ip, prefix=link.in_server(),
-                     log_path=tmpdir / "tusd.log") as tusd:
+        with (
+            ShapedLink(rate_bits=rate_bits, queue_ms=QUEUE_MS) as link,
+            Tusd(
+                tmpdir / "tusd",
+                host=link.server_ip,
+                prefix=link.in_server(),
+                log_path=tmpdir / "tusd.log",
+            ) as tusd,
+        ):
             result: dict[str, float] = {}
 
             def send() -> None:
@@ -196,11 +270,16 @@ def day_over_1mbit() -> Row:
     return Row(
         id="uplink.day_over_1mbit",
         what="screening day over 1 Mbit/s with 5 outages: time / (bytes/rate + outages)",
-        ours=result["seconds"], reference=ideal, unit="s", goal_op="<=", goal=1.1,
+        ours=result["seconds"],
+        reference=ideal,
+        unit="s",
+        goal_op="<=",
+        goal=1.1,
         notes=f"SCALED: {women} women x 4 views (not 100), sealed sizes of the codec's MG "
-              f"corpus /{scale} ({sum(sizes) / 1e6:.1f} MB), outages 1-10 min /{scale} "
-              f"({outage_total:.0f} s total, link carrier down); default timeouts; tbf "
-              f"queue {QUEUE_MS} ms")
+        f"corpus /{scale} ({sum(sizes) / 1e6:.1f} MB), outages 1-10 min /{scale} "
+        f"({outage_total:.0f} s total, link carrier down); default timeouts; tbf "
+        f"queue {QUEUE_MS} ms",
+    )
 
 
 SILENT_CUT_SECONDS = 120
@@ -224,24 +303,35 @@ def _silent_cut_run() -> dict[str, float]:
     sizes = [4_000_000] * 8  # 32 MB: about 34 s of upload at 8 Mbit/s
     with tempfile.TemporaryDirectory(prefix="bench-silent-") as tmp:
         tmpdir = Path(tmp)
-        with TrailerHost(rate_bits=8_000_000, queue_ms=QUEUE_MS) as host, \
-                CentralStack(tmpdir / "central", tus_host=host.wan_server_ip) as central:
+        with (
+            TrailerHost(rate_bits=8_000_000, queue_ms=QUEUE_MS) as host,
+            CentralStack(tmpdir / "central", tus_host=host.wan_server_ip) as central,
+        ):
             key_id = next(central.sealing_private.glob("*.pem")).stem
             pki, tid = central.pki, central.trailer_id
 
             def durable() -> float:
-                return central.ingest.metric("trailerlink_ingest_bytes_received_total",
-                                             trailer=tid)
+                return central.ingest.metric("trailerlink_ingest_bytes_received_total", trailer=tid)
 
             def first_ack_after(return_at: float, durable_at_return: float) -> float:
-                wait_until(lambda: durable() > durable_at_return, 120,
-                           "bytes acknowledged after the link's return", interval=0.02)
+                wait_until(
+                    lambda: durable() > durable_at_return,
+                    120,
+                    "bytes acknowledged after the link's return",
+                    interval=0.02,
+                )
                 return time.monotonic() - return_at
 
             def cut(seconds: float, past_bytes: float) -> float:
-                wait_until(lambda: durable() > past_bytes and central.ingest.metric(
-                    "trailerlink_ingest_uploads_active") >= 1, 120, "mid-upload",
-                    interval=0.02)
+                wait_until(
+                    lambda: (
+                        durable() > past_bytes
+                        and central.ingest.metric("trailerlink_ingest_uploads_active") >= 1
+                    ),
+                    120,
+                    "mid-upload",
+                    interval=0.02,
+                )
                 in_flight.append(central.ingest.metric("trailerlink_ingest_uploads_active"))
                 cut_at = host.cut()
                 time.sleep(max(0.0, cut_at + seconds - time.monotonic()))  # the outage
@@ -252,12 +342,24 @@ def _silent_cut_run() -> dict[str, float]:
             in_flight: list[float] = []  # uploads being received at each cut
 
             def send() -> None:
-                result.update(_sendtool(
-                    host.run_inside(),
-                    f"{central.ingest_url}/files/", tmpdir / "run", sizes,
-                    extra=["--key-id", key_id, "--ca-file", str(pki / "ca.crt"),
-                           "--cert-file", str(pki / f"{tid}.crt"),
-                           "--key-file", str(pki / f"{tid}.key")]))
+                result.update(
+                    _sendtool(
+                        host.run_inside(),
+                        f"{central.ingest_url}/files/",
+                        tmpdir / "run",
+                        sizes,
+                        extra=[
+                            "--key-id",
+                            key_id,
+                            "--ca-file",
+                            str(pki / "ca.crt"),
+                            "--cert-file",
+                            str(pki / f"{tid}.crt"),
+                            "--key-file",
+                            str(pki / f"{tid}.key"),
+                        ],
+                    )
+                )
 
             sender = threading.Thread(target=send)
             sender.start()
@@ -267,8 +369,12 @@ def _silent_cut_run() -> dict[str, float]:
             completed = central.ingest.metric("trailerlink_ingest_uploads_completed_total")
     if completed != len(sizes) or "seconds" not in result:
         raise RuntimeError(f"{completed} uploads completed at the ingest, expected {len(sizes)}")
-    _silent.update(recover=recover, floor=floor, resent=result["resent_bytes"],
-                   interrupted=max(1.0, sum(in_flight)))
+    _silent.update(
+        recover=recover,
+        floor=floor,
+        resent=result["resent_bytes"],
+        interrupted=max(1.0, sum(in_flight)),
+    )
     return _silent
 
 
@@ -277,13 +383,17 @@ def recover_after_silent_cut() -> Row:
     return Row(
         id="uplink.recover_after_silent_cut_seconds",
         what=f"link's return -> first acknowledged byte, after a {SILENT_CUT_SECONDS} s "
-             "silent cut mid-upload / the issue's bound",
-        ours=run["recover"], reference=RECOVER_GOAL_SECONDS, unit="s", goal_op="<=",
+        "silent cut mid-upload / the issue's bound",
+        ours=run["recover"],
+        reference=RECOVER_GOAL_SECONDS,
+        unit="s",
+        goal_op="<=",
         goal=1.0,
         notes=f"uplink sender in a namespace -> real ingest (mTLS) over tc tbf 8 Mbit/s, "
-              f"interface down (no FIN/RST), {CONCURRENCY} uploads at once, 1 MiB chunks; "
-              f"the same run's 5 s cut (connection survives: the floor) took "
-              f"{run['floor']:.1f} s")
+        f"interface down (no FIN/RST), {CONCURRENCY} uploads at once, 1 MiB chunks; "
+        f"the same run's 5 s cut (connection survives: the floor) took "
+        f"{run['floor']:.1f} s",
+    )
 
 
 def resent_per_silent_cut() -> Row:
@@ -291,14 +401,18 @@ def resent_per_silent_cut() -> Row:
     return Row(
         id="uplink.resent_per_silent_cut",
         what="bytes re-sent per upload a silent cut interrupted (interface down) / chunk",
-        ours=run["resent"] / run["interrupted"], reference=CHUNK, unit="bytes",
-        goal_op="<=", goal=1.0,
+        ours=run["resent"] / run["interrupted"],
+        reference=CHUNK,
+        unit="bytes",
+        goal_op="<=",
+        goal=1.0,
         notes=f"the {SILENT_CUT_SECONDS} s and 5 s cuts of "
-              f"uplink.recover_after_silent_cut_seconds: {run['resent'] / CHUNK:.2f} chunks "
-              f"re-sent in all, {run['interrupted']:.0f} uploads being received at the cuts "
-              "(the 5 s cut's connection survives and re-sends nothing); a checksummed "
-              "chunk cut short is dropped by the ingest and handed to the socket again "
-              "whole")
+        f"uplink.recover_after_silent_cut_seconds: {run['resent'] / CHUNK:.2f} chunks "
+        f"re-sent in all, {run['interrupted']:.0f} uploads being received at the cuts "
+        "(the 5 s cut's connection survives and re-sends nothing); a checksummed "
+        "chunk cut short is dropped by the ingest and handed to the socket again "
+        "whole",
+    )
 
 
 BENCHMARKS = [

@@ -39,26 +39,46 @@ _NHS = ("9990000018", "9990000026", "9990000034", "9990000042", "9990000050")
 
 def _step(i: int, day: str) -> ScheduledStep:
     return ScheduledStep(
-        accession_number=f"BEN{i:05d}", scheduled_procedure_step_id=f"SPS{i:05d}",
-        scheduled_date=day, scheduled_time=f"{8 + i // 12:02d}{(i % 12) * 5:02d}00",
-        patient_name=f"TEST^PATIENT{i}", patient_id=_NHS[i % len(_NHS)],
-        issuer_of_patient_id="NHS", patient_birth_date="19700101", patient_sex="F",
+        accession_number=f"BEN{i:05d}",
+        scheduled_procedure_step_id=f"SPS{i:05d}",
+        scheduled_date=day,
+        scheduled_time=f"{8 + i // 12:02d}{(i % 12) * 5:02d}00",
+        patient_name=f"TEST^PATIENT{i}",
+        patient_id=_NHS[i % len(_NHS)],
+        issuer_of_patient_id="NHS",
+        patient_birth_date="19700101",
+        patient_sex="F",
         requested_procedure_id=f"RP{i:05d}",
         requested_procedure_description="Breast screening mammography",
         study_instance_uid=f"1.2.826.0.1.3680043.8.498.9{i:05d}",
-        referring_physician_name="SCREENING^OFFICE", modality="MG",
-        scheduled_station_ae_title=STATION, scheduled_location=SITE,
-        scheduled_step_description="Screening 4 views")
+        referring_physician_name="SCREENING^OFFICE",
+        modality="MG",
+        scheduled_station_ae_title=STATION,
+        scheduled_location=SITE,
+        scheduled_step_description="Screening 4 views",
+    )
 
 
 def _queries(day: str) -> list[list[str]]:
-    returned = ["PatientName", "PatientID", "PatientBirthDate", "PatientSex",
-                "AccessionNumber", "RequestedProcedureID", "StudyInstanceUID",
-                f"{SPS}.ScheduledProcedureStepID", f"{SPS}.ScheduledProcedureStepStartTime"]
+    returned = [
+        "PatientName",
+        "PatientID",
+        "PatientBirthDate",
+        "PatientSex",
+        "AccessionNumber",
+        "RequestedProcedureID",
+        "StudyInstanceUID",
+        f"{SPS}.ScheduledProcedureStepID",
+        f"{SPS}.ScheduledProcedureStepStartTime",
+    ]
     return [
         # The modality's worklist refresh: today's steps for this station.
-        [f"{SPS}.Modality=MG", f"{SPS}.ScheduledStationAETitle={STATION}",
-         f"{SPS}.ScheduledProcedureStepStartDate={day}", *returned],
+        [
+            f"{SPS}.Modality=MG",
+            f"{SPS}.ScheduledStationAETitle={STATION}",
+            f"{SPS}.ScheduledProcedureStepStartDate={day}",
+            *returned,
+        ],
         # A patient-based query at the console: NHS number.
         ["PatientID=9990000018", *returned[:1], *returned[2:]],
         # Name search with a wildcard.
@@ -72,8 +92,9 @@ def _answers(port: int, aet: str, keys: list[str]) -> int:
     """How many answers a query gets (checked once per query, outside the timing)."""
     result = findscu("127.0.0.1", port, aet, keys)
     if result.final_status != "Success":
-        raise RuntimeError(f"{aet}: C-FIND did not succeed (findscu exit "
-                           f"{result.returncode}): {result.log[-600:]}")
+        raise RuntimeError(
+            f"{aet}: C-FIND did not succeed (findscu exit {result.returncode}): {result.log[-600:]}"
+        )
     return len(result.responses)
 
 
@@ -102,9 +123,16 @@ def _p95(values: list[float]) -> float:
 
 def _seed_cache(data_dir: Path, key_file: Path, steps: list[ScheduledStep]) -> None:
     """Write the day into the cache the service will open (as a poll would have)."""
-    app = WorklistApp(WorklistSettings(  # its DICOM server is never started
-        data_dir=data_dir, upstream="none", site_code=SITE, station_ae_titles=STATION,
-        log_level="WARNING", worklist_key_file=key_file))
+    app = WorklistApp(
+        WorklistSettings(  # its DICOM server is never started
+            data_dir=data_dir,
+            upstream="none",
+            site_code=SITE,
+            station_ae_titles=STATION,
+            log_level="WARNING",
+            worklist_key_file=key_file,
+        )
+    )
     try:
         first, last = app.worklist.window()
         app.worklist.replace_window(steps, Source.DICOM_MWL, first, last)
@@ -141,26 +169,39 @@ def run() -> Row:
             "TRAILERLINK_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
             "TRAILERLINK_LOG_LEVEL": "WARNING",
         }
-        service = ServiceProcess([console_script("trailerlink-worklist")], env=env,
-                                 log_path=root / "worklist.log")
+        service = ServiceProcess(
+            [console_script("trailerlink-worklist")], env=env, log_path=root / "worklist.log"
+        )
         ours: list[float] = []
         reference: list[float] = []
         try:
             service.start()
-            wait_until(lambda: subprocess.run(
-                ["echoscu", "-aec", "TRAILERLINK_MWL", "127.0.0.1", str(dicom_port)],
-                capture_output=True).returncode == 0, 60, "the worklist service answering")
+            wait_until(
+                lambda: (
+                    subprocess.run(
+                        ["echoscu", "-aec", "TRAILERLINK_MWL", "127.0.0.1", str(dicom_port)],
+                        capture_output=True,
+                    ).returncode
+                    == 0
+                ),
+                60,
+                "the worklist service answering",
+            )
             queries = _queries(day)
             for q in queries:  # warm-up, and both must give the same number of answers
-                a, b = _answers(dicom_port, "TRAILERLINK_MWL", q), _answers(
-                    broker.port, "REFERENCE", q)
+                a, b = (
+                    _answers(dicom_port, "TRAILERLINK_MWL", q),
+                    _answers(broker.port, "REFERENCE", q),
+                )
                 if a != b:
                     raise RuntimeError("ours and wlmscpfs disagree on a benchmark query")
             for r in range(ROUNDS):
                 for q in queries:
                     # Alternate who goes first so neither always meets a warm cache.
-                    pair = [(dicom_port, "TRAILERLINK_MWL", ours),
-                            (broker.port, "REFERENCE", reference)]
+                    pair = [
+                        (dicom_port, "TRAILERLINK_MWL", ours),
+                        (broker.port, "REFERENCE", reference),
+                    ]
                     for port, aet, sink in pair if r % 2 == 0 else reversed(pair):
                         sink.append(_timed(port, aet, q))
         finally:
@@ -176,8 +217,8 @@ def run() -> Row:
         goal_op="<=",
         goal=1.0,
         notes=f"quiet findscu wall time per query ({len(ours)} each, interleaved); p50 ours "
-              f"{ours_p50 * 1000:.1f} ms vs wlmscpfs {ref_p50 * 1000:.1f} ms "
-              f"(ratio {ours_p50 / ref_p50:.2f})",
+        f"{ours_p50 * 1000:.1f} ms vs wlmscpfs {ref_p50 * 1000:.1f} ms "
+        f"(ratio {ours_p50 / ref_p50:.2f})",
     )
 
 

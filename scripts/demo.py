@@ -69,18 +69,35 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--women", type=int, default=int(env.get("DEMO_WOMEN", 5)))
     p.add_argument("--rows", type=int, default=int(env.get("DEMO_ROWS", 2048)))
     p.add_argument("--columns", type=int, default=int(env.get("DEMO_COLUMNS", 1664)))
-    p.add_argument("--timeout", type=float, default=float(env.get("DEMO_TIMEOUT", 900)),
-                   help="seconds to wait for every commitment after the last store")
-    p.add_argument("--keep", default=env.get("DEMO_KEEP", ""),
-                   help="keep the run's directory here (logs, spool, PACS storage)")
-    p.add_argument("--link", default=env.get("LINK", ""),
-                   help="shape the uplink -> ingest link to this rate, e.g. 8mbit, 512kbit")
-    p.add_argument("--silent-cut", type=float, default=float(env.get("SILENT_CUT") or 0),
-                   help="seconds the link is lost silently, once, mid-upload (needs --link)")
-    p.add_argument("--runtime", choices=("processes", "containers"),
-                   default=env.get("RUNTIME") or "processes",
-                   help="run the services as processes (fast) or as the images `make "
-                        "images` builds (read-only, non-root containers)")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=float(env.get("DEMO_TIMEOUT", 900)),
+        help="seconds to wait for every commitment after the last store",
+    )
+    p.add_argument(
+        "--keep",
+        default=env.get("DEMO_KEEP", ""),
+        help="keep the run's directory here (logs, spool, PACS storage)",
+    )
+    p.add_argument(
+        "--link",
+        default=env.get("LINK", ""),
+        help="shape the uplink -> ingest link to this rate, e.g. 8mbit, 512kbit",
+    )
+    p.add_argument(
+        "--silent-cut",
+        type=float,
+        default=float(env.get("SILENT_CUT") or 0),
+        help="seconds the link is lost silently, once, mid-upload (needs --link)",
+    )
+    p.add_argument(
+        "--runtime",
+        choices=("processes", "containers"),
+        default=env.get("RUNTIME") or "processes",
+        help="run the services as processes (fast) or as the images `make "
+        "images` builds (read-only, non-root containers)",
+    )
     args = p.parse_args(argv)
     if args.runtime == "containers" and args.silent_cut:
         p.error("SILENT_CUT runs the uplink in a namespace of its own: processes only")
@@ -98,16 +115,26 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
 
 
 @contextlib.contextmanager
-def _wan(args: argparse.Namespace, work: Path
-         ) -> Iterator[tuple[CentralStack, Link, TrailerHost | None]]:
+def _wan(
+    args: argparse.Namespace, work: Path
+) -> Iterator[tuple[CentralStack, Link, TrailerHost | None]]:
     """The data centre and the link to it: the shaped hop of ``LINK``, or with
     ``SILENT_CUT`` a trailer host whose own WAN is shaped (and will be cut)."""
     if args.silent_cut:
         with TrailerHost(rate_bits=args.link_bits) as host:
             central = CentralStack(work / "central", tus_host=host.wan_server_ip)
-            yield central, Link(args.link, args.link_bits, "tc-tbf", where=(
-                "tc tbf on the WAN veth of the uplink's own namespace (cut silently once)")
-                ), host
+            yield (
+                central,
+                Link(
+                    args.link,
+                    args.link_bits,
+                    "tc-tbf",
+                    where=(
+                        "tc tbf on the WAN veth of the uplink's own namespace (cut silently once)"
+                    ),
+                ),
+                host,
+            )
         return
     central = CentralStack(work / "central")
     with open_link(args.link_bits, args.link, ("127.0.0.1", central.tus_port)) as link:
@@ -131,25 +158,41 @@ class _SilentCut:
         self._thread.join(timeout)
 
     def _durable(self) -> float:
-        return self.central.ingest.metric("trailerlink_ingest_bytes_received_total",
-                                          trailer=self.central.trailer_id)
+        return self.central.ingest.metric(
+            "trailerlink_ingest_bytes_received_total", trailer=self.central.trailer_id
+        )
 
     def _run(self) -> None:
         try:
-            wait_until(lambda: self._durable() > 0 and self.central.ingest.metric(
-                "trailerlink_ingest_uploads_active") >= 1, 600, "an upload in progress",
-                interval=0.05)
+            wait_until(
+                lambda: (
+                    self._durable() > 0
+                    and self.central.ingest.metric("trailerlink_ingest_uploads_active") >= 1
+                ),
+                600,
+                "an upload in progress",
+                interval=0.05,
+            )
             cut_at = self.host.cut()
-            print(f"  !! link lost silently (interface down: no FIN, no RST) for "
-                  f"{self.seconds:g}s, mid-upload", flush=True)
+            print(
+                f"  !! link lost silently (interface down: no FIN, no RST) for "
+                f"{self.seconds:g}s, mid-upload",
+                flush=True,
+            )
             time.sleep(max(0.0, cut_at + self.seconds - time.monotonic()))  # the outage
             back = self.host.restore()
             durable = self._durable()
-            wait_until(lambda: self._durable() > durable, 600,
-                       "bytes acknowledged after the link's return", interval=0.05)
+            wait_until(
+                lambda: self._durable() > durable,
+                600,
+                "bytes acknowledged after the link's return",
+                interval=0.05,
+            )
             self.resumed_after = time.monotonic() - back
-            print(f"  link back; the ingest acknowledged bytes again "
-                  f"{self.resumed_after:.1f}s later", flush=True)
+            print(
+                f"  link back; the ingest acknowledged bytes again {self.resumed_after:.1f}s later",
+                flush=True,
+            )
         except Exception as exc:  # reported in the summary; the run goes on
             self.error = str(exc)
             self.host.restore()
@@ -164,38 +207,58 @@ def _pct(values: list[float], q: float) -> float:
 
 def run(args: argparse.Namespace, work: Path) -> dict[str, object]:
     bookings = synthetic_day(args.women)
-    print(f"trailerlink demo: {args.women} women x 4 views of {args.rows}x{args.columns} "
-          f"(14-bit MG), run directory {work}", flush=True)
+    print(
+        f"trailerlink demo: {args.women} women x 4 views of {args.rows}x{args.columns} "
+        f"(14-bit MG), run directory {work}",
+        flush=True,
+    )
     started = time.time()
     cut: _SilentCut | None = None
     if args.runtime == "containers":
         print("  images: make images (podman) ...", flush=True)
         build_images()
-        print(f"  services run as containers of {image_for('trailerlink-gateway')} and "
-              "its five siblings: read-only, uid 10001, host network", flush=True)
+        print(
+            f"  services run as containers of {image_for('trailerlink-gateway')} and "
+            "its five siblings: read-only, uid 10001, host network",
+            flush=True,
+        )
     with _wan(args, work) as (central, link, host):
         central.runtime = args.runtime
         if link.fallback:
             print(f"  !! LINK={args.link}: {link.fallback}", flush=True)
         print(f"  link uplink -> ingest: {link.describe()}", flush=True)
         ingest_url = f"https://127.0.0.1:{link.port}" if link.port else None
-        trailer = TrailerStack(work / "trailer", central, bookings, ingest_url=ingest_url,
-                               uplink_env=link.uplink_env, uplink_host=host)
+        trailer = TrailerStack(
+            work / "trailer",
+            central,
+            bookings,
+            ingest_url=ingest_url,
+            uplink_env=link.uplink_env,
+            uplink_host=host,
+        )
         trailer.runtime = args.runtime
         # The trailer's broker boots while the data centre starts up; the trailer stops
         # first on the way out (its services talk to the data centre until then).
         with trailer.booting(), central:
-            print(f"  data centre up: Kafka {central.broker.bootstrap}, Orthanc AE PACS on "
-                  f"{central.pacs.dicom_port}, ingest {central.ingest_url}", flush=True)
+            print(
+                f"  data centre up: Kafka {central.broker.bootstrap}, Orthanc AE PACS on "
+                f"{central.pacs.dicom_port}, ingest {central.ingest_url}",
+                flush=True,
+            )
             with trailer:
-                print(f"  trailer up: Kafka {trailer.broker.bootstrap}, gateway "
-                      f"{trailer.gateway_port}, worklist {trailer.worklist_port}, codec, "
-                      f"uplink, monitor agent ({time.time() - started:.0f}s)", flush=True)
-                with SimulatedModality(trailer, work / "modality", rows=args.rows,
-                                       columns=args.columns) as modality:
+                print(
+                    f"  trailer up: Kafka {trailer.broker.bootstrap}, gateway "
+                    f"{trailer.gateway_port}, worklist {trailer.worklist_port}, codec, "
+                    f"uplink, monitor agent ({time.time() - started:.0f}s)",
+                    flush=True,
+                )
+                with SimulatedModality(
+                    trailer, work / "modality", rows=args.rows, columns=args.columns
+                ) as modality:
                     worklist = modality.wait_for_worklist(len(bookings))
-                    print(f"  worklist: {len(worklist)} women booked at this site today",
-                          flush=True)
+                    print(
+                        f"  worklist: {len(worklist)} women booked at this site today", flush=True
+                    )
                     studies: list[StudyResult] = []
                     if host is not None:
                         cut = _SilentCut(host, central, args.silent_cut)
@@ -203,18 +266,25 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, object]:
                     for i, item in enumerate(worklist):
                         study = modality.screen(item, seed=i)
                         studies.append(study)
-                        print(f"  woman {i + 1}/{len(worklist)}: {len(study.sent)}/4 stored, "
-                              f"MPPS {study.mpps_statuses}, commitment requested", flush=True)
+                        print(
+                            f"  woman {i + 1}/{len(worklist)}: {len(study.sent)}/4 stored, "
+                            f"MPPS {study.mpps_statuses}, commitment requested",
+                            flush=True,
+                        )
                     try:
-                        wait_until(lambda: all(s.confirmed_at is not None or s.commit_failed
-                                               for s in studies), args.timeout,
-                                   "every storage commitment answered", interval=0.5)
+                        wait_until(
+                            lambda: all(
+                                s.confirmed_at is not None or s.commit_failed for s in studies
+                            ),
+                            args.timeout,
+                            "every storage commitment answered",
+                            interval=0.5,
+                        )
                     except ConditionTimeout as exc:
                         print(f"  !! {exc}", flush=True)
                     if cut is not None:
                         cut.join(60)
-                    wait_until(lambda: trailer.backlog_objects() == 0, 60,
-                               "uplink backlog empty")
+                    wait_until(lambda: trailer.backlog_objects() == 0, 60, "uplink backlog empty")
                     bytes_on_wire = trailer.uplink.metric("trailerlink_uplink_sent_bytes_total")
                     shaped_bytes = link.shaper.shaped_bytes() if link.shaper else 0
                     print("  verifying every image in Orthanc ...", flush=True)
@@ -238,32 +308,46 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, object]:
     for s in studies:
         took = f"{s.seconds:7.1f}s" if s.seconds is not None else "   none"
         print(f"  {s.accession_number:12} {len(s.sent)}/4     {took}")
-    print(f"\n  images in PACS {in_pacs}, verified byte-identical {verified}/{images_sent}, "
-          f"commitments confirmed {confirmed}/{women}")
-    print(f"  raw {bytes_raw / 1e6:.1f} MB, on the wire {bytes_on_wire / 1e6:.1f} MB, "
-          f"logs scanned {len(logs)}, patient data found in logs: "
-          f"{sum(len(v) for v in leaks.values())}")
+    print(
+        f"\n  images in PACS {in_pacs}, verified byte-identical {verified}/{images_sent}, "
+        f"commitments confirmed {confirmed}/{women}"
+    )
+    print(
+        f"  raw {bytes_raw / 1e6:.1f} MB, on the wire {bytes_on_wire / 1e6:.1f} MB, "
+        f"logs scanned {len(logs)}, patient data found in logs: "
+        f"{sum(len(v) for v in leaks.values())}"
+    )
     committed_at = [s.confirmed_at for s in studies if s.confirmed_at is not None]
-    day_seconds = (max(committed_at) - min(s.started for s in studies)
-                   if committed_at else None)
+    day_seconds = max(committed_at) - min(s.started for s in studies) if committed_at else None
     floor = bytes_on_wire * 8 / link.bits_per_second if link.bits_per_second else None
     if link.bits_per_second:
         print(f"  link {link.describe()}")
-        print(f"  {bytes_on_wire / 1e6:.1f} MB on the wire need at least {floor:.0f}s at "
-              "that rate; first C-STORE to last commitment "
-              + (f"{day_seconds:.0f}s" if day_seconds is not None else "never")
-              + (f"; {shaped_bytes / 1e6:.1f} MB of IP packets through the tbf"
-                 if link.shaper else ""))
+        print(
+            f"  {bytes_on_wire / 1e6:.1f} MB on the wire need at least {floor:.0f}s at "
+            "that rate; first C-STORE to last commitment "
+            + (f"{day_seconds:.0f}s" if day_seconds is not None else "never")
+            + (
+                f"; {shaped_bytes / 1e6:.1f} MB of IP packets through the tbf"
+                if link.shaper
+                else ""
+            )
+        )
     if cut is not None and cut.error:
         print(f"  !! silent cut: {cut.error}")
     if bad:
         print(f"  !! missing or altered in PACS: {bad}")
     if leaks:
         print(f"  !! patient data in logs: {sorted(leaks)}")
-    ok = (women == args.women and images_sent == 4 * women and verified == images_sent
-          and confirmed == women and in_pacs == images_sent and not leaks
-          and not any(s.failed or s.commit_failed for s in studies)
-          and (cut is None or cut.resumed_after is not None))
+    ok = (
+        women == args.women
+        and images_sent == 4 * women
+        and verified == images_sent
+        and confirmed == women
+        and in_pacs == images_sent
+        and not leaks
+        and not any(s.failed or s.commit_failed for s in studies)
+        and (cut is None or cut.resumed_after is not None)
+    )
     return {
         "women": women,
         "images_sent": images_sent,
@@ -282,9 +366,11 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, object]:
         "day_seconds": round(day_seconds, 1) if day_seconds is not None else None,
         "runtime": args.runtime,
         "silent_cut_seconds": args.silent_cut or None,
-        "resumed_after_cut_seconds": (round(cut.resumed_after, 1)
-                                      if cut is not None and cut.resumed_after is not None
-                                      else None),
+        "resumed_after_cut_seconds": (
+            round(cut.resumed_after, 1)
+            if cut is not None and cut.resumed_after is not None
+            else None
+        ),
         "log_files_scanned": len(logs),
         "patient_data_in_logs": sum(len(v) for v in leaks.values()),
         "wall_seconds": round(time.time() - started, 1),

@@ -100,10 +100,15 @@ def _importable(modules: list[str]) -> set[str]:
     )
     result = subprocess.run(
         [sys.executable, "-c", probe, json.dumps(modules)],
-        capture_output=True, text=True, check=False)
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if result.returncode != 0:
-        raise SystemExit(f"trim_venv: importing the extension modules crashed "
-                         f"(exit {result.returncode}): {result.stderr[-500:]}")
+        raise SystemExit(
+            f"trim_venv: importing the extension modules crashed "
+            f"(exit {result.returncode}): {result.stderr[-500:]}"
+        )
     return set(json.loads(result.stdout.strip().splitlines()[-1]))
 
 
@@ -118,8 +123,7 @@ def strip_extensions(site: Path) -> int:
     for path in modules.values():
         size = path.stat().st_size
         stripped = path.with_name(path.name + ".stripped")
-        subprocess.run([strip, "--strip-unneeded", "-o", str(stripped), str(path)],
-                       check=True)
+        subprocess.run([strip, "--strip-unneeded", "-o", str(stripped), str(path)], check=True)
         if stripped.stat().st_size < size:
             freed += size - stripped.stat().st_size
             stripped.replace(path)

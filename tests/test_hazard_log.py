@@ -14,9 +14,12 @@ TEST_ID = re.compile(r"`([\w/.\-]+\.py)::(test_\w+)`")
 
 def _test_names(path: Path) -> set[str]:
     tree = ast.parse(path.read_text())
-    return {node.name for node in ast.walk(tree)
-            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
-            and node.name.startswith("test_")}
+    return {
+        node.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.name.startswith("test_")
+    }
 
 
 def test_every_listed_test_id_exists() -> None:

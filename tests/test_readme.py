@@ -12,8 +12,11 @@ README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 
 
 def test_topic_table_matches_the_registry() -> None:
-    rows = re.findall(r"^\| `(trailerlink\.[a-z.\-0-9]+)` \| (\w+) \| [^|]+ \| [^|]+ \| (\d+) \|",
-                      README, flags=re.M)
+    rows = re.findall(
+        r"^\| `(trailerlink\.[a-z.\-0-9]+)` \| (\w+) \| [^|]+ \| [^|]+ \| (\d+) \|",
+        README,
+        flags=re.M,
+    )
     documented = {name: (site, int(partitions)) for name, site, partitions in rows}
     actual = {t.name: (t.site, t.partitions) for t in registry().values()}
     assert documented == actual
@@ -24,8 +27,9 @@ def test_service_ports_match_their_settings() -> None:
     assert len(rows) == 6
     for service, port in rows:
         main = importlib.import_module(f"trailerlink_{service}.main")
-        settings_cls = next(v for k, v in vars(main).items() if k.endswith("Settings")
-                            and k != "ServiceSettings")
+        settings_cls = next(
+            v for k, v in vars(main).items() if k.endswith("Settings") and k != "ServiceSettings"
+        )
         assert settings_cls.model_fields["http_port"].default == int(port), service
 
 

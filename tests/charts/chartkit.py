@@ -23,7 +23,7 @@ KUBE_VERSIONS = ("1.30.0", "1.33.0", "1.35.0")
 
 
 def values_files(chart: str) -> list[str]:
-    """"" (the chart's defaults) plus every example values file in charts/<chart>/ci/."""
+    """ "" (the chart's defaults) plus every example values file in charts/<chart>/ci/."""
     return ["", *sorted(p.name for p in (CHARTS / chart / "ci").glob("*.yaml"))]
 
 
@@ -60,16 +60,22 @@ class Rendered:
 
 
 def helm_args(chart: str, values_file: str, kube_version: str) -> list[str]:
-    args = ["template", RELEASE, str(CHARTS / chart), "--namespace", NAMESPACE,
-            "--kube-version", kube_version]
+    args = [
+        "template",
+        RELEASE,
+        str(CHARTS / chart),
+        "--namespace",
+        NAMESPACE,
+        "--kube-version",
+        kube_version,
+    ]
     if values_file:
         args += ["--values", str(CHARTS / chart / "ci" / values_file)]
     return args
 
 
 def run_helm(helm: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([helm, *args], capture_output=True, text=True, timeout=120,
-                          check=False)
+    return subprocess.run([helm, *args], capture_output=True, text=True, timeout=120, check=False)
 
 
 class Renderer:
@@ -79,8 +85,9 @@ class Renderer:
         self.helm = helm
         self._cache: dict[tuple[str, str, str], Rendered] = {}
 
-    def __call__(self, chart: str, values_file: str = "",
-                 kube_version: str = KUBE_VERSIONS[-1]) -> Rendered:
+    def __call__(
+        self, chart: str, values_file: str = "", kube_version: str = KUBE_VERSIONS[-1]
+    ) -> Rendered:
         key = (chart, values_file, kube_version)
         if key not in self._cache:
             result = run_helm(self.helm, *helm_args(chart, values_file, kube_version))

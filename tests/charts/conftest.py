@@ -23,8 +23,10 @@ from chartkit import HELM_VERSION, Renderer, find_helm
 def helm() -> str:
     path = find_helm()
     if path is None:
-        reason = (f"helm {HELM_VERSION} is not installed: run scripts/install-tools.sh "
-                  "(go install helm.sh/helm/v3/cmd/helm@" + HELM_VERSION + ")")
+        reason = (
+            f"helm {HELM_VERSION} is not installed: run scripts/install-tools.sh "
+            "(go install helm.sh/helm/v3/cmd/helm@" + HELM_VERSION + ")"
+        )
         if os.environ.get("CI"):
             pytest.fail(reason + " — CI must check the charts")
         pytest.skip(reason)
@@ -34,5 +36,3 @@ def helm() -> str:
 @pytest.fixture(scope="session")
 def render(helm: str) -> Renderer:
     return Renderer(helm)
-
-

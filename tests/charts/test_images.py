@@ -69,8 +69,10 @@ def _ignored(path: str) -> bool:
         if pattern.startswith("**/"):
             tail = pattern[3:]
             parts = path.split("/")
-            if any(fnmatch.fnmatch("/".join(parts[i:]), tail) or
-                   fnmatch.fnmatch(parts[i], tail) for i in range(len(parts))):
+            if any(
+                fnmatch.fnmatch("/".join(parts[i:]), tail) or fnmatch.fnmatch(parts[i], tail)
+                for i in range(len(parts))
+            ):
                 return True
         elif fnmatch.fnmatch(path, pattern) or path.startswith(pattern + "/"):
             return True
@@ -92,7 +94,7 @@ def test_each_service_has_a_target_running_its_console_script(service: str) -> N
     runs = " ".join(a for w, a in _stage(venv_stage) if w == "RUN")
     assert f"--package trailerlink-{service}" in runs and "--no-dev" in runs
     exposed = " ".join(a for w, a in stage if w == "EXPOSE").split()
-    main = (ROOT / "services" / service / "src" / f"trailerlink_{service}")
+    main = ROOT / "services" / service / "src" / f"trailerlink_{service}"
     settings_src = "".join(p.read_text() for p in main.glob("*.py"))
     port = re.search(r"http_port: int = Field\(\s*(\d+)", settings_src).group(1)
     assert port in exposed
@@ -147,8 +149,13 @@ def test_generated_contracts_are_made_in_the_build_not_copied() -> None:
     first_sync = DOCKERFILE.index("uv sync --no-dev")
     assert gen < first_sync, "contracts must be generated before the wheels are built"
     # what the workspace needs to build is in the context
-    for path in ("pyproject.toml", "uv.lock", "proto/topics.yaml", "libs/events/pyproject.toml",
-                 "services/gateway/src/trailerlink_gateway/main.py"):
+    for path in (
+        "pyproject.toml",
+        "uv.lock",
+        "proto/topics.yaml",
+        "libs/events/pyproject.toml",
+        "services/gateway/src/trailerlink_gateway/main.py",
+    ):
         assert not _ignored(path), path
     for path in (".venv", "services/gateway/tests/test_gateway_store.py", ".git"):
         assert _ignored(path), path
@@ -180,4 +187,3 @@ def test_skaffold_builds_every_target_and_deploys_both_charts() -> None:
                 assert field in values[service]["image"], key
                 image_var = f"trailerlink_{service}"
                 assert image_var in templates[key]
-

@@ -22,8 +22,11 @@ def kafka_config(render: Renderer) -> dict[str, str]:
 
 
 def _properties(text: str) -> dict[str, str]:
-    pairs = (line.split("=", 1) for line in text.splitlines()
-             if line.strip() and not line.lstrip().startswith("#"))
+    pairs = (
+        line.split("=", 1)
+        for line in text.splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    )
     return {k.strip(): v.strip() for k, v in pairs}
 
 
@@ -33,10 +36,16 @@ def test_broker_settings_say_what_the_trailer_needs(kafka_config: dict[str, str]
     assert props["auto.create.topics.enable"] == "false"
     assert props["log.flush.interval.messages"] == "1"
     assert props["log.dirs"].startswith("/var/lib/kafka/data/")  # not the volume root
-    assert props["advertised.listeners"] == \
-        "PLAINTEXT://trailerlink-kafka.trailerlink.svc.cluster.local:9092"
-    for key in ("offsets.topic.replication.factor", "transaction.state.log.replication.factor",
-                "min.insync.replicas", "default.replication.factor"):
+    assert (
+        props["advertised.listeners"]
+        == "PLAINTEXT://trailerlink-kafka.trailerlink.svc.cluster.local:9092"
+    )
+    for key in (
+        "offsets.topic.replication.factor",
+        "transaction.state.log.replication.factor",
+        "min.insync.replicas",
+        "default.replication.factor",
+    ):
         assert props[key] == "1", key
 
 
@@ -62,20 +71,24 @@ def test_the_init_container_formats_once_with_the_charts_configuration(
     storage.write_text(  # what kafka-run-class.sh does with these variables
         "#!/bin/bash\n"
         f'exec java $KAFKA_HEAP_OPTS $KAFKA_LOG4J_OPTS -cp "{libs}/*" '
-        'kafka.tools.StorageTool "$@"\n')
+        'kafka.tools.StorageTool "$@"\n'
+    )
     storage.chmod(0o755)
 
     def mapped(text: str) -> str:
-        return (text.replace("/opt/kafka/bin/", f"{bin_dir}/")
-                .replace("/etc/kafka/trailerlink", str(config))
-                .replace("/var/lib/kafka/data", str(data)))
+        return (
+            text.replace("/opt/kafka/bin/", f"{bin_dir}/")
+            .replace("/etc/kafka/trailerlink", str(config))
+            .replace("/var/lib/kafka/data", str(data))
+        )
 
     command = [mapped(part) for part in [*init["command"], *init["args"]]]
     run_env = {"PATH": "/usr/bin:/bin", **{k: mapped(v) for k, v in env.items()}}
 
     def run() -> subprocess.CompletedProcess[str]:
-        return subprocess.run(command, capture_output=True, text=True, timeout=120,
-                              env=run_env, check=False)
+        return subprocess.run(
+            command, capture_output=True, text=True, timeout=120, env=run_env, check=False
+        )
 
     first = run()
     assert first.returncode == 0, first.stdout + first.stderr
@@ -89,10 +102,16 @@ def test_the_init_container_formats_once_with_the_charts_configuration(
     assert meta.read_text() == formatted
     # the broker's own log4j2 configuration loads without errors too
     check = subprocess.run(
-        [str(storage), "random-uuid"], capture_output=True, text=True, timeout=120,
-        env={"PATH": "/usr/bin:/bin",
-             "KAFKA_LOG4J_OPTS": f"-Dlog4j2.configurationFile={config / 'log4j2.properties'}"},
-        check=False)
+        [str(storage), "random-uuid"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "KAFKA_LOG4J_OPTS": f"-Dlog4j2.configurationFile={config / 'log4j2.properties'}",
+        },
+        check=False,
+    )
     assert check.returncode == 0
     assert "StatusLogger" not in check.stdout + check.stderr
     assert "StatusLogger" not in first.stdout + first.stderr

@@ -40,6 +40,7 @@ def _promtool() -> str:
     path = shutil.which("promtool")
     if path is None:
         import os
+
         reason = "promtool is not installed: run scripts/install-tools.sh (Debian prometheus)"
         if os.environ.get("CI"):
             pytest.fail(reason)
@@ -62,17 +63,21 @@ def test_chart_dashboards_are_the_repositorys() -> None:
 
 def test_dashboards_are_what_the_generator_writes(tmp_path: Path) -> None:
     # monitoring/dashboards.py is the source; the JSON is its output, never edited by hand.
-    result = subprocess.run([sys.executable, str(MONITORING / "dashboards.py"),
-                             "--out", str(tmp_path)], capture_output=True, text=True,
-                            timeout=120, check=False)
+    result = subprocess.run(
+        [sys.executable, str(MONITORING / "dashboards.py"), "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     generated = {p.name: p.read_bytes() for p in sorted(tmp_path.glob("*.json"))}
-    committed = {p.name: p.read_bytes()
-                 for p in sorted((MONITORING / "dashboards").glob("*.json"))}
+    committed = {p.name: p.read_bytes() for p in sorted((MONITORING / "dashboards").glob("*.json"))}
     assert generated, "the generator wrote no dashboard"
     assert committed == generated, (
         "monitoring/dashboards/*.json differ from what monitoring/dashboards.py writes: "
-        "change the generator, then make dashboards charts-sync")
+        "change the generator, then make dashboards charts-sync"
+    )
 
 
 def _fleet_board() -> dict:
@@ -80,10 +85,16 @@ def _fleet_board() -> dict:
 
 
 def test_the_fleet_top_row_is_four_traffic_lights() -> None:
-    top = sorted((p for p in _fleet_board()["panels"] if p["gridPos"]["y"] == 0),
-                 key=lambda p: p["gridPos"]["x"])
-    assert [p["title"] for p in top] == ["Trailers silent", "Trailers not delivering",
-                                         "Canaries failing", "Images past deadline"]
+    top = sorted(
+        (p for p in _fleet_board()["panels"] if p["gridPos"]["y"] == 0),
+        key=lambda p: p["gridPos"]["x"],
+    )
+    assert [p["title"] for p in top] == [
+        "Trailers silent",
+        "Trailers not delivering",
+        "Canaries failing",
+        "Images past deadline",
+    ]
     for panel in top:
         assert panel["type"] == "stat"
         assert panel["options"]["colorMode"] == "background"
@@ -98,12 +109,16 @@ def test_the_per_trailer_table_names_its_columns_with_units_and_mappings() -> No
     names = organize["renameByName"]
     # Every query is a named column (no "Value #C" left for support to decode).
     assert {f"Value #{t['refId']}" for t in panel["targets"]} <= set(names)
-    overrides = {o["matcher"]["options"]: {p["id"]: p["value"] for p in o["properties"]}
-                 for o in panel["fieldConfig"]["overrides"]}
+    overrides = {
+        o["matcher"]["options"]: {p["id"]: p["value"] for p in o["properties"]}
+        for o in panel["fieldConfig"]["overrides"]
+    }
     assert set(names.values()) - {"Trailer"} == set(overrides)
     assert all("unit" in props for props in overrides.values())
-    texts = {name: {r["text"] for m in props.get("mappings", [])
-                    for r in m["options"].values()} for name, props in overrides.items()}
+    texts = {
+        name: {r["text"] for m in props.get("mappings", []) for r in m["options"].values()}
+        for name, props in overrides.items()
+    }
     assert texts["Link"] == {"unknown", "up", "degraded", "down"}
     assert texts["Uplink"] == {"sending", "paused"}
     assert "none" in texts["Operator cap"] and "uncapped" in texts["Cap in force"]
@@ -122,8 +137,13 @@ def test_rendered_rules_pass_promtool(render: Renderer, tmp_path: Path) -> None:
     (rule,) = render("central").of_kind("PrometheusRule")
     rendered = tmp_path / "rendered.rules.yaml"
     rendered.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
-    result = subprocess.run([promtool, "check", "rules", str(rendered)], capture_output=True,
-                            text=True, timeout=60, check=False)
+    result = subprocess.run(
+        [promtool, "check", "rules", str(rendered)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -131,9 +151,14 @@ def test_rule_unit_tests_pass() -> None:
     promtool = _promtool()
     tests = sorted((MONITORING / "rules" / "tests").glob("*.yaml"))
     assert tests
-    result = subprocess.run([promtool, "test", "rules", *map(str, tests)], capture_output=True,
-                            text=True, timeout=60, check=False,
-                            cwd=MONITORING / "rules" / "tests")
+    result = subprocess.run(
+        [promtool, "test", "rules", *map(str, tests)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=MONITORING / "rules" / "tests",
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -146,10 +171,10 @@ def test_the_rules_name_only_metrics_the_code_exports() -> None:
             for rule in group["rules"]:
                 used |= _metrics_in(rule["expr"])
                 for metric in _metrics_in(rule["expr"]):
-                    base = next((metric[: -len(s)] for s in SUFFIXES if metric.endswith(s)),
-                                metric)
-                    assert metric in PROMETHEUS_BUILTIN or metric in exported or \
-                        base in exported, f"{path.name}: {rule.get('alert')} uses {metric}"
+                    base = next((metric[: -len(s)] for s in SUFFIXES if metric.endswith(s)), metric)
+                    assert metric in PROMETHEUS_BUILTIN or metric in exported or base in exported, (
+                        f"{path.name}: {rule.get('alert')} uses {metric}"
+                    )
     assert {"up", "trailerlink_kafka_dead_letters_total"} <= used
 
 
@@ -157,7 +182,8 @@ def test_dashboards_referenced_exist_and_name_real_metrics(render: Renderer) -> 
     values = yaml.safe_load((CHARTS / "central" / "values.yaml").read_text())
     # an empty list installs every dashboard the chart carries
     listed = values["metrics"]["dashboards"]["files"] or sorted(
-        p.name for p in (CHART_FILES / "dashboards").glob("*.json"))
+        p.name for p in (CHART_FILES / "dashboards").glob("*.json")
+    )
     assert listed
     exported = _exported_metrics()
     rendered = render("central")
@@ -170,10 +196,10 @@ def test_dashboards_referenced_exist_and_name_real_metrics(render: Renderer) -> 
         for panel in dashboard["panels"]:
             for target in panel["targets"]:
                 for metric in _metrics_in(target["expr"]):
-                    base = next((metric[: -len(s)] for s in SUFFIXES if metric.endswith(s)),
-                                metric)
-                    assert metric in PROMETHEUS_BUILTIN or base in exported or \
-                        metric in exported, f"{name}: panel {panel['title']} uses {metric}"
+                    base = next((metric[: -len(s)] for s in SUFFIXES if metric.endswith(s)), metric)
+                    assert metric in PROMETHEUS_BUILTIN or base in exported or metric in exported, (
+                        f"{name}: panel {panel['title']} uses {metric}"
+                    )
         cm = maps[f"trailerlink-dashboard-{name.removesuffix('.json')}"]
         assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
         assert json.loads(cm["data"][name]) == dashboard
@@ -181,8 +207,20 @@ def test_dashboards_referenced_exist_and_name_real_metrics(render: Renderer) -> 
 
 def test_a_dashboard_listed_but_missing_fails_the_render(helm: str) -> None:
     result = subprocess.run(
-        [helm, "template", "trailerlink", str(CHARTS / "central"), "--kube-version", "1.33.0",
-         "--set", "metrics.dashboards.files={trailerlink-overview.json,no-such-board.json}"],
-        capture_output=True, text=True, timeout=120, check=False)
+        [
+            helm,
+            "template",
+            "trailerlink",
+            str(CHARTS / "central"),
+            "--kube-version",
+            "1.33.0",
+            "--set",
+            "metrics.dashboards.files={trailerlink-overview.json,no-such-board.json}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert result.returncode != 0
     assert "no-such-board.json" in result.stderr

@@ -18,8 +18,11 @@ from chartkit import CHARTS, RENDER_CASES, Renderer, workloads
 
 SERVICES = ("gateway", "codec", "uplink", "worklist", "ingest", "monitor")
 # A PEM block, a password assignment, or a DSN with a password in it.
-PEM_OR_KEY = re.compile(r"-----BEGIN [A-Za-z ]+-----|password\s*[=:]\s*\S|"
-                        r"postgres(ql)?://[^\s:/]+:[^\s@/]+@", re.I)
+PEM_OR_KEY = re.compile(
+    r"-----BEGIN [A-Za-z ]+-----|password\s*[=:]\s*\S|"
+    r"postgres(ql)?://[^\s:/]+:[^\s@/]+@",
+    re.I,
+)
 # Variables that a container of ours reads that are not a settings field: the topic
 # Job's script takes the bootstrap address from the common setting's variable.
 JOB_ENV = {"create-topics": {"TRAILERLINK_KAFKA_BOOTSTRAP_SERVERS"}}
@@ -28,22 +31,22 @@ CASES = pytest.mark.parametrize(("chart", "values_file"), RENDER_CASES)
 
 
 def _containers(spec: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    return ([("init", c) for c in spec.get("initContainers", [])]
-            + [("main", c) for c in spec["containers"]])
+    return [("init", c) for c in spec.get("initContainers", [])] + [
+        ("main", c) for c in spec["containers"]
+    ]
 
 
 def _settings_fields(service: str) -> set[str]:
     main = importlib.import_module(f"trailerlink_{service}.main")
-    settings_cls = next(v for k, v in vars(main).items()
-                        if k.endswith("Settings") and k != "ServiceSettings")
+    settings_cls = next(
+        v for k, v in vars(main).items() if k.endswith("Settings") and k != "ServiceSettings"
+    )
     prefix = settings_cls.model_config.get("env_prefix", "")
     return {f"{prefix}{name}".upper() for name in settings_cls.model_fields}, settings_cls
 
 
 @CASES
-def test_every_container_runs_unprivileged(
-    render: Renderer, chart: str, values_file: str
-) -> None:
+def test_every_container_runs_unprivileged(render: Renderer, chart: str, values_file: str) -> None:
     rendered = render(chart, values_file)
     for doc, spec in workloads(rendered):
         pod = spec.get("securityContext", {})
@@ -122,8 +125,9 @@ def test_secrets_are_referenced_never_rendered(
     # The one Secret a chart may make is the admin token it generates (random, never
     # from values; kept on uninstall so the CLI's copy stays valid).
     for secret in rendered.of_kind("Secret"):
-        assert secret["metadata"]["name"] == "trailerlink-admin-token", \
+        assert secret["metadata"]["name"] == "trailerlink-admin-token", (
             "the charts create no Secret but the generated admin token"
+        )
         assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
         (token,) = secret["data"].values()
         assert len(base64.b64decode(token)) >= 32
@@ -138,8 +142,9 @@ def test_secrets_are_referenced_never_rendered(
                 assert not PEM_OR_KEY.search(value), f"{doc['metadata']['name']} {env['name']}"
 
 
-VALUES_FILES = sorted(str(p.relative_to(CHARTS)) for p in
-                      [*CHARTS.glob("*/values.yaml"), *CHARTS.glob("*/ci/*.yaml")])
+VALUES_FILES = sorted(
+    str(p.relative_to(CHARTS)) for p in [*CHARTS.glob("*/values.yaml"), *CHARTS.glob("*/ci/*.yaml")]
+)
 
 
 @pytest.mark.parametrize("path", VALUES_FILES)
@@ -167,8 +172,10 @@ def test_env_vars_are_real_settings(render: Renderer, chart: str, values_file: s
                 continue
             fields, _ = _settings_fields(c["name"])
             unknown = names - fields
-            assert not unknown, (f"{doc['metadata']['name']} sets {sorted(unknown)}, which "
-                                 f"trailerlink-{c['name']}'s settings do not have")
+            assert not unknown, (
+                f"{doc['metadata']['name']} sets {sorted(unknown)}, which "
+                f"trailerlink-{c['name']}'s settings do not have"
+            )
 
 
 @CASES
@@ -194,11 +201,13 @@ def test_secret_volumes_name_the_values_secrets(
         override = yaml.safe_load((CHARTS / chart / "ci" / values_file).read_text())
         values["secrets"] = {**values["secrets"], **(override.get("secrets") or {})}
         worklist = override.get("worklist", {})
-        extra = {override.get("gateway", {}).get("tls", {}).get("secretName"),
-                 worklist.get("staff", {}).get("credentialsSecret", {}).get("name"),
-                 worklist.get("tls", {}).get("secretName"),
-                 worklist.get("upstream", {}).get("hl7Tls", {}).get("secretName"),
-                 worklist.get("hl7Out", {}).get("caSecret")} - {None, ""}
+        extra = {
+            override.get("gateway", {}).get("tls", {}).get("secretName"),
+            worklist.get("staff", {}).get("credentialsSecret", {}).get("name"),
+            worklist.get("tls", {}).get("secretName"),
+            worklist.get("upstream", {}).get("hl7Tls", {}).get("secretName"),
+            worklist.get("hl7Out", {}).get("caSecret"),
+        } - {None, ""}
     else:
         extra = set()
     allowed = {ref["name"] for ref in values["secrets"].values()} | extra

@@ -54,11 +54,15 @@ def test_every_manifest_is_valid_for_the_kubernetes_version(
         try:
             kubernetes_validate.validate(doc, kube_version, strict=True)
         except kubernetes_validate.ValidationError as exc:
-            problems.append(f"{doc['kind']}/{doc['metadata']['name']}: {exc.message} "
-                            f"at {'/'.join(str(p) for p in exc.path)}")
+            problems.append(
+                f"{doc['kind']}/{doc['metadata']['name']}: {exc.message} "
+                f"at {'/'.join(str(p) for p in exc.path)}"
+            )
         except kubernetes_validate.SchemaNotFoundError:
-            problems.append(f"{doc['kind']}/{doc['metadata']['name']}: {key} has no schema "
-                            "for this version and is not a listed custom resource")
+            problems.append(
+                f"{doc['kind']}/{doc['metadata']['name']}: {key} has no schema "
+                "for this version and is not a listed custom resource"
+            )
     assert not problems, "\n".join(problems)
 
 
@@ -71,8 +75,9 @@ def test_names_are_unique_per_kind(render: Renderer) -> None:
 def test_trailer_chart_has_what_a_trailer_runs(render: Renderer) -> None:
     rendered = render("trailer")
     deployments = {d["metadata"]["name"] for d in rendered.of_kind("Deployment")}
-    assert deployments == {f"trailerlink-{s}" for s in
-                           ("gateway", "codec", "uplink", "worklist", "monitor")}
+    assert deployments == {
+        f"trailerlink-{s}" for s in ("gateway", "codec", "uplink", "worklist", "monitor")
+    }
     (kafka,) = rendered.of_kind("StatefulSet")
     assert kafka["spec"]["template"]["spec"]["containers"][0]["image"] == "apache/kafka:4.1.1"
     assert kafka["spec"]["volumeClaimTemplates"][0]["spec"]["accessModes"] == ["ReadWriteOnce"]
@@ -86,21 +91,31 @@ def test_trailer_chart_has_what_a_trailer_runs(render: Renderer) -> None:
         for vol in dep["spec"]["template"]["spec"]["volumes"]:
             if vol.get("persistentVolumeClaim", {}).get("claimName") == "trailerlink-spool":
                 users[dep["metadata"]["name"]] = vol["persistentVolumeClaim"].get("readOnly", False)
-    assert users == {"trailerlink-gateway": False, "trailerlink-codec": False,
-                     "trailerlink-uplink": False, "trailerlink-monitor": True}
+    assert users == {
+        "trailerlink-gateway": False,
+        "trailerlink-codec": False,
+        "trailerlink-uplink": False,
+        "trailerlink-monitor": True,
+    }
 
 
 def test_trailer_lan_modes(render: Renderer) -> None:
     host = render("trailer", "example-values.yaml")
     gateway = host.named("Deployment", "trailerlink-gateway")
-    (port,) = [p for p in gateway["spec"]["template"]["spec"]["containers"][0]["ports"]
-               if p["name"] == "dicom"]
+    (port,) = [
+        p
+        for p in gateway["spec"]["template"]["spec"]["containers"][0]["ports"]
+        if p["name"] == "dicom"
+    ]
     assert port == {"name": "dicom", "containerPort": 11112, "hostPort": 104, "protocol": "TCP"}
     assert not [s for s in host.of_kind("Service") if s["spec"].get("type") == "LoadBalancer"]
 
     lb = render("trailer", "loadbalancer-values.yaml")
-    lan = {s["metadata"]["name"]: s for s in lb.of_kind("Service")
-           if s["spec"].get("type") == "LoadBalancer"}
+    lan = {
+        s["metadata"]["name"]: s
+        for s in lb.of_kind("Service")
+        if s["spec"].get("type") == "LoadBalancer"
+    }
     assert set(lan) == {"trailerlink-gateway-lan", "trailerlink-worklist-lan"}
     assert lan["trailerlink-gateway-lan"]["spec"]["ports"][0]["port"] == 104
     assert lan["trailerlink-worklist-lan"]["spec"]["ports"][0]["port"] == 105
@@ -117,8 +132,7 @@ def test_central_chart_scales_the_ingest(render: Renderer) -> None:
     assert hpa["spec"]["scaleTargetRef"]["name"] == "trailerlink-ingest"
     assert hpa["spec"]["minReplicas"] >= 2
     (pdb,) = rendered.of_kind("PodDisruptionBudget")
-    assert pdb["spec"]["selector"]["matchLabels"] == \
-        ingest["spec"]["selector"]["matchLabels"]
+    assert pdb["spec"]["selector"]["matchLabels"] == ingest["spec"]["selector"]["matchLabels"]
 
 
 def test_central_client_certificates_are_verified_at_the_ingress_or_the_pod(
@@ -128,16 +142,18 @@ def test_central_client_certificates_are_verified_at_the_ingress_or_the_pod(
     (ingress,) = rendered.of_kind("Ingress")
     notes = ingress["metadata"]["annotations"]
     assert notes["nginx.ingress.kubernetes.io/auth-tls-verify-client"] == "on"
-    assert notes["nginx.ingress.kubernetes.io/auth-tls-secret"] == \
-        "trailerlink/trailerlink-trailer-ca"
+    assert (
+        notes["nginx.ingress.kubernetes.io/auth-tls-secret"] == "trailerlink/trailerlink-trailer-ca"
+    )
     assert notes["nginx.ingress.kubernetes.io/auth-tls-pass-certificate-to-upstream"] == "true"
     policy = rendered.named("NetworkPolicy", "trailerlink-ingest")
     (rule,) = policy["spec"]["ingress"]
     assert [p["port"] for p in rule["ports"]] == [8443]
     # only the controller may reach the pod, so the certificate header cannot be forged
     (peer,) = rule["from"]
-    assert peer["namespaceSelector"]["matchLabels"] == \
-        {"kubernetes.io/metadata.name": "ingress-nginx"}
+    assert peer["namespaceSelector"]["matchLabels"] == {
+        "kubernetes.io/metadata.name": "ingress-nginx"
+    }
 
     passthrough = render("central", "external-kafka-values.yaml")
     assert not passthrough.of_kind("Ingress")
@@ -160,13 +176,23 @@ def test_strimzi_kafka_is_kraft_with_node_pools(render: Renderer) -> None:
     assert config["min.insync.replicas"] == 2
     assert "topicOperator" in kafka["spec"]["entityOperator"]
     (listener,) = kafka["spec"]["kafka"]["listeners"]
-    assert listener["networkPolicyPeers"][0]["podSelector"]["matchLabels"][
-        "trailerlink.nhs.uk/kafka-client"] == "true"
+    assert (
+        listener["networkPolicyPeers"][0]["podSelector"]["matchLabels"][
+            "trailerlink.nhs.uk/kafka-client"
+        ]
+        == "true"
+    )
     # the services bootstrap from the Strimzi cluster's service
-    env = {e["name"]: e.get("value") for e in rendered.named(
-        "Deployment", "trailerlink-ingest")["spec"]["template"]["spec"]["containers"][0]["env"]}
-    assert env["TRAILERLINK_KAFKA_BOOTSTRAP_SERVERS"] == \
-        "trailerlink-kafka-bootstrap.trailerlink.svc.cluster.local:9092"
+    env = {
+        e["name"]: e.get("value")
+        for e in rendered.named("Deployment", "trailerlink-ingest")["spec"]["template"]["spec"][
+            "containers"
+        ][0]["env"]
+    }
+    assert (
+        env["TRAILERLINK_KAFKA_BOOTSTRAP_SERVERS"]
+        == "trailerlink-kafka-bootstrap.trailerlink.svc.cluster.local:9092"
+    )
     external = render("central", "external-kafka-values.yaml")
     assert not external.of_kind("Kafka") and not external.of_kind("KafkaTopic")
 
@@ -176,10 +202,13 @@ def test_service_monitor_selects_the_metrics_services(render: Renderer) -> None:
     (monitor,) = rendered.of_kind("ServiceMonitor")
     assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     wanted = monitor["spec"]["selector"]["matchLabels"]
-    selected = [s for s in rendered.of_kind("Service")
-                if wanted.items() <= s["metadata"]["labels"].items()]
-    assert {s["metadata"]["name"] for s in selected} == \
-        {"trailerlink-ingest", "trailerlink-monitor"}
+    selected = [
+        s for s in rendered.of_kind("Service") if wanted.items() <= s["metadata"]["labels"].items()
+    ]
+    assert {s["metadata"]["name"] for s in selected} == {
+        "trailerlink-ingest",
+        "trailerlink-monitor",
+    }
     (endpoint,) = monitor["spec"]["endpoints"]
     for service in selected:
         assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
@@ -195,11 +224,20 @@ def test_notes_render_with_next_steps(render: Renderer, helm: str, tmp_path: Pat
         notes = (copy / "templates" / "NOTES.txt").read_text()
         body = "".join(f"    {line}\n" for line in notes.splitlines())
         (copy / "templates" / "zz-notes.yaml").write_text(
-            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: notes\ndata:\n"
-            "  notes: |\n" + body)
-        result = run_helm(helm, "template", "trailerlink", str(copy), "--namespace",
-                          "trailerlink", "--kube-version", KUBE_VERSIONS[-1],
-                          "--show-only", "templates/zz-notes.yaml")
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: notes\ndata:\n  notes: |\n" + body
+        )
+        result = run_helm(
+            helm,
+            "template",
+            "trailerlink",
+            str(copy),
+            "--namespace",
+            "trailerlink",
+            "--kube-version",
+            KUBE_VERSIONS[-1],
+            "--show-only",
+            "templates/zz-notes.yaml",
+        )
         assert result.returncode == 0, result.stderr
         text = yaml.safe_load(result.stdout)["data"]["notes"]
         assert "What to check next" in text

@@ -12,8 +12,9 @@ from trailerlink_events.topics import topics_for_site
 
 def test_central_chart_registry_copy_is_the_registry() -> None:
     copy = CHARTS / "central" / "files" / "topics.yaml"
-    assert copy.read_bytes() == (ROOT / "proto" / "topics.yaml").read_bytes(), \
+    assert copy.read_bytes() == (ROOT / "proto" / "topics.yaml").read_bytes(), (
         "charts/central/files/topics.yaml is stale: run make charts-sync"
+    )
 
 
 def test_kafka_topics_are_the_central_registry(render: Renderer) -> None:
@@ -30,15 +31,16 @@ def test_kafka_topics_are_the_central_registry(render: Renderer) -> None:
         assert resource["spec"]["replicas"] == 3
         # the KafkaTopic v1beta2 spec has these fields only (Strimzi's CRD is not vendored)
         assert set(resource["spec"]) <= {"partitions", "replicas", "config", "topicName"}
-        assert {k: str(v) for k, v in resource["spec"]["config"].items()} == \
-            topic.kafka_configs()
+        assert {k: str(v) for k, v in resource["spec"]["config"].items()} == topic.kafka_configs()
 
 
 def test_trailer_topic_job_creates_the_trailer_registry(render: Renderer) -> None:
     rendered = render("trailer")
     job = rendered.named("Job", "trailerlink-create-topics")
-    assert set(job["metadata"]["annotations"]["helm.sh/hook"].split(",")) == \
-        {"post-install", "post-upgrade"}
+    assert set(job["metadata"]["annotations"]["helm.sh/hook"].split(",")) == {
+        "post-install",
+        "post-upgrade",
+    }
     (container,) = job["spec"]["template"]["spec"]["containers"]
     assert container["command"][:3] == ["python", "-m", "trailerlink_events.create_topics"]
     assert "--site=trailer" in container["command"]
@@ -55,9 +57,13 @@ def test_external_kafka_gets_the_topic_job(render: Renderer) -> None:
 
 
 def _run_script(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "trailerlink_events.create_topics", *args],
-                          capture_output=True,
-                          text=True, timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "trailerlink_events.create_topics", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 @pytest.mark.kafka
@@ -67,15 +73,17 @@ def test_topic_job_script_finds_every_trailer_topic_on_a_real_broker(
     # The session broker (shared with the whole suite) already has the registry's topics,
     # created by the same trailerlink_events.kafka.create_topics the script calls; here
     # the script must connect, create nothing and confirm every trailer topic exists.
-    result = _run_script("--site", "trailer", "--bootstrap-servers", kafka_bootstrap,
-                         "--deadline-seconds", "60")
+    result = _run_script(
+        "--site", "trailer", "--bootstrap-servers", kafka_bootstrap, "--deadline-seconds", "60"
+    )
     assert result.returncode == 0, result.stderr
     trailer = topics_for_site("trailer")
     assert f"all {len(trailer)} trailer topics exist (0 created now)" in result.stderr
 
 
 def test_topic_job_script_gives_up_at_its_deadline() -> None:
-    result = _run_script("--site", "trailer", "--bootstrap-servers", "127.0.0.1:9",
-                         "--deadline-seconds", "1")
+    result = _run_script(
+        "--site", "trailer", "--bootstrap-servers", "127.0.0.1:9", "--deadline-seconds", "1"
+    )
     assert result.returncode == 1
     assert "giving up" in result.stderr

@@ -28,17 +28,24 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize(("chart", "args", "names"), BAD,
-                         ids=[f"{c}:{a[1]}" for c, a, _ in BAD])
+@pytest.mark.parametrize(("chart", "args", "names"), BAD, ids=[f"{c}:{a[1]}" for c, a, _ in BAD])
 def test_schema_rejects_a_bad_value(helm: str, chart: str, args: list[str], names: str) -> None:
-    result = run_helm(helm, "template", "trailerlink", str(CHARTS / chart),
-                      "--kube-version", KUBE_VERSIONS[-1], *args)
+    result = run_helm(
+        helm,
+        "template",
+        "trailerlink",
+        str(CHARTS / chart),
+        "--kube-version",
+        KUBE_VERSIONS[-1],
+        *args,
+    )
     assert result.returncode != 0, f"{args} was accepted"
     assert names in result.stderr, result.stderr
 
 
 @pytest.mark.parametrize("chart", ["trailer", "central"])
 def test_schema_accepts_the_defaults(helm: str, chart: str) -> None:
-    result = run_helm(helm, "template", "trailerlink", str(CHARTS / chart),
-                      "--kube-version", KUBE_VERSIONS[-1])
+    result = run_helm(
+        helm, "template", "trailerlink", str(CHARTS / chart), "--kube-version", KUBE_VERSIONS[-1]
+    )
     assert result.returncode == 0, result.stderr

@@ -50,8 +50,9 @@ def _env(container: dict[str, Any]) -> dict[str, Any]:
     return {e["name"]: e.get("value", e.get("valueFrom")) for e in container.get("env", [])}
 
 
-def _source(spec: dict[str, Any], container: dict[str, Any], path: str
-            ) -> tuple[dict[str, Any], str] | None:
+def _source(
+    spec: dict[str, Any], container: dict[str, Any], path: str
+) -> tuple[dict[str, Any], str] | None:
     """The volume a path in ``container`` lives on, and the path inside it."""
     volumes = {v["name"]: v for v in spec.get("volumes", [])}
     best = None
@@ -63,7 +64,7 @@ def _source(spec: dict[str, Any], container: dict[str, Any], path: str
     if best is None:
         return None
     root, mount = best
-    return volumes[mount["name"]], path[len(root):].lstrip("/")
+    return volumes[mount["name"]], path[len(root) :].lstrip("/")
 
 
 def _secret_file(spec: dict[str, Any], container: dict[str, Any], path: str) -> tuple[str, str]:
@@ -80,8 +81,7 @@ def _secret_file(spec: dict[str, Any], container: dict[str, Any], path: str) -> 
     return volume["secret"]["secretName"], keys[inner]
 
 
-def _claim(rendered: Any, spec: dict[str, Any], container: dict[str, Any], path: str
-           ) -> str:
+def _claim(rendered: Any, spec: dict[str, Any], container: dict[str, Any], path: str) -> str:
     found = _source(spec, container, path)
     assert found, f"{container['name']}: nothing is mounted at {path}"
     volume, _ = found
@@ -91,27 +91,44 @@ def _claim(rendered: Any, spec: dict[str, Any], container: dict[str, Any], path:
 
 def _template(helm: str, chart: str, *args: str) -> list[dict[str, Any]]:
     """``helm template`` of ``chart`` with extra arguments (--set, --show-only); the docs."""
-    result = run_helm(helm, "template", "trailerlink", str(CHARTS / chart), "--namespace",
-                      "trailerlink", "--kube-version", KUBE_VERSIONS[-1], *args)
+    result = run_helm(
+        helm,
+        "template",
+        "trailerlink",
+        str(CHARTS / chart),
+        "--namespace",
+        "trailerlink",
+        "--kube-version",
+        KUBE_VERSIONS[-1],
+        *args,
+    )
     assert result.returncode == 0, result.stderr
     return [d for d in yaml.safe_load_all(result.stdout) if d]
 
 
 def _deployment(docs: list[dict[str, Any]], name: str | None = None) -> dict[str, Any]:
-    return next(d for d in docs if d["kind"] == "Deployment"
-                and (name is None or d["metadata"]["name"] == name))
+    return next(
+        d
+        for d in docs
+        if d["kind"] == "Deployment" and (name is None or d["metadata"]["name"] == name)
+    )
 
 
 def _services_with(field: str) -> set[str]:
-    return {s for s in SERVICES if field.upper() in {f.removeprefix("TRAILERLINK_")
-                                                     for f in _settings_fields(s)[0]}}
+    return {
+        s
+        for s in SERVICES
+        if field.upper() in {f.removeprefix("TRAILERLINK_") for f in _settings_fields(s)[0]}
+    }
 
 
 # --- the admin token ----------------------------------------------------------------------
 
+
 @CASES
-def test_every_admin_api_gets_the_admin_token(render: Renderer, chart: str,
-                                              values_file: str) -> None:
+def test_every_admin_api_gets_the_admin_token(
+    render: Renderer, chart: str, values_file: str
+) -> None:
     values = _values(chart, values_file)
     token = values["secrets"]["adminToken"]
     with_admin = _services_with("admin_token_file")
@@ -125,12 +142,20 @@ def test_every_admin_api_gets_the_admin_token(render: Renderer, chart: str,
             assert path, f"{doc['metadata']['name']} has an admin API but no admin token"
             assert _secret_file(spec, c, path) == (token["name"], token["key"])
             found = _source(spec, c, path)
-            assert found and "subPath" not in json.dumps(c["volumeMounts"]), \
+            assert found and "subPath" not in json.dumps(c["volumeMounts"]), (
                 "a subPath mount would not see a rotated token"
+            )
             wired.add(c["name"])
     assert wired >= {"trailer": {"uplink", "monitor"}, "central": {"ingest", "monitor"}}[chart]
-    assert wired == {c["name"] for _, spec in workloads(render(chart, values_file))
-                     for c in spec["containers"]} & with_admin
+    assert (
+        wired
+        == {
+            c["name"]
+            for _, spec in workloads(render(chart, values_file))
+            for c in spec["containers"]
+        }
+        & with_admin
+    )
 
 
 @pytest.mark.parametrize("chart", ["trailer", "central"])
@@ -144,20 +169,30 @@ def test_the_admin_token_is_generated_once_or_taken_as_it_is(helm: str, chart: s
     template = (CHARTS / chart / "templates" / "admin-token.yaml").read_text()
     assert 'lookup "v1" "Secret"' in template  # an installed token is kept on upgrade
 
-    docs = _template(helm, chart, "--set", "secrets.adminToken.generate=false",
-                     "--set", "secrets.adminToken.name=ops-token")
+    docs = _template(
+        helm,
+        chart,
+        "--set",
+        "secrets.adminToken.generate=false",
+        "--set",
+        "secrets.adminToken.name=ops-token",
+    )
     assert not [d for d in docs if d["kind"] == "Secret"]
-    names = {v["secret"]["secretName"] for d in docs if d["kind"] == "Deployment"
-             for v in d["spec"]["template"]["spec"]["volumes"] if v["name"] == "admin-token"}
+    names = {
+        v["secret"]["secretName"]
+        for d in docs
+        if d["kind"] == "Deployment"
+        for v in d["spec"]["template"]["spec"]["volumes"]
+        if v["name"] == "admin-token"
+    }
     assert names == {"ops-token"}
 
 
 # --- the ingest ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("values_file", ["", "example-values.yaml",
-                                         "external-kafka-values.yaml"])
-def test_ingest_has_its_enrol_ca_and_shared_storage(render: Renderer,
-                                                    values_file: str) -> None:
+
+@pytest.mark.parametrize("values_file", ["", "example-values.yaml", "external-kafka-values.yaml"])
+def test_ingest_has_its_enrol_ca_and_shared_storage(render: Renderer, values_file: str) -> None:
     rendered = render("central", values_file)
     values = _values("central", values_file)
     doc = rendered.named("Deployment", "trailerlink-ingest")
@@ -167,20 +202,30 @@ def test_ingest_has_its_enrol_ca_and_shared_storage(render: Renderer,
     enrol = values["secrets"]["enrolCa"]["name"]
     assert _secret_file(spec, ingest, env["TRAILERLINK_ENROL_CA_CERT_FILE"]) == (enrol, "tls.crt")
     assert _secret_file(spec, ingest, env["TRAILERLINK_ENROL_CA_KEY_FILE"]) == (enrol, "tls.key")
-    assert _secret_file(spec, ingest, env["TRAILERLINK_TLS_CLIENT_CA_FILE"]) == \
-        (values["secrets"]["trailerCa"]["name"], values["secrets"]["trailerCa"]["key"])
+    assert _secret_file(spec, ingest, env["TRAILERLINK_TLS_CLIENT_CA_FILE"]) == (
+        values["secrets"]["trailerCa"]["name"],
+        values["secrets"]["trailerCa"]["key"],
+    )
 
     # Uploads, the access list and the sealing keys on the one ReadWriteMany claim.
-    claims = {_claim(rendered, spec, ingest, env[name]) for name in (
-        "TRAILERLINK_STORAGE_DIR", "TRAILERLINK_ACCESS_LIST_FILE",
-        "TRAILERLINK_SEALING_KEYS_DIR")}
+    claims = {
+        _claim(rendered, spec, ingest, env[name])
+        for name in (
+            "TRAILERLINK_STORAGE_DIR",
+            "TRAILERLINK_ACCESS_LIST_FILE",
+            "TRAILERLINK_SEALING_KEYS_DIR",
+        )
+    }
     assert len(claims) == 1
     (claim,) = claims
     existing = values["ingest"]["uploads"]["existingClaim"]
     if existing:
         assert claim == existing
-        assert not [p for p in rendered.of_kind("PersistentVolumeClaim")
-                    if p["metadata"]["name"] == "trailerlink-ingest-shared"]
+        assert not [
+            p
+            for p in rendered.of_kind("PersistentVolumeClaim")
+            if p["metadata"]["name"] == "trailerlink-ingest-shared"
+        ]
     else:
         pvc = rendered.named("PersistentVolumeClaim", claim)
         assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
@@ -196,8 +241,10 @@ def test_ingest_has_its_enrol_ca_and_shared_storage(render: Renderer,
     assert json.loads(fleet["data"]["trailers.json"]) == sorted(set(values["trailers"]))
     # the ledger DSN from the database Secret, the PACS from values
     dsn = env["TRAILERLINK_LEDGER_DSN"]["secretKeyRef"]
-    assert (dsn["name"], dsn["key"]) == (values["secrets"]["database"]["name"],
-                                         values["secrets"]["database"]["key"])
+    assert (dsn["name"], dsn["key"]) == (
+        values["secrets"]["database"]["name"],
+        values["secrets"]["database"]["key"],
+    )
     assert env["TRAILERLINK_PACS_HOST"] == values["ingest"]["pacs"]["host"]
     assert env["TRAILERLINK_PACS_AE_TITLE"] == values["ingest"]["pacs"]["aeTitle"]
     source = "tls" if values["ingest"]["tlsTermination"] == "pod" else "proxy-header"
@@ -205,8 +252,16 @@ def test_ingest_has_its_enrol_ca_and_shared_storage(render: Renderer,
 
 
 def test_ingest_without_an_enrol_ca_has_no_enrolment(helm: str) -> None:
-    doc = _deployment(_template(helm, "central", "--set", "secrets.enrolCa.name=",
-                                "--show-only", "templates/ingest.yaml"))
+    doc = _deployment(
+        _template(
+            helm,
+            "central",
+            "--set",
+            "secrets.enrolCa.name=",
+            "--show-only",
+            "templates/ingest.yaml",
+        )
+    )
     env = _env(_container(doc, "ingest"))
     assert "TRAILERLINK_ENROL_CA_CERT_FILE" not in env
     assert "enrol-ca" not in {v["name"] for v in doc["spec"]["template"]["spec"]["volumes"]}
@@ -214,9 +269,11 @@ def test_ingest_without_an_enrol_ca_has_no_enrolment(helm: str) -> None:
 
 # --- the trailer's monitor agent ------------------------------------------------------------
 
+
 @pytest.mark.parametrize("values_file", ["", "example-values.yaml"])
 def test_trailer_monitor_agent_scrapes_the_release_and_relays_with_the_trailer_cert(
-        render: Renderer, values_file: str) -> None:
+    render: Renderer, values_file: str
+) -> None:
     rendered = render("trailer", values_file)
     values = _values("trailer", values_file)
     doc = rendered.named("Deployment", "trailerlink-monitor")
@@ -235,8 +292,10 @@ def test_trailer_monitor_agent_scrapes_the_release_and_relays_with_the_trailer_c
         assert host == f"trailerlink-{component}.trailerlink.svc.cluster.local", url
         service = services[host.split(".")[0]]
         assert {"name": "http", "port": parsed.port} == {
-            k: v for k, v in next(p for p in service["spec"]["ports"]
-                                  if p["name"] == "http").items() if k in ("name", "port")}
+            k: v
+            for k, v in next(p for p in service["spec"]["ports"] if p["name"] == "http").items()
+            if k in ("name", "port")
+        }
         assert parsed.path == "/metrics"
         workload = rendered.named("Deployment", f"trailerlink-{component}")
         http = next(p for p in _container(workload, component)["ports"] if p["name"] == "http")
@@ -249,39 +308,55 @@ def test_trailer_monitor_agent_scrapes_the_release_and_relays_with_the_trailer_c
     # the trailer's client certificate and CA, the Secrets the uplink presents
     uplink = rendered.named("Deployment", "trailerlink-uplink")
     uspec = uplink["spec"]["template"]["spec"]
-    for name, path in (("TRAILERLINK_CLIENT_CERT_FILE", "/etc/trailerlink/client-tls/tls.crt"),
-                       ("TRAILERLINK_CLIENT_KEY_FILE", "/etc/trailerlink/client-tls/tls.key"),
-                       ("TRAILERLINK_CA_FILE", "/etc/trailerlink/ca/ca.crt")):
-        assert _secret_file(spec, agent, env[name]) == \
-            _secret_file(uspec, _container(uplink, "uplink"), path)
-    assert _secret_file(spec, agent, env["TRAILERLINK_CLIENT_CERT_FILE"])[0] == \
-        values["secrets"]["clientTls"]["name"] == "trailerlink-client-tls"  # what enrol prints
+    for name, path in (
+        ("TRAILERLINK_CLIENT_CERT_FILE", "/etc/trailerlink/client-tls/tls.crt"),
+        ("TRAILERLINK_CLIENT_KEY_FILE", "/etc/trailerlink/client-tls/tls.key"),
+        ("TRAILERLINK_CA_FILE", "/etc/trailerlink/ca/ca.crt"),
+    ):
+        assert _secret_file(spec, agent, env[name]) == _secret_file(
+            uspec, _container(uplink, "uplink"), path
+        )
+    assert (
+        _secret_file(spec, agent, env["TRAILERLINK_CLIENT_CERT_FILE"])[0]
+        == values["secrets"]["clientTls"]["name"]
+        == "trailerlink-client-tls"
+    )  # what enrol prints
     # the agent may leave the trailer for the relay, where the uplink may
     policy = rendered.named("NetworkPolicy", "trailerlink-monitor")
-    cidrs = {b["ipBlock"]["cidr"] for rule in policy["spec"]["egress"]
-             for b in rule["to"] if "ipBlock" in b}
+    cidrs = {
+        b["ipBlock"]["cidr"]
+        for rule in policy["spec"]["egress"]
+        for b in rule["to"]
+        if "ipBlock" in b
+    }
     assert set(values["uplink"]["egress"]["cidrs"]) <= cidrs
 
 
 def test_central_routes_the_relay_to_the_fleet_monitor(render: Renderer) -> None:
     rendered = render("central")
     (ingress,) = rendered.of_kind("Ingress")
-    paths = {p["path"]: p["backend"]["service"] for rule in ingress["spec"]["rules"]
-             for p in rule["http"]["paths"]}
+    paths = {
+        p["path"]: p["backend"]["service"]
+        for rule in ingress["spec"]["rules"]
+        for p in rule["http"]["paths"]
+    }
     assert paths["/v1/events"] == {"name": "trailerlink-monitor", "port": {"name": "http"}}
     monitor = rendered.named("Service", "trailerlink-monitor")
     assert "http" in {p["name"] for p in monitor["spec"]["ports"]}
     policy = rendered.named("NetworkPolicy", "trailerlink-monitor")
     (rule,) = policy["spec"]["ingress"]
     assert rule["ports"] == [{"protocol": "TCP", "port": 9106}]
-    assert rule["from"][0]["namespaceSelector"]["matchLabels"] == \
-        {"kubernetes.io/metadata.name": "ingress-nginx"}
+    assert rule["from"][0]["namespaceSelector"]["matchLabels"] == {
+        "kubernetes.io/metadata.name": "ingress-nginx"
+    }
 
 
 # --- the fleet monitor ------------------------------------------------------------------
 
+
 def test_fleet_monitor_keeps_its_state_and_reads_the_database_dsn(
-        render: Renderer, helm: str) -> None:
+    render: Renderer, helm: str
+) -> None:
     rendered = render("central")
     values = _values("central")
     doc = rendered.named("Deployment", "trailerlink-monitor")
@@ -290,16 +365,27 @@ def test_fleet_monitor_keeps_its_state_and_reads_the_database_dsn(
     env = _env(fleet)
     assert env["TRAILERLINK_MODE"] == "fleet"
     claim = _claim(rendered, spec, fleet, env["TRAILERLINK_DATA_DIR"])
-    assert rendered.named("PersistentVolumeClaim", claim)["spec"]["accessModes"] == \
-        ["ReadWriteOnce"]
-    assert _secret_file(spec, fleet, env["TRAILERLINK_DATABASE_DSN_FILE"]) == \
-        (values["secrets"]["database"]["name"], values["secrets"]["database"]["key"])
+    assert rendered.named("PersistentVolumeClaim", claim)["spec"]["accessModes"] == [
+        "ReadWriteOnce"
+    ]
+    assert _secret_file(spec, fleet, env["TRAILERLINK_DATABASE_DSN_FILE"]) == (
+        values["secrets"]["database"]["name"],
+        values["secrets"]["database"]["key"],
+    )
     assert env["TRAILERLINK_FLEET_FILE"] == "/etc/trailerlink/fleet/trailers.yaml"
     found = _source(spec, fleet, env["TRAILERLINK_FLEET_FILE"])
     assert found and found[0]["configMap"]["name"] == "trailerlink-fleet"
 
-    doc = _deployment(_template(helm, "central", "--set", "monitor.stateStore=sqlite",
-                                "--show-only", "templates/monitor.yaml"))
+    doc = _deployment(
+        _template(
+            helm,
+            "central",
+            "--set",
+            "monitor.stateStore=sqlite",
+            "--show-only",
+            "templates/monitor.yaml",
+        )
+    )
     assert "TRAILERLINK_DATABASE_DSN_FILE" not in _env(_container(doc, "monitor"))
     assert "database" not in {v["name"] for v in doc["spec"]["template"]["spec"]["volumes"]}
 
@@ -310,8 +396,11 @@ def test_every_dashboard_ships_with_the_grafana_sidecar_label(render: Renderer) 
     repo = sorted(p.name for p in (ROOT / "monitoring" / "dashboards").glob("*.json"))
     assert repo
     label = values["metrics"]["dashboards"]["label"]
-    maps = {c["metadata"]["name"]: c for c in rendered.of_kind("ConfigMap")
-            if label in c["metadata"]["labels"]}
+    maps = {
+        c["metadata"]["name"]: c
+        for c in rendered.of_kind("ConfigMap")
+        if label in c["metadata"]["labels"]
+    }
     assert set(maps) == {f"trailerlink-dashboard-{n.removesuffix('.json')}" for n in repo}
     for name in repo:
         cm = maps[f"trailerlink-dashboard-{name.removesuffix('.json')}"]
@@ -325,8 +414,9 @@ _PATH_SETTING = re.compile(r"^TRAILERLINK_\w+_(FILE|DIR)$")
 
 
 @CASES
-def test_every_file_setting_points_into_a_mount(render: Renderer, chart: str,
-                                                values_file: str) -> None:
+def test_every_file_setting_points_into_a_mount(
+    render: Renderer, chart: str, values_file: str
+) -> None:
     for doc, spec in workloads(render(chart, values_file)):
         for c in spec["containers"]:
             if c["name"] not in SERVICES:
@@ -343,7 +433,6 @@ def test_every_file_setting_points_into_a_mount(render: Renderer, chart: str,
                     pytest.fail(f"{name} names a mount point, not a file")
 
 
-
 def test_the_canary_reaches_the_gateway_it_names(render: Renderer) -> None:
     rendered = render("trailer", "example-values.yaml")
     values = _values("trailer", "example-values.yaml")
@@ -354,8 +443,11 @@ def test_the_canary_reaches_the_gateway_it_names(render: Renderer) -> None:
     service = rendered.named("Service", host.split(".")[0])
     assert host == f"{service['metadata']['name']}.trailerlink.svc.cluster.local"
     dicom = next(p for p in service["spec"]["ports"] if p["name"] == "dicom")
-    assert str(dicom["port"]) == env["TRAILERLINK_CANARY_GATEWAY_PORT"] == \
-        gateway["TRAILERLINK_DICOM_PORT"]
+    assert (
+        str(dicom["port"])
+        == env["TRAILERLINK_CANARY_GATEWAY_PORT"]
+        == gateway["TRAILERLINK_DICOM_PORT"]
+    )
     assert env["TRAILERLINK_CANARY_GATEWAY_AE_TITLE"] == gateway["TRAILERLINK_DICOM_AE_TITLE"]
     peers = gateway["TRAILERLINK_DICOM_ALLOWED_PEERS"].split(",")
     assert env["TRAILERLINK_CANARY_CALLING_AE_TITLE"] in peers
@@ -365,10 +457,15 @@ def test_the_canary_reaches_the_gateway_it_names(render: Renderer) -> None:
     agent_out = rendered.named("NetworkPolicy", "trailerlink-monitor")["spec"]["egress"]
     assert any({"protocol": "TCP", "port": port} in rule["ports"] for rule in agent_out)
     gateway_in = rendered.named("NetworkPolicy", "trailerlink-gateway")["spec"]["ingress"]
-    assert any({"protocol": "TCP", "port": port} in rule["ports"] and
-               any(p.get("podSelector", {}).get("matchLabels", {}).get(
-                   "app.kubernetes.io/component") == "monitor" for p in rule["from"])
-               for rule in gateway_in)
+    assert any(
+        {"protocol": "TCP", "port": port} in rule["ports"]
+        and any(
+            p.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/component")
+            == "monitor"
+            for p in rule["from"]
+        )
+        for rule in gateway_in
+    )
 
     off = render("trailer")
     env = _env(_container(off.named("Deployment", "trailerlink-monitor"), "monitor"))
@@ -382,26 +479,43 @@ def test_worklist_tls_files_come_from_the_named_secrets(helm: str, render: Rende
     doc = rendered.named("Deployment", "trailerlink-worklist")
     spec, worklist = doc["spec"]["template"]["spec"], _container(doc, "worklist")
     env = _env(worklist)
-    assert _secret_file(spec, worklist, env["TRAILERLINK_DICOM_TLS_CERT_FILE"]) == \
-        ("trailerlink-dicom-tls", "tls.crt")
+    assert _secret_file(spec, worklist, env["TRAILERLINK_DICOM_TLS_CERT_FILE"]) == (
+        "trailerlink-dicom-tls",
+        "tls.crt",
+    )
     assert env["TRAILERLINK_UPSTREAM_HL7_TLS"] == "true"
-    assert _secret_file(spec, worklist, env["TRAILERLINK_UPSTREAM_HL7_TLS_CA_FILE"]) == \
-        ("trailerlink-trust-ca", "ca.crt")
+    assert _secret_file(spec, worklist, env["TRAILERLINK_UPSTREAM_HL7_TLS_CA_FILE"]) == (
+        "trailerlink-trust-ca",
+        "ca.crt",
+    )
 
-    doc = _deployment(_template(
-        helm, "trailer", "--set", "worklist.upstream.kind=hl7",
-        "--set", "worklist.upstream.hl7Tls.secretName=trust-hl7-tls",
-        "--set", "worklist.upstream.hl7Tls.verifyClients=true",
-        "--set", "worklist.tls.secretName=mwl-tls", "--set", "worklist.tls.verifyClients=true",
-        "--show-only", "templates/worklist.yaml"))
+    doc = _deployment(
+        _template(
+            helm,
+            "trailer",
+            "--set",
+            "worklist.upstream.kind=hl7",
+            "--set",
+            "worklist.upstream.hl7Tls.secretName=trust-hl7-tls",
+            "--set",
+            "worklist.upstream.hl7Tls.verifyClients=true",
+            "--set",
+            "worklist.tls.secretName=mwl-tls",
+            "--set",
+            "worklist.tls.verifyClients=true",
+            "--show-only",
+            "templates/worklist.yaml",
+        )
+    )
     spec, worklist = doc["spec"]["template"]["spec"], _container(doc, "worklist")
     env = _env(worklist)
     for name, secret, key in (
-            ("TRAILERLINK_HL7_TLS_CERT_FILE", "trust-hl7-tls", "tls.crt"),
-            ("TRAILERLINK_HL7_TLS_KEY_FILE", "trust-hl7-tls", "tls.key"),
-            ("TRAILERLINK_HL7_TLS_CLIENT_CA_FILE", "trust-hl7-tls", "ca.crt"),
-            ("TRAILERLINK_DICOM_TLS_KEY_FILE", "mwl-tls", "tls.key"),
-            ("TRAILERLINK_DICOM_TLS_CLIENT_CA_FILE", "mwl-tls", "ca.crt")):
+        ("TRAILERLINK_HL7_TLS_CERT_FILE", "trust-hl7-tls", "tls.crt"),
+        ("TRAILERLINK_HL7_TLS_KEY_FILE", "trust-hl7-tls", "tls.key"),
+        ("TRAILERLINK_HL7_TLS_CLIENT_CA_FILE", "trust-hl7-tls", "ca.crt"),
+        ("TRAILERLINK_DICOM_TLS_KEY_FILE", "mwl-tls", "tls.key"),
+        ("TRAILERLINK_DICOM_TLS_CLIENT_CA_FILE", "mwl-tls", "ca.crt"),
+    ):
         assert _secret_file(spec, worklist, env[name]) == (secret, key), name
     assert "TRAILERLINK_UPSTREAM_HL7_TLS" not in env  # nothing goes out by HL7 here
 
@@ -415,28 +529,36 @@ def test_key_sync_writes_where_the_codec_reads(render: Renderer, helm: str) -> N
     uspec, uplink = uplink_doc["spec"]["template"]["spec"], _container(uplink_doc, "uplink")
     keys = _env(codec)["TRAILERLINK_SEALING_PUBLIC_KEYS"]
     assert _env(uplink)["TRAILERLINK_SEALING_KEYS_SYNC_DIR"] == keys
-    assert _env(uplink)["TRAILERLINK_KEYS_POLL_SECONDS"] == \
-        str(values["uplink"]["keySync"]["pollSeconds"])
+    assert _env(uplink)["TRAILERLINK_KEYS_POLL_SECONDS"] == str(
+        values["uplink"]["keySync"]["pollSeconds"]
+    )
     # the same directory of the same claim in both pods, writable by the uplink
     assert _claim(rendered, cspec, codec, keys) == _claim(rendered, uspec, uplink, keys)
     assert not next(m for m in uplink["volumeMounts"] if m["name"] == "spool").get("readOnly")
     # seeded once from the Secret of public keys
     (seed,) = cspec["initContainers"]
     assert _claim(rendered, cspec, seed, keys) == _claim(rendered, cspec, codec, keys)
-    assert _source(cspec, seed, "/etc/trailerlink/sealing-keys")[0]["secret"]["secretName"] \
+    assert (
+        _source(cspec, seed, "/etc/trailerlink/sealing-keys")[0]["secret"]["secretName"]
         == values["secrets"]["sealingPublicKeys"]["name"]
+    )
     assert keys in seed["args"][0]
 
-    docs = {d["metadata"]["name"]: d for d in _template(
-        helm, "trailer", "--set", "uplink.keySync.enabled=false") if d["kind"] == "Deployment"}
+    docs = {
+        d["metadata"]["name"]: d
+        for d in _template(helm, "trailer", "--set", "uplink.keySync.enabled=false")
+        if d["kind"] == "Deployment"
+    }
     codec_doc = docs["trailerlink-codec"]
     cspec, codec = codec_doc["spec"]["template"]["spec"], _container(codec_doc, "codec")
     assert "initContainers" not in cspec
     found = _source(cspec, codec, _env(codec)["TRAILERLINK_SEALING_PUBLIC_KEYS"])
-    assert found and found[0]["secret"]["secretName"] == \
-        values["secrets"]["sealingPublicKeys"]["name"]
-    assert "TRAILERLINK_SEALING_KEYS_SYNC_DIR" not in \
-        _env(_container(docs["trailerlink-uplink"], "uplink"))
+    assert (
+        found and found[0]["secret"]["secretName"] == values["secrets"]["sealingPublicKeys"]["name"]
+    )
+    assert "TRAILERLINK_SEALING_KEYS_SYNC_DIR" not in _env(
+        _container(docs["trailerlink-uplink"], "uplink")
+    )
 
 
 def test_pacs_storage_commitment_reports_can_reach_the_ingest(render: Renderer) -> None:
@@ -459,10 +581,12 @@ def test_pacs_storage_commitment_reports_can_reach_the_ingest(render: Renderer) 
     assert [p["ipBlock"]["cidr"] for p in rule["from"]] == values["ingest"]["pacs"]["cidrs"]
 
     off = render("central")
-    assert "TRAILERLINK_PACS_STORAGE_COMMITMENT" not in _env(_container(
-        off.named("Deployment", "trailerlink-ingest"), "ingest"))
-    assert "trailerlink-ingest-commitment" not in {s["metadata"]["name"]
-                                                   for s in off.of_kind("Service")}
+    assert "TRAILERLINK_PACS_STORAGE_COMMITMENT" not in _env(
+        _container(off.named("Deployment", "trailerlink-ingest"), "ingest")
+    )
+    assert "trailerlink-ingest-commitment" not in {
+        s["metadata"]["name"] for s in off.of_kind("Service")
+    }
 
 
 def _run_seed(script: str, roots: dict[str, Path]) -> None:
@@ -472,8 +596,9 @@ def _run_seed(script: str, roots: dict[str, Path]) -> None:
     subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, timeout=60)
 
 
-def test_ingest_seed_creates_the_access_list_and_keys_once(render: Renderer,
-                                                            tmp_path: Path) -> None:
+def test_ingest_seed_creates_the_access_list_and_keys_once(
+    render: Renderer, tmp_path: Path
+) -> None:
     rendered = render("central", "example-values.yaml")
     spec = rendered.named("Deployment", "trailerlink-ingest")["spec"]["template"]["spec"]
     (seed,) = spec["initContainers"]
@@ -500,8 +625,9 @@ def test_ingest_seed_creates_the_access_list_and_keys_once(render: Renderer,
     again = json.loads((shared / "access" / "trailers.json").read_text())
     assert "trailer-007" not in again["allow"] and again["revoked"] == ["trailer-007"]
     assert "trailer-099" in again["allow"]
-    assert sorted(p.name for p in (shared / "sealing-keys").iterdir()) == \
-        ["dc-00000000000000bb.pem"]
+    assert sorted(p.name for p in (shared / "sealing-keys").iterdir()) == [
+        "dc-00000000000000bb.pem"
+    ]
 
 
 def test_codec_seed_fills_an_empty_key_directory_only(render: Renderer, tmp_path: Path) -> None:

@@ -32,11 +32,17 @@ CASES = [(chart, vf) for chart in ("trailer", "central") for vf in values_files(
 
 # Namespaced collections a release can leave behind: (API path prefix, resource).
 COLLECTIONS = [
-    ("/api/v1", "configmaps"), ("/api/v1", "secrets"), ("/api/v1", "services"),
-    ("/api/v1", "serviceaccounts"), ("/api/v1", "persistentvolumeclaims"),
-    ("/apis/apps/v1", "deployments"), ("/apis/apps/v1", "statefulsets"),
-    ("/apis/batch/v1", "jobs"), ("/apis/networking.k8s.io/v1", "networkpolicies"),
-    ("/apis/networking.k8s.io/v1", "ingresses"), ("/apis/policy/v1", "poddisruptionbudgets"),
+    ("/api/v1", "configmaps"),
+    ("/api/v1", "secrets"),
+    ("/api/v1", "services"),
+    ("/api/v1", "serviceaccounts"),
+    ("/api/v1", "persistentvolumeclaims"),
+    ("/apis/apps/v1", "deployments"),
+    ("/apis/apps/v1", "statefulsets"),
+    ("/apis/batch/v1", "jobs"),
+    ("/apis/networking.k8s.io/v1", "networkpolicies"),
+    ("/apis/networking.k8s.io/v1", "ingresses"),
+    ("/apis/policy/v1", "poddisruptionbudgets"),
     ("/apis/autoscaling/v2", "horizontalpodautoscalers"),
     ("/apis/rbac.authorization.k8s.io/v1", "roles"),
     ("/apis/rbac.authorization.k8s.io/v1", "rolebindings"),
@@ -57,28 +63,45 @@ def api(cluster: Cluster) -> httpx.Client:
     for path in crds:
         for doc in yaml.safe_load_all(path.read_text()):
             if doc:
-                rsp = client.post("/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
-                                  json=doc)
+                rsp = client.post(
+                    "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", json=doc
+                )
                 assert rsp.status_code in (201, 409), rsp.text[:500]
 
     def established() -> bool:
         items = client.get("/apis/apiextensions.k8s.io/v1/customresourcedefinitions").json()
-        return all(any(c["type"] == "Established" and c["status"] == "True"
-                       for c in i.get("status", {}).get("conditions", []))
-                   for i in items["items"])
+        return all(
+            any(
+                c["type"] == "Established" and c["status"] == "True"
+                for c in i.get("status", {}).get("conditions", [])
+            )
+            for i in items["items"]
+        )
 
     wait_until(established, timeout=60, what="CRDs established")
     # Established is not yet served: a new resource's storage initialises after it.
-    wait_until(lambda: all(client.get(f"{prefix}/{resource}").status_code == 200
-                           for prefix, resource in COLLECTIONS),
-               timeout=60, what="every collection served")
+    wait_until(
+        lambda: all(
+            client.get(f"{prefix}/{resource}").status_code == 200
+            for prefix, resource in COLLECTIONS
+        ),
+        timeout=60,
+        what="every collection served",
+    )
     return client
 
 
-def _helm(helm: str, cluster: Cluster, *args: str,
-          timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([helm, *args], capture_output=True, text=True, timeout=timeout,
-                          env=cluster.env(), check=False)
+def _helm(
+    helm: str, cluster: Cluster, *args: str, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [helm, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=cluster.env(),
+        check=False,
+    )
 
 
 def _values(chart: str, values_file: str) -> dict[str, Any]:
@@ -124,12 +147,19 @@ def _restricted_violations(helm_stderr: str, chart: str, values_file: str) -> li
 
 
 def _namespace(api: httpx.Client, name: str, level: str) -> None:
-    labels = {"pod-security.kubernetes.io/enforce": level,
-              "pod-security.kubernetes.io/warn": "restricted",
-              "pod-security.kubernetes.io/audit": "restricted"}
-    rsp = api.post("/api/v1/namespaces", json={
-        "apiVersion": "v1", "kind": "Namespace",
-        "metadata": {"name": name, "labels": labels}})
+    labels = {
+        "pod-security.kubernetes.io/enforce": level,
+        "pod-security.kubernetes.io/warn": "restricted",
+        "pod-security.kubernetes.io/audit": "restricted",
+    }
+    rsp = api.post(
+        "/api/v1/namespaces",
+        json={
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": name, "labels": labels},
+        },
+    )
     assert rsp.status_code == 201, rsp.text
 
 
@@ -138,11 +168,18 @@ def _prerequisites(api: httpx.Client, namespace: str, chart: str, values_file: s
     `existingClaim`."""
     claim = _values(chart, values_file).get("ingest", {}).get("uploads", {}).get("existingClaim")
     if chart == "central" and claim:
-        rsp = api.post(f"/api/v1/namespaces/{namespace}/persistentvolumeclaims", json={
-            "apiVersion": "v1", "kind": "PersistentVolumeClaim",
-            "metadata": {"name": claim},
-            "spec": {"accessModes": ["ReadWriteMany"],
-                     "resources": {"requests": {"storage": "10Gi"}}}})
+        rsp = api.post(
+            f"/api/v1/namespaces/{namespace}/persistentvolumeclaims",
+            json={
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "metadata": {"name": claim},
+                "spec": {
+                    "accessModes": ["ReadWriteMany"],
+                    "resources": {"requests": {"storage": "10Gi"}},
+                },
+            },
+        )
         assert rsp.status_code == 201, rsp.text
 
 
@@ -169,9 +206,14 @@ def _kept_by_design(manifest: str) -> set[tuple[str, str]]:
     (the trailer broker's log, which may hold events not yet published) and hook Jobs
     that remove themselves (`ttlSecondsAfterFinished`: the last run's logs stay a day).
     ``manifest`` is the release's manifest followed by its hooks."""
-    kinds = {"Secret": "secrets", "PersistentVolumeClaim": "persistentvolumeclaims",
-             "ConfigMap": "configmaps", "Kafka": "kafkas", "KafkaNodePool": "kafkanodepools",
-             "KafkaTopic": "kafkatopics"}
+    kinds = {
+        "Secret": "secrets",
+        "PersistentVolumeClaim": "persistentvolumeclaims",
+        "ConfigMap": "configmaps",
+        "Kafka": "kafkas",
+        "KafkaNodePool": "kafkanodepools",
+        "KafkaTopic": "kafkatopics",
+    }
     kept = set()
     for doc in yaml.safe_load_all(manifest):
         if not doc:
@@ -185,8 +227,12 @@ def _kept_by_design(manifest: str) -> set[tuple[str, str]]:
         if doc["kind"] == "StatefulSet":
             for template in doc["spec"].get("volumeClaimTemplates", []):
                 for i in range(doc["spec"].get("replicas", 1)):
-                    kept.add(("persistentvolumeclaims",
-                              f"{template['metadata']['name']}-{doc['metadata']['name']}-{i}"))
+                    kept.add(
+                        (
+                            "persistentvolumeclaims",
+                            f"{template['metadata']['name']}-{doc['metadata']['name']}-{i}",
+                        )
+                    )
     return kept
 
 
@@ -195,14 +241,17 @@ def _not_ready(api: httpx.Client, namespace: str) -> str:
     lines = []
     for pod in _items(api, namespace, "/api/v1", "pods"):
         status = pod.get("status", {})
-        conditions = {c["type"]: (c["status"], c.get("message", ""))
-                      for c in status.get("conditions", [])}
+        conditions = {
+            c["type"]: (c["status"], c.get("message", "")) for c in status.get("conditions", [])
+        }
         if conditions.get("Ready", ("False",))[0] != "True" and status.get("phase") != "Succeeded":
             lines.append(f"pod {pod['metadata']['name']}: {status.get('phase')} {conditions}")
     for claim in _items(api, namespace, "/api/v1", "persistentvolumeclaims"):
         if claim["status"].get("phase") != "Bound":
-            lines.append(f"claim {claim['metadata']['name']}: {claim['status'].get('phase')} "
-                         f"class {claim['spec'].get('storageClassName')}")
+            lines.append(
+                f"claim {claim['metadata']['name']}: {claim['status'].get('phase')} "
+                f"class {claim['spec'].get('storageClassName')}"
+            )
     return "\nnot ready:\n" + "\n".join(lines)
 
 
@@ -238,10 +287,12 @@ def _history(helm: str, cluster: Cluster, namespace: str) -> list[dict[str, Any]
     return json.loads(done.stdout)
 
 
-@pytest.mark.parametrize(("chart", "values_file"), CASES,
-                         ids=[f"{c}-{vf or 'defaults'}" for c, vf in CASES])
-def test_install_upgrade_rollback_uninstall(api: httpx.Client, cluster: Cluster, helm: str,
-                                            chart: str, values_file: str) -> None:
+@pytest.mark.parametrize(
+    ("chart", "values_file"), CASES, ids=[f"{c}-{vf or 'defaults'}" for c, vf in CASES]
+)
+def test_install_upgrade_rollback_uninstall(
+    api: httpx.Client, cluster: Cluster, helm: str, chart: str, values_file: str
+) -> None:
     case = (values_file or "defaults").removesuffix(".yaml")
     namespace = f"{chart}-{case}".replace("_", "-")[:50]
     _namespace(api, namespace, pod_security_level(chart, values_file))
@@ -257,31 +308,59 @@ def test_install_upgrade_rollback_uninstall(api: httpx.Client, cluster: Cluster,
     first_images = _images(api, namespace)
     manifest = "\n---\n".join(
         _helm(helm, cluster, "get", part, RELEASE, "-n", namespace).stdout
-        for part in ("manifest", "hooks"))
+        for part in ("manifest", "hooks")
+    )
 
     # An upgrade that changes every image's tag and one setting.
-    upgraded = _helm(helm, cluster, "upgrade", RELEASE, *base,
-                     "--set", "image.tag=0.1.1-upgrade-test", "--set", "logLevel=DEBUG")
+    upgraded = _helm(
+        helm,
+        cluster,
+        "upgrade",
+        RELEASE,
+        *base,
+        "--set",
+        "image.tag=0.1.1-upgrade-test",
+        "--set",
+        "logLevel=DEBUG",
+    )
     assert upgraded.returncode == 0, upgraded.stderr
     _rolled_out(api, namespace)
     new_images = _images(api, namespace)
     ours = {i for i in new_images if "/trailerlink" in i or "trailerlink/" in i}
     assert ours and all(i.endswith(":0.1.1-upgrade-test") for i in ours), new_images
 
-    rolled_back = _helm(helm, cluster, "rollback", RELEASE, "1", "-n", namespace,
-                        "--wait", "--wait-for-jobs", "--timeout", "4m")
+    rolled_back = _helm(
+        helm,
+        cluster,
+        "rollback",
+        RELEASE,
+        "1",
+        "-n",
+        namespace,
+        "--wait",
+        "--wait-for-jobs",
+        "--timeout",
+        "4m",
+    )
     assert rolled_back.returncode == 0, rolled_back.stderr
     _rolled_out(api, namespace)
     assert _images(api, namespace) == first_images
     assert [(h["revision"], h["status"]) for h in _history(helm, cluster, namespace)] == [
-        (1, "superseded"), (2, "superseded"), (3, "deployed")]
+        (1, "superseded"),
+        (2, "superseded"),
+        (3, "deployed"),
+    ]
 
-    removed = _helm(helm, cluster, "uninstall", RELEASE, "-n", namespace, "--wait",
-                    "--timeout", "2m")
+    removed = _helm(
+        helm, cluster, "uninstall", RELEASE, "-n", namespace, "--wait", "--timeout", "2m"
+    )
     assert removed.returncode == 0, removed.stderr
     kept = _kept_by_design(manifest)
-    wait_until(lambda: _release_objects(api, namespace) <= kept, timeout=60,
-               what="only the documented objects left after uninstall")
+    wait_until(
+        lambda: _release_objects(api, namespace) <= kept,
+        timeout=60,
+        what="only the documented objects left after uninstall",
+    )
 
 
 BAD_VALUES = [
@@ -293,37 +372,62 @@ BAD_VALUES = [
 ]
 
 
-@pytest.mark.parametrize(("chart", "setting", "field"), BAD_VALUES,
-                         ids=[s for _, s, _ in BAD_VALUES])
-def test_bad_values_are_refused_and_change_nothing(api: httpx.Client, cluster: Cluster,
-                                                   helm: str, chart: str, setting: str,
-                                                   field: str) -> None:
+@pytest.mark.parametrize(
+    ("chart", "setting", "field"), BAD_VALUES, ids=[s for _, s, _ in BAD_VALUES]
+)
+def test_bad_values_are_refused_and_change_nothing(
+    api: httpx.Client, cluster: Cluster, helm: str, chart: str, setting: str, field: str
+) -> None:
     namespace = "bad-" + re.sub(r"[^a-z0-9]+", "-", setting.lower()).strip("-")[:40]
     _namespace(api, namespace, "restricted")
-    refused = _helm(helm, cluster, "install", RELEASE, str(CHARTS / chart), "-n", namespace,
-                    "--set", setting, "--wait", "--timeout", "1m")
+    refused = _helm(
+        helm,
+        cluster,
+        "install",
+        RELEASE,
+        str(CHARTS / chart),
+        "-n",
+        namespace,
+        "--set",
+        setting,
+        "--wait",
+        "--timeout",
+        "1m",
+    )
     assert refused.returncode != 0
     assert f"at '{field}'" in refused.stderr, refused.stderr
     assert _release_objects(api, namespace) == set()
     assert _helm(helm, cluster, "list", "-n", namespace, "-q").stdout.strip() == ""
 
 
-def test_a_restricted_namespace_refuses_the_host_port_trailer(api: httpx.Client,
-                                                             cluster: Cluster,
-                                                             helm: str) -> None:
+def test_a_restricted_namespace_refuses_the_host_port_trailer(
+    api: httpx.Client, cluster: Cluster, helm: str
+) -> None:
     """The server enforces what the levels above claim: hostPort pods are refused in a
     `restricted` namespace (so the other cases really ran under `restricted`)."""
     namespace = "trailer-hostport-restricted"
     _namespace(api, namespace, "restricted")
-    failed = _helm(helm, cluster, "install", RELEASE, str(CHARTS / "trailer"), "-n", namespace,
-                   "--wait", "--timeout", "20s")
+    failed = _helm(
+        helm,
+        cluster,
+        "install",
+        RELEASE,
+        str(CHARTS / "trailer"),
+        "-n",
+        namespace,
+        "--wait",
+        "--timeout",
+        "20s",
+    )
     assert failed.returncode != 0
 
     def refusals() -> list[str]:
-        return [c.get("message", "")
-                for rs in _items(api, namespace, "/apis/apps/v1", "replicasets")
-                for c in rs.get("status", {}).get("conditions", [])
-                if c["type"] == "ReplicaFailure"]
+        return [
+            c.get("message", "")
+            for rs in _items(api, namespace, "/apis/apps/v1", "replicasets")
+            for c in rs.get("status", {}).get("conditions", [])
+            if c["type"] == "ReplicaFailure"
+        ]
 
     messages = wait_until(refusals, timeout=60, what="ReplicaSets report the refusal")
     assert any("violates PodSecurity" in m and "hostPort" in m for m in messages), messages

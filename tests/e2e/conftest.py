@@ -53,8 +53,12 @@ class System:
         return study
 
     def wait_confirmed(self, studies: list[StudyResult], timeout: float = 180) -> None:
-        wait_until(lambda: all(s.confirmed for s in studies), timeout,
-                   "storage commitment confirmed for every study", interval=0.25)
+        wait_until(
+            lambda: all(s.confirmed for s in studies),
+            timeout,
+            "storage commitment confirmed for every study",
+            interval=0.25,
+        )
 
     def assert_in_pacs_byte_identical(self, studies: list[StudyResult]) -> None:
         for study in studies:
@@ -73,8 +77,10 @@ class System:
     def dead_letters(self) -> tuple[int, int]:
         """How many records the trailer's and the data centre's dead-letter topics hold
         (each site has a broker of its own, so nothing else writes there)."""
-        return (_records_in(self.trailer.broker.bootstrap, TRAILER_DEAD_LETTER),
-                _records_in(self.central.broker.bootstrap, CENTRAL_DEAD_LETTER))
+        return (
+            _records_in(self.trailer.broker.bootstrap, TRAILER_DEAD_LETTER),
+            _records_in(self.central.broker.bootstrap, CENTRAL_DEAD_LETTER),
+        )
 
 
 def _records_in(bootstrap: str, topic: str) -> int:
@@ -92,44 +98,68 @@ def _records_in(bootstrap: str, topic: str) -> int:
     return asyncio.run(count())
 
 
-def _system(directory: Path, women: int, site_env: dict[str, str] | None = None,
-            trailer_site_env: dict[str, str] | None = None,
-            **trailer_kwargs: object) -> Iterator[System]:
+def _system(
+    directory: Path,
+    women: int,
+    site_env: dict[str, str] | None = None,
+    trailer_site_env: dict[str, str] | None = None,
+    **trailer_kwargs: object,
+) -> Iterator[System]:
     """``site_env``: environment of every service on both sites (e.g. a trace exporter;
     by default none exports); ``trailer_site_env``: the trailer's instead, if given."""
     bookings = synthetic_day(women, seed=7)
     central = CentralStack(directory / "central")
     central.site_env.update(site_env or {})
     with FaultProxy(("127.0.0.1", central.tus_port)) as link:
-        trailer = TrailerStack(directory / "trailer", central, bookings,
-                               ingest_url=f"https://127.0.0.1:{link.port}",
-                               **trailer_kwargs)  # type: ignore[arg-type]
-        trailer.site_env.update(site_env or {} if trailer_site_env is None
-                                else trailer_site_env)
+        trailer = TrailerStack(
+            directory / "trailer",
+            central,
+            bookings,
+            ingest_url=f"https://127.0.0.1:{link.port}",
+            **trailer_kwargs,
+        )  # type: ignore[arg-type]
+        trailer.site_env.update(site_env or {} if trailer_site_env is None else trailer_site_env)
         # The trailer's broker boots while the data centre starts (the two sites are
         # independent until the trailer's services start).
-        with trailer.booting(), central, trailer, \
-                SimulatedModality(trailer, directory / "modality", rows=256,
-                                  columns=208) as modality:
+        with (
+            trailer.booting(),
+            central,
+            trailer,
+            SimulatedModality(trailer, directory / "modality", rows=256, columns=208) as modality,
+        ):
             modality.wait_for_worklist(women)
             yield System(central, trailer, modality, link, bookings, [])
 
 
-def system_on_4g(directory: Path, women: int, rate_bits: int, *, rows: int, columns: int,
-                 uplink_env: dict[str, str] | None = None,
-                 ingest_env: dict[str, str] | None = None) -> Iterator[System]:
+def system_on_4g(
+    directory: Path,
+    women: int,
+    rate_bits: int,
+    *,
+    rows: int,
+    columns: int,
+    uplink_env: dict[str, str] | None = None,
+    ingest_env: dict[str, str] | None = None,
+) -> Iterator[System]:
     """Both sites with the uplink on a trailer host of its own (a network namespace)
     whose WAN to the ingest is a tc-shaped veth that a test takes down: a 4G link lost
     without FIN or RST (:class:`~trailerlink_testing.trailerhost.TrailerHost`)."""
     bookings = synthetic_day(women, seed=23)
     with TrailerHost(rate_bits=rate_bits) as host:
-        central = CentralStack(directory / "central", tus_host=host.wan_server_ip,
-                               ingest_env=ingest_env)
-        trailer = TrailerStack(directory / "trailer", central, bookings, uplink_host=host,
-                               uplink_env=uplink_env)
-        with trailer.booting(), central, trailer, \
-                SimulatedModality(trailer, directory / "modality", rows=rows,
-                                  columns=columns) as modality:
+        central = CentralStack(
+            directory / "central", tus_host=host.wan_server_ip, ingest_env=ingest_env
+        )
+        trailer = TrailerStack(
+            directory / "trailer", central, bookings, uplink_host=host, uplink_env=uplink_env
+        )
+        with (
+            trailer.booting(),
+            central,
+            trailer,
+            SimulatedModality(
+                trailer, directory / "modality", rows=rows, columns=columns
+            ) as modality,
+        ):
             modality.wait_for_worklist(women)
             yield System(central, trailer, modality, None, bookings, [], host)
 

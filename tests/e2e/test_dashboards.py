@@ -65,16 +65,21 @@ class Watched:
         return {"trailer": self.central.trailer_id, "job": ".+", "datasource": "prometheus"}
 
     def admin(self, path: str, body: dict[str, object] | None = None) -> dict[str, object]:
-        rsp = httpx.post(self.trailer.uplink.url(f"/v1/admin/uplink/{path}"), json=body or {},
-                         headers={"Authorization": f"Bearer {TOKEN}",
-                                  "X-Trailerlink-Actor": "dashboards-test"}, timeout=10)
+        rsp = httpx.post(
+            self.trailer.uplink.url(f"/v1/admin/uplink/{path}"),
+            json=body or {},
+            headers={"Authorization": f"Bearer {TOKEN}", "X-Trailerlink-Actor": "dashboards-test"},
+            timeout=10,
+        )
         rsp.raise_for_status()
         return rsp.json()
 
 
 def _boards() -> dict[str, dict]:
-    return {p.stem: json.loads(p.read_text())
-            for p in sorted((MONITORING / "dashboards").glob("*.json"))}
+    return {
+        p.stem: json.loads(p.read_text())
+        for p in sorted((MONITORING / "dashboards").glob("*.json"))
+    }
 
 
 @pytest.fixture(scope="module")
@@ -84,30 +89,42 @@ def watched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Watched]:
     work = tmp_path_factory.mktemp("dashboards")
     token = work / "admin-token"
     token.write_text(TOKEN)
-    central = CentralStack(work / "central",
-                           ingest_env={"TRAILERLINK_PACS_CANARY_AE_TITLE": "PACSTEST"},
-                           fleet_env={"TRAILERLINK_COMPLETENESS_DEADLINE_SECONDS": str(DEADLINE)},
-                           other_trailers=[SILENT])
+    central = CentralStack(
+        work / "central",
+        ingest_env={"TRAILERLINK_PACS_CANARY_AE_TITLE": "PACSTEST"},
+        fleet_env={"TRAILERLINK_COMPLETENESS_DEADLINE_SECONDS": str(DEADLINE)},
+        other_trailers=[SILENT],
+    )
     central.pacs.extra_config["DicomCheckCalledAet"] = False  # the canary's test AE too
     with FaultProxy(("127.0.0.1", central.tus_port)) as link:
         trailer = TrailerStack(
-            work / "trailer", central, synthetic_day(WOMEN, seed=11),
+            work / "trailer",
+            central,
+            synthetic_day(WOMEN, seed=11),
             ingest_url=f"https://127.0.0.1:{link.port}",
             uplink_env={"TRAILERLINK_ADMIN_TOKEN_FILE": str(token)},
-            canary_env={"TRAILERLINK_CANARY_INTERVAL_SECONDS": "2",
-                        "TRAILERLINK_CANARY_TIMEOUT_SECONDS": str(CANARY_DEADLINE),
-                        "TRAILERLINK_HEARTBEAT_INTERVAL_SECONDS": "1"})
-        with trailer.booting(), central, trailer, \
-                SimulatedModality(trailer, work / "modality", rows=128, columns=104) as modality:
+            canary_env={
+                "TRAILERLINK_CANARY_INTERVAL_SECONDS": "2",
+                "TRAILERLINK_CANARY_TIMEOUT_SECONDS": str(CANARY_DEADLINE),
+                "TRAILERLINK_HEARTBEAT_INTERVAL_SECONDS": "1",
+            },
+        )
+        with (
+            trailer.booting(),
+            central,
+            trailer,
+            SimulatedModality(trailer, work / "modality", rows=128, columns=104) as modality,
+        ):
             modality.wait_for_worklist(WOMEN)
             jobs: dict[str, list[str]] = {}
             for name, service in [*central.services.items(), *trailer.services.items()]:
                 component = "monitor" if name in ("fleet", "agent") else name
                 jobs.setdefault(f"trailerlink-{component}", []).append(
-                    f"{service.host}:{service.http_port}")
-            with PrometheusServer(work / "prometheus", jobs,
-                                  rule_files=sorted((MONITORING / "rules").glob("*.yaml"))
-                                  ) as prom:
+                    f"{service.host}:{service.http_port}"
+                )
+            with PrometheusServer(
+                work / "prometheus", jobs, rule_files=sorted((MONITORING / "rules").glob("*.yaml"))
+            ) as prom:
                 prom.wait_for_targets_up(60)
                 yield Watched(central, trailer, modality, prom)
 
@@ -147,8 +164,9 @@ def _top_row(w: Watched) -> dict[str, tuple[float, str | None]]:
 def _render(w: Watched, state: str) -> list[Path]:
     written = []
     for name, board in _boards().items():
-        written.append(panels.render(board, _evaluate(w, board), OUT / state / f"{name}.png",
-                                     subtitle=state))
+        written.append(
+            panels.render(board, _evaluate(w, board), OUT / state / f"{name}.png", subtitle=state)
+        )
     for path in written:
         print(f"dashboard drawn ({state}): {path}")
     return written
@@ -156,21 +174,30 @@ def _render(w: Watched, state: str) -> list[Path]:
 
 def test_healthy_every_panel_answers_and_the_top_row_is_green(watched: Watched) -> None:
     w = watched
-    studies = [w.modality.screen(item, seed=i)
-               for i, item in enumerate(w.modality.query_worklist()[:2])]
-    wait_until(lambda: all(s.confirmed for s in studies), 180, "both women committed",
-               interval=0.5)
+    studies = [
+        w.modality.screen(item, seed=i) for i, item in enumerate(w.modality.query_worklist()[:2])
+    ]
+    wait_until(lambda: all(s.confirmed for s in studies), 180, "both women committed", interval=0.5)
     fleet, trailer_id = w.central.fleet, w.central.trailer_id
-    wait_until(lambda: fleet.metric("trailerlink_monitor_objects_delivered_total",
-                                    trailer_id=trailer_id) >= 8, 120, "8 images in PACS")
-    wait_until(lambda: fleet.metric("trailerlink_monitor_trailer_canary_ok",
-                                    trailer_id=trailer_id) == 1, 120, "a canary passed")
+    wait_until(
+        lambda: (
+            fleet.metric("trailerlink_monitor_objects_delivered_total", trailer_id=trailer_id) >= 8
+        ),
+        120,
+        "8 images in PACS",
+    )
+    wait_until(
+        lambda: fleet.metric("trailerlink_monitor_trailer_canary_ok", trailer_id=trailer_id) == 1,
+        120,
+        "a canary passed",
+    )
     _every_panel_answers(w)
 
     def green() -> bool:
         top = _top_row(w)
-        return len(top) == 4 and all(value == 0 and colour == "green"
-                                     for value, colour in top.values())
+        return len(top) == 4 and all(
+            value == 0 and colour == "green" for value, colour in top.values()
+        )
 
     # (A canary run slowed past its deadline by a busy machine reads amber until the next.)
     wait_until(green, 60, "the top row all green", interval=2)
@@ -180,11 +207,19 @@ def test_healthy_every_panel_answers_and_the_top_row_is_green(watched: Watched) 
 
 def _stale_heartbeat(trailer_id: str, minutes: float) -> Heartbeat:
     sent = datetime.now(UTC) - timedelta(minutes=minutes)
-    hb = Heartbeat(meta=new_meta("monitor", trailer_id), sequence=1, backlog_objects=12,
-                   backlog_bytes=40 << 20, oldest_unsent_age_seconds=minutes * 60,
-                   link_state=LinkState.LINK_STATE_DOWN, disk_free_bytes=60 << 30,
-                   disk_total_bytes=100 << 30, canary_ok=True, canary_seconds=80,
-                   canary_at=timestamp(sent))
+    hb = Heartbeat(
+        meta=new_meta("monitor", trailer_id),
+        sequence=1,
+        backlog_objects=12,
+        backlog_bytes=40 << 20,
+        oldest_unsent_age_seconds=minutes * 60,
+        link_state=LinkState.LINK_STATE_DOWN,
+        disk_free_bytes=60 << 30,
+        disk_total_bytes=100 << 30,
+        canary_ok=True,
+        canary_seconds=80,
+        canary_at=timestamp(sent),
+    )
     hb.meta.occurred_at.CopyFrom(timestamp(sent))
     return hb
 
@@ -196,35 +231,52 @@ def test_incident_every_panel_answers_and_the_top_row_turns_red(watched: Watched
     w.admin("pause")
     try:
         # A second trailer last heard from 20 minutes ago.
-        publish_events(w.central.broker.bootstrap, [
-            (topics.CENTRAL_HEARTBEAT, SILENT, _stale_heartbeat(SILENT, 20))])
+        publish_events(
+            w.central.broker.bootstrap,
+            [(topics.CENTRAL_HEARTBEAT, SILENT, _stale_heartbeat(SILENT, 20))],
+        )
         # A woman screened while the uplink is held: her images wait past the deadline.
         item = w.modality.query_worklist()[2]
         study = w.modality.screen(item, seed=5)
         # (Her storage commitment waits for PACS, so it cannot be what we wait for.)
         wait_until(lambda: len(study.sent) == 4, 60, "the held woman's images stored")
-        wait_until(lambda: fleet.metric("trailerlink_monitor_completeness_pending_images",
-                                        trailer_id=trailer_id)
-                   + fleet.metric("trailerlink_monitor_completeness_missing_images",
-                                  trailer_id=trailer_id) >= 4, 60,
-                   "the fleet expects her images (MPPS completed)")
-        wait_until(lambda: fleet.metric("trailerlink_monitor_trailer_uplink_paused",
-                                        trailer_id=trailer_id) == 1, 60,
-                   "the fleet sees the operator's pause")
+        wait_until(
+            lambda: (
+                fleet.metric(
+                    "trailerlink_monitor_completeness_pending_images", trailer_id=trailer_id
+                )
+                + fleet.metric(
+                    "trailerlink_monitor_completeness_missing_images", trailer_id=trailer_id
+                )
+                >= 4
+            ),
+            60,
+            "the fleet expects her images (MPPS completed)",
+        )
+        wait_until(
+            lambda: (
+                fleet.metric("trailerlink_monitor_trailer_uplink_paused", trailer_id=trailer_id)
+                == 1
+            ),
+            60,
+            "the fleet sees the operator's pause",
+        )
 
         def red() -> bool:
             top = _top_row(w)
             return all(value >= 1 for value, _ in top.values())
 
-        wait_until(red, DEADLINE + CANARY_DEADLINE + 90,
-                   "silent, not delivering, canary failing and past deadline all raised",
-                   interval=2)
+        wait_until(
+            red,
+            DEADLINE + CANARY_DEADLINE + 90,
+            "silent, not delivering, canary failing and past deadline all raised",
+            interval=2,
+        )
         top = _top_row(w)
         assert all(colour in ("orange", "red") for _, colour in top.values()), top
         _every_panel_answers(w)
         # The per-trailer table names the operator's hold.
-        table = next(p for p in _boards()["trailerlink-fleet"]["panels"]
-                     if p["type"] == "table")
+        table = next(p for p in _boards()["trailerlink-fleet"]["panels"] if p["type"] == "table")
         columns, rows = panels.table_rows(panels.evaluate(w.prom.url, table, w.variables))
         row = next(r for r in rows if r[columns.index("Trailer")][0] == trailer_id)
         cell = dict(zip(columns, (text for text, _ in row), strict=True))

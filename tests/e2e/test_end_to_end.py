@@ -45,8 +45,7 @@ def _journey(system: System, study_uid: str) -> list[dict[str, object]]:
         return json.loads(rsp.read())["journey"]
 
 
-def test_a_screened_woman_reaches_pacs_byte_identical_once_and_is_committed(
-        system: System) -> None:
+def test_a_screened_woman_reaches_pacs_byte_identical_once_and_is_committed(system: System) -> None:
     [item] = system.next_women(1)
     study = system.screen(item)
     assert study.mpps_statuses == [0, 0]
@@ -56,8 +55,9 @@ def test_a_screened_woman_reaches_pacs_byte_identical_once_and_is_committed(
     system.assert_in_pacs_byte_identical([study])
     assert len(system.central.pacs.instances()) == 4  # each image exactly once
     for sop in study.sent:
-        stored = system.central.pacs.get(f"/instances/{system.central.pacs.find_instance(sop)}"
-                                         "/simplified-tags")
+        stored = system.central.pacs.get(
+            f"/instances/{system.central.pacs.find_instance(sop)}/simplified-tags"
+        )
         assert stored["StudyInstanceUID"] == study.study_instance_uid
         assert stored["AccessionNumber"] == study.accession_number  # the right woman
     wait_until(lambda: system.trailer.backlog_objects() == 0, 60, "uplink backlog empty")
@@ -72,8 +72,9 @@ def test_the_fleet_monitor_sees_every_image_taken_and_in_pacs(system: System) ->
         taken = {s["sop_instance_uid"] for s in steps if s["stage"] == "taken"}
         return set(study.sent) <= in_pacs and set(study.sent) <= taken
 
-    wait_until(complete, 90, "the fleet monitor's audit shows every image taken and in PACS",
-               interval=0.5)
+    wait_until(
+        complete, 90, "the fleet monitor's audit shows every image taken and in PACS", interval=0.5
+    )
     assert system.central.fleet.metric("trailerlink_monitor_completeness_missing_images") == 0
 
 
@@ -86,9 +87,15 @@ def test_kill9_of_every_service_and_link_cuts_mid_chunk_lose_nothing(system: Sys
     system.central.ingest.kill9()
     system.link.cut_after(20_000)  # the next upload is cut mid-chunk
     # All back at once, as after a power cut (their start-ups overlap).
-    restart_all([*(system.trailer.services[name] for name in
-                   ("codec", "uplink", "gateway", "worklist", "agent")),
-                 system.central.ingest])
+    restart_all(
+        [
+            *(
+                system.trailer.services[name]
+                for name in ("codec", "uplink", "gateway", "worklist", "agent")
+            ),
+            system.central.ingest,
+        ]
+    )
     after = system.screen(second, seed=12)  # the gateway was restarted: it must still commit
     system.link.cut()
     system.wait_confirmed([before, after], timeout=240)
@@ -98,13 +105,29 @@ def test_kill9_of_every_service_and_link_cuts_mid_chunk_lose_nothing(system: Sys
 
 
 def test_an_unknown_modality_ae_is_refused_and_nothing_else_disturbed(
-        system: System, tmp_path) -> None:
+    system: System, tmp_path
+) -> None:
     [item] = system.next_women(1)
     _, paths = system.modality.write_views(item, tmp_path, seed=21)
     before = len(system.central.pacs.instances())
-    done = subprocess.run(["storescu", "-v", "-nh", "-aet", "STRANGER", "-aec", GATEWAY_AE,
-                           "127.0.0.1", str(system.trailer.gateway_port), *map(str, paths)],
-                          capture_output=True, text=True, timeout=60, check=False)
+    done = subprocess.run(
+        [
+            "storescu",
+            "-v",
+            "-nh",
+            "-aet",
+            "STRANGER",
+            "-aec",
+            GATEWAY_AE,
+            "127.0.0.1",
+            str(system.trailer.gateway_port),
+            *map(str, paths),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     ok, _ = parse_storescu(done.stdout + done.stderr)
     assert ok == [] and done.returncode != 0
     assert system.trailer.gateway.metric("trailerlink_gateway_rejects_total") >= 1
@@ -120,8 +143,12 @@ def test_a_revoked_trailer_is_refused_at_the_ingest_until_reinstated(system: Sys
     central.write_access(allow=[central.trailer_id], revoked=[central.trailer_id])
     [item] = system.next_women(1)
     study = system.screen(item, seed=31)
-    wait_until(lambda: central.ingest.metric("trailerlink_ingest_auth_refusals_total") >= 1,
-               60, "the ingest refusing the revoked trailer", interval=0.2)
+    wait_until(
+        lambda: central.ingest.metric("trailerlink_ingest_auth_refusals_total") >= 1,
+        60,
+        "the ingest refusing the revoked trailer",
+        interval=0.2,
+    )
     assert all(central.pacs.find_instance(sop) is None for sop in study.sent)
     assert not study.committed
     central.write_access(allow=[central.trailer_id])
@@ -130,15 +157,16 @@ def test_a_revoked_trailer_is_refused_at_the_ingest_until_reinstated(system: Sys
 
 
 def test_a_corrupt_dataset_is_refused_with_a_reason_and_nothing_is_spooled_or_sealed(
-        system: System, tmp_path: Path) -> None:
+    system: System, tmp_path: Path
+) -> None:
     trailer, modality = system.trailer, system.modality
     [item] = system.next_women(1)
     _, paths = modality.write_views(item, tmp_path, seed=51)
     raw = paths[0].read_bytes()
     truncated = tmp_path / "truncated.dcm"  # pixel data ends a third short
-    truncated.write_bytes(raw[:len(raw) - len(raw) // 3])
+    truncated.write_bytes(raw[: len(raw) - len(raw) // 3])
     garbage = tmp_path / "garbage.dcm"  # a valid file meta, then noise
-    garbage.write_bytes(raw[:dataset_offset(raw)] + random.Random(51).randbytes(4096))
+    garbage.write_bytes(raw[: dataset_offset(raw)] + random.Random(51).randbytes(4096))
     received = trailer.gateway.metric("trailerlink_gateway_objects_received_total")
     sealed = trailer.services["codec"].metric("trailerlink_codec_objects_total")
     dead_before = system.dead_letters()
@@ -149,8 +177,9 @@ def test_a_corrupt_dataset_is_refused_with_a_reason_and_nothing_is_spooled_or_se
         assert status is not None and 0xC000 <= int(status.Status) <= 0xCFFF, status
         comment = str(status.get("ErrorComment", ""))
         assert comment, "a refusal says why"
-        assert not any(str(v) in comment for v in
-                       (item.PatientName, item.PatientID, item.PatientBirthDate))
+        assert not any(
+            str(v) in comment for v in (item.PatientName, item.PatientID, item.PatientBirthDate)
+        )
     assert trailer.gateway.metric("trailerlink_gateway_objects_received_total") == received
     corrupt_sop = _sop_of(raw)  # both files carry view 1's UIDs in their file meta
     assert list((trailer.dir / "data").rglob(f"{corrupt_sop}.*")) == []  # nothing spooled
@@ -171,7 +200,8 @@ def _sop_of(part10: bytes) -> str:
 
 
 def test_a_tampered_sealed_object_at_the_ingest_fails_verification_and_disturbs_nothing(
-        system: System, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    system: System, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     central = system.central
     pki = central.pki
     tid = central.trailer_id
@@ -189,22 +219,32 @@ def test_a_tampered_sealed_object_at_the_ingest_fails_verification_and_disturbs_
 
     async def object_failed() -> list:
         return await read_events(
-            central.broker.bootstrap, CENTRAL_OBJECT_FAILED, lambda seen: bool(seen),
+            central.broker.bootstrap,
+            CENTRAL_OBJECT_FAILED,
+            lambda seen: bool(seen),
             timeout=120,
-            match=lambda d: d.event.object.sop_instance_uid == original.sop_instance_uid)
+            match=lambda d: d.event.object.sop_instance_uid == original.sop_instance_uid,
+        )
 
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(pki / "ca.crt"))  # tuspy uses requests
-    client = TusClient(f"{central.ingest_url}/files/",
-                       client_cert=(str(pki / f"{tid}.crt"), str(pki / f"{tid}.key")))
-    uploader = client.uploader(file_path=str(result.path), chunk_size=1 << 20, metadata={
-        "sop_instance_uid": original.sop_instance_uid,
-        "study_instance_uid": original.study_instance_uid,
-        "series_instance_uid": original.series_instance_uid,
-        "sop_class_uid": original.sop_class_uid,
-        "dataset_sha256": result.dataset_sha256 or "",
-        "file_sha256": result.original_sha256,
-        "sealed_size": str(result.sealed_size),
-        "key_id": result.key_id})
+    client = TusClient(
+        f"{central.ingest_url}/files/",
+        client_cert=(str(pki / f"{tid}.crt"), str(pki / f"{tid}.key")),
+    )
+    uploader = client.uploader(
+        file_path=str(result.path),
+        chunk_size=1 << 20,
+        metadata={
+            "sop_instance_uid": original.sop_instance_uid,
+            "study_instance_uid": original.study_instance_uid,
+            "series_instance_uid": original.series_instance_uid,
+            "sop_class_uid": original.sop_class_uid,
+            "dataset_sha256": result.dataset_sha256 or "",
+            "file_sha256": result.original_sha256,
+            "sealed_size": str(result.sealed_size),
+            "key_id": result.key_id,
+        },
+    )
     uploader.upload()
     upload_id = uploader.url.rsplit("/", 1)[-1]
     # A woman screened meanwhile is not held up by it.
@@ -215,11 +255,9 @@ def test_a_tampered_sealed_object_at_the_ingest_fails_verification_and_disturbs_
 
     def receipt() -> dict | None:
         with httpx.Client(verify=tls, timeout=10) as http:
-            rsp = http.get(f"{central.ingest_url}/v1/receipts",
-                           params={"after": 0, "limit": 1000})
+            rsp = http.get(f"{central.ingest_url}/v1/receipts", params={"after": 0, "limit": 1000})
             rsp.raise_for_status()
-            return next((r for r in rsp.json()["receipts"] if r["upload_id"] == upload_id),
-                        None)
+            return next((r for r in rsp.json()["receipts"] if r["upload_id"] == upload_id), None)
 
     found = wait_until(receipt, 120, "the tampered upload's receipt", interval=0.5)
     assert found["outcome"] == "failed" and found["reason_code"] == "VERIFY_FAILED"
@@ -232,8 +270,7 @@ def test_a_tampered_sealed_object_at_the_ingest_fails_verification_and_disturbs_
     assert system.dead_letters() == dead_before
 
 
-def test_images_acknowledged_before_an_aborted_association_still_arrive(
-        system: System) -> None:
+def test_images_acknowledged_before_an_aborted_association_still_arrive(system: System) -> None:
     [item] = system.next_women(1)
     aborted = system.modality.store_then_abort(item, stores=2, seed=71)
     assert len(aborted.sent) == 2 and len(aborted.failed) == 2
@@ -259,8 +296,14 @@ def test_broker_restarts_and_a_pacs_outage_delay_but_lose_nothing(system: System
     trailer.broker.start(timeout=BROKER_RESTART_SECONDS)
     central.broker.stop()
     central.broker.start(timeout=BROKER_RESTART_SECONDS)
-    wait_until(lambda: central.ingest.metric("trailerlink_ingest_pacs_store_failures_total")
-               > refused_before, 180, "the ingest finding the PACS down", interval=0.5)
+    wait_until(
+        lambda: (
+            central.ingest.metric("trailerlink_ingest_pacs_store_failures_total") > refused_before
+        ),
+        180,
+        "the ingest finding the PACS down",
+        interval=0.5,
+    )
     assert not study.committed  # nothing is confirmed while the PACS is away
     central.pacs.start()
     system.wait_confirmed([study], timeout=300)
@@ -269,7 +312,8 @@ def test_broker_restarts_and_a_pacs_outage_delay_but_lose_nothing(system: System
 
 
 def test_zy_every_image_the_modality_saw_acknowledged_is_in_pacs_exactly_once(
-        system: System) -> None:
+    system: System,
+) -> None:
     acknowledged = dict(system.modality.acknowledged)
     assert len(acknowledged) == sum(len(s.sent) for s in system.screened)
     assert system.modality.acknowledged_twice_differently == []

@@ -56,16 +56,20 @@ def test_bytes_cross_the_tbf_unchanged_and_the_namespace_goes_on_close() -> None
         receiver.join(60)
         assert digest == [hashlib.sha256(payload).hexdigest()]
         assert wan.shaped_bytes() >= len(payload)  # every byte went through the tbf
-    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
-                            check=True).stdout
+    listed = subprocess.run(
+        ["ip", "netns", "list"], capture_output=True, text=True, check=True
+    ).stdout
     assert ns not in listed
 
 
 def test_without_tc_the_link_falls_back_to_the_proxy_drip_and_says_why(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setattr(shapedwan, "netns_available", lambda: False)
-    with socket.create_server(("127.0.0.1", 0)) as sink, \
-            open_link(parse_rate("8mbit"), "8mbit", sink.getsockname()[:2]) as link:
+    with (
+        socket.create_server(("127.0.0.1", 0)) as sink,
+        open_link(parse_rate("8mbit"), "8mbit", sink.getsockname()[:2]) as link,
+    ):
         assert link.shaping == "proxy-drip" and link.shaper is None
         assert "tc cannot shape here" in link.fallback and "1000 kB/s" in link.fallback
         assert link.uplink_env == {"TRAILERLINK_CONCURRENCY": "1"}

@@ -26,8 +26,9 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.timeout(3600),
     pytest.mark.kafka,
-    pytest.mark.skipif(os.environ.get("TRAILERLINK_SOAK") != "1",
-                       reason="long fault-injection run: `make soak`"),
+    pytest.mark.skipif(
+        os.environ.get("TRAILERLINK_SOAK") != "1", reason="long fault-injection run: `make soak`"
+    ),
 ]
 
 WOMEN = int(os.environ.get("SOAK_WOMEN", 50))  # x 4 views >= 200 images
@@ -56,11 +57,17 @@ class Chaos(threading.Thread):
 
     def run(self) -> None:
         s = self.system
-        services = {**{f"trailer/{k}": v for k, v in s.trailer.services.items()},
-                    **{f"central/{k}": v for k, v in s.central.services.items()}}
-        actions = [*(("kill", name) for name in services for _ in range(2)),
-                   ("broker", "trailer"), ("broker", "central"), ("pacs", ""),
-                   *(("cut", "") for _ in range(6))]
+        services = {
+            **{f"trailer/{k}": v for k, v in s.trailer.services.items()},
+            **{f"central/{k}": v for k, v in s.central.services.items()},
+        }
+        actions = [
+            *(("kill", name) for name in services for _ in range(2)),
+            ("broker", "trailer"),
+            ("broker", "central"),
+            ("pacs", ""),
+            *(("cut", "") for _ in range(6)),
+        ]
         self.rng.shuffle(actions)
         try:
             for kind, name in actions:
@@ -96,6 +103,7 @@ def _screen_retrying(system: System, item, seed: int) -> list[StudyResult]:
     """
     attempts = [system.modality.screen(item, seed=seed, commit=False)]
     if attempts[0].failed or len(attempts[0].sent) < 4:
+
         def repeat() -> StudyResult | None:
             r = system.modality.screen(item, seed=seed, commit=False)
             attempts.append(r)
@@ -105,13 +113,18 @@ def _screen_retrying(system: System, item, seed: int) -> list[StudyResult]:
     for study in attempts:
         if study.sent:
             system.screened.append(study)
-            wait_until(lambda st=study: system.modality.request_commitment(st), 300,
-                       "the commitment request accepted", interval=2)
+            wait_until(
+                lambda st=study: system.modality.request_commitment(st),
+                300,
+                "the commitment request accepted",
+                interval=2,
+            )
     return attempts
 
 
 def test_nothing_acknowledged_is_lost_through_kills_restarts_and_outages(
-        soak_system: System) -> None:
+    soak_system: System,
+) -> None:
     s = soak_system
     items = s.modality.query_worklist()
     chaos = Chaos(s)
@@ -136,8 +149,11 @@ def test_nothing_acknowledged_is_lost_through_kills_restarts_and_outages(
     s.assert_each_exactly_once_byte_identical(must_arrive)
     wait_until(lambda: s.trailer.backlog_objects() == 0, 300, "uplink backlog empty")
     assert s.dead_letters() == (0, 0)  # none was provoked on purpose
-    wait_until(lambda: s.central.fleet.metric(
-        "trailerlink_monitor_completeness_missing_images") == 0, 120, "nothing missing")
+    wait_until(
+        lambda: s.central.fleet.metric("trailerlink_monitor_completeness_missing_images") == 0,
+        120,
+        "nothing missing",
+    )
 
 
 def test_zz_no_patient_data_in_the_soak_logs(soak_system: System) -> None:

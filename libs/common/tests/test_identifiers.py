@@ -11,9 +11,23 @@ def test_uids_accepted(value: str) -> None:
     assert is_uid(value)
 
 
-@pytest.mark.parametrize("value", [
-    "", ".", "1.", ".1", "1..2", "1.2a", "1.2\n", "1.2 ", "1." + "2" * 63, "١.٢", None, 12,
-])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "",
+        ".",
+        "1.",
+        ".1",
+        "1..2",
+        "1.2a",
+        "1.2\n",
+        "1.2 ",
+        "1." + "2" * 63,
+        "١.٢",
+        None,
+        12,
+    ],
+)
 def test_non_uids_refused(value: object) -> None:
     assert not is_uid(value)
 
@@ -27,6 +41,12 @@ def test_sha256_hex() -> None:
 
 def test_key_ids() -> None:
     assert is_key_id("dc-0123456789abcdef")
-    for bad in ("dc-0123456789ABCDEF", "dc-0123456789abcde", "dc-0123456789abcdef\n",
-                "xx-0123456789abcdef", "", None):
+    for bad in (
+        "dc-0123456789ABCDEF",
+        "dc-0123456789abcde",
+        "dc-0123456789abcdef\n",
+        "xx-0123456789abcdef",
+        "",
+        None,
+    ):
         assert not is_key_id(bad)

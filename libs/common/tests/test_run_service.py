@@ -34,8 +34,9 @@ def failing(exc: BaseException) -> Callable[[], Service]:
 
 
 @pytest.mark.parametrize("exit_code", [0, 1])
-def test_the_services_exit_code_is_the_processs(exit_code: int,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_services_exit_code_is_the_processs(
+    exit_code: int, capsys: pytest.CaptureFixture[str]
+) -> None:
     service = fake(exit_code)
     with pytest.raises(SystemExit) as stopped:
         run_service("demo", lambda: cast(Service, service))
@@ -57,12 +58,16 @@ def test_a_config_error_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str
 
 def test_the_sites_own_errors_and_wording(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as stopped:
-        run_service("demo", failing(FileNotFoundError(2, "No such file", "/etc/dsn")),
-                    (ConfigError, OSError), describe=cannot_start)
+        run_service(
+            "demo",
+            failing(FileNotFoundError(2, "No such file", "/etc/dsn")),
+            (ConfigError, OSError),
+            describe=cannot_start,
+        )
     assert stopped.value.code == 2
     assert capsys.readouterr().err == (
-        "trailerlink-demo: cannot start: FileNotFoundError: "
-        "[Errno 2] No such file: '/etc/dsn'\n")
+        "trailerlink-demo: cannot start: FileNotFoundError: [Errno 2] No such file: '/etc/dsn'\n"
+    )
 
 
 def test_errors_not_named_are_bugs_and_keep_their_traceback() -> None:
@@ -70,12 +75,12 @@ def test_errors_not_named_are_bugs_and_keep_their_traceback() -> None:
         run_service("demo", failing(ValueError("a bug")))  # only ConfigError by default
 
 
-def test_a_report_callback_replaces_the_printed_line(
-        capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_report_callback_replaces_the_printed_line(capsys: pytest.CaptureFixture[str]) -> None:
     reported: list[str] = []
     with pytest.raises(SystemExit) as stopped:
-        run_service("demo", failing(ConfigError("TLS file missing: /certs/ca.pem")),
-                    report=reported.append)
+        run_service(
+            "demo", failing(ConfigError("TLS file missing: /certs/ca.pem")), report=reported.append
+        )
     assert stopped.value.code == 2
     assert reported == ["TLS file missing: /certs/ca.pem"]
     assert capsys.readouterr().err == ""

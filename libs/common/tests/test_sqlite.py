@@ -53,9 +53,11 @@ def test_parent_directory_created(tmp_path: Path) -> None:
 
 
 def test_busy_timeout_and_extra_pragmas(tmp_path: Path) -> None:
-    conn = open_durable_sqlite(tmp_path / "a.db", busy_timeout_seconds=10,
-                               extra_pragmas=("foreign_keys=ON", "secure_delete=ON",
-                                              "temp_store=MEMORY"))
+    conn = open_durable_sqlite(
+        tmp_path / "a.db",
+        busy_timeout_seconds=10,
+        extra_pragmas=("foreign_keys=ON", "secure_delete=ON", "temp_store=MEMORY"),
+    )
     try:
         assert _pragma(conn, "busy_timeout") == 10_000
         assert _pragma(conn, "foreign_keys") == 1
@@ -65,8 +67,7 @@ def test_busy_timeout_and_extra_pragmas(tmp_path: Path) -> None:
         conn.close()
 
 
-@pytest.mark.parametrize("pragma", ["foreign_keys", "foreign_keys=ON; DROP TABLE x",
-                                    "a = b", ""])
+@pytest.mark.parametrize("pragma", ["foreign_keys", "foreign_keys=ON; DROP TABLE x", "a = b", ""])
 def test_bad_extra_pragma_refused(tmp_path: Path, pragma: str) -> None:
     with pytest.raises(ValueError, match="pragma"):
         open_durable_sqlite(tmp_path / "a.db", extra_pragmas=(pragma,))

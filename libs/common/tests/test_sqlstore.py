@@ -26,8 +26,12 @@ class Notes(SqlStore):
 
     def put(self, key: str, value: str) -> None:
         with self._transaction(f"note:{key}") as cur:
-            cur.execute(self._sql("INSERT INTO notes VALUES (?, ?) ON CONFLICT (k) DO "
-                                  "UPDATE SET v = excluded.v"), (key, value))
+            cur.execute(
+                self._sql(
+                    "INSERT INTO notes VALUES (?, ?) ON CONFLICT (k) DO UPDATE SET v = excluded.v"
+                ),
+                (key, value),
+            )
 
     def get(self, key: str) -> str | None:
         rows = self._read("SELECT v FROM notes WHERE k = ?", (key,))

@@ -33,9 +33,13 @@ def layouts(draw: st.DrawFn) -> FrameLayout:
     high_bit = draw(st.integers(bits_stored - 1, bits_allocated - 1))
     samples = draw(st.sampled_from([1, 3]))
     return FrameLayout(
-        rows=draw(st.integers(1, 24)), columns=draw(st.integers(1, 24)), samples=samples,
-        bits_allocated=bits_allocated, bits_stored=bits_stored,
-        shift=high_bit + 1 - bits_stored, signed=draw(st.booleans()),
+        rows=draw(st.integers(1, 24)),
+        columns=draw(st.integers(1, 24)),
+        samples=samples,
+        bits_allocated=bits_allocated,
+        bits_stored=bits_stored,
+        shift=high_bit + 1 - bits_stored,
+        signed=draw(st.booleans()),
         planar=samples == 3 and draw(st.booleans()),
         big_endian=bits_allocated == 16 and draw(st.booleans()),
     )
@@ -50,8 +54,11 @@ def _words(layout: FrameLayout, seed: int, kind: str) -> bytes:
     else:
         values = rng.integers(0, 2**layout.bits_stored, n)
         if kind == "smooth":
-            values = np.clip(np.cumsum(rng.integers(-3, 4, n)) + 2 ** (layout.bits_stored - 1),
-                             0, 2**layout.bits_stored - 1)
+            values = np.clip(
+                np.cumsum(rng.integers(-3, 4, n)) + 2 ** (layout.bits_stored - 1),
+                0,
+                2**layout.bits_stored - 1,
+            )
         if layout.signed:  # proper two's complement, sign-extended above High Bit
             values = values - 2 ** (layout.bits_stored - 1)
         words = (values << layout.shift) % top
@@ -60,11 +67,15 @@ def _words(layout: FrameLayout, seed: int, kind: str) -> bytes:
 
 
 @settings(max_examples=150, deadline=None)
-@given(layout=layouts(), seed=st.integers(0, 2**32 - 1),
-       kind=st.sampled_from(["clean", "smooth", "garbage"]),
-       codec=st.sampled_from([FrameCodec.JPEGLS, FrameCodec.HTJ2K]))
-def test_any_frame_words_reproduce_exactly(layout: FrameLayout, seed: int, kind: str,
-                                           codec: FrameCodec) -> None:
+@given(
+    layout=layouts(),
+    seed=st.integers(0, 2**32 - 1),
+    kind=st.sampled_from(["clean", "smooth", "garbage"]),
+    codec=st.sampled_from([FrameCodec.JPEGLS, FrameCodec.HTJ2K]),
+)
+def test_any_frame_words_reproduce_exactly(
+    layout: FrameLayout, seed: int, kind: str, codec: FrameCodec
+) -> None:
     raw = _words(layout, seed, kind)
     try:
         record = encode_frame(raw, layout, codec, _RESIDUAL)
@@ -83,8 +94,9 @@ _KEYRING = OpeningKeyring([_KEY])
 @st.composite
 def datasets(draw: st.DrawFn) -> bytes:
     layout = draw(layouts())
-    syntax = draw(st.sampled_from([ExplicitVRLittleEndian, ImplicitVRLittleEndian,
-                                   ExplicitVRBigEndian]))
+    syntax = draw(
+        st.sampled_from([ExplicitVRLittleEndian, ImplicitVRLittleEndian, ExplicitVRBigEndian])
+    )
     frames = draw(st.integers(1, 3))
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
@@ -115,8 +127,9 @@ def datasets(draw: st.DrawFn) -> bytes:
     seed = draw(st.integers(0, 2**32 - 1))
     kind = draw(st.sampled_from(["clean", "smooth", "garbage"]))
     little = syntax != ExplicitVRBigEndian
-    big_layout = FrameLayout(**{**layout.__dict__, "big_endian": not little
-                                and layout.bits_allocated == 16})
+    big_layout = FrameLayout(
+        **{**layout.__dict__, "big_endian": not little and layout.bits_allocated == 16}
+    )
     pixels = b"".join(_words(big_layout, seed + f, kind) for f in range(frames))
     pixels += b"\0" * (len(pixels) % 2)
     buf = io.BytesIO()
@@ -126,8 +139,9 @@ def datasets(draw: st.DrawFn) -> bytes:
     if syntax == ImplicitVRLittleEndian:
         buf.write(struct.pack("<HHI", 0x7FE0, 0x0010, len(pixels)))
     else:
-        buf.write(struct.pack(e + "HH", 0x7FE0, 0x0010) + vr + struct.pack(e + "HI", 0,
-                                                                            len(pixels)))
+        buf.write(
+            struct.pack(e + "HH", 0x7FE0, 0x0010) + vr + struct.pack(e + "HI", 0, len(pixels))
+        )
     buf.write(pixels)
     tail = draw(st.binary(max_size=40))
     if tail:  # a private element after the pixel data
@@ -135,16 +149,24 @@ def datasets(draw: st.DrawFn) -> bytes:
         if syntax == ImplicitVRLittleEndian:
             buf.write(struct.pack("<HHI", 0x7FE1, 0x1001, len(tail)) + tail)
         else:
-            buf.write(struct.pack(e + "HH", 0x7FE1, 0x1001) + b"OB"
-                      + struct.pack(e + "HI", 0, len(tail)) + tail)
+            buf.write(
+                struct.pack(e + "HH", 0x7FE1, 0x1001)
+                + b"OB"
+                + struct.pack(e + "HI", 0, len(tail))
+                + tail
+            )
     return buf.getvalue()
 
 
-@settings(max_examples=60, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(data=datasets())
-def test_any_header_shape_and_pixels_seal_and_open_byte_identical(tmp_path: Path,
-                                                                  data: bytes) -> None:
+def test_any_header_shape_and_pixels_seal_and_open_byte_identical(
+    tmp_path: Path, data: bytes
+) -> None:
     source = tmp_path / "o.dcm"
     source.write_bytes(data)
     result = seal(source, tmp_path / "o.tls", _KEY.recipient)
@@ -153,8 +175,9 @@ def test_any_header_shape_and_pixels_seal_and_open_byte_identical(tmp_path: Path
     assert unseal_to_bytes(tmp_path / "o.tls", _KEYRING) == data
 
 
-@settings(max_examples=40, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(data=st.binary(max_size=5000), cut=st.integers(0, 5000))
 def test_arbitrary_and_truncated_bytes_round_trip(tmp_path: Path, data: bytes, cut: int) -> None:
     # Including a DICOM preamble so that the header walker sees junk after "DICM".

@@ -72,13 +72,13 @@ SYNTHETIC = {
     "shifted-bits-garbage": MGSpec(bits_stored=10, high_bit=13, high_bit_garbage=True),
     "tomosynthesis-64-frames": MGSpec(rows=96, cols=80, frames=64),
     "big-endian": MGSpec(transfer_syntax=ExplicitVRBigEndian, private_after_pixels=True),
-    "big-endian-signed-garbage": MGSpec(transfer_syntax=ExplicitVRBigEndian, signed=True,
-                                        bits_stored=12, high_bit_garbage=True),
+    "big-endian-signed-garbage": MGSpec(
+        transfer_syntax=ExplicitVRBigEndian, signed=True, bits_stored=12, high_bit_garbage=True
+    ),
     "implicit-vr": MGSpec(transfer_syntax=ImplicitVRLittleEndian, private_after_pixels=True),
     "private-after-pixels": MGSpec(private_after_pixels=True),
     "odd-length-8bit": MGSpec(rows=7, cols=9, bits_allocated=8, bits_stored=8),
-    "odd-length-8bit-multiframe": MGSpec(rows=5, cols=7, bits_allocated=8, bits_stored=8,
-                                         frames=3),
+    "odd-length-8bit-multiframe": MGSpec(rows=5, cols=7, bits_allocated=8, bits_stored=8, frames=3),
     "rgb": MGSpec(bits_allocated=8, bits_stored=8, samples=3, photometric="RGB"),
     "tiny": MGSpec(rows=1, cols=1),
 }
@@ -86,8 +86,9 @@ SYNTHETIC = {
 
 @pytest.mark.parametrize("codec", ["jpegls", "htj2k"])
 @pytest.mark.parametrize("name", sorted(SYNTHETIC))
-def test_synthetic_mg_comes_back_byte_identical(name: str, codec: str,
-                                                roundtrip: Roundtrip) -> None:
+def test_synthetic_mg_comes_back_byte_identical(
+    name: str, codec: str, roundtrip: Roundtrip
+) -> None:
     data = mg_file_bytes(SYNTHETIC[name])
     back, result = roundtrip(data, pixel_codec=codec)
     assert _sha(back) == _sha(data)
@@ -97,8 +98,9 @@ def test_synthetic_mg_comes_back_byte_identical(name: str, codec: str,
 
 
 @pytest.mark.parametrize("size,bits", [("ge", 12), ("fuji", 14)])
-def test_full_size_mammograms_round_trip_and_compress(size: str, bits: int,
-                                                      roundtrip: Roundtrip) -> None:
+def test_full_size_mammograms_round_trip_and_compress(
+    size: str, bits: int, roundtrip: Roundtrip
+) -> None:
     rows, cols = DETECTOR_SIZES[size]
     data = mg_file_bytes(MGSpec(rows=rows, cols=cols, bits_stored=bits, private_after_pixels=True))
     back, result = roundtrip(data)
@@ -116,8 +118,11 @@ def test_already_compressed_pixel_data_passes_through(syntax: str, roundtrip: Ro
     assert result.fallback is None
 
 
-@pytest.mark.parametrize("data", [b"", b"not dicom at all" * 100, bytes(range(256)) * 40],
-                         ids=["empty", "text", "binary"])
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"not dicom at all" * 100, bytes(range(256)) * 40],
+    ids=["empty", "text", "binary"],
+)
 def test_non_dicom_bytes_round_trip_as_zstd(data: bytes, roundtrip: Roundtrip) -> None:
     back, result = roundtrip(data)
     assert back == data
@@ -169,16 +174,19 @@ def test_unsupported_bit_depth_is_a_counted_fallback(roundtrip: Roundtrip) -> No
     assert result.fallback_kind == "unsupported"
 
 
-@pytest.mark.parametrize("name", ["big-endian-signed-garbage", "implicit-vr",
-                                  "tomosynthesis-64-frames", "rgb"])
-def test_source_pieces_of_any_size_give_the_same_object(name: str, tmp_path: Path,
-                                                        opening_key, keyring) -> None:
+@pytest.mark.parametrize(
+    "name", ["big-endian-signed-garbage", "implicit-vr", "tomosynthesis-64-frames", "rgb"]
+)
+def test_source_pieces_of_any_size_give_the_same_object(
+    name: str, tmp_path: Path, opening_key, keyring
+) -> None:
     """The spool hands the sealer pieces of its own size; element headers and frames
     straddling piece boundaries must not matter."""
     from trailerlink_sealed import seal, unseal_to_bytes
 
     data = mg_file_bytes(SYNTHETIC[name])
     for size in (1, 7, 997, 65536):
+
         def pieces(size: int = size) -> list[bytes]:
             return [data[i : i + size] for i in range(0, len(data), size)]
 
@@ -209,8 +217,7 @@ def test_a_container_that_would_not_reproduce_the_source_is_never_committed(
     assert result.codec == "zstd" and result.fallback_kind == "round_trip"
     assert unseal_to_bytes(tmp_path / "o.tls", keyring) == data
 
-    monkeypatch.setattr(ZstdBlocks, "records",
-                        lambda self, block: real(self, bytes(block)[:-1]))
+    monkeypatch.setattr(ZstdBlocks, "records", lambda self, block: real(self, bytes(block)[:-1]))
     with pytest.raises(RuntimeError, match="does not reproduce"):
         seal(tmp_path / "o.dcm", tmp_path / "broken.tls", opening_key.recipient)
     assert not (tmp_path / "broken.tls").exists()

@@ -47,7 +47,8 @@ def test_walker_agrees_with_pydicom(path: Path) -> None:
         # (A truncated file holds less than its declared length, as pydicom reads it.)
         present = len(data) - found.pixel_value_offset
         assert min(found.pixel_value_length, present) == len(element.value)
-        assert data[found.pixel_value_offset : found.pixel_value_offset + 16] == \
-            bytes(element.value[:16])
+        assert data[found.pixel_value_offset : found.pixel_value_offset + 16] == bytes(
+            element.value[:16]
+        )
     else:
         assert element.is_undefined_length

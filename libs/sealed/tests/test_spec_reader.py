@@ -32,15 +32,19 @@ def spec_open(blob: bytes, private_keys: dict[str, object]) -> bytes:
         tag, length = struct.unpack(">BH", header[pos : pos + 3])
         fields[tag] = header[pos + 3 : pos + 3 + length]
         pos += 3 + length
-    assert all(t in (1, 2, 3, 4, 5, 6, 0x10, 0x11, 0x12, 0x13, 0x14, 0x15) for t in fields
-               if t < 0x80)
+    assert all(
+        t in (1, 2, 3, 4, 5, 6, 0x10, 0x11, 0x12, 0x13, 0x14, 0x15) for t in fields if t < 0x80
+    )
     assert fields[0x11] == b"HPKE-v1-base-X25519-HKDF-SHA256-AES-256-GCM"
     assert fields[0x15] == b"AES-256-GCM-STREAM-v1"
     key_id = fields[0x10].decode()
     # 2. Key wrap.
     suite = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM)
-    data_key = suite.decrypt(fields[0x12], private_keys[key_id],
-                             info=b"trailerlink sealed v1 data key\x00" + key_id.encode())
+    data_key = suite.decrypt(
+        fields[0x12],
+        private_keys[key_id],
+        info=b"trailerlink sealed v1 data key\x00" + key_id.encode(),
+    )
     # 3. Chunks.
     (chunk,) = struct.unpack(">I", fields[0x13])
     prefix = fields[0x14]
@@ -85,8 +89,11 @@ def spec_frame(p: bytes) -> bytes:
     codec, flags, a, b, s, n, _, rows, cols, length = struct.unpack(">BBBBBBHIII", p[:20])
     stream = p[20 : 20 + length]
     # Components per pixel (rows, cols, n), whatever order the codestream keeps them in.
-    image = imagecodecs.jpegls_decode(stream) if codec == 1 else imagecodecs.htj2k_decode(
-        stream, planar=False)
+    image = (
+        imagecodecs.jpegls_decode(stream)
+        if codec == 1
+        else imagecodecs.htj2k_decode(stream, planar=False)
+    )
     v = np.asarray(image, dtype=np.int64).reshape(rows, cols, n)
     if flags & 0x04:  # planar: component planes one after the other
         v = np.moveaxis(v, -1, 0)
@@ -100,17 +107,20 @@ def spec_frame(p: bytes) -> bytes:
     canonical = w.astype(dtype).tobytes()
     if flags & 0x08:
         residual = zstandard.ZstdDecompressor().decompress(p[20 + length :])
-        return bytes(x ^ y for x, y in zip(canonical, residual, strict=True)) \
-            if len(canonical) < 4096 else (np.frombuffer(canonical, np.uint8)
-                                          ^ np.frombuffer(residual, np.uint8)).tobytes()
+        return (
+            bytes(x ^ y for x, y in zip(canonical, residual, strict=True))
+            if len(canonical) < 4096
+            else (np.frombuffer(canonical, np.uint8) ^ np.frombuffer(residual, np.uint8)).tobytes()
+        )
     assert len(p) == 20 + length
     return canonical
 
 
 CASES = {
     "mg": MGSpec(rows=128, cols=96, private_after_pixels=True),
-    "signed-garbage-big-endian": MGSpec(signed=True, bits_stored=12, high_bit_garbage=True,
-                                        transfer_syntax=ExplicitVRBigEndian),
+    "signed-garbage-big-endian": MGSpec(
+        signed=True, bits_stored=12, high_bit_garbage=True, transfer_syntax=ExplicitVRBigEndian
+    ),
     "shifted": MGSpec(bits_stored=10, high_bit=13),
     "multiframe": MGSpec(rows=40, cols=30, frames=6),
     "rgb": MGSpec(bits_allocated=8, bits_stored=8, samples=3, photometric="RGB"),
@@ -124,8 +134,12 @@ def test_a_reader_written_from_the_spec_opens_what_the_codec_seals(
 ) -> None:
     data = mg_file_bytes(CASES[name])
     (tmp_path / "o.dcm").write_bytes(data)
-    seal(tmp_path / "o.dcm", tmp_path / "o.tls", opening_key.recipient,
-         options=SealOptions(pixel_codec=codec, chunk_size=5000))
+    seal(
+        tmp_path / "o.dcm",
+        tmp_path / "o.tls",
+        opening_key.recipient,
+        options=SealOptions(pixel_codec=codec, chunk_size=5000),
+    )
     blob = (tmp_path / "o.tls").read_bytes()
     assert spec_open(blob, {opening_key.key_id: opening_key.private_key}) == data
 
@@ -134,9 +148,13 @@ def test_the_spec_reader_also_opens_pass_through_and_opaque_objects(
     tmp_path: Path, opening_key: OpeningKey
 ) -> None:
     keys = {opening_key.key_id: opening_key.private_key}
-    for n, data in enumerate([encapsulated_file_bytes(MGSpec(rows=32, cols=32, frames=2),
-                                                      "1.2.840.10008.1.2.4.80"),
-                              b"plain bytes, no DICOM", b""]):
+    for n, data in enumerate(
+        [
+            encapsulated_file_bytes(MGSpec(rows=32, cols=32, frames=2), "1.2.840.10008.1.2.4.80"),
+            b"plain bytes, no DICOM",
+            b"",
+        ]
+    ):
         (tmp_path / f"{n}.bin").write_bytes(data)
         seal(tmp_path / f"{n}.bin", tmp_path / f"{n}.tls", opening_key.recipient)
         assert spec_open((tmp_path / f"{n}.tls").read_bytes(), keys) == data

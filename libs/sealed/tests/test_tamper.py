@@ -55,10 +55,22 @@ def test_untouched_object_opens(sealed: bytes, original: bytes, keyring: Opening
     assert body > 5 * (CHUNK + TAG_BYTES), "the tamper tests need several chunks"
 
 
-@pytest.mark.parametrize("where", ["magic", "version", "codec", "original_sha", "key_wrap",
-                                   "wrapped_key", "nonce_prefix", "last_header_byte"])
-def test_flipped_bit_in_header_is_refused(where: str, sealed: bytes,
-                                          keyring: OpeningKeyring) -> None:
+@pytest.mark.parametrize(
+    "where",
+    [
+        "magic",
+        "version",
+        "codec",
+        "original_sha",
+        "key_wrap",
+        "wrapped_key",
+        "nonce_prefix",
+        "last_header_byte",
+    ],
+)
+def test_flipped_bit_in_header_is_refused(
+    where: str, sealed: bytes, keyring: OpeningKeyring
+) -> None:
     header = read_sealed_header(io.BytesIO(sealed))
     raw = header.raw
     offsets = {
@@ -79,8 +91,9 @@ def test_flipped_bit_in_header_is_refused(where: str, sealed: bytes,
 
 
 @pytest.mark.parametrize("position", [0.0, 0.3, 0.7, 0.999])
-def test_flipped_bit_in_body_is_refused(position: float, sealed: bytes,
-                                        keyring: OpeningKeyring) -> None:
+def test_flipped_bit_in_body_is_refused(
+    position: float, sealed: bytes, keyring: OpeningKeyring
+) -> None:
     start = _header_length(sealed)
     at = start + int((len(sealed) - start) * position)
     tampered = bytearray(sealed)
@@ -89,8 +102,9 @@ def test_flipped_bit_in_body_is_refused(position: float, sealed: bytes,
         _open(bytes(tampered), keyring)
 
 
-@pytest.mark.parametrize("cut", ["at_chunk_boundary", "mid_chunk", "header_only", "half_header",
-                                 "last_byte"])
+@pytest.mark.parametrize(
+    "cut", ["at_chunk_boundary", "mid_chunk", "header_only", "half_header", "last_byte"]
+)
 def test_truncated_object_is_refused(cut: str, sealed: bytes, keyring: OpeningKeyring) -> None:
     start = _header_length(sealed)
     length = {
@@ -125,8 +139,9 @@ def test_a_key_ring_without_the_key_id_says_which_key_is_missing(sealed: bytes) 
         _open(sealed, other)
 
 
-def test_wrong_private_key_under_the_right_key_id_is_refused(sealed: bytes,
-                                                             opening_key: OpeningKey) -> None:
+def test_wrong_private_key_under_the_right_key_id_is_refused(
+    sealed: bytes, opening_key: OpeningKey
+) -> None:
     # A keyring that claims the object's key id but holds another private key.
     wrong = OpeningKey.generate()
     keyring = OpeningKeyring([wrong])
@@ -135,8 +150,9 @@ def test_wrong_private_key_under_the_right_key_id_is_refused(sealed: bytes,
         _open(sealed, keyring)
 
 
-def test_object_relabelled_for_another_key_id_is_refused(sealed: bytes,
-                                                         opening_key: OpeningKey) -> None:
+def test_object_relabelled_for_another_key_id_is_refused(
+    sealed: bytes, opening_key: OpeningKey
+) -> None:
     other = OpeningKey.generate()
     relabelled = sealed.replace(opening_key.key_id.encode(), other.key_id.encode())
     assert relabelled != sealed
@@ -144,8 +160,9 @@ def test_object_relabelled_for_another_key_id_is_refused(sealed: bytes,
         _open(relabelled, OpeningKeyring([other]))
 
 
-def test_unknown_version_and_critical_field_are_refused(sealed: bytes,
-                                                        keyring: OpeningKeyring) -> None:
+def test_unknown_version_and_critical_field_are_refused(
+    sealed: bytes, keyring: OpeningKeyring
+) -> None:
     v2 = sealed[:6] + b"\x02" + sealed[7:]
     with pytest.raises(SealedFormatError, match="version 2"):
         _open(v2, keyring)
@@ -153,8 +170,9 @@ def test_unknown_version_and_critical_field_are_refused(sealed: bytes,
         _open(b"DICM" + sealed[4:], keyring)
 
 
-def test_failed_unseal_leaves_no_file(tmp_path: Path, sealed: bytes,
-                                      keyring: OpeningKeyring) -> None:
+def test_failed_unseal_leaves_no_file(
+    tmp_path: Path, sealed: bytes, keyring: OpeningKeyring
+) -> None:
     tampered = bytearray(sealed)
     tampered[-1] ^= 1
     dest = tmp_path / "out" / "object.dcm"
@@ -164,9 +182,9 @@ def test_failed_unseal_leaves_no_file(tmp_path: Path, sealed: bytes,
     assert list(dest.parent.iterdir()) == []
 
 
-def test_successful_unseal_to_file_is_the_original(tmp_path: Path, sealed: bytes,
-                                                   original: bytes,
-                                                   keyring: OpeningKeyring) -> None:
+def test_successful_unseal_to_file_is_the_original(
+    tmp_path: Path, sealed: bytes, original: bytes, keyring: OpeningKeyring
+) -> None:
     dest = tmp_path / "object.dcm"
     result = unseal_to_file(io.BytesIO(sealed), dest, keyring)
     assert dest.read_bytes() == original

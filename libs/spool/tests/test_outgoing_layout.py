@@ -30,8 +30,9 @@ def test_spool_path_to_sealed_path_and_back() -> None:
 
 def test_mapping_round_trips_a_path_the_spool_layout_makes(tmp_path: Path) -> None:
     spool = SpoolLayout(tmp_path / "spool")
-    rel = spool.relative(spool.object_path("1.2.3.4", "0123456789abcdef",
-                                           datetime(2026, 1, 1, 23, 59, tzinfo=UTC)))
+    rel = spool.relative(
+        spool.object_path("1.2.3.4", "0123456789abcdef", datetime(2026, 1, 1, 23, 59, tzinfo=UTC))
+    )
     sealed = OutgoingLayout.sealed_relative(rel)
     assert sealed == "objects/20260101/1.2.3.4.0123456789abcdef.tlsealed"
     assert OutgoingLayout.spool_relative(sealed) == rel
@@ -47,8 +48,9 @@ def test_a_spool_path_without_the_spool_suffix_still_gets_the_sealed_suffix() ->
     assert OutgoingLayout.sealed_relative("objects/x/1.2.3") == "objects/x/1.2.3.tlsealed"
 
 
-@pytest.mark.parametrize("path", ["", "/etc/passwd", "../outside.tlspool", "objects/../../x",
-                                  "objects/a\\b.tlspool"])
+@pytest.mark.parametrize(
+    "path", ["", "/etc/passwd", "../outside.tlspool", "objects/../../x", "objects/a\\b.tlspool"]
+)
 def test_spool_paths_outside_the_layout_are_refused(path: str) -> None:
     with pytest.raises(OutsideLayoutError):
         OutgoingLayout.sealed_relative(path)

@@ -22,12 +22,23 @@ from trailerlink_spool.part10 import dataset_offset, file_meta_bytes
 
 def _entry(layout: SpoolLayout, receipt: str, sop: str = "1.2.3.4", sha: str = "aa") -> SpoolEntry:
     return SpoolEntry(
-        receipt_id=receipt, sop_instance_uid=sop, sop_class_uid="1.2.840.10008.5.1.4.1.1.1.2",
-        study_instance_uid="1.2.3", series_instance_uid="1.2.3.1",
-        transfer_syntax_uid="1.2.840.10008.1.2.1", calling_ae_title="MG1", file_size=10,
-        file_sha256="f" * 64, dataset_size=5, dataset_sha256=sha * 32, stored_size=80,
-        spool_path=f"objects/20260101/{sop}.{receipt}.tlspool", key_id="spool-x",
-        received_at=1.0, number_of_frames=1)
+        receipt_id=receipt,
+        sop_instance_uid=sop,
+        sop_class_uid="1.2.840.10008.5.1.4.1.1.1.2",
+        study_instance_uid="1.2.3",
+        series_instance_uid="1.2.3.1",
+        transfer_syntax_uid="1.2.840.10008.1.2.1",
+        calling_ae_title="MG1",
+        file_size=10,
+        file_sha256="f" * 64,
+        dataset_size=5,
+        dataset_sha256=sha * 32,
+        stored_size=80,
+        spool_path=f"objects/20260101/{sop}.{receipt}.tlspool",
+        key_id="spool-x",
+        received_at=1.0,
+        number_of_frames=1,
+    )
 
 
 def _received(entry: SpoolEntry) -> list[OutboxEvent]:
@@ -106,7 +117,8 @@ def test_outbox_waiters_wake_when_published(index: SpoolIndex) -> None:
     assert not index.outbox.wait_published(recorded.outbox_seqs, 0.05)
     result: list[bool] = []
     waiter = threading.Thread(
-        target=lambda: result.append(index.outbox.wait_published(recorded.outbox_seqs, 10)))
+        target=lambda: result.append(index.outbox.wait_published(recorded.outbox_seqs, 10))
+    )
     waiter.start()
     index.outbox.mark_published(list(recorded.outbox_seqs))
     waiter.join(10)
@@ -138,7 +150,6 @@ def test_layout_refuses_paths_that_are_not_uids(tmp_path: Path) -> None:
 
 
 def test_part10_envelope_round_trip() -> None:
-    head = file_meta_bytes("1.2.840.10008.5.1.4.1.1.1.2", "1.2.3.4", "1.2.840.10008.1.2.1",
-                           "MG1")
+    head = file_meta_bytes("1.2.840.10008.5.1.4.1.1.1.2", "1.2.3.4", "1.2.840.10008.1.2.1", "MG1")
     assert head[128:132] == b"DICM"
     assert dataset_offset(head + b"\x08\x00\x16\x00") == len(head)

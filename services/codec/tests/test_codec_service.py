@@ -32,10 +32,15 @@ pytestmark = pytest.mark.kafka
 
 
 class Codec:
-    def __init__(self, proc: ServiceProcess, http_port: int, outgoing: Path,
-                 trailer_id: str) -> None:
-        self.proc, self.http_port, self.outgoing, self.trailer_id = (proc, http_port, outgoing,
-                                                                     trailer_id)
+    def __init__(
+        self, proc: ServiceProcess, http_port: int, outgoing: Path, trailer_id: str
+    ) -> None:
+        self.proc, self.http_port, self.outgoing, self.trailer_id = (
+            proc,
+            http_port,
+            outgoing,
+            trailer_id,
+        )
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.http_port}{path}"
@@ -61,8 +66,9 @@ class Codec:
 
 
 @pytest.fixture
-def codec_factory(tmp_path: Path, kafka_bootstrap: str, spool: Spool, public_keys_dir: Path,
-                  unique_group: str) -> Iterator[Callable[..., Codec]]:
+def codec_factory(
+    tmp_path: Path, kafka_bootstrap: str, spool: Spool, public_keys_dir: Path, unique_group: str
+) -> Iterator[Callable[..., Codec]]:
     started: list[ServiceProcess] = []
     key_file = tmp_path / "spool-key"
     spool.key.write_file(key_file)
@@ -87,10 +93,12 @@ def codec_factory(tmp_path: Path, kafka_bootstrap: str, spool: Spool, public_key
         }
         # In its own thread: the async tests call make() while their loop runs.
         with ThreadPoolExecutor(1) as pool:
-            pool.submit(asyncio.run, start_group_at_end(kafka_bootstrap, unique_group,
-                                                          [OBJECT_RECEIVED])).result()
-        proc = ServiceProcess([console_script("trailerlink-codec")], env=env,
-                              log_path=tmp_path / "codec.log")
+            pool.submit(
+                asyncio.run, start_group_at_end(kafka_bootstrap, unique_group, [OBJECT_RECEIVED])
+            ).result()
+        proc = ServiceProcess(
+            [console_script("trailerlink-codec")], env=env, log_path=tmp_path / "codec.log"
+        )
         started.append(proc)
         proc.start()
         codec = Codec(proc, port, outgoing, trailer_id)
@@ -112,21 +120,30 @@ async def _publish(bootstrap: str, events: list[ObjectReceived]) -> None:
         await producer.stop()
 
 
-async def _sealed_events(bootstrap: str, uids: set[str], count: int,
-                         timeout: float = 90) -> list[ObjectSealed]:
-    found = await read_events(bootstrap, OBJECT_SEALED, until=lambda ds: len(ds) >= count,
-                              match=lambda d: d.event.object.sop_instance_uid in uids,
-                              timeout=timeout)
+async def _sealed_events(
+    bootstrap: str, uids: set[str], count: int, timeout: float = 90
+) -> list[ObjectSealed]:
+    found = await read_events(
+        bootstrap,
+        OBJECT_SEALED,
+        until=lambda ds: len(ds) >= count,
+        match=lambda d: d.event.object.sop_instance_uid in uids,
+        timeout=timeout,
+    )
     return [d.event for d in found]  # type: ignore[misc]
 
 
 async def test_object_received_in_object_sealed_out(
-    codec_factory: Callable[..., Codec], spool: Spool, kafka_bootstrap: str,
+    codec_factory: Callable[..., Codec],
+    spool: Spool,
+    kafka_bootstrap: str,
     dc_key: OpeningKey,
 ) -> None:
     codec = codec_factory()
-    objects = [spool.put(MGSpec(rows=512, cols=384, private_after_pixels=True)),
-               spool.put(MGSpec(rows=128, cols=96, frames=60))]
+    objects = [
+        spool.put(MGSpec(rows=512, cols=384, private_after_pixels=True)),
+        spool.put(MGSpec(rows=128, cols=96, frames=60)),
+    ]
     events = [o.event(codec.trailer_id) for o in objects]
     await _publish(kafka_bootstrap, events)
     sealed = await _sealed_events(kafka_bootstrap, {o.spec.sop_uid for o in objects}, 2)
@@ -142,12 +159,13 @@ async def test_object_received_in_object_sealed_out(
         path = codec.outgoing / event.sealed_path
         assert path.stat().st_size == event.sealed_size_bytes
         assert event.compression_ratio == pytest.approx(
-            received.file_size_bytes / event.sealed_size_bytes)
+            received.file_size_bytes / event.sealed_size_bytes
+        )
         assert unseal_to_bytes(path, keyring) == obj.data
-    assert codec.metric("trailerlink_codec_objects_total", outcome="sealed",
-                        codec="jpegls+zstd") == 2
-    assert codec.metric("trailerlink_codec_input_bytes_total") == sum(len(o.data)
-                                                                      for o in objects)
+    assert (
+        codec.metric("trailerlink_codec_objects_total", outcome="sealed", codec="jpegls+zstd") == 2
+    )
+    assert codec.metric("trailerlink_codec_input_bytes_total") == sum(len(o.data) for o in objects)
     assert codec.metric("trailerlink_codec_fallbacks_total", kind="round_trip") == 0
 
     # A redelivered event reuses the sealed object and repeats the same event.
@@ -156,8 +174,14 @@ async def test_object_received_in_object_sealed_out(
     assert again[0].meta.event_id == again[1].meta.event_id
     assert again[0].sealed_sha256 == again[1].sealed_sha256
     assert len(codec.sealed_files()) == 2
-    wait_until(lambda: codec.metric("trailerlink_codec_objects_total", outcome="reused",
-                                    codec="jpegls+zstd") == 1, 10, "reuse counted")
+    wait_until(
+        lambda: (
+            codec.metric("trailerlink_codec_objects_total", outcome="reused", codec="jpegls+zstd")
+            == 1
+        ),
+        10,
+        "reuse counted",
+    )
     # UIDs and sizes only in the log: none of the synthetic patient's attributes.
     log = codec.proc.log_path.read_text() if codec.proc.log_path else ""
     assert "object sealed" in log and objects[0].spec.sop_uid in log
@@ -173,25 +197,38 @@ async def test_missing_spool_object_is_dead_lettered_and_reported(
     (spool.root / obj.spool_path).unlink()
     await _publish(kafka_bootstrap, [obj.event(codec.trailer_id)])
     failed = await read_events(
-        kafka_bootstrap, OBJECT_FAILED, until=lambda ds: len(ds) >= 1, timeout=60,
-        match=lambda d: d.event.object.sop_instance_uid == obj.spec.sop_uid)
+        kafka_bootstrap,
+        OBJECT_FAILED,
+        until=lambda ds: len(ds) >= 1,
+        timeout=60,
+        match=lambda d: d.event.object.sop_instance_uid == obj.spec.sop_uid,
+    )
     assert failed[0].event.stage == "codec.seal" and failed[0].event.permanent
     dead = await read_events(
-        kafka_bootstrap, TRAILER_DEAD_LETTER, until=lambda ds: len(ds) >= 1, timeout=60,
-        match=lambda d: d.key == obj.spec.study_uid)
+        kafka_bootstrap,
+        TRAILER_DEAD_LETTER,
+        until=lambda ds: len(ds) >= 1,
+        timeout=60,
+        match=lambda d: d.key == obj.spec.study_uid,
+    )
     assert b"does not exist" in dead[0].headers[DLQ_REASON]
     assert codec.sealed_files() == []
 
 
 async def test_restart_mid_object_gives_exactly_one_sealed_object(
-    codec_factory: Callable[..., Codec], spool: Spool, kafka_bootstrap: str,
+    codec_factory: Callable[..., Codec],
+    spool: Spool,
+    kafka_bootstrap: str,
     dc_key: OpeningKey,
 ) -> None:
     codec = codec_factory(TRAILERLINK_WORKERS="1", TRAILERLINK_CHUNK_SIZE_BYTES="65536")
     obj = spool.put(MGSpec(rows=1024, cols=1024, frames=40))  # 80 MB: seconds to seal
     await _publish(kafka_bootstrap, [obj.event(codec.trailer_id)])
-    wait_until(lambda: any(p.name.endswith(".partial") for p in codec.sealed_files()), 60,
-               "the codec to be writing the sealed object")
+    wait_until(
+        lambda: any(p.name.endswith(".partial") for p in codec.sealed_files()),
+        60,
+        "the codec to be writing the sealed object",
+    )
     codec.proc.kill9()
     assert not [p for p in codec.sealed_files() if p.suffix == ".tlsealed"]
 
@@ -203,17 +240,26 @@ async def test_restart_mid_object_gives_exactly_one_sealed_object(
     assert unseal_to_bytes(files[0], OpeningKeyring([dc_key])) == obj.data
 
 
-def test_codec_refuses_to_start_with_a_private_sealing_key(tmp_path: Path, spool: Spool,
-                                                           dc_key: OpeningKey) -> None:
+def test_codec_refuses_to_start_with_a_private_sealing_key(
+    tmp_path: Path, spool: Spool, dc_key: OpeningKey
+) -> None:
     keys = tmp_path / "keys"
     keys.mkdir()
     (keys / "dc.pem").write_bytes(dc_key.to_pem())
     spool.key.write_file(tmp_path / "spool-key")
-    env = {"TRAILERLINK_SEALING_PUBLIC_KEYS": str(keys), "TRAILERLINK_DATA_DIR": str(tmp_path),
-           "TRAILERLINK_SPOOL_KEY_FILE": str(tmp_path / "spool-key")}
+    env = {
+        "TRAILERLINK_SEALING_PUBLIC_KEYS": str(keys),
+        "TRAILERLINK_DATA_DIR": str(tmp_path),
+        "TRAILERLINK_SPOOL_KEY_FILE": str(tmp_path / "spool-key"),
+    }
     import os
 
-    done = subprocess.run([console_script("trailerlink-codec")], env={**os.environ, **env},
-                          capture_output=True, timeout=60, check=False)
+    done = subprocess.run(
+        [console_script("trailerlink-codec")],
+        env={**os.environ, **env},
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 2
     assert b"private key" in done.stderr

@@ -25,12 +25,18 @@ def _write(path: Path, data: bytes) -> None:
 
 def _job(obj: SpoolObject) -> SealJob:
     event = obj.event("t")
-    return SealJob(event.spool_path, event.file_size_bytes, event.file_sha256,
-                   event.dataset_sha256, event.object.sop_instance_uid)
+    return SealJob(
+        event.spool_path,
+        event.file_size_bytes,
+        event.file_sha256,
+        event.dataset_sha256,
+        event.object.sop_instance_uid,
+    )
 
 
 def test_new_current_key_is_used_for_the_next_object_without_restart(
-        spool: Spool, tmp_path: Path, public_keys_dir: Path, dc_key: OpeningKey) -> None:
+    spool: Spool, tmp_path: Path, public_keys_dir: Path, dc_key: OpeningKey
+) -> None:
     keys = SealingKeys(public_keys_dir)
     sealer = Sealer(spool.root, SpoolKeyring(spool.key), tmp_path / "out", keys, SealOptions())
     first_obj = spool.put(MGSpec(rows=64, cols=48, seed=1))
@@ -43,8 +49,7 @@ def test_new_current_key_is_used_for_the_next_object_without_restart(
     obj = spool.put(MGSpec(rows=64, cols=48, seed=2))
     second = sealer.seal(_job(obj))
     assert second.key_id == rotated.key_id
-    assert unseal_to_bytes(second.absolute_path, OpeningKeyring([rotated])) == \
-        obj.data
+    assert unseal_to_bytes(second.absolute_path, OpeningKeyring([rotated])) == obj.data
     # The old key stays known: objects sealed for it before the rotation are still valid.
     assert keys.key_ids == sorted([dc_key.key_id, rotated.key_id])
     assert sealer.seal(_job(first_obj)).reused
@@ -52,7 +57,8 @@ def test_new_current_key_is_used_for_the_next_object_without_restart(
 
 @pytest.mark.parametrize("change", ["marker for a missing key", "private key"])
 def test_a_change_that_does_not_load_keeps_the_keys_in_use(
-        tmp_path: Path, public_keys_dir: Path, dc_key: OpeningKey, change: str) -> None:
+    tmp_path: Path, public_keys_dir: Path, dc_key: OpeningKey, change: str
+) -> None:
     keys = SealingKeys(public_keys_dir)
     other = OpeningKey.generate()
     if change == "private key":

@@ -22,14 +22,24 @@ from .conftest import Spool, SpoolObject
 
 
 def _sealer(spool: Spool, tmp_path: Path, public_keys_dir: Path, **options: object) -> Sealer:
-    return Sealer(spool.root, SpoolKeyring(spool.key), tmp_path / "outgoing",
-                  RecipientKeyring.load(public_keys_dir), SealOptions(**options))
+    return Sealer(
+        spool.root,
+        SpoolKeyring(spool.key),
+        tmp_path / "outgoing",
+        RecipientKeyring.load(public_keys_dir),
+        SealOptions(**options),
+    )
 
 
 def _job(obj: SpoolObject) -> SealJob:
     event = obj.event("t")
-    return SealJob(event.spool_path, event.file_size_bytes, event.file_sha256,
-                   event.dataset_sha256, event.object.sop_instance_uid)
+    return SealJob(
+        event.spool_path,
+        event.file_size_bytes,
+        event.file_sha256,
+        event.dataset_sha256,
+        event.object.sop_instance_uid,
+    )
 
 
 def test_spool_object_is_sealed_and_opens_to_the_original(
@@ -47,8 +57,9 @@ def test_spool_object_is_sealed_and_opens_to_the_original(
     assert unseal_to_bytes(sealed.absolute_path, OpeningKeyring([dc_key])) == obj.data
 
 
-def test_sealing_again_reuses_the_sealed_object(spool: Spool, tmp_path: Path,
-                                                 public_keys_dir: Path) -> None:
+def test_sealing_again_reuses_the_sealed_object(
+    spool: Spool, tmp_path: Path, public_keys_dir: Path
+) -> None:
     obj = spool.put(MGSpec(rows=64, cols=64))
     sealer = _sealer(spool, tmp_path, public_keys_dir)
     first = sealer.seal(_job(obj))
@@ -61,19 +72,21 @@ def test_sealing_again_reuses_the_sealed_object(spool: Spool, tmp_path: Path,
     assert files == [first.absolute_path]
 
 
-@pytest.mark.parametrize("path", ["/etc/passwd", "../outside.tlspool", "objects/../../x",
-                                  ""])
-def test_paths_outside_the_spool_are_refused(path: str, spool: Spool, tmp_path: Path,
-                                             public_keys_dir: Path) -> None:
+@pytest.mark.parametrize("path", ["/etc/passwd", "../outside.tlspool", "objects/../../x", ""])
+def test_paths_outside_the_spool_are_refused(
+    path: str, spool: Spool, tmp_path: Path, public_keys_dir: Path
+) -> None:
     with pytest.raises(BadJob):
         _sealer(spool, tmp_path, public_keys_dir).seal(SealJob(path, 10, "0" * 64))
 
 
-def test_missing_spool_object_is_a_bad_job(spool: Spool, tmp_path: Path,
-                                           public_keys_dir: Path) -> None:
+def test_missing_spool_object_is_a_bad_job(
+    spool: Spool, tmp_path: Path, public_keys_dir: Path
+) -> None:
     with pytest.raises(BadJob, match="does not exist"):
         _sealer(spool, tmp_path, public_keys_dir).seal(
-            SealJob("objects/20260101/1.2.3.x.tlspool", 10, "0" * 64))
+            SealJob("objects/20260101/1.2.3.x.tlspool", 10, "0" * 64)
+        )
 
 
 def test_object_not_matching_its_event_is_refused_and_leaves_nothing(
@@ -87,8 +100,9 @@ def test_object_not_matching_its_event_is_refused_and_leaves_nothing(
     assert [p for p in (tmp_path / "outgoing").rglob("*") if p.is_file()] == []
 
 
-def test_tampered_spool_file_is_refused(spool: Spool, tmp_path: Path,
-                                        public_keys_dir: Path) -> None:
+def test_tampered_spool_file_is_refused(
+    spool: Spool, tmp_path: Path, public_keys_dir: Path
+) -> None:
     obj = spool.put(MGSpec(rows=64, cols=64))
     path = spool.root / obj.spool_path
     blob = bytearray(path.read_bytes())
@@ -98,11 +112,17 @@ def test_tampered_spool_file_is_refused(spool: Spool, tmp_path: Path,
         _sealer(spool, tmp_path, public_keys_dir).seal(_job(obj))
 
 
-def test_unknown_spool_key_is_a_retryable_problem(spool: Spool, tmp_path: Path,
-                                                  public_keys_dir: Path) -> None:
+def test_unknown_spool_key_is_a_retryable_problem(
+    spool: Spool, tmp_path: Path, public_keys_dir: Path
+) -> None:
     obj = spool.put(MGSpec(rows=32, cols=32))
-    sealer = Sealer(spool.root, SpoolKeyring(SpoolKey.generate()), tmp_path / "outgoing",
-                    RecipientKeyring.load(public_keys_dir), SealOptions())
+    sealer = Sealer(
+        spool.root,
+        SpoolKeyring(SpoolKey.generate()),
+        tmp_path / "outgoing",
+        RecipientKeyring.load(public_keys_dir),
+        SealOptions(),
+    )
     with pytest.raises(SpoolKeyMissing):
         sealer.seal(_job(obj))
 
@@ -114,8 +134,13 @@ def test_rotation_new_objects_use_the_current_key_old_sealed_ones_are_reused(
     first = _sealer(spool, tmp_path, public_keys_dir).seal(_job(old))
     new_key = OpeningKey.generate()
     (public_keys_dir / "new.pem").write_bytes(new_key.recipient.to_pem())
-    rotated = Sealer(spool.root, SpoolKeyring(spool.key), tmp_path / "outgoing",
-                     RecipientKeyring.load(public_keys_dir, new_key.key_id), SealOptions())
+    rotated = Sealer(
+        spool.root,
+        SpoolKeyring(spool.key),
+        tmp_path / "outgoing",
+        RecipientKeyring.load(public_keys_dir, new_key.key_id),
+        SealOptions(),
+    )
     assert rotated.seal(_job(old)).sealed_sha256 == first.sealed_sha256  # still openable
     fresh = rotated.seal(_job(spool.put(MGSpec(rows=32, cols=32))))
     assert fresh.key_id == new_key.key_id != dc_key.key_id
@@ -133,14 +158,20 @@ def test_a_committed_sealed_object_is_never_replaced_by_a_racing_writer(
     plain = tmp_path / "plain.dcm"
     plain.write_bytes(obj.data)
     with pytest.raises(FileExistsError):
-        seal(plain, first.absolute_path,
-             sealer.recipients.current, overwrite=False,
-             expected_size=len(obj.data), expected_sha256=_job(obj).file_sha256)
+        seal(
+            plain,
+            first.absolute_path,
+            sealer.recipients.current,
+            overwrite=False,
+            expected_size=len(obj.data),
+            expected_sha256=_job(obj).file_sha256,
+        )
     assert sealer.seal(_job(obj)).sealed_sha256 == first.sealed_sha256
 
 
-def test_a_damaged_sealed_object_is_replaced(spool: Spool, tmp_path: Path,
-                                             public_keys_dir: Path, dc_key: OpeningKey) -> None:
+def test_a_damaged_sealed_object_is_replaced(
+    spool: Spool, tmp_path: Path, public_keys_dir: Path, dc_key: OpeningKey
+) -> None:
     obj = spool.put(MGSpec(rows=64, cols=64))
     sealer = _sealer(spool, tmp_path, public_keys_dir)
     first = sealer.seal(_job(obj))

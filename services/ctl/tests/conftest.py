@@ -18,9 +18,14 @@ from trailerlink_testing.ports import free_port
 from trailerlink_testing.procs import ServiceProcess, console_script
 
 TOKEN = "ctl-test-token-6f1c2a"
-FLEET_TOPICS = [topics.CENTRAL_HEARTBEAT, topics.CENTRAL_PROCEDURE_STEP,
-                topics.CENTRAL_UPLOAD_COMPLETED, topics.CENTRAL_OBJECT_DELIVERED,
-                topics.CENTRAL_OBJECT_FAILED, topics.CENTRAL_OBJECT_RECEIVED]
+FLEET_TOPICS = [
+    topics.CENTRAL_HEARTBEAT,
+    topics.CENTRAL_PROCEDURE_STEP,
+    topics.CENTRAL_UPLOAD_COMPLETED,
+    topics.CENTRAL_OBJECT_DELIVERED,
+    topics.CENTRAL_OBJECT_FAILED,
+    topics.CENTRAL_OBJECT_RECEIVED,
+]
 
 
 @dataclass
@@ -42,10 +47,19 @@ class Ctl:
     def __call__(self, *args: str, token: bool = True, **env: str) -> Result:
         full = {k: v for k, v in self.env.items() if token or k != "TRAILERLINKCTL_TOKEN_FILE"}
         full.update(env)
-        proc = subprocess.run([console_script("trailerlinkctl"), *args],
-                              env={"PATH": os.environ.get("PATH", ""), "HOME": str(Path.home()),
-                                   "NO_COLOR": "1", **full},
-                              capture_output=True, text=True, timeout=60, check=False)
+        proc = subprocess.run(
+            [console_script("trailerlinkctl"), *args],
+            env={
+                "PATH": os.environ.get("PATH", ""),
+                "HOME": str(Path.home()),
+                "NO_COLOR": "1",
+                **full,
+            },
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
         return Result(proc.returncode, proc.stdout, proc.stderr)
 
     async def run(self, *args: str, **kw: object) -> Result:
@@ -61,24 +75,29 @@ def token_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def fleet_monitor(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str,
-                  token_file: Path) -> Iterator[str]:
+def fleet_monitor(
+    tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str, token_file: Path
+) -> Iterator[str]:
     """A fleet-mode monitor with the admin API on; yields its base URL."""
     workdir = tmp_path_factory.mktemp("fleet")
     port = free_port()
     group = f"ctl-monitor-{port}"
     asyncio.run(start_group_at_end(kafka_bootstrap, group, FLEET_TOPICS))
-    proc = ServiceProcess([console_script("trailerlink-monitor")], env={
-        "TRAILERLINK_MODE": "fleet",
-        "TRAILERLINK_HTTP_PORT": str(port),
-        "TRAILERLINK_HTTP_HOST": "127.0.0.1",
-        "TRAILERLINK_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-        "TRAILERLINK_DATA_DIR": str(workdir / "data"),
-        "TRAILERLINK_CONSUMER_GROUP": group,
-        "TRAILERLINK_EVALUATE_INTERVAL_SECONDS": "0.5",
-        "TRAILERLINK_FLEET_FILE": str(workdir / "no-fleet.yaml"),
-        "TRAILERLINK_ADMIN_TOKEN_FILE": str(token_file),
-    }, log_path=workdir / "monitor.log")
+    proc = ServiceProcess(
+        [console_script("trailerlink-monitor")],
+        env={
+            "TRAILERLINK_MODE": "fleet",
+            "TRAILERLINK_HTTP_PORT": str(port),
+            "TRAILERLINK_HTTP_HOST": "127.0.0.1",
+            "TRAILERLINK_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+            "TRAILERLINK_DATA_DIR": str(workdir / "data"),
+            "TRAILERLINK_CONSUMER_GROUP": group,
+            "TRAILERLINK_EVALUATE_INTERVAL_SECONDS": "0.5",
+            "TRAILERLINK_FLEET_FILE": str(workdir / "no-fleet.yaml"),
+            "TRAILERLINK_ADMIN_TOKEN_FILE": str(token_file),
+        },
+        log_path=workdir / "monitor.log",
+    )
     proc.start()
     base = f"http://127.0.0.1:{port}"
     try:
@@ -90,5 +109,6 @@ def fleet_monitor(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str
 
 @pytest.fixture(scope="module")
 def ctl(fleet_monitor: str, token_file: Path) -> Ctl:
-    return Ctl({"TRAILERLINKCTL_TOKEN_FILE": str(token_file),
-                "TRAILERLINKCTL_MONITOR_URL": fleet_monitor})
+    return Ctl(
+        {"TRAILERLINKCTL_TOKEN_FILE": str(token_file), "TRAILERLINKCTL_MONITOR_URL": fleet_monitor}
+    )

@@ -14,9 +14,17 @@ from trailerlink_ctl.cli import build_parser, main
 from trailerlink_ctl.uplink import parse_rate, parse_until
 
 
-@pytest.mark.parametrize(("text", "rate"), [
-    ("250000", 250_000), ("250kB", 250_000), ("2Mbit", 250_000), ("1.5MB/s", 1_500_000),
-    ("800kbps", 100_000), ("1 G", 1_000_000_000)])
+@pytest.mark.parametrize(
+    ("text", "rate"),
+    [
+        ("250000", 250_000),
+        ("250kB", 250_000),
+        ("2Mbit", 250_000),
+        ("1.5MB/s", 1_500_000),
+        ("800kbps", 100_000),
+        ("1 G", 1_000_000_000),
+    ],
+)
 def test_rates_parse_to_bytes_per_second(text: str, rate: int) -> None:
     assert parse_rate(text) == rate
 
@@ -39,10 +47,24 @@ def test_until_accepts_durations_clock_times_and_iso() -> None:
 
 
 def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
-    commands = [[], ["status"], ["trace"], ["dlq"], ["dlq", "list"], ["dlq", "show"],
-                ["dlq", "replay"], ["dlq", "discard"], ["uplink"], ["uplink", "status"],
-                ["uplink", "pause"], ["uplink", "resume"], ["uplink", "cap"], ["trailer"],
-                ["trailer", "enrol"], ["trailer", "revoke"]]
+    commands = [
+        [],
+        ["status"],
+        ["trace"],
+        ["dlq"],
+        ["dlq", "list"],
+        ["dlq", "show"],
+        ["dlq", "replay"],
+        ["dlq", "discard"],
+        ["uplink"],
+        ["uplink", "status"],
+        ["uplink", "pause"],
+        ["uplink", "resume"],
+        ["uplink", "cap"],
+        ["trailer"],
+        ["trailer", "enrol"],
+        ["trailer", "revoke"],
+    ]
     for command in commands:
         with pytest.raises(SystemExit) as exit_:
             build_parser().parse_args([*command, "--help"])
@@ -58,13 +80,14 @@ def test_missing_token_is_exit_4_before_any_request(monkeypatch, capsys) -> None
 
 
 @pytest.mark.parametrize("content", ["one\ntwo\n", "with space", "tab\there"])
-def test_a_token_file_that_is_not_one_token_is_exit_4(tmp_path: Path, capsys,
-                                                        content: str) -> None:
+def test_a_token_file_that_is_not_one_token_is_exit_4(tmp_path: Path, capsys, content: str) -> None:
     token = tmp_path / "token"
     token.write_text(content)
     # Port 9 (discard) is never contacted: the token is checked first.
-    assert main(["dlq", "list", "--monitor-url", "http://127.0.0.1:9",
-                 "--token-file", str(token)]) == 4
+    assert (
+        main(["dlq", "list", "--monitor-url", "http://127.0.0.1:9", "--token-file", str(token)])
+        == 4
+    )
     err = capsys.readouterr().err
     assert "must hold one token" in err and content.strip() not in err
 
@@ -93,8 +116,9 @@ def test_admin_guard_needs_the_right_bearer_token(tmp_path: Path) -> None:
     assert client.get("/admin", headers={"Authorization": "Basic s3cret"}).status_code == 401
     ok = client.get("/admin", headers={"Authorization": "Bearer s3cret", ACTOR_HEADER: "jo.b"})
     assert ok.status_code == 200 and ok.json() == {"actor": "jo.b"}
-    odd = client.get("/admin", headers={"Authorization": "Bearer s3cret",
-                                        ACTOR_HEADER: "x y; drop"})
+    odd = client.get(
+        "/admin", headers={"Authorization": "Bearer s3cret", ACTOR_HEADER: "x y; drop"}
+    )
     assert odd.json() == {"actor": "unknown"}
     token.write_text("rotated")
     assert client.get("/admin", headers={"Authorization": "Bearer s3cret"}).status_code == 403

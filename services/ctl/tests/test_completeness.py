@@ -41,23 +41,54 @@ def test_completeness_lists_pending_images_per_trailer_and_study(ctl, kafka_boot
     def ident(sop: str) -> ObjectIdentity:
         return ObjectIdentity(study_instance_uid=study, sop_instance_uid=sop, sop_class_uid=MG)
 
-    publish_events(kafka_bootstrap, [
-        (topics.CENTRAL_PROCEDURE_STEP, key, ProcedureStepUpdated(
-            meta=new_meta("worklist", trailer), mpps_sop_instance_uid=_uid(),
-            status=ProcedureStepStatus.PROCEDURE_STEP_STATUS_COMPLETED,
-            study_instance_uid=study, modality="MG", ended_at=timestamp(now),
-            performed_instances=[PerformedInstance(sop_instance_uid=s, sop_class_uid=MG)
-                                 for s in (waiting, uploaded, unseen)])),
-        (topics.CENTRAL_OBJECT_RECEIVED, key, ObjectReceived(
-            meta=new_meta("gateway", trailer), object=ident(waiting),
-            received_at=timestamp(now - timedelta(minutes=3)))),
-        (topics.CENTRAL_OBJECT_RECEIVED, key, ObjectReceived(
-            meta=new_meta("gateway", trailer), object=ident(uploaded),
-            received_at=timestamp(now - timedelta(minutes=3)))),
-        (topics.CENTRAL_UPLOAD_COMPLETED, key, UploadCompleted(
-            meta=new_meta("ingest", trailer), object=ident(uploaded),
-            completed_at=timestamp(now))),
-    ])
+    publish_events(
+        kafka_bootstrap,
+        [
+            (
+                topics.CENTRAL_PROCEDURE_STEP,
+                key,
+                ProcedureStepUpdated(
+                    meta=new_meta("worklist", trailer),
+                    mpps_sop_instance_uid=_uid(),
+                    status=ProcedureStepStatus.PROCEDURE_STEP_STATUS_COMPLETED,
+                    study_instance_uid=study,
+                    modality="MG",
+                    ended_at=timestamp(now),
+                    performed_instances=[
+                        PerformedInstance(sop_instance_uid=s, sop_class_uid=MG)
+                        for s in (waiting, uploaded, unseen)
+                    ],
+                ),
+            ),
+            (
+                topics.CENTRAL_OBJECT_RECEIVED,
+                key,
+                ObjectReceived(
+                    meta=new_meta("gateway", trailer),
+                    object=ident(waiting),
+                    received_at=timestamp(now - timedelta(minutes=3)),
+                ),
+            ),
+            (
+                topics.CENTRAL_OBJECT_RECEIVED,
+                key,
+                ObjectReceived(
+                    meta=new_meta("gateway", trailer),
+                    object=ident(uploaded),
+                    received_at=timestamp(now - timedelta(minutes=3)),
+                ),
+            ),
+            (
+                topics.CENTRAL_UPLOAD_COMPLETED,
+                key,
+                UploadCompleted(
+                    meta=new_meta("ingest", trailer),
+                    object=ident(uploaded),
+                    completed_at=timestamp(now),
+                ),
+            ),
+        ],
+    )
 
     def listed() -> dict | None:
         result = ctl("completeness", trailer, "--json")
@@ -71,8 +102,13 @@ def test_completeness_lists_pending_images_per_trailer_and_study(ctl, kafka_boot
     assert doc["trailers"] == [{"trailer_id": trailer, "missing": 0, "pending": 3}]
     (entry,) = doc["studies"]
     assert entry["study_instance_uid"] == study and entry["trailer_id"] == trailer
-    assert (entry["missing"], entry["pending"], entry["on_trailer"], entry["at_data_centre"],
-            entry["not_received"]) == (0, 3, 1, 1, 1)
+    assert (
+        entry["missing"],
+        entry["pending"],
+        entry["on_trailer"],
+        entry["at_data_centre"],
+        entry["not_received"],
+    ) == (0, 3, 1, 1, 1)
     assert doc["deadline_seconds"] > 0
 
     human = ctl("completeness", trailer)
@@ -90,8 +126,11 @@ def test_completeness_lists_pending_images_per_trailer_and_study(ctl, kafka_boot
     trace = ctl("trace", waiting, "--json")
     assert trace.code == 0, trace.err
     stages = [s["stage"] for s in trace.json()["journey"]]
-    assert stages == ["taken", "received", "on_trailer"] or \
-        stages == ["received", "taken", "on_trailer"]
+    assert stages == ["taken", "received", "on_trailer"] or stages == [
+        "received",
+        "taken",
+        "on_trailer",
+    ]
     on_trailer = trace.json()["journey"][-1]
     assert 180 <= on_trailer["age_seconds"] < 240
     human_trace = ctl("trace", waiting)

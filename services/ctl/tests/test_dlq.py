@@ -33,15 +33,21 @@ class PoisonConsumer:
 
 
 @pytest.fixture
-async def poison(kafka_bootstrap: str, unique_group: str) -> AsyncIterator[
-        tuple[PoisonConsumer, EventProducer]]:
+async def poison(
+    kafka_bootstrap: str, unique_group: str
+) -> AsyncIterator[tuple[PoisonConsumer, EventProducer]]:
     await start_group_at_end(kafka_bootstrap, unique_group, [SOURCE])
     producer = EventProducer(kafka_bootstrap, client_id="ctl-test")
     await producer.start()
     consumer = PoisonConsumer()
-    runner = ConsumerRunner(bootstrap_servers=kafka_bootstrap, group_id=unique_group,
-                            topics=[SOURCE], handler=consumer.handle, producer=producer,
-                            dead_letter_topic=topics.CENTRAL_DEAD_LETTER)
+    runner = ConsumerRunner(
+        bootstrap_servers=kafka_bootstrap,
+        group_id=unique_group,
+        topics=[SOURCE],
+        handler=consumer.handle,
+        producer=producer,
+        dead_letter_topic=topics.CENTRAL_DEAD_LETTER,
+    )
     stop = asyncio.Event()
     task = asyncio.create_task(runner.run(stop))
     try:
@@ -81,15 +87,13 @@ async def test_replay_after_cause_fixed_succeeds_and_is_audited(ctl, poison) -> 
     assert shown.json()["key"] == entry["key"] and shown.json()["actions"] == []
 
     consumer.poisoned.discard(entry["key"])  # the cause is fixed
-    replayed = await ctl.run("dlq", "replay", entry["id"], "--reason", "trailer enrolled",
-                             "--json")
+    replayed = await ctl.run("dlq", "replay", entry["id"], "--reason", "trailer enrolled", "--json")
     assert replayed.code == 0, replayed.err
     [result] = replayed.json()["results"]
     assert result["ok"] and result["action"] == "replayed" and result["id"] == entry["id"]
     assert result["reason"] == "trailer enrolled" and result["actor"]
 
-    await async_wait_until(lambda: _handled(consumer, entry["key"]), 30,
-                           "replayed record handled")
+    await async_wait_until(lambda: _handled(consumer, entry["key"]), 30, "replayed record handled")
     pending = (await ctl.run("dlq", "list", "--json")).json()["entries"]
     assert entry["id"] not in {e["id"] for e in pending}
     everything = (await ctl.run("dlq", "list", "--all", "--json")).json()["entries"]
@@ -100,7 +104,8 @@ async def test_replay_after_cause_fixed_succeeds_and_is_audited(ctl, poison) -> 
 
 
 async def test_discard_needs_a_reason_hides_the_entry_and_records_who_why(
-        ctl, poison, kafka_bootstrap: str) -> None:
+    ctl, poison, kafka_bootstrap: str
+) -> None:
     consumer, producer = poison
     entry = await _dead_letter(ctl, consumer, producer)
 
@@ -125,8 +130,9 @@ async def test_discard_needs_a_reason_hides_the_entry_and_records_who_why(
     assert again.code == 6 and "discarded" in again.json()["error"]
     assert (await ctl.run("dlq", "discard", entry["id"], "--reason", "x")).code == 6
     # The source topic still holds the one original record: nothing was replayed.
-    records = await read_events(kafka_bootstrap, SOURCE, lambda seen: len(seen) >= 1,
-                                match=lambda d: d.key == entry["key"])
+    records = await read_events(
+        kafka_bootstrap, SOURCE, lambda seen: len(seen) >= 1, match=lambda d: d.key == entry["key"]
+    )
     assert len(records) == 1
 
 
@@ -144,8 +150,14 @@ async def test_bad_ids_and_missing_credentials_change_nothing(ctl, poison) -> No
 
     no_token = await ctl.run("dlq", "replay", entry["id"], token=False)
     assert no_token.code == 4 and "TRAILERLINKCTL_TOKEN_FILE" in no_token.err
-    wrong = await ctl.run("dlq", "discard", entry["id"], "--reason", "x",
-                          TRAILERLINKCTL_TOKEN_FILE="/nonexistent/token")
+    wrong = await ctl.run(
+        "dlq",
+        "discard",
+        entry["id"],
+        "--reason",
+        "x",
+        TRAILERLINKCTL_TOKEN_FILE="/nonexistent/token",
+    )
     assert wrong.code == 4
 
     trail = (await ctl.run("dlq", "show", entry["id"], "--json")).json()

@@ -19,13 +19,20 @@ pytestmark = pytest.mark.kafka
 def _agent(tmp: Path, bootstrap: str, **env: str) -> tuple[ServiceProcess, str]:
     port = free_port()
     (tmp / "spool").mkdir(exist_ok=True)
-    proc = ServiceProcess([console_script("trailerlink-monitor")], env={
-        "TRAILERLINK_MODE": "agent", "TRAILERLINK_HTTP_PORT": str(port),
-        "TRAILERLINK_HTTP_HOST": "127.0.0.1", "TRAILERLINK_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-        "TRAILERLINK_DATA_DIR": str(tmp / f"data-{port}"),
-        "TRAILERLINK_SPOOL_DIR": str(tmp / "spool"),
-        "TRAILERLINK_HEARTBEAT_INTERVAL_SECONDS": "60", **env,
-    }, log_path=tmp / f"agent-{port}.log")
+    proc = ServiceProcess(
+        [console_script("trailerlink-monitor")],
+        env={
+            "TRAILERLINK_MODE": "agent",
+            "TRAILERLINK_HTTP_PORT": str(port),
+            "TRAILERLINK_HTTP_HOST": "127.0.0.1",
+            "TRAILERLINK_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "TRAILERLINK_DATA_DIR": str(tmp / f"data-{port}"),
+            "TRAILERLINK_SPOOL_DIR": str(tmp / "spool"),
+            "TRAILERLINK_HEARTBEAT_INTERVAL_SECONDS": "60",
+            **env,
+        },
+        log_path=tmp / f"agent-{port}.log",
+    )
     proc.start()
     base = f"http://127.0.0.1:{port}"
     proc.wait_ready(f"{base}/readyz", timeout=60)
@@ -41,12 +48,11 @@ def agents(tmp_path: Path, kafka_bootstrap: str) -> Iterator[list[ServiceProcess
 
 
 def test_agent_serves_the_trailer_dead_letters_and_no_token_file_means_no_admin_api(
-        tmp_path: Path, kafka_bootstrap: str, token_file: Path, agents) -> None:
-    proc, base = _agent(tmp_path, kafka_bootstrap,
-                        TRAILERLINK_ADMIN_TOKEN_FILE=str(token_file))
+    tmp_path: Path, kafka_bootstrap: str, token_file: Path, agents
+) -> None:
+    proc, base = _agent(tmp_path, kafka_bootstrap, TRAILERLINK_ADMIN_TOKEN_FILE=str(token_file))
     agents.append(proc)
-    ctl = Ctl({"TRAILERLINKCTL_TOKEN_FILE": str(token_file),
-               "TRAILERLINKCTL_MONITOR_URL": base})
+    ctl = Ctl({"TRAILERLINKCTL_TOKEN_FILE": str(token_file), "TRAILERLINKCTL_MONITOR_URL": base})
     listed = ctl("dlq", "list", "--json")
     assert listed.code == 0, listed.err
     assert listed.json()["topic"] == topics.TRAILER_DEAD_LETTER

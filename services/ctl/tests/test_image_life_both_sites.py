@@ -32,20 +32,29 @@ HISTOGRAM = "trailerlink_monitor_acquisition_to_pacs_seconds"
 
 
 @pytest.fixture(scope="module")
-def sites(tmp_path_factory: pytest.TempPathFactory, token_file: Path
-          ) -> Iterator[tuple[CentralStack, TrailerStack, SimulatedModality, Ctl]]:
+def sites(
+    tmp_path_factory: pytest.TempPathFactory, token_file: Path
+) -> Iterator[tuple[CentralStack, TrailerStack, SimulatedModality, Ctl]]:
     directory = tmp_path_factory.mktemp("life")
     bookings = synthetic_day(1, seed=23)
-    with CentralStack(directory / "central") as central, \
-            TrailerStack(directory / "trailer", central, bookings,
-                         uplink_env={"TRAILERLINK_ADMIN_TOKEN_FILE": str(token_file)}
-                         ) as trailer, \
-            SimulatedModality(trailer, directory / "modality", rows=256,
-                              columns=208) as modality:
+    with (
+        CentralStack(directory / "central") as central,
+        TrailerStack(
+            directory / "trailer",
+            central,
+            bookings,
+            uplink_env={"TRAILERLINK_ADMIN_TOKEN_FILE": str(token_file)},
+        ) as trailer,
+        SimulatedModality(trailer, directory / "modality", rows=256, columns=208) as modality,
+    ):
         modality.wait_for_worklist(1)
-        ctl = Ctl({"TRAILERLINKCTL_TOKEN_FILE": str(token_file),
-                   "TRAILERLINKCTL_UPLINK_URL": trailer.uplink.url(""),
-                   "TRAILERLINKCTL_MONITOR_URL": central.fleet.url("")})
+        ctl = Ctl(
+            {
+                "TRAILERLINKCTL_TOKEN_FILE": str(token_file),
+                "TRAILERLINKCTL_UPLINK_URL": trailer.uplink.url(""),
+                "TRAILERLINKCTL_MONITOR_URL": central.fleet.url(""),
+            }
+        )
         yield central, trailer, modality, ctl
 
 
@@ -70,18 +79,28 @@ def test_a_paused_trailers_images_show_on_the_trailer_then_in_pacs_from_the_gate
         sops = set(study.sent)
         uid = study.study_instance_uid
         # The gateway's own receive times, from its events on the trailer's broker.
-        received = asyncio.run(read_events(
-            trailer.broker.bootstrap, topics.OBJECT_RECEIVED, lambda seen: len(seen) >= 4,
-            match=lambda d: d.event.object.study_instance_uid == uid))
-        gateway_at = {d.event.object.sop_instance_uid:
-                      d.event.received_at.seconds + d.event.received_at.nanos / 1e9
-                      for d in received}
+        received = asyncio.run(
+            read_events(
+                trailer.broker.bootstrap,
+                topics.OBJECT_RECEIVED,
+                lambda seen: len(seen) >= 4,
+                match=lambda d: d.event.object.study_instance_uid == uid,
+            )
+        )
+        gateway_at = {
+            d.event.object.sop_instance_uid: d.event.received_at.seconds
+            + d.event.received_at.nanos / 1e9
+            for d in received
+        }
         assert set(gateway_at) == sops
 
         # Nothing has left the trailer, and support sees exactly that.
-        steps = wait_until(lambda: (s := _journey(ctl, uid))
-                           and set(_by_stage(s, "on_trailer")) == sops and s,
-                           60, "every image on the trailer in the trail", interval=0.5)
+        steps = wait_until(
+            lambda: (s := _journey(ctl, uid)) and set(_by_stage(s, "on_trailer")) == sops and s,
+            60,
+            "every image on the trailer in the trail",
+            interval=0.5,
+        )
         for sop, step in _by_stage(steps, "received").items():
             assert step["service"] == "gateway" and step["trailer_id"] == trailer_id
             assert step["at"] == pytest.approx(gateway_at[sop], abs=1e-6)
@@ -97,14 +116,21 @@ def test_a_paused_trailers_images_show_on_the_trailer_then_in_pacs_from_the_gate
             return mine[0] if mine and mine[0]["on_trailer"] == 4 else None
 
         entry = wait_until(pending, 60, "the study pending, on the trailer", interval=0.5)
-        assert (entry["pending"], entry["missing"], entry["at_data_centre"],
-                entry["not_received"]) == (4, 0, 0, 0)
+        assert (
+            entry["pending"],
+            entry["missing"],
+            entry["at_data_centre"],
+            entry["not_received"],
+        ) == (4, 0, 0, 0)
     finally:
         assert ctl("uplink", "resume").code == 0
 
-    steps = wait_until(lambda: (s := _journey(ctl, uid))
-                       and set(_by_stage(s, "in_pacs")) == sops and s,
-                       180, "every image in PACS in the trail", interval=0.5)
+    steps = wait_until(
+        lambda: (s := _journey(ctl, uid)) and set(_by_stage(s, "in_pacs")) == sops and s,
+        180,
+        "every image in PACS in the trail",
+        interval=0.5,
+    )
     assert not _by_stage(steps, "on_trailer")
     # One receipt each, at the gateway's time, though the relay and the delivery both
     # carried it; the upload is later.
@@ -115,14 +141,27 @@ def test_a_paused_trailers_images_show_on_the_trailer_then_in_pacs_from_the_gate
         assert uploaded[sop]["at"] > step["at"]
 
     # Acquisition -> PACS: from each image's gateway receipt to its delivery, exactly.
-    delivered = asyncio.run(read_events(
-        central.broker.bootstrap, topics.CENTRAL_OBJECT_DELIVERED, lambda seen: len(seen) >= 4,
-        match=lambda d: d.key == f"{trailer_id}/{uid}"))
-    expected = sum(d.event.delivered_at.seconds + d.event.delivered_at.nanos / 1e9
-                   - gateway_at[d.event.object.sop_instance_uid] for d in delivered)
+    delivered = asyncio.run(
+        read_events(
+            central.broker.bootstrap,
+            topics.CENTRAL_OBJECT_DELIVERED,
+            lambda seen: len(seen) >= 4,
+            match=lambda d: d.key == f"{trailer_id}/{uid}",
+        )
+    )
+    expected = sum(
+        d.event.delivered_at.seconds
+        + d.event.delivered_at.nanos / 1e9
+        - gateway_at[d.event.object.sop_instance_uid]
+        for d in delivered
+    )
     fleet = central.fleet.url("")
-    wait_until(lambda: sample(fleet, HISTOGRAM + "_count") == 4, 30,
-               "four latencies observed", interval=0.5)
+    wait_until(
+        lambda: sample(fleet, HISTOGRAM + "_count") == 4,
+        30,
+        "four latencies observed",
+        interval=0.5,
+    )
     assert sample(fleet, HISTOGRAM + "_sum") == pytest.approx(expected, abs=1e-3)
 
     done = ctl("completeness", trailer_id)

@@ -56,28 +56,46 @@ class Sites:
         return found
 
     def in_pacs(self, studies: list[StudyResult]) -> bool:
-        return all(self.central.pacs_dataset_sha256(sop) == sha
-                   for s in studies for sop, sha in s.sent.items())
+        return all(
+            self.central.pacs_dataset_sha256(sop) == sha
+            for s in studies
+            for sop, sha in s.sent.items()
+        )
 
 
 @pytest.fixture(scope="module")
 def sites(tmp_path_factory: pytest.TempPathFactory, token_file: Path) -> Iterator[Sites]:
     directory = tmp_path_factory.mktemp("keys")
     bookings = synthetic_day(3, seed=23)
-    with CentralStack(directory / "central", ingest_env={
-            "TRAILERLINK_ADMIN_TOKEN_FILE": str(token_file),
-            "TRAILERLINK_KEY_RETIRE_SETTLE_SECONDS": "0"}) as central, \
-            TrailerStack(directory / "trailer", central, bookings, uplink_env={
+    with (
+        CentralStack(
+            directory / "central",
+            ingest_env={
+                "TRAILERLINK_ADMIN_TOKEN_FILE": str(token_file),
+                "TRAILERLINK_KEY_RETIRE_SETTLE_SECONDS": "0",
+            },
+        ) as central,
+        TrailerStack(
+            directory / "trailer",
+            central,
+            bookings,
+            uplink_env={
                 "TRAILERLINK_ADMIN_TOKEN_FILE": str(token_file),
                 # The codec reads central.sealing_public: the sync writes there.
                 "TRAILERLINK_SEALING_KEYS_SYNC_DIR": str(central.sealing_public),
-                "TRAILERLINK_KEYS_POLL_SECONDS": "0.5"}) as trailer, \
-            SimulatedModality(trailer, directory / "modality", rows=256,
-                              columns=208) as modality:
+                "TRAILERLINK_KEYS_POLL_SECONDS": "0.5",
+            },
+        ) as trailer,
+        SimulatedModality(trailer, directory / "modality", rows=256, columns=208) as modality,
+    ):
         modality.wait_for_worklist(3)
-        ctl = Ctl({"TRAILERLINKCTL_TOKEN_FILE": str(token_file),
-                   "TRAILERLINKCTL_INGEST_URL": central.ingest.url(""),
-                   "TRAILERLINKCTL_UPLINK_URL": trailer.uplink.url("")})
+        ctl = Ctl(
+            {
+                "TRAILERLINKCTL_TOKEN_FILE": str(token_file),
+                "TRAILERLINKCTL_INGEST_URL": central.ingest.url(""),
+                "TRAILERLINKCTL_UPLINK_URL": trailer.uplink.url(""),
+            }
+        )
         yield Sites(central, trailer, modality, ctl, [])
 
 
@@ -101,8 +119,11 @@ def test_rotation_new_objects_use_the_new_key_old_ones_still_open(sites: Sites) 
     before = sites.modality.screen(first, seed=1)
     sites.screened.append(before)
     assert len(before.sent) == 4
-    wait_until(lambda: report()["unsent_by_key_id"].get(old) == 4, 90,
-               "the trailer reports 4 objects sealed for the old key unsent")
+    wait_until(
+        lambda: report()["unsent_by_key_id"].get(old) == 4,
+        90,
+        "the trailer reports 4 objects sealed for the old key unsent",
+    )
 
     rotated = sites.ctl("keys", "rotate", "--json")
     assert rotated.code == 0, rotated.err
@@ -111,8 +132,11 @@ def test_rotation_new_objects_use_the_new_key_old_ones_still_open(sites: Sites) 
     private = central.sealing_private / f"{new}.pem"
     assert private.exists() and (private.stat().st_mode & 0o777) == 0o600
     marker = central.sealing_public / "current"
-    wait_until(lambda: marker.exists() and marker.read_text().strip() == new, 30,
-               "the trailer's key sync marks the new key current")
+    wait_until(
+        lambda: marker.exists() and marker.read_text().strip() == new,
+        30,
+        "the trailer's key sync marks the new key current",
+    )
     assert (central.sealing_public / f"{old}.pem").exists()  # still listed, still known
 
     refused = sites.ctl("keys", "retire", old)
@@ -128,8 +152,9 @@ def test_rotation_new_objects_use_the_new_key_old_ones_still_open(sites: Sites) 
     assert {sealed[sop] for sop in after.sent} == {new}  # the codec followed, no restart
 
     assert sites.ctl("uplink", "resume").code == 0
-    wait_until(lambda: sites.in_pacs([before, after]), 180,
-               "both studies in Orthanc byte-identical")
+    wait_until(
+        lambda: sites.in_pacs([before, after]), 180, "both studies in Orthanc byte-identical"
+    )
     wait_until(lambda: before.confirmed and after.confirmed, 60, "storage commitment")
 
     def old_retirable() -> bool:
@@ -139,16 +164,23 @@ def test_rotation_new_objects_use_the_new_key_old_ones_still_open(sites: Sites) 
     wait_until(old_retirable, 60, "nothing sealed for the old key outstanding")
     retired = sites.ctl("keys", "retire", old, "--json")
     # The first study's 4 spool copies, delivered, could be resent until now.
-    assert retired.code == 0 and retired.json() == {"key_id": old, "retired": True,
-                                                    "unresendable_spool_copies": 4}
+    assert retired.code == 0 and retired.json() == {
+        "key_id": old,
+        "retired": True,
+        "unresendable_spool_copies": 4,
+    }
     assert not (central.sealing_private / f"{old}.pem").exists()
     assert [k["key_id"] for k in sites.status()["keys"]] == [new]
-    wait_until(lambda: not (central.sealing_public / f"{old}.pem").exists(), 30,
-               "the trailer forgets the retired public key")
+    wait_until(
+        lambda: not (central.sealing_public / f"{old}.pem").exists(),
+        30,
+        "the trailer forgets the retired public key",
+    )
 
 
 def test_a_study_sealed_for_a_retired_key_fails_alone_and_the_next_woman_reaches_pacs(
-        sites: Sites) -> None:
+    sites: Sites,
+) -> None:
     """The wedge support met: after rotate + retire, the first study (sealed for the
     retired key) queued again. `resend` now refuses it; queued all the same (as a resend
     accepted before the uplink heard of the retirement would be), the ingest refuses each
@@ -167,15 +199,15 @@ def test_a_study_sealed_for_a_retired_key_fails_alone_and_the_next_woman_reaches
         queue.close()
     assert len(rows) == 4 and {r.state for r in rows} == {"queued"}
     done = {s.accession_number for s in sites.screened}
-    third = next(i for i in sites.modality.query_worklist()
-                 if str(i.AccessionNumber) not in done)
+    third = next(i for i in sites.modality.query_worklist() if str(i.AccessionNumber) not in done)
     nxt = sites.modality.screen(third, seed=3)
     assert len(nxt.sent) == 4
     wait_until(lambda: sites.in_pacs([nxt]), 180, "the next woman's images in PACS")
 
     def failed() -> float:
-        return trailer.uplink.metric("trailerlink_uplink_objects_refused_total",
-                                     reason="unknown_key")
+        return trailer.uplink.metric(
+            "trailerlink_uplink_objects_refused_total", reason="unknown_key"
+        )
 
     wait_until(lambda: failed() == 4, 60, "the 4 resent objects failed for good")
     queue = SendQueue(trailer.dir / "data" / "uplink" / "queue.sqlite")
@@ -187,24 +219,38 @@ def test_a_study_sealed_for_a_retired_key_fails_alone_and_the_next_woman_reaches
     assert states == dict.fromkeys(before.sent, "failed")
     assert all(r and "unknown_key" in r for r in reasons)
     # Each was asked about once, never retried; the ingest counted each by trailer.
-    assert central.ingest.metric("trailerlink_ingest_upload_refusals_total",
-                                 trailer=central.trailer_id, reason="unknown_key") == 4
-    wait_until(lambda: trailer.uplink.metric("trailerlink_uplink_failed_objects") == 4, 30,
-               "the failed-objects gauge")
+    assert (
+        central.ingest.metric(
+            "trailerlink_ingest_upload_refusals_total",
+            trailer=central.trailer_id,
+            reason="unknown_key",
+        )
+        == 4
+    )
+    wait_until(
+        lambda: trailer.uplink.metric("trailerlink_uplink_failed_objects") == 4,
+        30,
+        "the failed-objects gauge",
+    )
     ingest_log = (central.logs / "ingest.log").read_text()
     assert ingest_log.count("upload creation refused") == 4
     assert not any(sop in ingest_log for sop in before.sent)
 
     # Support sees it in the data centre: the trailer's heartbeat carries the count.
     def in_status() -> dict | None:
-        result = sites.ctl("status", central.trailer_id, "--json",
-                           TRAILERLINKCTL_MONITOR_URL=central.fleet.url(""))
+        result = sites.ctl(
+            "status", central.trailer_id, "--json", TRAILERLINKCTL_MONITOR_URL=central.fleet.url("")
+        )
         return result.json()["trailers"][0] if result.code == 0 else None
 
-    wait_until(lambda: (in_status() or {}).get("failed_objects") == 4, 60,
-               "trailerlinkctl status shows the 4 failed objects")
-    shown = sites.ctl("status", central.trailer_id,
-                      TRAILERLINKCTL_MONITOR_URL=central.fleet.url(""))
+    wait_until(
+        lambda: (in_status() or {}).get("failed_objects") == 4,
+        60,
+        "trailerlinkctl status shows the 4 failed objects",
+    )
+    shown = sites.ctl(
+        "status", central.trailer_id, TRAILERLINKCTL_MONITOR_URL=central.fleet.url("")
+    )
     assert shown.code == 0 and "failures" in shown.out, shown.out
 
 

@@ -41,20 +41,30 @@ class Sites:
     def deliver(self, index: int, seed: int) -> StudyResult:
         """Screen woman ``index``; return once every image is in PACS and the uplink
         holds no object awaiting a receipt."""
-        item = next(i for i in self.modality.query_worklist()
-                if str(i.AccessionNumber) == self.bookings[index].accession_number)
+        item = next(
+            i
+            for i in self.modality.query_worklist()
+            if str(i.AccessionNumber) == self.bookings[index].accession_number
+        )
         receipts = self.delivered_receipts()
         study = self.modality.screen(item, seed=seed)
         assert len(study.sent) == 4, study.failed
-        wait_until(lambda: study.confirmed, 240, "storage commitment of the study",
-                   interval=0.25)
+        wait_until(lambda: study.confirmed, 240, "storage commitment of the study", interval=0.25)
         # Counted after the queue rows are marked delivered.
-        wait_until(lambda: self.delivered_receipts() >= receipts + 4, 60,
-                   "delivered receipts recorded", interval=0.25)
+        wait_until(
+            lambda: self.delivered_receipts() >= receipts + 4,
+            60,
+            "delivered receipts recorded",
+            interval=0.25,
+        )
         # The backlog gauges are refreshed on a timer: let them catch up with the queue, so
         # a later "nothing was queued" reads the queue's state, not a stale gauge.
-        wait_until(lambda: self.trailer.backlog_objects() == 0, 60,
-                   "backlog gauges at zero after delivery", interval=0.25)
+        wait_until(
+            lambda: self.trailer.backlog_objects() == 0,
+            60,
+            "backlog gauges at zero after delivery",
+            interval=0.25,
+        )
         return study
 
     def delivered_receipts(self) -> float:
@@ -71,15 +81,23 @@ class Sites:
 def sites(tmp_path_factory: pytest.TempPathFactory, token_file: Path) -> Iterator[Sites]:
     directory = tmp_path_factory.mktemp("resend")
     bookings = synthetic_day(WOMEN, seed=17)
-    with CentralStack(directory / "central") as central, \
-            TrailerStack(directory / "trailer", central, bookings,
-                         uplink_env={"TRAILERLINK_ADMIN_TOKEN_FILE": str(token_file)}
-                         ) as trailer, \
-            SimulatedModality(trailer, directory / "modality", rows=256,
-                              columns=208) as modality:
+    with (
+        CentralStack(directory / "central") as central,
+        TrailerStack(
+            directory / "trailer",
+            central,
+            bookings,
+            uplink_env={"TRAILERLINK_ADMIN_TOKEN_FILE": str(token_file)},
+        ) as trailer,
+        SimulatedModality(trailer, directory / "modality", rows=256, columns=208) as modality,
+    ):
         modality.wait_for_worklist(WOMEN)
-        ctl = Ctl({"TRAILERLINKCTL_TOKEN_FILE": str(token_file),
-                   "TRAILERLINKCTL_UPLINK_URL": trailer.uplink.url("")})
+        ctl = Ctl(
+            {
+                "TRAILERLINKCTL_TOKEN_FILE": str(token_file),
+                "TRAILERLINKCTL_UPLINK_URL": trailer.uplink.url(""),
+            }
+        )
         yield Sites(central, trailer, modality, ctl, bookings)
 
 
@@ -94,8 +112,9 @@ def test_resend_of_a_delivered_study_makes_no_second_pacs_store(sites: Sites) ->
 
     # Paused, the resent study stays queued: a second resend meanwhile is a conflict.
     assert ctl("uplink", "pause").code == 0
-    done = ctl("resend", "--study", study.study_instance_uid, "--reason",
-               "PACS restore INC-4711", "--json")
+    done = ctl(
+        "resend", "--study", study.study_instance_uid, "--reason", "PACS restore INC-4711", "--json"
+    )
     assert done.code == 0, done.err
     doc = done.json()
     assert doc["study_uid"] == study.study_instance_uid and doc["count"] == 4
@@ -108,21 +127,30 @@ def test_resend_of_a_delivered_study_makes_no_second_pacs_store(sites: Sites) ->
     assert "still queued or awaiting a receipt" in again.json()["error"]
     assert ctl("uplink", "resume").code == 0
 
-    wait_until(lambda: sites.uplink_metric("trailerlink_uplink_receipts_total",
-                                           outcome="delivered") >= receipts + 4,
-               120, "receipts of the resent objects", interval=0.25)
-    wait_until(lambda: sites.trailer.backlog_objects() == 0, 60, "resent objects delivered",
-               interval=0.25)
+    wait_until(
+        lambda: (
+            sites.uplink_metric("trailerlink_uplink_receipts_total", outcome="delivered")
+            >= receipts + 4
+        ),
+        120,
+        "receipts of the resent objects",
+        interval=0.25,
+    )
+    wait_until(
+        lambda: sites.trailer.backlog_objects() == 0, 60, "resent objects delivered", interval=0.25
+    )
     # Fresh uploads went over the link, and the ledger knew every one of them.
-    assert sites.uplink_metric("trailerlink_uplink_uploads_total",
-                               outcome="created") == created + 4
+    assert sites.uplink_metric("trailerlink_uplink_uploads_total", outcome="created") == created + 4
     assert central.ingest.metric("trailerlink_ingest_duplicates_total") == duplicates + 4
     assert sites.pacs_stores() == stores
     for sop, sha in study.sent.items():
         assert central.pacs_dataset_sha256(sop) == sha, sop
-    study_instances = [i for i in central.pacs.instances()
-                       if central.pacs.get(f"/instances/{i}/study")["MainDicomTags"]
-                       ["StudyInstanceUID"] == study.study_instance_uid]
+    study_instances = [
+        i
+        for i in central.pacs.instances()
+        if central.pacs.get(f"/instances/{i}/study")["MainDicomTags"]["StudyInstanceUID"]
+        == study.study_instance_uid
+    ]
     assert len(study_instances) == 4
 
     # Audited at the uplink: who and why, and nothing about the woman.
@@ -138,10 +166,15 @@ def test_resend_of_a_delivered_study_makes_no_second_pacs_store(sites: Sites) ->
     assert human.code == 0 and "4 objects" in human.out
     # Wait on the receipts, not on the backlog gauge alone: the gauge is refreshed on a
     # timer and may still read the 0 from before this resend.
-    wait_until(lambda: sites.delivered_receipts() >= receipts + 4, 120,
-               "receipts of the second resend", interval=0.25)
-    wait_until(lambda: sites.trailer.backlog_objects() == 0, 60, "second resend delivered",
-               interval=0.25)
+    wait_until(
+        lambda: sites.delivered_receipts() >= receipts + 4,
+        120,
+        "receipts of the second resend",
+        interval=0.25,
+    )
+    wait_until(
+        lambda: sites.trailer.backlog_objects() == 0, 60, "second resend delivered", interval=0.25
+    )
 
 
 def test_a_resend_is_cancelled_while_its_objects_wait(sites: Sites) -> None:
@@ -182,8 +215,11 @@ def _delivered(queue_path: Path, study_uid: str) -> dict[str, float | None]:
     """SOP Instance UID -> delivery time of a study's delivered rows."""
     queue = SendQueue(queue_path)
     try:
-        return {r.sop_instance_uid: r.delivered_at for r in queue.find_study(study_uid)
-                if r.state == "delivered"}
+        return {
+            r.sop_instance_uid: r.delivered_at
+            for r in queue.find_study(study_uid)
+            if r.state == "delivered"
+        }
     finally:
         queue.close()
 
@@ -204,15 +240,20 @@ def test_bad_resends_are_refused_and_change_nothing(sites: Sites) -> None:
     assert rsp.status_code == 400
     assert rsp.headers["content-type"].startswith("application/problem+json")
     some_study = sites.bookings[0].study_instance_uid
-    nhs = ctl("resend", "--study", some_study, "--reason",
-              f"woman {sites.bookings[0].patient_id} asked")
+    nhs = ctl(
+        "resend", "--study", some_study, "--reason", f"woman {sites.bookings[0].patient_id} asked"
+    )
     assert nhs.code == 2 and "NHS number" in nhs.err
     assert httpx.post(url, json={"study_uid": some_study}).status_code == 401
     assert ctl("resend", "--study", some_study, token=False).code == 4
-    assert ctl("resend", "--study", some_study,
-               TRAILERLINKCTL_TOKEN_FILE="/nonexistent/token").code == 4
-    assert ctl("resend", "--study", some_study,
-               TRAILERLINKCTL_UPLINK_URL="http://127.0.0.1:9").code == 5
+    assert (
+        ctl("resend", "--study", some_study, TRAILERLINKCTL_TOKEN_FILE="/nonexistent/token").code
+        == 4
+    )
+    assert (
+        ctl("resend", "--study", some_study, TRAILERLINKCTL_UPLINK_URL="http://127.0.0.1:9").code
+        == 5
+    )
     # Nothing was queued by any of them.
     assert sites.trailer.backlog_objects() == 0
     assert sites.uplink_metric("trailerlink_uplink_uploads_total", outcome="created") == created
@@ -224,8 +265,13 @@ def test_a_purged_study_is_refused_naming_the_purged_objects(sites: Sites) -> No
     # The uplink's own janitor, with the retention over, on the trailer's real files.
     queue = SendQueue(data / "uplink" / "queue.sqlite")
     try:
-        Janitor(queue, data / "outgoing", data / "spool", retention_seconds=0,
-                pressure_free_fraction=0.0).sweep()
+        Janitor(
+            queue,
+            data / "outgoing",
+            data / "spool",
+            retention_seconds=0,
+            pressure_free_fraction=0.0,
+        ).sweep()
     finally:
         queue.close()
     created = sites.uplink_metric("trailerlink_uplink_uploads_total", outcome="created")
@@ -234,9 +280,11 @@ def test_a_purged_study_is_refused_naming_the_purged_objects(sites: Sites) -> No
     error = refused.json()["error"]
     assert "already deleted by the janitor" in error and "4 objects" in error
     assert sum(sop in error for sop in study.sent) == 4  # says which
-    rsp = httpx.post(sites.trailer.uplink.url("/v1/admin/resend"),
-                     json={"study_uid": study.study_instance_uid},
-                     headers={"Authorization": f"Bearer {TOKEN}"})
+    rsp = httpx.post(
+        sites.trailer.uplink.url("/v1/admin/resend"),
+        json={"study_uid": study.study_instance_uid},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )
     problem = rsp.json()
     assert rsp.status_code == 404 and problem["refusal"] == "purged"
     assert {o["sop_instance_uid"] for o in problem["objects"]} == set(study.sent)

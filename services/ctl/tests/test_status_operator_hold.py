@@ -17,15 +17,35 @@ pytestmark = pytest.mark.kafka
 
 def test_status_says_paused_and_capped_not_ok_or_canary_failing(ctl, kafka_bootstrap):
     paused, capped = (f"trailer-{uuid.uuid4().hex[:6]}" for _ in range(2))
-    publish_events(kafka_bootstrap, [
-        (topics.CENTRAL_HEARTBEAT, paused, Heartbeat(
-            meta=new_meta("monitor", paused), sequence=1, link_state=LinkState.LINK_STATE_UP,
-            canary_ok=False, uplink_paused=True, uplink_operator_cap_bytes_per_second=0)),
-        (topics.CENTRAL_HEARTBEAT, capped, Heartbeat(
-            meta=new_meta("monitor", capped), sequence=1, link_state=LinkState.LINK_STATE_UP,
-            canary_ok=True, uplink_operator_cap_bytes_per_second=250_000,
-            uplink_cap_bytes_per_second=250_000)),
-    ])
+    publish_events(
+        kafka_bootstrap,
+        [
+            (
+                topics.CENTRAL_HEARTBEAT,
+                paused,
+                Heartbeat(
+                    meta=new_meta("monitor", paused),
+                    sequence=1,
+                    link_state=LinkState.LINK_STATE_UP,
+                    canary_ok=False,
+                    uplink_paused=True,
+                    uplink_operator_cap_bytes_per_second=0,
+                ),
+            ),
+            (
+                topics.CENTRAL_HEARTBEAT,
+                capped,
+                Heartbeat(
+                    meta=new_meta("monitor", capped),
+                    sequence=1,
+                    link_state=LinkState.LINK_STATE_UP,
+                    canary_ok=True,
+                    uplink_operator_cap_bytes_per_second=250_000,
+                    uplink_cap_bytes_per_second=250_000,
+                ),
+            ),
+        ],
+    )
 
     def seen(trailer: str) -> dict | None:
         result = ctl("status", trailer, "--json")

@@ -30,11 +30,19 @@ def _uid() -> str:
 
 def test_status_shows_a_trailers_heartbeat_and_unknown_trailer_fails(ctl, kafka_bootstrap):
     trailer = f"trailer-{uuid.uuid4().hex[:6]}"
-    hb = Heartbeat(meta=new_meta("monitor", trailer), sequence=7, backlog_objects=12,
-                   backlog_bytes=345_000_000, oldest_unsent_age_seconds=1800.0,
-                   disk_free_bytes=50_000_000_000, disk_total_bytes=200_000_000_000,
-                   link_state=LinkState.LINK_STATE_DOWN, link_goodput_bytes_per_second=0.0,
-                   canary_ok=True, versions={"uplink": "0.1.0", "gateway": "0.1.0"})
+    hb = Heartbeat(
+        meta=new_meta("monitor", trailer),
+        sequence=7,
+        backlog_objects=12,
+        backlog_bytes=345_000_000,
+        oldest_unsent_age_seconds=1800.0,
+        disk_free_bytes=50_000_000_000,
+        disk_total_bytes=200_000_000_000,
+        link_state=LinkState.LINK_STATE_DOWN,
+        link_goodput_bytes_per_second=0.0,
+        canary_ok=True,
+        versions={"uplink": "0.1.0", "gateway": "0.1.0"},
+    )
     publish_events(kafka_bootstrap, [(topics.CENTRAL_HEARTBEAT, trailer, hb)])
 
     def seen() -> dict | None:
@@ -63,9 +71,14 @@ def test_status_shows_a_trailers_heartbeat_and_unknown_trailer_fails(ctl, kafka_
 
 def test_status_shows_failed_objects_and_dead_letters_on_a_trailer(ctl, kafka_bootstrap):
     trailer = f"trailer-{uuid.uuid4().hex[:6]}"
-    hb = Heartbeat(meta=new_meta("monitor", trailer), sequence=1,
-                   link_state=LinkState.LINK_STATE_UP, canary_ok=False, failed_objects=4,
-                   dead_letters=1)
+    hb = Heartbeat(
+        meta=new_meta("monitor", trailer),
+        sequence=1,
+        link_state=LinkState.LINK_STATE_UP,
+        canary_ok=False,
+        failed_objects=4,
+        dead_letters=1,
+    )
     publish_events(kafka_bootstrap, [(topics.CENTRAL_HEARTBEAT, trailer, hb)])
 
     def seen() -> dict | None:
@@ -86,14 +99,31 @@ def test_trace_shows_every_hop_in_time_order(ctl, kafka_bootstrap):
     study, sop = _uid(), _uid()
     ident = ObjectIdentity(study_instance_uid=study, sop_instance_uid=sop, sop_class_uid=MG)
     now = datetime.now(UTC)
-    publish_events(kafka_bootstrap, [
-        (topics.CENTRAL_UPLOAD_COMPLETED, f"{trailer}/{study}", UploadCompleted(
-            meta=new_meta("ingest", trailer), object=ident,
-            completed_at=timestamp(now - timedelta(minutes=2)))),
-        (topics.CENTRAL_OBJECT_DELIVERED, f"{trailer}/{study}", ObjectDelivered(
-            meta=new_meta("ingest", trailer), object=ident, pacs_ae_title="PACS",
-            received_at=timestamp(now - timedelta(minutes=7)), delivered_at=timestamp(now))),
-    ])
+    publish_events(
+        kafka_bootstrap,
+        [
+            (
+                topics.CENTRAL_UPLOAD_COMPLETED,
+                f"{trailer}/{study}",
+                UploadCompleted(
+                    meta=new_meta("ingest", trailer),
+                    object=ident,
+                    completed_at=timestamp(now - timedelta(minutes=2)),
+                ),
+            ),
+            (
+                topics.CENTRAL_OBJECT_DELIVERED,
+                f"{trailer}/{study}",
+                ObjectDelivered(
+                    meta=new_meta("ingest", trailer),
+                    object=ident,
+                    pacs_ae_title="PACS",
+                    received_at=timestamp(now - timedelta(minutes=7)),
+                    delivered_at=timestamp(now),
+                ),
+            ),
+        ],
+    )
 
     def traced() -> dict | None:
         result = ctl("trace", sop, "--json")

@@ -45,28 +45,33 @@ class RunningUplink:
 
 
 @pytest.fixture
-def uplink(tmp_path: Path, kafka_bootstrap: str, unique_group: str,
-           token_file: Path) -> Iterator[RunningUplink]:
+def uplink(
+    tmp_path: Path, kafka_bootstrap: str, unique_group: str, token_file: Path
+) -> Iterator[RunningUplink]:
     if tusd_binary() is None:
         pytest.skip("tusd not installed (scripts/install-tools.sh)")
     asyncio.run(start_group_at_end(kafka_bootstrap, unique_group, [OBJECT_SEALED]))
     port = free_port()
     with Tusd(tmp_path / "tusd") as tusd:
-        proc = ServiceProcess([console_script("trailerlink-uplink")], env={
-            "TRAILERLINK_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-            "TRAILERLINK_HTTP_PORT": str(port),
-            "TRAILERLINK_HTTP_HOST": "127.0.0.1",
-            "TRAILERLINK_DATA_DIR": str(tmp_path / "data"),
-            "TRAILERLINK_OUTGOING_DIR": str(tmp_path / "outgoing"),
-            "TRAILERLINK_TRAILER_ID": f"trailer-{uuid.uuid4().hex[:6]}",
-            "TRAILERLINK_CONSUMER_GROUP": unique_group,
-            "TRAILERLINK_INGEST_URL": tusd.url.split("/files/")[0],
-            "TRAILERLINK_RECEIPTS_URL": f"http://127.0.0.1:{free_port()}/v1/receipts",
-            "TRAILERLINK_PROBE_INTERVAL_SECONDS": "0.3",
-            "TRAILERLINK_CHUNK_SIZE_BYTES": str(256 * 1024),
-            "TRAILERLINK_BANDWIDTH_CAP_BYTES_PER_SECOND": str(SCHEDULED_CAP),
-            "TRAILERLINK_ADMIN_TOKEN_FILE": str(token_file),
-        }, log_path=tmp_path / "uplink.log")
+        proc = ServiceProcess(
+            [console_script("trailerlink-uplink")],
+            env={
+                "TRAILERLINK_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+                "TRAILERLINK_HTTP_PORT": str(port),
+                "TRAILERLINK_HTTP_HOST": "127.0.0.1",
+                "TRAILERLINK_DATA_DIR": str(tmp_path / "data"),
+                "TRAILERLINK_OUTGOING_DIR": str(tmp_path / "outgoing"),
+                "TRAILERLINK_TRAILER_ID": f"trailer-{uuid.uuid4().hex[:6]}",
+                "TRAILERLINK_CONSUMER_GROUP": unique_group,
+                "TRAILERLINK_INGEST_URL": tusd.url.split("/files/")[0],
+                "TRAILERLINK_RECEIPTS_URL": f"http://127.0.0.1:{free_port()}/v1/receipts",
+                "TRAILERLINK_PROBE_INTERVAL_SECONDS": "0.3",
+                "TRAILERLINK_CHUNK_SIZE_BYTES": str(256 * 1024),
+                "TRAILERLINK_BANDWIDTH_CAP_BYTES_PER_SECOND": str(SCHEDULED_CAP),
+                "TRAILERLINK_ADMIN_TOKEN_FILE": str(token_file),
+            },
+            log_path=tmp_path / "uplink.log",
+        )
         with proc:
             base = f"http://127.0.0.1:{port}"
             proc.wait_ready(f"{base}/readyz", timeout=90)
@@ -81,14 +86,23 @@ def _seal(outgoing: Path, trailer: str) -> ObjectSealed:
     (outgoing / rel).write_bytes(data)
     return ObjectSealed(
         meta=new_meta("codec", trailer),
-        object=ObjectIdentity(study_instance_uid=_uid(), series_instance_uid=_uid(),
-                              sop_instance_uid=sop, sop_class_uid="1.2.840.10008.5.1.4.1.1.1.2",
-                              transfer_syntax_uid="1.2.840.10008.1.2.1"),
+        object=ObjectIdentity(
+            study_instance_uid=_uid(),
+            series_instance_uid=_uid(),
+            sop_instance_uid=sop,
+            sop_class_uid="1.2.840.10008.5.1.4.1.1.1.2",
+            transfer_syntax_uid="1.2.840.10008.1.2.1",
+        ),
         file_sha256=hashlib.sha256(b"f" + data).hexdigest(),
         dataset_sha256=hashlib.sha256(b"d" + data).hexdigest(),
-        sealed_path=rel, sealed_size_bytes=SIZE, sealed_sha256=hashlib.sha256(data).hexdigest(),
-        codec="jpegls+zstd", key_id="dc-0123456789abcdef", received_at=timestamp(),
-        sealed_at=timestamp())
+        sealed_path=rel,
+        sealed_size_bytes=SIZE,
+        sealed_sha256=hashlib.sha256(data).hexdigest(),
+        codec="jpegls+zstd",
+        key_id="dc-0123456789abcdef",
+        received_at=timestamp(),
+        sealed_at=timestamp(),
+    )
 
 
 def _publish(bootstrap: str, event: ObjectSealed) -> None:
@@ -112,9 +126,11 @@ def _steady(uplink: RunningUplink, seconds: float) -> float:
 
 
 def test_pause_stops_bytes_leaving_and_resume_restarts_them(
-        uplink: RunningUplink, tmp_path: Path, kafka_bootstrap: str, token_file: Path) -> None:
-    ctl = Ctl({"TRAILERLINKCTL_TOKEN_FILE": str(token_file),
-               "TRAILERLINKCTL_UPLINK_URL": uplink.base})
+    uplink: RunningUplink, tmp_path: Path, kafka_bootstrap: str, token_file: Path
+) -> None:
+    ctl = Ctl(
+        {"TRAILERLINKCTL_TOKEN_FILE": str(token_file), "TRAILERLINKCTL_UPLINK_URL": uplink.base}
+    )
     _publish(kafka_bootstrap, _seal(tmp_path / "outgoing", "trailer-x"))
     wait_until(lambda: uplink.sent() > 100_000, 60, "upload under way")
 
@@ -132,14 +148,17 @@ def test_pause_stops_bytes_leaving_and_resume_restarts_them(
     # A pause with an end lifts itself.
     timed = ctl("uplink", "pause", "--until", "3s", "--json")
     assert timed.code == 0 and timed.json()["paused_until"] > time.time()
-    wait_until(lambda: not ctl("uplink", "status", "--json").json()["paused"], 10,
-               "timed pause over")
+    wait_until(
+        lambda: not ctl("uplink", "status", "--json").json()["paused"], 10, "timed pause over"
+    )
 
 
 def test_cap_lowers_the_rate_survives_kill9_and_bad_input_changes_nothing(
-        uplink: RunningUplink, token_file: Path) -> None:
-    ctl = Ctl({"TRAILERLINKCTL_TOKEN_FILE": str(token_file),
-               "TRAILERLINKCTL_UPLINK_URL": uplink.base})
+    uplink: RunningUplink, token_file: Path
+) -> None:
+    ctl = Ctl(
+        {"TRAILERLINKCTL_TOKEN_FILE": str(token_file), "TRAILERLINKCTL_UPLINK_URL": uplink.base}
+    )
     capped = ctl("uplink", "cap", "400kbit", "--until", "1h", "--json")
     assert capped.code == 0, capped.err
     doc = capped.json()
@@ -150,13 +169,20 @@ def test_cap_lowers_the_rate_survives_kill9_and_bad_input_changes_nothing(
     loose = ctl("uplink", "cap", "1MB", "--json").json()
     assert loose["effective_cap_bytes_per_second"] == SCHEDULED_CAP  # the lower one applies
     ctl("uplink", "cap", "400kbit")
-    wait_until(lambda: sample(uplink.base, "trailerlink_uplink_bandwidth_cap_bytes_per_second")
-               == 50_000, 10, "cap metric shows the operator's cap")
+    wait_until(
+        lambda: sample(uplink.base, "trailerlink_uplink_bandwidth_cap_bytes_per_second") == 50_000,
+        10,
+        "cap metric shows the operator's cap",
+    )
 
     before = ctl("uplink", "status", "--json").json()
-    for args, code in ((("cap", "fast"), 2), (("cap", "0"), 2), (("cap", "5kB/h"), 2),
-                       (("pause", "--until", "yesterday"), 2),
-                       (("pause", "--until", "2001-01-01T00:00"), 2)):
+    for args, code in (
+        (("cap", "fast"), 2),
+        (("cap", "0"), 2),
+        (("cap", "5kB/h"), 2),
+        (("pause", "--until", "yesterday"), 2),
+        (("pause", "--until", "2001-01-01T00:00"), 2),
+    ):
         result = ctl("uplink", *args)
         assert result.code == code, (args, result.err)
         assert result.err.startswith("trailerlinkctl: ")

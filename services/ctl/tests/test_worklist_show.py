@@ -25,20 +25,31 @@ pytestmark = pytest.mark.kafka
 SITE = "SITE-CTL01"
 STATION = "MGCTL1"
 # Synthetic women: TEST names, NHS numbers from the 999 test range.
-WOMEN = [("TEST^CTLALPHA", "9990000018", "19700101"), ("TEST^CTLBRAVO", "9990000026",
-                                                      "19650315"),
-         ("TEST^CTLCHARLIE", "9990000034", "19580720")]
+WOMEN = [
+    ("TEST^CTLALPHA", "9990000018", "19700101"),
+    ("TEST^CTLBRAVO", "9990000026", "19650315"),
+    ("TEST^CTLCHARLIE", "9990000034", "19580720"),
+]
 
 
 def _step(i: int, day: str) -> ScheduledStep:
     name, nhs, born = WOMEN[i]
     return ScheduledStep(
-        accession_number=f"CTL{i:05d}", scheduled_procedure_step_id=f"SPS{i:05d}",
-        scheduled_date=day, scheduled_time=f"{9 + i:02d}1500", patient_name=name,
-        patient_id=nhs, issuer_of_patient_id="NHS", patient_birth_date=born,
-        patient_sex="F", study_instance_uid=f"1.2.826.0.1.3680043.8.498.5{i:05d}",
-        modality="MG", scheduled_station_ae_title=STATION, scheduled_location=SITE,
-        scheduled_step_description="Screening 4 views")
+        accession_number=f"CTL{i:05d}",
+        scheduled_procedure_step_id=f"SPS{i:05d}",
+        scheduled_date=day,
+        scheduled_time=f"{9 + i:02d}1500",
+        patient_name=name,
+        patient_id=nhs,
+        issuer_of_patient_id="NHS",
+        patient_birth_date=born,
+        patient_sex="F",
+        study_instance_uid=f"1.2.826.0.1.3680043.8.498.5{i:05d}",
+        modality="MG",
+        scheduled_station_ae_title=STATION,
+        scheduled_location=SITE,
+        scheduled_step_description="Screening 4 views",
+    )
 
 
 @dataclass
@@ -50,39 +61,46 @@ class RunningWorklist:
 
 
 @pytest.fixture(scope="module")
-def worklist(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str,
-             token_file: Path) -> Iterator[RunningWorklist]:
+def worklist(
+    tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str, token_file: Path
+) -> Iterator[RunningWorklist]:
     tmp = tmp_path_factory.mktemp("worklist")
     clock = Clock("Europe/London")
     today, tomorrow = clock.today(), clock.today() + timedelta(days=1)
     # The cache the service will serve: two women today (one arrived), one tomorrow.
     key_file = tmp / "worklist.key"
     SpoolKey.generate().write_file(key_file)
-    cache = Cache(tmp / "data" / "worklist" / "worklist.sqlite",
-                  FieldCipher(SpoolKey.from_file(key_file)))
+    cache = Cache(
+        tmp / "data" / "worklist" / "worklist.sqlite", FieldCipher(SpoolKey.from_file(key_file))
+    )
     wl = Worklist(cache, SiteFilter(SITE, (STATION,), "MG"), "trailer-ctl", clock)
     wl.upsert(_step(0, today.strftime("%Y%m%d")), Source.DICOM_MWL)
     wl.upsert(_step(1, today.strftime("%Y%m%d")), Source.DICOM_MWL)
     wl.upsert(_step(2, tomorrow.strftime("%Y%m%d")), Source.DICOM_MWL)
-    wl.set_status(_step(1, "").replace(scheduled_date=today.strftime("%Y%m%d")).key,
-                  StepStatus.ARRIVED)
+    wl.set_status(
+        _step(1, "").replace(scheduled_date=today.strftime("%Y%m%d")).key, StepStatus.ARRIVED
+    )
     cache.close()
     http = free_port()
     log_path = tmp / "worklist.log"
-    proc = ServiceProcess([console_script("trailerlink-worklist")], env={
-        "TRAILERLINK_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-        "TRAILERLINK_DATA_DIR": str(tmp / "data"),
-        "TRAILERLINK_WORKLIST_KEY_FILE": str(key_file),
-        "TRAILERLINK_HTTP_HOST": "127.0.0.1",
-        "TRAILERLINK_HTTP_PORT": str(http),
-        "TRAILERLINK_DICOM_HOST": "127.0.0.1",
-        "TRAILERLINK_DICOM_PORT": str(free_port()),
-        "TRAILERLINK_SITE_CODE": SITE,
-        "TRAILERLINK_STATION_AE_TITLES": STATION,
-        "TRAILERLINK_UPSTREAM": "none",
-        "TRAILERLINK_TRAILER_ID": "trailer-ctl",
-        "TRAILERLINK_ADMIN_TOKEN_FILE": str(token_file),
-    }, log_path=log_path)
+    proc = ServiceProcess(
+        [console_script("trailerlink-worklist")],
+        env={
+            "TRAILERLINK_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+            "TRAILERLINK_DATA_DIR": str(tmp / "data"),
+            "TRAILERLINK_WORKLIST_KEY_FILE": str(key_file),
+            "TRAILERLINK_HTTP_HOST": "127.0.0.1",
+            "TRAILERLINK_HTTP_PORT": str(http),
+            "TRAILERLINK_DICOM_HOST": "127.0.0.1",
+            "TRAILERLINK_DICOM_PORT": str(free_port()),
+            "TRAILERLINK_SITE_CODE": SITE,
+            "TRAILERLINK_STATION_AE_TITLES": STATION,
+            "TRAILERLINK_UPSTREAM": "none",
+            "TRAILERLINK_TRAILER_ID": "trailer-ctl",
+            "TRAILERLINK_ADMIN_TOKEN_FILE": str(token_file),
+        },
+        log_path=log_path,
+    )
     proc.start()
     base = f"http://127.0.0.1:{http}"
     try:
@@ -94,8 +112,9 @@ def worklist(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str,
 
 @pytest.fixture
 def wctl(worklist: RunningWorklist, token_file: Path) -> Ctl:
-    return Ctl({"TRAILERLINKCTL_TOKEN_FILE": str(token_file),
-                "TRAILERLINKCTL_WORKLIST_URL": worklist.base})
+    return Ctl(
+        {"TRAILERLINKCTL_TOKEN_FILE": str(token_file), "TRAILERLINKCTL_WORKLIST_URL": worklist.base}
+    )
 
 
 def test_names_are_hidden_by_default(wctl: Ctl, worklist: RunningWorklist) -> None:
@@ -117,8 +136,7 @@ def test_names_are_hidden_by_default(wctl: Ctl, worklist: RunningWorklist) -> No
             assert secret not in result.out and secret not in human.out
 
 
-def test_show_names_is_audited_without_the_names(wctl: Ctl,
-                                                 worklist: RunningWorklist) -> None:
+def test_show_names_is_audited_without_the_names(wctl: Ctl, worklist: RunningWorklist) -> None:
     result = wctl("worklist", "show", "--date", worklist.tomorrow, "--show-names", "--json")
     assert result.code == 0, result.err
     doc = result.json()
@@ -130,14 +148,20 @@ def test_show_names_is_audited_without_the_names(wctl: Ctl,
 
     import httpx
 
-    audit = httpx.get(f"{worklist.base}/v1/admin/worklist/audit",
-                      headers={"Authorization": f"Bearer {_token(wctl)}"}, timeout=10).json()
+    audit = httpx.get(
+        f"{worklist.base}/v1/admin/worklist/audit",
+        headers={"Authorization": f"Bearer {_token(wctl)}"},
+        timeout=10,
+    ).json()
     day = worklist.tomorrow.replace("-", "")
     records = [r for r in audit["records"] if r["action"] == "worklist_names_shown"]
     assert any(r["detail"] == f"date={day} steps=1" for r in records), records
     assert all(r["actor"] for r in records)
-    logged = [json.loads(line) for line in worklist.log_path.read_text().splitlines()
-              if line.startswith("{")]
+    logged = [
+        json.loads(line)
+        for line in worklist.log_path.read_text().splitlines()
+        if line.startswith("{")
+    ]
     shown = [e for e in logged if "patient names" in e.get("message", e.get("msg", ""))]
     assert any(e.get("date") == day and e.get("actor") for e in shown), shown[-3:]
     text = worklist.log_path.read_text()

@@ -77,13 +77,19 @@ class Gateway:
 
 
 @pytest.fixture
-def gateway_factory(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str
-                    ) -> Iterator[Callable[..., Gateway]]:
+def gateway_factory(
+    tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str
+) -> Iterator[Callable[..., Gateway]]:
     """Start gateways (subprocesses); every one is killed at the end of the test."""
     started: list[Gateway] = []
 
-    def start(peers: str = "MG1,ECHOSCU,STORESCU,STORE1,STORE2", *,
-              data_dir: Path | None = None, wait: bool = True, **settings: object) -> Gateway:
+    def start(
+        peers: str = "MG1,ECHOSCU,STORESCU,STORE1,STORE2",
+        *,
+        data_dir: Path | None = None,
+        wait: bool = True,
+        **settings: object,
+    ) -> Gateway:
         base = tmp_path_factory.mktemp("gateway")
         data_dir = data_dir or base / "data"
         key = SpoolKey.generate()
@@ -103,8 +109,9 @@ def gateway_factory(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: s
             "TRAILERLINK_LOG_LEVEL": "INFO",
             **{f"TRAILERLINK_{k.upper()}": str(v) for k, v in settings.items()},
         }
-        proc = ServiceProcess([console_script("trailerlink-gateway")], env=env,
-                              log_path=base / "gateway.log")
+        proc = ServiceProcess(
+            [console_script("trailerlink-gateway")], env=env, log_path=base / "gateway.log"
+        )
         gateway = Gateway(proc, dicom_port, http_port, data_dir, key, env)
         started.append(gateway)
         proc.start()
@@ -131,12 +138,30 @@ _SENDING = re.compile(r"Sending file: (.+)$")
 _RESPONSE = re.compile(r"Received Store Response( \(([^)]*)\))?")
 
 
-def storescu(port: int, files: Sequence[Path], *, calling: str = MODALITY_AE,
-             called: str = AE_TITLE, options: Sequence[str] = (), timeout: float = 300
-             ) -> StoreRun:
+def storescu(
+    port: int,
+    files: Sequence[Path],
+    *,
+    calling: str = MODALITY_AE,
+    called: str = AE_TITLE,
+    options: Sequence[str] = (),
+    timeout: float = 300,
+) -> StoreRun:
     """Send ``files`` with dcmtk storescu; parse which ones the gateway acknowledged."""
-    argv = ["storescu", "-v", "-nh", "-R", "-aet", calling, "-aec", called, *options,
-            "127.0.0.1", str(port), *map(str, files)]
+    argv = [
+        "storescu",
+        "-v",
+        "-nh",
+        "-R",
+        "-aet",
+        calling,
+        "-aec",
+        called,
+        *options,
+        "127.0.0.1",
+        str(port),
+        *map(str, files),
+    ]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
     output = done.stdout + done.stderr
     return _parse_storescu(done.returncode, output)
@@ -162,11 +187,24 @@ def _parse_storescu(returncode: int, output: str) -> StoreRun:
     return StoreRun(returncode, succeeded, failed, output)
 
 
-def storescu_popen(port: int, files: Sequence[Path], *, calling: str = MODALITY_AE,
-                   options: Sequence[str] = ()) -> subprocess.Popen[str]:
+def storescu_popen(
+    port: int, files: Sequence[Path], *, calling: str = MODALITY_AE, options: Sequence[str] = ()
+) -> subprocess.Popen[str]:
     """storescu in the background (for tests that kill one side mid-transfer)."""
-    argv = ["storescu", "-v", "-nh", "-R", "-aet", calling, "-aec", AE_TITLE, *options,
-            "127.0.0.1", str(port), *map(str, files)]
+    argv = [
+        "storescu",
+        "-v",
+        "-nh",
+        "-R",
+        "-aet",
+        calling,
+        "-aec",
+        AE_TITLE,
+        *options,
+        "127.0.0.1",
+        str(port),
+        *map(str, files),
+    ]
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -175,15 +213,22 @@ def finish_storescu(proc: subprocess.Popen[str], timeout: float = 300) -> StoreR
     return _parse_storescu(proc.returncode, output)
 
 
-def echoscu(port: int, *, calling: str = "ECHOSCU", called: str = AE_TITLE
-            ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["echoscu", "-aet", calling, "-aec", called, "127.0.0.1", str(port)],
-                          capture_output=True, text=True, timeout=60, check=False)
+def echoscu(
+    port: int, *, calling: str = "ECHOSCU", called: str = AE_TITLE
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["echoscu", "-aet", calling, "-aec", called, "127.0.0.1", str(port)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 async def _read_topic_to_end(bootstrap: str, topic: str) -> list:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
-                                enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False
+    )
     await consumer.start()
     events = []
     try:

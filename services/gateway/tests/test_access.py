@@ -36,6 +36,8 @@ def test_bad_peer_entries_are_config_errors(bad: str) -> None:
 
 def test_commitment_peers() -> None:
     assert parse_commitment_peers("MG1=10.0.0.5:104, MG2=[::1]:11112") == {
-        "MG1": ("10.0.0.5", 104), "MG2": ("::1", 11112)}
+        "MG1": ("10.0.0.5", 104),
+        "MG2": ("::1", 11112),
+    }
     with pytest.raises(ValueError):
         parse_commitment_peers("MG1=host")

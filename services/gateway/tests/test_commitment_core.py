@@ -17,10 +17,28 @@ from trailerlink_spool.index import STATUS_CONFLICT, STATUS_RECEIVED, SpoolEntry
 MG = "1.2.840.10008.5.1.4.1.1.1.2"
 
 
-def copy(uid: str, sha: str = "a" * 64, status: str = STATUS_RECEIVED,
-         sop_class: str = MG) -> SpoolEntry:
-    return SpoolEntry("r" + uid, uid, sop_class, "1.2", "1.2.1", "1.2.840.10008.1.2.1", "MG1",
-                      10, "f" * 64, 5, sha, 80, f"objects/x/{uid}.tlspool", "k", 1.0, 1, status)
+def copy(
+    uid: str, sha: str = "a" * 64, status: str = STATUS_RECEIVED, sop_class: str = MG
+) -> SpoolEntry:
+    return SpoolEntry(
+        "r" + uid,
+        uid,
+        sop_class,
+        "1.2",
+        "1.2.1",
+        "1.2.840.10008.1.2.1",
+        "MG1",
+        10,
+        "f" * 64,
+        5,
+        sha,
+        80,
+        f"objects/x/{uid}.tlspool",
+        "k",
+        1.0,
+        1,
+        status,
+    )
 
 
 def request(*uids: str, deadline: float = 1000.0) -> CommitRequest:
@@ -62,12 +80,16 @@ def test_permanent_failure_fails_and_transient_failure_waits() -> None:
 
 def test_conflicting_copy_and_wrong_class_fail() -> None:
     req = request("1.1", "1.2")
-    copies = {"1.1": [copy("1.1"), copy("1.1", "c" * 64, STATUS_CONFLICT)],
-              "1.2": [copy("1.2", sop_class="1.2.840.10008.5.1.4.1.1.7")]}
+    copies = {
+        "1.1": [copy("1.1"), copy("1.1", "c" * 64, STATUS_CONFLICT)],
+        "1.2": [copy("1.2", sop_class="1.2.840.10008.5.1.4.1.1.7")],
+    }
     verdict = judge(req, copies, {"1.1": [Outcome(True, "a" * 64)]}, now=1)
     assert verdict.ready
-    assert [r for _, r in verdict.failed] == [CommitFailure.PROCESSING_FAILURE,
-                                              CommitFailure.CLASS_INSTANCE_CONFLICT]
+    assert [r for _, r in verdict.failed] == [
+        CommitFailure.PROCESSING_FAILURE,
+        CommitFailure.CLASS_INSTANCE_CONFLICT,
+    ]
 
 
 def test_deadline_reports_outstanding_as_failed_for_now() -> None:

@@ -54,13 +54,18 @@ def _publish_delivered(bootstrap: str, gateway, sop: str) -> None:
         try:
             event = ObjectDelivered(
                 meta=new_meta("test-ingest", gateway.env["TRAILERLINK_TRAILER_ID"]),
-                object=ObjectIdentity(study_instance_uid=copy.study_instance_uid,
-                                      series_instance_uid=copy.series_instance_uid,
-                                      sop_instance_uid=sop, sop_class_uid=copy.sop_class_uid,
-                                      transfer_syntax_uid=copy.transfer_syntax_uid),
-                dataset_sha256=copy.dataset_sha256, pacs_ae_title="PACS",
+                object=ObjectIdentity(
+                    study_instance_uid=copy.study_instance_uid,
+                    series_instance_uid=copy.series_instance_uid,
+                    sop_instance_uid=sop,
+                    sop_class_uid=copy.sop_class_uid,
+                    transfer_syntax_uid=copy.transfer_syntax_uid,
+                ),
+                dataset_sha256=copy.dataset_sha256,
+                pacs_ae_title="PACS",
                 stored_transfer_syntax_uid=copy.transfer_syntax_uid,
-                delivered_at=timestamp())
+                delivered_at=timestamp(),
+            )
             await producer.publish(OBJECT_DELIVERED, copy.study_instance_uid, event)
         finally:
             await producer.stop()
@@ -103,39 +108,50 @@ def _store(assoc, paths: list[Path]) -> None:
 
 
 def _refs(ds: Dataset, keyword: str) -> dict[str, int]:
-    return {str(r.ReferencedSOPInstanceUID): int(r.get("FailureReason", 0))
-            for r in ds.get(keyword, [])}
+    return {
+        str(r.ReferencedSOPInstanceUID): int(r.get("FailureReason", 0)) for r in ds.get(keyword, [])
+    }
 
 
 def test_report_waits_for_pacs_and_survives_a_gateway_restart(
-        gateway_factory, kafka_bootstrap: str, tmp_path: Path) -> None:
+    gateway_factory, kafka_bootstrap: str, tmp_path: Path
+) -> None:
     # The modality listens for reports that come on a new association.
     reports = Reports()
     listener_port = free_port()
     listener = AE(ae_title="MG1")
     listener.add_supported_context(StorageCommitmentPushModel, scu_role=True, scp_role=True)
-    server = listener.start_server(("127.0.0.1", listener_port), block=False,
-                                   evt_handlers=[(evt.EVT_N_EVENT_REPORT, reports.handler)])
+    server = listener.start_server(
+        ("127.0.0.1", listener_port),
+        block=False,
+        evt_handlers=[(evt.EVT_N_EVENT_REPORT, reports.handler)],
+    )
     try:
-        gateway = gateway_factory(peers="MG1",
-                                  commitment_peers=f"MG1=127.0.0.1:{listener_port}")
+        gateway = gateway_factory(peers="MG1", commitment_peers=f"MG1=127.0.0.1:{listener_port}")
         study = write_study(tmp_path / "study", 2, rows=64, columns=64)
         sops = [o.sop_instance_uid for o in study]
         assoc = _modality_ae().associate("127.0.0.1", gateway.dicom_port, ae_title="TRAILERLINK")
         assert assoc.is_established
         _store(assoc, [o.path for o in study])
-        status, _ = assoc.send_n_action(_commit_request("1.2.826.0.1.3680043.8.498.77",
-                                                        [*sops, NEVER_RECEIVED]),
-                                        1, StorageCommitmentPushModel, COMMITMENT_INSTANCE)
+        status, _ = assoc.send_n_action(
+            _commit_request("1.2.826.0.1.3680043.8.498.77", [*sops, NEVER_RECEIVED]),
+            1,
+            StorageCommitmentPushModel,
+            COMMITMENT_INSTANCE,
+        )
         assert status.Status == 0x0000
         assoc.release()
 
         _publish_delivered(kafka_bootstrap, gateway, sops[0])
         wait_until(lambda: _outcome_recorded(gateway, sops[0]), 60, "first delivery recorded")
         seen = time.time()
-        wait_until(lambda: gateway.metric(
-            "trailerlink_gateway_commitment_last_pass_timestamp_seconds") > seen, 30,
-            "a commitment pass after the first delivery")
+        wait_until(
+            lambda: (
+                gateway.metric("trailerlink_gateway_commitment_last_pass_timestamp_seconds") > seen
+            ),
+            30,
+            "a commitment pass after the first delivery",
+        )
         assert reports.items == [], "reported before every instance was in PACS"
 
         gateway.kill9()  # the request must survive
@@ -150,26 +166,37 @@ def test_report_waits_for_pacs_and_survives_a_gateway_restart(
     assert str(info.TransactionUID) == "1.2.826.0.1.3680043.8.498.77"
     assert _refs(info, "ReferencedSOPSequence") == dict.fromkeys(sops, 0)
     assert _refs(info, "FailedSOPSequence") == {
-        NEVER_RECEIVED: int(CommitFailure.NO_SUCH_OBJECT_INSTANCE)}
-    assert gateway.metric("trailerlink_gateway_commitments_answered_total",
-                          result="some_failed") == 1
+        NEVER_RECEIVED: int(CommitFailure.NO_SUCH_OBJECT_INSTANCE)
+    }
+    assert (
+        gateway.metric("trailerlink_gateway_commitments_answered_total", result="some_failed") == 1
+    )
 
 
 def test_report_on_the_same_association_and_failed_for_now_at_the_deadline(
-        gateway_factory, kafka_bootstrap: str, tmp_path: Path) -> None:
+    gateway_factory, kafka_bootstrap: str, tmp_path: Path
+) -> None:
     gateway = gateway_factory(peers="MG1", commitment_deadline_seconds=3)
     study = write_study(tmp_path / "study", 2, rows=64, columns=64)
     sops = [o.sop_instance_uid for o in study]
     reports = Reports()
-    assoc = _modality_ae().associate("127.0.0.1", gateway.dicom_port, ae_title="TRAILERLINK",
-                                     evt_handlers=[(evt.EVT_N_EVENT_REPORT, reports.handler)])
+    assoc = _modality_ae().associate(
+        "127.0.0.1",
+        gateway.dicom_port,
+        ae_title="TRAILERLINK",
+        evt_handlers=[(evt.EVT_N_EVENT_REPORT, reports.handler)],
+    )
     assert assoc.is_established
     try:
         _store(assoc, [o.path for o in study])
         _publish_delivered(kafka_bootstrap, gateway, sops[0])
         wait_until(lambda: _outcome_recorded(gateway, sops[0]), 60, "delivery recorded")
-        status, _ = assoc.send_n_action(_commit_request("1.2.826.0.1.3680043.8.498.78", sops),
-                                        1, StorageCommitmentPushModel, COMMITMENT_INSTANCE)
+        status, _ = assoc.send_n_action(
+            _commit_request("1.2.826.0.1.3680043.8.498.78", sops),
+            1,
+            StorageCommitmentPushModel,
+            COMMITMENT_INSTANCE,
+        )
         assert status.Status == 0x0000
         # sops[1] never reaches PACS: at the deadline it is reported failed (for now).
         wait_until(lambda: reports.items, 30, "the N-EVENT-REPORT on the open association")
@@ -178,5 +205,4 @@ def test_report_on_the_same_association_and_failed_for_now_at_the_deadline(
     [(event_type, info)] = reports.items
     assert event_type == 2
     assert _refs(info, "ReferencedSOPSequence") == {sops[0]: 0}
-    assert _refs(info, "FailedSOPSequence") == {
-        sops[1]: int(CommitFailure.RESOURCE_LIMITATION)}
+    assert _refs(info, "FailedSOPSequence") == {sops[1]: int(CommitFailure.RESOURCE_LIMITATION)}

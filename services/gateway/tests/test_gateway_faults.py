@@ -22,8 +22,11 @@ pytestmark = pytest.mark.kafka
 def _received_once(gateway, topic_events, sops: set[str]) -> None:
     wait_until(lambda: gateway.index().outbox.pending_count() == 0, 90, "outbox drained")
     trailer = gateway.env["TRAILERLINK_TRAILER_ID"]
-    counts = Counter(e.object.sop_instance_uid for e in topic_events(OBJECT_RECEIVED)
-                     if e.meta.trailer_id == trailer)
+    counts = Counter(
+        e.object.sop_instance_uid
+        for e in topic_events(OBJECT_RECEIVED)
+        if e.meta.trailer_id == trailer
+    )
     assert {s: counts[s] for s in sops} == dict.fromkeys(sops, 1)
 
 
@@ -32,13 +35,14 @@ def _durable_and_exact(gateway, path: Path, sop: str) -> None:
     assert len(copies) == 1, f"{len(copies)} copies of an acknowledged object"
     plain = decrypt_to_bytes(gateway.layout.resolve(copies[0].spool_path), gateway.keyring)
     sent = dataset_bytes(path)
-    assert plain[dataset_offset(plain):] == sent
+    assert plain[dataset_offset(plain) :] == sent
     assert copies[0].dataset_sha256 == hashlib.sha256(sent).hexdigest()
 
 
 @pytest.mark.slow
 def test_store_success_means_durable_after_kill9(
-        gateway_factory, modality, topic_events, tmp_path: Path) -> None:
+    gateway_factory, modality, topic_events, tmp_path: Path
+) -> None:
     gateway = gateway_factory()
     study = write_study(tmp_path / "study", 100, rows=256, columns=256)
     sop_of = {o.path: o.sop_instance_uid for o in study}
@@ -54,8 +58,13 @@ def test_store_success_means_durable_after_kill9(
             # Kill at a random point of the run: after a random number of new objects,
             # while the next one is (most likely) on the wire or being committed.
             target = len(gateway.layout.iter_object_files()) + rng.randint(3, 15)
-            wait_until(lambda t=target, s=sender: s.poll() is not None
-                       or len(gateway.layout.iter_object_files()) >= t, 120, "progress")
+            wait_until(
+                lambda t=target, s=sender: (
+                    s.poll() is not None or len(gateway.layout.iter_object_files()) >= t
+                ),
+                120,
+                "progress",
+            )
             gateway.kill9()
             kills += 1
         run = modality.finish_storescu(sender)
@@ -73,7 +82,8 @@ def test_store_success_means_durable_after_kill9(
 
 
 def test_stores_succeed_while_kafka_is_down_and_events_follow(
-        gateway_factory, kafka_broker, modality, topic_events, tmp_path: Path) -> None:
+    gateway_factory, kafka_broker, modality, topic_events, tmp_path: Path
+) -> None:
     gateway = gateway_factory(publish_wait_seconds=1)
     warmup = write_study(tmp_path / "warmup", 1, rows=64, columns=64)
     assert modality.storescu(gateway.dicom_port, [warmup[0].path]).succeeded
@@ -96,8 +106,11 @@ def small_filesystem(tmp_path: Path):
     """A 96 MiB tmpfs, so that 'the disk is full' is real and nobody else's."""
     mount = tmp_path / "spoolfs"
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96m", "tmpfs", str(mount)],
-                          capture_output=True, check=False)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=96m", "tmpfs", str(mount)],
+        capture_output=True,
+        check=False,
+    )
     if done.returncode != 0:
         pytest.skip("cannot mount a tmpfs here (needs root)")
     yield mount
@@ -105,9 +118,11 @@ def small_filesystem(tmp_path: Path):
 
 
 def test_stores_refused_below_watermark_until_space_frees(
-        gateway_factory, modality, small_filesystem: Path, tmp_path: Path) -> None:
-    gateway = gateway_factory(spool_dir=small_filesystem / "spool",
-                              spool_min_free_bytes=48 * 1024 * 1024)
+    gateway_factory, modality, small_filesystem: Path, tmp_path: Path
+) -> None:
+    gateway = gateway_factory(
+        spool_dir=small_filesystem / "spool", spool_min_free_bytes=48 * 1024 * 1024
+    )
     study = write_study(tmp_path / "study", 2, rows=128, columns=128)
     filler = small_filesystem / "filler"
     with open(filler, "wb") as f:

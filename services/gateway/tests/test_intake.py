@@ -54,8 +54,14 @@ def key() -> SpoolKey:
 @pytest.fixture
 def intake(tmp_path: Path, key: SpoolKey, disk: Disk) -> Intake:
     layout = SpoolLayout(tmp_path / "spool")
-    return Intake(layout=layout, index=SpoolIndex(layout), key=key, trailer_id="trailer-test",
-                  min_free_bytes=10**9, free_bytes=disk)
+    return Intake(
+        layout=layout,
+        index=SpoolIndex(layout),
+        key=key,
+        trailer_id="trailer-test",
+        min_free_bytes=10**9,
+        free_bytes=disk,
+    )
 
 
 @pytest.fixture
@@ -63,11 +69,19 @@ def image(tmp_path: Path) -> SyntheticObject:
     return write_synthetic(tmp_path / "in" / "a.dcm", rows=128, columns=96)
 
 
-def store(intake: Intake, data: bytes, obj: SyntheticObject, *, sop: str | None = None,
-          sop_class: str = DIGITAL_MAMMOGRAPHY_FOR_PRESENTATION, priority: int = 0,
-          chunk: int = 16384):
-    incoming = intake.begin(StoreRequest(sop_class, sop or obj.sop_instance_uid, TS, "MG1",
-                                         priority))
+def store(
+    intake: Intake,
+    data: bytes,
+    obj: SyntheticObject,
+    *,
+    sop: str | None = None,
+    sop_class: str = DIGITAL_MAMMOGRAPHY_FOR_PRESENTATION,
+    priority: int = 0,
+    chunk: int = 16384,
+):
+    incoming = intake.begin(
+        StoreRequest(sop_class, sop or obj.sop_instance_uid, TS, "MG1", priority)
+    )
     for i in range(0, len(data), chunk):
         incoming.write(data[i : i + chunk])
     return incoming.finish()
@@ -78,7 +92,8 @@ def files_under(root: Path) -> list[Path]:
 
 
 def test_stored_object_is_encrypted_part10_of_the_bytes_received(
-        intake: Intake, image: SyntheticObject, key: SpoolKey) -> None:
+    intake: Intake, image: SyntheticObject, key: SpoolKey
+) -> None:
     data = dataset_bytes(image.path)
     result = store(intake, data, image)
     assert result.status == SUCCESS and result.outcome == "stored"
@@ -88,8 +103,7 @@ def test_stored_object_is_encrypted_part10_of_the_bytes_received(
     raw = path.read_bytes()
     assert raw[128:132] != b"DICM" and b"SYNTHETIC" not in raw and data[:200] not in raw
     plain = decrypt_to_bytes(path, SpoolKeyring(key))
-    meta = file_meta_bytes(DIGITAL_MAMMOGRAPHY_FOR_PRESENTATION, image.sop_instance_uid, TS,
-                           "MG1")
+    meta = file_meta_bytes(DIGITAL_MAMMOGRAPHY_FOR_PRESENTATION, image.sop_instance_uid, TS, "MG1")
     assert plain == meta + data
     assert entry.file_sha256 == hashlib.sha256(plain).hexdigest()
     assert entry.dataset_sha256 == hashlib.sha256(data).hexdigest()
@@ -116,7 +130,8 @@ def test_high_priority_store_is_urgent(intake: Intake, image: SyntheticObject) -
 
 
 def test_resend_of_same_bytes_is_success_without_a_second_copy_or_event(
-        intake: Intake, image: SyntheticObject) -> None:
+    intake: Intake, image: SyntheticObject
+) -> None:
     data = dataset_bytes(image.path)
     first = store(intake, data, image)
     again = store(intake, data, image, chunk=999)
@@ -127,12 +142,18 @@ def test_resend_of_same_bytes_is_success_without_a_second_copy_or_event(
 
 
 def test_same_uid_with_different_bytes_keeps_both_and_raises_a_conflict(
-        intake: Intake, image: SyntheticObject, tmp_path: Path) -> None:
+    intake: Intake, image: SyntheticObject, tmp_path: Path
+) -> None:
     store(intake, dataset_bytes(image.path), image)
-    other = write_synthetic(tmp_path / "in" / "b.dcm", rows=128, columns=96, seed=7,
-                            study_instance_uid=image.study_instance_uid,
-                            series_instance_uid=image.series_instance_uid,
-                            sop_instance_uid=image.sop_instance_uid)
+    other = write_synthetic(
+        tmp_path / "in" / "b.dcm",
+        rows=128,
+        columns=96,
+        seed=7,
+        study_instance_uid=image.study_instance_uid,
+        series_instance_uid=image.series_instance_uid,
+        sop_instance_uid=image.sop_instance_uid,
+    )
     result = store(intake, dataset_bytes(other.path), other)
     assert result.status == SUCCESS and result.outcome == "conflict"
     assert len(files_under(intake.layout.root)) == 2
@@ -144,7 +165,8 @@ def test_same_uid_with_different_bytes_keeps_both_and_raises_a_conflict(
 
 
 def test_below_watermark_refuses_until_space_frees(
-        intake: Intake, image: SyntheticObject, disk: Disk) -> None:
+    intake: Intake, image: SyntheticObject, disk: Disk
+) -> None:
     data = dataset_bytes(image.path)
     disk.free = intake.min_free_bytes - 1
     refused = store(intake, data, image)
@@ -155,12 +177,12 @@ def test_below_watermark_refuses_until_space_frees(
     assert store(intake, data, image).status == SUCCESS
 
 
-def test_disk_filling_during_a_store_refuses_it(
-        intake: Intake, tmp_path: Path, disk: Disk) -> None:
+def test_disk_filling_during_a_store_refuses_it(intake: Intake, tmp_path: Path, disk: Disk) -> None:
     big = write_synthetic(tmp_path / "in" / "big.dcm", rows=2048, columns=2048)  # 8 MiB
     data = dataset_bytes(big.path) * 3
-    incoming = intake.begin(StoreRequest(DIGITAL_MAMMOGRAPHY_FOR_PRESENTATION,
-                                         big.sop_instance_uid, TS, "MG1"))
+    incoming = intake.begin(
+        StoreRequest(DIGITAL_MAMMOGRAPHY_FOR_PRESENTATION, big.sop_instance_uid, TS, "MG1")
+    )
     incoming.write(data[: len(data) // 2])
     disk.free = intake.min_free_bytes // 4
     incoming.write(data[len(data) // 2 :])
@@ -170,7 +192,8 @@ def test_disk_filling_during_a_store_refuses_it(
 
 @pytest.mark.parametrize("garbage", [b"\x08\x00\x16\x00UI\xff\xff" + b"x" * 100, b"\x01" * 5])
 def test_unparseable_data_set_is_refused_and_leaves_nothing(
-        intake: Intake, image: SyntheticObject, garbage: bytes) -> None:
+    intake: Intake, image: SyntheticObject, garbage: bytes
+) -> None:
     result = store(intake, garbage, image)
     assert result.status == CANNOT_UNDERSTAND
     assert "parse" in result.comment
@@ -187,18 +210,23 @@ def test_truncated_data_set_is_refused(intake: Intake, image: SyntheticObject) -
 def test_request_and_data_set_must_agree(intake: Intake, image: SyntheticObject) -> None:
     data = dataset_bytes(image.path)
     assert store(intake, data, image, sop="1.2.3.999").status == CANNOT_UNDERSTAND
-    assert store(intake, data, image, sop_class="1.2.840.10008.5.1.4.1.1.1.2.1"
-                 ).status == DATASET_DOES_NOT_MATCH_SOP_CLASS
-    assert store(intake, data, image, sop_class="1.2.840.10008.5.1.4.1.1.2"
-                 ).status == SOP_CLASS_NOT_SUPPORTED
+    assert (
+        store(intake, data, image, sop_class="1.2.840.10008.5.1.4.1.1.1.2.1").status
+        == DATASET_DOES_NOT_MATCH_SOP_CLASS
+    )
+    assert (
+        store(intake, data, image, sop_class="1.2.840.10008.5.1.4.1.1.2").status
+        == SOP_CLASS_NOT_SUPPORTED
+    )
     assert store(intake, data, image, sop="../../etc/passwd").status == CANNOT_UNDERSTAND
     assert files_under(intake.layout.root) == []
 
 
 def test_abandoned_store_leaves_nothing(intake: Intake, image: SyntheticObject) -> None:
     data = dataset_bytes(image.path)
-    incoming = intake.begin(StoreRequest(DIGITAL_MAMMOGRAPHY_FOR_PRESENTATION,
-                                         image.sop_instance_uid, TS, "MG1"))
+    incoming = intake.begin(
+        StoreRequest(DIGITAL_MAMMOGRAPHY_FOR_PRESENTATION, image.sop_instance_uid, TS, "MG1")
+    )
     incoming.write(data[:5000])
     incoming.abandon()
     assert files_under(intake.layout.root) == []
@@ -206,7 +234,8 @@ def test_abandoned_store_leaves_nothing(intake: Intake, image: SyntheticObject) 
 
 
 def test_recover_removes_temporaries_and_orphans_but_not_recorded_objects(
-        intake: Intake, image: SyntheticObject) -> None:
+    intake: Intake, image: SyntheticObject
+) -> None:
     kept = store(intake, dataset_bytes(image.path), image).entry
     day = intake.layout.resolve(kept.spool_path).parent
     (day / ".1.2.3.r.tlspool.xyz.partial").write_bytes(b"half")

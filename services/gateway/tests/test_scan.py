@@ -27,9 +27,17 @@ from trailerlink_testing.dicom import dataset_bytes, write_synthetic
 
 TEST_FILES = Path(os.path.dirname(pydicom.data.__file__)) / "test_files"
 REAL_FILES = [
-    "SC_rgb_rle.dcm", "image_dfl.dcm", "test-SR.dcm", "SC_rgb_small_odd_big_endian.dcm",
-    "JPEG2000.dcm", "SC_rgb_jpeg_gdcm.dcm", "SC_rgb_jpeg_dcmd.dcm", "reportsi.dcm",
-    "SC_rgb_rle_16bit_2frame.dcm", "GDCMJ2K_TextGBR.dcm", "JPGExtended.dcm",
+    "SC_rgb_rle.dcm",
+    "image_dfl.dcm",
+    "test-SR.dcm",
+    "SC_rgb_small_odd_big_endian.dcm",
+    "JPEG2000.dcm",
+    "SC_rgb_jpeg_gdcm.dcm",
+    "SC_rgb_jpeg_dcmd.dcm",
+    "reportsi.dcm",
+    "SC_rgb_rle_16bit_2frame.dcm",
+    "GDCMJ2K_TextGBR.dcm",
+    "JPGExtended.dcm",
 ]
 
 
@@ -43,7 +51,7 @@ def _scan(data: bytes, ts: str, chunk: int = 4096) -> object:
 def _real(name: str) -> tuple[bytes, str, Dataset]:
     raw = (TEST_FILES / name).read_bytes()
     ds = dcmread(TEST_FILES / name)
-    return raw[dataset_offset(raw):], str(ds.file_meta.TransferSyntaxUID), ds
+    return raw[dataset_offset(raw) :], str(ds.file_meta.TransferSyntaxUID), ds
 
 
 @pytest.mark.parametrize("name", REAL_FILES)
@@ -65,8 +73,9 @@ def test_chunking_never_changes_the_result(name: str, chunk: int) -> None:
 
 
 @settings(max_examples=60, deadline=None)
-@given(name=st.sampled_from([n for n in REAL_FILES if n != "image_dfl.dcm"]),
-       cut=st.floats(0.0, 0.999))
+@given(
+    name=st.sampled_from([n for n in REAL_FILES if n != "image_dfl.dcm"]), cut=st.floats(0.0, 0.999)
+)
 def test_truncated_pixel_data_is_refused(name: str, cut: float) -> None:
     data, ts, _ = _real(name)
     # Cut inside the last element (pixel data or SR content): never at a boundary.
@@ -100,8 +109,9 @@ def _uids(ds: Dataset) -> Dataset:
     return ds
 
 
-@pytest.mark.parametrize("ts", [ExplicitVRLittleEndian, ImplicitVRLittleEndian,
-                                ExplicitVRBigEndian])
+@pytest.mark.parametrize(
+    "ts", [ExplicitVRLittleEndian, ImplicitVRLittleEndian, ExplicitVRBigEndian]
+)
 def test_nested_sequences_of_undefined_length(ts: str) -> None:
     ds = _uids(Dataset())
     inner = Dataset()
@@ -155,8 +165,13 @@ def test_missing_uids_are_refused() -> None:
 
 
 def test_synthetic_mammogram_with_frames(tmp_path: Path) -> None:
-    obj = write_synthetic(tmp_path / "dbt.dcm", rows=64, columns=48, frames=5,
-                          sop_class_uid="1.2.840.10008.5.1.4.1.1.13.1.3")
+    obj = write_synthetic(
+        tmp_path / "dbt.dcm",
+        rows=64,
+        columns=48,
+        frames=5,
+        sop_class_uid="1.2.840.10008.5.1.4.1.1.13.1.3",
+    )
     summary = _scan(dataset_bytes(obj.path), ExplicitVRLittleEndian, 1000)
     assert summary.number_of_frames == 5
     assert summary.sop_instance_uid == obj.sop_instance_uid

@@ -62,13 +62,22 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     ca = make_ca()
     ca.write(directory / "ca.crt", directory / "ca.key")
     result = Pki(directory, ca)
-    result.add("server", issue(ca, "localhost", server=True, dns_names=["localhost"],
-                               ip_addresses=["127.0.0.1"]))
+    result.add(
+        "server",
+        issue(ca, "localhost", server=True, dns_names=["localhost"], ip_addresses=["127.0.0.1"]),
+    )
     for trailer in TRAILERS:
         result.add(trailer, issue(ca, trailer))
     now = dt.datetime.now(dt.UTC)
-    result.add("expired", issue(ca, "trailer-01", not_before=now - dt.timedelta(days=30),
-                                not_after=now - dt.timedelta(days=1)))
+    result.add(
+        "expired",
+        issue(
+            ca,
+            "trailer-01",
+            not_before=now - dt.timedelta(days=30),
+            not_after=now - dt.timedelta(days=1),
+        ),
+    )
     result.add("not-listed", issue(ca, "trailer-99"))
     other = make_ca("some other CA")
     result.add("other-ca", issue(other, "trailer-01"))
@@ -96,8 +105,14 @@ class SealedObject:
         return {k: str(v) for k, v in self.meta.to_dict().items() if str(v) != ""}
 
 
-def make_object(directory: Path, key: OpeningKey, *, spec: MGSpec | None = None,
-                sop_uid: str | None = None, seed: int = 0) -> SealedObject:
+def make_object(
+    directory: Path,
+    key: OpeningKey,
+    *,
+    spec: MGSpec | None = None,
+    sop_uid: str | None = None,
+    seed: int = 0,
+) -> SealedObject:
     spec = spec or MGSpec(seed=seed)
     if sop_uid:
         spec.sop_uid = sop_uid
@@ -108,16 +123,21 @@ def make_object(directory: Path, key: OpeningKey, *, spec: MGSpec | None = None,
     sealed = directory / f"{name}.sealed"
     result = seal(original, sealed, key.recipient)
     meta = UploadMetadata(
-        sop_instance_uid=spec.sop_uid, study_instance_uid=spec.study_uid,
-        series_instance_uid=spec.series_uid, sop_class_uid=spec.sop_class or DIGITAL_MG,
-        transfer_syntax_uid=spec.transfer_syntax, dataset_sha256=result.dataset_sha256 or "",
-        file_sha256=result.original_sha256, sealed_size=result.sealed_size,
-        key_id=result.key_id)
+        sop_instance_uid=spec.sop_uid,
+        study_instance_uid=spec.study_uid,
+        series_instance_uid=spec.series_uid,
+        sop_class_uid=spec.sop_class or DIGITAL_MG,
+        transfer_syntax_uid=spec.transfer_syntax,
+        dataset_sha256=result.dataset_sha256 or "",
+        file_sha256=result.original_sha256,
+        sealed_size=result.sealed_size,
+        key_id=result.key_id,
+    )
     return SealedObject(original, sealed, meta)
 
 
 def dataset_sha256(part10: bytes) -> str:
-    return hashlib.sha256(part10[dataset_offset(part10[:65536]):]).hexdigest()
+    return hashlib.sha256(part10[dataset_offset(part10[:65536]) :]).hexdigest()
 
 
 @pytest.fixture
@@ -154,10 +174,19 @@ class Ingest:
     def client(self, cert: str = "trailer-01") -> TusClient:
         return TusClient(self.url, client_cert=self.pki.cert(cert))
 
-    def upload(self, obj: SealedObject, cert: str = "trailer-01", chunk_size: int = 1 << 20,
-               checksum: bool = True) -> str:
-        uploader = self.client(cert).uploader(file_path=str(obj.sealed), chunk_size=chunk_size,
-                                              metadata=obj.metadata, upload_checksum=checksum)
+    def upload(
+        self,
+        obj: SealedObject,
+        cert: str = "trailer-01",
+        chunk_size: int = 1 << 20,
+        checksum: bool = True,
+    ) -> str:
+        uploader = self.client(cert).uploader(
+            file_path=str(obj.sealed),
+            chunk_size=chunk_size,
+            metadata=obj.metadata,
+            upload_checksum=checksum,
+        )
         uploader.upload()
         return uploader.url.rsplit("/", 1)[-1]
 
@@ -172,8 +201,11 @@ class Ingest:
         out: list[dict[str, object]] = []
         with self.session(cert) as s:
             while True:
-                rsp = s.get(f"https://127.0.0.1:{self.tus_port}/v1/receipts",
-                            params={"after": after, "limit": 500}, timeout=10)
+                rsp = s.get(
+                    f"https://127.0.0.1:{self.tus_port}/v1/receipts",
+                    params={"after": after, "limit": 500},
+                    timeout=10,
+                )
                 rsp.raise_for_status()
                 body = rsp.json()
                 out += body["receipts"]
@@ -181,18 +213,26 @@ class Ingest:
                     return out
                 after = int(body["next_cursor"])
 
-    def wait_receipt(self, upload_id: str, cert: str = "trailer-01",
-                     timeout: float = 60) -> dict[str, object]:
+    def wait_receipt(
+        self, upload_id: str, cert: str = "trailer-01", timeout: float = 60
+    ) -> dict[str, object]:
         def find() -> dict[str, object] | None:
             return next((r for r in self.receipts(cert) if r["upload_id"] == upload_id), None)
 
         return wait_until(find, timeout, f"a receipt for upload {upload_id}", interval=0.2)
 
-    def write_access(self, allow: list[str], revoked: list[str] | None = None,
-                     revoked_serials: list[str] | None = None) -> None:
+    def write_access(
+        self,
+        allow: list[str],
+        revoked: list[str] | None = None,
+        revoked_serials: list[str] | None = None,
+    ) -> None:
         tmp = self.access_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"allow": allow, "revoked": revoked or [],
-                                   "revoked_serials": revoked_serials or []}))
+        tmp.write_text(
+            json.dumps(
+                {"allow": allow, "revoked": revoked or [], "revoked_serials": revoked_serials or []}
+            )
+        )
         os.replace(tmp, self.access_file)
 
     def metric(self, name: str) -> float:
@@ -214,13 +254,19 @@ class Ingest:
         return path.read_text(errors="replace") if path.exists() else ""
 
 
-def start_ingest(root: Path, pki: Pki, keys_dir: Path, kafka_bootstrap: str,
-                 pacs: Orthanc | None, *, ledger_dsn: str = "",
-                 extra_env: dict[str, str] | None = None) -> Ingest:
+def start_ingest(
+    root: Path,
+    pki: Pki,
+    keys_dir: Path,
+    kafka_bootstrap: str,
+    pacs: Orthanc | None,
+    *,
+    ledger_dsn: str = "",
+    extra_env: dict[str, str] | None = None,
+) -> Ingest:
     root.mkdir(parents=True, exist_ok=True)
     access = root / "access.json"
-    access.write_text(json.dumps({"allow": list(TRAILERS), "revoked": [],
-                                  "revoked_serials": []}))
+    access.write_text(json.dumps({"allow": list(TRAILERS), "revoked": [], "revoked_serials": []}))
     tus_port, http_port = free_port(), free_port()
     env = {
         "TRAILERLINK_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
@@ -248,21 +294,26 @@ def start_ingest(root: Path, pki: Pki, keys_dir: Path, kafka_bootstrap: str,
         "TRAILERLINK_SHUTDOWN_GRACE_SECONDS": "5",
         **(extra_env or {}),
     }
-    proc = ServiceProcess([console_script("trailerlink-ingest")], env=env,
-                          log_path=root / "ingest.log")
+    proc = ServiceProcess(
+        [console_script("trailerlink-ingest")], env=env, log_path=root / "ingest.log"
+    )
     ingest = Ingest(proc, tus_port, http_port, root, pki, access, env, kafka_bootstrap)
     if env["TRAILERLINK_KAFKA_BOOTSTRAP_SERVERS"] != "127.0.0.1:9":
         # The session's topics are shared: this ingest must not process (and
         # dead-letter) the uploads other tests announced before it started.
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            pool.submit(asyncio.run, start_group_at_end(
-                env["TRAILERLINK_KAFKA_BOOTSTRAP_SERVERS"], env["TRAILERLINK_CONSUMER_GROUP"],
-                [CENTRAL_UPLOAD_COMPLETED])).result()
+            pool.submit(
+                asyncio.run,
+                start_group_at_end(
+                    env["TRAILERLINK_KAFKA_BOOTSTRAP_SERVERS"],
+                    env["TRAILERLINK_CONSUMER_GROUP"],
+                    [CENTRAL_UPLOAD_COMPLETED],
+                ),
+            ).result()
         ingest.start()
     else:  # no Kafka on purpose: not ready, but serving uploads
         proc.start()
-        wait_until(lambda: http_ok(f"http://127.0.0.1:{http_port}/healthz"), 60,
-                   "ingest alive")
+        wait_until(lambda: http_ok(f"http://127.0.0.1:{http_port}/healthz"), 60, "ingest alive")
     return ingest
 
 
@@ -286,12 +337,17 @@ def pacs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orthanc]:
 
 
 @pytest.fixture(scope="session")
-def ingest(tmp_path_factory: pytest.TempPathFactory, pki: Pki,
-           sealing_key: tuple[Path, OpeningKey], kafka_bootstrap: str,
-           pacs: Orthanc) -> Iterator[Ingest]:
+def ingest(
+    tmp_path_factory: pytest.TempPathFactory,
+    pki: Pki,
+    sealing_key: tuple[Path, OpeningKey],
+    kafka_bootstrap: str,
+    pacs: Orthanc,
+) -> Iterator[Ingest]:
     """One ingest (SQLite ledger) shared by tests that leave it as they found it."""
-    running = start_ingest(tmp_path_factory.mktemp("ingest"), pki, sealing_key[0],
-                           kafka_bootstrap, pacs)
+    running = start_ingest(
+        tmp_path_factory.mktemp("ingest"), pki, sealing_key[0], kafka_bootstrap, pacs
+    )
     try:
         yield running
     finally:
@@ -299,14 +355,21 @@ def ingest(tmp_path_factory: pytest.TempPathFactory, pki: Pki,
 
 
 @pytest.fixture
-def own_ingest(tmp_path: Path, pki: Pki, sealing_key: tuple[Path, OpeningKey],
-               kafka_bootstrap: str):
+def own_ingest(
+    tmp_path: Path, pki: Pki, sealing_key: tuple[Path, OpeningKey], kafka_bootstrap: str
+):
     """Start a private ingest (for tests that kill it or change its PACS)."""
     started: list[Ingest] = []
 
     def start(pacs: Orthanc | None, **kwargs: object) -> Ingest:
-        running = start_ingest(tmp_path / f"ingest-{len(started)}", pki, sealing_key[0],
-                               kafka_bootstrap, pacs, **kwargs)  # type: ignore[arg-type]
+        running = start_ingest(
+            tmp_path / f"ingest-{len(started)}",
+            pki,
+            sealing_key[0],
+            kafka_bootstrap,
+            pacs,
+            **kwargs,
+        )  # type: ignore[arg-type]
         started.append(running)
         return running
 

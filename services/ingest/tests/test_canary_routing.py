@@ -19,8 +19,12 @@ def _object(path: Path, patient_id: str | None = None) -> tuple[Path, str, str, 
         ds.PatientID = patient_id
         ds.save_as(made.path, enforce_file_format=True)
     ds = dcmread(made.path, stop_before_pixels=True)
-    return (made.path, str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID),
-            made.sop_instance_uid)
+    return (
+        made.path,
+        str(ds.SOPClassUID),
+        str(ds.file_meta.TransferSyntaxUID),
+        made.sop_instance_uid,
+    )
 
 
 def _called_aet(pacs: Orthanc, sop_uid: str) -> str:
@@ -32,8 +36,9 @@ def _called_aet(pacs: Orthanc, sop_uid: str) -> str:
 def test_canary_objects_go_to_the_test_destination_and_others_do_not(tmp_path: Path) -> None:
     # A PACS that takes any called AE title, as a PACS with a test destination does.
     with Orthanc(tmp_path / "pacs", extra_config={"DicomCheckCalledAet": False}) as pacs:
-        routed = PacsTarget("127.0.0.1", pacs.dicom_port, "PACS", timeout_seconds=20,
-                            canary_ae_title="PACSTEST")
+        routed = PacsTarget(
+            "127.0.0.1", pacs.dicom_port, "PACS", timeout_seconds=20, canary_ae_title="PACSTEST"
+        )
         canary = _object(tmp_path / "canary.dcm", CANARY_PATIENT_ID_PREFIX + "trailer-01")
         normal = _object(tmp_path / "normal.dcm")
         near_miss = _object(tmp_path / "near.dcm", "TLCANARY")  # no dash: not the canary

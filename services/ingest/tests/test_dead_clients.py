@@ -261,4 +261,6 @@ def test_a_peer_dripping_its_request_headers_is_closed_at_the_head_deadline(own_
         assert s.options(ingest.url, timeout=10).status_code in (200, 204)
     wait_until(
         lambda: ingest.metric("trailerlink_ingest_connections_closed_total") >= 1,
-        10, "the closed connection counted")
+        10,
+        "the closed connection counted",
+    )

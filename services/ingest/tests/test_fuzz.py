@@ -13,31 +13,45 @@ from hypothesis import strategies as st
 
 pytestmark = pytest.mark.kafka
 
-header_text = st.text(alphabet=string.printable.replace("\r", "").replace("\n", ""),
-                      max_size=80)
-numbers = st.one_of(st.integers(-10**20, 10**20).map(str), header_text)
-TUS_HEADERS = ["Tus-Resumable", "Upload-Length", "Upload-Offset", "Upload-Metadata",
-               "Upload-Checksum", "Content-Type", "Upload-Defer-Length"]
+header_text = st.text(alphabet=string.printable.replace("\r", "").replace("\n", ""), max_size=80)
+numbers = st.one_of(st.integers(-(10**20), 10**20).map(str), header_text)
+TUS_HEADERS = [
+    "Tus-Resumable",
+    "Upload-Length",
+    "Upload-Offset",
+    "Upload-Metadata",
+    "Upload-Checksum",
+    "Content-Type",
+    "Upload-Defer-Length",
+]
 
 
 @st.composite
 def tus_requests(draw: st.DrawFn) -> tuple[str, str, dict[str, str], bytes]:
     method = draw(st.sampled_from(["POST", "PATCH", "HEAD", "DELETE", "OPTIONS", "GET"]))
-    path = draw(st.one_of(st.just(""), st.text(alphabet=string.ascii_letters + string.digits
-                                              + "./%-_", max_size=40),
-                          st.from_regex(r"[0-9a-f]{32}", fullmatch=True)))
+    path = draw(
+        st.one_of(
+            st.just(""),
+            st.text(alphabet=string.ascii_letters + string.digits + "./%-_", max_size=40),
+            st.from_regex(r"[0-9a-f]{32}", fullmatch=True),
+        )
+    )
     headers = {}
     for name in draw(st.lists(st.sampled_from(TUS_HEADERS), unique=True, max_size=6)):
-        headers[name] = draw(numbers if name.startswith("Upload-L") or name.endswith("Offset")
-                             else header_text)
+        headers[name] = draw(
+            numbers if name.startswith("Upload-L") or name.endswith("Offset") else header_text
+        )
     if draw(st.booleans()):
         headers["Tus-Resumable"] = "1.0.0"
     body = draw(st.binary(max_size=2048))
     return method, path, headers, body
 
 
-@settings(max_examples=150, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(request=tus_requests())
 def test_arbitrary_tus_requests_get_a_clear_answer(ingest, request):
     method, path, headers, body = request

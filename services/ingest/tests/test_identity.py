@@ -28,10 +28,16 @@ def _app(tmp_path, trusted: str, header: str = "client-cert"):
     ledger = Ledger(sqlite_path=tmp_path / "ledger.sqlite3")
     ledger.migrate()
     app = build_tus_app(
-        store=store, auth=Authenticator(AccessListFile(access, 0.0), tmp_path / "ca.crt"),
-        ledger=ledger, announcer=Announcer(store, EventProducer("127.0.0.1:9")),
-        cfg=TusConfig(identity_source="proxy-header", trusted_proxies=parse_networks(trusted),
-                      client_cert_header=header))
+        store=store,
+        auth=Authenticator(AccessListFile(access, 0.0), tmp_path / "ca.crt"),
+        ledger=ledger,
+        announcer=Announcer(store, EventProducer("127.0.0.1:9")),
+        cfg=TusConfig(
+            identity_source="proxy-header",
+            trusted_proxies=parse_networks(trusted),
+            client_cert_header=header,
+        ),
+    )
     return app, ca
 
 
@@ -43,6 +49,7 @@ async def test_client_cert_header_only_from_a_trusted_proxy(tmp_path):
     app, ca = _app(tmp_path, "10.0.0.0/8")
     good = _header(issue(ca, "trailer-01"))
     other = _header(issue(make_ca("other"), "trailer-01"))
+
     async def get(client_ip: str, header: str | None) -> int:
         transport = httpx.ASGITransport(app=app, client=(client_ip, 5555))
         async with httpx.AsyncClient(transport=transport, base_url="http://ingest") as c:
@@ -50,8 +57,8 @@ async def test_client_cert_header_only_from_a_trusted_proxy(tmp_path):
             return (await c.get("/v1/receipts", headers=headers)).status_code
 
     assert await get("10.1.2.3", good) == 200
-    assert await get("192.168.1.1", good) == 403       # not the proxy: header ignored
-    assert await get("10.1.2.3", other) == 403         # not our CA
+    assert await get("192.168.1.1", good) == 403  # not the proxy: header ignored
+    assert await get("10.1.2.3", other) == 403  # not our CA
     assert await get("10.1.2.3", None) == 401
     assert await get("10.1.2.3", "garbage") == 401
 
@@ -62,13 +69,14 @@ async def test_ingress_nginx_url_encoded_pem_header(tmp_path):
     pem = issue(ca, "trailer-01").cert.public_bytes(Encoding.PEM)
     good = urllib.parse.quote(pem.decode(), safe="")
     chain = urllib.parse.quote((pem + ca.cert_pem()).decode(), safe="")
+
     async def get(headers: dict[str, str]) -> int:
         transport = httpx.ASGITransport(app=app, client=("10.1.2.3", 5555))
         async with httpx.AsyncClient(transport=transport, base_url="http://ingest") as c:
             return (await c.get("/v1/receipts", headers=headers)).status_code
 
     assert await get({"ssl-client-cert": good}) == 200
-    assert await get({"ssl-client-cert": chain}) == 401      # which certificate? refused
+    assert await get({"ssl-client-cert": chain}) == 401  # which certificate? refused
     assert await get({"ssl-client-cert": "-----BEGIN%20junk"}) == 401
     assert await get({"Client-Cert": _header(issue(ca, "trailer-01"))}) == 401  # not the header
 

@@ -35,18 +35,32 @@ def _uid() -> str:
     return f"2.25.{uuid.uuid4().int}"
 
 
-def _claim(ledger: Ledger, uid: str, sha: str, upload: str | None = None,
-           trailer: str = "trailer-01") -> ClaimKind:
-    kind, _ = ledger.claim(sop_instance_uid=uid, dataset_sha256=sha, trailer_id=trailer,
-                           study_instance_uid="1.2.3", upload_id=upload or uuid.uuid4().hex)
+def _claim(
+    ledger: Ledger, uid: str, sha: str, upload: str | None = None, trailer: str = "trailer-01"
+) -> ClaimKind:
+    kind, _ = ledger.claim(
+        sop_instance_uid=uid,
+        dataset_sha256=sha,
+        trailer_id=trailer,
+        study_instance_uid="1.2.3",
+        upload_id=upload or uuid.uuid4().hex,
+    )
     return kind
 
 
-def _receipt(uid: str, sha: str, upload: str, outcome: str = "delivered",
-             trailer: str = "trailer-01") -> Receipt:
-    return Receipt(upload_id=upload, trailer_id=trailer, sop_instance_uid=uid,
-                   study_instance_uid="1.2.3", dataset_sha256=sha, outcome=outcome,
-                   stored_transfer_syntax_uid="1.2.840.10008.1.2.1", at=time.time())
+def _receipt(
+    uid: str, sha: str, upload: str, outcome: str = "delivered", trailer: str = "trailer-01"
+) -> Receipt:
+    return Receipt(
+        upload_id=upload,
+        trailer_id=trailer,
+        sop_instance_uid=uid,
+        study_instance_uid="1.2.3",
+        dataset_sha256=sha,
+        outcome=outcome,
+        stored_transfer_syntax_uid="1.2.840.10008.1.2.1",
+        at=time.time(),
+    )
 
 
 def test_first_claim_is_new_then_retry_until_delivered_then_duplicate(ledger):
@@ -106,8 +120,7 @@ def test_concurrent_claims_of_one_uid_decide_once(ledger):
 
 
 @pytest.mark.kafka
-def test_ingest_delivers_with_a_postgresql_ledger(postgres, own_ingest, pacs, objects,
-                                                  stored_sha):
+def test_ingest_delivers_with_a_postgresql_ledger(postgres, own_ingest, pacs, objects, stored_sha):
     ingest = own_ingest(pacs, ledger_dsn=postgres.dsn)
     obj = objects()
     receipt = ingest.wait_receipt(ingest.upload(obj))
@@ -117,17 +130,38 @@ def test_ingest_delivers_with_a_postgresql_ledger(postgres, own_ingest, pacs, ob
 
 
 def test_commitment_is_recorded_once_reported_once_and_finished_by_its_receipt(
-        ledger: Ledger) -> None:
+    ledger: Ledger,
+) -> None:
     from trailerlink_ingest.ledger import Commitment
 
     uid, sha, upload = _uid(), "c" * 64, uuid.uuid4().hex
     assert _claim(ledger, uid, sha, upload) is ClaimKind.NEW
-    first = ledger.begin_commitment(Commitment(
-        _uid(), upload, uid, "1.2.840.10008.5.1.4.1.1.1.2", sha, "ZXZlbnQ=",
-        "1.2.840.10008.1.2.1", 0, time.time()))
-    again = ledger.begin_commitment(Commitment(
-        _uid(), upload, uid, "1.2.840.10008.5.1.4.1.1.1.2", sha, "ZXZlbnQ=",
-        "1.2.840.10008.1.2.1", 0, time.time()))
+    first = ledger.begin_commitment(
+        Commitment(
+            _uid(),
+            upload,
+            uid,
+            "1.2.840.10008.5.1.4.1.1.1.2",
+            sha,
+            "ZXZlbnQ=",
+            "1.2.840.10008.1.2.1",
+            0,
+            time.time(),
+        )
+    )
+    again = ledger.begin_commitment(
+        Commitment(
+            _uid(),
+            upload,
+            uid,
+            "1.2.840.10008.5.1.4.1.1.1.2",
+            sha,
+            "ZXZlbnQ=",
+            "1.2.840.10008.1.2.1",
+            0,
+            time.time(),
+        )
+    )
     assert again.transaction_uid == first.transaction_uid  # a retry asks under the same UID
     [row] = ledger.objects(uid)
     assert row.state == "committing"

@@ -12,21 +12,27 @@ pytestmark = pytest.mark.kafka
 BUSY_LUA = 'function ReceivedInstanceFilter(dicom, origin, info)\n  error("busy")\nend\n'
 
 
-def test_pacs_busy_then_down_is_retried_and_delivered_once_back(tmp_path, own_ingest,
-                                                                  objects, stored_sha):
+def test_pacs_busy_then_down_is_retried_and_delivered_once_back(
+    tmp_path, own_ingest, objects, stored_sha
+):
     busy = Orthanc(tmp_path / "pacs", lua=BUSY_LUA).start()  # answers 0xA700
     ingest = own_ingest(busy)
     obj = objects()
     upload_id = ingest.upload(obj)
-    wait_until(lambda: ingest.metric('trailerlink_ingest_pacs_store_failures_total') >= 2,
-               60, "C-STOREs refused as busy and retried")
+    wait_until(
+        lambda: ingest.metric("trailerlink_ingest_pacs_store_failures_total") >= 2,
+        60,
+        "C-STOREs refused as busy and retried",
+    )
     busy.stop()  # now the PACS is down altogether
     failures = ingest.metric("trailerlink_ingest_pacs_store_failures_total")
-    wait_until(lambda: ingest.metric("trailerlink_ingest_pacs_store_failures_total")
-               > failures + 1, 60, "retries against a PACS that is down")
+    wait_until(
+        lambda: ingest.metric("trailerlink_ingest_pacs_store_failures_total") > failures + 1,
+        60,
+        "retries against a PACS that is down",
+    )
     assert not any(r["upload_id"] == upload_id for r in ingest.receipts())
-    back = Orthanc(tmp_path / "pacs", dicom_port=busy.dicom_port,
-                   http_port=busy.http_port).start()
+    back = Orthanc(tmp_path / "pacs", dicom_port=busy.dicom_port, http_port=busy.http_port).start()
     try:
         receipt = ingest.wait_receipt(upload_id, timeout=60)
         assert receipt["outcome"] == "delivered"
@@ -36,15 +42,16 @@ def test_pacs_busy_then_down_is_retried_and_delivered_once_back(tmp_path, own_in
         back.stop()
 
 
-def test_pacs_refusing_the_object_gives_a_failed_receipt(tmp_path, own_ingest, objects,
-                                                         kafka_bootstrap):
+def test_pacs_refusing_the_object_gives_a_failed_receipt(
+    tmp_path, own_ingest, objects, kafka_bootstrap
+):
     # Orthanc answers every storage failure with 0xA700 (retryable), so its permanent
     # refusal is at negotiation: a transfer syntax it does not accept, fallback off.
-    strict = Orthanc(tmp_path / "pacs", extra_config={
-        "AcceptedTransferSyntaxes": ["1.2.840.10008.1.2"]}).start()
+    strict = Orthanc(
+        tmp_path / "pacs", extra_config={"AcceptedTransferSyntaxes": ["1.2.840.10008.1.2"]}
+    ).start()
     try:
-        ingest = own_ingest(strict, extra_env={
-            "TRAILERLINK_PACS_ALLOW_LOSSLESS_FALLBACK": "false"})
+        ingest = own_ingest(strict, extra_env={"TRAILERLINK_PACS_ALLOW_LOSSLESS_FALLBACK": "false"})
         obj = objects()
         receipt = ingest.wait_receipt(ingest.upload(obj))
         assert receipt["outcome"] == "failed"
@@ -56,8 +63,9 @@ def test_pacs_refusing_the_object_gives_a_failed_receipt(tmp_path, own_ingest, o
 
 
 def test_lossless_fallback_is_used_and_recorded(tmp_path, own_ingest, objects):
-    strict = Orthanc(tmp_path / "pacs", extra_config={
-        "AcceptedTransferSyntaxes": ["1.2.840.10008.1.2"]}).start()
+    strict = Orthanc(
+        tmp_path / "pacs", extra_config={"AcceptedTransferSyntaxes": ["1.2.840.10008.1.2"]}
+    ).start()
     try:
         ingest = own_ingest(strict)
         obj = objects()
@@ -89,6 +97,10 @@ def test_store_statuses_are_classified(tmp_path, objects):
         assert status not in pacs_module.SUCCESS_STATUSES
     obj = objects()
     with pytest.raises(PacsUnavailable):
-        store(obj.original, obj.meta.sop_class_uid, obj.meta.transfer_syntax_uid,
-              PacsTarget("127.0.0.1", 9, "PACS", timeout_seconds=2))
+        store(
+            obj.original,
+            obj.meta.sop_class_uid,
+            obj.meta.transfer_syntax_uid,
+            PacsTarget("127.0.0.1", 9, "PACS", timeout_seconds=2),
+        )
     assert issubclass(PacsRefused, Exception)

@@ -22,23 +22,33 @@ pytestmark = pytest.mark.kafka
 def _upload_with(ingest, obj, headers: dict[str, str]) -> str:  # type: ignore[no-untyped-def]
     """Upload with tuspy (an independent tus client) sending ``headers`` on every request."""
     client = TusClient(ingest.url, headers=headers, client_cert=ingest.pki.cert("trailer-01"))
-    uploader = client.uploader(file_path=str(obj.sealed), chunk_size=1 << 20,
-                               metadata=obj.metadata, upload_checksum=True)
+    uploader = client.uploader(
+        file_path=str(obj.sealed), chunk_size=1 << 20, metadata=obj.metadata, upload_checksum=True
+    )
     uploader.upload()
     return uploader.url.rsplit("/", 1)[-1]
 
 
 async def _events(kafka_bootstrap: str, obj):  # type: ignore[no-untyped-def]
     key = f"trailer-01/{obj.meta.study_instance_uid}"
-    [completed] = await read_events(kafka_bootstrap, topics.CENTRAL_UPLOAD_COMPLETED,
-                                    lambda seen: len(seen) >= 1, match=lambda d: d.key == key)
-    [delivered] = await read_events(kafka_bootstrap, topics.CENTRAL_OBJECT_DELIVERED,
-                                    lambda seen: len(seen) >= 1, match=lambda d: d.key == key)
+    [completed] = await read_events(
+        kafka_bootstrap,
+        topics.CENTRAL_UPLOAD_COMPLETED,
+        lambda seen: len(seen) >= 1,
+        match=lambda d: d.key == key,
+    )
+    [delivered] = await read_events(
+        kafka_bootstrap,
+        topics.CENTRAL_OBJECT_DELIVERED,
+        lambda seen: len(seen) >= 1,
+        match=lambda d: d.key == key,
+    )
     return completed.event, delivered.event
 
 
 async def test_the_gateways_receive_time_reaches_the_delivery_event(
-        ingest, objects, kafka_bootstrap) -> None:  # type: ignore[no-untyped-def]
+    ingest, objects, kafka_bootstrap
+) -> None:  # type: ignore[no-untyped-def]
     obj = objects()
     gateway_at = time.time() - 3 * 3600 - 0.123456  # hours on a paused trailer
     upload_id = _upload_with(ingest, obj, {RECEIVED_AT_HEADER: f"{gateway_at:.6f}"})
@@ -52,7 +62,8 @@ async def test_the_gateways_receive_time_reaches_the_delivery_event(
 
 
 async def test_without_the_header_the_delivery_claims_no_receive_time(
-        ingest, objects, kafka_bootstrap) -> None:  # type: ignore[no-untyped-def]
+    ingest, objects, kafka_bootstrap
+) -> None:  # type: ignore[no-untyped-def]
     obj = objects()
     upload_id = ingest.upload(obj)
     assert ingest.wait_receipt(upload_id)["outcome"] == "delivered"
@@ -63,8 +74,11 @@ async def test_without_the_header_the_delivery_claims_no_receive_time(
 
 
 @pytest.mark.parametrize("value", ["yesterday", "nan", "-1", "12", str(time.time() + 9e6)])
-def test_a_malformed_receive_time_is_dropped_not_refused(ingest, objects,  # type: ignore[no-untyped-def]
-                                                        value: str) -> None:
+def test_a_malformed_receive_time_is_dropped_not_refused(
+    ingest,
+    objects,  # type: ignore[no-untyped-def]
+    value: str,
+) -> None:
     upload_id = _post_with_received_at(ingest, objects(), value)
     store = UploadStore(ingest.storage)
     info = store.load("trailer-01", upload_id)
@@ -75,9 +89,15 @@ def test_a_malformed_receive_time_is_dropped_not_refused(ingest, objects,  # typ
 
 def _post_with_received_at(ingest, obj, value: str) -> str:  # type: ignore[no-untyped-def]
     with ingest.session() as s:
-        rsp = s.post(ingest.url, headers={"Upload-Length": str(obj.meta.sealed_size),
-                                          "Upload-Metadata": obj.meta.encode(),
-                                          RECEIVED_AT_HEADER: value}, timeout=10)
+        rsp = s.post(
+            ingest.url,
+            headers={
+                "Upload-Length": str(obj.meta.sealed_size),
+                "Upload-Metadata": obj.meta.encode(),
+                RECEIVED_AT_HEADER: value,
+            },
+            timeout=10,
+        )
     assert rsp.status_code == 201, rsp.text
     return rsp.headers["Location"].rstrip("/").rsplit("/", 1)[-1]
 

@@ -47,8 +47,11 @@ class Monitors:
             "TRAILERLINK_FLEET_FILE": str(self.workdir / "no-fleet.yaml"),
             **env,
         }
-        proc = ServiceProcess([console_script("trailerlink-monitor")], env=full,
-                              log_path=self.workdir / f"monitor-{port}.log")
+        proc = ServiceProcess(
+            [console_script("trailerlink-monitor")],
+            env=full,
+            log_path=self.workdir / f"monitor-{port}.log",
+        )
         proc.start()
         self.started.append(proc)
         base = f"http://127.0.0.1:{port}"
@@ -71,8 +74,9 @@ def start_monitor(tmp_path: Path, topics_created: str) -> Iterator[MonitorFactor
 
 
 @pytest.fixture(scope="module")
-def module_monitors(tmp_path_factory: pytest.TempPathFactory,
-                    topics_created: str) -> Iterator[Monitors]:
+def module_monitors(
+    tmp_path_factory: pytest.TempPathFactory, topics_created: str
+) -> Iterator[Monitors]:
     """Like ``start_monitor``, shared by a module's tests (they start once)."""
     monitors = Monitors(tmp_path_factory.mktemp("monitors"), topics_created)
     yield monitors
@@ -82,10 +86,29 @@ def module_monitors(tmp_path_factory: pytest.TempPathFactory,
 def make_certificate(directory: Path, common_name: str, days: int) -> tuple[Path, Path]:
     """A self-signed EC certificate (openssl) valid for ``days``: (cert, key)."""
     cert, key = directory / f"{common_name}.crt", directory / f"{common_name}.key"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                    "ec_paramgen_curve:prime256v1", "-nodes", "-days", str(days), "-subj",
-                    f"/CN={common_name}", "-keyout", str(key), "-out", str(cert)],
-                   check=True, capture_output=True, timeout=30)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            str(days),
+            "-subj",
+            f"/CN={common_name}",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
     return cert, key
 
 

@@ -36,13 +36,24 @@ def test_heartbeats_queued_offline_arrive_after_reconnection(
     cert, _ = make_certificate(tmp_path, trailer, days=20)
     # A gateway on this trailer's broker misconfigured with another trailer's id.
     foreign = f"trailer-{uuid.uuid4().hex[:6]}"
-    publish_events(topics_created, [
-        (topics.OBJECT_RECEIVED, f"1.2.826.0.1.3680043.10.1.{n}",
-         ObjectReceived(meta=new_meta("gateway", foreign), object=ObjectIdentity(
-             study_instance_uid="1.2.826.0.1.3680043.10.1",
-             sop_instance_uid=f"1.2.826.0.1.3680043.10.1.{n}",
-             sop_class_uid="1.2.840.10008.5.1.4.1.1.1.2")))
-        for n in range(FOREIGN_RECEIPTS)])
+    publish_events(
+        topics_created,
+        [
+            (
+                topics.OBJECT_RECEIVED,
+                f"1.2.826.0.1.3680043.10.1.{n}",
+                ObjectReceived(
+                    meta=new_meta("gateway", foreign),
+                    object=ObjectIdentity(
+                        study_instance_uid="1.2.826.0.1.3680043.10.1",
+                        sop_instance_uid=f"1.2.826.0.1.3680043.10.1.{n}",
+                        sop_class_uid="1.2.840.10008.5.1.4.1.1.1.2",
+                    ),
+                ),
+            )
+            for n in range(FOREIGN_RECEIPTS)
+        ],
+    )
 
     # The data centre is down: nothing listens on the fleet port yet.
     _, agent = start_monitor(
@@ -55,33 +66,61 @@ def test_heartbeats_queued_offline_arrive_after_reconnection(
         TRAILERLINK_RELAY_RETRY_MAX_SECONDS="0.5",
         TRAILERLINK_CLIENT_CERT_FILE=str(cert),
     )
-    wait_until(lambda: (sample(agent, "trailerlink_monitor_agent_heartbeats_total") or 0) >= 5
-               and (sample(agent, "trailerlink_monitor_relay_failures_total") or 0) >= 2,
-               30, "heartbeats queued while the data centre is unreachable")
+    wait_until(
+        lambda: (
+            (sample(agent, "trailerlink_monitor_agent_heartbeats_total") or 0) >= 5
+            and (sample(agent, "trailerlink_monitor_relay_failures_total") or 0) >= 2
+        ),
+        30,
+        "heartbeats queued while the data centre is unreachable",
+    )
 
-    _, fleet = start_monitor("fleet", TRAILERLINK_HTTP_PORT=str(fleet_port),
-                             TRAILERLINK_FLEET_FILE=str(fleet_file))
+    _, fleet = start_monitor(
+        "fleet", TRAILERLINK_HTTP_PORT=str(fleet_port), TRAILERLINK_FLEET_FILE=str(fleet_file)
+    )
     queued = sample(agent, "trailerlink_monitor_agent_heartbeats_total") or 0
-    wait_until(lambda: (sample(fleet, "trailerlink_monitor_heartbeats_total",
-                               trailer_id=trailer) or 0) >= queued,
-               60, "every queued heartbeat delivered")
+    wait_until(
+        lambda: (
+            (sample(fleet, "trailerlink_monitor_heartbeats_total", trailer_id=trailer) or 0)
+            >= queued
+        ),
+        60,
+        "every queued heartbeat delivered",
+    )
     # The other trailer's receipts went to the trailer's dead-letter topic, none to the
     # data centre.
-    wait_until(lambda: (sample(agent, "trailerlink_kafka_dead_letters_total",
-                               topic=topics.OBJECT_RECEIVED) or 0) >= FOREIGN_RECEIPTS,
-               30, "the other trailer's receipts dead-lettered")
-    assert sample(agent, "trailerlink_monitor_relay_events_total",
-                  topic=topics.OBJECT_RECEIVED) in (None, 0.0)
+    wait_until(
+        lambda: (
+            (
+                sample(agent, "trailerlink_kafka_dead_letters_total", topic=topics.OBJECT_RECEIVED)
+                or 0
+            )
+            >= FOREIGN_RECEIPTS
+        ),
+        30,
+        "the other trailer's receipts dead-lettered",
+    )
+    assert sample(
+        agent, "trailerlink_monitor_relay_events_total", topic=topics.OBJECT_RECEIVED
+    ) in (None, 0.0)
     # Sequence 1..n arrived without a gap: none was lost while offline.
-    assert sample(fleet, "trailerlink_monitor_heartbeats_missed_total", trailer_id=trailer) \
-        in (None, 0.0)
+    assert sample(fleet, "trailerlink_monitor_heartbeats_missed_total", trailer_id=trailer) in (
+        None,
+        0.0,
+    )
     free = sample(fleet, "trailerlink_monitor_trailer_disk_free_bytes", trailer_id=trailer)
     assert free is not None and free > 0
     # The client certificate's notAfter came with the heartbeats.
     not_after = certificate_not_after(cert)
     assert not_after is not None
-    assert sample(fleet, "trailerlink_monitor_trailer_certificate_expiry_timestamp_seconds",
-                  trailer_id=trailer) == not_after
+    assert (
+        sample(
+            fleet,
+            "trailerlink_monitor_trailer_certificate_expiry_timestamp_seconds",
+            trailer_id=trailer,
+        )
+        == not_after
+    )
     body = httpx.get(f"{fleet}/v1/trailers").json()["trailers"]
     by_id = {t["trailer_id"]: t for t in body}
     assert by_id[trailer]["versions"]["monitor"] == "0.1.0"
@@ -89,11 +128,33 @@ def test_heartbeats_queued_offline_arrive_after_reconnection(
 
     # The silent trailer: expected, never heard from, its silence counted.
     assert sample(fleet, "trailerlink_monitor_trailer_expected", trailer_id=silent) == 1
-    wait_until(lambda: (sample(fleet, "trailerlink_monitor_trailer_heartbeat_age_seconds",
-                               trailer_id=silent) or 0) > 0.5, 10, "silent trailer's age grows")
+    wait_until(
+        lambda: (
+            (
+                sample(
+                    fleet, "trailerlink_monitor_trailer_heartbeat_age_seconds", trailer_id=silent
+                )
+                or 0
+            )
+            > 0.5
+        ),
+        10,
+        "silent trailer's age grows",
+    )
     # The live trailer keeps heartbeating, so its age keeps coming back down.
-    wait_until(lambda: (sample(fleet, "trailerlink_monitor_trailer_heartbeat_age_seconds",
-                               trailer_id=trailer) or 99) < 5, 30, "a fresh heartbeat")
+    wait_until(
+        lambda: (
+            (
+                sample(
+                    fleet, "trailerlink_monitor_trailer_heartbeat_age_seconds", trailer_id=trailer
+                )
+                or 99
+            )
+            < 5
+        ),
+        30,
+        "a fresh heartbeat",
+    )
 
 
 def test_relay_refuses_a_trailer_outside_the_fleet(start_monitor, tmp_path: Path) -> None:
@@ -103,9 +164,15 @@ def test_relay_refuses_a_trailer_outside_the_fleet(start_monitor, tmp_path: Path
     fleet_file.write_text('trailers:\n  - "trailer-known"\n')
     _, fleet = start_monitor("fleet", TRAILERLINK_FLEET_FILE=str(fleet_file))
     hb = Heartbeat(meta=new_meta("monitor", "trailer-stranger"), sequence=1)
-    rsp = httpx.post(f"{fleet}/v1/events", content=hb.SerializeToString(),
-                     headers={"X-Trailerlink-Topic": "trailerlink.trailer.heartbeat.v1"})
+    rsp = httpx.post(
+        f"{fleet}/v1/events",
+        content=hb.SerializeToString(),
+        headers={"X-Trailerlink-Topic": "trailerlink.trailer.heartbeat.v1"},
+    )
     assert rsp.status_code == 403
-    rsp = httpx.post(f"{fleet}/v1/events", content=b"x",
-                     headers={"X-Trailerlink-Topic": "trailerlink.trailer.object-sealed.v1"})
+    rsp = httpx.post(
+        f"{fleet}/v1/events",
+        content=b"x",
+        headers={"X-Trailerlink-Topic": "trailerlink.trailer.object-sealed.v1"},
+    )
     assert rsp.status_code == 400

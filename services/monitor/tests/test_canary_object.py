@@ -34,12 +34,13 @@ def test_each_canary_is_a_new_synthetic_mammogram_of_the_test_patient() -> None:
     assert len(build_canary("t" * 100).PatientID) == 64
 
 
-def test_the_heartbeat_carries_the_last_canary_and_the_certificate_expiry(
-        tmp_path: Path) -> None:
-    result = CanaryResult(ok=False, seconds=600.5, at=1_800_000_000.25, outcome="timeout",
-                          sop_instance_uid="2.25.1")
-    hb = build_heartbeat("trailer-01", 7, {}, tmp_path, certificate_not_after=1_900_000_000,
-                         canary=result)
+def test_the_heartbeat_carries_the_last_canary_and_the_certificate_expiry(tmp_path: Path) -> None:
+    result = CanaryResult(
+        ok=False, seconds=600.5, at=1_800_000_000.25, outcome="timeout", sop_instance_uid="2.25.1"
+    )
+    hb = build_heartbeat(
+        "trailer-01", 7, {}, tmp_path, certificate_not_after=1_900_000_000, canary=result
+    )
     assert hb.HasField("canary_at") and not hb.canary_ok
     assert hb.canary_seconds == 600.5
     assert (hb.canary_at.seconds, hb.canary_at.nanos) == (1_800_000_000, 250_000_000)

@@ -18,8 +18,12 @@ from trailerlink_testing.ports import free_port
 
 
 def _runs(outcome: str) -> float:
-    return REGISTRY.get_sample_value("trailerlink_monitor_agent_canary_runs_total",
-                                     {"outcome": outcome}) or 0.0
+    return (
+        REGISTRY.get_sample_value(
+            "trailerlink_monitor_agent_canary_runs_total", {"outcome": outcome}
+        )
+        or 0.0
+    )
 
 
 def _scp(status: int) -> tuple[object, int, list[str], threading.Event]:
@@ -36,14 +40,19 @@ def _scp(status: int) -> tuple[object, int, list[str], threading.Event]:
     ae = AE(ae_title="TRAILERLINK")
     ae.add_supported_context(MG_FOR_PRESENTATION)
     port = free_port()
-    server = ae.start_server(("127.0.0.1", port), block=False,
-                             evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    server = ae.start_server(
+        ("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)]
+    )
     return server, port, seen, stored
 
 
 def _canary(port: int, deadline: float = 20.0) -> Canary:
-    return Canary("trailer-test", CanaryTarget("127.0.0.1", port, "TRAILERLINK", "TLCANARY",
-                                               timeout_seconds=5), 60, deadline)
+    return Canary(
+        "trailer-test",
+        CanaryTarget("127.0.0.1", port, "TRAILERLINK", "TLCANARY", timeout_seconds=5),
+        60,
+        deadline,
+    )
 
 
 async def test_an_unreachable_gateway_is_refused() -> None:
@@ -71,11 +80,16 @@ async def test_an_object_failed_for_the_canary_fails_it_before_the_deadline() ->
         run = asyncio.ensure_future(canary.run_once())
         # Once the gateway has the object, the outcome comes back.
         assert await asyncio.to_thread(stored.wait, 30)
-        other = ObjectFailed(meta=new_meta("uplink", "trailer-test"),
-                             object=ObjectIdentity(sop_instance_uid="2.25.1"), stage="x")
-        mine = ObjectFailed(meta=new_meta("uplink", "trailer-test"),
-                            object=ObjectIdentity(sop_instance_uid=seen[0]),
-                            stage="ingest.pacs")
+        other = ObjectFailed(
+            meta=new_meta("uplink", "trailer-test"),
+            object=ObjectIdentity(sop_instance_uid="2.25.1"),
+            stage="x",
+        )
+        mine = ObjectFailed(
+            meta=new_meta("uplink", "trailer-test"),
+            object=ObjectIdentity(sop_instance_uid=seen[0]),
+            stage="ingest.pacs",
+        )
         for offset, event in enumerate((other, mine)):
             await canary.handle(Delivery(topics.OBJECT_FAILED, 0, offset, "k", event, {}))
         result = await asyncio.wait_for(run, 30)

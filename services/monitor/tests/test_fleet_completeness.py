@@ -53,63 +53,98 @@ def test_mpps_lists_four_three_delivered_missing_one_reported_until_it_arrives(
         study_instance_uid=study,
         modality="MG",
         ended_at=timestamp(),
-        performed_instances=[PerformedInstance(sop_instance_uid=s, sop_class_uid=MG)
-                             for s in sops],
+        performed_instances=[PerformedInstance(sop_instance_uid=s, sop_class_uid=MG) for s in sops],
     )
     key = f"{trailer}/{study}"
-    publish(topics_created, [
-        (topics.CENTRAL_PROCEDURE_STEP, key, step),
-        *[(topics.CENTRAL_OBJECT_DELIVERED, key, _delivered(trailer, study, s))
-          for s in sops[:3]],
-    ])
+    publish(
+        topics_created,
+        [
+            (topics.CENTRAL_PROCEDURE_STEP, key, step),
+            *[
+                (topics.CENTRAL_OBJECT_DELIVERED, key, _delivered(trailer, study, s))
+                for s in sops[:3]
+            ],
+        ],
+    )
 
     def missing() -> list[str]:
-        body = httpx.get(f"{base}/v1/completeness/missing",
-                         params={"trailer_id": trailer}).json()
+        body = httpx.get(f"{base}/v1/completeness/missing", params={"trailer_id": trailer}).json()
         return [m["sop_instance_uid"] for m in body["missing"]]
 
     wait_until(lambda: missing() == [sops[3]], 30, "the fourth image listed as missing")
-    wait_until(lambda: sample(base, "trailerlink_monitor_completeness_missing_images",
-                              trailer_id=trailer) == 1, 10, "missing gauge at 1")
+    wait_until(
+        lambda: (
+            sample(base, "trailerlink_monitor_completeness_missing_images", trailer_id=trailer) == 1
+        ),
+        10,
+        "missing gauge at 1",
+    )
     assert sample(base, "trailerlink_monitor_objects_delivered_total", trailer_id=trailer) == 3
 
     # A replayed delivery changes nothing; the fourth clears the gap.
-    publish(topics_created, [
-        (topics.CENTRAL_OBJECT_DELIVERED, key, _delivered(trailer, study, sops[0])),
-        (topics.CENTRAL_OBJECT_DELIVERED, key, _delivered(trailer, study, sops[3])),
-    ])
+    publish(
+        topics_created,
+        [
+            (topics.CENTRAL_OBJECT_DELIVERED, key, _delivered(trailer, study, sops[0])),
+            (topics.CENTRAL_OBJECT_DELIVERED, key, _delivered(trailer, study, sops[3])),
+        ],
+    )
     wait_until(lambda: missing() == [], 30, "the gap cleared")
-    wait_until(lambda: sample(base, "trailerlink_monitor_completeness_missing_images",
-                              trailer_id=trailer) == 0, 10, "missing gauge back at 0")
+    wait_until(
+        lambda: (
+            sample(base, "trailerlink_monitor_completeness_missing_images", trailer_id=trailer) == 0
+        ),
+        10,
+        "missing gauge back at 0",
+    )
     assert sample(base, "trailerlink_monitor_objects_delivered_total", trailer_id=trailer) == 4
 
     journey = httpx.get(f"{base}/v1/audit/instances/{sops[3]}").json()["journey"]
-    assert [s["stage"] for s in journey] == ["received", "taken", "in_pacs"] or \
-        [s["stage"] for s in journey][-1] == "in_pacs"
+    assert [s["stage"] for s in journey] == ["received", "taken", "in_pacs"] or [
+        s["stage"] for s in journey
+    ][-1] == "in_pacs"
     study_steps = httpx.get(f"{base}/v1/audit/studies/{study}").json()["journey"]
-    assert {s["stage"] for s in study_steps} >= {"mpps.completed", "taken", "received",
-                                                  "in_pacs"}
+    assert {s["stage"] for s in study_steps} >= {"mpps.completed", "taken", "received", "in_pacs"}
     assert httpx.get(f"{base}/v1/audit/instances/{_uid()}").status_code == 404
 
 
-def test_state_survives_a_restart(start_monitor, topics_created: str,
-                                  fleet_database: dict[str, str]) -> None:
-    proc, base = start_monitor(TRAILERLINK_COMPLETENESS_DEADLINE_SECONDS="1",
-                               **fleet_database)
+def test_state_survives_a_restart(
+    start_monitor, topics_created: str, fleet_database: dict[str, str]
+) -> None:
+    proc, base = start_monitor(TRAILERLINK_COMPLETENESS_DEADLINE_SECONDS="1", **fleet_database)
     trailer = f"trailer-{uuid.uuid4().hex[:6]}"
     study, sop = _uid(), _uid()
-    publish(topics_created, [(topics.CENTRAL_PROCEDURE_STEP, f"{trailer}/{study}",
-                              ProcedureStepUpdated(
-                                  meta=new_meta("worklist", trailer),
-                                  mpps_sop_instance_uid=_uid(),
-                                  status=ProcedureStepStatus.PROCEDURE_STEP_STATUS_COMPLETED,
-                                  study_instance_uid=study, ended_at=timestamp(),
-                                  performed_instances=[PerformedInstance(
-                                      sop_instance_uid=sop, sop_class_uid=MG)]))])
-    wait_until(lambda: sample(base, "trailerlink_monitor_completeness_missing_images",
-                              trailer_id=trailer) == 1, 30, "missing before restart")
+    publish(
+        topics_created,
+        [
+            (
+                topics.CENTRAL_PROCEDURE_STEP,
+                f"{trailer}/{study}",
+                ProcedureStepUpdated(
+                    meta=new_meta("worklist", trailer),
+                    mpps_sop_instance_uid=_uid(),
+                    status=ProcedureStepStatus.PROCEDURE_STEP_STATUS_COMPLETED,
+                    study_instance_uid=study,
+                    ended_at=timestamp(),
+                    performed_instances=[PerformedInstance(sop_instance_uid=sop, sop_class_uid=MG)],
+                ),
+            )
+        ],
+    )
+    wait_until(
+        lambda: (
+            sample(base, "trailerlink_monitor_completeness_missing_images", trailer_id=trailer) == 1
+        ),
+        30,
+        "missing before restart",
+    )
     proc.kill9()
     proc.start()
     proc.wait_ready(f"{base}/readyz")
-    wait_until(lambda: sample(base, "trailerlink_monitor_completeness_missing_images",
-                              trailer_id=trailer) == 1, 30, "missing after restart")
+    wait_until(
+        lambda: (
+            sample(base, "trailerlink_monitor_completeness_missing_images", trailer_id=trailer) == 1
+        ),
+        30,
+        "missing after restart",
+    )

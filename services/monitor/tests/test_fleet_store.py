@@ -17,8 +17,7 @@ from .conftest import fresh_database
 @pytest.fixture(params=["sqlite", "postgresql"])
 def open_store(request: pytest.FixtureRequest, tmp_path: Path):
     """Opens stores on one database (each call: another connection, like a replica)."""
-    dsn = ("" if request.param == "sqlite"
-           else fresh_database(request.getfixturevalue("postgres")))
+    dsn = "" if request.param == "sqlite" else fresh_database(request.getfixturevalue("postgres"))
     stores: list[FleetStore] = []
 
     def make() -> FleetStore:
@@ -45,8 +44,7 @@ def test_heartbeat_replays_and_older_ones_do_not_move_a_trailer_back(open_store)
 
 def test_completeness_counts_missing_only_past_the_deadline(open_store) -> None:
     store = open_store()
-    assert store.expect("t1", "s", "m", ["a", "b", "c"], listed_at=0.0,
-                        deadline_seconds=100) == 3
+    assert store.expect("t1", "s", "m", ["a", "b", "c"], listed_at=0.0, deadline_seconds=100) == 3
     assert store.expect("t1", "s", "m", ["a", "b", "c"], 0.0, 100) == 0  # replayed MPPS
     assert store.mark_delivered("t1", "a", 10.0)
     assert not store.mark_delivered("t1", "a", 11.0)
@@ -95,9 +93,12 @@ def test_two_replicas_on_one_database_count_each_image_once(open_store) -> None:
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         assert sum(pool.map(expect, range(8))) == len(uids)  # each new once, in all
         assert sum(pool.map(deliver, range(40))) == 10  # each first delivery once
-        heartbeats = list(pool.map(
-            lambda n: replicas[n % 2].record_heartbeat("t2", n, float(n), b"%d" % n),
-            range(1, 41)))
+        heartbeats = list(
+            pool.map(
+                lambda n: replicas[n % 2].record_heartbeat("t2", n, float(n), b"%d" % n),
+                range(1, 41),
+            )
+        )
     assert replicas[0].completeness(now=50).pending == {"t1": 30}
     # Whatever the order they landed in, the newest is the highest sequence.
     assert replicas[1].heartbeats()["t2"] == (40.0, b"40")

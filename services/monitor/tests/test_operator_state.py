@@ -35,8 +35,7 @@ trailerlink_uplink_bandwidth_cap_bytes_per_second 0.0
 
 
 def test_the_heartbeat_carries_the_operators_pause_and_caps(tmp_path: Path) -> None:
-    hb = build_heartbeat("trailer-09", 1, {"uplink": parse_metrics(PAUSED_AND_CAPPED)},
-                         tmp_path)
+    hb = build_heartbeat("trailer-09", 1, {"uplink": parse_metrics(PAUSED_AND_CAPPED)}, tmp_path)
     assert hb.uplink_paused is True
     assert hb.uplink_operator_cap_bytes_per_second == 250_000
     assert hb.uplink_cap_bytes_per_second == 125_000
@@ -51,20 +50,28 @@ def test_the_fleet_exports_pause_caps_and_link_state_per_trailer(tmp_path: Path)
         pass
 
     fleet = FleetMonitor(Store(), ["trailer-10"], deadline_seconds=3600)  # type: ignore[arg-type]
-    hb = Heartbeat(meta=new_meta("monitor", "trailer-10"), sequence=1, uplink_paused=True,
-                   uplink_operator_cap_bytes_per_second=250_000,
-                   uplink_cap_bytes_per_second=125_000,
-                   link_state=LinkState.LINK_STATE_DEGRADED)
+    hb = Heartbeat(
+        meta=new_meta("monitor", "trailer-10"),
+        sequence=1,
+        uplink_paused=True,
+        uplink_operator_cap_bytes_per_second=250_000,
+        uplink_cap_bytes_per_second=125_000,
+        link_state=LinkState.LINK_STATE_DEGRADED,
+    )
     fleet._apply_heartbeat(hb, 1_700_000_000.0)
     assert _sample("trailerlink_monitor_trailer_uplink_paused", "trailer-10") == 1
-    assert _sample("trailerlink_monitor_trailer_uplink_operator_cap_bytes_per_second",
-                   "trailer-10") == 250_000
-    assert _sample("trailerlink_monitor_trailer_uplink_cap_bytes_per_second",
-                   "trailer-10") == 125_000
+    assert (
+        _sample("trailerlink_monitor_trailer_uplink_operator_cap_bytes_per_second", "trailer-10")
+        == 250_000
+    )
+    assert (
+        _sample("trailerlink_monitor_trailer_uplink_cap_bytes_per_second", "trailer-10") == 125_000
+    )
     assert _sample("trailerlink_monitor_trailer_link_state", "trailer-10") == 2
     assert _sample("trailerlink_monitor_trailer_link_up", "trailer-10") == 1  # degraded is up
-    hb = Heartbeat(meta=new_meta("monitor", "trailer-10"), sequence=2,
-                   link_state=LinkState.LINK_STATE_DOWN)
+    hb = Heartbeat(
+        meta=new_meta("monitor", "trailer-10"), sequence=2, link_state=LinkState.LINK_STATE_DOWN
+    )
     fleet._apply_heartbeat(hb, 1_700_000_060.0)
     assert _sample("trailerlink_monitor_trailer_uplink_paused", "trailer-10") == 0
     assert _sample("trailerlink_monitor_trailer_link_state", "trailer-10") == 3

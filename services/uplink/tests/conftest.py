@@ -30,8 +30,13 @@ def synthetic_uid() -> str:
 class Outgoing:
     root: Path
 
-    def sealed(self, size: int, study_uid: str | None = None, priority: int = PRIORITY_ROUTINE,
-               received_at: float = 1_700_000_000.0) -> NewObject:
+    def sealed(
+        self,
+        size: int,
+        study_uid: str | None = None,
+        priority: int = PRIORITY_ROUTINE,
+        received_at: float = 1_700_000_000.0,
+    ) -> NewObject:
         """Write a sealed object (random bytes) under the outgoing root; its queue row."""
         sop = synthetic_uid()
         receipt = uuid.uuid4().hex[:16]
@@ -41,15 +46,22 @@ class Outgoing:
         data = os.urandom(size)
         path.write_bytes(data)
         return NewObject(
-            sealed_path=rel, sop_instance_uid=sop, study_instance_uid=study_uid or synthetic_uid(),
-            series_instance_uid=synthetic_uid(), sop_class_uid="1.2.840.10008.5.1.4.1.1.1.2",
+            sealed_path=rel,
+            sop_instance_uid=sop,
+            study_instance_uid=study_uid or synthetic_uid(),
+            series_instance_uid=synthetic_uid(),
+            sop_class_uid="1.2.840.10008.5.1.4.1.1.1.2",
             transfer_syntax_uid="1.2.840.10008.1.2.1",
             file_sha256=hashlib.sha256(b"file" + data).hexdigest(),
             dataset_sha256=hashlib.sha256(b"dataset" + data).hexdigest(),
-            sealed_sha256=hashlib.sha256(data).hexdigest(), sealed_size=size,
-            key_id="dc-0123456789abcdef", codec="jpegls+zstd", priority=priority,
+            sealed_sha256=hashlib.sha256(data).hexdigest(),
+            sealed_size=size,
+            key_id="dc-0123456789abcdef",
+            codec="jpegls+zstd",
+            priority=priority,
             received_at=received_at,
-            sealed_at=received_at + 1)
+            sealed_at=received_at + 1,
+        )
 
     def read(self, obj: NewObject) -> bytes:
         return (self.root / obj.sealed_path).read_bytes()
@@ -89,11 +101,23 @@ class Rig:
 async def make_rig() -> AsyncIterator[object]:
     clients = []
 
-    def build(queue: SendQueue, outgoing: Outgoing, url: str, *, chunk: int = 64 * 1024,
-              concurrency: int = 1, rate: int = 0, io_timeout: float = 5.0,
-              backoff_max: float = 1.0) -> Rig:
-        http = make_http_client(verify=False, connect_timeout=2.0, io_timeout=io_timeout,
-                                max_connections=2 * concurrency + 2)
+    def build(
+        queue: SendQueue,
+        outgoing: Outgoing,
+        url: str,
+        *,
+        chunk: int = 64 * 1024,
+        concurrency: int = 1,
+        rate: int = 0,
+        io_timeout: float = 5.0,
+        backoff_max: float = 1.0,
+    ) -> Rig:
+        http = make_http_client(
+            verify=False,
+            connect_timeout=2.0,
+            io_timeout=io_timeout,
+            max_connections=2 * concurrency + 2,
+        )
         clients.append(http)
         bucket = TokenBucket(CapSchedule(rate, []))
         tus = TusClient(url, http, bucket)
@@ -102,9 +126,17 @@ async def make_rig() -> AsyncIterator[object]:
             await tus.discover()
 
         link = LinkMonitor(probe, probe_interval=0.3)
-        sender = Sender(queue, tus, link, outgoing.root, trailer_id="trailer-test",
-                        chunk_size=chunk, concurrency=concurrency, backoff_initial=0.1,
-                        backoff_max=backoff_max)
+        sender = Sender(
+            queue,
+            tus,
+            link,
+            outgoing.root,
+            trailer_id="trailer-test",
+            chunk_size=chunk,
+            concurrency=concurrency,
+            backoff_initial=0.1,
+            backoff_max=backoff_max,
+        )
         return Rig(sender, tus, link, bucket)
 
     yield build
@@ -119,8 +151,10 @@ async def running() -> AsyncIterator[object]:
 
     def start(rig: Rig) -> asyncio.Event:
         stop = asyncio.Event()
-        tasks = [asyncio.create_task(rig.sender.run(stop)),
-                 asyncio.create_task(rig.link.run_probe(stop))]
+        tasks = [
+            asyncio.create_task(rig.sender.run(stop)),
+            asyncio.create_task(rig.link.run_probe(stop)),
+        ]
         stops.append((stop, tasks))
         return stop
 

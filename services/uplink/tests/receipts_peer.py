@@ -29,9 +29,13 @@ class ReceiptsPeer:
                 with peer._lock:
                     peer.requests.append(self.path)
                     rows = [r for r in peer.receipts if int(str(r["cursor"])) > after][:100]
-                body = json.dumps({"receipts": rows,
-                                   "next_cursor": rows[-1]["cursor"] if rows else str(after),
-                                   "more": len(rows) == 100}).encode()
+                body = json.dumps(
+                    {
+                        "receipts": rows,
+                        "next_cursor": rows[-1]["cursor"] if rows else str(after),
+                        "more": len(rows) == 100,
+                    }
+                ).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
@@ -43,23 +47,39 @@ class ReceiptsPeer:
         self.url = f"http://127.0.0.1:{self.port}/v1/receipts"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
-    def add(self, outcome: str, sop: str, study: str, dataset_sha256: str,
-            **extra: object) -> None:
+    def add(self, outcome: str, sop: str, study: str, dataset_sha256: str, **extra: object) -> None:
         with self._lock:
             cursor = str(len(self.receipts) + 1)
-            self.receipts.append({
-                "cursor": cursor, "upload_id": f"u{cursor}", "sop_instance_uid": sop,
-                "study_instance_uid": study, "dataset_sha256": dataset_sha256,
-                "outcome": outcome, "reason_code": "", "reason": "", "stage": "",
-                "dicom_status": 0, "stored_transfer_syntax_uid": "1.2.840.10008.1.2.1",
-                "storage_committed": True, "duplicate": False, "permanent": True,
-                "at": time.time(), **extra})
+            self.receipts.append(
+                {
+                    "cursor": cursor,
+                    "upload_id": f"u{cursor}",
+                    "sop_instance_uid": sop,
+                    "study_instance_uid": study,
+                    "dataset_sha256": dataset_sha256,
+                    "outcome": outcome,
+                    "reason_code": "",
+                    "reason": "",
+                    "stage": "",
+                    "dicom_status": 0,
+                    "stored_transfer_syntax_uid": "1.2.840.10008.1.2.1",
+                    "storage_committed": True,
+                    "duplicate": False,
+                    "permanent": True,
+                    "at": time.time(),
+                    **extra,
+                }
+            )
 
     def __enter__(self) -> ReceiptsPeer:
         self._thread.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.server.shutdown()
         self.server.server_close()

@@ -23,8 +23,12 @@ def test_schedule_caps_clinic_hours_and_frees_the_night() -> None:
     assert at(17, 59).rate_now() == 250_000
     assert at(18).rate_now() == 0
     assert at(2).rate_now() == 0
-    assert CapSchedule(1000, parse_schedule("09:00-10:00=5"),
-                       clock=lambda: datetime(2026, 1, 1, 12)).rate_now() == 1000
+    assert (
+        CapSchedule(
+            1000, parse_schedule("09:00-10:00=5"), clock=lambda: datetime(2026, 1, 1, 12)
+        ).rate_now()
+        == 1000
+    )
 
 
 @pytest.mark.parametrize("bad", ["08:00=5", "8-9=1", "08:00-09:00=-1", "08:00-09:00=x"])
@@ -52,7 +56,8 @@ async def test_token_bucket_paces_to_its_rate(monkeypatch: pytest.MonkeyPatch) -
 
 
 async def test_uploads_respect_the_cap_within_5_percent(
-        tusd: Tusd, queue: SendQueue, outgoing: Outgoing, make_rig, running) -> None:
+    tusd: Tusd, queue: SendQueue, outgoing: Outgoing, make_rig, running
+) -> None:
     rate = 500_000
     objs = [outgoing.sealed(600_000) for _ in range(3)]  # 1.8 MB: 3.6 s at the cap
     for obj in objs:

@@ -28,8 +28,9 @@ def _spy(rig, queue: SendQueue) -> tuple[list[str], list[int]]:
     create, mark_uploaded = rig.tus.create, queue.mark_uploaded
     done: set[str] = set()
 
-    async def spy_create(length: int, metadata: dict[str, str],
-                         received_at: float | None = None) -> str:
+    async def spy_create(
+        length: int, metadata: dict[str, str], received_at: float | None = None
+    ) -> str:
         created.append(metadata["sop_instance_uid"])
         open_counts.append(len(created) - len(done))
         return await create(length, metadata, received_at)
@@ -46,20 +47,22 @@ def _spy(rig, queue: SendQueue) -> tuple[list[str], list[int]]:
 
 
 async def test_study_order_holds_with_several_uploads_in_flight(
-        tusd: Tusd, queue: SendQueue, outgoing: Outgoing, make_rig, running) -> None:
+    tusd: Tusd, queue: SendQueue, outgoing: Outgoing, make_rig, running
+) -> None:
     older, newer, urgent = synthetic_uid(), synthetic_uid(), synthetic_uid()
     sizes = (150_000, 40_000, 220_000, 90_000)  # unequal, so uploads end at odd times
     studies = {
         older: [outgoing.sealed(s, older, received_at=100 + i) for i, s in enumerate(sizes)],
         newer: [outgoing.sealed(s, newer, received_at=200 + i) for i, s in enumerate(sizes)],
-        urgent: [outgoing.sealed(s, urgent, priority=PRIORITY_URGENT, received_at=300 + i)
-                 for i, s in enumerate(sizes)],
+        urgent: [
+            outgoing.sealed(s, urgent, priority=PRIORITY_URGENT, received_at=300 + i)
+            for i, s in enumerate(sizes)
+        ],
     }
     for objs in studies.values():
         for obj in objs:
             queue.enqueue(obj)
-    rig = make_rig(queue, outgoing, tusd.url, chunk=CHUNK, concurrency=CONCURRENCY,
-                   rate=400_000)
+    rig = make_rig(queue, outgoing, tusd.url, chunk=CHUNK, concurrency=CONCURRENCY, rate=400_000)
     created, open_counts = _spy(rig, queue)
     running(rig)
     await async_wait_until(lambda: _uploaded(queue, 12), 60, "twelve uploads complete")
@@ -68,7 +71,8 @@ async def test_study_order_holds_with_several_uploads_in_flight(
     study_of = {o.sop_instance_uid: study for study, objs in studies.items() for o in objs}
     order = [study_of[sop] for sop in created]
     assert order == [urgent] * 4 + [older] * 4 + [newer] * 4, (
-        "a later study's upload was created before every object of the earlier one")
+        "a later study's upload was created before every object of the earlier one"
+    )
     uploads = tusd.uploads()
     assert len(uploads) == 12
     by_sop = {u["MetaData"]["sop_instance_uid"]: u for u in uploads}
@@ -78,7 +82,8 @@ async def test_study_order_holds_with_several_uploads_in_flight(
 
 
 async def test_cuts_with_several_in_flight_resend_at_most_one_chunk_per_upload(
-        tusd: Tusd, queue: SendQueue, outgoing: Outgoing, make_rig, running) -> None:
+    tusd: Tusd, queue: SendQueue, outgoing: Outgoing, make_rig, running
+) -> None:
     study = synthetic_uid()
     objs = [outgoing.sealed(500_000, study, received_at=100 + i) for i in range(4)]
     for obj in objs:
@@ -86,11 +91,18 @@ async def test_cuts_with_several_in_flight_resend_at_most_one_chunk_per_upload(
     metric = "trailerlink_uplink_resent_bytes_total"
     resent_before = REGISTRY.get_sample_value(metric) or 0.0
     with FaultProxy(("127.0.0.1", tusd.port)) as proxy:
-        rig = make_rig(queue, outgoing, f"http://127.0.0.1:{proxy.port}/files/", chunk=CHUNK,
-                       concurrency=CONCURRENCY, rate=600_000)
+        rig = make_rig(
+            queue,
+            outgoing,
+            f"http://127.0.0.1:{proxy.port}/files/",
+            chunk=CHUNK,
+            concurrency=CONCURRENCY,
+            rate=600_000,
+        )
         _, open_counts = _spy(rig, queue)
         running(rig)
         for threshold in (300_000, 800_000, 1_300_000):
+
             async def past(threshold: int = threshold) -> bool:
                 return sum(tusd.offset(u["ID"]) for u in tusd.uploads()) >= threshold
 

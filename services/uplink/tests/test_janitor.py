@@ -22,8 +22,13 @@ def _spool_copy(spool: Path, sealed_rel: str) -> Path:
     return path
 
 
-def _setup(tmp_path: Path, queue: SendQueue, outgoing: Outgoing, states: list[str],
-           delivered_days_ago: list[float | None]) -> list[tuple[Path, Path]]:
+def _setup(
+    tmp_path: Path,
+    queue: SendQueue,
+    outgoing: Outgoing,
+    states: list[str],
+    delivered_days_ago: list[float | None],
+) -> list[tuple[Path, Path]]:
     spool = tmp_path / "spool"
     files = []
     now = time.time()
@@ -41,13 +46,24 @@ def _setup(tmp_path: Path, queue: SendQueue, outgoing: Outgoing, states: list[st
     return files
 
 
-def test_only_delivered_and_past_retention_is_deleted(tmp_path: Path, queue: SendQueue,
-                                                      outgoing: Outgoing) -> None:
-    files = _setup(tmp_path, queue, outgoing,
-                   ["delivered", "delivered", "uploaded", "queued", "failed"],
-                   [8, 6, None, None, None])
-    janitor = Janitor(queue, outgoing.root, tmp_path / "spool", retention_seconds=7 * DAY,
-                      pressure_free_fraction=0.10, free_fraction=lambda _p: 0.5)
+def test_only_delivered_and_past_retention_is_deleted(
+    tmp_path: Path, queue: SendQueue, outgoing: Outgoing
+) -> None:
+    files = _setup(
+        tmp_path,
+        queue,
+        outgoing,
+        ["delivered", "delivered", "uploaded", "queued", "failed"],
+        [8, 6, None, None, None],
+    )
+    janitor = Janitor(
+        queue,
+        outgoing.root,
+        tmp_path / "spool",
+        retention_seconds=7 * DAY,
+        pressure_free_fraction=0.10,
+        free_fraction=lambda _p: 0.5,
+    )
     assert janitor.sweep() == 1
     (old_sealed, old_spool), *rest = files
     assert not old_sealed.exists() and not old_spool.exists()
@@ -57,9 +73,15 @@ def test_only_delivered_and_past_retention_is_deleted(tmp_path: Path, queue: Sen
 
 
 def test_disk_pressure_frees_delivered_oldest_first_but_never_undelivered(
-        tmp_path: Path, queue: SendQueue, outgoing: Outgoing) -> None:
-    files = _setup(tmp_path, queue, outgoing,
-                   ["delivered", "delivered", "uploaded", "queued"], [2, 1, None, None])
+    tmp_path: Path, queue: SendQueue, outgoing: Outgoing
+) -> None:
+    files = _setup(
+        tmp_path,
+        queue,
+        outgoing,
+        ["delivered", "delivered", "uploaded", "queued"],
+        [2, 1, None, None],
+    )
     free = {"fraction": 0.01}
 
     def free_fraction(_p: Path) -> float:
@@ -67,20 +89,33 @@ def test_disk_pressure_frees_delivered_oldest_first_but_never_undelivered(
         remaining = sum(1 for sealed, _ in files if sealed.exists())
         return 0.01 if remaining == 4 else 0.5
 
-    janitor = Janitor(queue, outgoing.root, tmp_path / "spool", retention_seconds=7 * DAY,
-                      pressure_free_fraction=0.10, free_fraction=free_fraction)
+    janitor = Janitor(
+        queue,
+        outgoing.root,
+        tmp_path / "spool",
+        retention_seconds=7 * DAY,
+        pressure_free_fraction=0.10,
+        free_fraction=free_fraction,
+    )
     assert janitor.sweep() == 1
     assert not files[0][0].exists() and files[1][0].exists()
     # Under pressure that never lifts, still nothing undelivered goes.
-    janitor = Janitor(queue, outgoing.root, tmp_path / "spool", retention_seconds=7 * DAY,
-                      pressure_free_fraction=0.10, free_fraction=lambda _p: free["fraction"])
+    janitor = Janitor(
+        queue,
+        outgoing.root,
+        tmp_path / "spool",
+        retention_seconds=7 * DAY,
+        pressure_free_fraction=0.10,
+        free_fraction=lambda _p: free["fraction"],
+    )
     janitor.sweep()
     assert files[2][0].exists() and files[3][0].exists()
     assert files[2][1].exists() and files[3][1].exists()
 
 
 def test_gateway_index_is_told_when_a_received_copy_is_deleted(
-        tmp_path: Path, queue: SendQueue, outgoing: Outgoing) -> None:
+    tmp_path: Path, queue: SendQueue, outgoing: Outgoing
+) -> None:
     from dataclasses import replace
 
     from trailerlink_spool.index import STATUS_PURGED, STATUS_RECEIVED, SpoolEntry, SpoolIndex
@@ -90,16 +125,41 @@ def test_gateway_index_is_told_when_a_received_copy_is_deleted(
     layout = SpoolLayout(tmp_path / "spool")
     index = SpoolIndex(layout)
     template = SpoolEntry(
-        receipt_id="r0", sop_instance_uid="1.2.3", sop_class_uid="1.2.840.10008.5.1.4.1.1.1.2",
-        study_instance_uid="1.2", series_instance_uid="1.2.4",
-        transfer_syntax_uid="1.2.840.10008.1.2.1", calling_ae_title="MODALITY", file_size=1,
-        file_sha256="a" * 64, dataset_size=1, dataset_sha256="b" * 64, stored_size=23,
-        spool_path="", key_id="spool-x", received_at=time.time(), number_of_frames=1)
+        receipt_id="r0",
+        sop_instance_uid="1.2.3",
+        sop_class_uid="1.2.840.10008.5.1.4.1.1.1.2",
+        study_instance_uid="1.2",
+        series_instance_uid="1.2.4",
+        transfer_syntax_uid="1.2.840.10008.1.2.1",
+        calling_ae_title="MODALITY",
+        file_size=1,
+        file_sha256="a" * 64,
+        dataset_size=1,
+        dataset_sha256="b" * 64,
+        stored_size=23,
+        spool_path="",
+        key_id="spool-x",
+        received_at=time.time(),
+        number_of_frames=1,
+    )
     for n, (_sealed, received) in enumerate(files):
-        index.record(replace(template, receipt_id=f"r{n}", sop_instance_uid=f"1.2.3.{n}",
-                             spool_path=layout.relative(received)), lambda *_a: [])
-    janitor = Janitor(queue, outgoing.root, tmp_path / "spool", retention_seconds=7 * DAY,
-                      pressure_free_fraction=0.10, free_fraction=lambda _p: 0.5)
+        index.record(
+            replace(
+                template,
+                receipt_id=f"r{n}",
+                sop_instance_uid=f"1.2.3.{n}",
+                spool_path=layout.relative(received),
+            ),
+            lambda *_a: [],
+        )
+    janitor = Janitor(
+        queue,
+        outgoing.root,
+        tmp_path / "spool",
+        retention_seconds=7 * DAY,
+        pressure_free_fraction=0.10,
+        free_fraction=lambda _p: 0.5,
+    )
     assert janitor.sweep() == 1
     assert index.get("r0").status == STATUS_PURGED  # type: ignore[union-attr]
     assert index.get("r1").status == STATUS_RECEIVED  # type: ignore[union-attr]

@@ -15,9 +15,12 @@ from trailerlink_uplink.keysync import BadKeyListing, parse_listing, write_keys
 
 
 def _listing(*keys: OpeningKey, current: OpeningKey | None = None) -> dict:
-    return {"current_key_id": (current or keys[0]).key_id,
-            "keys": [{"key_id": k.key_id, "public_key_pem": k.recipient.to_pem().decode()}
-                     for k in keys]}
+    return {
+        "current_key_id": (current or keys[0]).key_id,
+        "keys": [
+            {"key_id": k.key_id, "public_key_pem": k.recipient.to_pem().decode()} for k in keys
+        ],
+    }
 
 
 def test_listing_is_parsed_and_written_keys_then_marker(tmp_path: Path) -> None:
@@ -36,11 +39,13 @@ def test_listing_is_parsed_and_written_keys_then_marker(tmp_path: Path) -> None:
     current, pems = parse_listing(_listing(new))
     assert write_keys(directory, current, pems)
     assert sorted(p.name for p in directory.iterdir()) == sorted(
-        ["bootstrap.pem", f"{new.key_id}.pem", "current"])
+        ["bootstrap.pem", f"{new.key_id}.pem", "current"]
+    )
 
 
-@pytest.mark.parametrize("defect", ["private key", "wrong id", "current not listed",
-                                    "not a listing", "garbage pem"])
+@pytest.mark.parametrize(
+    "defect", ["private key", "wrong id", "current not listed", "not a listing", "garbage pem"]
+)
 def test_bad_listing_is_refused_whole(tmp_path: Path, defect: str) -> None:
     good, other = OpeningKey.generate(), OpeningKey.generate()
     body: object = _listing(good, other)

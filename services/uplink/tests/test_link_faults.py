@@ -41,7 +41,8 @@ def _assert_one_identical_upload(tusd: Tusd, outgoing: Outgoing, obj) -> None:
 
 
 async def test_cut_mid_chunk_resumes_and_resends_at_most_one_chunk(
-        tusd: Tusd, queue: SendQueue, outgoing: Outgoing, make_rig, running) -> None:
+    tusd: Tusd, queue: SendQueue, outgoing: Outgoing, make_rig, running
+) -> None:
     obj = outgoing.sealed(600_000)
     queue.enqueue(obj)
     resent_before = _metric("trailerlink_uplink_resent_bytes_total")
@@ -57,14 +58,16 @@ async def test_cut_mid_chunk_resumes_and_resends_at_most_one_chunk(
 
 
 async def test_repeated_resets_each_cost_at_most_one_chunk(
-        tusd: Tusd, queue: SendQueue, outgoing: Outgoing, make_rig, running) -> None:
+    tusd: Tusd, queue: SendQueue, outgoing: Outgoing, make_rig, running
+) -> None:
     obj = outgoing.sealed(900_000)
     queue.enqueue(obj)
     resent_before = _metric("trailerlink_uplink_resent_bytes_total")
     resets_before = _metric("trailerlink_uplink_link_errors_total", kind="reset")
     with FaultProxy(("127.0.0.1", tusd.port)) as proxy:
-        rig = make_rig(queue, outgoing, f"http://127.0.0.1:{proxy.port}/files/", chunk=CHUNK,
-                       rate=400_000)
+        rig = make_rig(
+            queue, outgoing, f"http://127.0.0.1:{proxy.port}/files/", chunk=CHUNK, rate=400_000
+        )
         running(rig)
         cuts = 0
         for threshold in (100_000, 350_000, 600_000):
@@ -86,13 +89,20 @@ async def test_repeated_resets_each_cost_at_most_one_chunk(
 
 
 async def test_stalled_link_is_named_a_timeout_and_recovers(
-        tusd: Tusd, queue: SendQueue, outgoing: Outgoing, make_rig, running) -> None:
+    tusd: Tusd, queue: SendQueue, outgoing: Outgoing, make_rig, running
+) -> None:
     obj = outgoing.sealed(400_000)
     queue.enqueue(obj)
     timeouts_before = _metric("trailerlink_uplink_link_errors_total", kind="timeout")
     with FaultProxy(("127.0.0.1", tusd.port)) as proxy:
-        rig = make_rig(queue, outgoing, f"http://127.0.0.1:{proxy.port}/files/", chunk=CHUNK,
-                       rate=200_000, io_timeout=1.0)
+        rig = make_rig(
+            queue,
+            outgoing,
+            f"http://127.0.0.1:{proxy.port}/files/",
+            chunk=CHUNK,
+            rate=200_000,
+            io_timeout=1.0,
+        )
         running(rig)
 
         async def started() -> bool:
@@ -113,13 +123,15 @@ async def test_stalled_link_is_named_a_timeout_and_recovers(
 
 
 async def test_slow_drip_completes_without_restarting(
-        tusd: Tusd, queue: SendQueue, outgoing: Outgoing, make_rig, running) -> None:
+    tusd: Tusd, queue: SendQueue, outgoing: Outgoing, make_rig, running
+) -> None:
     obj = outgoing.sealed(150_000)
     queue.enqueue(obj)
     with FaultProxy(("127.0.0.1", tusd.port)) as proxy:
         proxy.drip(100_000)
-        rig = make_rig(queue, outgoing, f"http://127.0.0.1:{proxy.port}/files/", chunk=CHUNK,
-                       io_timeout=5.0)
+        rig = make_rig(
+            queue, outgoing, f"http://127.0.0.1:{proxy.port}/files/", chunk=CHUNK, io_timeout=5.0
+        )
         running(rig)
         await async_wait_until(lambda: _uploaded(queue, 1), 30, "upload complete at a drip")
         assert proxy.cuts == 0
@@ -127,7 +139,8 @@ async def test_slow_drip_completes_without_restarting(
 
 
 async def test_vanished_server_resumes_within_seconds_of_returning(
-        tusd: Tusd, queue: SendQueue, outgoing: Outgoing, make_rig, running) -> None:
+    tusd: Tusd, queue: SendQueue, outgoing: Outgoing, make_rig, running
+) -> None:
     obj = outgoing.sealed(500_000)
     queue.enqueue(obj)
     rig = make_rig(queue, outgoing, tusd.url, chunk=CHUNK, rate=200_000, backoff_max=30.0)
@@ -163,8 +176,7 @@ async def test_upload_connections_cap_tcp_retransmission_backoff(tusd: Tusd) -> 
     option = rto_ceiling_option()
     if not option:
         pytest.skip("kernel without TCP_RTO_MAX_MS (Linux < 6.15)")
-    http = make_http_client(verify=False, connect_timeout=2.0, io_timeout=5.0,
-                            max_connections=2)
+    http = make_http_client(verify=False, connect_timeout=2.0, io_timeout=5.0, max_connections=2)
     try:
         rsp = await http.request("OPTIONS", tusd.url)
         sock = rsp.extensions["network_stream"].get_extra_info("socket")

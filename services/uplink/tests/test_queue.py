@@ -45,8 +45,9 @@ def test_queue_survives_reopen_with_upload_url(tmp_path: Path, outgoing: Outgoin
     again.close()
 
 
-def test_whole_studies_before_the_next_study_oldest_first(queue: SendQueue,
-                                                          outgoing: Outgoing) -> None:
+def test_whole_studies_before_the_next_study_oldest_first(
+    queue: SendQueue, outgoing: Outgoing
+) -> None:
     study_a, study_b = synthetic_uid(), synthetic_uid()
     # Interleaved arrival: A1, B1, A2, B2 — A is older.
     a1 = outgoing.sealed(10, study_a, received_at=100)
@@ -56,16 +57,21 @@ def test_whole_studies_before_the_next_study_oldest_first(queue: SendQueue,
     for obj in (b1, a1, b2, a2):
         queue.enqueue(obj)
     order = _drain_order(queue)
-    assert order == [a1.sop_instance_uid, a2.sop_instance_uid,
-                     b1.sop_instance_uid, b2.sop_instance_uid]
+    assert order == [
+        a1.sop_instance_uid,
+        a2.sop_instance_uid,
+        b1.sop_instance_uid,
+        b2.sop_instance_uid,
+    ]
 
 
-def test_urgent_study_goes_before_older_routine_ones(queue: SendQueue,
-                                                     outgoing: Outgoing) -> None:
+def test_urgent_study_goes_before_older_routine_ones(queue: SendQueue, outgoing: Outgoing) -> None:
     routine = [outgoing.sealed(10, synthetic_uid(), received_at=100 + i) for i in range(3)]
     urgent_study = synthetic_uid()
-    urgent = [outgoing.sealed(10, urgent_study, priority=PRIORITY_URGENT, received_at=500 + i)
-              for i in range(2)]
+    urgent = [
+        outgoing.sealed(10, urgent_study, priority=PRIORITY_URGENT, received_at=500 + i)
+        for i in range(2)
+    ]
     for obj in [*routine, *urgent]:
         queue.enqueue(obj)
     order = _drain_order(queue)
@@ -84,8 +90,7 @@ def test_in_flight_objects_are_skipped(queue: SendQueue, outgoing: Outgoing) -> 
     assert second is not None and second.id != first.id
 
 
-def test_rows_are_never_removed_and_delivery_is_final(queue: SendQueue,
-                                                      outgoing: Outgoing) -> None:
+def test_rows_are_never_removed_and_delivery_is_final(queue: SendQueue, outgoing: Outgoing) -> None:
     obj = outgoing.sealed(10)
     queue.enqueue(obj)
     row = queue.next_object()

@@ -50,8 +50,7 @@ class Trailer:
         return study, objs
 
     def resend(self, study: str, **body: object) -> object:
-        return self.client.post("/v1/admin/resend", json={"study_uid": study, **body},
-                                headers=AUTH)
+        return self.client.post("/v1/admin/resend", json={"study_uid": study, **body}, headers=AUTH)
 
     def states(self, study: str) -> list[str]:
         return [r.state for r in self.queue.find_study(study)]
@@ -59,13 +58,23 @@ class Trailer:
 
 def _entry(obj: NewObject) -> SpoolEntry:
     return SpoolEntry(
-        receipt_id=obj.sealed_path.rsplit(".", 2)[1], sop_instance_uid=obj.sop_instance_uid,
-        sop_class_uid=obj.sop_class_uid, study_instance_uid=obj.study_instance_uid,
+        receipt_id=obj.sealed_path.rsplit(".", 2)[1],
+        sop_instance_uid=obj.sop_instance_uid,
+        sop_class_uid=obj.sop_class_uid,
+        study_instance_uid=obj.study_instance_uid,
         series_instance_uid=obj.series_instance_uid,
-        transfer_syntax_uid=obj.transfer_syntax_uid, calling_ae_title="MG1", file_size=100,
-        file_sha256=obj.file_sha256, dataset_size=90, dataset_sha256=obj.dataset_sha256,
-        stored_size=128, spool_path=obj.sealed_path.removesuffix(".tlsealed") + ".tlspool",
-        key_id="spool-1", received_at=obj.received_at, number_of_frames=1)
+        transfer_syntax_uid=obj.transfer_syntax_uid,
+        calling_ae_title="MG1",
+        file_size=100,
+        file_sha256=obj.file_sha256,
+        dataset_size=90,
+        dataset_sha256=obj.dataset_sha256,
+        stored_size=128,
+        spool_path=obj.sealed_path.removesuffix(".tlsealed") + ".tlspool",
+        key_id="spool-1",
+        received_at=obj.received_at,
+        number_of_frames=1,
+    )
 
 
 held: dict[str, frozenset[str]] = {}
@@ -80,15 +89,17 @@ def trailer(tmp_path: Path, queue: SendQueue, outgoing: Outgoing) -> Iterator[Tr
     woken: list[int] = []
     held.clear()
     app = FastAPI()
-    add_resend_route(app, Resender(queue, outgoing.root, tmp_path / "spool",
-                                   held_keys=lambda: held.get("keys")),
-                     lambda: woken.append(1), token)
+    add_resend_route(
+        app,
+        Resender(queue, outgoing.root, tmp_path / "spool", held_keys=lambda: held.get("keys")),
+        lambda: woken.append(1),
+        token,
+    )
     with TestClient(app) as client:
         yield Trailer(queue, index, outgoing, client, woken)
 
 
-def test_a_delivered_study_is_queued_again_whole_keeping_its_identity(
-        trailer: Trailer) -> None:
+def test_a_delivered_study_is_queued_again_whole_keeping_its_identity(trailer: Trailer) -> None:
     study, objs = trailer.study(3)
     before = {r.sop_instance_uid: r for r in trailer.queue.find_study(study)}
     rsp = trailer.resend(study, reason="PACS restore")
@@ -101,17 +112,28 @@ def test_a_delivered_study_is_queued_again_whole_keeping_its_identity(
         old = before[row.sop_instance_uid]
         assert row.state == STATE_QUEUED and row.upload_url is None
         assert row.delivered_at is None and row.attempts == 0
-        assert (row.id, row.sealed_path, row.dataset_sha256, row.key_id, row.sealed_sha256) == \
-            (old.id, old.sealed_path, old.dataset_sha256, old.key_id, old.sealed_sha256)
+        assert (row.id, row.sealed_path, row.dataset_sha256, row.key_id, row.sealed_sha256) == (
+            old.id,
+            old.sealed_path,
+            old.dataset_sha256,
+            old.key_id,
+            old.sealed_sha256,
+        )
     # the sender takes them as any queued study; nothing else was touched
     assert {trailer.queue.next_object().sop_instance_uid} <= {o.sop_instance_uid for o in objs}
 
 
-@pytest.mark.parametrize(("case", "status", "refusal"), [
-    ("unknown", 404, "unknown"), ("purged", 404, "purged"), ("missing", 404, "missing"),
-    ("in_flight", 409, "busy"), ("unsealed", 409, "unsealed")])
-def test_refusals_change_nothing(trailer: Trailer, case: str, status: int,
-                                 refusal: str) -> None:
+@pytest.mark.parametrize(
+    ("case", "status", "refusal"),
+    [
+        ("unknown", 404, "unknown"),
+        ("purged", 404, "purged"),
+        ("missing", 404, "missing"),
+        ("in_flight", 409, "busy"),
+        ("unsealed", 409, "unsealed"),
+    ],
+)
+def test_refusals_change_nothing(trailer: Trailer, case: str, status: int, refusal: str) -> None:
     other, _ = trailer.study(2)  # an innocent bystander
     study, objs = trailer.study(3, delivered=case != "in_flight")
     if case == "unknown":
@@ -147,8 +169,9 @@ def test_bad_requests_are_refused(trailer: Trailer) -> None:
     assert trailer.resend(study, reason="x" * 201).status_code == 422
     no_token = trailer.client.post("/v1/admin/resend", json={"study_uid": study})
     assert no_token.status_code == 401
-    wrong = trailer.client.post("/v1/admin/resend", json={"study_uid": study},
-                                headers={"Authorization": "Bearer nope"})
+    wrong = trailer.client.post(
+        "/v1/admin/resend", json={"study_uid": study}, headers={"Authorization": "Bearer nope"}
+    )
     assert wrong.status_code == 403
     assert trailer.states(study) == [STATE_DELIVERED]
     # a UID-bearing reason is fine: UIDs are not patient data
@@ -156,8 +179,7 @@ def test_bad_requests_are_refused(trailer: Trailer) -> None:
     assert ok.status_code == 200, ok.text
 
 
-def test_a_study_sealed_for_a_retired_key_is_refused_and_nothing_changes(
-        trailer: Trailer) -> None:
+def test_a_study_sealed_for_a_retired_key_is_refused_and_nothing_changes(trailer: Trailer) -> None:
     study, objs = trailer.study(2)
     other, _ = trailer.study(1)
     held["keys"] = frozenset({"dc-fedcba9876543210"})  # the study's key was retired
@@ -177,8 +199,7 @@ def test_a_resend_can_be_cancelled_while_its_objects_wait(trailer: Trailer) -> N
     assert trailer.resend(study, reason="PACS restore").status_code == 200
     first = trailer.queue.find_study(study)[0]
     trailer.queue.mark_uploaded(first.id)  # one already went: it keeps its way
-    rsp = trailer.client.post("/v1/admin/resend/cancel", json={"study_uid": study},
-                              headers=AUTH)
+    rsp = trailer.client.post("/v1/admin/resend/cancel", json={"study_uid": study}, headers=AUTH)
     assert rsp.status_code == 200, rsp.text
     doc = rsp.json()
     assert doc["count"] == 2 and doc["cancelled_by"] == "support.jo"
@@ -187,10 +208,8 @@ def test_a_resend_can_be_cancelled_while_its_objects_wait(trailer: Trailer) -> N
     assert rows[first.id].state == STATE_UPLOADED
     for object_id, (state, delivered_at, failure) in before.items():
         if object_id != first.id:
-            assert (rows[object_id].state, rows[object_id].delivered_at) == (
-                state, delivered_at)
+            assert (rows[object_id].state, rows[object_id].delivered_at) == (state, delivered_at)
             assert rows[object_id].failure == (failure or "resend cancelled: by support.jo")
     assert trailer.queue.next_object() is None  # nothing of it left to send
-    again = trailer.client.post("/v1/admin/resend/cancel", json={"study_uid": study},
-                                headers=AUTH)
+    again = trailer.client.post("/v1/admin/resend/cancel", json={"study_uid": study}, headers=AUTH)
     assert again.status_code == 409 and again.json()["refusal"] == "not_resent"

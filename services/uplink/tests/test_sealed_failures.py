@@ -34,8 +34,8 @@ def _metric(text: str, name: str, kind: str) -> float:
 
 
 async def test_missing_and_corrupt_sealed_files_fail_loudly_and_leave_the_queue(
-        tmp_path: Path, kafka_bootstrap: str, unique_group: str, tusd: Tusd,
-        outgoing: Outgoing) -> None:
+    tmp_path: Path, kafka_bootstrap: str, unique_group: str, tusd: Tusd, outgoing: Outgoing
+) -> None:
     await _group_at_end(kafka_bootstrap, unique_group)
     good = outgoing.sealed(80_000)
     gone = outgoing.sealed(80_000)
@@ -48,17 +48,23 @@ async def test_missing_and_corrupt_sealed_files_fail_loudly_and_leave_the_queue(
         uplink = Uplink(tmp_path, kafka_bootstrap, tusd.url, receipts.url, unique_group)
         with uplink.proc:
             uplink.proc.wait_ready(uplink.url("/readyz"), timeout=90)
-            await _publish(kafka_bootstrap, [sealed_event(o, uplink.trailer_id)
-                                             for o in (gone, bad, good)])
+            await _publish(
+                kafka_bootstrap, [sealed_event(o, uplink.trailer_id) for o in (gone, bad, good)]
+            )
             mine = {gone.sop_instance_uid, bad.sop_instance_uid}
             failed = await read_events(
-                kafka_bootstrap, OBJECT_FAILED, lambda seen: len(seen) >= 2,
+                kafka_bootstrap,
+                OBJECT_FAILED,
+                lambda seen: len(seen) >= 2,
                 match=lambda d: d.event is not None and d.event.object.sop_instance_uid in mine,
-                timeout=60)
+                timeout=60,
+            )
             by_sop = {d.event.object.sop_instance_uid: d for d in failed}
             assert set(by_sop) == mine
-            for obj, why in ((gone, "sealed file missing"),
-                             (bad, "sealed file SHA-256 differs from its event")):
+            for obj, why in (
+                (gone, "sealed file missing"),
+                (bad, "sealed file SHA-256 differs from its event"),
+            ):
                 event = by_sop[obj.sop_instance_uid].event
                 assert isinstance(event, ObjectFailed)
                 assert event.reason == why and event.stage == FAILED_STAGE and event.permanent
@@ -71,14 +77,19 @@ async def test_missing_and_corrupt_sealed_files_fail_loudly_and_leave_the_queue(
             await async_wait_until(settled, 60, "good object uploaded, two failed")
             queue = SendQueue(uplink.data_dir / "uplink" / "queue.sqlite")
             try:
-                failures = {r.sop_instance_uid: r.failure for r in
-                            (queue.find_sent(o.sop_instance_uid, o.dataset_sha256)[0]
-                             for o in (gone, bad))}
+                failures = {
+                    r.sop_instance_uid: r.failure
+                    for r in (
+                        queue.find_sent(o.sop_instance_uid, o.dataset_sha256)[0]
+                        for o in (gone, bad)
+                    )
+                }
             finally:
                 queue.close()
-            assert failures == {gone.sop_instance_uid: "uplink: sealed file missing",
-                                bad.sop_instance_uid:
-                                    "uplink: sealed file SHA-256 differs from its event"}
+            assert failures == {
+                gone.sop_instance_uid: "uplink: sealed file missing",
+                bad.sop_instance_uid: "uplink: sealed file SHA-256 differs from its event",
+            }
             ups = tusd.uploads()
             assert [u["MetaData"]["sop_instance_uid"] for u in ups] == [good.sop_instance_uid]
             assert tusd.data(str(ups[0]["ID"])) == outgoing.read(good)
@@ -92,8 +103,13 @@ async def test_missing_and_corrupt_sealed_files_fail_loudly_and_leave_the_queue(
 
 
 async def test_sealed_file_cut_short_mid_upload_ends_the_upload_and_publishes_failed(
-        queue: SendQueue, outgoing: Outgoing, tusd: Tusd, make_rig: object, running: object,
-        kafka_bootstrap: str) -> None:
+    queue: SendQueue,
+    outgoing: Outgoing,
+    tusd: Tusd,
+    make_rig: object,
+    running: object,
+    kafka_bootstrap: str,
+) -> None:
     """The file shrinks while its upload is part-way: the server's partial upload is
     terminated, ObjectFailed goes out, the next object is sent."""
     victim = outgoing.sealed(600_000)
@@ -108,17 +124,25 @@ async def test_sealed_file_cut_short_mid_upload_ends_the_upload_and_publishes_fa
         running(rig)  # type: ignore[operator]
 
         async def part_way() -> bool:
-            ups = [u for u in tusd.uploads()
-                   if u["MetaData"]["sop_instance_uid"] == victim.sop_instance_uid]
+            ups = [
+                u
+                for u in tusd.uploads()
+                if u["MetaData"]["sop_instance_uid"] == victim.sop_instance_uid
+            ]
             return bool(ups) and tusd.offset(str(ups[0]["ID"])) >= 128 * 1024
 
         await async_wait_until(part_way, 30, "victim part-way up")
         os.truncate(outgoing.root / victim.sealed_path, 200_000)
 
         failed = await read_events(
-            kafka_bootstrap, OBJECT_FAILED, lambda seen: len(seen) >= 1,
-            match=lambda d: d.event is not None
-            and d.event.object.sop_instance_uid == victim.sop_instance_uid, timeout=30)
+            kafka_bootstrap,
+            OBJECT_FAILED,
+            lambda seen: len(seen) >= 1,
+            match=lambda d: (
+                d.event is not None and d.event.object.sop_instance_uid == victim.sop_instance_uid
+            ),
+            timeout=30,
+        )
         assert failed[0].event.reason == "sealed file shorter than its event says"
 
         async def after_sent() -> bool:
@@ -126,13 +150,15 @@ async def test_sealed_file_cut_short_mid_upload_ends_the_upload_and_publishes_fa
 
         await async_wait_until(after_sent, 30, "next object sent after the failure")
         assert [u["MetaData"]["sop_instance_uid"] for u in tusd.uploads()] == [
-            after.sop_instance_uid], "the victim's partial upload is terminated at the server"
+            after.sop_instance_uid
+        ], "the victim's partial upload is terminated at the server"
     finally:
         await producer.stop()
 
 
 async def test_a_sealed_path_that_cannot_be_read_is_unreadable_not_missing(
-        queue: SendQueue, outgoing: Outgoing, make_rig: object) -> None:
+    queue: SendQueue, outgoing: Outgoing, make_rig: object
+) -> None:
     """An OS error reading the file (here: a directory where the file should be, with the
     event's size matching, so only the read fails) is named ``unreadable``."""
     obj = outgoing.sealed(10)

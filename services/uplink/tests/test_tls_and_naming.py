@@ -20,29 +20,43 @@ from trailerlink_uplink.link import LinkError
 from trailerlink_uplink.tus import TusClient, make_http_client, tls_context
 
 
-def _cert(name: str, issuer: tuple[x509.Name, ec.EllipticCurvePrivateKey] | None, *,
-          ca: bool = False, san: str | None = None
-          ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey, x509.Name]:
+def _cert(
+    name: str,
+    issuer: tuple[x509.Name, ec.EllipticCurvePrivateKey] | None,
+    *,
+    ca: bool = False,
+    san: str | None = None,
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey, x509.Name]:
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     issuer_name, issuer_key = issuer if issuer else (subject, key)
     now = dt.datetime.now(dt.UTC)
-    builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer_name)
-               .public_key(key.public_key()).serial_number(x509.random_serial_number())
-               .not_valid_before(now - dt.timedelta(minutes=5))
-               .not_valid_after(now + dt.timedelta(days=1))
-               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
     if san:
         builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.DNSName(san)]), critical=False)
+            x509.SubjectAlternativeName([x509.DNSName(san)]), critical=False
+        )
     return builder.sign(issuer_key, hashes.SHA256()), key, subject
 
 
 def _write(path: Path, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> None:
     path.with_suffix(".crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    path.with_suffix(".key").write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption()))
+    path.with_suffix(".key").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
 
 
 @pytest.fixture
@@ -55,9 +69,14 @@ def pki(tmp_path: Path) -> dict[str, Path]:
     (tmp_path / "other.crt").write_bytes(other_ca.public_bytes(serialization.Encoding.PEM))
     _write(tmp_path / "server", server, server_key)
     _write(tmp_path / "client", client, client_key)
-    return {"ca": tmp_path / "ca.crt", "other_ca": tmp_path / "other.crt",
-            "server_crt": tmp_path / "server.crt", "server_key": tmp_path / "server.key",
-            "client_crt": tmp_path / "client.crt", "client_key": tmp_path / "client.key"}
+    return {
+        "ca": tmp_path / "ca.crt",
+        "other_ca": tmp_path / "other.crt",
+        "server_crt": tmp_path / "server.crt",
+        "server_key": tmp_path / "server.key",
+        "client_crt": tmp_path / "client.crt",
+        "client_key": tmp_path / "client.key",
+    }
 
 
 @pytest.fixture
@@ -95,30 +114,35 @@ def mtls_server(pki: dict[str, Path]) -> Iterator[tuple[int, list[str]]]:
 
 
 async def test_client_certificate_is_presented_over_tls13(
-        pki: dict[str, Path], mtls_server: tuple[int, list[str]]) -> None:
+    pki: dict[str, Path], mtls_server: tuple[int, list[str]]
+) -> None:
     port, peers = mtls_server
     ctx = tls_context(pki["ca"], pki["client_crt"], pki["client_key"])
-    async with make_http_client(verify=ctx, connect_timeout=5, io_timeout=5,
-                                max_connections=2) as http:
+    async with make_http_client(
+        verify=ctx, connect_timeout=5, io_timeout=5, max_connections=2
+    ) as http:
         caps = await TusClient(f"https://localhost:{port}/files/", http).discover()
     assert caps.sha256_checksums
     assert peers == ["trailer-test"]
 
 
-async def test_untrusted_server_is_named_tls(pki: dict[str, Path],
-                                             mtls_server: tuple[int, list[str]]) -> None:
+async def test_untrusted_server_is_named_tls(
+    pki: dict[str, Path], mtls_server: tuple[int, list[str]]
+) -> None:
     port, _ = mtls_server
     ctx = tls_context(pki["other_ca"], pki["client_crt"], pki["client_key"])
-    async with make_http_client(verify=ctx, connect_timeout=5, io_timeout=5,
-                                max_connections=2) as http:
+    async with make_http_client(
+        verify=ctx, connect_timeout=5, io_timeout=5, max_connections=2
+    ) as http:
         with pytest.raises(LinkError) as err:
             await TusClient(f"https://localhost:{port}/files/", http).discover()
     assert err.value.kind == "tls"
 
 
 async def test_unresolvable_name_is_dns_and_closed_port_is_connect() -> None:
-    async with make_http_client(verify=False, connect_timeout=5, io_timeout=5,
-                                max_connections=2) as http:
+    async with make_http_client(
+        verify=False, connect_timeout=5, io_timeout=5, max_connections=2
+    ) as http:
         with pytest.raises(LinkError) as err:
             await TusClient("http://ingest.invalid/files/", http).discover()
         assert err.value.kind == "dns"

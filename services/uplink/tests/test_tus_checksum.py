@@ -28,8 +28,14 @@ class ChecksumServer:
     def __call__(self, request: httpx.Request) -> httpx.Response:
         tus = {"Tus-Resumable": "1.0.0"}
         if request.method == "OPTIONS":
-            return httpx.Response(204, headers={**tus, "Tus-Extension": "creation,checksum",
-                                                "Tus-Checksum-Algorithm": "sha1,sha256"})
+            return httpx.Response(
+                204,
+                headers={
+                    **tus,
+                    "Tus-Extension": "creation,checksum",
+                    "Tus-Checksum-Algorithm": "sha1,sha256",
+                },
+            )
         if request.method == "POST":
             self.length = int(request.headers["Upload-Length"])
             self.metadata = request.headers["Upload-Metadata"]
@@ -52,7 +58,8 @@ class ChecksumServer:
 
 
 async def test_each_chunk_carries_sha256_and_a_mismatch_resends_it(
-        queue: SendQueue, outgoing: Outgoing) -> None:
+    queue: SendQueue, outgoing: Outgoing
+) -> None:
     obj = outgoing.sealed(200_000)
     queue.enqueue(obj)
     server = ChecksumServer(corrupt_first_patch=True)
@@ -63,8 +70,17 @@ async def test_each_chunk_carries_sha256_and_a_mismatch_resends_it(
             await tus.discover()
 
         link = LinkMonitor(probe, 0.1)
-        sender = Sender(queue, tus, link, outgoing.root, trailer_id="t", chunk_size=64 * 1024,
-                        concurrency=1, backoff_initial=0.01, backoff_max=0.05)
+        sender = Sender(
+            queue,
+            tus,
+            link,
+            outgoing.root,
+            trailer_id="t",
+            chunk_size=64 * 1024,
+            concurrency=1,
+            backoff_initial=0.01,
+            backoff_max=0.05,
+        )
         row = queue.next_object()
         assert row is not None
         stop = asyncio.Event()
@@ -76,6 +92,14 @@ async def test_each_chunk_carries_sha256_and_a_mismatch_resends_it(
     assert [off for off, _ in server.patches] == [0, 0, 65536, 131072, 196608]
     # Exactly the ingest's metadata keys.
     keys = {pair.split(" ")[0] for pair in server.metadata.split(",")}
-    assert keys == {"sop_instance_uid", "study_instance_uid", "dataset_sha256", "sealed_size",
-                    "key_id", "series_instance_uid", "sop_class_uid", "transfer_syntax_uid",
-                    "file_sha256"}
+    assert keys == {
+        "sop_instance_uid",
+        "study_instance_uid",
+        "dataset_sha256",
+        "sealed_size",
+        "key_id",
+        "series_instance_uid",
+        "sop_class_uid",
+        "transfer_syntax_uid",
+        "file_sha256",
+    }

@@ -17,7 +17,8 @@ def _meta(upload: dict) -> dict[str, str]:
 
 
 async def test_objects_arrive_byte_identical_with_identity_metadata(
-        tusd: Tusd, queue: SendQueue, outgoing: Outgoing, make_rig, running) -> None:
+    tusd: Tusd, queue: SendQueue, outgoing: Outgoing, make_rig, running
+) -> None:
     objs = [outgoing.sealed(size) for size in (1, 70_000, 300_000)]
     for obj in objs:
         queue.enqueue(obj)
@@ -41,8 +42,9 @@ async def _done(queue: SendQueue, n: int) -> bool:
     return queue.states().get(STATE_UPLOADED, 0) == n
 
 
-async def test_restart_resumes_the_same_upload(tusd: Tusd, queue: SendQueue, outgoing: Outgoing,
-                                               make_rig, running) -> None:
+async def test_restart_resumes_the_same_upload(
+    tusd: Tusd, queue: SendQueue, outgoing: Outgoing, make_rig, running
+) -> None:
     obj = outgoing.sealed(600_000)
     queue.enqueue(obj)
     slow = make_rig(queue, outgoing, tusd.url, chunk=32 * 1024, rate=150_000)

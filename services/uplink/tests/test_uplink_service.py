@@ -36,20 +36,30 @@ pytestmark = pytest.mark.kafka
 def sealed_event(obj: NewObject, trailer_id: str) -> ObjectSealed:
     return ObjectSealed(
         meta=new_meta("codec", trailer_id),
-        object=ObjectIdentity(study_instance_uid=obj.study_instance_uid,
-                              series_instance_uid=obj.series_instance_uid,
-                              sop_instance_uid=obj.sop_instance_uid,
-                              sop_class_uid=obj.sop_class_uid,
-                              transfer_syntax_uid=obj.transfer_syntax_uid),
-        file_sha256=obj.file_sha256, dataset_sha256=obj.dataset_sha256,
-        sealed_path=obj.sealed_path, sealed_size_bytes=obj.sealed_size,
-        sealed_sha256=obj.sealed_sha256, codec=obj.codec, key_id=obj.key_id,
-        received_at=timestamp(), sealed_at=timestamp(), priority=obj.priority)
+        object=ObjectIdentity(
+            study_instance_uid=obj.study_instance_uid,
+            series_instance_uid=obj.series_instance_uid,
+            sop_instance_uid=obj.sop_instance_uid,
+            sop_class_uid=obj.sop_class_uid,
+            transfer_syntax_uid=obj.transfer_syntax_uid,
+        ),
+        file_sha256=obj.file_sha256,
+        dataset_sha256=obj.dataset_sha256,
+        sealed_path=obj.sealed_path,
+        sealed_size_bytes=obj.sealed_size,
+        sealed_sha256=obj.sealed_sha256,
+        codec=obj.codec,
+        key_id=obj.key_id,
+        received_at=timestamp(),
+        sealed_at=timestamp(),
+        priority=obj.priority,
+    )
 
 
 async def _group_at_end(bootstrap: str, group: str) -> None:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group,
-                                enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+    )
     await consumer.start()
     try:
         parts = [TopicPartition(OBJECT_SEALED, p) for p in range(topic(OBJECT_SEALED).partitions)]
@@ -60,8 +70,9 @@ async def _group_at_end(bootstrap: str, group: str) -> None:
 
 
 class Uplink:
-    def __init__(self, tmp: Path, bootstrap: str, tus_url: str, receipts_url: str,
-                 group: str, **extra: str) -> None:
+    def __init__(
+        self, tmp: Path, bootstrap: str, tus_url: str, receipts_url: str, group: str, **extra: str
+    ) -> None:
         self.http_port = free_port()
         self.trailer_id = f"trailer-{uuid.uuid4().hex[:6]}"
         self.data_dir = tmp / "data"
@@ -81,8 +92,9 @@ class Uplink:
             "TRAILERLINK_CHUNK_SIZE_BYTES": str(64 * 1024),
             **extra,
         }
-        self.proc = ServiceProcess([console_script("trailerlink-uplink")], env=env,
-                                   log_path=tmp / "uplink.log")
+        self.proc = ServiceProcess(
+            [console_script("trailerlink-uplink")], env=env, log_path=tmp / "uplink.log"
+        )
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.http_port}{path}"
@@ -109,18 +121,25 @@ async def _publish(bootstrap: str, events: list[ObjectSealed]) -> None:
 
 
 async def test_sealed_objects_upload_and_survive_kill9_mid_upload(
-        tmp_path: Path, kafka_bootstrap: str, unique_group: str, tusd: Tusd,
-        outgoing: Outgoing) -> None:
+    tmp_path: Path, kafka_bootstrap: str, unique_group: str, tusd: Tusd, outgoing: Outgoing
+) -> None:
     await _group_at_end(kafka_bootstrap, unique_group)
     small = [outgoing.sealed(50_000) for _ in range(2)]
     big = outgoing.sealed(1_200_000)
     with ReceiptsPeer() as receipts:
-        uplink = Uplink(tmp_path, kafka_bootstrap, tusd.url, receipts.url, unique_group,
-                        TRAILERLINK_BANDWIDTH_CAP_BYTES_PER_SECOND="300000")
+        uplink = Uplink(
+            tmp_path,
+            kafka_bootstrap,
+            tusd.url,
+            receipts.url,
+            unique_group,
+            TRAILERLINK_BANDWIDTH_CAP_BYTES_PER_SECOND="300000",
+        )
         with uplink.proc:
             uplink.proc.wait_ready(uplink.url("/readyz"), timeout=90)
-            await _publish(kafka_bootstrap, [sealed_event(o, uplink.trailer_id)
-                                             for o in [*small, big]])
+            await _publish(
+                kafka_bootstrap, [sealed_event(o, uplink.trailer_id) for o in [*small, big]]
+            )
 
             def big_upload() -> dict | None:
                 for up in tusd.uploads():
@@ -146,36 +165,59 @@ async def test_sealed_objects_upload_and_survive_kill9_mid_upload(
             ups = tusd.uploads()
             assert len(ups) == 3, "kill -9 must resume the same upload, not start another"
             for obj in [*small, big]:
-                (up,) = [u for u in ups
-                         if u["MetaData"]["sop_instance_uid"] == obj.sop_instance_uid]
+                (up,) = [
+                    u for u in ups if u["MetaData"]["sop_instance_uid"] == obj.sop_instance_uid
+                ]
                 assert tusd.data(up["ID"]) == outgoing.read(obj)
             assert big_upload()["ID"] == first["ID"]
 
             # The ingest reports: two delivered, one failed for good.
-            receipts.add("delivered", small[0].sop_instance_uid, small[0].study_instance_uid,
-                         small[0].dataset_sha256)
-            receipts.add("delivered", big.sop_instance_uid, big.study_instance_uid,
-                         big.dataset_sha256)
-            receipts.add("failed", small[1].sop_instance_uid, small[1].study_instance_uid,
-                         small[1].dataset_sha256, reason_code="FAILURE_REASON_PACS_REFUSED",
-                         reason="PACS refused the object", stage="ingest.pacs",
-                         dicom_status=0xA700, permanent=True)
+            receipts.add(
+                "delivered",
+                small[0].sop_instance_uid,
+                small[0].study_instance_uid,
+                small[0].dataset_sha256,
+            )
+            receipts.add(
+                "delivered", big.sop_instance_uid, big.study_instance_uid, big.dataset_sha256
+            )
+            receipts.add(
+                "failed",
+                small[1].sop_instance_uid,
+                small[1].study_instance_uid,
+                small[1].dataset_sha256,
+                reason_code="FAILURE_REASON_PACS_REFUSED",
+                reason="PACS refused the object",
+                stage="ingest.pacs",
+                dicom_status=0xA700,
+                permanent=True,
+            )
 
             mine = {o.sop_instance_uid for o in [*small, big]}
             delivered = await read_events(
-                kafka_bootstrap, OBJECT_DELIVERED, lambda seen: len(seen) >= 2,
-                match=lambda d: d.event.object.sop_instance_uid in mine, timeout=30)
+                kafka_bootstrap,
+                OBJECT_DELIVERED,
+                lambda seen: len(seen) >= 2,
+                match=lambda d: d.event.object.sop_instance_uid in mine,
+                timeout=30,
+            )
             assert {d.event.object.sop_instance_uid for d in delivered} == {
-                small[0].sop_instance_uid, big.sop_instance_uid}
+                small[0].sop_instance_uid,
+                big.sop_instance_uid,
+            }
             assert all(isinstance(d.event, ObjectDelivered) for d in delivered)
             assert all(d.key == d.event.object.study_instance_uid for d in delivered)
             upload_ids = {str(r["sop_instance_uid"]): r["upload_id"] for r in receipts.receipts}
-            assert all(d.event.upload_id == upload_ids[d.event.object.sop_instance_uid]
-                       for d in delivered)
+            assert all(
+                d.event.upload_id == upload_ids[d.event.object.sop_instance_uid] for d in delivered
+            )
             failed = await read_events(
-                kafka_bootstrap, OBJECT_FAILED, lambda seen: len(seen) >= 1,
+                kafka_bootstrap,
+                OBJECT_FAILED,
+                lambda seen: len(seen) >= 1,
                 match=lambda d: d.event.object.sop_instance_uid == small[1].sop_instance_uid,
-                timeout=30)
+                timeout=30,
+            )
             assert isinstance(failed[0].event, ObjectFailed)
             assert failed[0].event.stage == "ingest.pacs" and failed[0].event.permanent
             assert failed[0].event.upload_id == upload_ids[small[1].sop_instance_uid]
@@ -185,8 +227,12 @@ async def test_sealed_objects_upload_and_survive_kill9_mid_upload(
 
             await async_wait_until(recorded, 20, "receipts recorded in the queue")
             metrics = http_get(uplink.url("/metrics"))
-            for name in ("trailerlink_uplink_backlog_objects", "trailerlink_uplink_goodput_bytes",
-                         "trailerlink_uplink_link_state", "trailerlink_uplink_receipts_lag"):
+            for name in (
+                "trailerlink_uplink_backlog_objects",
+                "trailerlink_uplink_goodput_bytes",
+                "trailerlink_uplink_link_state",
+                "trailerlink_uplink_receipts_lag",
+            ):
                 assert name in metrics
             log = (tmp_path / "uplink.log").read_text()
             for obj in [*small, big]:

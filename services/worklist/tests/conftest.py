@@ -21,12 +21,36 @@ from trailerlink_worklist.settings import WorklistSettings
 from trailerlink_worklist.upstream.hl7_listener import Hl7Listener
 from trailerlink_worklist.worklist import Clock
 
-NHS_NUMBERS = ("9990000018", "9990000026", "9990000034", "9990000042", "9990000050",
-               "9990000069", "9990000077", "9990000085")
-NAMES = ("TEST^ALPHA", "TEST^BRAVO", "TEST^CHARLIE", "TESTER^DELTA", "TEST^ÅSA", "TEST^ZOË",
-         "TESTING^ECHO", "TEST^FOXTROT")
-BIRTH_DATES = ("19700101", "19650315", "19580720", "19721231", "19690229", "19600101",
-               "19550505", "19711111")
+NHS_NUMBERS = (
+    "9990000018",
+    "9990000026",
+    "9990000034",
+    "9990000042",
+    "9990000050",
+    "9990000069",
+    "9990000077",
+    "9990000085",
+)
+NAMES = (
+    "TEST^ALPHA",
+    "TEST^BRAVO",
+    "TEST^CHARLIE",
+    "TESTER^DELTA",
+    "TEST^ÅSA",
+    "TEST^ZOË",
+    "TESTING^ECHO",
+    "TEST^FOXTROT",
+)
+BIRTH_DATES = (
+    "19700101",
+    "19650315",
+    "19580720",
+    "19721231",
+    "19690229",
+    "19600101",
+    "19550505",
+    "19711111",
+)
 # Made-up women with the letters that broke the worklist before (issue #18): Welsh ŵ ŷ â,
 # Irish Ó á, German ü, Polish ł, Greek. Each is what the source means, in DICOM PN form.
 WELSH = "Llewelyn^Siân"
@@ -49,8 +73,11 @@ class LogCapture(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            extras = {k: v for k, v in record.__dict__.items()
-                      if k not in logging.makeLogRecord({}).__dict__}
+            extras = {
+                k: v
+                for k, v in record.__dict__.items()
+                if k not in logging.makeLogRecord({}).__dict__
+            }
             text = f"{record.name} {record.getMessage()} {extras}"
             if record.exc_info:
                 text += " " + logging.Formatter().formatException(record.exc_info)
@@ -86,8 +113,9 @@ def ymd(d: date) -> str:
     return d.strftime("%Y%m%d")
 
 
-def booking(i: int, *, day: date | None = None, time: str | None = None, **changes: str
-            ) -> ScheduledStep:
+def booking(
+    i: int, *, day: date | None = None, time: str | None = None, **changes: str
+) -> ScheduledStep:
     """Synthetic booking number ``i`` for this trailer (today by default)."""
     day = day or today()
     step = ScheduledStep(

@@ -38,8 +38,11 @@ async def _running(app: WorklistApp) -> AsyncIterator[asyncio.Event]:
 
 
 def _app(make_app, kafka_bootstrap: str, **overrides: object) -> WorklistApp:  # type: ignore[no-untyped-def]
-    app: WorklistApp = make_app(kafka_bootstrap_servers=kafka_bootstrap,
-                                trailer_id=f"trailer-{uuid.uuid4().hex[:8]}", **overrides)
+    app: WorklistApp = make_app(
+        kafka_bootstrap_servers=kafka_bootstrap,
+        trailer_id=f"trailer-{uuid.uuid4().hex[:8]}",
+        **overrides,
+    )
     first, last = app.worklist.window()
     app.worklist.replace_window([booking(i) for i in range(4)], Source.DICOM_MWL, first, last)
     return app
@@ -54,12 +57,15 @@ async def test_corrections_queued_offline_arrive_in_order(make_app, kafka_bootst
     app = _app(make_app, kafka_bootstrap, corrections_route="hl7", upstream_hl7_port=port)
     ids = []
     for i, family in enumerate(("TESTONE", "TESTTWO", "TESTTHREE")):
-        event = app.worklist.correct(booking(i).key, Correction(
-            family_name=family, birth_date="19700102", reason=f"seen ID card {i}"),
-            corrected_by=f"radiographer{i}")
+        event = app.worklist.correct(
+            booking(i).key,
+            Correction(family_name=family, birth_date="19700102", reason=f"seen ID card {i}"),
+            corrected_by=f"radiographer{i}",
+        )
         ids.append(event.correction_id)
-    nhs = app.worklist.correct(booking(3).key, Correction(patient_id="9990000069",
-                                                          reason="NHS number typo"), "rad")
+    nhs = app.worklist.correct(
+        booking(3).key, Correction(patient_id="9990000069", reason="NHS number typo"), "rad"
+    )
     unavailable_before = _delivered("correction", "unavailable")
     gen = _running(app)
     await gen.__anext__()
@@ -67,13 +73,19 @@ async def test_corrections_queued_offline_arrive_in_order(make_app, kafka_bootst
         # Upstream is down: the first correction is retried, nothing is lost or skipped.
         await async_wait_until(
             lambda: _async(_delivered("correction", "unavailable") > unavailable_before),
-            30, "a delivery attempt while upstream is offline")
+            30,
+            "a delivery attempt while upstream is offline",
+        )
         # All four are safely in Kafka meanwhile (the outbox drains asynchronously).
-        await async_wait_until(lambda: _async(app.cache.outbox_size() == 0), 30,
-                               "the outbox to drain into Kafka")
+        await async_wait_until(
+            lambda: _async(app.cache.outbox_size() == 0), 30, "the outbox to drain into Kafka"
+        )
         with Hl7Inbox(port=port) as inbox:
-            await async_wait_until(lambda: _async(len(inbox.messages()) >= 4), 60,
-                                   "corrections delivered once upstream is back")
+            await async_wait_until(
+                lambda: _async(len(inbox.messages()) >= 4),
+                60,
+                "corrections delivered once upstream is back",
+            )
             received = [hl7.parse(t) for t in inbox.messages()]
     finally:
         await gen.aclose()
@@ -93,16 +105,16 @@ async def test_corrections_queued_offline_arrive_in_order(make_app, kafka_bootst
 
 async def test_status_goes_upstream_as_hl7_orm(make_app, kafka_bootstrap) -> None:  # type: ignore[no-untyped-def]
     with Hl7Inbox() as inbox:
-        app = _app(make_app, kafka_bootstrap, status_route="hl7",
-                   upstream_hl7_port=inbox.port)
+        app = _app(make_app, kafka_bootstrap, status_route="hl7", upstream_hl7_port=inbox.port)
         uid = _uid()
         app.mpps.create(uid, create_attrs(0))
         app.mpps.update(uid, completion()[0])
         gen = _running(app)
         await gen.__anext__()
         try:
-            await async_wait_until(lambda: _async(len(inbox.messages()) >= 2), 60,
-                                   "ORM status messages")
+            await async_wait_until(
+                lambda: _async(len(inbox.messages()) >= 2), 60, "ORM status messages"
+            )
         finally:
             await gen.aclose()
         messages = [hl7.parse(t) for t in inbox.messages()]
@@ -113,8 +125,9 @@ async def test_status_goes_upstream_as_hl7_orm(make_app, kafka_bootstrap) -> Non
 async def test_status_goes_upstream_as_dicom_mpps(make_app, kafka_bootstrap) -> None:  # type: ignore[no-untyped-def]
     trust: WorklistApp = make_app(dicom_ae_title="NBSS_MPPS")  # the Trust's MPPS SCP
     trust.scp.start()
-    app = _app(make_app, kafka_bootstrap, status_route="dicom_mpps",
-               upstream_mpps_port=trust.scp.port)
+    app = _app(
+        make_app, kafka_bootstrap, status_route="dicom_mpps", upstream_mpps_port=trust.scp.port
+    )
     uid = _uid()
     app.mpps.create(uid, create_attrs(1))
     mods, images = completion()
@@ -122,11 +135,14 @@ async def test_status_goes_upstream_as_dicom_mpps(make_app, kafka_bootstrap) -> 
     gen = _running(app)
     await gen.__anext__()
     try:
-        await async_wait_until(lambda: _async(
-            (r := trust.mpps.get(uid)) is not None and r.status == "COMPLETED"), 60,
-            "MPPS completed at the Trust")
-        await async_wait_until(lambda: _async(app.mpps.get(uid).upstream_state == "final"),
-                               30, "forwarding recorded")
+        await async_wait_until(
+            lambda: _async((r := trust.mpps.get(uid)) is not None and r.status == "COMPLETED"),
+            60,
+            "MPPS completed at the Trust",
+        )
+        await async_wait_until(
+            lambda: _async(app.mpps.get(uid).upstream_state == "final"), 30, "forwarding recorded"
+        )
     finally:
         await gen.aclose()
     series = trust.mpps.get(uid).attrs.PerformedSeriesSequence[0]

@@ -53,15 +53,25 @@ CORRECTED_BIRTH = "19610704"
 
 def _bookings() -> list[ScheduledStep]:
     steps = [booking(i) for i in range(len(NAMES))]
-    steps += [booking(len(NAMES) + i, patient_name=name, patient_id=NHS_NUMBERS[i])
-              for i, name in enumerate(UNICODE_NAMES)]
+    steps += [
+        booking(len(NAMES) + i, patient_name=name, patient_id=NHS_NUMBERS[i])
+        for i, name in enumerate(UNICODE_NAMES)
+    ]
     return steps
 
 
 def _needles() -> list[bytes]:
     """Every form in which a synthetic woman's details could sit in the file."""
-    texts = {*NAMES, *NHS_NUMBERS, *BIRTH_DATES, *UNICODE_NAMES, CORRECTED_FAMILY,
-             CORRECTED_FAMILY.upper(), CORRECTED_NHS, CORRECTED_BIRTH}
+    texts = {
+        *NAMES,
+        *NHS_NUMBERS,
+        *BIRTH_DATES,
+        *UNICODE_NAMES,
+        CORRECTED_FAMILY,
+        CORRECTED_FAMILY.upper(),
+        CORRECTED_NHS,
+        CORRECTED_BIRTH,
+    }
     for name in (*NAMES, *UNICODE_NAMES):
         texts.update(part for part in name.split("^") if len(part) >= 4 and part != "TEST")
     found = set()
@@ -77,8 +87,9 @@ def _needles() -> list[bytes]:
 
 def _raw(path: Path) -> bytes:
     """The cache file, its WAL and shared memory file, byte for byte."""
-    return b"".join(p.read_bytes() for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm"))
-                    if p.exists())
+    return b"".join(
+        p.read_bytes() for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")) if p.exists()
+    )
 
 
 def _leaks(path: Path) -> list[int]:
@@ -98,9 +109,16 @@ def _fill(app: WorklistApp) -> list[ScheduledStep]:
     uid = _uid()
     app.mpps.create(uid, attrs)
     app.mpps.update(uid, completion()[0])
-    app.worklist.correct(steps[1].key, Correction(
-        patient_id=CORRECTED_NHS, family_name=CORRECTED_FAMILY, birth_date=CORRECTED_BIRTH,
-        reason="typo at booking"), "radiographer1")
+    app.worklist.correct(
+        steps[1].key,
+        Correction(
+            patient_id=CORRECTED_NHS,
+            family_name=CORRECTED_FAMILY,
+            birth_date=CORRECTED_BIRTH,
+            reason="typo at booking",
+        ),
+        "radiographer1",
+    )
     return steps
 
 
@@ -160,8 +178,16 @@ def _plaintext_cache(path: Path, steps: list[ScheduledStep]) -> dict[str, object
         conn.execute(
             "INSERT INTO steps (key, source, scheduled_date, status, data, content_hash,"
             " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (step.key, Source.DICOM_MWL.value, step.scheduled_date, StepStatus.BOOKED.value,
-             step.as_json(), hashlib.sha256(step.as_json().encode()).hexdigest(), now))
+            (
+                step.key,
+                Source.DICOM_MWL.value,
+                step.scheduled_date,
+                StepStatus.BOOKED.value,
+                step.as_json(),
+                hashlib.sha256(step.as_json().encode()).hexdigest(),
+                now,
+            ),
+        )
     attrs = create_attrs(2)
     attrs.PatientBirthDate = BIRTH_DATES[2]
     mpps_uid = _uid()
@@ -169,21 +195,38 @@ def _plaintext_cache(path: Path, steps: list[ScheduledStep]) -> dict[str, object
     conn.execute(
         "INSERT INTO mpps (uid, status, step_key, scheduled_date, create_attrs, final_attrs,"
         " upstream_state, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 'none', ?, ?)",
-        (mpps_uid, "IN PROGRESS", steps[2].key, steps[2].scheduled_date, text, text, now, now))
-    correction = Correction(family_name=CORRECTED_FAMILY, patient_id=CORRECTED_NHS,
-                            birth_date=CORRECTED_BIRTH, reason="typo")
+        (mpps_uid, "IN PROGRESS", steps[2].key, steps[2].scheduled_date, text, text, now, now),
+    )
+    correction = Correction(
+        family_name=CORRECTED_FAMILY,
+        patient_id=CORRECTED_NHS,
+        birth_date=CORRECTED_BIRTH,
+        reason="typo",
+    )
     conn.execute(
         "INSERT INTO corrections (correction_id, step_key, scheduled_date, fields,"
         " corrected_by, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-        ("c-1", steps[3].key, steps[3].scheduled_date, json.dumps(correction.__dict__),
-         "radiographer1", now))
-    event = m.DemographicsCorrection(correction_id="c-1", patient_id=NHS_NUMBERS[3],
-                                     corrected_patient_id=CORRECTED_NHS,
-                                     corrected_family_name=CORRECTED_FAMILY.upper(),
-                                     corrected_birth_date=CORRECTED_BIRTH)
+        (
+            "c-1",
+            steps[3].key,
+            steps[3].scheduled_date,
+            json.dumps(correction.__dict__),
+            "radiographer1",
+            now,
+        ),
+    )
+    event = m.DemographicsCorrection(
+        correction_id="c-1",
+        patient_id=NHS_NUMBERS[3],
+        corrected_patient_id=CORRECTED_NHS,
+        corrected_family_name=CORRECTED_FAMILY.upper(),
+        corrected_birth_date=CORRECTED_BIRTH,
+    )
     payload = event.SerializeToString()
-    conn.execute("INSERT INTO outbox (topic, key, payload, created_at) VALUES (?, ?, ?, ?)",
-                 (topics.DEMOGRAPHICS_CORRECTION, steps[3].accession_number, payload, now))
+    conn.execute(
+        "INSERT INTO outbox (topic, key, payload, created_at) VALUES (?, ?, ?, ?)",
+        (topics.DEMOGRAPHICS_CORRECTION, steps[3].accession_number, payload, now),
+    )
     conn.close()
     return {"mpps_uid": mpps_uid, "payload": payload}
 
@@ -219,8 +262,7 @@ def test_a_plaintext_cache_is_encrypted_in_place_on_start(tmp_path: Path) -> Non
     assert _leaks(path) == []
 
 
-def test_migration_is_one_transaction(tmp_path: Path,
-                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_migration_is_one_transaction(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     steps = _bookings()
     path = tmp_path / "worklist.sqlite"
     _plaintext_cache(path, steps)
@@ -241,10 +283,13 @@ def test_migration_is_one_transaction(tmp_path: Path,
     assert sealed > len(steps)
     conn = sqlite3.connect(path)
     try:
-        assert conn.execute("SELECT COUNT(*) FROM steps WHERE typeof(data) = 'text'"
-                            ).fetchone()[0] == len(steps)
-        assert conn.execute("SELECT COUNT(*) FROM meta WHERE name = ?",
-                            (KEY_ID_META,)).fetchone()[0] == 0
+        assert conn.execute("SELECT COUNT(*) FROM steps WHERE typeof(data) = 'text'").fetchone()[
+            0
+        ] == len(steps)
+        assert (
+            conn.execute("SELECT COUNT(*) FROM meta WHERE name = ?", (KEY_ID_META,)).fetchone()[0]
+            == 0
+        )
     finally:
         conn.close()
 
@@ -276,12 +321,21 @@ def test_a_wrong_key_is_refused_at_start_without_patient_data(tmp_path: Path) ->
     assert _forbidden(message) == []
 
     # The service itself: one line on stderr, exit 2, no traceback, no patient data.
-    env = {"TRAILERLINK_DATA_DIR": str(tmp_path / "w"),
-           "TRAILERLINK_WORKLIST_KEY_FILE": str(other),
-           "TRAILERLINK_SITE_CODE": SITE, "TRAILERLINK_STATION_AE_TITLES": STATION,
-           "TRAILERLINK_UPSTREAM": "none", "PATH": "/usr/bin:/bin"}
-    done = subprocess.run([console_script("trailerlink-worklist")], env=env,
-                          capture_output=True, text=True, timeout=120)
+    env = {
+        "TRAILERLINK_DATA_DIR": str(tmp_path / "w"),
+        "TRAILERLINK_WORKLIST_KEY_FILE": str(other),
+        "TRAILERLINK_SITE_CODE": SITE,
+        "TRAILERLINK_STATION_AE_TITLES": STATION,
+        "TRAILERLINK_UPSTREAM": "none",
+        "PATH": "/usr/bin:/bin",
+    }
+    done = subprocess.run(
+        [console_script("trailerlink-worklist")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2, done.stderr[-2000:]
     assert "Traceback" not in done.stderr
     assert "TRAILERLINK_WORKLIST_KEY_FILE" in done.stderr
@@ -308,8 +362,9 @@ def test_a_value_moved_to_another_row_is_refused(make_app) -> None:  # type: ign
     steps = _fill(app)
     a, b = steps[0].key, steps[2].key
     with app.cache.transaction() as conn:
-        (data_a,), (data_b,) = (conn.execute("SELECT data FROM steps WHERE key = ?", (k,)
-                                             ).fetchone() for k in (a, b))
+        (data_a,), (data_b,) = (
+            conn.execute("SELECT data FROM steps WHERE key = ?", (k,)).fetchone() for k in (a, b)
+        )
         conn.execute("UPDATE steps SET data = ? WHERE key = ?", (data_b, a))
         conn.execute("UPDATE steps SET data = ? WHERE key = ?", (data_a, b))
         # A correction re-pointed at another woman's booking.
@@ -327,8 +382,9 @@ def test_scheduled_dates_and_keys_stay_queryable(make_app) -> None:  # type: ign
     _fill(app)
     conn = sqlite3.connect(app.cache.path)
     try:
-        clear = conn.execute("SELECT key, scheduled_date, status, content_hash FROM steps"
-                             ).fetchall()
+        clear = conn.execute(
+            "SELECT key, scheduled_date, status, content_hash FROM steps"
+        ).fetchall()
     finally:
         conn.close()
     assert {row[1] for row in clear} == {ymd(today())}

@@ -59,34 +59,55 @@ def _ask(app: WorklistApp, broker: Wlmscpfs, keys: list[str | bytes]):  # type: 
 def _summary(responses: list) -> dict[str, tuple[str, str, str]]:  # type: ignore[type-arg]
     out = {}
     for r in responses:
-        sps = r.ScheduledProcedureStepSequence[0] if "ScheduledProcedureStepSequence" in r \
-            else None
+        sps = r.ScheduledProcedureStepSequence[0] if "ScheduledProcedureStepSequence" in r else None
         out[str(r.AccessionNumber).strip()] = (
-            str(r.get("PatientName", "")).strip(), str(r.get("PatientID", "")).strip(),
-            str(sps.get("ScheduledProcedureStepStartTime", "")).strip() if sps else "")
+            str(r.get("PatientName", "")).strip(),
+            str(r.get("PatientID", "")).strip(),
+            str(sps.get("ScheduledProcedureStepStartTime", "")).strip() if sps else "",
+        )
     return out
 
 
-RETURN_KEYS = ["AccessionNumber", "PatientName", "PatientID",
-               f"{SPS}.ScheduledProcedureStepStartTime"]
+RETURN_KEYS = [
+    "AccessionNumber",
+    "PatientName",
+    "PatientID",
+    f"{SPS}.ScheduledProcedureStepStartTime",
+]
 
 
 def _queries() -> list[tuple[str, list[str]]]:
     day = ymd(today())
     yesterday = ymd(today() - timedelta(days=1))
     return [
-        ("day for this station", [f"{SPS}.Modality=MG", f"{SPS}.ScheduledStationAETitle={STATION}",
-                                  f"{SPS}.ScheduledProcedureStepStartDate={day}"]),
+        (
+            "day for this station",
+            [
+                f"{SPS}.Modality=MG",
+                f"{SPS}.ScheduledStationAETitle={STATION}",
+                f"{SPS}.ScheduledProcedureStepStartDate={day}",
+            ],
+        ),
         ("one NHS number", ["PatientID=9990000018"]),
         ("name wildcard", ["PatientName=TEST^A*"]),
         ("name single character wildcard", ["PatientName=TEST^?RAVO"]),
         ("accession number", ["AccessionNumber=ACC00007"]),
-        ("time range", [f"{SPS}.ScheduledProcedureStepStartDate={day}",
-                        f"{SPS}.ScheduledProcedureStepStartTime=0900-1000"]),
+        (
+            "time range",
+            [
+                f"{SPS}.ScheduledProcedureStepStartDate={day}",
+                f"{SPS}.ScheduledProcedureStepStartTime=0900-1000",
+            ],
+        ),
         ("open time range", [f"{SPS}.ScheduledProcedureStepStartTime=-0830"]),
         ("open date range", [f"{SPS}.ScheduledProcedureStepStartDate={yesterday}-"]),
-        ("combined date-time range", [f"{SPS}.ScheduledProcedureStepStartDate={yesterday}-{day}",
-                                      f"{SPS}.ScheduledProcedureStepStartTime=0900-1000"]),
+        (
+            "combined date-time range",
+            [
+                f"{SPS}.ScheduledProcedureStepStartDate={yesterday}-{day}",
+                f"{SPS}.ScheduledProcedureStepStartTime=0900-1000",
+            ],
+        ),
         ("another station", [f"{SPS}.ScheduledStationAETitle=OTHERSTATION"]),
         ("another day", [f"{SPS}.ScheduledProcedureStepStartDate=20000101"]),
     ]
@@ -104,12 +125,24 @@ def test_answers_match_dcmtk_wlmscpfs(day_servers, case) -> None:  # type: ignor
 
 def test_a_full_day_has_every_return_key_of_ihe_scheduled_workflow(day_servers) -> None:  # type: ignore[no-untyped-def]
     app, _broker = day_servers
-    keys = ["PatientName", "PatientID", "IssuerOfPatientID", "PatientBirthDate", "PatientSex",
-            "AccessionNumber", "RequestedProcedureID", "RequestedProcedureDescription",
-            "StudyInstanceUID", "ReferringPhysicianName", f"{SPS}.ScheduledProcedureStepID",
-            f"{SPS}.ScheduledProcedureStepDescription", f"{SPS}.ScheduledStationAETitle",
-            f"{SPS}.ScheduledProcedureStepStartDate", f"{SPS}.ScheduledProcedureStepStartTime",
-            f"{SPS}.Modality"]
+    keys = [
+        "PatientName",
+        "PatientID",
+        "IssuerOfPatientID",
+        "PatientBirthDate",
+        "PatientSex",
+        "AccessionNumber",
+        "RequestedProcedureID",
+        "RequestedProcedureDescription",
+        "StudyInstanceUID",
+        "ReferringPhysicianName",
+        f"{SPS}.ScheduledProcedureStepID",
+        f"{SPS}.ScheduledProcedureStepDescription",
+        f"{SPS}.ScheduledStationAETitle",
+        f"{SPS}.ScheduledProcedureStepStartDate",
+        f"{SPS}.ScheduledProcedureStepStartTime",
+        f"{SPS}.Modality",
+    ]
     result = findscu("127.0.0.1", app.scp.port, "TRAILERLINK_MWL", keys)
     assert result.final_status == "Success"
     assert len(result.responses) == DAY
@@ -119,7 +152,10 @@ def test_a_full_day_has_every_return_key_of_ihe_scheduled_workflow(day_servers) 
     assert first.StudyInstanceUID == "1.2.826.0.1.3680043.8.498.700000"
     sps = first.ScheduledProcedureStepSequence[0]
     assert (sps.ScheduledProcedureStepID, sps.Modality, sps.ScheduledStationAETitle) == (
-        "SPS00000", "MG", STATION)
+        "SPS00000",
+        "MG",
+        STATION,
+    )
 
 
 def test_person_names_match_regardless_of_case_unlike_wlmscpfs(day_servers) -> None:  # type: ignore[no-untyped-def]
@@ -131,8 +167,11 @@ def test_person_names_match_regardless_of_case_unlike_wlmscpfs(day_servers) -> N
 
 def test_latin1_query_finds_and_returns_accented_names(day_servers) -> None:  # type: ignore[no-untyped-def]
     app, broker = day_servers
-    keys: list[str | bytes] = ["SpecificCharacterSet=ISO_IR 100",
-                               "PatientName=TEST^ÅSA".encode("latin-1"), "AccessionNumber"]
+    keys: list[str | bytes] = [
+        "SpecificCharacterSet=ISO_IR 100",
+        "PatientName=TEST^ÅSA".encode("latin-1"),
+        "AccessionNumber",
+    ]
     ours, reference = _ask(app, broker, keys)
     assert len(ours.responses) == len(reference.responses) == DAY // 8
     for r in ours.responses:
@@ -142,9 +181,12 @@ def test_latin1_query_finds_and_returns_accented_names(day_servers) -> None:  # 
 
 def test_utf8_query_is_answered_in_utf8(day_servers) -> None:  # type: ignore[no-untyped-def]
     app, _broker = day_servers
-    result = findscu("127.0.0.1", app.scp.port, "TRAILERLINK_MWL",
-                     ["SpecificCharacterSet=ISO_IR 192", b"PatientName=TEST^ZO*",
-                      "AccessionNumber"])
+    result = findscu(
+        "127.0.0.1",
+        app.scp.port,
+        "TRAILERLINK_MWL",
+        ["SpecificCharacterSet=ISO_IR 192", b"PatientName=TEST^ZO*", "AccessionNumber"],
+    )
     assert len(result.responses) == DAY // 8
     for r in result.responses:
         assert r.SpecificCharacterSet == "ISO_IR 192"
@@ -153,8 +195,9 @@ def test_utf8_query_is_answered_in_utf8(day_servers) -> None:  # type: ignore[no
 
 def test_query_without_character_set_gets_the_default_for_accents(day_servers) -> None:  # type: ignore[no-untyped-def]
     app, _broker = day_servers
-    result = findscu("127.0.0.1", app.scp.port, "TRAILERLINK_MWL",
-                     ["PatientName=TEST^*", "PatientID=9990000050"])
+    result = findscu(
+        "127.0.0.1", app.scp.port, "TRAILERLINK_MWL", ["PatientName=TEST^*", "PatientID=9990000050"]
+    )
     assert result.responses
     assert all(r.SpecificCharacterSet == "ISO_IR 100" for r in result.responses)
     assert {str(r.PatientName) for r in result.responses} == {"TEST^ÅSA"}
@@ -162,8 +205,9 @@ def test_query_without_character_set_gets_the_default_for_accents(day_servers) -
 
 def test_no_match_is_an_empty_success(day_servers) -> None:  # type: ignore[no-untyped-def]
     app, _broker = day_servers
-    result = findscu("127.0.0.1", app.scp.port, "TRAILERLINK_MWL",
-                     ["PatientID=9990000999", "PatientName"])
+    result = findscu(
+        "127.0.0.1", app.scp.port, "TRAILERLINK_MWL", ["PatientID=9990000999", "PatientName"]
+    )
     assert result.responses == []
     assert result.final_status == "Success"
 
@@ -178,23 +222,33 @@ def test_cancel_stops_the_answers(day_servers, monkeypatch: pytest.MonkeyPatch) 
         # third answer, wait until the association has received the cancel.
         built[0] += 1
         if built[0] == 3:
-            wait_until(lambda: any(a.dimse.cancel_req for a in
-                                   app.scp._server.active_associations), 20,
-                       "C-CANCEL received")
+            wait_until(
+                lambda: any(a.dimse.cancel_req for a in app.scp._server.active_associations),
+                20,
+                "C-CANCEL received",
+            )
         return answer(*args, **kwargs)
 
     monkeypatch.setattr(app.scp.answers, "answer", held)
-    result = findscu("127.0.0.1", app.scp.port, "TRAILERLINK_MWL",
-                     ["PatientName", "AccessionNumber", f"{SPS}.Modality=MG"],
-                     cancel_after=2)
+    result = findscu(
+        "127.0.0.1",
+        app.scp.port,
+        "TRAILERLINK_MWL",
+        ["PatientName", "AccessionNumber", f"{SPS}.Modality=MG"],
+        cancel_after=2,
+    )
     assert result.final_status == "Cancel", result.log[-2000:]
     assert 2 <= len(result.responses) < DAY
 
 
 def test_malformed_identifier_is_refused(day_servers) -> None:  # type: ignore[no-untyped-def]
     app, _broker = day_servers
-    result = findscu("127.0.0.1", app.scp.port, "TRAILERLINK_MWL",
-                     [f"{SPS}.ScheduledProcedureStepStartDate=2026-13-45-99", "PatientName"])
+    result = findscu(
+        "127.0.0.1",
+        app.scp.port,
+        "TRAILERLINK_MWL",
+        [f"{SPS}.ScheduledProcedureStepStartDate=2026-13-45-99", "PatientName"],
+    )
     assert result.responses == []
     assert result.final_status not in ("Success", "")
 
@@ -229,8 +283,7 @@ def test_a_poll_that_changes_nothing_keeps_the_encoded_answers(day_servers) -> N
     assert _summary(ours.responses) == _summary(reference.responses)
 
 
-def test_a_changed_step_is_answered_anew_and_the_others_are_reused(
-        day_servers) -> None:  # type: ignore[no-untyped-def]
+def test_a_changed_step_is_answered_anew_and_the_others_are_reused(day_servers) -> None:  # type: ignore[no-untyped-def]
     app, _broker = day_servers
     keys = [f"{SPS}.Modality=MG", "PatientName", "AccessionNumber", "PatientID"]
     findscu("127.0.0.1", app.scp.port, "TRAILERLINK_MWL", keys)
@@ -249,18 +302,24 @@ def test_a_changed_step_is_answered_anew_and_the_others_are_reused(
 
 
 def test_sps_keys_a_modality_sends_at_the_top_level_match_as_if_in_the_sequence(
-        day_servers) -> None:  # type: ignore[no-untyped-def]
+    day_servers,
+) -> None:  # type: ignore[no-untyped-def]
     app, broker = day_servers
     day = ymd(today())
-    keys = ["Modality=MG", f"ScheduledStationAETitle={STATION}",
-            f"ScheduledProcedureStepStartDate={day}", "AccessionNumber"]
+    keys = [
+        "Modality=MG",
+        f"ScheduledStationAETitle={STATION}",
+        f"ScheduledProcedureStepStartDate={day}",
+        "AccessionNumber",
+    ]
     ours, reference = _ask(app, broker, keys)
     assert ours.final_status == "Success"
     assert len(ours.responses) == len(reference.responses) == DAY  # wlmscpfs ignores them
     assert {str(r.Modality) for r in ours.responses} == {"MG"}  # answered where asked
     assert "ScheduledProcedureStepSequence" not in ours.responses[0]
-    other = findscu("127.0.0.1", app.scp.port, "TRAILERLINK_MWL",
-                    ["Modality=CT", "AccessionNumber"])
+    other = findscu(
+        "127.0.0.1", app.scp.port, "TRAILERLINK_MWL", ["Modality=CT", "AccessionNumber"]
+    )
     assert other.final_status == "Success" and other.responses == []
 
 

@@ -26,20 +26,27 @@ def _primitive(status: int, identifier: bytes | None, message_id: int) -> C_FIND
 def _pynetdicom_pdvs(primitive: C_FIND, max_pdu: int) -> list[bytes]:
     message = C_FIND_RSP()
     message.primitive_to_message(primitive)
-    return [value for pdata in message.encode_msg(1, max_pdu)
-            for _cx, value in pdata.presentation_data_value_list]
+    return [
+        value
+        for pdata in message.encode_msg(1, max_pdu)
+        for _cx, value in pdata.presentation_data_value_list
+    ]
 
 
-@pytest.mark.parametrize("status,identifier", [
-    (0xFF00, b"\x08\x00\x50\x00\x08\x00\x00\x00ACC00001" * 40),  # pending, an answer
-    (0xFF01, b"\x10\x00\x10\x00\x0a\x00\x00\x00TEST^ALPHA"),
-    (0x0000, None),  # success
-    (0xFE00, None),  # cancel
-])
+@pytest.mark.parametrize(
+    "status,identifier",
+    [
+        (0xFF00, b"\x08\x00\x50\x00\x08\x00\x00\x00ACC00001" * 40),  # pending, an answer
+        (0xFF01, b"\x10\x00\x10\x00\x0a\x00\x00\x00TEST^ALPHA"),
+        (0x0000, None),  # success
+        (0xFE00, None),  # cancel
+    ],
+)
 @pytest.mark.parametrize("max_pdu", [0, 64, 131072])
 @pytest.mark.parametrize("message_id", [1, 7, 65535])
-def test_same_bytes_as_pynetdicom(status: int, identifier: bytes | None, max_pdu: int,
-                                  message_id: int) -> None:
+def test_same_bytes_as_pynetdicom(
+    status: int, identifier: bytes | None, max_pdu: int, message_id: int
+) -> None:
     primitive = _primitive(status, identifier, message_id)
     ours = fastfind.pdata_for(primitive, 1, max_pdu)
     pdvs = [value for pdata in ours for _cx, value in pdata.presentation_data_value_list]
@@ -58,8 +65,7 @@ def test_command_and_small_answer_share_one_pdu() -> None:
     assert headers == [0x03, 0x02]  # last command fragment, then last data set fragment
 
 
-def test_associations_send_without_nagle_and_their_dul_waits_on_the_socket(
-        scp_app) -> None:  # type: ignore[no-untyped-def]
+def test_associations_send_without_nagle_and_their_dul_waits_on_the_socket(scp_app) -> None:  # type: ignore[no-untyped-def]
     """A real association with the SCP: its socket has TCP_NODELAY (without it the
     last answer of every C-FIND waited 40 ms for the modality's delayed ACK), its DUL
     waits on the socket, answers still arrive, and the wake-up pipe is closed once the
@@ -91,5 +97,4 @@ def test_associations_send_without_nagle_and_their_dul_waits_on_the_socket(
         association.release()
     del served, dul
     wait_until(lambda: not server.active_associations, 10, "the association ended")
-    wait_until(lambda: gc.collect() >= 0 and not pipe_closer.alive, 10,
-               "the wake-up pipe closed")
+    wait_until(lambda: gc.collect() >= 0 and not pipe_closer.alive, 10, "the wake-up pipe closed")

@@ -21,39 +21,57 @@ from .conftest import SITE, hl7_listening, today, ymd
 PID = "PID|1||9990000018^^^NHS^NH~LOCAL123^^^TRUST^MR||TEST^ALPHA^MARY||19700101|F"
 
 
-def msh(kind: str, control: str | None = None, version: str = "2.5",
-        charset: str = "UNICODE UTF-8") -> str:
+def msh(
+    kind: str, control: str | None = None, version: str = "2.5", charset: str = "UNICODE UTF-8"
+) -> str:
     control = control or uuid.uuid4().hex[:16]
-    return (f"MSH|^~\\&|NBSS|SCREENING|TRAILERLINK|TRAILER|20260101120000||{kind}|{control}"
-            f"|P|{version}||||||{charset}")
+    return (
+        f"MSH|^~\\&|NBSS|SCREENING|TRAILERLINK|TRAILER|20260101120000||{kind}|{control}"
+        f"|P|{version}||||||{charset}"
+    )
 
 
-def siu(trigger: str, appointment: str = "APPT001", *, day: str | None = None,
-        location: str = SITE, pid: str = PID, control: str | None = None) -> str:
+def siu(
+    trigger: str,
+    appointment: str = "APPT001",
+    *,
+    day: str | None = None,
+    location: str = SITE,
+    pid: str = PID,
+    control: str | None = None,
+) -> str:
     day = day or ymd(today())
-    return "\r".join([
-        msh(f"SIU^{trigger}^SIU_S12", control),
-        f"SCH|PLACER1|{appointment}|||||Screening|||^^^{day}1030",
-        pid,
-        "PV1|1|O|||||||||||||||||V123",
-        f"AIS|1||MGSCR^Screening mammography|{day}103000",
-        f"AIL|1||{location}^MOBILE^^TRUST",
-    ])
+    return "\r".join(
+        [
+            msh(f"SIU^{trigger}^SIU_S12", control),
+            f"SCH|PLACER1|{appointment}|||||Screening|||^^^{day}1030",
+            pid,
+            "PV1|1|O|||||||||||||||||V123",
+            f"AIS|1||MGSCR^Screening mammography|{day}103000",
+            f"AIL|1||{location}^MOBILE^^TRUST",
+        ]
+    )
 
 
-def orm(control_code: str, accession: str = "ORD001", *, day: str | None = None,
-        location: str = SITE) -> str:
+def orm(
+    control_code: str, accession: str = "ORD001", *, day: str | None = None, location: str = SITE
+) -> str:
     day = day or ymd(today())
-    obr = ["OBR", "1", "", accession, "MGSCR^Screening mammography"] + [""] * 13 + \
-        [accession, "RP-ORD001", "SPS-ORD001", "", "", "", "MG"]
-    return "\r".join([
-        msh("ORM^O01^ORM_O01"),
-        PID.replace("TEST^ALPHA^MARY", "TEST^BRAVO"),
-        f"PV1|1|O|{location}^MOBILE",
-        f"ORC|{control_code}||{accession}",
-        "|".join(obr),
-        f"TQ1|1||||||{day}111500",
-    ])
+    obr = (
+        ["OBR", "1", "", accession, "MGSCR^Screening mammography"]
+        + [""] * 13
+        + [accession, "RP-ORD001", "SPS-ORD001", "", "", "", "MG"]
+    )
+    return "\r".join(
+        [
+            msh("ORM^O01^ORM_O01"),
+            PID.replace("TEST^ALPHA^MARY", "TEST^BRAVO"),
+            f"PV1|1|O|{location}^MOBILE",
+            f"ORC|{control_code}||{accession}",
+            "|".join(obr),
+            f"TQ1|1||||||{day}111500",
+        ]
+    )
 
 
 @pytest.fixture
@@ -74,7 +92,10 @@ async def test_siu_booking_modification_and_cancellation(listener) -> None:  # t
     assert cached is not None and cached.status == StepStatus.BOOKED
     step = cached.step
     assert (step.patient_id, step.patient_name, step.scheduled_time) == (
-        "9990000018", "TEST^ALPHA^MARY", "103000")
+        "9990000018",
+        "TEST^ALPHA^MARY",
+        "103000",
+    )
     assert step.scheduled_station_ae_title == "MGTRAILER1" and step.modality == "MG"
     assert step.study_instance_uid.startswith("2.25.")
 
@@ -102,7 +123,10 @@ async def test_orm_new_and_cancel(listener) -> None:  # type: ignore[no-untyped-
     assert hl7client.ack_code(await send(hl7, orm("NW"))) == "AA"
     step = app.cache.get_step("ORD001|SPS-ORD001").step
     assert (step.requested_procedure_id, step.modality, step.scheduled_time) == (
-        "RP-ORD001", "MG", "111500")
+        "RP-ORD001",
+        "MG",
+        "111500",
+    )
     assert step.patient_name == "TEST^BRAVO"
     assert hl7client.ack_code(await send(hl7, orm("CA"))) == "AA"
     assert app.cache.get_step("ORD001|SPS-ORD001") is None
@@ -111,9 +135,14 @@ async def test_orm_new_and_cancel(listener) -> None:  # type: ignore[no-untyped-
 async def test_adt_updates_demographics_of_her_steps(listener) -> None:  # type: ignore[no-untyped-def]
     app, hl7 = listener
     await send(hl7, siu("S12", "APPT100"))
-    adt = "\r".join([msh("ADT^A08^ADT_A01"), "EVN|A08|20260101120000",
-                     "PID|1||9990000018^^^NHS^NH||TEST^ALPHONSINE||19700102|F",
-                     "PV1|1|O"])
+    adt = "\r".join(
+        [
+            msh("ADT^A08^ADT_A01"),
+            "EVN|A08|20260101120000",
+            "PID|1||9990000018^^^NHS^NH||TEST^ALPHONSINE||19700102|F",
+            "PV1|1|O",
+        ]
+    )
     assert hl7client.ack_code(await send(hl7, adt)) == "AA"
     step = app.cache.get_step("APPT100|APPT100").step
     assert (step.patient_name, step.patient_birth_date) == ("TEST^ALPHONSINE", "19700102")
@@ -128,27 +157,32 @@ async def test_did_not_attend(listener) -> None:  # type: ignore[no-untyped-def]
 
 async def test_other_sites_and_past_days_never_reach_the_cache(listener) -> None:  # type: ignore[no-untyped-def]
     app, hl7 = listener
-    assert hl7client.ack_code(await send(hl7, siu("S12", "ELSEWHERE",
-                                                   location="SITE-OTHER"))) == "AA"
+    assert (
+        hl7client.ack_code(await send(hl7, siu("S12", "ELSEWHERE", location="SITE-OTHER"))) == "AA"
+    )
     yesterday = ymd(today() - timedelta(days=1))  # refused with the window: test_hl7_names
     assert hl7client.ack_code(await send(hl7, siu("S12", "YESTERDAY", day=yesterday))) == "AE"
     assert app.cache.steps() == []
 
 
-@pytest.mark.parametrize(("message", "code"), [
-    ("this is not hl7", "AR"),
-    (msh("XYZ^Q99") + "\rPID|1", "AR"),
-    (msh("SIU^S99^SIU_S12") + "\rSCH|1", "AR"),
-    (msh("SIU^S12^SIU_S12", version="9.9") + "\rSCH|1", "AR"),
-    (msh("SIU^S12^SIU_S12").replace("|P|2.5", "|X|2.5") + "\rSCH|1", "AR"),
-    (siu("S12").replace("SCH|PLACER1|APPT001|", "SCH|||"), "AE"),
-    (siu("S12").replace(PID, "PID|1||||TEST^NOID"), "AE"),
-    (siu("S12").replace(PID, PID.replace("19700101", "19701399")), "AE"),
-    (siu("S12").replace(f"{ymd(today())}103000", "notadate"), "AE"),
-    (siu("S12").split("\rPID")[0], "AE"),
-])
-async def test_malformed_messages_are_nacked_and_change_nothing(listener, message: str,
-                                                                code: str) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize(
+    ("message", "code"),
+    [
+        ("this is not hl7", "AR"),
+        (msh("XYZ^Q99") + "\rPID|1", "AR"),
+        (msh("SIU^S99^SIU_S12") + "\rSCH|1", "AR"),
+        (msh("SIU^S12^SIU_S12", version="9.9") + "\rSCH|1", "AR"),
+        (msh("SIU^S12^SIU_S12").replace("|P|2.5", "|X|2.5") + "\rSCH|1", "AR"),
+        (siu("S12").replace("SCH|PLACER1|APPT001|", "SCH|||"), "AE"),
+        (siu("S12").replace(PID, "PID|1||||TEST^NOID"), "AE"),
+        (siu("S12").replace(PID, PID.replace("19700101", "19701399")), "AE"),
+        (siu("S12").replace(f"{ymd(today())}103000", "notadate"), "AE"),
+        (siu("S12").split("\rPID")[0], "AE"),
+    ],
+)
+async def test_malformed_messages_are_nacked_and_change_nothing(
+    listener, message: str, code: str
+) -> None:  # type: ignore[no-untyped-def]
     app, hl7 = listener
     generation = app.cache.generation
     ack = await send(hl7, message)
@@ -161,8 +195,11 @@ async def test_malformed_messages_are_nacked_and_change_nothing(listener, messag
 
 async def test_latin1_message_is_decoded_by_msh18(listener) -> None:  # type: ignore[no-untyped-def]
     app, hl7 = listener
-    text = siu("S12", "APPT300").replace("UNICODE UTF-8", "8859/1").replace(
-        "TEST^ALPHA^MARY", "TEST^ÅSA")
+    text = (
+        siu("S12", "APPT300")
+        .replace("UNICODE UTF-8", "8859/1")
+        .replace("TEST^ALPHA^MARY", "TEST^ÅSA")
+    )
     ack = await send(hl7, text.encode("latin-1"))
     assert hl7client.ack_code(ack) == "AA"
     assert app.cache.get_step("APPT300|APPT300").step.patient_name == "TEST^ÅSA"

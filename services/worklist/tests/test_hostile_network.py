@@ -19,7 +19,8 @@ def _refusals(reason: str) -> float:
 
 
 def test_gigabyte_claims_are_aborted_unread_and_the_modality_still_queries(
-        scp_app: WorklistApp) -> None:
+    scp_app: WorklistApp,
+) -> None:
     port = scp_app.scp.port
     before = _refusals("pdu_too_long")
     with pdu_claim_flood(port, 20) as socks:
@@ -39,8 +40,9 @@ def test_a_pdu_abandoned_halfway_is_ended_at_the_deadline(make_app) -> None:  # 
     app = make_app(dicom_pdu_deadline_seconds=1.0)
     app.scp.start()
     before = _refusals("pdu_deadline")
-    sock = socket.create_connection(("127.0.0.1", app.scp.port),
-                                    source_address=(attacker_address(3), 0))
+    sock = socket.create_connection(
+        ("127.0.0.1", app.scp.port), source_address=(attacker_address(3), 0)
+    )
     sock.sendall(struct.pack(">BBL", 0x01, 0, 200) + b"\x00" * 20)
     sock.settimeout(10)
     try:

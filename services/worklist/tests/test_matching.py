@@ -59,10 +59,18 @@ def test_person_names_match_ignoring_case_and_trailing_empty_components() -> Non
     assert not matches(query(PatientName="test^alpha"), r, pn_case_sensitive=True)
 
 
-@pytest.mark.parametrize(("pattern", "expected"), [
-    ("TEST^A*", True), ("test^a*", True), ("TEST^?LPHA", True), ("*ALPHA", True),
-    ("TEST^B*", False), ("T?ST^ALPH", False), ("*", True),
-])
+@pytest.mark.parametrize(
+    ("pattern", "expected"),
+    [
+        ("TEST^A*", True),
+        ("test^a*", True),
+        ("TEST^?LPHA", True),
+        ("*ALPHA", True),
+        ("TEST^B*", False),
+        ("T?ST^ALPH", False),
+        ("*", True),
+    ],
+)
 def test_wildcards_in_person_names(pattern: str, expected: bool) -> None:
     assert matches(query(PatientName=pattern), record(0)) is expected
 
@@ -93,8 +101,12 @@ def test_time_ranges_include_their_bounds() -> None:
 def test_combined_date_time_range_spans_days() -> None:
     r = record(0, time="083000")
     day = r.items[0x00400100][0].values[0x00400002][1][0]
-    q = query({"ScheduledProcedureStepStartDate": f"19991231-{day}",
-               "ScheduledProcedureStepStartTime": "0900-1000"})
+    q = query(
+        {
+            "ScheduledProcedureStepStartDate": f"19991231-{day}",
+            "ScheduledProcedureStepStartTime": "0900-1000",
+        }
+    )
     # Combined: from 1999-12-31 09:00 to today 10:00 includes today 08:30.
     assert matches(q, r, combined_datetime=True)
     # Each on its own: 08:30 is not within 09:00-10:00.
@@ -113,19 +125,29 @@ def test_list_of_uids() -> None:
 
 def test_sequence_matching_on_modality_station_and_location() -> None:
     r = record(0)
-    assert matches(query({"Modality": "MG", "ScheduledStationAETitle": "MGTRAILER1",
-                          "ScheduledProcedureStepLocation": "SITE-TRL01"}), r)
+    assert matches(
+        query(
+            {
+                "Modality": "MG",
+                "ScheduledStationAETitle": "MGTRAILER1",
+                "ScheduledProcedureStepLocation": "SITE-TRL01",
+            }
+        ),
+        r,
+    )
     assert not matches(query({"Modality": "CT"}), r)
     assert not matches(query({"ScheduledStationAETitle": "OTHER"}), r)
     assert not matches(query({"ScheduledProcedureStepLocation": "SITE-ELSEWHERE"}), r)
 
 
 def test_answer_holds_only_requested_keys_and_empty_unknown_ones() -> None:
-    q = query({"Modality": "", "ScheduledProcedureStepID": ""}, PatientName="",
-              OtherPatientIDs="")
+    q = query({"Modality": "", "ScheduledProcedureStepID": ""}, PatientName="", OtherPatientIDs="")
     answer = compile_query(q).response(record(0))
-    assert {e.keyword for e in answer} == {"PatientName", "OtherPatientIDs",
-                                           "ScheduledProcedureStepSequence"}
+    assert {e.keyword for e in answer} == {
+        "PatientName",
+        "OtherPatientIDs",
+        "ScheduledProcedureStepSequence",
+    }
     assert answer.OtherPatientIDs in (None, "")
     item = answer.ScheduledProcedureStepSequence[0]
     assert {e.keyword for e in item} == {"Modality", "ScheduledProcedureStepID"}
@@ -156,8 +178,9 @@ _NAME_PART = st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZÅÖÉ'-", min_size=1, 
 
 @settings(max_examples=150, deadline=None)
 @given(family=_NAME_PART, given_name=_NAME_PART, data=st.data())
-def test_a_name_matches_itself_and_any_wildcard_of_it(family: str, given_name: str,
-                                                      data: st.DataObject) -> None:
+def test_a_name_matches_itself_and_any_wildcard_of_it(
+    family: str, given_name: str, data: st.DataObject
+) -> None:
     name = f"{family}^{given_name}"
     r = record(0, patient_name=name)
     assert matches(query(PatientName=name), r)
@@ -166,7 +189,7 @@ def test_a_name_matches_itself_and_any_wildcard_of_it(family: str, given_name: s
     assert matches(query(PatientName=name[:cut] + "*"), r)
     position = data.draw(st.integers(0, len(name) - 1))
     if name[position] != "^":
-        assert matches(query(PatientName=name[:position] + "?" + name[position + 1:]), r)
+        assert matches(query(PatientName=name[:position] + "?" + name[position + 1 :]), r)
 
 
 @settings(max_examples=150, deadline=None)
@@ -176,13 +199,16 @@ def test_time_range_agrees_with_integer_comparison(times: list[int]) -> None:
     as_tm = [f"{t // 60:02d}{t % 60:02d}" for t in (low, high, value)]
     r = record(0, time=as_tm[2] + "00")
     expected = low <= value <= high
-    assert matches(query({"ScheduledProcedureStepStartTime": f"{as_tm[0]}-{as_tm[1]}"}),
-                   r) is expected
+    assert (
+        matches(query({"ScheduledProcedureStepStartTime": f"{as_tm[0]}-{as_tm[1]}"}), r) is expected
+    )
 
 
 @settings(max_examples=100, deadline=None)
-@given(text=st.text(alphabet="ABC*?^", min_size=1, max_size=6),
-       target=st.text(alphabet="ABC^", min_size=1, max_size=6))
+@given(
+    text=st.text(alphabet="ABC*?^", min_size=1, max_size=6),
+    target=st.text(alphabet="ABC^", min_size=1, max_size=6),
+)
 def test_wildcard_matching_agrees_with_fnmatch_semantics(text: str, target: str) -> None:
     r = record(0, patient_name=target)
     # Trailing component delimiters of a PN are insignificant (PS3.5 6.2), in the query
@@ -223,10 +249,16 @@ def test_sps_keys_at_the_top_level_match_as_if_in_the_sequence(with_sequence: bo
     assert not matches(q(ScheduledStationAETitle="OTHER"), r)
     assert matches(q(ScheduledProcedureStepStartDate=day), r)
     assert not matches(q(ScheduledProcedureStepStartDate="20000101"), r)
-    assert matches(q(ScheduledProcedureStepStartDate=day,
-                     ScheduledProcedureStepStartTime="0900-1000"), r, combined_datetime=True)
-    assert not matches(q(ScheduledProcedureStepStartDate=day,
-                         ScheduledProcedureStepStartTime="1000-1100"), r, combined_datetime=True)
+    assert matches(
+        q(ScheduledProcedureStepStartDate=day, ScheduledProcedureStepStartTime="0900-1000"),
+        r,
+        combined_datetime=True,
+    )
+    assert not matches(
+        q(ScheduledProcedureStepStartDate=day, ScheduledProcedureStepStartTime="1000-1100"),
+        r,
+        combined_datetime=True,
+    )
     # Answered where the modality asked, with the matching item's value.
     answer = compile_query(q(Modality="", ScheduledStationAETitle="MG*")).response(r)
     assert (answer.Modality, answer.ScheduledStationAETitle) == ("MG", "MGTRAILER1")

@@ -79,8 +79,7 @@ def completion(status: str = "COMPLETED", images: int = 4) -> tuple[Dataset, lis
 @pytest.fixture
 def mpps_app(scp_app: WorklistApp) -> WorklistApp:
     first, last = scp_app.worklist.window()
-    scp_app.worklist.replace_window([booking(i) for i in range(4)], Source.DICOM_MWL,
-                                    first, last)
+    scp_app.worklist.replace_window([booking(i) for i in range(4)], Source.DICOM_MWL, first, last)
     return scp_app
 
 
@@ -100,16 +99,16 @@ def _status(result: tuple[Dataset | None, Dataset | None]) -> int:
     return int(status.Status)
 
 
-def test_create_then_complete_updates_the_step(mpps_app: WorklistApp,
-                                               assoc: Association) -> None:
+def test_create_then_complete_updates_the_step(mpps_app: WorklistApp, assoc: Association) -> None:
     uid = _uid()
-    assert _status(assoc.send_n_create(create_attrs(0), ModalityPerformedProcedureStep,
-                                       uid)) == statuses.SUCCESS
+    assert (
+        _status(assoc.send_n_create(create_attrs(0), ModalityPerformedProcedureStep, uid))
+        == statuses.SUCCESS
+    )
     key = booking(0).key
     assert mpps_app.cache.get_step(key).status == StepStatus.IN_PROGRESS
     mods, images = completion()
-    assert _status(assoc.send_n_set(mods, ModalityPerformedProcedureStep, uid)) == \
-        statuses.SUCCESS
+    assert _status(assoc.send_n_set(mods, ModalityPerformedProcedureStep, uid)) == statuses.SUCCESS
     assert mpps_app.cache.get_step(key).status == StepStatus.COMPLETED
     record = mpps_app.mpps.get(uid)
     series = record.attrs.PerformedSeriesSequence[0]
@@ -120,8 +119,7 @@ def test_no_n_set_after_completed(assoc: Association) -> None:
     uid = _uid()
     assoc.send_n_create(create_attrs(1), ModalityPerformedProcedureStep, uid)
     mods, _ = completion()
-    assert _status(assoc.send_n_set(mods, ModalityPerformedProcedureStep, uid)) == \
-        statuses.SUCCESS
+    assert _status(assoc.send_n_set(mods, ModalityPerformedProcedureStep, uid)) == statuses.SUCCESS
     again, _ = completion()
     status, _ = assoc.send_n_set(again, ModalityPerformedProcedureStep, uid)
     assert int(status.Status) == statuses.PROCESSING_FAILURE
@@ -132,34 +130,43 @@ def test_no_n_set_after_discontinued(mpps_app: WorklistApp, assoc: Association) 
     uid = _uid()
     assoc.send_n_create(create_attrs(2), ModalityPerformedProcedureStep, uid)
     mods, _ = completion("DISCONTINUED", images=1)
-    assert _status(assoc.send_n_set(mods, ModalityPerformedProcedureStep, uid)) == \
-        statuses.SUCCESS
+    assert _status(assoc.send_n_set(mods, ModalityPerformedProcedureStep, uid)) == statuses.SUCCESS
     assert mpps_app.cache.get_step(booking(2).key).status == StepStatus.DISCONTINUED
     back = Dataset()
     back.PerformedProcedureStepStatus = "IN PROGRESS"
-    assert _status(assoc.send_n_set(back, ModalityPerformedProcedureStep, uid)) == \
-        statuses.PROCESSING_FAILURE
+    assert (
+        _status(assoc.send_n_set(back, ModalityPerformedProcedureStep, uid))
+        == statuses.PROCESSING_FAILURE
+    )
 
 
 def test_create_must_be_in_progress(assoc: Association) -> None:
     ds = create_attrs(3)
     ds.PerformedProcedureStepStatus = "COMPLETED"
-    assert _status(assoc.send_n_create(ds, ModalityPerformedProcedureStep, _uid())) == \
-        statuses.INVALID_ATTRIBUTE_VALUE
+    assert (
+        _status(assoc.send_n_create(ds, ModalityPerformedProcedureStep, _uid()))
+        == statuses.INVALID_ATTRIBUTE_VALUE
+    )
 
 
 def test_duplicate_create_is_refused(assoc: Association) -> None:
     uid = _uid()
-    assert _status(assoc.send_n_create(create_attrs(3), ModalityPerformedProcedureStep,
-                                       uid)) == statuses.SUCCESS
-    assert _status(assoc.send_n_create(create_attrs(3), ModalityPerformedProcedureStep,
-                                       uid)) == statuses.DUPLICATE_SOP_INSTANCE
+    assert (
+        _status(assoc.send_n_create(create_attrs(3), ModalityPerformedProcedureStep, uid))
+        == statuses.SUCCESS
+    )
+    assert (
+        _status(assoc.send_n_create(create_attrs(3), ModalityPerformedProcedureStep, uid))
+        == statuses.DUPLICATE_SOP_INSTANCE
+    )
 
 
 def test_n_set_of_unknown_instance(assoc: Association) -> None:
     mods, _ = completion()
-    assert _status(assoc.send_n_set(mods, ModalityPerformedProcedureStep, _uid())) == \
-        statuses.NO_SUCH_OBJECT_INSTANCE
+    assert (
+        _status(assoc.send_n_set(mods, ModalityPerformedProcedureStep, _uid()))
+        == statuses.NO_SUCH_OBJECT_INSTANCE
+    )
 
 
 def test_invalid_status_value_and_completion_without_end_time(assoc: Association) -> None:
@@ -167,16 +174,21 @@ def test_invalid_status_value_and_completion_without_end_time(assoc: Association
     assoc.send_n_create(create_attrs(0), ModalityPerformedProcedureStep, uid)
     bad = Dataset()
     bad.PerformedProcedureStepStatus = "FINISHED"
-    assert _status(assoc.send_n_set(bad, ModalityPerformedProcedureStep, uid)) == \
-        statuses.INVALID_ATTRIBUTE_VALUE
+    assert (
+        _status(assoc.send_n_set(bad, ModalityPerformedProcedureStep, uid))
+        == statuses.INVALID_ATTRIBUTE_VALUE
+    )
     no_end = Dataset()
     no_end.PerformedProcedureStepStatus = "COMPLETED"
-    assert _status(assoc.send_n_set(no_end, ModalityPerformedProcedureStep, uid)) == \
-        statuses.MISSING_ATTRIBUTE_VALUE
+    assert (
+        _status(assoc.send_n_set(no_end, ModalityPerformedProcedureStep, uid))
+        == statuses.MISSING_ATTRIBUTE_VALUE
+    )
 
 
-def test_create_without_instance_uid_is_assigned_one(assoc: Association,
-                                                     mpps_app: WorklistApp) -> None:
+def test_create_without_instance_uid_is_assigned_one(
+    assoc: Association, mpps_app: WorklistApp
+) -> None:
     status, _reply = assoc.send_n_create(create_attrs(1), ModalityPerformedProcedureStep)
     assert int(status.Status) == statuses.SUCCESS
     assert int(mpps_app.cache._query("SELECT COUNT(*) FROM mpps")[0][0]) == 1
@@ -188,15 +200,17 @@ def test_unscheduled_step_is_accepted(assoc: Association) -> None:
     ref.AccessionNumber = ""
     ref.ScheduledProcedureStepID = ""
     ref.StudyInstanceUID = _uid()
-    assert _status(assoc.send_n_create(ds, ModalityPerformedProcedureStep, _uid())) == \
-        statuses.SUCCESS
+    assert (
+        _status(assoc.send_n_create(ds, ModalityPerformedProcedureStep, _uid())) == statuses.SUCCESS
+    )
 
 
 def test_n_get_returns_the_requested_attributes(assoc: Association) -> None:
     uid = _uid()
     assoc.send_n_create(create_attrs(0), ModalityPerformedProcedureStep, uid)
-    status, attrs = assoc.send_n_get([0x00400252, 0x00400340, 0x00400254],
-                                     ModalityPerformedProcedureStep, uid)
+    status, attrs = assoc.send_n_get(
+        [0x00400252, 0x00400340, 0x00400254], ModalityPerformedProcedureStep, uid
+    )
     assert int(status.Status) == statuses.SUCCESS
     assert attrs.PerformedProcedureStepStatus == "IN PROGRESS"
     assert attrs.PerformedSeriesSequence == []
@@ -204,8 +218,7 @@ def test_n_get_returns_the_requested_attributes(assoc: Association) -> None:
     assert "PatientID" not in attrs  # only what was asked for
     mods, images = completion()
     assoc.send_n_set(mods, ModalityPerformedProcedureStep, uid)
-    status, attrs = assoc.send_n_get([0x00400252, 0x00400340],
-                                     ModalityPerformedProcedureStep, uid)
+    status, attrs = assoc.send_n_get([0x00400252, 0x00400340], ModalityPerformedProcedureStep, uid)
     assert int(status.Status) == statuses.SUCCESS
     assert attrs.PerformedProcedureStepStatus == "COMPLETED"
     refs = attrs.PerformedSeriesSequence[0].ReferencedImageSequence
@@ -233,15 +246,15 @@ def test_n_get_of_unknown_instance(assoc: Association) -> None:
 def test_n_get_of_command_attributes_is_an_attribute_list_error(assoc: Association) -> None:
     uid = _uid()
     assoc.send_n_create(create_attrs(2), ModalityPerformedProcedureStep, uid)
-    status, attrs = assoc.send_n_get([0x00000900, 0x00400252],
-                                     ModalityPerformedProcedureStep, uid)
+    status, attrs = assoc.send_n_get([0x00000900, 0x00400252], ModalityPerformedProcedureStep, uid)
     assert int(status.Status) == statuses.ATTRIBUTE_LIST_ERROR
     assert not attrs
 
 
 @pytest.mark.kafka
 async def test_procedure_step_events_reach_kafka_with_the_images(
-        make_app, kafka_bootstrap: str) -> None:  # type: ignore[no-untyped-def]
+    make_app, kafka_bootstrap: str
+) -> None:  # type: ignore[no-untyped-def]
     app: WorklistApp = make_app(kafka_bootstrap_servers=kafka_bootstrap)
     first, last = app.worklist.window()
     app.worklist.replace_window([booking(0)], Source.DICOM_MWL, first, last)
@@ -254,16 +267,21 @@ async def test_procedure_step_events_reach_kafka_with_the_images(
     task = asyncio.create_task(app.publisher.run(stop))
     try:
         found = await read_events(
-            kafka_bootstrap, topics.PROCEDURE_STEP,
+            kafka_bootstrap,
+            topics.PROCEDURE_STEP,
             until=lambda seen: len(seen) >= 2,
-            match=lambda d: d.event.mpps_sop_instance_uid == uid, timeout=30)
+            match=lambda d: d.event.mpps_sop_instance_uid == uid,
+            timeout=30,
+        )
     finally:
         stop.set()
         await task
         await app.producer.stop()
     statuses_seen = [d.event.status for d in found]
-    assert statuses_seen == [m.ProcedureStepStatus.PROCEDURE_STEP_STATUS_IN_PROGRESS,
-                             m.ProcedureStepStatus.PROCEDURE_STEP_STATUS_COMPLETED]
+    assert statuses_seen == [
+        m.ProcedureStepStatus.PROCEDURE_STEP_STATUS_IN_PROGRESS,
+        m.ProcedureStepStatus.PROCEDURE_STEP_STATUS_COMPLETED,
+    ]
     final = found[1].event
     assert [i.sop_instance_uid for i in final.performed_instances] == images
     assert final.accession_number == "ACC00000"

@@ -25,7 +25,8 @@ def _accessions(port: int) -> set[str]:
 
 
 def test_service_serves_from_its_cache_through_outages_and_kill9(
-        tmp_path: Path, kafka_bootstrap: str) -> None:
+    tmp_path: Path, kafka_bootstrap: str
+) -> None:
     broker = Wlmscpfs(tmp_path / "broker", ae_title="NBSS_MWL")
     for i in range(5):
         ds = to_dataset(booking(i))
@@ -51,8 +52,7 @@ def test_service_serves_from_its_cache_through_outages_and_kill9(
         "TRAILERLINK_LOG_LEVEL": "DEBUG",
     }
     log_path = tmp_path / "worklist.log"
-    service = ServiceProcess([console_script("trailerlink-worklist")], env=env,
-                             log_path=log_path)
+    service = ServiceProcess([console_script("trailerlink-worklist")], env=env, log_path=log_path)
     try:
         with service:
             service.wait_ready(f"http://127.0.0.1:{http}/readyz", timeout=60)
@@ -61,10 +61,15 @@ def test_service_serves_from_its_cache_through_outages_and_kill9(
 
             broker.stop()  # the link is down
             broker.remove("b4")  # ... and meanwhile NBSS cancels one
-            wait_until(lambda: "trailerlink_worklist_upstream_up" in (m := http_get(
-                f"http://127.0.0.1:{http}/metrics")) and
-                'trailerlink_worklist_upstream_up{adapter="dicom_mwl"} 0.0' in m, 30,
-                "link reported down")
+            wait_until(
+                lambda: (
+                    "trailerlink_worklist_upstream_up"
+                    in (m := http_get(f"http://127.0.0.1:{http}/metrics"))
+                    and 'trailerlink_worklist_upstream_up{adapter="dicom_mwl"} 0.0' in m
+                ),
+                30,
+                "link reported down",
+            )
             assert _accessions(dicom) == expected  # still served from the cache
 
             service.kill9()  # a power cut, with the link still down
@@ -73,8 +78,11 @@ def test_service_serves_from_its_cache_through_outages_and_kill9(
             assert _accessions(dicom) == expected  # the cache survived
 
             broker.start()  # back online: the cancellation arrives
-            wait_until(lambda: _accessions(dicom) == expected - {"ACC00004"}, 30,
-                       "cancellation applied after the outage")
+            wait_until(
+                lambda: _accessions(dicom) == expected - {"ACC00004"},
+                30,
+                "cancellation applied after the outage",
+            )
             metrics = http_get(f"http://127.0.0.1:{http}/metrics")
             assert "trailerlink_worklist_cache_age_seconds" in metrics
             assert 'trailerlink_worklist_cfind_requests_total{outcome="success"}' in metrics

@@ -35,8 +35,9 @@ async def staff(make_app, tmp_path: Path) -> AsyncIterator[tuple[WorklistApp, ht
     web = FastAPI()
     app.staff.install(web)
     transport = httpx.ASGITransport(app=web)
-    async with httpx.AsyncClient(transport=transport, base_url="http://trailer.lan",
-                                 headers=basic("radiographer1", PASSWORD)) as client:
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://trailer.lan", headers=basic("radiographer1", PASSWORD)
+    ) as client:
         yield app, client
 
 
@@ -57,8 +58,9 @@ async def test_no_credentials_means_no_access(make_app) -> None:  # type: ignore
     app: WorklistApp = make_app()
     web = FastAPI()
     app.staff.install(web)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=web),
-                                 base_url="http://trailer.lan") as client:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=web), base_url="http://trailer.lan"
+    ) as client:
         assert (await client.get("/")).status_code == 503
         assert (await client.post("/refresh")).status_code == 503
 
@@ -94,8 +96,11 @@ async def test_status_buttons_need_a_valid_csrf_token(staff) -> None:  # type: i
     assert refused.status_code == 403
     assert app.cache.get_step(key).status == StepStatus.BOOKED
     token = csrf((await client.get("/")).text)
-    cross_site = await client.post(url, data={"status": "arrived", "csrf_token": token},
-                                   headers={"Origin": "http://evil.example"})
+    cross_site = await client.post(
+        url,
+        data={"status": "arrived", "csrf_token": token},
+        headers={"Origin": "http://evil.example"},
+    )
     assert cross_site.status_code == 403
     done = await client.post(url, data={"status": "arrived", "csrf_token": token})
     assert done.status_code == 303
@@ -112,9 +117,16 @@ async def test_correction_form_shows_validation_errors(staff) -> None:  # type: 
     url = f"/steps/{booking(1).key.replace('|', '%7C')}/correct"
     form = await client.get(url)
     assert form.status_code == 200 and '<label for="nhs_number">' in form.text
-    response = await client.post(url, data={
-        "csrf_token": csrf(form.text), "nhs_number": "9990000019",
-        "birth_date": "2999-01-01", "family_name": "TEST<script>", "reason": ""})
+    response = await client.post(
+        url,
+        data={
+            "csrf_token": csrf(form.text),
+            "nhs_number": "9990000019",
+            "birth_date": "2999-01-01",
+            "family_name": "TEST<script>",
+            "reason": "",
+        },
+    )
     assert response.status_code == 422
     html = response.text
     assert "There is a problem" in html
@@ -133,13 +145,24 @@ async def test_valid_correction_is_applied_and_queued(staff) -> None:  # type: i
     url = f"/steps/{key.replace('|', '%7C')}/correct"
     token = csrf((await client.get(url)).text)
     before = app.cache.outbox_size()
-    response = await client.post(url, data={
-        "csrf_token": token, "nhs_number": "999 000 0069", "given_names": "Charlotte",
-        "birth_date": "1958-07-21", "sex": "F", "reason": "Checked with her letter"})
+    response = await client.post(
+        url,
+        data={
+            "csrf_token": token,
+            "nhs_number": "999 000 0069",
+            "given_names": "Charlotte",
+            "birth_date": "1958-07-21",
+            "sex": "F",
+            "reason": "Checked with her letter",
+        },
+    )
     assert response.status_code == 303
     step = app.cache.get_step(key).step
     assert (step.patient_id, step.patient_name, step.patient_birth_date) == (
-        "9990000069", "TEST^Charlotte", "19580721")  # as typed: never upper-cased
+        "9990000069",
+        "TEST^Charlotte",
+        "19580721",
+    )  # as typed: never upper-cased
     assert app.cache.outbox_size() == before + 2  # the correction and WorklistChanged
     page = await client.get(response.headers["location"])
     assert "Correction saved" in page.text
@@ -165,21 +188,36 @@ async def test_names_numbers_and_dates_as_uk_staff_read_them(staff) -> None:  # 
 
     app, client = staff
     decomposed = unicodedata.normalize("NFD", WELSH)
-    people = {10: decomposed, 11: WELSH_2, 12: IRISH, 13: POLISH, 14: GREEK,
-              15: "MCCARTHY^SIÂN", 16: "ap Dafydd^Gwenllian"}
-    steps = [booking(i, patient_name=n, patient_id="9990549206", patient_birth_date="19590312")
-             for i, n in people.items()]
+    people = {
+        10: decomposed,
+        11: WELSH_2,
+        12: IRISH,
+        13: POLISH,
+        14: GREEK,
+        15: "MCCARTHY^SIÂN",
+        16: "ap Dafydd^Gwenllian",
+    }
+    steps = [
+        booking(i, patient_name=n, patient_id="9990549206", patient_birth_date="19590312")
+        for i, n in people.items()
+    ]
     tomorrow = booking(17, day=today() + timedelta(days=1), patient_name="Tomorrow^Test")
     first, last = app.worklist.window()
     app.worklist.replace_window([*steps, tomorrow], Source.DICOM_MWL, first, last)
     html = (await client.get("/")).text
-    for shown in ("Llewelyn, Siân", "Prŷs-Ffŵrn, Gwenllŷn", "Ó Súilleabháin, Aoibhínn",
-                  "Wałęsowa-Testowa, Łucja", "Παπαδοπούλου, Ελένη", "MCCARTHY, Siân",
-                  "ap Dafydd, Gwenllian"):
+    for shown in (
+        "Llewelyn, Siân",
+        "Prŷs-Ffŵrn, Gwenllŷn",
+        "Ó Súilleabháin, Aoibhínn",
+        "Wałęsowa-Testowa, Łucja",
+        "Παπαδοπούλου, Ελένη",
+        "MCCARTHY, Siân",
+        "ap Dafydd, Gwenllian",
+    ):
         assert shown in html
     assert decomposed not in html  # NFC on the page
     years = age("19590312", today())
-    assert f"12 Mar 1959 <span class=\"age\">({years})</span>" in html
+    assert f'12 Mar 1959 <span class="age">({years})</span>' in html
     assert "999 054 9206" in html
     assert '<meta http-equiv="refresh"' in html
     assert "Tomorrow, Test" not in html
@@ -202,8 +240,9 @@ def test_corrections_take_names_in_any_script_as_typed() -> None:
 
     from .conftest import today
 
-    correction, errors = validate({"family_name": "Prŷs-Ffŵrn", "given_names": "Łucja Ó",
-                                   "reason": "spelling"}, today())
+    correction, errors = validate(
+        {"family_name": "Prŷs-Ffŵrn", "given_names": "Łucja Ó", "reason": "spelling"}, today()
+    )
     assert errors == {} and correction is not None
     step = correction.apply(booking(1))
     assert step.patient_name == "Prŷs-Ffŵrn^Łucja Ó"

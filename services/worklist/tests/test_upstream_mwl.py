@@ -23,8 +23,9 @@ def publish(broker: Wlmscpfs, i: int, **changes: str) -> None:
 
 
 async def cfind_accessions(app: WorklistApp) -> set[str]:
-    result = await asyncio.to_thread(findscu, "127.0.0.1", app.scp.port, "TRAILERLINK_MWL",
-                                     ["AccessionNumber", "PatientName"])
+    result = await asyncio.to_thread(
+        findscu, "127.0.0.1", app.scp.port, "TRAILERLINK_MWL", ["AccessionNumber", "PatientName"]
+    )
     assert result.final_status == "Success"
     return {str(r.AccessionNumber) for r in result.responses}
 
@@ -37,8 +38,9 @@ def broker(tmp_path: Path):  # type: ignore[no-untyped-def]
 
 
 def poller_app(make_app, broker: Wlmscpfs) -> WorklistApp:  # type: ignore[no-untyped-def]
-    return make_app(upstream="dicom_mwl", upstream_mwl_port=broker.port,
-                    upstream_mwl_ae_title="NBSS_MWL")
+    return make_app(
+        upstream="dicom_mwl", upstream_mwl_port=broker.port, upstream_mwl_ae_title="NBSS_MWL"
+    )
 
 
 def test_poll_fills_the_cache_with_this_trailers_steps_only(make_app, broker) -> None:  # type: ignore[no-untyped-def]
@@ -51,8 +53,7 @@ def test_poll_fills_the_cache_with_this_trailers_steps_only(make_app, broker) ->
     app = poller_app(make_app, broker)
     assert isinstance(app.upstream, MwlPoller)
     assert app.upstream.poll_once() == 6
-    assert {c.step.accession_number for c in app.cache.steps()} == {
-        f"ACC{i:05d}" for i in range(6)}
+    assert {c.step.accession_number for c in app.cache.steps()} == {f"ACC{i:05d}" for i in range(6)}
     assert app.upstream.link.up is True
     assert app.worklist.last_sync() is not None
     # Polling again with nothing changed changes nothing.
@@ -60,7 +61,8 @@ def test_poll_fills_the_cache_with_this_trailers_steps_only(make_app, broker) ->
 
 
 async def test_cancellation_at_the_broker_leaves_the_next_cfind_within_seconds(
-        make_app, broker) -> None:  # type: ignore[no-untyped-def]
+    make_app, broker
+) -> None:  # type: ignore[no-untyped-def]
     for i in range(3):
         publish(broker, i)
     broker.start()
@@ -69,13 +71,16 @@ async def test_cancellation_at_the_broker_leaves_the_next_cfind_within_seconds(
     stop = asyncio.Event()
     task = asyncio.create_task(app.upstream.run(stop))
     try:
-        await async_wait_until(lambda: _accessions_are(app, {"ACC00000", "ACC00001",
-                                                              "ACC00002"}), 20, "first poll")
+        await async_wait_until(
+            lambda: _accessions_are(app, {"ACC00000", "ACC00001", "ACC00002"}), 20, "first poll"
+        )
         broker.remove("b1")
         publish(broker, 7)
-        await async_wait_until(lambda: _accessions_are(app, {"ACC00000", "ACC00002",
-                                                              "ACC00007"}), 20,
-                               "cancellation and addition seen by the modality")
+        await async_wait_until(
+            lambda: _accessions_are(app, {"ACC00000", "ACC00002", "ACC00007"}),
+            20,
+            "cancellation and addition seen by the modality",
+        )
     finally:
         stop.set()
         await task

@@ -20,9 +20,20 @@ from .conftest import BIRTH_DATES, NAMES, NHS_NUMBERS, UNICODE_NAMES, LogCapture
 from .test_hl7_listener import siu
 from .test_mpps import _uid, completion, create_attrs
 
-FORBIDDEN = (*NAMES, *NHS_NUMBERS, *BIRTH_DATES, "TEST^", "TESTER^", "TESTING^",
-             *UNICODE_NAMES, *(n.split("^")[0] for n in UNICODE_NAMES),
-             "ALPHONSINE", "CHARLOTTE", "TESTONE", "TESTCORRECTED")
+FORBIDDEN = (
+    *NAMES,
+    *NHS_NUMBERS,
+    *BIRTH_DATES,
+    "TEST^",
+    "TESTER^",
+    "TESTING^",
+    *UNICODE_NAMES,
+    *(n.split("^")[0] for n in UNICODE_NAMES),
+    "ALPHONSINE",
+    "CHARLOTTE",
+    "TESTONE",
+    "TESTCORRECTED",
+)
 
 
 async def test_no_patient_data_in_any_log_line(make_app, captured_logs: LogCapture) -> None:  # type: ignore[no-untyped-def]
@@ -30,13 +41,19 @@ async def test_no_patient_data_in_any_log_line(make_app, captured_logs: LogCaptu
     first, last = app.worklist.window()
     app.worklist.replace_window([booking(i) for i in range(8)], Source.DICOM_MWL, first, last)
     app.scp.start()
-    await asyncio.to_thread(findscu, "127.0.0.1", app.scp.port, "TRAILERLINK_MWL",
-                            ["PatientName=TEST*", "PatientID", "PatientBirthDate"])
+    await asyncio.to_thread(
+        findscu,
+        "127.0.0.1",
+        app.scp.port,
+        "TRAILERLINK_MWL",
+        ["PatientName=TEST*", "PatientID", "PatientBirthDate"],
+    )
     uid = _uid()
     app.mpps.create(uid, create_attrs(0))
     app.mpps.update(uid, completion()[0])
-    app.worklist.correct(booking(1).key, Correction(family_name="TESTCORRECTED",
-                                                    reason="typo"), "radiographer9")
+    app.worklist.correct(
+        booking(1).key, Correction(family_name="TESTCORRECTED", reason="typo"), "radiographer9"
+    )
     listener = app.upstream
     assert isinstance(listener, Hl7Listener)
     await listener.start()
@@ -47,8 +64,9 @@ async def test_no_patient_data_in_any_log_line(make_app, captured_logs: LogCaptu
         await listener.close()
 
     assert len(captured_logs.lines) > 10
-    leaks = [line for line in captured_logs.lines
-             if any(secret in line for secret in FORBIDDEN)]
+    leaks = [line for line in captured_logs.lines if any(secret in line for secret in FORBIDDEN)]
     # Name only the loggers: the lines themselves must not reach the test output.
-    assert not leaks, f"{len(leaks)} log lines carry patient data, from loggers " \
+    assert not leaks, (
+        f"{len(leaks)} log lines carry patient data, from loggers "
         f"{sorted({line.split(' ', 1)[0] for line in leaks})}"
+    )

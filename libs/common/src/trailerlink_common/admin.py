@@ -47,8 +47,9 @@ def admin_guard(token_file: Path | None) -> Callable[[Request], str]:
             raise HTTPException(503, "admin token file unreadable") from None
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not given:
-            raise HTTPException(401, "admin bearer token required",
-                                headers={"WWW-Authenticate": "Bearer"})
+            raise HTTPException(
+                401, "admin bearer token required", headers={"WWW-Authenticate": "Bearer"}
+            )
         if not hmac.compare_digest(given.strip().encode(), expected.encode()):
             raise HTTPException(403, "admin token not accepted")
         actor = request.headers.get(ACTOR_HEADER, "")

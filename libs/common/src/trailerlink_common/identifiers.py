@@ -18,8 +18,11 @@ UID_MAX_LENGTH = 64
 
 def is_uid(value: object) -> bool:
     """A DICOM UID: 1-64 characters of dot-separated decimal components."""
-    return (isinstance(value, str) and 0 < len(value) <= UID_MAX_LENGTH
-            and _UID.fullmatch(value) is not None)
+    return (
+        isinstance(value, str)
+        and 0 < len(value) <= UID_MAX_LENGTH
+        and _UID.fullmatch(value) is not None
+    )
 
 
 def is_sha256_hex(value: object) -> bool:

@@ -51,14 +51,16 @@ def open_durable_sqlite(
     if level not in SYNCHRONOUS_LEVELS:
         raise ValueError(
             f"SQLite synchronous level {synchronous!r}: expected one of "
-            f"{', '.join(SYNCHRONOUS_LEVELS)}")
+            f"{', '.join(SYNCHRONOUS_LEVELS)}"
+        )
     for pragma in extra_pragmas:
         if not _PRAGMA.fullmatch(pragma):
             raise ValueError(f"SQLite pragma {pragma!r}: expected name=value")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(path, timeout=busy_timeout_seconds, isolation_level=None,
-                           check_same_thread=False)
+    conn = sqlite3.connect(
+        path, timeout=busy_timeout_seconds, isolation_level=None, check_same_thread=False
+    )
     try:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={level}")

@@ -35,8 +35,9 @@ class SqlStore:
     #: :class:`DatabaseUnavailable` a store names as its own)
     unavailable: type[DatabaseUnavailable] = DatabaseUnavailable
 
-    def __init__(self, *, dsn: str = "", sqlite_path: Path | None = None,
-                 sqlite_synchronous: str = "FULL") -> None:
+    def __init__(
+        self, *, dsn: str = "", sqlite_path: Path | None = None, sqlite_synchronous: str = "FULL"
+    ) -> None:
         if not dsn and sqlite_path is None:
             raise ValueError(f"{type(self).__name__} needs a PostgreSQL DSN or an SQLite path")
         self.dsn = dsn
@@ -55,13 +56,13 @@ class SqlStore:
             try:
                 return psycopg.connect(self.dsn, connect_timeout=5, autocommit=False)
             except psycopg.OperationalError as exc:
-                raise self.unavailable(
-                    f"PostgreSQL not reachable: {type(exc).__name__}") from None
+                raise self.unavailable(f"PostgreSQL not reachable: {type(exc).__name__}") from None
         assert self.sqlite_path is not None
         # Each connection stays with the thread that opened it; close() may run elsewhere
         # (the opener's check_same_thread=False).
-        return open_durable_sqlite(self.sqlite_path, synchronous=self.sqlite_synchronous,
-                                   busy_timeout_seconds=30)
+        return open_durable_sqlite(
+            self.sqlite_path, synchronous=self.sqlite_synchronous, busy_timeout_seconds=30
+        )
 
     def _conn(self) -> Any:
         conn = getattr(self._local, "conn", None)
@@ -85,8 +86,9 @@ class SqlStore:
             if self.postgres:
                 cur = conn.cursor()
                 if lock_key is not None:
-                    cur.execute("SELECT pg_advisory_xact_lock(%s)",
-                                (zlib.crc32(lock_key.encode()),))
+                    cur.execute(
+                        "SELECT pg_advisory_xact_lock(%s)", (zlib.crc32(lock_key.encode()),)
+                    )
                 yield cur
                 conn.commit()
             else:

@@ -44,16 +44,18 @@ class RecipientKey:
 
     @property
     def raw(self) -> bytes:
-        return self.public_key.public_bytes(serialization.Encoding.Raw,
-                                            serialization.PublicFormat.Raw)
+        return self.public_key.public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
 
     @property
     def key_id(self) -> str:
         return key_id_for(self.raw)
 
     def to_pem(self) -> bytes:
-        return self.public_key.public_bytes(serialization.Encoding.PEM,
-                                            serialization.PublicFormat.SubjectPublicKeyInfo)
+        return self.public_key.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
 
     @classmethod
     def from_pem(cls, data: bytes) -> RecipientKey:
@@ -90,9 +92,11 @@ class OpeningKey:
         return self.recipient.key_id
 
     def to_pem(self) -> bytes:
-        return self.private_key.private_bytes(serialization.Encoding.PEM,
-                                              serialization.PrivateFormat.PKCS8,
-                                              serialization.NoEncryption())
+        return self.private_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
 
     @classmethod
     def from_pem(cls, data: bytes) -> OpeningKey:
@@ -137,12 +141,16 @@ class RecipientKeyring:
             raise ValueError("no data-centre public key configured")
         if not current_key_id:
             if len(self._by_id) != 1:
-                raise ValueError("several data-centre keys are configured: name the current "
-                                 f"one (known ids: {', '.join(sorted(self._by_id))})")
+                raise ValueError(
+                    "several data-centre keys are configured: name the current "
+                    f"one (known ids: {', '.join(sorted(self._by_id))})"
+                )
             current_key_id = next(iter(self._by_id))
         if current_key_id not in self._by_id:
-            raise ValueError(f"current key id {current_key_id!r} is not among the configured "
-                             f"keys ({', '.join(sorted(self._by_id))})")
+            raise ValueError(
+                f"current key id {current_key_id!r} is not among the configured "
+                f"keys ({', '.join(sorted(self._by_id))})"
+            )
         self.current = self._by_id[current_key_id]
 
     @property

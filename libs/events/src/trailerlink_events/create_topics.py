@@ -66,9 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.bootstrap_servers:
         parser.error("--bootstrap-servers or TRAILERLINK_KAFKA_BOOTSTRAP_SERVERS is required")
     deadline = time.monotonic() + args.deadline_seconds
-    return asyncio.run(
-        _run(args.bootstrap_servers, args.site, args.replication_factor, deadline)
-    )
+    return asyncio.run(_run(args.bootstrap_servers, args.site, args.replication_factor, deadline))
 
 
 if __name__ == "__main__":

@@ -102,14 +102,19 @@ def _entry(record: ConsumerRecord) -> Entry:
         return headers.get(name, b"").decode("utf-8", "replace")
 
     return Entry(
-        id=f"{record.partition}:{record.offset}", topic=record.topic,
-        key=(record.key or b"").decode("utf-8", "replace"), event_type=text(EVENT_TYPE_HEADER),
+        id=f"{record.partition}:{record.offset}",
+        topic=record.topic,
+        key=(record.key or b"").decode("utf-8", "replace"),
+        event_type=text(EVENT_TYPE_HEADER),
         source_topic=text(DLQ_SOURCE_TOPIC),
         source_partition=_int(headers.get(DLQ_SOURCE_PARTITION)),
         source_offset=_int(headers.get(DLQ_SOURCE_OFFSET)),
-        consumer_group=text(DLQ_CONSUMER_GROUP), reason=text(DLQ_REASON),
-        attempts=_int(headers.get(DLQ_ATTEMPTS)), failed_at=text(DLQ_FAILED_AT),
-        value_bytes=len(record.value or b""))
+        consumer_group=text(DLQ_CONSUMER_GROUP),
+        reason=text(DLQ_REASON),
+        attempts=_int(headers.get(DLQ_ATTEMPTS)),
+        failed_at=text(DLQ_FAILED_AT),
+        value_bytes=len(record.value or b""),
+    )
 
 
 class AuditStore:
@@ -122,22 +127,28 @@ class AuditStore:
         self._db = open_durable_sqlite(path, synchronous="FULL", busy_timeout_seconds=5)
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS dlq_actions (topic TEXT NOT NULL, entry_id TEXT NOT NULL,"
-            " action TEXT NOT NULL, actor TEXT NOT NULL, reason TEXT NOT NULL, at REAL NOT NULL)")
+            " action TEXT NOT NULL, actor TEXT NOT NULL, reason TEXT NOT NULL, at REAL NOT NULL)"
+        )
         self._db.execute(
-            "CREATE INDEX IF NOT EXISTS dlq_actions_entry ON dlq_actions (topic, entry_id)")
+            "CREATE INDEX IF NOT EXISTS dlq_actions_entry ON dlq_actions (topic, entry_id)"
+        )
 
     def record(self, topic: str, entry_id: str, action: str, actor: str, reason: str) -> Action:
         done = Action(entry_id, action, actor, reason, time.time())
         with self._lock:
-            self._db.execute("INSERT INTO dlq_actions VALUES (?, ?, ?, ?, ?, ?)",
-                             (topic, entry_id, action, actor, reason, done.at))
+            self._db.execute(
+                "INSERT INTO dlq_actions VALUES (?, ?, ?, ?, ?, ?)",
+                (topic, entry_id, action, actor, reason, done.at),
+            )
         return done
 
     def actions(self, topic: str) -> dict[str, list[Action]]:
         with self._lock:
             rows = self._db.execute(
                 "SELECT entry_id, action, actor, reason, at FROM dlq_actions WHERE topic = ?"
-                " ORDER BY at", (topic,)).fetchall()
+                " ORDER BY at",
+                (topic,),
+            ).fetchall()
         out: dict[str, list[Action]] = {}
         for row in rows:
             out.setdefault(row[0], []).append(Action(*row))
@@ -169,17 +180,22 @@ def _status(actions: list[Action]) -> str:
 class DeadLetters:
     """One site's dead-letter topic with its audit store."""
 
-    def __init__(self, bootstrap_servers: str, topic: str, audit: AuditStore,
-                 producer: EventProducer) -> None:
+    def __init__(
+        self, bootstrap_servers: str, topic: str, audit: AuditStore, producer: EventProducer
+    ) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.topic = topic
         self.audit = audit
         self.producer = producer
 
     def _consumer(self) -> AIOKafkaConsumer:
-        return AIOKafkaConsumer(bootstrap_servers=self.bootstrap_servers, group_id=None,
-                                enable_auto_commit=False, auto_offset_reset="earliest",
-                                client_id="dlq-admin")
+        return AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap_servers,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            client_id="dlq-admin",
+        )
 
     def _partitions(self) -> set[int]:
         # The topic registry, not cluster metadata: an unsubscribed consumer has none.
@@ -221,8 +237,9 @@ class DeadLetters:
         done = self.audit.actions(self.topic)
         out = []
         for record in records:
-            entry = self._decorate(_entry(record), done.get(f"{record.partition}:{record.offset}",
-                                                            []), False)
+            entry = self._decorate(
+                _entry(record), done.get(f"{record.partition}:{record.offset}", []), False
+            )
             if include_done or entry.status == PENDING:
                 out.append(entry)
         return out[:limit]
@@ -255,8 +272,9 @@ class DeadLetters:
     async def show(self, entry_id: str) -> Entry:
         """One entry with its audit trail; :class:`UnknownEntry` or ``ValueError`` (bad id)."""
         record = await self._record(entry_id)
-        return self._decorate(_entry(record), self.audit.actions(self.topic).get(entry_id, []),
-                              True)
+        return self._decorate(
+            _entry(record), self.audit.actions(self.topic).get(entry_id, []), True
+        )
 
     async def replay(self, entry_id: str, actor: str, reason: str = "") -> Action:
         """Publish the entry to its source topic as it was, then audit it.

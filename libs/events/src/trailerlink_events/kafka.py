@@ -748,8 +748,9 @@ async def _until_served(admin: AIOKafkaAdminClient, names: list[str], timeout_s:
         if all(t["error_code"] == 0 and t["partitions"] for t in described):
             return
         if time.monotonic() > deadline:
-            missing = sorted(t["topic"] for t in described
-                             if t["error_code"] != 0 or not t["partitions"])
+            missing = sorted(
+                t["topic"] for t in described if t["error_code"] != 0 or not t["partitions"]
+            )
             raise TimeoutError(f"topics created but not served: {missing}")
         await asyncio.sleep(0.1)
 

@@ -42,8 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     opener = sub.add_parser("open", help="unseal and verify into a file")
     opener.add_argument("sealed", type=Path)
     opener.add_argument("out", type=Path)
-    opener.add_argument("--keys", type=Path, required=True,
-                        help="directory of PEM private keys")
+    opener.add_argument("--keys", type=Path, required=True, help="directory of PEM private keys")
     args = parser.parse_args(argv)
 
     if args.command == "keygen":
@@ -57,18 +56,29 @@ def main(argv: list[str] | None = None) -> int:
         print(_key_id(args.key))
     elif args.command == "header":
         h = read_sealed_header(args.sealed)
-        print(json.dumps({
-            "codec": h.codec, "codec_params": h.codec_params, "original_size": h.original_size,
-            "original_sha256": h.original_sha256, "dataset_offset": h.dataset_offset,
-            "dataset_sha256": h.dataset_sha256, "key_id": h.key_id, "key_wrap": h.key_wrap,
-            "chunk_size": h.chunk_size, "sop_instance_uid": h.sop_instance_uid,
-            "created_at_ms": h.created_at_ms, "producer": h.producer,
-            "header_bytes": len(h.raw),
-        }, indent=2))
+        print(
+            json.dumps(
+                {
+                    "codec": h.codec,
+                    "codec_params": h.codec_params,
+                    "original_size": h.original_size,
+                    "original_sha256": h.original_sha256,
+                    "dataset_offset": h.dataset_offset,
+                    "dataset_sha256": h.dataset_sha256,
+                    "key_id": h.key_id,
+                    "key_wrap": h.key_wrap,
+                    "chunk_size": h.chunk_size,
+                    "sop_instance_uid": h.sop_instance_uid,
+                    "created_at_ms": h.created_at_ms,
+                    "producer": h.producer,
+                    "header_bytes": len(h.raw),
+                },
+                indent=2,
+            )
+        )
     else:
         result = unseal_to_file(args.sealed, args.out, OpeningKeyring.load_dir(args.keys))
-        print(json.dumps({"path": str(result.path), "size": result.size,
-                          "sha256": result.sha256}))
+        print(json.dumps({"path": str(result.path), "size": result.size, "sha256": result.sha256}))
     return 0
 
 

@@ -80,8 +80,9 @@ def _load_charls() -> ctypes.CDLL | None:
             return _charls
         _charls_loaded = True
         package = os.path.dirname(imagecodecs.__file__)
-        candidates = sorted(glob.glob(os.path.join(package, os.pardir, "imagecodecs.libs",
-                                                   "libcharls*.so*")))
+        candidates = sorted(
+            glob.glob(os.path.join(package, os.pardir, "imagecodecs.libs", "libcharls*.so*"))
+        )
         for path in candidates:
             try:
                 lib = ctypes.CDLL(path)
@@ -138,8 +139,9 @@ def thresholds_for(bits: int, scale: float) -> tuple[int, int, int] | None:
     return t1, t2, t3
 
 
-def _jpegls_encode_charls(lib: ctypes.CDLL, image: np.ndarray, bits: int, planar: bool,
-                          scale: float = 1.0) -> bytes:
+def _jpegls_encode_charls(
+    lib: ctypes.CDLL, image: np.ndarray, bits: int, planar: bool, scale: float = 1.0
+) -> bytes:
     if planar:
         components, height, width = image.shape
         interleave, stride = _INTERLEAVE_NONE, width * image.itemsize
@@ -154,28 +156,49 @@ def _jpegls_encode_charls(lib: ctypes.CDLL, image: np.ndarray, bits: int, planar
         raise CodecError("CharLS: cannot create an encoder")
     try:
         info = _FrameInfo(width, height, bits, components)
-        _charls_check(lib, lib.charls_jpegls_encoder_set_frame_info(encoder, ctypes.byref(info)),
-                      "frame info")
+        _charls_check(
+            lib, lib.charls_jpegls_encoder_set_frame_info(encoder, ctypes.byref(info)), "frame info"
+        )
         _charls_check(lib, lib.charls_jpegls_encoder_set_near_lossless(encoder, 0), "near")
         thresholds = thresholds_for(bits, scale)
         if thresholds is not None:
             # Written into the codestream (an LSE marker): any JPEG-LS decoder follows it.
             preset = _PresetParameters(0, *thresholds, 0)
-            _charls_check(lib, lib.charls_jpegls_encoder_set_preset_coding_parameters(
-                encoder, ctypes.byref(preset)), "preset parameters")
-        _charls_check(lib, lib.charls_jpegls_encoder_set_interleave_mode(encoder, interleave),
-                      "interleave")
+            _charls_check(
+                lib,
+                lib.charls_jpegls_encoder_set_preset_coding_parameters(
+                    encoder, ctypes.byref(preset)
+                ),
+                "preset parameters",
+            )
+        _charls_check(
+            lib, lib.charls_jpegls_encoder_set_interleave_mode(encoder, interleave), "interleave"
+        )
         size = ctypes.c_size_t()
-        _charls_check(lib, lib.charls_jpegls_encoder_get_estimated_destination_size(
-            encoder, ctypes.byref(size)), "destination size")
+        _charls_check(
+            lib,
+            lib.charls_jpegls_encoder_get_estimated_destination_size(encoder, ctypes.byref(size)),
+            "destination size",
+        )
         out = np.empty(size.value, dtype=np.uint8)
-        _charls_check(lib, lib.charls_jpegls_encoder_set_destination_buffer(
-            encoder, out.ctypes.data, out.nbytes), "destination")
-        _charls_check(lib, lib.charls_jpegls_encoder_encode_from_buffer(
-            encoder, image.ctypes.data, image.nbytes, stride), "encode")
+        _charls_check(
+            lib,
+            lib.charls_jpegls_encoder_set_destination_buffer(encoder, out.ctypes.data, out.nbytes),
+            "destination",
+        )
+        _charls_check(
+            lib,
+            lib.charls_jpegls_encoder_encode_from_buffer(
+                encoder, image.ctypes.data, image.nbytes, stride
+            ),
+            "encode",
+        )
         written = ctypes.c_size_t()
-        _charls_check(lib, lib.charls_jpegls_encoder_get_bytes_written(
-            encoder, ctypes.byref(written)), "bytes written")
+        _charls_check(
+            lib,
+            lib.charls_jpegls_encoder_get_bytes_written(encoder, ctypes.byref(written)),
+            "bytes written",
+        )
         return out[: written.value].tobytes()
     finally:
         lib.charls_jpegls_encoder_destroy(encoder)
@@ -210,13 +233,20 @@ def _choose_scale(lib: ctypes.CDLL, image: np.ndarray, bits: int, planar: bool) 
     start = (rows - band) // 2
     sample = image[:, start : start + band] if planar else image[start : start + band]
     sample = np.ascontiguousarray(sample)
-    sizes = {scale: len(_jpegls_encode_charls(lib, sample, bits, planar, scale))
-             for scale in THRESHOLD_SCALES}
+    sizes = {
+        scale: len(_jpegls_encode_charls(lib, sample, bits, planar, scale))
+        for scale in THRESHOLD_SCALES
+    }
     return min(THRESHOLD_SCALES, key=lambda scale: sizes[scale])
 
 
-def encode(codec: FrameCodec, image: np.ndarray, bits: int, planar: bool = False,
-           tuning: Tuning | None = None) -> bytes:
+def encode(
+    codec: FrameCodec,
+    image: np.ndarray,
+    bits: int,
+    planar: bool = False,
+    tuning: Tuning | None = None,
+) -> bytes:
     """Encode ``image`` losslessly; ``image`` is unsigned with values < 2**bits.
 
     ``image`` is (rows, cols), (rows, cols, samples) or, when ``planar``,
@@ -242,13 +272,13 @@ def encode(codec: FrameCodec, image: np.ndarray, bits: int, planar: bool = False
         if codec == FrameCodec.HTJ2K:
             if image.ndim == 3 and not planar:
                 image = np.ascontiguousarray(np.moveaxis(image, -1, 0))
-            return bytes(imagecodecs.htj2k_encode(image, planar=image.ndim == 3,
-                                                  reversible=True))
+            return bytes(imagecodecs.htj2k_encode(image, planar=image.ndim == 3, reversible=True))
     except CodecError:
         raise
     except Exception as exc:  # the codec libraries raise their own error types
-        raise CodecError(f"{CODEC_NAMES.get(codec, codec)} encode failed: "
-                         f"{type(exc).__name__}") from None
+        raise CodecError(
+            f"{CODEC_NAMES.get(codec, codec)} encode failed: {type(exc).__name__}"
+        ) from None
     raise CodecError(f"unknown frame codec {codec}")
 
 
@@ -271,8 +301,9 @@ def _htj2k_dimensions(codestream: bytes) -> tuple[int, int, int]:
     return ysiz - yosiz, xsiz - xosiz, int.from_bytes(codestream[40:42], "big")
 
 
-def check_dimensions(codec: int, codestream: bytes | bytearray | memoryview, rows: int,
-                     columns: int, samples: int) -> None:
+def check_dimensions(
+    codec: int, codestream: bytes | bytearray | memoryview, rows: int, columns: int, samples: int
+) -> None:
     """Refuse a codestream whose header declares another size than its frame record,
     before a decoder allocates what a hostile header asks for."""
     head = bytes(codestream[:4096])

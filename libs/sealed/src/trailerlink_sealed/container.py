@@ -113,10 +113,12 @@ class ZstdBlocks:
     """Compresses original bytes into independent zstd records of bounded size."""
 
     def __init__(self, level: int) -> None:
-        self._bulk = zstandard.ZstdCompressor(level=level, write_checksum=True,
-                                              write_content_size=True)
-        self._small = zstandard.ZstdCompressor(level=19, write_checksum=True,
-                                               write_content_size=True)
+        self._bulk = zstandard.ZstdCompressor(
+            level=level, write_checksum=True, write_content_size=True
+        )
+        self._small = zstandard.ZstdCompressor(
+            level=19, write_checksum=True, write_content_size=True
+        )
 
     def records(self, data: bytes | bytearray) -> Iterator[bytes]:
         """Zero or more ``Z`` records that append ``data``."""
@@ -181,8 +183,7 @@ def _split(raw: bytes | bytearray, layout: FrameLayout) -> tuple[np.ndarray, np.
     return values.reshape(layout.image_shape()), residual if residual.any() else None
 
 
-def _frame_bytes(values: np.ndarray, residual: bytes | None, layout: FrameLayout
-                 ) -> memoryview:
+def _frame_bytes(values: np.ndarray, residual: bytes | None, layout: FrameLayout) -> memoryview:
     """The original bytes of a frame from its decoded values and residual: a byte view of
     a fresh array (not copied into ``bytes``: a mammogram frame is ~27 MB, and the
     copy cost as much as a third of the hashing the verification needs)."""
@@ -197,9 +198,13 @@ def _frame_bytes(values: np.ndarray, residual: bytes | None, layout: FrameLayout
     return out.data
 
 
-def encode_frame(raw: bytes | bytearray, layout: FrameLayout, codec: FrameCodec,
-                 residual_compressor: zstandard.ZstdCompressor,
-                 tuning: codecs.Tuning | None = None) -> bytes:
+def encode_frame(
+    raw: bytes | bytearray,
+    layout: FrameLayout,
+    codec: FrameCodec,
+    residual_compressor: zstandard.ZstdCompressor,
+    tuning: codecs.Tuning | None = None,
+) -> bytes:
     """A verified ``F`` record for one frame of original bytes ``raw``.
 
     Raises :class:`CodecError` if the codec refuses the image and
@@ -216,14 +221,27 @@ def encode_frame(raw: bytes | bytearray, layout: FrameLayout, codec: FrameCodec,
         # The residual is defined on the stored bytes: original = canonical XOR residual.
         stored = residual_words.astype(layout.word_dtype) if layout.big_endian else residual_words
         residual = residual_compressor.compress(stored.tobytes())
-    head = _FRAME_HEAD.pack(codec, flags, layout.bits_allocated, layout.bits_stored,
-                            layout.shift, layout.samples, 0, layout.rows, layout.columns,
-                            len(codestream))
+    head = _FRAME_HEAD.pack(
+        codec,
+        flags,
+        layout.bits_allocated,
+        layout.bits_stored,
+        layout.shift,
+        layout.samples,
+        0,
+        layout.rows,
+        layout.columns,
+        len(codestream),
+    )
     payload = head + codestream + residual
     try:
         decoded, decoded_residual, decoded_layout = _decode_frame_parts(payload)
-        if residual_words is None and not layout.signed and not layout.shift \
-                and not layout.big_endian:
+        if (
+            residual_words is None
+            and not layout.signed
+            and not layout.shift
+            and not layout.big_endian
+        ):
             # Values are the original words here: compare arrays, skip a frame copy.
             same = decoded_layout == layout and np.array_equal(decoded, values)
         else:
@@ -245,15 +263,33 @@ def _decode_frame_parts(
 ) -> tuple[np.ndarray, bytes | None, FrameLayout]:
     if len(payload) < _FRAME_HEAD.size:
         raise ContainerError("frame record too short")
-    (codec, flags, bits_allocated, bits_stored, shift, samples, _reserved, rows, columns,
-     codestream_length) = _FRAME_HEAD.unpack_from(payload)
+    (
+        codec,
+        flags,
+        bits_allocated,
+        bits_stored,
+        shift,
+        samples,
+        _reserved,
+        rows,
+        columns,
+        codestream_length,
+    ) = _FRAME_HEAD.unpack_from(payload)
     if flags & ~_KNOWN_FLAGS or bits_allocated not in (8, 16) or samples not in (1, 3, 4):
         raise ContainerError("frame record has unknown flags or layout")
     if not 1 <= bits_stored <= bits_allocated or shift + bits_stored > bits_allocated:
         raise ContainerError("frame record bit layout is impossible")
-    layout = FrameLayout(rows, columns, samples, bits_allocated, bits_stored, shift,
-                         bool(flags & FLAG_SIGNED), bool(flags & FLAG_PLANAR),
-                         bool(flags & FLAG_BIG_ENDIAN))
+    layout = FrameLayout(
+        rows,
+        columns,
+        samples,
+        bits_allocated,
+        bits_stored,
+        shift,
+        bool(flags & FLAG_SIGNED),
+        bool(flags & FLAG_PLANAR),
+        bool(flags & FLAG_BIG_ENDIAN),
+    )
     if layout.frame_bytes > MAX_RECORD_OUTPUT:
         raise ContainerError("frame record too large")
     end = _FRAME_HEAD.size + codestream_length
@@ -276,7 +312,8 @@ def _decode_frame_parts(
     if flags & FLAG_RESIDUAL:
         try:
             residual = zstandard.ZstdDecompressor().decompress(
-                payload[end:], max_output_size=layout.frame_bytes)
+                payload[end:], max_output_size=layout.frame_bytes
+            )
         except zstandard.ZstdError:
             raise ContainerError("frame residual does not decompress") from None
     elif end != len(payload):

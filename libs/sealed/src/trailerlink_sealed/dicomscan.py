@@ -30,8 +30,9 @@ IMPLICIT_VR_LE = "1.2.840.10008.1.2"
 EXPLICIT_VR_BE = "1.2.840.10008.1.2.2"
 DEFLATED = ("1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.8.1")
 
-_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN",
-                       b"UR", b"UT", b"UV"})
+_LONG_VRS = frozenset(
+    {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+)
 _US_ATTRIBUTES = {
     0x00280002: "samples_per_pixel",
     0x00280006: "planar_configuration",
@@ -160,8 +161,14 @@ class _Walker:
             else:
                 self._skip(length)
 
-    def elements(self, implicit: bool, little: bool, depth: int,
-                 until_item_end: bool = False, result: ScanResult | None = None) -> None:
+    def elements(
+        self,
+        implicit: bool,
+        little: bool,
+        depth: int,
+        until_item_end: bool = False,
+        result: ScanResult | None = None,
+    ) -> None:
         """Walk elements; at top level (``result`` given) stop at Pixel Data."""
         e = "<" if little else ">"
         while True:
@@ -191,8 +198,9 @@ class _Walker:
                 continue
             if result is not None and tag in _US_ATTRIBUTES and length >= 2:
                 value = self.s.read_exact(length)
-                setattr(result.attributes, _US_ATTRIBUTES[tag],
-                        struct.unpack(e + "H", value[:2])[0])
+                setattr(
+                    result.attributes, _US_ATTRIBUTES[tag], struct.unpack(e + "H", value[:2])[0]
+                )
             elif result is not None and tag in _TEXT_ATTRIBUTES and length <= 128:
                 value = self.s.read_exact(length)
                 text = value.rstrip(b"\0 ").lstrip(b" ").decode("ascii", "replace")

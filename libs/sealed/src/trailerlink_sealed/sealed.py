@@ -93,14 +93,24 @@ F_BODY_ALGORITHM = 0x15
 F_SOP_INSTANCE_UID = 0x80
 F_CREATED_AT = 0x81
 F_PRODUCER = 0x82
-_REQUIRED = (F_CODEC, F_ORIGINAL_SIZE, F_ORIGINAL_SHA256, F_KEY_ID, F_KEY_WRAP, F_WRAPPED_KEY,
-             F_CHUNK_SIZE, F_NONCE_PREFIX, F_BODY_ALGORITHM)
+_REQUIRED = (
+    F_CODEC,
+    F_ORIGINAL_SIZE,
+    F_ORIGINAL_SHA256,
+    F_KEY_ID,
+    F_KEY_WRAP,
+    F_WRAPPED_KEY,
+    F_CHUNK_SIZE,
+    F_NONCE_PREFIX,
+    F_BODY_ALGORITHM,
+)
 _KNOWN = frozenset({*_REQUIRED, F_CODEC_PARAMS, F_DATASET_OFFSET, F_DATASET_SHA256})
 
 CODEC_OPAQUE = "zstd"
 CODEC_ENCAPSULATED = "raw+zstd"
-_SUPPORTED_PHOTOMETRIC = frozenset({"MONOCHROME1", "MONOCHROME2", "RGB", "PALETTE COLOR",
-                                    "YBR_FULL", "YBR_RCT", "YBR_ICT"})
+_SUPPORTED_PHOTOMETRIC = frozenset(
+    {"MONOCHROME1", "MONOCHROME2", "RGB", "PALETTE COLOR", "YBR_FULL", "YBR_RCT", "YBR_ICT"}
+)
 
 Source = Path | str | Callable[[], Iterable[bytes]]
 """Where the original object comes from: a plain file, or a callable that returns a
@@ -134,8 +144,10 @@ class SealOptions:
 
     def __post_init__(self) -> None:
         if self.pixel_codec not in codecs.CODECS_BY_NAME:
-            raise ValueError(f"unknown pixel codec {self.pixel_codec!r}; "
-                             f"choose from {sorted(codecs.CODECS_BY_NAME)}")
+            raise ValueError(
+                f"unknown pixel codec {self.pixel_codec!r}; "
+                f"choose from {sorted(codecs.CODECS_BY_NAME)}"
+            )
         if not 0 < self.chunk_size <= MAX_CHUNK_SIZE:
             raise ValueError("chunk size out of range")
 
@@ -200,10 +212,21 @@ def _wrap_info(key_id: str) -> bytes:
     return _WRAP_INFO + key_id.encode("ascii")
 
 
-def _build_header(*, codec: str, codec_params: str, original_size: int, original_sha256: str,
-                  dataset_offset: int | None, dataset_sha256: str | None, key_id: str,
-                  wrapped_key: bytes, chunk_size: int, nonce_prefix: bytes,
-                  sop_instance_uid: str, producer: str) -> bytes:
+def _build_header(
+    *,
+    codec: str,
+    codec_params: str,
+    original_size: int,
+    original_sha256: str,
+    dataset_offset: int | None,
+    dataset_sha256: str | None,
+    key_id: str,
+    wrapped_key: bytes,
+    chunk_size: int,
+    nonce_prefix: bytes,
+    sop_instance_uid: str,
+    producer: str,
+) -> bytes:
     fields = [
         _field(F_CODEC, codec.encode("ascii")),
         _field(F_CODEC_PARAMS, codec_params.encode("ascii")),
@@ -246,8 +269,10 @@ def read_sealed_header(source: BinaryIO | Path | str) -> SealedHeader:
         raise SealedFormatError("not a trailerlink sealed object")
     version, flags, total = struct.unpack(">BBI", fixed[6:12])
     if version != FORMAT_VERSION or flags != 0:
-        raise SealedFormatError(f"sealed format version {version} (flags {flags}) is not "
-                                f"supported by this reader (v{FORMAT_VERSION})")
+        raise SealedFormatError(
+            f"sealed format version {version} (flags {flags}) is not "
+            f"supported by this reader (v{FORMAT_VERSION})"
+        )
     if not 12 <= total <= MAX_HEADER_BYTES:
         raise SealedFormatError("implausible sealed header length")
     rest = source.read(total - 12)
@@ -282,18 +307,23 @@ def read_sealed_header(source: BinaryIO | Path | str) -> SealedHeader:
             codec_params=values.get(F_CODEC_PARAMS, b"").decode("ascii"),
             original_size=struct.unpack(">Q", values[F_ORIGINAL_SIZE])[0],
             original_sha256=_sha(values[F_ORIGINAL_SHA256]),
-            dataset_offset=(struct.unpack(">Q", values[F_DATASET_OFFSET])[0]
-                            if F_DATASET_OFFSET in values else None),
-            dataset_sha256=(_sha(values[F_DATASET_SHA256])
-                            if F_DATASET_SHA256 in values else None),
+            dataset_offset=(
+                struct.unpack(">Q", values[F_DATASET_OFFSET])[0]
+                if F_DATASET_OFFSET in values
+                else None
+            ),
+            dataset_sha256=(_sha(values[F_DATASET_SHA256]) if F_DATASET_SHA256 in values else None),
             key_id=values[F_KEY_ID].decode("ascii"),
             key_wrap=values[F_KEY_WRAP].decode("ascii"),
             wrapped_key=values[F_WRAPPED_KEY],
             chunk_size=struct.unpack(">I", values[F_CHUNK_SIZE])[0],
             nonce_prefix=values[F_NONCE_PREFIX],
             sop_instance_uid=values.get(F_SOP_INSTANCE_UID, b"").decode("ascii", "replace"),
-            created_at_ms=(struct.unpack(">Q", values[F_CREATED_AT])[0]
-                           if len(values.get(F_CREATED_AT, b"")) == 8 else 0),
+            created_at_ms=(
+                struct.unpack(">Q", values[F_CREATED_AT])[0]
+                if len(values.get(F_CREATED_AT, b"")) == 8
+                else 0
+            ),
             producer=values.get(F_PRODUCER, b"").decode("ascii", "replace"),
             unknown_optional=tuple(unknown),
         )
@@ -353,8 +383,12 @@ class _Fallback(Exception):
 def _layout(found: ScanResult, max_frame_bytes: int) -> tuple[FrameLayout | None, str]:
     """The frame layout of native pixel data, or (None, why it is not supported)."""
     a = found.attributes
-    needed = {"rows": a.rows, "columns": a.columns, "bits allocated": a.bits_allocated,
-              "bits stored": a.bits_stored}
+    needed = {
+        "rows": a.rows,
+        "columns": a.columns,
+        "bits allocated": a.bits_allocated,
+        "bits stored": a.bits_stored,
+    }
     absent = [name for name, value in needed.items() if not value]
     if absent:
         return None, "missing " + ", ".join(absent)
@@ -375,9 +409,14 @@ def _layout(found: ScanResult, max_frame_bytes: int) -> tuple[FrameLayout | None
     if photometric not in _SUPPORTED_PHOTOMETRIC:
         return None, f"photometric interpretation {photometric}"
     layout = FrameLayout(
-        rows=a.rows, columns=a.columns, samples=samples, bits_allocated=a.bits_allocated,
-        bits_stored=a.bits_stored, shift=high_bit + 1 - a.bits_stored,
-        signed=a.pixel_representation == 1, planar=samples > 1 and a.planar_configuration == 1,
+        rows=a.rows,
+        columns=a.columns,
+        samples=samples,
+        bits_allocated=a.bits_allocated,
+        bits_stored=a.bits_stored,
+        shift=high_bit + 1 - a.bits_stored,
+        signed=a.pixel_representation == 1,
+        planar=samples > 1 and a.planar_configuration == 1,
         big_endian=not found.little_endian and a.bits_allocated == 16,
     )
     if layout.frame_bytes > max_frame_bytes:
@@ -387,22 +426,32 @@ def _layout(found: ScanResult, max_frame_bytes: int) -> tuple[FrameLayout | None
 
 def _plan(found: ScanResult | None, scan_error: str, options: SealOptions) -> _Plan:
     if found is None:
-        return _Plan("opaque", CODEC_OPAQUE,
-                     fallback=None if scan_error == "not a DICOM Part 10 file" else scan_error,
-                     fallback_kind=None if scan_error == "not a DICOM Part 10 file"
-                     else "unsupported")
+        return _Plan(
+            "opaque",
+            CODEC_OPAQUE,
+            fallback=None if scan_error == "not a DICOM Part 10 file" else scan_error,
+            fallback_kind=None if scan_error == "not a DICOM Part 10 file" else "unsupported",
+        )
     if not found.has_pixel_data:
         return _Plan("opaque", CODEC_OPAQUE)
     if found.pixel_value_length is None:
         return _Plan("encapsulated", CODEC_ENCAPSULATED)
     layout, why = _layout(found, options.max_frame_bytes)
     if layout is None:
-        return _Plan("opaque", CODEC_OPAQUE, fallback=f"unsupported pixel layout: {why}",
-                     fallback_kind="unsupported")
+        return _Plan(
+            "opaque",
+            CODEC_OPAQUE,
+            fallback=f"unsupported pixel layout: {why}",
+            fallback_kind="unsupported",
+        )
     frames = found.pixel_value_length // layout.frame_bytes
     if frames == 0:
-        return _Plan("opaque", CODEC_OPAQUE, fallback="pixel data shorter than one frame",
-                     fallback_kind="unsupported")
+        return _Plan(
+            "opaque",
+            CODEC_OPAQUE,
+            fallback="pixel data shorter than one frame",
+            fallback_kind="unsupported",
+        )
     return _Plan("frames", f"{options.pixel_codec}+zstd", layout, frames)
 
 
@@ -477,17 +526,38 @@ def seal(
     options = options or SealOptions()
     started = time.perf_counter()
     if expected_size is None or expected_sha256 is None:
-        expected_size, expected_sha256, _, measured_dataset = _measure(source,
-                                                                      options.header_limit)
+        expected_size, expected_sha256, _, measured_dataset = _measure(source, options.header_limit)
         expected_dataset_sha256 = expected_dataset_sha256 or measured_dataset
     try:
-        return _seal_once(source, dest, recipient, options, expected_size, expected_sha256,
-                          expected_dataset_sha256, None, started, overwrite)
+        return _seal_once(
+            source,
+            dest,
+            recipient,
+            options,
+            expected_size,
+            expected_sha256,
+            expected_dataset_sha256,
+            None,
+            started,
+            overwrite,
+        )
     except _Fallback as fallback:
-        log.warning("pixel codec not used; sealing as zstd",
-                    extra={"reason": str(fallback), "kind": fallback.kind})
-        return _seal_once(source, dest, recipient, options, expected_size, expected_sha256,
-                          expected_dataset_sha256, fallback, started, overwrite)
+        log.warning(
+            "pixel codec not used; sealing as zstd",
+            extra={"reason": str(fallback), "kind": fallback.kind},
+        )
+        return _seal_once(
+            source,
+            dest,
+            recipient,
+            options,
+            expected_size,
+            expected_sha256,
+            expected_dataset_sha256,
+            fallback,
+            started,
+            overwrite,
+        )
 
 
 def _seal_once(
@@ -524,22 +594,39 @@ def _seal_once(
     if plan.kind == "frames":
         params += f";frames={plan.frames}"
     header = _build_header(
-        codec=plan.codec, codec_params=params, original_size=expected_size,
+        codec=plan.codec,
+        codec_params=params,
+        original_size=expected_size,
         original_sha256=expected_sha256,
         dataset_offset=dataset_offset if expected_dataset_sha256 else None,
-        dataset_sha256=expected_dataset_sha256, key_id=recipient.key_id,
-        wrapped_key=wrapped, chunk_size=options.chunk_size, nonce_prefix=nonce_prefix,
-        sop_instance_uid=sop_uid if is_uid(sop_uid) else "", producer=options.producer,
+        dataset_sha256=expected_dataset_sha256,
+        key_id=recipient.key_id,
+        wrapped_key=wrapped,
+        chunk_size=options.chunk_size,
+        nonce_prefix=nonce_prefix,
+        sop_instance_uid=sop_uid if is_uid(sop_uid) else "",
+        producer=options.producer,
     )
     zstd = ZstdBlocks(options.zstd_level)
-    residual_compressor = zstandard.ZstdCompressor(level=3, write_checksum=True,
-                                                   write_content_size=True)
+    residual_compressor = zstandard.ZstdCompressor(
+        level=3, write_checksum=True, write_content_size=True
+    )
     frame_codec = codecs.CODECS_BY_NAME[options.pixel_codec]
     tuning = codecs.Tuning()
 
     reproduced = _Reproduced()
-    body = _container_body(stream, prefix, plan, found, zstd, frame_codec,
-                           residual_compressor, tuning, reproduced, forced)
+    body = _container_body(
+        stream,
+        prefix,
+        plan,
+        found,
+        zstd,
+        frame_codec,
+        residual_compressor,
+        tuning,
+        reproduced,
+        forced,
+    )
 
     sealed_hash = hashlib.sha256()
     sealed_size = 0
@@ -547,8 +634,7 @@ def _seal_once(
         out.write(header)
         sealed_hash.update(header)
         sealed_size += len(header)
-        for chunk in encrypt_chunks(data_key, nonce_prefix, header, body,
-                                    options.chunk_size):
+        for chunk in encrypt_chunks(data_key, nonce_prefix, header, body, options.chunk_size):
             out.write(chunk)
             sealed_hash.update(chunk)
             sealed_size += len(chunk)
@@ -558,16 +644,24 @@ def _seal_once(
         if stream.position != expected_size or got_sha != expected_sha256:
             raise SourceMismatchError(
                 f"source has {stream.position} bytes, SHA-256 {got_sha[:16]}…; expected "
-                f"{expected_size} bytes, {expected_sha256[:16]}…")
+                f"{expected_size} bytes, {expected_sha256[:16]}…"
+            )
         if expected_dataset_sha256 and got_dataset != expected_dataset_sha256:
             raise SourceMismatchError("source dataset SHA-256 differs from the expected one")
     return SealResult(
-        path=Path(dest), codec=plan.codec, key_id=recipient.key_id,
-        original_size=expected_size, original_sha256=expected_sha256,
-        dataset_offset=dataset_offset, dataset_sha256=got_dataset,
-        sealed_size=sealed_size, sealed_sha256=sealed_hash.hexdigest(),
+        path=Path(dest),
+        codec=plan.codec,
+        key_id=recipient.key_id,
+        original_size=expected_size,
+        original_sha256=expected_sha256,
+        dataset_offset=dataset_offset,
+        dataset_sha256=got_dataset,
+        sealed_size=sealed_size,
+        sealed_sha256=sealed_hash.hexdigest(),
         frames=plan.frames if plan.kind == "frames" else 0,
-        fallback=plan.fallback, fallback_kind=plan.fallback_kind, sop_instance_uid=sop_uid,
+        fallback=plan.fallback,
+        fallback_kind=plan.fallback_kind,
+        sop_instance_uid=sop_uid,
         seconds=time.perf_counter() - started,
     )
 
@@ -610,16 +704,17 @@ def open_sealed(
     header = read_sealed_header(source)
     key = keys.get(header.key_id)
     try:
-        data_key = _HPKE.decrypt(header.wrapped_key, key.private_key,
-                                 info=_wrap_info(header.key_id))
+        data_key = _HPKE.decrypt(
+            header.wrapped_key, key.private_key, info=_wrap_info(header.key_id)
+        )
     except (InvalidTag, ValueError):
         raise KeyUnwrapError(
             f"data key does not unwrap with key {header.key_id}: wrong private key or a "
-            "changed header") from None
+            "changed header"
+        ) from None
     if len(data_key) != KEY_BYTES:
         raise KeyUnwrapError("unwrapped data key has the wrong length")
-    plaintext = decrypt_chunks(data_key, header.nonce_prefix, header.raw, source,
-                               header.chunk_size)
+    plaintext = decrypt_chunks(data_key, header.nonce_prefix, header.raw, source, header.chunk_size)
     file_hash = hashlib.sha256()
     dataset_hash = hashlib.sha256()
     size = 0
@@ -640,8 +735,7 @@ def open_sealed(
         raise IntegrityError("reconstructed dataset does not match its SHA-256")
 
 
-def unseal_to_file(source: BinaryIO | Path | str, dest: Path,
-                   keys: OpeningKeyring) -> UnsealResult:
+def unseal_to_file(source: BinaryIO | Path | str, dest: Path, keys: OpeningKeyring) -> UnsealResult:
     """Open a sealed object into ``dest``: present and durable only if fully verified.
 
     Raises what :func:`open_sealed` raises; on any error nothing is left at ``dest``.
@@ -714,8 +808,7 @@ def _frame_records(
             # A safety net: whatever goes wrong in the pixel path costs compression,
             # never the object. (Source integrity errors are not among these and still
             # propagate.)
-            raise _Fallback(f"pixel path failed: {type(exc).__name__}",
-                            "codec_error") from None
+            raise _Fallback(f"pixel path failed: {type(exc).__name__}", "codec_error") from None
         yield reproduced.emit(rec, raw)
         del raw, rec
     tail = found.pixel_value_length - plan.frames * plan.layout.frame_bytes
@@ -744,8 +837,9 @@ def _container_body(
     try:
         if plan.kind == "frames":
             assert found is not None
-            yield from _frame_records(stream, plan, found, zstd, frame_codec,
-                                      residual_compressor, tuning, reproduced)
+            yield from _frame_records(
+                stream, plan, found, zstd, frame_codec, residual_compressor, tuning, reproduced
+            )
         elif plan.kind == "encapsulated":
             assert found is not None
             for rec in _encapsulated_records(stream, found.little_endian):

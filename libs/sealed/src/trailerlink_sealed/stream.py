@@ -112,8 +112,10 @@ class ByteStream:
         """Consume exactly ``n`` bytes; raises :class:`UnexpectedEnd` if the stream ends."""
         data = self.read(n)
         if len(data) != n:
-            raise UnexpectedEnd(f"wanted {n} bytes at offset {self.position - len(data)}, "
-                                f"stream ended after {len(data)}")
+            raise UnexpectedEnd(
+                f"wanted {n} bytes at offset {self.position - len(data)}, "
+                f"stream ended after {len(data)}"
+            )
         return data
 
     def iter_rest(self, piece_size: int) -> Iterator[bytes | bytearray]:

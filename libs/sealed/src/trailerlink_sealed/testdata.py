@@ -176,8 +176,9 @@ def frame_pixels(spec: MGSpec, index: int) -> np.ndarray:
         image = synthetic_mammogram(spec.rows, spec.cols, spec.bits_stored, spec.seed)
     if spec.photometric == "MONOCHROME1":
         image = (2**spec.bits_stored - 1) - image
-    shift = (spec.high_bit if spec.high_bit is not None else spec.bits_stored - 1) \
-        - (spec.bits_stored - 1)
+    shift = (spec.high_bit if spec.high_bit is not None else spec.bits_stored - 1) - (
+        spec.bits_stored - 1
+    )
     words = image.astype(np.int32)
     if spec.signed:
         words -= 2 ** (spec.bits_stored - 1)
@@ -342,8 +343,13 @@ def encapsulated_file_bytes(spec: MGSpec, transfer_syntax: str) -> bytes:
         if transfer_syntax == "1.2.840.10008.1.2.4.80":
             frames.append(bytes(imagecodecs.jpegls_encode(pixels, level=0)))
         else:
-            frames.append(bytes(imagecodecs.jpeg2k_encode(pixels, level=0, codecformat="j2k",
-                                                          bitspersample=spec.bits_stored)))
+            frames.append(
+                bytes(
+                    imagecodecs.jpeg2k_encode(
+                        pixels, level=0, codecformat="j2k", bitspersample=spec.bits_stored
+                    )
+                )
+            )
     encoded = MGSpec(**{**spec.__dict__, "transfer_syntax": transfer_syntax})
     ds = _dataset(encoded)
     ds.PixelData = encapsulate(frames)

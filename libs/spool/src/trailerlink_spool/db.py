@@ -22,8 +22,12 @@ class Database:
     def __init__(self, path: Path, schema: str = "") -> None:
         self.path = Path(path)
         self._lock = threading.RLock()
-        self._conn = open_durable_sqlite(self.path, synchronous="FULL", busy_timeout_seconds=30,
-                                         extra_pragmas=("foreign_keys=ON",))
+        self._conn = open_durable_sqlite(
+            self.path,
+            synchronous="FULL",
+            busy_timeout_seconds=30,
+            extra_pragmas=("foreign_keys=ON",),
+        )
         self._conn.row_factory = sqlite3.Row
         if schema:
             # executescript manages its own transaction; the statements are idempotent.

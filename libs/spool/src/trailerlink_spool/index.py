@@ -28,7 +28,8 @@ STATUS_PURGED = "purged"
 """The file was deleted after delivery and retention; the row stays as the record that
 the object was received (and so a later re-send of the same bytes is a duplicate)."""
 
-SCHEMA = """
+SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS objects (
     receipt_id          TEXT PRIMARY KEY,
     sop_instance_uid    TEXT NOT NULL,
@@ -49,7 +50,9 @@ CREATE TABLE IF NOT EXISTS objects (
     status              TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS objects_by_sop ON objects (sop_instance_uid, received_at);
-""" + OUTBOX_SCHEMA
+"""
+    + OUTBOX_SCHEMA
+)
 
 
 @dataclass(frozen=True)
@@ -115,9 +118,13 @@ class SpoolIndex:
         is not recorded and gets no events: the caller removes its file.
         """
         with self.db.transaction() as conn:
-            earlier = [SpoolEntry.from_row(r) for r in conn.execute(
-                "SELECT * FROM objects WHERE sop_instance_uid = ? ORDER BY received_at",
-                (entry.sop_instance_uid,))]
+            earlier = [
+                SpoolEntry.from_row(r)
+                for r in conn.execute(
+                    "SELECT * FROM objects WHERE sop_instance_uid = ? ORDER BY received_at",
+                    (entry.sop_instance_uid,),
+                )
+            ]
             same = [e for e in earlier if e.dataset_sha256 == entry.dataset_sha256]
             if same:
                 return Recorded(RecordOutcome.DUPLICATE, same[0], ())
@@ -127,8 +134,10 @@ class SpoolIndex:
             row = asdict(entry)
             columns = ", ".join(row)
             marks = ", ".join("?" for _ in row)
-            conn.execute(f"INSERT INTO objects ({columns}) VALUES ({marks})",  # noqa: S608
-                         tuple(row.values()))
+            conn.execute(
+                f"INSERT INTO objects ({columns}) VALUES ({marks})",  # noqa: S608
+                tuple(row.values()),
+            )
             seqs = tuple(self.outbox.add(conn, ev) for ev in events_for(outcome, entry, earlier))
         return Recorded(outcome, entry, seqs)
 
@@ -136,14 +145,16 @@ class SpoolIndex:
         """Every recorded copy of a SOP Instance UID, oldest first."""
         rows = self.db.query(
             "SELECT * FROM objects WHERE sop_instance_uid = ? ORDER BY received_at",
-            (sop_instance_uid,))
+            (sop_instance_uid,),
+        )
         return [SpoolEntry.from_row(r) for r in rows]
 
     def study(self, study_instance_uid: str) -> list[SpoolEntry]:
         """Every recorded copy of a study's objects (any status), oldest first."""
         rows = self.db.query(
             "SELECT * FROM objects WHERE study_instance_uid = ? ORDER BY received_at",
-            (study_instance_uid,))
+            (study_instance_uid,),
+        )
         return [SpoolEntry.from_row(r) for r in rows]
 
     def get(self, receipt_id: str) -> SpoolEntry | None:
@@ -155,9 +166,12 @@ class SpoolIndex:
 
     def stored_bytes(self) -> int:
         """Bytes of encrypted files the index accounts for (purged copies excluded)."""
-        return int(self.db.query(
-            "SELECT COALESCE(SUM(stored_size), 0) FROM objects WHERE status != ?",
-            (STATUS_PURGED,))[0][0])
+        return int(
+            self.db.query(
+                "SELECT COALESCE(SUM(stored_size), 0) FROM objects WHERE status != ?",
+                (STATUS_PURGED,),
+            )[0][0]
+        )
 
     def mark_purged(self, spool_path: str) -> bool:
         """Record that the copy at ``spool_path`` (relative) was deleted after delivery.
@@ -167,13 +181,13 @@ class SpoolIndex:
         the next sweep finds missing and marks again.
         """
         with self.db.transaction() as conn:
-            cursor = conn.execute("UPDATE objects SET status = ? WHERE spool_path = ?",
-                                  (STATUS_PURGED, spool_path))
+            cursor = conn.execute(
+                "UPDATE objects SET status = ? WHERE spool_path = ?", (STATUS_PURGED, spool_path)
+            )
         return cursor.rowcount > 0
 
     def orphans(self) -> list[Path]:
         """Encrypted files no row refers to: left by a store that was never
         acknowledged (the process died between writing the file and recording it)."""
         known = {r[0] for r in self.db.query("SELECT spool_path FROM objects")}
-        return [p for p in self.layout.iter_object_files()
-                if self.layout.relative(p) not in known]
+        return [p for p in self.layout.iter_object_files() if self.layout.relative(p) not in known]

@@ -82,8 +82,9 @@ class SpoolLayout:
         """Every committed object file (not temporary ones) under ``objects/``."""
         if not self.objects_dir.exists():
             return []
-        return sorted(p for p in self.objects_dir.glob(f"*/*{SPOOL_SUFFIX}")
-                      if not p.name.startswith("."))
+        return sorted(
+            p for p in self.objects_dir.glob(f"*/*{SPOOL_SUFFIX}") if not p.name.startswith(".")
+        )
 
 
 class OutsideLayoutError(ValueError):
@@ -109,8 +110,7 @@ class OutgoingLayout:
         """
         rel = PurePosixPath(spool_path)
         if not spool_path or rel.is_absolute() or ".." in rel.parts or "\\" in spool_path:
-            raise OutsideLayoutError(
-                "spool path must be relative and stay inside the spool root")
+            raise OutsideLayoutError("spool path must be relative and stay inside the spool root")
         return str(rel.with_name(rel.name.removesuffix(SPOOL_SUFFIX) + SEALED_SUFFIX))
 
     @staticmethod
@@ -154,5 +154,8 @@ class OutgoingLayout:
         """Every committed sealed object (not temporary ones) under the root, sorted."""
         if not self.root.exists():
             return []
-        return sorted(p for p in self.root.rglob(f"*{SEALED_SUFFIX}")
-                      if self.is_sealed(p.name) and p.is_file())
+        return sorted(
+            p
+            for p in self.root.rglob(f"*{SEALED_SUFFIX}")
+            if self.is_sealed(p.name) and p.is_file()
+        )

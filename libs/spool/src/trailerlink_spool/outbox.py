@@ -121,8 +121,14 @@ class Outbox:
         cur = conn.execute(
             "INSERT INTO outbox (event_id, topic, key, value, headers, created_at)"
             " VALUES (?, ?, ?, ?, ?, ?)",
-            (event_id, item.topic, item.key, item.event.SerializeToString(),
-             json.dumps([[k, v.decode("latin-1")] for k, v in headers]), time.time()),
+            (
+                event_id,
+                item.topic,
+                item.key,
+                item.event.SerializeToString(),
+                json.dumps([[k, v.decode("latin-1")] for k, v in headers]),
+                time.time(),
+            ),
         )
         return int(cur.lastrowid or 0)
 
@@ -130,14 +136,24 @@ class Outbox:
         """Unpublished events, oldest first."""
         rows = self.db.query(
             "SELECT seq, event_id, topic, key, value, headers, created_at FROM outbox"
-            " WHERE published_at IS NULL ORDER BY seq LIMIT ?", (limit,))
-        return [PendingEvent(r["seq"], r["event_id"], r["topic"], r["key"], bytes(r["value"]),
-                             [(k, v.encode("latin-1")) for k, v in json.loads(r["headers"])],
-                             r["created_at"]) for r in rows]
+            " WHERE published_at IS NULL ORDER BY seq LIMIT ?",
+            (limit,),
+        )
+        return [
+            PendingEvent(
+                r["seq"],
+                r["event_id"],
+                r["topic"],
+                r["key"],
+                bytes(r["value"]),
+                [(k, v.encode("latin-1")) for k, v in json.loads(r["headers"])],
+                r["created_at"],
+            )
+            for r in rows
+        ]
 
     def pending_count(self) -> int:
-        return int(self.db.query(
-            "SELECT COUNT(*) FROM outbox WHERE published_at IS NULL")[0][0])
+        return int(self.db.query("SELECT COUNT(*) FROM outbox WHERE published_at IS NULL")[0][0])
 
     def mark_published(self, seqs: Sequence[int]) -> None:
         """Record that these events are on the broker (durable on return)."""
@@ -145,8 +161,9 @@ class Outbox:
             return
         now = time.time()
         with self.db.transaction() as conn:
-            conn.executemany("UPDATE outbox SET published_at = ? WHERE seq = ?",
-                             [(now, s) for s in seqs])
+            conn.executemany(
+                "UPDATE outbox SET published_at = ? WHERE seq = ?", [(now, s) for s in seqs]
+            )
         self._notify()
 
     def mark_published_by_event_id(self, event_ids: Sequence[str]) -> int:
@@ -159,7 +176,9 @@ class Outbox:
             for event_id in event_ids:
                 changed += conn.execute(
                     "UPDATE outbox SET published_at = ? WHERE event_id = ?"
-                    " AND published_at IS NULL", (now, event_id)).rowcount
+                    " AND published_at IS NULL",
+                    (now, event_id),
+                ).rowcount
         self._notify()
         return changed
 
@@ -254,12 +273,18 @@ class OutboxPublisher:
                     self.healthy = False
                     KAFKA_CONNECTED.labels(self.service).set(0)
                     failures += 1
-                    delay = min(self.retry_max_seconds,
-                                self.retry_initial_seconds * 2 ** min(failures - 1, 10))
-                    log.warning("outbox publish failed; will retry",
-                                extra={"error": type(exc).__name__, "retry_in_s": delay,
-                                       "pending": await asyncio.to_thread(
-                                           self.outbox.pending_count)})
+                    delay = min(
+                        self.retry_max_seconds,
+                        self.retry_initial_seconds * 2 ** min(failures - 1, 10),
+                    )
+                    log.warning(
+                        "outbox publish failed; will retry",
+                        extra={
+                            "error": type(exc).__name__,
+                            "retry_in_s": delay,
+                            "pending": await asyncio.to_thread(self.outbox.pending_count),
+                        },
+                    )
                     if producer is not None:
                         await _stop_quietly(producer)
                         producer = None
@@ -288,8 +313,7 @@ class OutboxPublisher:
         done: list[int] = []
         try:
             for item in pending:
-                await producer.publish_raw(item.topic, item.key.encode(), item.value,
-                                           item.headers)
+                await producer.publish_raw(item.topic, item.key.encode(), item.value, item.headers)
                 done.append(item.seq)
                 OUTBOX_PUBLISHED.labels(self.service, item.topic).inc()
                 # Mark in small groups so waiting callers hear about their event soon.
@@ -301,7 +325,8 @@ class OutboxPublisher:
                 await asyncio.to_thread(self.outbox.mark_published, done)
         if pending:
             OUTBOX_PENDING.labels(self.service).set(
-                await asyncio.to_thread(self.outbox.pending_count))
+                await asyncio.to_thread(self.outbox.pending_count)
+            )
         return len(pending)
 
     async def reconcile(self) -> int:
@@ -319,21 +344,27 @@ class OutboxPublisher:
         for p in pending:
             by_topic[p.topic] = min(by_topic.get(p.topic, p.created_at), p.created_at)
         for name, oldest in by_topic.items():
-            found.extend(await self._event_ids_since(name, oldest - RECONCILE_MARGIN_SECONDS,
-                                                     wanted))
+            found.extend(
+                await self._event_ids_since(name, oldest - RECONCILE_MARGIN_SECONDS, wanted)
+            )
         changed = await asyncio.to_thread(self.outbox.mark_published_by_event_id, found)
         if changed:
             OUTBOX_RECOVERED.labels(self.service).inc(changed)
-            log.info("outbox events already on the broker were not published again",
-                     extra={"events": changed})
+            log.info(
+                "outbox events already on the broker were not published again",
+                extra={"events": changed},
+            )
         return changed
 
     async def _event_ids_since(self, name: str, since: float, wanted: set[str]) -> list[str]:
         message_cls = EVENT_TYPES[topic_entry(name).message]
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap_servers,
-                                    enable_auto_commit=False, group_id=None,
-                                    client_id=f"{self.client_id}-outbox-reconcile",
-                                    isolation_level="read_committed")
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap_servers,
+            enable_auto_commit=False,
+            group_id=None,
+            client_id=f"{self.client_id}-outbox-reconcile",
+            isolation_level="read_committed",
+        )
         await consumer.start()
         found: list[str] = []
         try:

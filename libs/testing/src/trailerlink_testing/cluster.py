@@ -81,15 +81,21 @@ def build_tools() -> Tools:
     """Build (first time) or find the cached binaries; see scripts/cluster-tools.sh."""
     done = subprocess.run(
         ["bash", str(ROOT / "scripts" / "cluster-tools.sh")],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
         env={**os.environ, "KUBERNETES_VERSION": KUBERNETES_VERSION},
     )
     if done.returncode != 0:
         raise ClusterUnavailable(f"scripts/cluster-tools.sh failed:\n{done.stderr[-3000:]}")
     paths = dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line)
-    return Tools(Path(paths["KUBERNETES_BIN"]), Path(paths["ETCD_BIN"]),
-                 Path(paths["KWOK_BIN"]), Path(paths["KWOK_STAGE"]),
-                 Path(paths["CRDS_PROMETHEUS_OPERATOR"]))
+    return Tools(
+        Path(paths["KUBERNETES_BIN"]),
+        Path(paths["ETCD_BIN"]),
+        Path(paths["KWOK_BIN"]),
+        Path(paths["KWOK_STAGE"]),
+        Path(paths["CRDS_PROMETHEUS_OPERATOR"]),
+    )
 
 
 def _openssl(*args: str, cwd: Path) -> None:
@@ -102,23 +108,78 @@ def make_certificates(pki: Path) -> None:
     pki.mkdir(parents=True, exist_ok=True)
     if (pki / "admin.crt").exists():
         return
-    _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-             "-keyout", "ca.key", "-out", "ca.crt", "-days", "30",
-             "-subj", "/CN=trailerlink-test-ca", cwd=pki)
+    _openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "30",
+        "-subj",
+        "/CN=trailerlink-test-ca",
+        cwd=pki,
+    )
     service_ip = SERVICE_CIDR.split("/")[0].rsplit(".", 1)[0] + ".1"
     (pki / "apiserver.ext").write_text(
         "subjectAltName=IP:127.0.0.1,IP:" + service_ip + ",DNS:localhost,DNS:kubernetes,"
         "DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local\n"
-        "extendedKeyUsage=serverAuth\n")
+        "extendedKeyUsage=serverAuth\n"
+    )
     (pki / "client.ext").write_text("extendedKeyUsage=clientAuth\n")
-    for name, subject, ext in (("apiserver", "/CN=kube-apiserver", "apiserver.ext"),
-                               ("admin", "/O=system:masters/CN=trailerlink-admin", "client.ext")):
-        _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-                 "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", subject, cwd=pki)
-        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-                 "-CAcreateserial", "-days", "30", "-extfile", ext, "-out", f"{name}.crt", cwd=pki)
-    _openssl("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048",
-             "-out", "sa.key", cwd=pki)
+    for name, subject, ext in (
+        ("apiserver", "/CN=kube-apiserver", "apiserver.ext"),
+        ("admin", "/O=system:masters/CN=trailerlink-admin", "client.ext"),
+    ):
+        _openssl(
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            f"{name}.key",
+            "-out",
+            f"{name}.csr",
+            "-subj",
+            subject,
+            cwd=pki,
+        )
+        _openssl(
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "30",
+            "-extfile",
+            ext,
+            "-out",
+            f"{name}.crt",
+            cwd=pki,
+        )
+    _openssl(
+        "genpkey",
+        "-algorithm",
+        "RSA",
+        "-pkeyopt",
+        "rsa_keygen_bits:2048",
+        "-out",
+        "sa.key",
+        cwd=pki,
+    )
     _openssl("pkey", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=pki)
 
 
@@ -127,13 +188,30 @@ def write_kubeconfig(path: Path, pki: Path, server: str) -> None:
         return base64.b64encode((pki / name).read_bytes()).decode()
 
     config = {
-        "apiVersion": "v1", "kind": "Config", "current-context": "trailerlink-test",
-        "clusters": [{"name": "trailerlink-test", "cluster": {
-            "server": server, "certificate-authority-data": b64("ca.crt")}}],
-        "users": [{"name": "admin", "user": {
-            "client-certificate-data": b64("admin.crt"), "client-key-data": b64("admin.key")}}],
-        "contexts": [{"name": "trailerlink-test", "context": {
-            "cluster": "trailerlink-test", "user": "admin"}}],
+        "apiVersion": "v1",
+        "kind": "Config",
+        "current-context": "trailerlink-test",
+        "clusters": [
+            {
+                "name": "trailerlink-test",
+                "cluster": {"server": server, "certificate-authority-data": b64("ca.crt")},
+            }
+        ],
+        "users": [
+            {
+                "name": "admin",
+                "user": {
+                    "client-certificate-data": b64("admin.crt"),
+                    "client-key-data": b64("admin.key"),
+                },
+            }
+        ],
+        "contexts": [
+            {
+                "name": "trailerlink-test",
+                "context": {"cluster": "trailerlink-test", "user": "admin"},
+            }
+        ],
     }
     path.write_text(json.dumps(config, indent=2))  # JSON is YAML
     path.chmod(0o600)
@@ -175,82 +253,162 @@ class Cluster:
         write_kubeconfig(self.kubeconfig, self.pki, self.server)
         k8s = tools.kubernetes_bin
         etcd_url = f"http://127.0.0.1:{etcd_port}"
-        self._spawn("etcd", [
-            str(tools.etcd_bin / "etcd"), "--name", "default",
-            "--data-dir", str(self.directory / "etcd"),
-            "--listen-client-urls", etcd_url, "--advertise-client-urls", etcd_url,
-            "--listen-peer-urls", f"http://127.0.0.1:{etcd_peer}",
-            "--initial-advertise-peer-urls", f"http://127.0.0.1:{etcd_peer}",
-            "--initial-cluster", f"default=http://127.0.0.1:{etcd_peer}",
-            "--unsafe-no-fsync",  # a test cluster: speed over surviving a power cut
-            "--log-level", "warn",
-        ], logs)
+        self._spawn(
+            "etcd",
+            [
+                str(tools.etcd_bin / "etcd"),
+                "--name",
+                "default",
+                "--data-dir",
+                str(self.directory / "etcd"),
+                "--listen-client-urls",
+                etcd_url,
+                "--advertise-client-urls",
+                etcd_url,
+                "--listen-peer-urls",
+                f"http://127.0.0.1:{etcd_peer}",
+                "--initial-advertise-peer-urls",
+                f"http://127.0.0.1:{etcd_peer}",
+                "--initial-cluster",
+                f"default=http://127.0.0.1:{etcd_peer}",
+                "--unsafe-no-fsync",  # a test cluster: speed over surviving a power cut
+                "--log-level",
+                "warn",
+            ],
+            logs,
+        )
         pki = self.pki
-        self._spawn("kube-apiserver", [
-            str(k8s / "kube-apiserver"),
-            "--etcd-servers", etcd_url,
-            "--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1",
-            "--secure-port", str(self.apiserver_port),
-            "--endpoint-reconciler-type", "none",  # 127.0.0.1 is not a valid endpoint
-            "--service-cluster-ip-range", SERVICE_CIDR,
-            "--client-ca-file", str(pki / "ca.crt"),
-            "--tls-cert-file", str(pki / "apiserver.crt"),
-            "--tls-private-key-file", str(pki / "apiserver.key"),
-            "--service-account-issuer", "https://kubernetes.default.svc.cluster.local",
-            "--service-account-key-file", str(pki / "sa.pub"),
-            "--service-account-signing-key-file", str(pki / "sa.key"),
-            "--authorization-mode", "Node,RBAC",
-            "--allow-privileged=false",
-            "--profiling=false",
-        ], logs)
+        self._spawn(
+            "kube-apiserver",
+            [
+                str(k8s / "kube-apiserver"),
+                "--etcd-servers",
+                etcd_url,
+                "--bind-address",
+                "127.0.0.1",
+                "--advertise-address",
+                "127.0.0.1",
+                "--secure-port",
+                str(self.apiserver_port),
+                "--endpoint-reconciler-type",
+                "none",  # 127.0.0.1 is not a valid endpoint
+                "--service-cluster-ip-range",
+                SERVICE_CIDR,
+                "--client-ca-file",
+                str(pki / "ca.crt"),
+                "--tls-cert-file",
+                str(pki / "apiserver.crt"),
+                "--tls-private-key-file",
+                str(pki / "apiserver.key"),
+                "--service-account-issuer",
+                "https://kubernetes.default.svc.cluster.local",
+                "--service-account-key-file",
+                str(pki / "sa.pub"),
+                "--service-account-signing-key-file",
+                str(pki / "sa.key"),
+                "--authorization-mode",
+                "Node,RBAC",
+                "--allow-privileged=false",
+                "--profiling=false",
+            ],
+            logs,
+        )
         client = self.client()
         try:
-            wait_until(lambda: _ok(client, "/readyz"), timeout=timeout,
-                       what="kube-apiserver ready")
+            wait_until(lambda: _ok(client, "/readyz"), timeout=timeout, what="kube-apiserver ready")
         except Exception as exc:
             self.stop()
-            raise ClusterUnavailable(f"kube-apiserver did not become ready: {exc}\n"
-                                     f"{self._tail('kube-apiserver')}") from exc
+            raise ClusterUnavailable(
+                f"kube-apiserver did not become ready: {exc}\n{self._tail('kube-apiserver')}"
+            ) from exc
         kubeconfig = str(self.kubeconfig)
-        self._spawn("kube-controller-manager", [
-            str(k8s / "kube-controller-manager"), "--kubeconfig", kubeconfig,
-            "--authentication-kubeconfig", kubeconfig, "--authorization-kubeconfig", kubeconfig,
-            "--bind-address", "127.0.0.1", "--secure-port", str(free_port()),
-            "--leader-elect=false", "--use-service-account-credentials",
-            "--service-account-private-key-file", str(pki / "sa.key"),
-            "--root-ca-file", str(pki / "ca.crt"),
-            "--controllers", "*,-nodeipam,-cloud-node-lifecycle,-service-lb-controller",
-        ], logs)
-        self._spawn("kube-scheduler", [
-            str(k8s / "kube-scheduler"), "--kubeconfig", kubeconfig,
-            "--authentication-kubeconfig", kubeconfig, "--authorization-kubeconfig", kubeconfig,
-            "--bind-address", "127.0.0.1", "--secure-port", str(free_port()),
-            "--leader-elect=false",
-        ], logs)
+        self._spawn(
+            "kube-controller-manager",
+            [
+                str(k8s / "kube-controller-manager"),
+                "--kubeconfig",
+                kubeconfig,
+                "--authentication-kubeconfig",
+                kubeconfig,
+                "--authorization-kubeconfig",
+                kubeconfig,
+                "--bind-address",
+                "127.0.0.1",
+                "--secure-port",
+                str(free_port()),
+                "--leader-elect=false",
+                "--use-service-account-credentials",
+                "--service-account-private-key-file",
+                str(pki / "sa.key"),
+                "--root-ca-file",
+                str(pki / "ca.crt"),
+                "--controllers",
+                "*,-nodeipam,-cloud-node-lifecycle,-service-lb-controller",
+            ],
+            logs,
+        )
+        self._spawn(
+            "kube-scheduler",
+            [
+                str(k8s / "kube-scheduler"),
+                "--kubeconfig",
+                kubeconfig,
+                "--authentication-kubeconfig",
+                kubeconfig,
+                "--authorization-kubeconfig",
+                kubeconfig,
+                "--bind-address",
+                "127.0.0.1",
+                "--secure-port",
+                str(free_port()),
+                "--leader-elect=false",
+            ],
+            logs,
+        )
         stages = [f"--config={tools.kwok_stage / s}" for s in KWOK_STAGES]
-        self._spawn("kwok", [
-            str(tools.kwok_bin / "kwok"), "--kubeconfig", kubeconfig,
-            "--manage-all-nodes=false",
-            f"--manage-nodes-with-annotation-selector={NODE_ANNOTATION}=fake",
-            "--node-ip", NODE_IP, "--cidr", POD_CIDR,
-            "--node-lease-duration-seconds=40",
-            "--server-address", f"127.0.0.1:{free_port()}",
-            *stages,
-        ], logs)
-        self._spawn("cloud", [
-            sys.executable, "-m", "trailerlink_testing.cluster", "cloud",
-            "--dir", str(self.directory)], logs)
+        self._spawn(
+            "kwok",
+            [
+                str(tools.kwok_bin / "kwok"),
+                "--kubeconfig",
+                kubeconfig,
+                "--manage-all-nodes=false",
+                f"--manage-nodes-with-annotation-selector={NODE_ANNOTATION}=fake",
+                "--node-ip",
+                NODE_IP,
+                "--cidr",
+                POD_CIDR,
+                "--node-lease-duration-seconds=40",
+                "--server-address",
+                f"127.0.0.1:{free_port()}",
+                *stages,
+            ],
+            logs,
+        )
+        self._spawn(
+            "cloud",
+            [
+                sys.executable,
+                "-m",
+                "trailerlink_testing.cluster",
+                "cloud",
+                "--dir",
+                str(self.directory),
+            ],
+            logs,
+        )
         try:
             self._bootstrap_objects(client)
-            wait_until(lambda: self._nodes_ready(client), timeout=timeout,
-                       what="kwok nodes Ready")
-            wait_until(lambda: _ok(client, "/api/v1/namespaces/default/serviceaccounts/default"),
-                       timeout=timeout, what="default service account")
+            wait_until(lambda: self._nodes_ready(client), timeout=timeout, what="kwok nodes Ready")
+            wait_until(
+                lambda: _ok(client, "/api/v1/namespaces/default/serviceaccounts/default"),
+                timeout=timeout,
+                what="default service account",
+            )
         except Exception:
             self.stop()
             raise
-        (self.directory / "pids").write_text(
-            "\n".join(str(p.pid) for p in self._procs) + "\n")
+        (self.directory / "pids").write_text("\n".join(str(p.pid) for p in self._procs) + "\n")
         return self
 
     def _spawn(self, name: str, argv: list[str], logs: Path) -> None:
@@ -265,36 +423,54 @@ class Cluster:
 
     def _bootstrap_objects(self, client: httpx.Client) -> None:
         storage_class = {
-            "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
-            "metadata": {"name": STORAGE_CLASS, "annotations": {
-                "storageclass.kubernetes.io/is-default-class": "true"}},
-            "provisioner": PROVISIONER, "reclaimPolicy": "Delete",
-            "volumeBindingMode": "Immediate", "allowVolumeExpansion": True,
+            "apiVersion": "storage.k8s.io/v1",
+            "kind": "StorageClass",
+            "metadata": {
+                "name": STORAGE_CLASS,
+                "annotations": {"storageclass.kubernetes.io/is-default-class": "true"},
+            },
+            "provisioner": PROVISIONER,
+            "reclaimPolicy": "Delete",
+            "volumeBindingMode": "Immediate",
+            "allowVolumeExpansion": True,
         }
         _apply(client, "/apis/storage.k8s.io/v1/storageclasses", storage_class)
         for name in EXTRA_STORAGE_CLASSES:
-            _apply(client, "/apis/storage.k8s.io/v1/storageclasses", {
-                **storage_class, "metadata": {"name": name}})
+            _apply(
+                client,
+                "/apis/storage.k8s.io/v1/storageclasses",
+                {**storage_class, "metadata": {"name": name}},
+            )
         for i in range(self.nodes):
             node = {
-                "apiVersion": "v1", "kind": "Node",
+                "apiVersion": "v1",
+                "kind": "Node",
                 "metadata": {
                     "name": f"trailer-node-{i}",
                     "annotations": {NODE_ANNOTATION: "fake"},
-                    "labels": {"kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
-                               "kubernetes.io/hostname": f"trailer-node-{i}",
-                               "type": "kwok"},
+                    "labels": {
+                        "kubernetes.io/os": "linux",
+                        "kubernetes.io/arch": "amd64",
+                        "kubernetes.io/hostname": f"trailer-node-{i}",
+                        "type": "kwok",
+                    },
                 },
                 "spec": {},
-                "status": {"allocatable": {"cpu": "32", "memory": "256Gi", "pods": "110"},
-                           "capacity": {"cpu": "32", "memory": "256Gi", "pods": "110"}},
+                "status": {
+                    "allocatable": {"cpu": "32", "memory": "256Gi", "pods": "110"},
+                    "capacity": {"cpu": "32", "memory": "256Gi", "pods": "110"},
+                },
             }
             _apply(client, "/api/v1/nodes", node)
 
     def _nodes_ready(self, client: httpx.Client) -> bool:
         nodes = client.get("/api/v1/nodes").json().get("items", [])
-        ready = [n for n in nodes for c in n.get("status", {}).get("conditions", [])
-                 if c["type"] == "Ready" and c["status"] == "True"]
+        ready = [
+            n
+            for n in nodes
+            for c in n.get("status", {}).get("conditions", [])
+            if c["type"] == "Ready" and c["status"] == "True"
+        ]
         return len(ready) >= self.nodes
 
     def stop(self) -> None:
@@ -306,8 +482,12 @@ class Cluster:
     def __enter__(self) -> Cluster:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()
 
 
@@ -336,9 +516,11 @@ def _provision(client: httpx.Client, volumes: Path) -> None:
     """A PersistentVolume for every pending claim of our class (bound by the real PV
     controller through claimRef); released volumes deleted with their directory."""
     claims = client.get("/api/v1/persistentvolumeclaims").json().get("items", [])
-    classes = {c["metadata"]["name"] for c in
-               client.get("/apis/storage.k8s.io/v1/storageclasses").json().get("items", [])
-               if c.get("provisioner") == PROVISIONER}
+    classes = {
+        c["metadata"]["name"]
+        for c in client.get("/apis/storage.k8s.io/v1/storageclasses").json().get("items", [])
+        if c.get("provisioner") == PROVISIONER
+    }
     for claim in claims:
         spec, meta = claim["spec"], claim["metadata"]
         if spec.get("volumeName") or spec.get("storageClassName") not in classes:
@@ -347,9 +529,12 @@ def _provision(client: httpx.Client, volumes: Path) -> None:
         path = volumes / name
         path.mkdir(parents=True, exist_ok=True)
         volume = {
-            "apiVersion": "v1", "kind": "PersistentVolume",
-            "metadata": {"name": name, "annotations": {
-                "pv.kubernetes.io/provisioned-by": PROVISIONER}},
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {
+                "name": name,
+                "annotations": {"pv.kubernetes.io/provisioned-by": PROVISIONER},
+            },
             "spec": {
                 "capacity": {"storage": spec["resources"]["requests"]["storage"]},
                 "accessModes": spec.get("accessModes", ["ReadWriteOnce"]),
@@ -357,37 +542,49 @@ def _provision(client: httpx.Client, volumes: Path) -> None:
                 "storageClassName": spec["storageClassName"],
                 "volumeMode": spec.get("volumeMode", "Filesystem"),
                 "hostPath": {"path": str(path), "type": "DirectoryOrCreate"},
-                "claimRef": {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
-                             "namespace": meta["namespace"], "name": meta["name"],
-                             "uid": meta["uid"]},
+                "claimRef": {
+                    "apiVersion": "v1",
+                    "kind": "PersistentVolumeClaim",
+                    "namespace": meta["namespace"],
+                    "name": meta["name"],
+                    "uid": meta["uid"],
+                },
             },
         }
         client.post("/api/v1/persistentvolumes", json=volume)
     for volume in client.get("/api/v1/persistentvolumes").json().get("items", []):
         annotations = volume["metadata"].get("annotations", {})
-        if (annotations.get("pv.kubernetes.io/provisioned-by") == PROVISIONER
-                and volume.get("status", {}).get("phase") in ("Released", "Failed")):
+        if annotations.get("pv.kubernetes.io/provisioned-by") == PROVISIONER and volume.get(
+            "status", {}
+        ).get("phase") in ("Released", "Failed"):
             client.delete(f"/api/v1/persistentvolumes/{volume['metadata']['name']}")
 
 
 def _load_balancers(client: httpx.Client) -> None:
     """Give each LoadBalancer Service an address from the pool, as a provider would."""
     services = client.get("/api/v1/services").json().get("items", [])
-    taken = {ing.get("ip") for s in services
-             for ing in s.get("status", {}).get("loadBalancer", {}).get("ingress", [])}
+    taken = {
+        ing.get("ip")
+        for s in services
+        for ing in s.get("status", {}).get("loadBalancer", {}).get("ingress", [])
+    }
     for service in services:
         if service["spec"].get("type") != "LoadBalancer":
             continue
         if service.get("status", {}).get("loadBalancer", {}).get("ingress"):
             continue
-        ip = next(f"{LOAD_BALANCER_POOL}{i}" for i in range(1, 255)
-                  if f"{LOAD_BALANCER_POOL}{i}" not in taken)
+        ip = next(
+            f"{LOAD_BALANCER_POOL}{i}"
+            for i in range(1, 255)
+            if f"{LOAD_BALANCER_POOL}{i}" not in taken
+        )
         taken.add(ip)
         meta = service["metadata"]
         client.patch(
             f"/api/v1/namespaces/{meta['namespace']}/services/{meta['name']}/status",
             json={"status": {"loadBalancer": {"ingress": [{"ip": ip}]}}},
-            headers={"Content-Type": "application/merge-patch+json"})
+            headers={"Content-Type": "application/merge-patch+json"},
+        )
 
 
 def serve_cloud(directory: Path, interval: float = 0.5) -> None:

@@ -64,8 +64,12 @@ def write_wl_file(path: Path, ds: Dataset) -> None:
         dump = Path(tmp) / "wl.dump"
         dump.write_bytes(dump_text(ds).encode(codec))
         staged = Path(tmp) / "wl.wl"
-        subprocess.run(["dump2dcm", "-q", "--write-xfer-little", str(dump), str(staged)],
-                       check=True, capture_output=True, timeout=30)
+        subprocess.run(
+            ["dump2dcm", "-q", "--write-xfer-little", str(dump), str(staged)],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
         staged_at_dest = path.with_suffix(".tmp")
         staged_at_dest.write_bytes(staged.read_bytes())
         os.replace(staged_at_dest, path)
@@ -82,8 +86,13 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
 class Wlmscpfs:
     """A running ``wlmscpfs`` serving ``<directory>/<ae_title>/*.wl``."""
 
-    def __init__(self, directory: Path, ae_title: str = "NBSS_MWL", port: int | None = None,
-                 log_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        ae_title: str = "NBSS_MWL",
+        port: int | None = None,
+        log_path: Path | None = None,
+    ) -> None:
         self.directory = Path(directory)
         self.ae_title = ae_title
         self.port = port or free_port()
@@ -109,7 +118,10 @@ class Wlmscpfs:
         try:
             self.proc = subprocess.Popen(
                 ["wlmscpfs", "--data-files-path", str(self.directory), str(self.port)],
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         finally:
             if out is not subprocess.DEVNULL:
                 out.close()
@@ -134,8 +146,12 @@ class Wlmscpfs:
     def __enter__(self) -> Wlmscpfs:
         return self.start() if self.proc is None else self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()
 
 
@@ -157,14 +173,31 @@ class FindResult:
         return ""
 
 
-def findscu(host: str, port: int, called_ae: str, keys: Sequence[str | bytes], *,
-            calling_ae: str = "MODALITY", cancel_after: int | None = None,
-            timeout: float = 30.0) -> FindResult:
+def findscu(
+    host: str,
+    port: int,
+    called_ae: str,
+    keys: Sequence[str | bytes],
+    *,
+    calling_ae: str = "MODALITY",
+    cancel_after: int | None = None,
+    timeout: float = 30.0,
+) -> FindResult:
     """Run ``findscu -W`` (worklist) with ``-k`` keys; ``cancel_after`` sends C-CANCEL
     after that many responses. Keys may be bytes (already in the query's charset)."""
     with tempfile.TemporaryDirectory() as out:
-        argv: list[str | bytes] = ["findscu", "-W", "-v", "-X", "-od", out,
-                                   "-aet", calling_ae, "-aec", called_ae]
+        argv: list[str | bytes] = [
+            "findscu",
+            "-W",
+            "-v",
+            "-X",
+            "-od",
+            out,
+            "-aet",
+            calling_ae,
+            "-aec",
+            called_ae,
+        ]
         if cancel_after is not None:
             argv += ["--cancel", str(cancel_after)]
         for key in keys:
@@ -173,5 +206,4 @@ def findscu(host: str, port: int, called_ae: str, keys: Sequence[str | bytes], *
         proc = subprocess.run(argv, capture_output=True, timeout=timeout)
         files = sorted(Path(out).glob("rsp*.dcm"))
         responses = [dcmread(f) for f in files]
-    return FindResult(responses, proc.returncode,
-                      (proc.stdout + proc.stderr).decode("latin-1"))
+    return FindResult(responses, proc.returncode, (proc.stdout + proc.stderr).decode("latin-1"))

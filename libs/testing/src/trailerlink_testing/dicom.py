@@ -51,9 +51,19 @@ def new_uid() -> str:
 
 
 def _header(
-    *, sop_class_uid: str, study_uid: str, series_uid: str, sop_uid: str, rows: int,
-    columns: int, bits_stored: int, frames: int, instance_number: int, patient: int,
-    laterality: str, view: str,
+    *,
+    sop_class_uid: str,
+    study_uid: str,
+    series_uid: str,
+    sop_uid: str,
+    rows: int,
+    columns: int,
+    bits_stored: int,
+    frames: int,
+    instance_number: int,
+    patient: int,
+    laterality: str,
+    view: str,
 ) -> Dataset:
     ds = Dataset()
     ds.SpecificCharacterSet = "ISO_IR 100"
@@ -134,10 +144,20 @@ def write_synthetic(
     sop_uid = sop_instance_uid or new_uid()
     views = [("R", "CC"), ("L", "CC"), ("R", "MLO"), ("L", "MLO")]
     laterality, view = views[(instance_number - 1) % 4]
-    ds = _header(sop_class_uid=sop_class_uid, study_uid=study_uid, series_uid=series_uid,
-                 sop_uid=sop_uid, rows=rows, columns=columns, bits_stored=bits_stored,
-                 frames=frames, instance_number=instance_number, patient=patient,
-                 laterality=laterality, view=view)
+    ds = _header(
+        sop_class_uid=sop_class_uid,
+        study_uid=study_uid,
+        series_uid=series_uid,
+        sop_uid=sop_uid,
+        rows=rows,
+        columns=columns,
+        bits_stored=bits_stored,
+        frames=frames,
+        instance_number=instance_number,
+        patient=patient,
+        laterality=laterality,
+        view=view,
+    )
     ts = ImplicitVRLittleEndian if implicit_vr else ExplicitVRLittleEndian
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = sop_class_uid
@@ -156,21 +176,33 @@ def write_synthetic(
             f.write(struct.pack("<HH2sHI", 0x7FE0, 0x0010, b"OW", 0, length))
         for row in _pixel_rows(rows, columns, bits_stored, frames, seed):
             f.write(row)
-    return SyntheticObject(path, study_uid, series_uid, sop_uid, sop_class_uid,
-                           path.stat().st_size)
+    return SyntheticObject(path, study_uid, series_uid, sop_uid, sop_class_uid, path.stat().st_size)
 
 
 def write_study(
-    directory: Path, images: int, *, rows: int = 512, columns: int = 416,
-    bits_stored: int = 14, patient: int = 0, seed: int = 0,
+    directory: Path,
+    images: int,
+    *,
+    rows: int = 512,
+    columns: int = 416,
+    bits_stored: int = 14,
+    patient: int = 0,
+    seed: int = 0,
 ) -> list[SyntheticObject]:
     """``images`` synthetic mammograms of one study (views cycle R/L CC/MLO)."""
     study, series = new_uid(), new_uid()
     return [
-        write_synthetic(Path(directory) / f"img{i:04d}.dcm", rows=rows, columns=columns,
-                        bits_stored=bits_stored, study_instance_uid=study,
-                        series_instance_uid=series, instance_number=i + 1, patient=patient,
-                        seed=seed + i)
+        write_synthetic(
+            Path(directory) / f"img{i:04d}.dcm",
+            rows=rows,
+            columns=columns,
+            bits_stored=bits_stored,
+            study_instance_uid=study,
+            series_instance_uid=series,
+            instance_number=i + 1,
+            patient=patient,
+            seed=seed + i,
+        )
         for i in range(images)
     ]
 

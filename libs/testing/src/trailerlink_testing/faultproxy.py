@@ -48,8 +48,9 @@ class _Conn:
 
 
 class FaultProxy:
-    def __init__(self, target: tuple[str, int], listen_host: str = "127.0.0.1",
-                 listen_port: int = 0) -> None:
+    def __init__(
+        self, target: tuple[str, int], listen_host: str = "127.0.0.1", listen_port: int = 0
+    ) -> None:
         self.target = target
         self.listen_host = listen_host
         self.port = listen_port
@@ -78,20 +79,25 @@ class FaultProxy:
 
     def cut_after(self, nbytes: int) -> None:
         """Reset every open connection once ``nbytes`` more went upstream (once)."""
+
         def arm() -> None:
             self._cut_after, self._up_since_arm = nbytes, 0
+
         self._call(arm)
 
     def down(self) -> None:
         """The server vanishes: reset open connections, refuse new ones."""
+
         def go() -> None:
             self._is_down = True
             self._reset_all()
+
         self._call(go)
 
     def up(self) -> None:
         def go() -> None:
             self._is_down = False
+
         self._call(go)
 
     def stall(self) -> None:
@@ -103,14 +109,18 @@ class FaultProxy:
 
     def drip(self, bytes_per_second: float | None) -> None:
         """Limit upstream (client to server) to this rate; None lifts it."""
+
         def go() -> None:
             self._drip = bytes_per_second
+
         self._call(go)
 
     def latency(self, seconds: float) -> None:
         """Delay everything forwarded by ``seconds`` (each direction)."""
+
         def go() -> None:
             self._latency = seconds
+
         self._call(go)
 
     # --- running ----------------------------------------------------------------------
@@ -122,7 +132,8 @@ class FaultProxy:
             self._flowing = asyncio.Event()
             self._flowing.set()
             self._server = self._loop.run_until_complete(
-                asyncio.start_server(self._accept, self.listen_host, self.port))
+                asyncio.start_server(self._accept, self.listen_host, self.port)
+            )
             self.port = self._server.sockets[0].getsockname()[1]
             ready.set()
             self._loop.run_forever()
@@ -156,8 +167,12 @@ class FaultProxy:
     def __enter__(self) -> FaultProxy:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.close()
 
     # --- inside the loop --------------------------------------------------------------
@@ -181,15 +196,23 @@ class FaultProxy:
         conn = _Conn(writer, s_writer)
         self._conns.add(conn)
         try:
-            await asyncio.gather(self._pump(reader, s_writer, conn, upstream=True),
-                                 self._pump(s_reader, writer, conn, upstream=False))
+            await asyncio.gather(
+                self._pump(reader, s_writer, conn, upstream=True),
+                self._pump(s_reader, writer, conn, upstream=False),
+            )
         finally:
             self._conns.discard(conn)
             for w in (writer, s_writer):
                 w.transport.abort()
 
-    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                    conn: _Conn, *, upstream: bool) -> None:
+    async def _pump(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        conn: _Conn,
+        *,
+        upstream: bool,
+    ) -> None:
         # Bounded, so a slow far side pushes back on the sender as a real path does.
         pending: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue(maxsize=16)
 

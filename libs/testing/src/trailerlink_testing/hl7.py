@@ -61,8 +61,9 @@ class Hl7Inbox:
         with self._lock:
             return list(self.received)
 
-    async def _client(self, reader: hl7.mllp.HL7StreamReader,
-                      writer: hl7.mllp.HL7StreamWriter) -> None:
+    async def _client(
+        self, reader: hl7.mllp.HL7StreamReader, writer: hl7.mllp.HL7StreamWriter
+    ) -> None:
         try:
             while True:
                 try:
@@ -84,7 +85,8 @@ class Hl7Inbox:
             assert self._loop is not None
             asyncio.set_event_loop(self._loop)
             self._server = self._loop.run_until_complete(
-                start_hl7_server(self._client, "127.0.0.1", self.port, reuse_address=True))
+                start_hl7_server(self._client, "127.0.0.1", self.port, reuse_address=True)
+            )
             ready.set()
             self._loop.run_forever()
 
@@ -114,6 +116,10 @@ class Hl7Inbox:
     def __enter__(self) -> Hl7Inbox:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()

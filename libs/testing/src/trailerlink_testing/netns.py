@@ -43,8 +43,9 @@ def netns_available() -> bool:
 def free_test_octet(first: int, last: int, second: int = 19) -> int:
     """An ``n`` in ``first..last`` such that no address of this (root) namespace is in
     198.<second>.<n>.0/24 right now: a subnet no other test link of this machine uses."""
-    shown = subprocess.run(["ip", "-o", "-4", "addr", "show"], capture_output=True, text=True,
-                           timeout=30, check=False).stdout
+    shown = subprocess.run(
+        ["ip", "-o", "-4", "addr", "show"], capture_output=True, text=True, timeout=30, check=False
+    ).stdout
     used = {int(m) for m in re.findall(rf"inet 198\.{second}\.(\d+)\.", shown)}
     free = [n for n in range(first, last + 1) if n not in used]
     return free[secrets.randbelow(len(free))] if free else first
@@ -68,14 +69,19 @@ class NetworkFixture:
             self.close()
             raise
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.close()
 
 
 class ShapedLink(NetworkFixture):
-    def __init__(self, rate_bits: int | None = None, subnet: int | None = None,
-                 queue_ms: int = 100) -> None:
+    def __init__(
+        self, rate_bits: int | None = None, subnet: int | None = None, queue_ms: int = 100
+    ) -> None:
         """``queue_ms``: how much traffic tbf queues before dropping, in time at the
         rate (a 4G bearer buffers a few hundred ms; too short a queue drops packets the
         real link would have carried)."""
@@ -101,10 +107,25 @@ class ShapedLink(NetworkFixture):
         _run("ip", "netns", "add", self.client_ns)
         self._up = True
         _run("ip", "netns", "add", self.server_ns)
-        _run("ip", "-n", self.client_ns, "link", "add", self.client_dev, "type", "veth",
-             "peer", "name", self.server_dev, "netns", self.server_ns)
-        for ns, dev, ip in ((self.client_ns, self.client_dev, self.client_ip),
-                            (self.server_ns, self.server_dev, self.server_ip)):
+        _run(
+            "ip",
+            "-n",
+            self.client_ns,
+            "link",
+            "add",
+            self.client_dev,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            self.server_dev,
+            "netns",
+            self.server_ns,
+        )
+        for ns, dev, ip in (
+            (self.client_ns, self.client_dev, self.client_ip),
+            (self.server_ns, self.server_dev, self.server_ip),
+        ):
             _run("ip", "-n", ns, "addr", "add", f"{ip}/30", "dev", dev)
             _run("ip", "-n", ns, "link", "set", dev, "up")
             _run("ip", "-n", ns, "link", "set", "lo", "up")
@@ -116,9 +137,25 @@ class ShapedLink(NetworkFixture):
         """Shape client→server to ``rate_bits`` bit/s with tbf (replaces the previous)."""
         rate_bytes = rate_bits / 8
         burst = max(32 * 1024, int(rate_bytes / 100))
-        _run("ip", "netns", "exec", self.client_ns, "tc", "qdisc", "replace", "dev",
-             self.client_dev, "root", "tbf", "rate", f"{rate_bits}bit", "burst", str(burst),
-             "latency", f"{self.queue_ms}ms")
+        _run(
+            "ip",
+            "netns",
+            "exec",
+            self.client_ns,
+            "tc",
+            "qdisc",
+            "replace",
+            "dev",
+            self.client_dev,
+            "root",
+            "tbf",
+            "rate",
+            f"{rate_bits}bit",
+            "burst",
+            str(burst),
+            "latency",
+            f"{self.queue_ms}ms",
+        )
         self.rate_bits = rate_bits
 
     def shaper_stats(self) -> dict[str, int]:
@@ -126,18 +163,25 @@ class ShapedLink(NetworkFixture):
         headers included), ``packets``, ``dropped`` (queue overflow), ``overlimits``."""
         out = subprocess.run(
             ["tc", "-n", self.client_ns, "-s", "qdisc", "show", "dev", self.client_dev],
-            check=True, capture_output=True, text=True, timeout=30).stdout
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout
         match = re.search(r"Sent (\d+) bytes (\d+) pkt \(dropped (\d+), overlimits (\d+)", out)
         if match is None:
             raise RuntimeError("no qdisc counters on the shaped link")
         sent, packets, dropped, overlimits = (int(g) for g in match.groups())
-        return {"sent_bytes": sent, "packets": packets, "dropped": dropped,
-                "overlimits": overlimits}
+        return {
+            "sent_bytes": sent,
+            "packets": packets,
+            "dropped": dropped,
+            "overlimits": overlimits,
+        }
 
     def set_down(self, down: bool) -> None:
         """Take the link down (carrier lost) or bring it back."""
-        _run("ip", "-n", self.client_ns, "link", "set", self.client_dev,
-             "down" if down else "up")
+        _run("ip", "-n", self.client_ns, "link", "set", self.client_dev, "down" if down else "up")
 
     def close(self) -> None:
         if not self._up:

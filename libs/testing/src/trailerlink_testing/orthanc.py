@@ -30,7 +30,8 @@ from trailerlink_testing.waiting import wait_until
 
 def orthanc_binary() -> str:
     found = shutil.which("Orthanc") or (
-        "/usr/sbin/Orthanc" if Path("/usr/sbin/Orthanc").exists() else None)
+        "/usr/sbin/Orthanc" if Path("/usr/sbin/Orthanc").exists() else None
+    )
     if found is None:
         raise FileNotFoundError("Orthanc is not installed (apt-get install orthanc)")
     return found
@@ -39,9 +40,16 @@ def orthanc_binary() -> str:
 class Orthanc:
     """One Orthanc process with a generated configuration."""
 
-    def __init__(self, directory: Path, *, ae_title: str = "PACS",
-                 dicom_port: int | None = None, http_port: int | None = None,
-                 lua: str | None = None, extra_config: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        ae_title: str = "PACS",
+        dicom_port: int | None = None,
+        http_port: int | None = None,
+        lua: str | None = None,
+        extra_config: dict[str, Any] | None = None,
+    ) -> None:
         self.directory = Path(directory)
         self.ae_title = ae_title
         self.dicom_port = dicom_port or free_port()
@@ -91,8 +99,12 @@ class Orthanc:
         config = self._write_config()
         log = open(self.directory / "orthanc.log", "ab")
         try:
-            self.proc = subprocess.Popen([orthanc_binary(), str(config)], stdout=log,
-                                         stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = subprocess.Popen(
+                [orthanc_binary(), str(config)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         finally:
             log.close()
         wait_until(self._answers, timeout, "Orthanc answers its REST API")
@@ -124,8 +136,12 @@ class Orthanc:
     def __enter__(self) -> Orthanc:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()
 
     # --- REST ------------------------------------------------------------------------
@@ -148,7 +164,8 @@ class Orthanc:
         """Orthanc's id of the instance with this SOP Instance UID, or None."""
         body = json.dumps({"Level": "Instance", "Query": {"SOPInstanceUID": sop_instance_uid}})
         request = urllib.request.Request(  # noqa: S310 - a local test URL
-            self.url + "/tools/find", data=body.encode(), method="POST")
+            self.url + "/tools/find", data=body.encode(), method="POST"
+        )
         with urllib.request.urlopen(request, timeout=10) as rsp:  # noqa: S310
             found = json.loads(rsp.read())
         return found[0] if found else None

@@ -25,10 +25,19 @@ import httpx
 
 # Grafana's named colours (its default theme), enough for thresholds and mappings.
 COLOURS = {
-    "green": "#73BF69", "semi-dark-green": "#56A64B", "dark-green": "#37872D",
-    "yellow": "#FADE2A", "orange": "#FF9830", "semi-dark-orange": "#FF780A",
-    "red": "#F2495C", "semi-dark-red": "#E02F44", "dark-red": "#C4162A",
-    "blue": "#5794F2", "purple": "#B877D9", "text": "#CCCCDC", "transparent": "#181B1F",
+    "green": "#73BF69",
+    "semi-dark-green": "#56A64B",
+    "dark-green": "#37872D",
+    "yellow": "#FADE2A",
+    "orange": "#FF9830",
+    "semi-dark-orange": "#FF780A",
+    "red": "#F2495C",
+    "semi-dark-red": "#E02F44",
+    "dark-red": "#C4162A",
+    "blue": "#5794F2",
+    "purple": "#B877D9",
+    "text": "#CCCCDC",
+    "transparent": "#181B1F",
 }
 _PANEL_BG = "#181B1F"
 # Every PNG :func:`render` wrote in this process, for a test session's summary.
@@ -60,8 +69,11 @@ def instant(base_url: str, expr: str) -> list[dict[str, Any]]:
 
 def ranged(base_url: str, expr: str, seconds: float, step: float) -> list[dict[str, Any]]:
     end = time.time()
-    rsp = httpx.get(f"{base_url}/api/v1/query_range", params={
-        "query": expr, "start": end - seconds, "end": end, "step": step}, timeout=20)
+    rsp = httpx.get(
+        f"{base_url}/api/v1/query_range",
+        params={"query": expr, "start": end - seconds, "end": end, "step": step},
+        timeout=20,
+    )
     body = rsp.json()
     if body.get("status") != "success":
         raise ValueError(f"query failed: {expr}: {body.get('error')}")
@@ -101,12 +113,18 @@ def _legend(fmt: str, labels: Mapping[str, str]) -> str:
     if not fmt or fmt == "__auto":
         inner = ", ".join(f'{k}="{v}"' for k, v in sorted(labels.items()) if k != "__name__")
         return labels.get("__name__", "") + ("{" + inner + "}" if inner else "")
-    return re.sub(r"\{\{\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*\}\}",
-                  lambda m: labels.get(m.group(1), ""), fmt)
+    return re.sub(
+        r"\{\{\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*\}\}", lambda m: labels.get(m.group(1), ""), fmt
+    )
 
 
-def evaluate(base_url: str, panel: Mapping[str, Any], variables: Mapping[str, str] = (),
-             range_seconds: float = 600, step: float = 5) -> PanelData:
+def evaluate(
+    base_url: str,
+    panel: Mapping[str, Any],
+    variables: Mapping[str, str] = (),
+    range_seconds: float = 600,
+    step: float = 5,
+) -> PanelData:
     """Every target of ``panel`` asked of the Prometheus at ``base_url``: instant queries
     for stat and table panels (and targets marked ``instant``), range queries otherwise."""
     variables = dict(variables)
@@ -116,15 +134,25 @@ def evaluate(base_url: str, panel: Mapping[str, Any], variables: Mapping[str, st
         expr = substitute(target["expr"], variables)
         if as_range and not target.get("instant"):
             for r in ranged(base_url, expr, range_seconds, step):
-                data.series.append(Series(target["refId"], r["metric"],
-                                          _legend(target.get("legendFormat", ""), r["metric"]),
-                                          [(float(t), float(v)) for t, v in r["values"]]))
+                data.series.append(
+                    Series(
+                        target["refId"],
+                        r["metric"],
+                        _legend(target.get("legendFormat", ""), r["metric"]),
+                        [(float(t), float(v)) for t, v in r["values"]],
+                    )
+                )
         else:
             for r in instant(base_url, expr):
                 t, v = r["value"]
-                data.series.append(Series(target["refId"], r["metric"],
-                                          _legend(target.get("legendFormat", ""), r["metric"]),
-                                          [(float(t), float(v))]))
+                data.series.append(
+                    Series(
+                        target["refId"],
+                        r["metric"],
+                        _legend(target.get("legendFormat", ""), r["metric"]),
+                        [(float(t), float(v))],
+                    )
+                )
     return data
 
 
@@ -145,8 +173,11 @@ def format_value(value: float, unit: str | None, decimals: int | None = None) ->
     if unit == "percent":
         return f"{value:.{1 if decimals is None else decimals}f}%"
     if unit == "dateTimeFromNow":
-        return _duration(time.time() - value) + " ago" if value < time.time() else \
-            "in " + _duration(value - time.time())
+        return (
+            _duration(time.time() - value) + " ago"
+            if value < time.time()
+            else "in " + _duration(value - time.time())
+        )
     if unit == "reqpm" or unit == "opm":
         return f"{value:.{1 if decimals is None else decimals}f} /min"
     if unit == "ops":
@@ -167,7 +198,7 @@ def _duration(seconds: float) -> str:
 
 
 def _scaled(value: float, base: int, suffix: str, decimals: int | None) -> str:
-    prefixes = (["", "Ki", "Mi", "Gi", "Ti"] if base == 1024 else ["", "k", "M", "G", "T"])
+    prefixes = ["", "Ki", "Mi", "Gi", "Ti"] if base == 1024 else ["", "k", "M", "G", "T"]
     i = 0
     while abs(value) >= base and i < len(prefixes) - 1:
         value /= base
@@ -176,8 +207,9 @@ def _scaled(value: float, base: int, suffix: str, decimals: int | None) -> str:
     return f"{value:.{d}f} {prefixes[i]}{suffix}"
 
 
-def apply_mappings(value: float, mappings: Sequence[Mapping[str, Any]]
-                   ) -> tuple[str | None, str | None]:
+def apply_mappings(
+    value: float, mappings: Sequence[Mapping[str, Any]]
+) -> tuple[str | None, str | None]:
     """(text, colour) of the first value mapping that matches, else (None, None)."""
     for mapping in mappings or ():
         options = mapping.get("options", {})
@@ -192,8 +224,11 @@ def apply_mappings(value: float, mappings: Sequence[Mapping[str, Any]]
             if (lo is None or value >= lo) and (hi is None or value <= hi):
                 res = options.get("result", {})
                 return res.get("text"), res.get("color")
-        elif kind == "special" and math.isnan(value) and options.get("match") in (
-                "null", "nan", "null+nan"):
+        elif (
+            kind == "special"
+            and math.isnan(value)
+            and options.get("match") in ("null", "nan", "null+nan")
+        ):
             res = options.get("result", {})
             return res.get("text"), res.get("color")
     return None, None
@@ -231,8 +266,11 @@ def field_config(panel: Mapping[str, Any], name: str | None = None) -> dict[str,
 def display(value: float, config: Mapping[str, Any]) -> tuple[str, str | None]:
     """(text, colour) Grafana shows for ``value`` under a field config."""
     text, mapped = apply_mappings(value, config.get("mappings", []))
-    shown = text if text is not None else format_value(value, config.get("unit"),
-                                                       config.get("decimals"))
+    shown = (
+        text
+        if text is not None
+        else format_value(value, config.get("unit"), config.get("decimals"))
+    )
     return shown, mapped or threshold_colour(value, config.get("thresholds"))
 
 
@@ -278,8 +316,9 @@ def table_rows(data: PanelData) -> tuple[list[str], list[list[tuple[str, str | N
 
 
 # --- drawing ------------------------------------------------------------------------
-def render(board: Mapping[str, Any], panels: Sequence[PanelData], path: Path,
-           subtitle: str = "") -> Path:
+def render(
+    board: Mapping[str, Any], panels: Sequence[PanelData], path: Path, subtitle: str = ""
+) -> Path:
     """Draw ``panels`` of ``board`` at their grid positions into ``path`` (PNG)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -291,8 +330,15 @@ def render(board: Mapping[str, Any], panels: Sequence[PanelData], path: Path,
     fig = Figure(figsize=(width_in, height_in), facecolor="#111217")
     FigureCanvasAgg(fig)
     title = str(board.get("title", ""))
-    fig.text(0.005, 1 - 0.35 / height_in, f"{title} — {subtitle}" if subtitle else title,
-             color=_TEXT, fontsize=15, fontweight="bold", va="center")
+    fig.text(
+        0.005,
+        1 - 0.35 / height_in,
+        f"{title} — {subtitle}" if subtitle else title,
+        color=_TEXT,
+        fontsize=15,
+        fontweight="bold",
+        va="center",
+    )
     for data in panels:
         g = data.panel["gridPos"]
         kind = data.panel.get("type")
@@ -303,19 +349,32 @@ def render(board: Mapping[str, Any], panels: Sequence[PanelData], path: Path,
         pad_top, pad_bottom, pad_left = 0.28, 0.0, 0.0
         if kind == "timeseries":
             pad_bottom, pad_left = 0.42, 0.55
-        frame = fig.add_axes((left_in / width_in, 1 - (top_in + h_in) / height_in,
-                              w_in / width_in, h_in / height_in))
+        frame = fig.add_axes(
+            (left_in / width_in, 1 - (top_in + h_in) / height_in, w_in / width_in, h_in / height_in)
+        )
         frame.set_facecolor(_PANEL_BG)
         frame.set_xticks([])
         frame.set_yticks([])
         for spine in frame.spines.values():
             spine.set_color("#2C3235")
-        frame.text(0.01, 1 - 0.14 / h_in, data.title, color=_TEXT, fontsize=10,
-                   fontweight="bold", va="center", transform=frame.transAxes)
-        ax = fig.add_axes(((left_in + pad_left) / width_in,
-                           1 - (top_in + h_in - pad_bottom) / height_in,
-                           (w_in - pad_left - 0.1) / width_in,
-                           (h_in - pad_top - pad_bottom) / height_in))
+        frame.text(
+            0.01,
+            1 - 0.14 / h_in,
+            data.title,
+            color=_TEXT,
+            fontsize=10,
+            fontweight="bold",
+            va="center",
+            transform=frame.transAxes,
+        )
+        ax = fig.add_axes(
+            (
+                (left_in + pad_left) / width_in,
+                1 - (top_in + h_in - pad_bottom) / height_in,
+                (w_in - pad_left - 0.1) / width_in,
+                (h_in - pad_top - pad_bottom) / height_in,
+            )
+        )
         ax.set_facecolor(_PANEL_BG)
         for spine in ax.spines.values():
             spine.set_visible(kind == "timeseries")
@@ -347,12 +406,29 @@ def _draw_stat(ax: Any, data: PanelData) -> None:
             fg = "#111217"
         else:
             fg = colour(col) if col else _TEXT
-        ax.text((x0 + x1) / 2, 0.5, text, ha="center", va="center", color=fg,
-                fontsize=22 if n == 1 else 14, fontweight="bold", transform=ax.transAxes)
+        ax.text(
+            (x0 + x1) / 2,
+            0.5,
+            text,
+            ha="center",
+            va="center",
+            color=fg,
+            fontsize=22 if n == 1 else 14,
+            fontweight="bold",
+            transform=ax.transAxes,
+        )
         if n > 1 and s.legend:
-            ax.text((x0 + x1) / 2, 0.15, s.legend, ha="center", va="center", color=fg,
-                    fontsize=8 if n <= 4 else 6, rotation=0 if n <= 4 else 35,
-                    transform=ax.transAxes)
+            ax.text(
+                (x0 + x1) / 2,
+                0.15,
+                s.legend,
+                ha="center",
+                va="center",
+                color=fg,
+                fontsize=8 if n <= 4 else 6,
+                rotation=0 if n <= 4 else 35,
+                transform=ax.transAxes,
+            )
     ax.set_xlim(0, 1)
 
 
@@ -362,8 +438,12 @@ def _draw_table(ax: Any, data: PanelData) -> None:
     if not cells:
         ax.text(0.5, 0.5, "No data", ha="center", va="center", color=_TEXT)
         return
-    table = ax.table(cellText=[[text for text, _ in row] for row in cells], colLabels=columns,
-                     loc="upper center", cellLoc="center")
+    table = ax.table(
+        cellText=[[text for text, _ in row] for row in cells],
+        colLabels=columns,
+        loc="upper center",
+        cellLoc="center",
+    )
     table.auto_set_font_size(False)
     table.set_fontsize(8)
     table.scale(1, 1.4)
@@ -382,8 +462,7 @@ def _draw_table(ax: Any, data: PanelData) -> None:
 def _draw_timeseries(ax: Any, data: PanelData) -> None:
     ax.tick_params(colors=_TEXT, labelsize=7)
     if not data.series:
-        ax.text(0.5, 0.5, "No data", ha="center", va="center", color=_TEXT,
-                transform=ax.transAxes)
+        ax.text(0.5, 0.5, "No data", ha="center", va="center", color=_TEXT, transform=ax.transAxes)
         return
     now = max(t for s in data.series for t, _ in s.points)
     earliest = min(t for s in data.series for t, _ in s.points)

@@ -54,8 +54,13 @@ def http_get(url: str, timeout: float = 5.0) -> str:
 class ServiceProcess:
     """A service subprocess that can be started, killed with SIGKILL and restarted."""
 
-    def __init__(self, argv: Sequence[str], env: Mapping[str, str] | None = None,
-                 log_path: Path | None = None, cwd: Path | None = None) -> None:
+    def __init__(
+        self,
+        argv: Sequence[str],
+        env: Mapping[str, str] | None = None,
+        log_path: Path | None = None,
+        cwd: Path | None = None,
+    ) -> None:
         self.argv = list(argv)
         self.env = {**os.environ, **(env or {})}
         self.log_path = log_path
@@ -73,8 +78,14 @@ class ServiceProcess:
             raise RuntimeError("already running")
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         try:
-            self.proc = subprocess.Popen(self.argv, env=self.env, cwd=self.cwd, stdout=out,
-                                         stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = subprocess.Popen(
+                self.argv,
+                env=self.env,
+                cwd=self.cwd,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         finally:
             if out is not subprocess.DEVNULL:
                 out.close()
@@ -131,6 +142,10 @@ class ServiceProcess:
             self.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.kill9()

@@ -31,8 +31,13 @@ def prometheus_binary() -> str | None:
 class PrometheusServer:
     """One Prometheus process with its own storage under ``workdir``."""
 
-    def __init__(self, workdir: Path, jobs: Mapping[str, Sequence[str]],
-                 rule_files: Sequence[Path] = (), interval: str = "1s") -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        jobs: Mapping[str, Sequence[str]],
+        rule_files: Sequence[Path] = (),
+        interval: str = "1s",
+    ) -> None:
         binary = prometheus_binary()
         if binary is None:
             raise FileNotFoundError("prometheus is not installed (Debian package prometheus)")
@@ -51,11 +56,15 @@ class PrometheusServer:
         config_path = workdir / "prometheus.yml"
         config_path.write_text(yaml.safe_dump(config))
         self.process = ServiceProcess(
-            [binary, f"--config.file={config_path}",
-             f"--storage.tsdb.path={workdir / 'data'}",
-             f"--web.listen-address=127.0.0.1:{self.port}",
-             "--storage.tsdb.retention.time=1h"],
-            log_path=workdir / "prometheus.log")
+            [
+                binary,
+                f"--config.file={config_path}",
+                f"--storage.tsdb.path={workdir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--storage.tsdb.retention.time=1h",
+            ],
+            log_path=workdir / "prometheus.log",
+        )
 
     def start(self, timeout: float = 60.0) -> PrometheusServer:
         self.process.start()
@@ -78,8 +87,10 @@ class PrometheusServer:
         wanted = sum(len(t) for t in self.jobs.values())
 
         def all_up() -> bool:
-            return len([r for r in self.query("up == 1")
-                        if r["metric"].get("job") in self.jobs]) >= wanted
+            return (
+                len([r for r in self.query("up == 1") if r["metric"].get("job") in self.jobs])
+                >= wanted
+            )
 
         wait_until(all_up, timeout, "every scrape target up", interval=0.25)
 
@@ -89,6 +100,10 @@ class PrometheusServer:
     def __enter__(self) -> PrometheusServer:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()

@@ -59,8 +59,6 @@ def _ip(*argv: str) -> None:
         raise ShapingUnavailable(f"`{' '.join(argv)}` failed: {done.stderr.strip()[:200]}")
 
 
-
-
 class ShapedWan:
     """Listen on ``127.0.0.1:port``; forward to ``target`` at most ``rate_bits`` bit/s
     upstream (tbf, as ``ShapedLink.set_rate`` shapes: burst 1/100 s, at least 32 KiB).
@@ -94,8 +92,13 @@ class ShapedWan:
 
     def shaped_bytes(self) -> int:
         """Bytes the tbf qdisc has sent so far (IP packets: headers included)."""
-        shown = subprocess.run(["tc", "-s", "qdisc", "show", "dev", self.root_dev],
-                               capture_output=True, text=True, timeout=30, check=False).stdout
+        shown = subprocess.run(
+            ["tc", "-s", "qdisc", "show", "dev", self.root_dev],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        ).stdout
         found = re.search(r"Sent (\d+) bytes", shown)
         return int(found.group(1)) if found else 0
 
@@ -104,23 +107,60 @@ class ShapedWan:
             raise ShapingUnavailable("needs root (CAP_NET_ADMIN) with ip and tc")
         _ip("ip", "netns", "add", self.ns)
         self._ns_up = True
-        _ip("ip", "link", "add", self.root_dev, "type", "veth", "peer", "name", self.ns_dev,
-            "netns", self.ns)
+        _ip(
+            "ip",
+            "link",
+            "add",
+            self.root_dev,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            self.ns_dev,
+            "netns",
+            self.ns,
+        )
         _ip("ip", "addr", "add", f"{self.root_ip}/30", "dev", self.root_dev)
         _ip("ip", "link", "set", self.root_dev, "up")
         _ip("ip", "-n", self.ns, "addr", "add", f"{self.ns_ip}/30", "dev", self.ns_dev)
         _ip("ip", "-n", self.ns, "link", "set", self.ns_dev, "up")
         _ip("ip", "-n", self.ns, "link", "set", "lo", "up")
         burst = max(32 * 1024, int(self.rate_bits / 8 / 100))
-        _ip("tc", "qdisc", "replace", "dev", self.root_dev, "root", "tbf", "rate",
-            f"{self.rate_bits}bit", "burst", str(burst), "latency", "100ms")
+        _ip(
+            "tc",
+            "qdisc",
+            "replace",
+            "dev",
+            self.root_dev,
+            "root",
+            "tbf",
+            "rate",
+            f"{self.rate_bits}bit",
+            "burst",
+            str(burst),
+            "latency",
+            "100ms",
+        )
         self._exit = FaultProxy(self.target, listen_host=self.root_ip).start()
         relay_port = free_port()
         self._relay = subprocess.Popen(
-            ["ip", "netns", "exec", self.ns, sys.executable, "-m",
-             "trailerlink_testing.faultproxy", "--listen", f"{self.ns_ip}:{relay_port}",
-             "--target", f"{self.root_ip}:{self._exit.port}"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            [
+                "ip",
+                "netns",
+                "exec",
+                self.ns,
+                sys.executable,
+                "-m",
+                "trailerlink_testing.faultproxy",
+                "--listen",
+                f"{self.ns_ip}:{relay_port}",
+                "--target",
+                f"{self.root_ip}:{self._exit.port}",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
         assert self._relay.stdout is not None
         if not self._relay.stdout.readline().startswith("listening"):
             raise ShapingUnavailable("the relay inside the namespace did not start")
@@ -182,8 +222,10 @@ def open_link(bits_per_second: int, spec: str, target: tuple[str, int]) -> Itera
         wan.start()
     except ShapingUnavailable as exc:
         wan.close()
-        reason = (f"tc cannot shape here ({exc}); falling back to the fault proxy's drip "
-                  f"at {bits_per_second / 8 / 1e3:g} kB/s per connection, one upload at a time")
+        reason = (
+            f"tc cannot shape here ({exc}); falling back to the fault proxy's drip "
+            f"at {bits_per_second / 8 / 1e3:g} kB/s per connection, one upload at a time"
+        )
     except BaseException:
         wan.close()
         raise
@@ -195,5 +237,11 @@ def open_link(bits_per_second: int, spec: str, target: tuple[str, int]) -> Itera
         return
     with FaultProxy(target) as proxy:
         proxy.drip(bits_per_second / 8)
-        yield Link(spec, bits_per_second, "proxy-drip", proxy.port,
-                   uplink_env={"TRAILERLINK_CONCURRENCY": "1"}, fallback=reason)
+        yield Link(
+            spec,
+            bits_per_second,
+            "proxy-drip",
+            proxy.port,
+            uplink_env={"TRAILERLINK_CONCURRENCY": "1"},
+            fallback=reason,
+        )

@@ -85,7 +85,7 @@ _UID_PREFIX = "1.2.826.0.1.3680043.8.498."
 
 def dataset_sha256(part10: bytes) -> str:
     """SHA-256 of the dataset bytes (everything after group 0002) of a Part 10 file."""
-    return hashlib.sha256(part10[dataset_offset(part10[:65536]):]).hexdigest()
+    return hashlib.sha256(part10[dataset_offset(part10[:65536]) :]).hexdigest()
 
 
 # --- the synthetic clinic day ----------------------------------------------------------
@@ -120,16 +120,18 @@ def synthetic_day(women: int, seed: int = 0) -> list[Booking]:
     out = []
     for i in range(women):
         n = seed * 1000 + i
-        out.append(Booking(
-            accession_number=f"DEMO{n:06d}",
-            patient_name=f"TESTDEMO^WOMAN{n:04d}",
-            patient_id=_nhs_number(100_000 + n * 7),
-            birth_date=f"19{55 + n % 20:02d}{1 + n % 12:02d}{1 + n % 27:02d}",
-            study_instance_uid=f"{_UID_PREFIX}42.{seed}.{i + 1}",
-            sps_id=f"SPS{n:06d}",
-            requested_procedure_id=f"RP{n:06d}",
-            scheduled_time=f"{8 + (i // 6) % 10:02d}{(i % 6) * 10:02d}00",
-        ))
+        out.append(
+            Booking(
+                accession_number=f"DEMO{n:06d}",
+                patient_name=f"TESTDEMO^WOMAN{n:04d}",
+                patient_id=_nhs_number(100_000 + n * 7),
+                birth_date=f"19{55 + n % 20:02d}{1 + n % 12:02d}{1 + n % 27:02d}",
+                study_instance_uid=f"{_UID_PREFIX}42.{seed}.{i + 1}",
+                sps_id=f"SPS{n:06d}",
+                requested_procedure_id=f"RP{n:06d}",
+                scheduled_time=f"{8 + (i // 6) % 10:02d}{(i % 6) * 10:02d}00",
+            )
+        )
     return out
 
 
@@ -206,27 +208,42 @@ class Service:
         return total
 
 
-def _start_service(name: str, script: str, env: dict[str, str], logs: Path,
-                   wait: bool = True, prefix: Sequence[str] = (),
-                   host: str = "127.0.0.1", runtime: str = "processes",
-                   mount: Path | None = None, site_env: Mapping[str, str] = {}) -> Service:
+def _start_service(
+    name: str,
+    script: str,
+    env: dict[str, str],
+    logs: Path,
+    wait: bool = True,
+    prefix: Sequence[str] = (),
+    host: str = "127.0.0.1",
+    runtime: str = "processes",
+    mount: Path | None = None,
+    site_env: Mapping[str, str] = {},
+) -> Service:
     """Start ``script`` (``prefix`` first: e.g. ``ip netns exec NS``), its HTTP port on
     ``host``; with ``runtime="containers"`` its image instead, ``mount`` (the run
     directory every path in ``env`` is under) mounted at the same path. ``site_env``:
     what every service of the site gets (e.g. the trace exporter), after ``env``."""
     http_port = int(env.get("TRAILERLINK_HTTP_PORT") or free_port())
-    full = {"TRAILERLINK_HTTP_HOST": host, "TRAILERLINK_HTTP_PORT": str(http_port),
-            "TRAILERLINK_LOG_LEVEL": "INFO", **env, **site_env}
+    full = {
+        "TRAILERLINK_HTTP_HOST": host,
+        "TRAILERLINK_HTTP_PORT": str(http_port),
+        "TRAILERLINK_LOG_LEVEL": "INFO",
+        **env,
+        **site_env,
+    }
     logs.mkdir(parents=True, exist_ok=True)
     proc: ServiceProcess
     if runtime == "containers":
         assert mount is not None and not prefix, "containers need a mount and no prefix"
         hand_over(mount)
-        proc = ContainerProcess(f"tl-{name}-{http_port}", image_for(script), full, mount,
-                                log_path=logs / f"{name}.log")
+        proc = ContainerProcess(
+            f"tl-{name}-{http_port}", image_for(script), full, mount, log_path=logs / f"{name}.log"
+        )
     else:
-        proc = ServiceProcess([*prefix, console_script(script)], env=full,
-                              log_path=logs / f"{name}.log")
+        proc = ServiceProcess(
+            [*prefix, console_script(script)], env=full, log_path=logs / f"{name}.log"
+        )
     proc.start()
     service = Service(name, proc, http_port, host=host)
     if wait:
@@ -338,18 +355,27 @@ class _Stack:
             raise
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()
 
 
 class CentralStack(_Stack):
     """The data centre: Kafka, Orthanc, dev PKI + sealing key, ingest, fleet monitor."""
 
-    def __init__(self, directory: Path, trailer_id: str = TRAILER_ID,
-                 ingest_env: dict[str, str] | None = None, tus_host: str = "127.0.0.1",
-                 fleet_env: dict[str, str] | None = None,
-                 other_trailers: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        trailer_id: str = TRAILER_ID,
+        ingest_env: dict[str, str] | None = None,
+        tus_host: str = "127.0.0.1",
+        fleet_env: dict[str, str] | None = None,
+        other_trailers: Sequence[str] = (),
+    ) -> None:
         """``tus_host``: where the ingest's HTTPS port listens (and what its certificate
         names besides localhost): 127.0.0.1, or the data-centre end of a
         :class:`~trailerlink_testing.trailerhost.TrailerHost`'s WAN. ``fleet_env``: more
@@ -383,19 +409,33 @@ class CentralStack(_Stack):
     def issue_trailer_cert(self, trailer_id: str) -> tuple[Path, Path]:
         """A certificate of the dev CA for another trailer (tests: revoked, unknown)."""
         out = self.dir / f"pki-{trailer_id}"
-        subprocess.run([console_script("trailerlink-ingest"), "dev-ca", str(out),
-                        "--trailer", trailer_id], check=True, capture_output=True)
+        subprocess.run(
+            [console_script("trailerlink-ingest"), "dev-ca", str(out), "--trailer", trailer_id],
+            check=True,
+            capture_output=True,
+        )
         return out / f"{trailer_id}.crt", out / f"{trailer_id}.key"
 
     def start(self) -> None:
         self.boot_broker()
         self.pacs.start()
         self._stops.append(self.pacs.stop)
-        subprocess.run([console_script("trailerlink-ingest"), "dev-ca", str(self.pki),
-                        "--trailer", self.trailer_id, "--server-name", "localhost",
-                        "--server-ip", "127.0.0.1",
-                        *(["--server-ip", self.tus_host] if self.tus_host != "127.0.0.1"
-                          else [])], check=True, capture_output=True)
+        subprocess.run(
+            [
+                console_script("trailerlink-ingest"),
+                "dev-ca",
+                str(self.pki),
+                "--trailer",
+                self.trailer_id,
+                "--server-name",
+                "localhost",
+                "--server-ip",
+                "127.0.0.1",
+                *(["--server-ip", self.tus_host] if self.tus_host != "127.0.0.1" else []),
+            ],
+            check=True,
+            capture_output=True,
+        )
         key = OpeningKey.generate()
         self.sealing_private.mkdir(parents=True, exist_ok=True)
         self.sealing_public.mkdir(parents=True, exist_ok=True)
@@ -404,47 +444,61 @@ class CentralStack(_Stack):
         (self.sealing_public / f"{key.key_id}.pem").write_bytes(key.recipient.to_pem())
         self._broker_booted()
         _make_topics(self.broker.bootstrap, "central")
-        self.services["ingest"] = _start_service("ingest", "trailerlink-ingest", {
-            "TRAILERLINK_KAFKA_BOOTSTRAP_SERVERS": self.broker.bootstrap,
-            "TRAILERLINK_TUS_HOST": self.tus_host,
-            "TRAILERLINK_TUS_PORT": str(self.tus_port),
-            "TRAILERLINK_DATA_DIR": str(self.dir / "ingest" / "data"),
-            "TRAILERLINK_STORAGE_DIR": str(self.dir / "ingest" / "storage"),
-            "TRAILERLINK_LEDGER_SQLITE_PATH": str(self.dir / "ingest" / "ledger.sqlite3"),
-            "TRAILERLINK_TLS_CERT_FILE": str(self.pki / "server.crt"),
-            "TRAILERLINK_TLS_KEY_FILE": str(self.pki / "server.key"),
-            "TRAILERLINK_TLS_CLIENT_CA_FILE": str(self.pki / "ca.crt"),
-            "TRAILERLINK_ACCESS_LIST_FILE": str(self.pki / "access.json"),
-            "TRAILERLINK_ACCESS_RELOAD_SECONDS": "0.5",
-            "TRAILERLINK_SEALING_KEYS_DIR": str(self.sealing_private),
-            "TRAILERLINK_PACS_HOST": "127.0.0.1",
-            "TRAILERLINK_PACS_PORT": str(self.pacs.dicom_port),
-            "TRAILERLINK_PACS_AE_TITLE": PACS_AE,
-            "TRAILERLINK_PACS_TIMEOUT_SECONDS": "20",
-            "TRAILERLINK_PACS_RETRY_INITIAL_SECONDS": "0.5",
-            "TRAILERLINK_PACS_RETRY_MAX_SECONDS": "5",
-            "TRAILERLINK_SHUTDOWN_GRACE_SECONDS": "5",
-            **self.ingest_env,
-        }, self.logs, wait=False, **self._runtime_args())
+        self.services["ingest"] = _start_service(
+            "ingest",
+            "trailerlink-ingest",
+            {
+                "TRAILERLINK_KAFKA_BOOTSTRAP_SERVERS": self.broker.bootstrap,
+                "TRAILERLINK_TUS_HOST": self.tus_host,
+                "TRAILERLINK_TUS_PORT": str(self.tus_port),
+                "TRAILERLINK_DATA_DIR": str(self.dir / "ingest" / "data"),
+                "TRAILERLINK_STORAGE_DIR": str(self.dir / "ingest" / "storage"),
+                "TRAILERLINK_LEDGER_SQLITE_PATH": str(self.dir / "ingest" / "ledger.sqlite3"),
+                "TRAILERLINK_TLS_CERT_FILE": str(self.pki / "server.crt"),
+                "TRAILERLINK_TLS_KEY_FILE": str(self.pki / "server.key"),
+                "TRAILERLINK_TLS_CLIENT_CA_FILE": str(self.pki / "ca.crt"),
+                "TRAILERLINK_ACCESS_LIST_FILE": str(self.pki / "access.json"),
+                "TRAILERLINK_ACCESS_RELOAD_SECONDS": "0.5",
+                "TRAILERLINK_SEALING_KEYS_DIR": str(self.sealing_private),
+                "TRAILERLINK_PACS_HOST": "127.0.0.1",
+                "TRAILERLINK_PACS_PORT": str(self.pacs.dicom_port),
+                "TRAILERLINK_PACS_AE_TITLE": PACS_AE,
+                "TRAILERLINK_PACS_TIMEOUT_SECONDS": "20",
+                "TRAILERLINK_PACS_RETRY_INITIAL_SECONDS": "0.5",
+                "TRAILERLINK_PACS_RETRY_MAX_SECONDS": "5",
+                "TRAILERLINK_SHUTDOWN_GRACE_SECONDS": "5",
+                **self.ingest_env,
+            },
+            self.logs,
+            wait=False,
+            **self._runtime_args(),
+        )
         fleet_file = self.dir / "fleet.yaml"
-        fleet_file.write_text(
-            f"trailers: [{', '.join([self.trailer_id, *self.other_trailers])}]\n")
-        self.services["fleet"] = _start_service("fleet", "trailerlink-monitor", {
-            "TRAILERLINK_MODE": "fleet",
-            "TRAILERLINK_KAFKA_BOOTSTRAP_SERVERS": self.broker.bootstrap,
-            "TRAILERLINK_DATA_DIR": str(self.dir / "monitor"),
-            "TRAILERLINK_FLEET_FILE": str(fleet_file),
-            "TRAILERLINK_EVALUATE_INTERVAL_SECONDS": "1",
-            **self.fleet_env,
-        }, self.logs, wait=False, **self._runtime_args())
+        fleet_file.write_text(f"trailers: [{', '.join([self.trailer_id, *self.other_trailers])}]\n")
+        self.services["fleet"] = _start_service(
+            "fleet",
+            "trailerlink-monitor",
+            {
+                "TRAILERLINK_MODE": "fleet",
+                "TRAILERLINK_KAFKA_BOOTSTRAP_SERVERS": self.broker.bootstrap,
+                "TRAILERLINK_DATA_DIR": str(self.dir / "monitor"),
+                "TRAILERLINK_FLEET_FILE": str(fleet_file),
+                "TRAILERLINK_EVALUATE_INTERVAL_SECONDS": "1",
+                **self.fleet_env,
+            },
+            self.logs,
+            wait=False,
+            **self._runtime_args(),
+        )
         _wait_all_ready(self.services.values())
 
     def write_access(self, allow: list[str], revoked: list[str] | None = None) -> None:
         """Replace the ingest's access list (it re-reads it within a second)."""
         path = self.pki / "access.json"
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"allow": allow, "revoked": revoked or [],
-                                   "revoked_serials": []}))
+        tmp.write_text(
+            json.dumps({"allow": allow, "revoked": revoked or [], "revoked_serials": []})
+        )
         os.replace(tmp, path)
 
     def pacs_dataset_sha256(self, sop_instance_uid: str) -> str | None:
@@ -456,10 +510,17 @@ class CentralStack(_Stack):
 class TrailerStack(_Stack):
     """The trailer: Kafka, wlmscpfs upstream, worklist, gateway, codec, uplink, agent."""
 
-    def __init__(self, directory: Path, central: CentralStack, bookings: list[Booking],
-                 *, ingest_url: str | None = None, uplink_env: dict[str, str] | None = None,
-                 canary_env: dict[str, str] | None = None,
-                 uplink_host: TrailerHost | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        central: CentralStack,
+        bookings: list[Booking],
+        *,
+        ingest_url: str | None = None,
+        uplink_env: dict[str, str] | None = None,
+        canary_env: dict[str, str] | None = None,
+        uplink_host: TrailerHost | None = None,
+    ) -> None:
         """``uplink_host``: run the uplink inside that namespace (its 4G link can then be
         cut for real); its Kafka and HTTP port go over the host's LAN."""
         super().__init__(directory)
@@ -480,8 +541,9 @@ class TrailerStack(_Stack):
         self._pick_ports()
 
     def _new_upstream(self) -> Wlmscpfs:
-        return Wlmscpfs(self.dir / "nbss", ae_title=UPSTREAM_AE,
-                        log_path=self.dir / "nbss-wlmscpfs.log")
+        return Wlmscpfs(
+            self.dir / "nbss", ae_title=UPSTREAM_AE, log_path=self.dir / "nbss-wlmscpfs.log"
+        )
 
     def _pick_ports(self) -> None:
         self.commitment_port = free_port()
@@ -510,86 +572,135 @@ class TrailerStack(_Stack):
             self.upstream.write(b.accession_number, _worklist_item(b, MODALITY_AE, SITE_CODE))
         self.upstream.start()
         self._stops.append(self.upstream.stop)
-        common = {"TRAILERLINK_KAFKA_BOOTSTRAP_SERVERS": self.broker.bootstrap,
-                  "TRAILERLINK_TRAILER_ID": self.central.trailer_id,
-                  "TRAILERLINK_DATA_DIR": str(self.dir / "data")}
+        common = {
+            "TRAILERLINK_KAFKA_BOOTSTRAP_SERVERS": self.broker.bootstrap,
+            "TRAILERLINK_TRAILER_ID": self.central.trailer_id,
+            "TRAILERLINK_DATA_DIR": str(self.dir / "data"),
+        }
         pki = self.central.pki
         tid = self.central.trailer_id
-        self.services["worklist"] = _start_service("worklist", "trailerlink-worklist", {
-            **common,
-            "TRAILERLINK_DICOM_HOST": "127.0.0.1",
-            "TRAILERLINK_DICOM_PORT": str(self.worklist_port),
-            "TRAILERLINK_DICOM_AE_TITLE": WORKLIST_AE,
-            "TRAILERLINK_SITE_CODE": SITE_CODE,
-            "TRAILERLINK_STATION_AE_TITLES": MODALITY_AE,
-            "TRAILERLINK_UPSTREAM": "dicom_mwl",
-            "TRAILERLINK_UPSTREAM_MWL_HOST": "127.0.0.1",
-            "TRAILERLINK_UPSTREAM_MWL_PORT": str(self.upstream.port),
-            "TRAILERLINK_UPSTREAM_MWL_AE_TITLE": UPSTREAM_AE,
-            "TRAILERLINK_UPSTREAM_POLL_SECONDS": "2",
-            "TRAILERLINK_UPSTREAM_TIMEOUT_SECONDS": "5",
-            "TRAILERLINK_WORKLIST_KEY_FILE": str(self.worklist_key),
-        }, self.logs, wait=False, **self._runtime_args())
-        self.services["gateway"] = _start_service("gateway", "trailerlink-gateway", {
-            **common,
-            "TRAILERLINK_DICOM_HOST": "127.0.0.1",
-            "TRAILERLINK_DICOM_PORT": str(self.gateway_port),
-            "TRAILERLINK_DICOM_AE_TITLE": GATEWAY_AE,
-            "TRAILERLINK_DICOM_ALLOWED_PEERS": (MODALITY_AE if self.canary_env is None
-                                                else f"{MODALITY_AE},{CANARY_AE}"),
-            "TRAILERLINK_SPOOL_KEY_FILE": str(self.spool_key),
-            "TRAILERLINK_SPOOL_MIN_FREE_BYTES": str(256 * 1024 * 1024),
-            "TRAILERLINK_COMMITMENT_PEERS": f"{MODALITY_AE}=127.0.0.1:{self.commitment_port}",
-            "TRAILERLINK_COMMITMENT_REPLY": "new",
-            "TRAILERLINK_COMMITMENT_RETRY_SECONDS": "2",
-        }, self.logs, wait=False, **self._runtime_args())
-        self.services["codec"] = _start_service("codec", "trailerlink-codec", {
-            **common,
-            "TRAILERLINK_SPOOL_KEY_FILE": str(self.spool_key),
-            "TRAILERLINK_SEALING_PUBLIC_KEYS": str(self.central.sealing_public),
-        }, self.logs, wait=False, **self._runtime_args())
+        self.services["worklist"] = _start_service(
+            "worklist",
+            "trailerlink-worklist",
+            {
+                **common,
+                "TRAILERLINK_DICOM_HOST": "127.0.0.1",
+                "TRAILERLINK_DICOM_PORT": str(self.worklist_port),
+                "TRAILERLINK_DICOM_AE_TITLE": WORKLIST_AE,
+                "TRAILERLINK_SITE_CODE": SITE_CODE,
+                "TRAILERLINK_STATION_AE_TITLES": MODALITY_AE,
+                "TRAILERLINK_UPSTREAM": "dicom_mwl",
+                "TRAILERLINK_UPSTREAM_MWL_HOST": "127.0.0.1",
+                "TRAILERLINK_UPSTREAM_MWL_PORT": str(self.upstream.port),
+                "TRAILERLINK_UPSTREAM_MWL_AE_TITLE": UPSTREAM_AE,
+                "TRAILERLINK_UPSTREAM_POLL_SECONDS": "2",
+                "TRAILERLINK_UPSTREAM_TIMEOUT_SECONDS": "5",
+                "TRAILERLINK_WORKLIST_KEY_FILE": str(self.worklist_key),
+            },
+            self.logs,
+            wait=False,
+            **self._runtime_args(),
+        )
+        self.services["gateway"] = _start_service(
+            "gateway",
+            "trailerlink-gateway",
+            {
+                **common,
+                "TRAILERLINK_DICOM_HOST": "127.0.0.1",
+                "TRAILERLINK_DICOM_PORT": str(self.gateway_port),
+                "TRAILERLINK_DICOM_AE_TITLE": GATEWAY_AE,
+                "TRAILERLINK_DICOM_ALLOWED_PEERS": (
+                    MODALITY_AE if self.canary_env is None else f"{MODALITY_AE},{CANARY_AE}"
+                ),
+                "TRAILERLINK_SPOOL_KEY_FILE": str(self.spool_key),
+                "TRAILERLINK_SPOOL_MIN_FREE_BYTES": str(256 * 1024 * 1024),
+                "TRAILERLINK_COMMITMENT_PEERS": f"{MODALITY_AE}=127.0.0.1:{self.commitment_port}",
+                "TRAILERLINK_COMMITMENT_REPLY": "new",
+                "TRAILERLINK_COMMITMENT_RETRY_SECONDS": "2",
+            },
+            self.logs,
+            wait=False,
+            **self._runtime_args(),
+        )
+        self.services["codec"] = _start_service(
+            "codec",
+            "trailerlink-codec",
+            {
+                **common,
+                "TRAILERLINK_SPOOL_KEY_FILE": str(self.spool_key),
+                "TRAILERLINK_SEALING_PUBLIC_KEYS": str(self.central.sealing_public),
+            },
+            self.logs,
+            wait=False,
+            **self._runtime_args(),
+        )
         inside: Sequence[str] = ()
         uplink_http_host = "127.0.0.1"
         if self.uplink_host is not None:
             self.uplink_host.relay_kafka(self.broker.port)
-            inside, uplink_http_host = (self.uplink_host.run_inside(),
-                                        self.uplink_host.lan_trailer_ip)
-        self.services["uplink"] = _start_service("uplink", "trailerlink-uplink", {
-            **common,
-            "TRAILERLINK_INGEST_URL": self.ingest_url,
-            "TRAILERLINK_CLIENT_CERT_FILE": str(pki / f"{tid}.crt"),
-            "TRAILERLINK_CLIENT_KEY_FILE": str(pki / f"{tid}.key"),
-            "TRAILERLINK_CA_FILE": str(pki / "ca.crt"),
-            "TRAILERLINK_RECEIPTS_POLL_SECONDS": "1",
-            "TRAILERLINK_PROBE_INTERVAL_SECONDS": "1",
-            "TRAILERLINK_BACKOFF_MAX_SECONDS": "3",
-            **self.uplink_env,
-        }, self.logs, wait=False, **self._runtime_args(), prefix=inside, host=uplink_http_host)
+            inside, uplink_http_host = (
+                self.uplink_host.run_inside(),
+                self.uplink_host.lan_trailer_ip,
+            )
+        self.services["uplink"] = _start_service(
+            "uplink",
+            "trailerlink-uplink",
+            {
+                **common,
+                "TRAILERLINK_INGEST_URL": self.ingest_url,
+                "TRAILERLINK_CLIENT_CERT_FILE": str(pki / f"{tid}.crt"),
+                "TRAILERLINK_CLIENT_KEY_FILE": str(pki / f"{tid}.key"),
+                "TRAILERLINK_CA_FILE": str(pki / "ca.crt"),
+                "TRAILERLINK_RECEIPTS_POLL_SECONDS": "1",
+                "TRAILERLINK_PROBE_INTERVAL_SECONDS": "1",
+                "TRAILERLINK_BACKOFF_MAX_SECONDS": "3",
+                **self.uplink_env,
+            },
+            self.logs,
+            wait=False,
+            **self._runtime_args(),
+            prefix=inside,
+            host=uplink_http_host,
+        )
         uplink, worklist = self.services["uplink"], self.services["worklist"]
-        self.services["agent"] = _start_service("agent", "trailerlink-monitor", {
-            **common,
-            "TRAILERLINK_MODE": "agent",
-            "TRAILERLINK_HEARTBEAT_INTERVAL_SECONDS": "5",
-            "TRAILERLINK_SPOOL_DIR": str(self.dir / "data"),
-            "TRAILERLINK_SCRAPE_URLS": (f"uplink={uplink.url('/metrics')},"
-                                        f"worklist={worklist.url('/metrics')}"),
-            "TRAILERLINK_RELAY_URL": self.central.fleet.url("/v1/events"),
-            "TRAILERLINK_CLIENT_CERT_FILE": str(pki / f"{tid}.crt"),
-            "TRAILERLINK_CLIENT_KEY_FILE": str(pki / f"{tid}.key"),
-            "TRAILERLINK_CA_FILE": str(pki / "ca.crt"),
-            "TRAILERLINK_RELAY_RETRY_MAX_SECONDS": "3",
-            **({} if self.canary_env is None else {
-                "TRAILERLINK_CANARY_GATEWAY_HOST": "127.0.0.1",
-                "TRAILERLINK_CANARY_GATEWAY_PORT": str(self.gateway_port),
-                "TRAILERLINK_CANARY_GATEWAY_AE_TITLE": GATEWAY_AE,
-                "TRAILERLINK_CANARY_CALLING_AE_TITLE": CANARY_AE,
-                **self.canary_env}),
-        }, self.logs, wait=False, **self._runtime_args())
+        self.services["agent"] = _start_service(
+            "agent",
+            "trailerlink-monitor",
+            {
+                **common,
+                "TRAILERLINK_MODE": "agent",
+                "TRAILERLINK_HEARTBEAT_INTERVAL_SECONDS": "5",
+                "TRAILERLINK_SPOOL_DIR": str(self.dir / "data"),
+                "TRAILERLINK_SCRAPE_URLS": (
+                    f"uplink={uplink.url('/metrics')},worklist={worklist.url('/metrics')}"
+                ),
+                "TRAILERLINK_RELAY_URL": self.central.fleet.url("/v1/events"),
+                "TRAILERLINK_CLIENT_CERT_FILE": str(pki / f"{tid}.crt"),
+                "TRAILERLINK_CLIENT_KEY_FILE": str(pki / f"{tid}.key"),
+                "TRAILERLINK_CA_FILE": str(pki / "ca.crt"),
+                "TRAILERLINK_RELAY_RETRY_MAX_SECONDS": "3",
+                **(
+                    {}
+                    if self.canary_env is None
+                    else {
+                        "TRAILERLINK_CANARY_GATEWAY_HOST": "127.0.0.1",
+                        "TRAILERLINK_CANARY_GATEWAY_PORT": str(self.gateway_port),
+                        "TRAILERLINK_CANARY_GATEWAY_AE_TITLE": GATEWAY_AE,
+                        "TRAILERLINK_CANARY_CALLING_AE_TITLE": CANARY_AE,
+                        **self.canary_env,
+                    }
+                ),
+            },
+            self.logs,
+            wait=False,
+            **self._runtime_args(),
+        )
         _wait_all_ready(self.services.values())
 
     def backlog_objects(self) -> float:
-        return (self.uplink.metric("trailerlink_uplink_backlog_objects")
-                + self.uplink.metric("trailerlink_uplink_awaiting_receipt_objects"))
+        return self.uplink.metric("trailerlink_uplink_backlog_objects") + self.uplink.metric(
+            "trailerlink_uplink_awaiting_receipt_objects"
+        )
 
 
 # --- the simulated modality ------------------------------------------------------------
@@ -650,8 +761,15 @@ class SimulatedModality:
     N-EVENT-REPORTs (the gateway opens a new association for each).
     """
 
-    def __init__(self, trailer: TrailerStack, work_dir: Path, *, rows: int = 1024,
-                 columns: int = 832, ae_title: str = MODALITY_AE) -> None:
+    def __init__(
+        self,
+        trailer: TrailerStack,
+        work_dir: Path,
+        *,
+        rows: int = 1024,
+        columns: int = 832,
+        ae_title: str = MODALITY_AE,
+    ) -> None:
         self.trailer = trailer
         self.dir = Path(work_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -664,11 +782,12 @@ class SimulatedModality:
         self.acknowledged_twice_differently: list[str] = []
         self._lock = threading.Lock()
         listener = AE(ae_title=ae_title)
-        listener.add_supported_context(StorageCommitmentPushModel, scu_role=True,
-                                       scp_role=True)
+        listener.add_supported_context(StorageCommitmentPushModel, scu_role=True, scp_role=True)
         self._server = listener.start_server(
-            ("127.0.0.1", trailer.commitment_port), block=False,
-            evt_handlers=[(evt.EVT_N_EVENT_REPORT, self._on_report)])
+            ("127.0.0.1", trailer.commitment_port),
+            block=False,
+            evt_handlers=[(evt.EVT_N_EVENT_REPORT, self._on_report)],
+        )
 
     def close(self) -> None:
         self._server.shutdown()
@@ -702,21 +821,32 @@ class SimulatedModality:
     # -- worklist ------------------------------------------------------------------
     def query_worklist(self) -> list[Dataset]:
         """findscu against the trailer's worklist: today's MG steps for this station."""
-        keys = ["AccessionNumber", "PatientName", "PatientID", "PatientBirthDate",
-                "PatientSex", "StudyInstanceUID", "RequestedProcedureID",
-                "ScheduledProcedureStepSequence[0].Modality=MG",
-                f"ScheduledProcedureStepSequence[0].ScheduledStationAETitle={self.ae_title}",
-                f"ScheduledProcedureStepSequence[0].ScheduledProcedureStepStartDate={_today()}",
-                "ScheduledProcedureStepSequence[0].ScheduledProcedureStepID"]
-        result = findscu("127.0.0.1", self.trailer.worklist_port, WORKLIST_AE, keys,
-                         calling_ae=self.ae_title)
+        keys = [
+            "AccessionNumber",
+            "PatientName",
+            "PatientID",
+            "PatientBirthDate",
+            "PatientSex",
+            "StudyInstanceUID",
+            "RequestedProcedureID",
+            "ScheduledProcedureStepSequence[0].Modality=MG",
+            f"ScheduledProcedureStepSequence[0].ScheduledStationAETitle={self.ae_title}",
+            f"ScheduledProcedureStepSequence[0].ScheduledProcedureStepStartDate={_today()}",
+            "ScheduledProcedureStepSequence[0].ScheduledProcedureStepID",
+        ]
+        result = findscu(
+            "127.0.0.1", self.trailer.worklist_port, WORKLIST_AE, keys, calling_ae=self.ae_title
+        )
         if result.final_status != "Success":
             raise RuntimeError(f"worklist query failed: {result.log[-400:]}")
         return sorted(result.responses, key=lambda r: str(r.AccessionNumber))
 
     def wait_for_worklist(self, count: int, timeout: float = 60.0) -> list[Dataset]:
-        return wait_until(lambda: (r := self.query_worklist()) and len(r) >= count and r,
-                          timeout, f"{count} worklist entries")
+        return wait_until(
+            lambda: (r := self.query_worklist()) and len(r) >= count and r,
+            timeout,
+            f"{count} worklist entries",
+        )
 
     # -- one woman -----------------------------------------------------------------
     def _mpps(self, create: Dataset | None, uid: str, modification: Dataset | None) -> int:
@@ -734,17 +864,22 @@ class SimulatedModality:
         finally:
             assoc.release()
 
-    def write_views(self, item: Dataset, directory: Path, seed: int = 0
-                    ) -> tuple[str, list[Path]]:
+    def write_views(self, item: Dataset, directory: Path, seed: int = 0) -> tuple[str, list[Path]]:
         """Write the woman's 4 views (synthetic 14-bit MG with her worklist demographics)."""
         series_uid = str(generate_uid(prefix=_UID_PREFIX))
         paths = []
         for view in range(4):
             path = directory / f"view{view + 1}.dcm"
-            write_synthetic(path, rows=self.rows, columns=self.columns, bits_stored=14,
-                            study_instance_uid=str(item.StudyInstanceUID),
-                            series_instance_uid=series_uid, instance_number=view + 1,
-                            seed=seed * 4 + view)
+            write_synthetic(
+                path,
+                rows=self.rows,
+                columns=self.columns,
+                bits_stored=14,
+                study_instance_uid=str(item.StudyInstanceUID),
+                series_instance_uid=series_uid,
+                instance_number=view + 1,
+                seed=seed * 4 + view,
+            )
             ds = dcmread(path)
             ds.PatientName = item.PatientName
             ds.PatientID = item.PatientID
@@ -787,13 +922,32 @@ class SimulatedModality:
         sops = {}
         for path in paths:
             data = path.read_bytes()
-            sops[str(path)] = (dcmread(path, stop_before_pixels=True).SOPInstanceUID,
-                               dataset_sha256(data))
+            sops[str(path)] = (
+                dcmread(path, stop_before_pixels=True).SOPInstanceUID,
+                dataset_sha256(data),
+            )
             study.bytes_raw += len(data)
         done = subprocess.run(
-            ["storescu", "-v", "-nh", "-R", "-pdu", "131072", "-aet", self.ae_title,
-             "-aec", GATEWAY_AE, "127.0.0.1", str(self.trailer.gateway_port),
-             *map(str, paths)], capture_output=True, text=True, timeout=600, check=False)
+            [
+                "storescu",
+                "-v",
+                "-nh",
+                "-R",
+                "-pdu",
+                "131072",
+                "-aet",
+                self.ae_title,
+                "-aec",
+                GATEWAY_AE,
+                "127.0.0.1",
+                str(self.trailer.gateway_port),
+                *map(str, paths),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
         ok, bad = parse_storescu(done.stdout + done.stderr)
         for p in ok:
             sop, sha = sops[p]
@@ -892,8 +1046,7 @@ class SimulatedModality:
         if not assoc.is_established:
             raise RuntimeError("gateway refused the commitment association")
         try:
-            status, _ = assoc.send_n_action(ds, 1, StorageCommitmentPushModel,
-                                            COMMITMENT_INSTANCE)
+            status, _ = assoc.send_n_action(ds, 1, StorageCommitmentPushModel, COMMITMENT_INSTANCE)
             if not status or int(status.Status) != 0:
                 raise RuntimeError(f"commitment request refused: {status}")
         finally:

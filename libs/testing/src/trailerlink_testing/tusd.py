@@ -29,8 +29,11 @@ TUSD_VERSION = "v2.9.1"
 
 def tusd_binary() -> str | None:
     """Path of the tusd binary ($TUSD, $(go env GOPATH)/bin, PATH), or None."""
-    candidates = [os.environ.get("TUSD", ""), str(Path.home() / "go" / "bin" / "tusd"),
-                  shutil.which("tusd") or ""]
+    candidates = [
+        os.environ.get("TUSD", ""),
+        str(Path.home() / "go" / "bin" / "tusd"),
+        shutil.which("tusd") or "",
+    ]
     for candidate in candidates:
         if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
             return candidate
@@ -40,9 +43,16 @@ def tusd_binary() -> str | None:
 class Tusd:
     """One tusd process; ``prefix`` runs it inside something (e.g. ``ip netns exec ns``)."""
 
-    def __init__(self, upload_dir: Path, host: str = "127.0.0.1", port: int | None = None,
-                 base_path: str = "/files/", extra_args: Sequence[str] = (),
-                 prefix: Sequence[str] = (), log_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        upload_dir: Path,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        base_path: str = "/files/",
+        extra_args: Sequence[str] = (),
+        prefix: Sequence[str] = (),
+        log_path: Path | None = None,
+    ) -> None:
         binary = tusd_binary()
         if binary is None:
             raise FileNotFoundError("tusd not installed: run scripts/install-tools.sh")
@@ -62,12 +72,24 @@ class Tusd:
 
     def start(self, timeout: float = 30.0) -> Tusd:
         self.upload_dir.mkdir(parents=True, exist_ok=True)
-        argv = [*self.prefix, self.binary, "-host", self.host, "-port", str(self.port),
-                "-upload-dir", str(self.upload_dir), "-base-path", self.base_path,
-                "-disable-cors", *self.extra_args]
+        argv = [
+            *self.prefix,
+            self.binary,
+            "-host",
+            self.host,
+            "-port",
+            str(self.port),
+            "-upload-dir",
+            str(self.upload_dir),
+            "-base-path",
+            self.base_path,
+            "-disable-cors",
+            *self.extra_args,
+        ]
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
+            self.proc = subprocess.Popen(
+                argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         wait_until(self._answers, timeout, f"tusd on port {self.port}", interval=0.1)
         return self
 
@@ -76,8 +98,9 @@ class Tusd:
             raise AssertionError(f"tusd exited with {self.proc.returncode}")
         if self.prefix:  # inside a namespace: check from there
             probe = f"import socket; socket.create_connection(({self.host!r}, {self.port}), 1)"
-            done = subprocess.run([*self.prefix, sys.executable, "-c", probe],
-                                  capture_output=True, timeout=10)
+            done = subprocess.run(
+                [*self.prefix, sys.executable, "-c", probe], capture_output=True, timeout=10
+            )
             return done.returncode == 0
         import socket
 
@@ -118,6 +141,10 @@ class Tusd:
     def __enter__(self) -> Tusd:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()

@@ -47,8 +47,9 @@ _EVENT_IDS = uuid.UUID("6f1d7c2e-4f4a-4f59-9a53-2c6a1b0d7e11")
 class CodecHandler:
     """Kafka handler of ``object-received``."""
 
-    def __init__(self, sealer: Sealer, producer: EventProducer, trailer_id: str,
-                 executor: Executor) -> None:
+    def __init__(
+        self, sealer: Sealer, producer: EventProducer, trailer_id: str, executor: Executor
+    ) -> None:
         self.sealer = sealer
         self.producer = producer
         self.trailer_id = trailer_id
@@ -60,19 +61,25 @@ class CodecHandler:
         job = self._job(event)
         uid = event.object.sop_instance_uid
         metrics.IN_FLIGHT.inc()
-        span = tracer.start_span("codec.seal", attributes={
-            "dicom.sop_instance_uid": uid, "trailerlink.original_bytes": job.file_size})
+        span = tracer.start_span(
+            "codec.seal",
+            attributes={"dicom.sop_instance_uid": uid, "trailerlink.original_bytes": job.file_size},
+        )
         try:
             sealed = await asyncio.get_running_loop().run_in_executor(
-                self.executor, self.sealer.seal, job)
-            span.set_attributes({"trailerlink.codec": sealed.codec,
-                                 "trailerlink.sealed_bytes": sealed.sealed_size,
-                                 "trailerlink.reused": sealed.reused})
+                self.executor, self.sealer.seal, job
+            )
+            span.set_attributes(
+                {
+                    "trailerlink.codec": sealed.codec,
+                    "trailerlink.sealed_bytes": sealed.sealed_size,
+                    "trailerlink.reused": sealed.reused,
+                }
+            )
         except (BadJob, SourceCorrupt) as exc:
             metrics.OBJECTS.labels("failed", "").inc()
             reason = f"{type(exc).__name__}: {exc}"
-            log.error("object cannot be sealed", extra={"sop_instance_uid": uid,
-                                                        "reason": reason})
+            log.error("object cannot be sealed", extra={"sop_instance_uid": uid, "reason": reason})
             await self._publish_failed(delivery, event, reason, isinstance(exc, SourceCorrupt))
             raise PermanentError(reason) from None
         except SpoolKeyMissing as exc:
@@ -84,23 +91,40 @@ class CodecHandler:
             metrics.IN_FLIGHT.dec()
             span.end()
         self._count(sealed)
-        log.info("object sealed", extra={
-            "sop_instance_uid": uid, "codec": sealed.codec, "key_id": sealed.key_id,
-            "original_bytes": sealed.original_size, "sealed_bytes": sealed.sealed_size,
-            "ratio": round(sealed.ratio, 3), "seconds": round(sealed.seconds, 3),
-            "reused": sealed.reused, "fallback": sealed.fallback_kind})
-        await self.producer.publish(OBJECT_SEALED, delivery.key or event.object.study_instance_uid,
-                                    self._sealed_event(event, sealed))
+        log.info(
+            "object sealed",
+            extra={
+                "sop_instance_uid": uid,
+                "codec": sealed.codec,
+                "key_id": sealed.key_id,
+                "original_bytes": sealed.original_size,
+                "sealed_bytes": sealed.sealed_size,
+                "ratio": round(sealed.ratio, 3),
+                "seconds": round(sealed.seconds, 3),
+                "reused": sealed.reused,
+                "fallback": sealed.fallback_kind,
+            },
+        )
+        await self.producer.publish(
+            OBJECT_SEALED,
+            delivery.key or event.object.study_instance_uid,
+            self._sealed_event(event, sealed),
+        )
 
     def _job(self, event: ObjectReceived) -> SealJob:
         if event.meta.trailer_id and event.meta.trailer_id != self.trailer_id:
-            raise PermanentError(f"event is for trailer {event.meta.trailer_id!r}, this is "
-                                 f"{self.trailer_id!r}")
+            raise PermanentError(
+                f"event is for trailer {event.meta.trailer_id!r}, this is {self.trailer_id!r}"
+            )
         if not event.object.sop_instance_uid or not event.spool_path:
             raise PermanentError("event lacks the SOP Instance UID or the spool path")
-        return SealJob(spool_path=event.spool_path, file_size=event.file_size_bytes,
-                       file_sha256=event.file_sha256, dataset_sha256=event.dataset_sha256,
-                       sop_instance_uid=event.object.sop_instance_uid)
+        return SealJob(
+            spool_path=event.spool_path,
+            file_size=event.file_size_bytes,
+            file_sha256=event.file_sha256,
+            dataset_sha256=event.dataset_sha256,
+            sop_instance_uid=event.object.sop_instance_uid,
+        )
 
     def _count(self, sealed: Sealed) -> None:
         if sealed.reused:
@@ -143,18 +167,23 @@ class CodecHandler:
             out.received_at.CopyFrom(event.received_at)
         return out
 
-    async def _publish_failed(self, delivery: Delivery, event: ObjectReceived, reason: str,
-                              corrupt: bool) -> None:
+    async def _publish_failed(
+        self, delivery: Delivery, event: ObjectReceived, reason: str, corrupt: bool
+    ) -> None:
         failed = ObjectFailed(
             meta=new_meta("codec", self.trailer_id),
             dataset_sha256=event.dataset_sha256,
-            reason_code=(FailureReason.FAILURE_REASON_VERIFY_FAILED if corrupt
-                         else FailureReason.FAILURE_REASON_UNSPECIFIED),
+            reason_code=(
+                FailureReason.FAILURE_REASON_VERIFY_FAILED
+                if corrupt
+                else FailureReason.FAILURE_REASON_UNSPECIFIED
+            ),
             reason=reason[:500],
             stage="codec.seal",
             permanent=True,
             failed_at=timestamp(),
         )
         failed.object.CopyFrom(event.object)
-        await self.producer.publish(OBJECT_FAILED,
-                                    delivery.key or event.object.study_instance_uid, failed)
+        await self.producer.publish(
+            OBJECT_FAILED, delivery.key or event.object.study_instance_uid, failed
+        )

@@ -41,8 +41,9 @@ class SealingKeys:
             return st.st_mtime_ns, st.st_ino, st.st_size
         names = tuple(sorted(os.listdir(self.path)))
         marker = self.path / CURRENT_MARKER
-        marker_stamp = (marker.stat().st_mtime_ns, marker.stat().st_ino) \
-            if CURRENT_MARKER in names else None
+        marker_stamp = (
+            (marker.stat().st_mtime_ns, marker.stat().st_ino) if CURRENT_MARKER in names else None
+        )
         return st.st_mtime_ns, st.st_ino, names, marker_stamp
 
     def _marker(self) -> str:
@@ -67,14 +68,20 @@ class SealingKeys:
             try:
                 self._keyring = self._load()
             except (OSError, ValueError, UnicodeDecodeError) as exc:
-                log.error("sealing keys changed but do not load; keeping the last ones",
-                          extra={"error": str(exc)[:200]})
+                log.error(
+                    "sealing keys changed but do not load; keeping the last ones",
+                    extra={"error": str(exc)[:200]},
+                )
             self._stamp = stamp
             if self._keyring.current.key_id != before:
-                log.warning("sealing for a new data-centre key",
-                            extra={"key_id": self._keyring.current.key_id,
-                                   "previous_key_id": before,
-                                   "known_key_ids": self._keyring.key_ids})
+                log.warning(
+                    "sealing for a new data-centre key",
+                    extra={
+                        "key_id": self._keyring.current.key_id,
+                        "previous_key_id": before,
+                        "known_key_ids": self._keyring.key_ids,
+                    },
+                )
             return self._keyring
 
     @property

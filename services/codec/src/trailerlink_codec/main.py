@@ -34,8 +34,10 @@ def _spool_keys(settings: CodecSettings) -> SpoolKeyring:
         current = SpoolKey.from_file(settings.spool_key_file)
         older = [SpoolKey.from_file(p) for p in settings.old_spool_key_paths()]
     except (OSError, ValueError) as exc:
-        raise ConfigError(f"TRAILERLINK_SPOOL_KEY_FILE / TRAILERLINK_SPOOL_OLD_KEY_FILES: "
-                          f"cannot load a spool key ({type(exc).__name__})") from None
+        raise ConfigError(
+            f"TRAILERLINK_SPOOL_KEY_FILE / TRAILERLINK_SPOOL_OLD_KEY_FILES: "
+            f"cannot load a spool key ({type(exc).__name__})"
+        ) from None
     return SpoolKeyring(current, older)
 
 
@@ -55,10 +57,13 @@ def build(settings: CodecSettings) -> Service:
     outgoing.mkdir(parents=True, exist_ok=True)
     removed = remove_partials(outgoing)
     if removed:
-        log.info("removed partial sealed objects left by a killed run",
-                 extra={"removed": removed})
-    options = SealOptions(pixel_codec=settings.pixel_codec, zstd_level=settings.zstd_level,
-                          chunk_size=settings.chunk_size_bytes, producer=settings.trailer_id)
+        log.info("removed partial sealed objects left by a killed run", extra={"removed": removed})
+    options = SealOptions(
+        pixel_codec=settings.pixel_codec,
+        zstd_level=settings.zstd_level,
+        chunk_size=settings.chunk_size_bytes,
+        producer=settings.trailer_id,
+    )
     sealer = Sealer(settings.resolved_spool_dir(), spool_keys, outgoing, recipients, options)
     executor = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="seal")
     client_id = settings.kafka_client_id or "codec"
@@ -74,10 +79,15 @@ def build(settings: CodecSettings) -> Service:
         retry=RetryPolicy(),
         client_id=client_id,
     )
-    log.info("sealing for data-centre key", extra={"key_id": recipients.current.key_id,
-                                                   "known_key_ids": recipients.key_ids,
-                                                   "pixel_codec": settings.pixel_codec,
-                                                   "workers": settings.workers})
+    log.info(
+        "sealing for data-centre key",
+        extra={
+            "key_id": recipients.current.key_id,
+            "known_key_ids": recipients.key_ids,
+            "pixel_codec": settings.pixel_codec,
+            "workers": settings.workers,
+        },
+    )
 
     async def consume(stop: asyncio.Event) -> None:
         if await producer.connect(stop, max_backoff_seconds=10.0):

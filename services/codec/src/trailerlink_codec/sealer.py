@@ -91,8 +91,14 @@ def _hash_file(path: Path) -> tuple[int, str]:
 class Sealer:
     """Seals spool objects for the current data-centre key. Thread-safe."""
 
-    def __init__(self, spool_root: Path, spool_keys: SpoolKeyring, outgoing_root: Path,
-                 recipients: RecipientKeyring | SealingKeys, options: SealOptions) -> None:
+    def __init__(
+        self,
+        spool_root: Path,
+        spool_keys: SpoolKeyring,
+        outgoing_root: Path,
+        recipients: RecipientKeyring | SealingKeys,
+        options: SealOptions,
+    ) -> None:
         self.spool_root = Path(spool_root)
         self.spool_keys = spool_keys
         self.outgoing_root = Path(outgoing_root)
@@ -116,9 +122,11 @@ class Sealer:
             header = read_sealed_header(dest)
         except (OSError, SealedFormatError):
             return False
-        return (header.original_sha256 == job.file_sha256
-                and header.original_size == job.file_size
-                and header.key_id in self.recipients.key_ids)
+        return (
+            header.original_sha256 == job.file_sha256
+            and header.original_size == job.file_size
+            and header.key_id in self.recipients.key_ids
+        )
 
     def seal(self, job: SealJob) -> Sealed:
         """Seal one spool object (or find it already sealed). Blocking: run in a thread.
@@ -134,9 +142,19 @@ class Sealer:
         if dest.exists() and self._reusable(dest, job):
             size, digest = _hash_file(dest)
             header = read_sealed_header(dest)
-            return Sealed(sealed_rel, dest, size, digest, header.codec, header.key_id,
-                          header.original_size, True, None, time.perf_counter() - started,
-                          header.created_at_ms)
+            return Sealed(
+                sealed_rel,
+                dest,
+                size,
+                digest,
+                header.codec,
+                header.key_id,
+                header.original_size,
+                True,
+                None,
+                time.perf_counter() - started,
+                header.created_at_ms,
+            )
         if not source.is_file():
             raise BadJob("spool object does not exist")
         # A sealed object that cannot be reused (another key, another object, damaged)
@@ -147,15 +165,29 @@ class Sealer:
         recipient = self.recipients.current
         try:
             result = seal(
-                lambda: decrypt_file(source, self.spool_keys), dest, recipient,
-                options=self.options, expected_size=job.file_size,
+                lambda: decrypt_file(source, self.spool_keys),
+                dest,
+                recipient,
+                options=self.options,
+                expected_size=job.file_size,
                 expected_sha256=job.file_sha256,
-                expected_dataset_sha256=job.dataset_sha256 or None, overwrite=False,
+                expected_dataset_sha256=job.dataset_sha256 or None,
+                overwrite=False,
             )
         except SpoolKeyUnknown as exc:
             raise SpoolKeyMissing(str(exc)) from None
         except (IntegrityError, SourceMismatchError) as exc:
             raise SourceCorrupt(str(exc)) from None
-        return Sealed(sealed_rel, dest, result.sealed_size, result.sealed_sha256, result.codec,
-                      result.key_id, result.original_size, False, result.fallback_kind,
-                      result.seconds, int(time.time() * 1000))
+        return Sealed(
+            sealed_rel,
+            dest,
+            result.sealed_size,
+            result.sealed_sha256,
+            result.codec,
+            result.key_id,
+            result.original_size,
+            False,
+            result.fallback_kind,
+            result.seconds,
+            int(time.time() * 1000),
+        )

@@ -42,8 +42,11 @@ def read_token(path: str | None) -> str:
     if not _TOKEN.fullmatch(token):
         # e.g. two lines, or a PEM pasted by mistake: it cannot go in a header, and saying
         # "unreachable" (as httpx's refusal of the header would) sends people the wrong way
-        raise CtlError(f"token file {path} must hold one token: one line of printable "
-                       "characters without spaces", AUTH)
+        raise CtlError(
+            f"token file {path} must hold one token: one line of printable "
+            "characters without spaces",
+            AUTH,
+        )
     return token
 
 
@@ -59,26 +62,39 @@ def _actor() -> str:
 class Api:
     """One service's HTTP API."""
 
-    def __init__(self, base_url: str, token_file: str | None = None, timeout: float = 30.0,
-                 what: str = "service") -> None:
+    def __init__(
+        self,
+        base_url: str,
+        token_file: str | None = None,
+        timeout: float = 30.0,
+        what: str = "service",
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.token_file = token_file
         self.timeout = timeout
         self.what = what
 
-    def request(self, method: str, path: str, *, admin: bool = False,
-                json: dict[str, Any] | None = None,
-                params: dict[str, Any] | None = None) -> Any:
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        admin: bool = False,
+        json: dict[str, Any] | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> Any:
         headers = {ACTOR_HEADER: _actor()}
         if admin:
             headers["Authorization"] = f"Bearer {read_token(self.token_file)}"
         url = f"{self.base_url}{path}"
         try:
-            response = httpx.request(method, url, headers=headers, json=json, params=params,
-                                     timeout=self.timeout)
+            response = httpx.request(
+                method, url, headers=headers, json=json, params=params, timeout=self.timeout
+            )
         except httpx.HTTPError as exc:
-            raise CtlError(f"{self.what} at {self.base_url} unreachable: {exc}",
-                           UNAVAILABLE) from None
+            raise CtlError(
+                f"{self.what} at {self.base_url} unreachable: {exc}", UNAVAILABLE
+            ) from None
         if response.status_code < 300:
             return response.json() if response.content else {}
         try:
@@ -87,8 +103,9 @@ class Api:
             detail = response.text
         if not isinstance(detail, str):
             detail = str(detail)
-        code = {401: AUTH, 403: AUTH, 404: NOT_FOUND, 409: CONFLICT, 400: USAGE,
-                422: USAGE}.get(response.status_code, UNAVAILABLE)
+        code = {401: AUTH, 403: AUTH, 404: NOT_FOUND, 409: CONFLICT, 400: USAGE, 422: USAGE}.get(
+            response.status_code, UNAVAILABLE
+        )
         if response.status_code == 404 and admin and "disabled" in detail:
             code = AUTH
         raise CtlError(f"{self.what}: {detail} (HTTP {response.status_code})", code)

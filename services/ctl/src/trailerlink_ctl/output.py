@@ -26,12 +26,17 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     """Left-aligned columns, two spaces apart, sized to the cells as they show (colour
     codes take no width)."""
     cells = [[str(c) for c in row] for row in rows]
-    widths = [max(len(h), *(len(strip_colour(r[i])) for r in cells)) if cells else len(h)
-              for i, h in enumerate(headers)]
+    widths = [
+        max(len(h), *(len(strip_colour(r[i])) for r in cells)) if cells else len(h)
+        for i, h in enumerate(headers)
+    ]
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
     for row in cells:
-        lines.append("  ".join(c + " " * (w - len(strip_colour(c)))
-                               for c, w in zip(row, widths, strict=True)))
+        lines.append(
+            "  ".join(
+                c + " " * (w - len(strip_colour(c))) for c, w in zip(row, widths, strict=True)
+            )
+        )
     return "\n".join(lines)
 
 

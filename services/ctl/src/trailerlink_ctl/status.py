@@ -41,34 +41,60 @@ def _uplink_hold(t: dict[str, Any]) -> str:
 
 def cmd_status(args: argparse.Namespace) -> int:
     doc = Api(args.monitor_url, args.token_file, what="fleet monitor").request(
-        "GET", "/v1/trailers")
+        "GET", "/v1/trailers"
+    )
     trailers = doc["trailers"]
     if args.trailer:
         trailers = [t for t in trailers if t["trailer_id"] == args.trailer]
         if not trailers:
-            raise CtlError(f"unknown trailer {args.trailer!r}: not expected and never reported",
-                           NOT_FOUND)
+            raise CtlError(
+                f"unknown trailer {args.trailer!r}: not expected and never reported", NOT_FOUND
+            )
     out = {"trailers": trailers}
 
     def human() -> str:
         rows = []
         for t in trailers:
-            disk = (f"{human_bytes(t['disk_free_bytes'])} free" if "disk_free_bytes" in t
-                    else "-")
-            rows.append([t["trailer_id"], _trailer_state(t),
-                         human_age(t.get("heartbeat_age_seconds")),
-                         t.get("backlog_objects", "-"), human_bytes(t.get("backlog_bytes")),
-                         human_age(t.get("oldest_unsent_age_seconds")),
-                         t.get("link_state", "-"), _uplink_hold(t),
-                         f"{human_bytes(t.get('link_goodput_bytes_per_second'))}/s", disk,
-                         {True: "ok", False: "FAIL"}.get(t.get("canary_ok"), "-"),
-                         t.get("failed_objects", "-"), t.get("dead_letters", "-")])
-        text = table(["TRAILER", "STATE", "HEARTBEAT", "BACKLOG", "BYTES", "OLDEST",
-                      "LINK", "UPLINK", "GOODPUT", "DISK", "CANARY", "FAILED",
-                      "DEAD LETTERS"], rows)
+            disk = f"{human_bytes(t['disk_free_bytes'])} free" if "disk_free_bytes" in t else "-"
+            rows.append(
+                [
+                    t["trailer_id"],
+                    _trailer_state(t),
+                    human_age(t.get("heartbeat_age_seconds")),
+                    t.get("backlog_objects", "-"),
+                    human_bytes(t.get("backlog_bytes")),
+                    human_age(t.get("oldest_unsent_age_seconds")),
+                    t.get("link_state", "-"),
+                    _uplink_hold(t),
+                    f"{human_bytes(t.get('link_goodput_bytes_per_second'))}/s",
+                    disk,
+                    {True: "ok", False: "FAIL"}.get(t.get("canary_ok"), "-"),
+                    t.get("failed_objects", "-"),
+                    t.get("dead_letters", "-"),
+                ]
+            )
+        text = table(
+            [
+                "TRAILER",
+                "STATE",
+                "HEARTBEAT",
+                "BACKLOG",
+                "BYTES",
+                "OLDEST",
+                "LINK",
+                "UPLINK",
+                "GOODPUT",
+                "DISK",
+                "CANARY",
+                "FAILED",
+                "DEAD LETTERS",
+            ],
+            rows,
+        )
         if args.trailer and trailers[0].get("versions"):
             text += "\nversions: " + ", ".join(
-                f"{k} {v}" for k, v in sorted(trailers[0]["versions"].items()))
+                f"{k} {v}" for k, v in sorted(trailers[0]["versions"].items())
+            )
         return text
 
     emit(args, out, human)

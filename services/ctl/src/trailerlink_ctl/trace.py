@@ -18,11 +18,26 @@ def cmd_trace(args: argparse.Namespace) -> int:
         raise CtlError(f"{uid!r} is not a DICOM UID (digits and dots, at most 64)", USAGE)
     kind = "studies" if args.study else "instances"
     doc = Api(args.monitor_url, args.token_file, what="fleet monitor").request(
-        "GET", f"/v1/audit/{kind}/{uid}")
+        "GET", f"/v1/audit/{kind}/{uid}"
+    )
     steps = sorted(doc["journey"], key=lambda s: (s["at"], s["sop_instance_uid"]))
     doc["journey"] = steps
-    emit(args, doc, lambda: table(
-        ["AT", "STAGE", "SERVICE", "TRAILER", "SOP INSTANCE UID", "DETAIL"],
-        [[human_time(s["at"]), s["stage"], s["service"], s["trailer_id"],
-          s["sop_instance_uid"], s["detail"]] for s in steps]))
+    emit(
+        args,
+        doc,
+        lambda: table(
+            ["AT", "STAGE", "SERVICE", "TRAILER", "SOP INSTANCE UID", "DETAIL"],
+            [
+                [
+                    human_time(s["at"]),
+                    s["stage"],
+                    s["service"],
+                    s["trailer_id"],
+                    s["sop_instance_uid"],
+                    s["detail"],
+                ]
+                for s in steps
+            ],
+        ),
+    )
     return OK

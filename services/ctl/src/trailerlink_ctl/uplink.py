@@ -41,8 +41,9 @@ def parse_until(text: str, now: datetime | None = None) -> float:
     text = text.strip()
     duration = _DURATION.match(text)
     if duration:
-        seconds = int(duration.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[
-            duration.group(2)]
+        seconds = (
+            int(duration.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[duration.group(2)]
+        )
         when = now + timedelta(seconds=seconds)
     elif re.match(r"^\d{1,2}:\d{2}$", text):
         hours, minutes = (int(p) for p in text.split(":"))
@@ -56,7 +57,8 @@ def parse_until(text: str, now: datetime | None = None) -> float:
             when = datetime.fromisoformat(text)
         except ValueError:
             raise ValueError(
-                f"malformed time {text!r}: use 30m, 2h, 18:00 or 2026-11-28T18:00") from None
+                f"malformed time {text!r}: use 30m, 2h, 18:00 or 2026-11-28T18:00"
+            ) from None
         if when.tzinfo is None:
             when = when.astimezone()
     if when <= now:
@@ -65,17 +67,23 @@ def parse_until(text: str, now: datetime | None = None) -> float:
 
 
 def _uplink_human(doc: dict[str, Any]) -> str:
-    lines = [f"paused            {'yes' if doc['paused'] else 'no'}"
-             + (f" until {human_time(doc['paused_until'])}" if doc.get("paused_until") else "")]
+    lines = [
+        f"paused            {'yes' if doc['paused'] else 'no'}"
+        + (f" until {human_time(doc['paused_until'])}" if doc.get("paused_until") else "")
+    ]
     cap = doc.get("cap_bytes_per_second")
-    lines.append("operator cap      " + (f"{human_bytes(cap)}/s" if cap else "none")
-                 + (f" until {human_time(doc['cap_until'])}" if cap and doc.get("cap_until")
-                    else ""))
+    lines.append(
+        "operator cap      "
+        + (f"{human_bytes(cap)}/s" if cap else "none")
+        + (f" until {human_time(doc['cap_until'])}" if cap and doc.get("cap_until") else "")
+    )
     sched = doc["scheduled_cap_bytes_per_second"]
     eff = doc["effective_cap_bytes_per_second"]
     lines.append("scheduled cap     " + (f"{human_bytes(sched)}/s" if sched else "uncapped"))
-    lines.append("in force          " + ("paused" if doc["paused"] else
-                                         f"{human_bytes(eff)}/s" if eff else "uncapped"))
+    lines.append(
+        "in force          "
+        + ("paused" if doc["paused"] else f"{human_bytes(eff)}/s" if eff else "uncapped")
+    )
     return "\n".join(lines)
 
 

@@ -124,8 +124,11 @@ def judge(
             # The modality's copy differs from the one on its way to PACS.
             failed.append((item, CommitFailure.PROCESSING_FAILURE))
             continue
-        said = [o for o in outcomes.get(item.sop_instance_uid, ())
-                if o.dataset_sha256 in (latest.dataset_sha256, "")]
+        said = [
+            o
+            for o in outcomes.get(item.sop_instance_uid, ())
+            if o.dataset_sha256 in (latest.dataset_sha256, "")
+        ]
         if any(o.delivered for o in said):
             committed.append(item)
         elif any(not o.delivered and o.permanent for o in said):
@@ -150,8 +153,12 @@ class CommitmentStore:
         self.db = Database(path, SCHEMA)
 
     def add_request(
-        self, transaction_uid: str, calling_ae_title: str, items: Iterable[CommitItem],
-        deadline_at: float, now: float | None = None,
+        self,
+        transaction_uid: str,
+        calling_ae_title: str,
+        items: Iterable[CommitItem],
+        deadline_at: float,
+        now: float | None = None,
     ) -> bool:
         """Record a request; False if this Transaction UID is already open (kept as is).
 
@@ -160,88 +167,118 @@ class CommitmentStore:
         now = time.time() if now is None else now
         items = list(items)
         with self.db.transaction() as conn:
-            row = conn.execute("SELECT answered_at FROM requests WHERE transaction_uid = ?",
-                               (transaction_uid,)).fetchone()
+            row = conn.execute(
+                "SELECT answered_at FROM requests WHERE transaction_uid = ?", (transaction_uid,)
+            ).fetchone()
             if row is not None and row[0] is None:
                 return False
             if row is not None:
-                conn.execute("DELETE FROM requests WHERE transaction_uid = ?",
-                             (transaction_uid,))
+                conn.execute("DELETE FROM requests WHERE transaction_uid = ?", (transaction_uid,))
             conn.execute(
                 "INSERT INTO requests (transaction_uid, calling_ae_title, requested_at,"
                 " deadline_at) VALUES (?, ?, ?, ?)",
-                (transaction_uid, calling_ae_title, now, deadline_at))
+                (transaction_uid, calling_ae_title, now, deadline_at),
+            )
             conn.executemany(
                 "INSERT INTO request_items VALUES (?, ?, ?, ?)",
-                [(transaction_uid, i, it.sop_class_uid, it.sop_instance_uid)
-                 for i, it in enumerate(items)])
+                [
+                    (transaction_uid, i, it.sop_class_uid, it.sop_instance_uid)
+                    for i, it in enumerate(items)
+                ],
+            )
         return True
 
     def open_requests(self) -> list[CommitRequest]:
         rows = self.db.query(
-            "SELECT * FROM requests WHERE answered_at IS NULL ORDER BY requested_at")
+            "SELECT * FROM requests WHERE answered_at IS NULL ORDER BY requested_at"
+        )
         requests = []
         for r in rows:
             items = self.db.query(
                 "SELECT sop_class_uid, sop_instance_uid FROM request_items"
-                " WHERE transaction_uid = ? ORDER BY position", (r["transaction_uid"],))
-            requests.append(CommitRequest(
-                r["transaction_uid"], r["calling_ae_title"], r["requested_at"],
-                r["deadline_at"], tuple(CommitItem(i[0], i[1]) for i in items),
-                r["attempts"], r["next_attempt_at"]))
+                " WHERE transaction_uid = ? ORDER BY position",
+                (r["transaction_uid"],),
+            )
+            requests.append(
+                CommitRequest(
+                    r["transaction_uid"],
+                    r["calling_ae_title"],
+                    r["requested_at"],
+                    r["deadline_at"],
+                    tuple(CommitItem(i[0], i[1]) for i in items),
+                    r["attempts"],
+                    r["next_attempt_at"],
+                )
+            )
         return requests
 
     def pending_count(self) -> int:
-        return int(self.db.query(
-            "SELECT COUNT(*) FROM requests WHERE answered_at IS NULL")[0][0])
+        return int(self.db.query("SELECT COUNT(*) FROM requests WHERE answered_at IS NULL")[0][0])
 
     def is_answered(self, transaction_uid: str) -> bool:
-        rows = self.db.query("SELECT answered_at FROM requests WHERE transaction_uid = ?",
-                             (transaction_uid,))
+        rows = self.db.query(
+            "SELECT answered_at FROM requests WHERE transaction_uid = ?", (transaction_uid,)
+        )
         return bool(rows) and rows[0][0] is not None
 
-    def mark_answered(self, transaction_uid: str, event_type: int, now: float | None = None
-                      ) -> None:
+    def mark_answered(
+        self, transaction_uid: str, event_type: int, now: float | None = None
+    ) -> None:
         with self.db.transaction() as conn:
             conn.execute(
                 "UPDATE requests SET answered_at = ?, event_type = ?,"
                 " attempts = attempts + 1 WHERE transaction_uid = ?",
-                (time.time() if now is None else now, event_type, transaction_uid))
+                (time.time() if now is None else now, event_type, transaction_uid),
+            )
 
     def postpone(self, transaction_uid: str, next_attempt_at: float) -> None:
         """A report could not be delivered: try again at ``next_attempt_at``."""
         with self.db.transaction() as conn:
             conn.execute(
                 "UPDATE requests SET attempts = attempts + 1, next_attempt_at = ?"
-                " WHERE transaction_uid = ?", (next_attempt_at, transaction_uid))
+                " WHERE transaction_uid = ?",
+                (next_attempt_at, transaction_uid),
+            )
 
-    def record_outcome(self, sop_instance_uid: str, outcome: Outcome,
-                       now: float | None = None) -> None:
+    def record_outcome(
+        self, sop_instance_uid: str, outcome: Outcome, now: float | None = None
+    ) -> None:
         """Remember what a delivery event said (idempotent: replays change nothing)."""
         with self.db.transaction() as conn:
             conn.execute(
                 "INSERT INTO outcomes VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT"
                 " (sop_instance_uid, dataset_sha256, delivered) DO UPDATE SET"
                 " reason_code = excluded.reason_code, permanent = excluded.permanent",
-                (sop_instance_uid, outcome.dataset_sha256, int(outcome.delivered),
-                 outcome.reason_code, int(outcome.permanent),
-                 time.time() if now is None else now))
+                (
+                    sop_instance_uid,
+                    outcome.dataset_sha256,
+                    int(outcome.delivered),
+                    outcome.reason_code,
+                    int(outcome.permanent),
+                    time.time() if now is None else now,
+                ),
+            )
 
     def outcomes(self, sop_instance_uids: Iterable[str]) -> dict[str, list[Outcome]]:
         found: dict[str, list[Outcome]] = {}
         for uid in set(sop_instance_uids):
-            for r in self.db.query(
-                    "SELECT * FROM outcomes WHERE sop_instance_uid = ?", (uid,)):
-                found.setdefault(uid, []).append(Outcome(
-                    bool(r["delivered"]), r["dataset_sha256"], r["reason_code"],
-                    bool(r["permanent"])))
+            for r in self.db.query("SELECT * FROM outcomes WHERE sop_instance_uid = ?", (uid,)):
+                found.setdefault(uid, []).append(
+                    Outcome(
+                        bool(r["delivered"]),
+                        r["dataset_sha256"],
+                        r["reason_code"],
+                        bool(r["permanent"]),
+                    )
+                )
         return found
 
     def prune(self, older_than: float) -> int:
         """Forget answered requests and outcomes recorded before ``older_than``."""
         with self.db.transaction() as conn:
-            n = conn.execute("DELETE FROM requests WHERE answered_at IS NOT NULL"
-                             " AND answered_at < ?", (older_than,)).rowcount
-            n += conn.execute("DELETE FROM outcomes WHERE recorded_at < ?",
-                              (older_than,)).rowcount
+            n = conn.execute(
+                "DELETE FROM requests WHERE answered_at IS NOT NULL AND answered_at < ?",
+                (older_than,),
+            ).rowcount
+            n += conn.execute("DELETE FROM outcomes WHERE recorded_at < ?", (older_than,)).rowcount
         return n

@@ -59,14 +59,25 @@ class Committer:
         self._wake: asyncio.Event | None = None
 
     # --- inputs ------------------------------------------------------------------
-    def request(self, transaction_uid: str, calling_ae_title: str,
-                items: Sequence[CommitItem]) -> None:
+    def request(
+        self, transaction_uid: str, calling_ae_title: str, items: Sequence[CommitItem]
+    ) -> None:
         """Record an N-ACTION request durably (from the association's thread)."""
-        new = self.store.add_request(transaction_uid, calling_ae_title, items,
-                                     deadline_at=time.time() + self.deadline_seconds)
-        log.info("storage commitment requested", extra={
-            "transaction_uid": transaction_uid, "calling_ae": calling_ae_title,
-            "instances": len(items), "repeat": not new})
+        new = self.store.add_request(
+            transaction_uid,
+            calling_ae_title,
+            items,
+            deadline_at=time.time() + self.deadline_seconds,
+        )
+        log.info(
+            "storage commitment requested",
+            extra={
+                "transaction_uid": transaction_uid,
+                "calling_ae": calling_ae_title,
+                "instances": len(items),
+                "repeat": not new,
+            },
+        )
         metrics.COMMITMENTS_PENDING.set(self.store.pending_count())
         self.wake()
 
@@ -76,8 +87,9 @@ class Committer:
         if isinstance(event, ObjectDelivered):
             outcome = Outcome(True, event.dataset_sha256)
         elif isinstance(event, ObjectFailed):
-            outcome = Outcome(False, event.dataset_sha256, int(event.reason_code),
-                              bool(event.permanent))
+            outcome = Outcome(
+                False, event.dataset_sha256, int(event.reason_code), bool(event.permanent)
+            )
         else:
             return
         uid = event.object.sop_instance_uid
@@ -114,16 +126,24 @@ class Committer:
             try:
                 delivered = self.reporter.send(request, verdict)
             except Exception as exc:
-                log.warning("N-EVENT-REPORT failed", extra={
-                    "transaction_uid": request.transaction_uid, "error": type(exc).__name__})
+                log.warning(
+                    "N-EVENT-REPORT failed",
+                    extra={"transaction_uid": request.transaction_uid, "error": type(exc).__name__},
+                )
                 delivered = False
             if delivered:
                 self.store.mark_answered(request.transaction_uid, verdict.event_type)
                 result = "success" if not verdict.failed else "some_failed"
                 metrics.COMMITMENTS_ANSWERED.labels(result).inc()
-                log.info("storage commitment answered", extra={
-                    "transaction_uid": request.transaction_uid, "result": result,
-                    "committed": len(verdict.committed), "failed": len(verdict.failed)})
+                log.info(
+                    "storage commitment answered",
+                    extra={
+                        "transaction_uid": request.transaction_uid,
+                        "result": result,
+                        "committed": len(verdict.committed),
+                        "failed": len(verdict.failed),
+                    },
+                )
                 sent += 1
             else:
                 metrics.COMMITMENT_REPORT_FAILURES.inc()
@@ -142,13 +162,10 @@ class Committer:
                 await asyncio.to_thread(self.answer_ready)
                 if time.time() - last_prune > 3600:
                     last_prune = time.time()
-                    await asyncio.to_thread(self.store.prune,
-                                            time.time() - self.retention_seconds)
+                    await asyncio.to_thread(self.store.prune, time.time() - self.retention_seconds)
             except Exception:
                 log.exception("storage commitment pass failed")
-            waiters = {asyncio.ensure_future(stop.wait()),
-                       asyncio.ensure_future(self._wake.wait())}
-            await asyncio.wait(waiters, timeout=_TICK_SECONDS,
-                               return_when=asyncio.FIRST_COMPLETED)
+            waiters = {asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())}
+            await asyncio.wait(waiters, timeout=_TICK_SECONDS, return_when=asyncio.FIRST_COMPLETED)
             for w in waiters:
                 w.cancel()

@@ -147,8 +147,10 @@ class Intake:
         for path in orphans:
             path.unlink(missing_ok=True)
         if partials or orphans:
-            log.info("removed leftovers of unacknowledged stores",
-                     extra={"temporary_files": partials, "orphan_files": len(orphans)})
+            log.info(
+                "removed leftovers of unacknowledged stores",
+                extra={"temporary_files": partials, "orphan_files": len(orphans)},
+            )
         self.refresh_gauges()
         return partials, len(orphans)
 
@@ -204,9 +206,11 @@ class Intake:
                 object=identity,
                 dataset_sha256=entry.dataset_sha256,
                 reason_code=FailureReason.FAILURE_REASON_UID_CONFLICT,
-                reason=(f"SOP Instance UID already received with different content; both "
-                        f"copies kept in the spool (new receipt {entry.receipt_id}, "
-                        f"earlier {held}); the new copy is not forwarded"),
+                reason=(
+                    f"SOP Instance UID already received with different content; both "
+                    f"copies kept in the spool (new receipt {entry.receipt_id}, "
+                    f"earlier {held}); the new copy is not forwarded"
+                ),
                 stage="gateway.store",
                 permanent=True,
                 failed_at=timestamp(),
@@ -229,8 +233,11 @@ class Intake:
 
 
 def _priority(dimse_priority: int) -> Priority:
-    return (Priority.PRIORITY_URGENT if dimse_priority == DIMSE_PRIORITY_HIGH
-            else Priority.PRIORITY_ROUTINE)
+    return (
+        Priority.PRIORITY_URGENT
+        if dimse_priority == DIMSE_PRIORITY_HIGH
+        else Priority.PRIORITY_ROUTINE
+    )
 
 
 class _WriterThread:
@@ -241,8 +248,9 @@ class _WriterThread:
     thread doing both, the writer fell ~20 ms behind the receiver on each 27 MB object,
     and the modality waited for it before its answer."""
 
-    def __init__(self, writer: EncryptedFileWriter, dataset_sha: hashlib._Hash,
-                 file_sha: hashlib._Hash) -> None:
+    def __init__(
+        self, writer: EncryptedFileWriter, dataset_sha: hashlib._Hash, file_sha: hashlib._Hash
+    ) -> None:
         self._writer = writer
         self._hashes = (dataset_sha, file_sha)
         self._hash_queue: queue.Queue[bytes | None] = queue.Queue(maxsize=_PIPELINE_FRAGMENTS)
@@ -321,35 +329,44 @@ class IncomingObject:
     def _open(self) -> None:
         req, intake = self.request, self._intake
         if req.sop_class_uid not in KEYWORD_BY_UID:
-            self._refuse(SOP_CLASS_NOT_SUPPORTED, "sop_class_not_supported",
-                         "SOP class not supported")
+            self._refuse(
+                SOP_CLASS_NOT_SUPPORTED, "sop_class_not_supported", "SOP class not supported"
+            )
             return
         if not (is_valid_uid(req.sop_instance_uid) and is_valid_uid(req.sop_class_uid)):
-            self._refuse(CANNOT_UNDERSTAND, "invalid_uid",
-                         "Affected SOP Instance UID is not a valid UID")
+            self._refuse(
+                CANNOT_UNDERSTAND, "invalid_uid", "Affected SOP Instance UID is not a valid UID"
+            )
             return
         free = intake.free_bytes()
         metrics.SPOOL_FREE_BYTES.set(free)
         if free < intake.min_free_bytes:
-            self._refuse(OUT_OF_RESOURCES, "out_of_resources",
-                         "spool disk below its free-space watermark")
+            self._refuse(
+                OUT_OF_RESOURCES, "out_of_resources", "spool disk below its free-space watermark"
+            )
             return
         try:
-            self._path = intake.layout.object_path(req.sop_instance_uid, self._receipt_id,
-                                                   self._received_at)
+            self._path = intake.layout.object_path(
+                req.sop_instance_uid, self._receipt_id, self._received_at
+            )
             _ensure_dir(self._path.parent)
             self._writer = EncryptedFileWriter(self._path, intake.key)
             self._writer.__enter__()
-            meta = file_meta_bytes(req.sop_class_uid, req.sop_instance_uid,
-                                   req.transfer_syntax_uid, req.calling_ae_title)
+            meta = file_meta_bytes(
+                req.sop_class_uid,
+                req.sop_instance_uid,
+                req.transfer_syntax_uid,
+                req.calling_ae_title,
+            )
             self._file_sha.update(meta)
             self._writer.write(meta)
             self._file_size = len(meta)
             self._pipeline = _WriterThread(self._writer, self._dataset_sha, self._file_sha)
         except OSError as exc:
             self._writer = None
-            self._refuse(OUT_OF_RESOURCES, "out_of_resources",
-                         f"spool not writable ({type(exc).__name__})")
+            self._refuse(
+                OUT_OF_RESOURCES, "out_of_resources", f"spool not writable ({type(exc).__name__})"
+            )
 
     def write(self, data: bytes | memoryview) -> None:
         """Take the next piece of the data set as received."""
@@ -361,14 +378,20 @@ class IncomingObject:
             self._scanner.feed(data)
             if self._scanner.error:
                 # Keep draining the association, but stop spending disk on it.
-                self._refuse(CANNOT_UNDERSTAND, "unparseable",
-                             f"data set does not parse: {self._scanner.error}")
+                self._refuse(
+                    CANNOT_UNDERSTAND,
+                    "unparseable",
+                    f"data set does not parse: {self._scanner.error}",
+                )
                 return
             pipeline = self._pipeline
             assert pipeline is not None
             if pipeline.error is not None:
-                self._refuse(OUT_OF_RESOURCES, "out_of_resources",
-                             f"spool write failed ({type(pipeline.error).__name__})")
+                self._refuse(
+                    OUT_OF_RESOURCES,
+                    "out_of_resources",
+                    f"spool write failed ({type(pipeline.error).__name__})",
+                )
                 return
             pipeline.put(data)
             self._since_free_check += len(data)
@@ -376,8 +399,11 @@ class IncomingObject:
                 self._since_free_check = 0
                 # A huge object may not push the disk far below the watermark either.
                 if self._intake.free_bytes() < self._intake.min_free_bytes // 2:
-                    self._refuse(OUT_OF_RESOURCES, "out_of_resources",
-                                 "spool disk filled up during the store")
+                    self._refuse(
+                        OUT_OF_RESOURCES,
+                        "out_of_resources",
+                        "spool disk filled up during the store",
+                    )
 
     def _refuse(self, status: int, outcome: str, comment: str) -> None:
         self._refusal = StoreResult(status, outcome, comment)
@@ -417,14 +443,19 @@ class IncomingObject:
         metrics.STORE_OUTCOMES.labels(result.outcome).inc()
         if not result.success:
             metrics.REJECTS.labels(result.outcome).inc()
-        log.info("store answered", extra={
-            "outcome": result.outcome, "status": f"0x{result.status:04X}",
-            "sop_instance_uid": self.request.sop_instance_uid,
-            "sop_class": sop_class_label(self.request.sop_class_uid),
-            "calling_ae": self.request.calling_ae_title,
-            "bytes": self._dataset_size, "seconds": round(elapsed, 3),
-            **({"reason": result.comment} if result.comment else {}),
-        })
+        log.info(
+            "store answered",
+            extra={
+                "outcome": result.outcome,
+                "status": f"0x{result.status:04X}",
+                "sop_instance_uid": self.request.sop_instance_uid,
+                "sop_class": sop_class_label(self.request.sop_class_uid),
+                "calling_ae": self.request.calling_ae_title,
+                "bytes": self._dataset_size,
+                "seconds": round(elapsed, 3),
+                **({"reason": result.comment} if result.comment else {}),
+            },
+        )
         return result
 
     def _finish(self) -> StoreResult:
@@ -434,8 +465,7 @@ class IncomingObject:
             summary = self._scanner.finish()
         except UnparseableDataset as exc:
             self._discard()
-            return StoreResult(CANNOT_UNDERSTAND, "unparseable",
-                               f"data set does not parse: {exc}")
+            return StoreResult(CANNOT_UNDERSTAND, "unparseable", f"data set does not parse: {exc}")
         mismatch = self._check(summary)
         if mismatch is not None:
             self._discard()
@@ -445,30 +475,40 @@ class IncomingObject:
         self._pipeline = None
         if error is not None:
             self._discard()
-            return StoreResult(OUT_OF_RESOURCES, "out_of_resources",
-                               f"spool write failed ({type(error).__name__})")
+            return StoreResult(
+                OUT_OF_RESOURCES, "out_of_resources", f"spool write failed ({type(error).__name__})"
+            )
         writer, path = self._writer, self._path
         assert writer is not None and path is not None
         self._writer = None
         try:
             writer.__exit__(None, None, None)  # fsync file, rename, fsync folder
         except OSError as exc:
-            return StoreResult(OUT_OF_RESOURCES, "out_of_resources",
-                               f"spool write failed ({type(exc).__name__})")
+            return StoreResult(
+                OUT_OF_RESOURCES, "out_of_resources", f"spool write failed ({type(exc).__name__})"
+            )
         return self._record(summary, path, writer.stored_size)
 
     def _check(self, summary: DatasetSummary) -> StoreResult | None:
         req = self.request
         if summary.sop_instance_uid != req.sop_instance_uid:
-            return StoreResult(CANNOT_UNDERSTAND, "uid_mismatch",
-                               "SOP Instance UID of the data set differs from the request")
+            return StoreResult(
+                CANNOT_UNDERSTAND,
+                "uid_mismatch",
+                "SOP Instance UID of the data set differs from the request",
+            )
         if summary.sop_class_uid != req.sop_class_uid:
-            return StoreResult(DATASET_DOES_NOT_MATCH_SOP_CLASS, "sop_class_mismatch",
-                               "SOP Class UID of the data set differs from the request")
-        if not (is_valid_uid(summary.study_instance_uid)
-                and is_valid_uid(summary.series_instance_uid)):
-            return StoreResult(CANNOT_UNDERSTAND, "invalid_uid",
-                               "Study or Series Instance UID is not a valid UID")
+            return StoreResult(
+                DATASET_DOES_NOT_MATCH_SOP_CLASS,
+                "sop_class_mismatch",
+                "SOP Class UID of the data set differs from the request",
+            )
+        if not (
+            is_valid_uid(summary.study_instance_uid) and is_valid_uid(summary.series_instance_uid)
+        ):
+            return StoreResult(
+                CANNOT_UNDERSTAND, "invalid_uid", "Study or Series Instance UID is not a valid UID"
+            )
         return None
 
     def _record(self, summary: DatasetSummary, path: Path, stored_size: int) -> StoreResult:
@@ -494,12 +534,18 @@ class IncomingObject:
         )
         try:
             recorded = intake.index.record(
-                entry, lambda outcome, new, earlier: intake.events_for(
-                    outcome, new, earlier, req.priority))
+                entry,
+                lambda outcome, new, earlier: intake.events_for(
+                    outcome, new, earlier, req.priority
+                ),
+            )
         except (sqlite3.Error, OSError) as exc:
             path.unlink(missing_ok=True)
-            return StoreResult(OUT_OF_RESOURCES, "out_of_resources",
-                               f"spool index not writable ({type(exc).__name__})")
+            return StoreResult(
+                OUT_OF_RESOURCES,
+                "out_of_resources",
+                f"spool index not writable ({type(exc).__name__})",
+            )
         if recorded.outcome is RecordOutcome.DUPLICATE:
             # Not recorded, so an unlink lost in a crash leaves only an orphan that
             # start-up recovery removes.
@@ -512,10 +558,10 @@ class IncomingObject:
         metrics.SPOOL_OBJECTS.inc()
         if recorded.outcome is RecordOutcome.CONFLICT:
             metrics.UID_CONFLICTS.inc()
-            log.error("SOP Instance UID conflict: same UID, different content; both kept",
-                      extra={"sop_instance_uid": entry.sop_instance_uid,
-                             "receipt_id": entry.receipt_id})
+            log.error(
+                "SOP Instance UID conflict: same UID, different content; both kept",
+                extra={"sop_instance_uid": entry.sop_instance_uid, "receipt_id": entry.receipt_id},
+            )
         intake.announce(recorded.outbox_seqs)
         outcome = "conflict" if recorded.outcome is RecordOutcome.CONFLICT else "stored"
         return StoreResult(SUCCESS, outcome, entry=recorded.entry)
-

@@ -42,11 +42,15 @@ def build(settings: GatewaySettings) -> Service:
     try:
         key = SpoolKey.from_file(settings.spool_key_file)
     except (OSError, ValueError) as exc:
-        raise ConfigError(f"TRAILERLINK_SPOOL_KEY_FILE: cannot load the spool key "
-                          f"({type(exc).__name__})") from None
+        raise ConfigError(
+            f"TRAILERLINK_SPOOL_KEY_FILE: cannot load the spool key ({type(exc).__name__})"
+        ) from None
     try:
-        policy = PeerPolicy.from_text(settings.dicom_ae_title, settings.dicom_allowed_peers,
-                                      settings.dicom_require_called_ae_title)
+        policy = PeerPolicy.from_text(
+            settings.dicom_ae_title,
+            settings.dicom_allowed_peers,
+            settings.dicom_require_called_ae_title,
+        )
         peers = parse_commitment_peers(settings.commitment_peers)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
@@ -56,27 +60,40 @@ def build(settings: GatewaySettings) -> Service:
     if settings.dicom_tls_cert_file is not None:
         if settings.dicom_tls_key_file is None:
             raise ConfigError("TRAILERLINK_DICOM_TLS_KEY_FILE is required with a certificate")
-        tls = server_tls_context(settings.dicom_tls_cert_file, settings.dicom_tls_key_file,
-                                 settings.dicom_tls_ca_file)
+        tls = server_tls_context(
+            settings.dicom_tls_cert_file, settings.dicom_tls_key_file, settings.dicom_tls_ca_file
+        )
 
     layout = SpoolLayout(settings.resolved_spool_dir())
     layout.root.mkdir(parents=True, exist_ok=True)
     index = SpoolIndex(layout)
     client_id = settings.kafka_client_id or "gateway"
-    publisher = OutboxPublisher(index.outbox, settings.kafka_bootstrap_servers,
-                                service="gateway", client_id=client_id)
-    intake = Intake(layout=layout, index=index, key=key, trailer_id=settings.trailer_id,
-                    min_free_bytes=settings.spool_min_free_bytes, publisher=publisher,
-                    publish_wait_seconds=settings.publish_wait_seconds)
+    publisher = OutboxPublisher(
+        index.outbox, settings.kafka_bootstrap_servers, service="gateway", client_id=client_id
+    )
+    intake = Intake(
+        layout=layout,
+        index=index,
+        key=key,
+        trailer_id=settings.trailer_id,
+        min_free_bytes=settings.spool_min_free_bytes,
+        publisher=publisher,
+        publish_wait_seconds=settings.publish_wait_seconds,
+    )
     intake.recover()  # before the listener opens: nothing is being received yet
 
     store = CommitmentStore(settings.state_dir() / "commitment.sqlite")
-    reporter = DicomReporter(settings.dicom_ae_title, peers,
-                             same_association=settings.commitment_reply == "same-or-new")
-    committer = Committer(store, index, reporter,
-                          deadline_seconds=settings.commitment_deadline_seconds,
-                          retry_seconds=settings.commitment_retry_seconds,
-                          retention_seconds=settings.commitment_retention_days * 86400)
+    reporter = DicomReporter(
+        settings.dicom_ae_title, peers, same_association=settings.commitment_reply == "same-or-new"
+    )
+    committer = Committer(
+        store,
+        index,
+        reporter,
+        deadline_seconds=settings.commitment_deadline_seconds,
+        retry_seconds=settings.commitment_retry_seconds,
+        retention_seconds=settings.commitment_retention_days * 86400,
+    )
     gateway = DicomGateway(settings, intake, committer, reporter, policy, tls)
 
     dead_letters = EventProducer(settings.kafka_bootstrap_servers, client_id=client_id)

@@ -36,21 +36,23 @@ UID_CONFLICTS = Counter(
     "Objects received with a SOP Instance UID already held with different bytes (alert on it)",
 )
 SPOOL_BYTES = Gauge(
-    "trailerlink_gateway_spool_bytes", "Bytes of encrypted objects the spool index holds")
-SPOOL_OBJECTS = Gauge(
-    "trailerlink_gateway_spool_objects", "Object copies the spool index holds")
+    "trailerlink_gateway_spool_bytes", "Bytes of encrypted objects the spool index holds"
+)
+SPOOL_OBJECTS = Gauge("trailerlink_gateway_spool_objects", "Object copies the spool index holds")
 SPOOL_FREE_BYTES = Gauge(
-    "trailerlink_gateway_spool_free_bytes", "Free bytes on the spool filesystem")
+    "trailerlink_gateway_spool_free_bytes", "Free bytes on the spool filesystem"
+)
 SPOOL_WATERMARK_BYTES = Gauge(
     "trailerlink_gateway_spool_min_free_bytes",
-    "Free-space watermark below which stores are refused")
+    "Free-space watermark below which stores are refused",
+)
 ASSOCIATIONS_ACTIVE = Gauge(
-    "trailerlink_gateway_associations_active", "DICOM associations open now")
-ASSOCIATIONS = Counter(
-    "trailerlink_gateway_associations_total", "DICOM associations accepted")
+    "trailerlink_gateway_associations_active", "DICOM associations open now"
+)
+ASSOCIATIONS = Counter("trailerlink_gateway_associations_total", "DICOM associations accepted")
 COMMITMENTS_PENDING = Gauge(
-    "trailerlink_gateway_commitments_pending",
-    "Storage commitment requests not yet answered")
+    "trailerlink_gateway_commitments_pending", "Storage commitment requests not yet answered"
+)
 COMMITMENTS_ANSWERED = Counter(
     "trailerlink_gateway_commitments_answered_total",
     "Storage commitment requests answered by N-EVENT-REPORT, by result",

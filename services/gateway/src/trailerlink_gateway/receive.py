@@ -53,9 +53,7 @@ def abandon_open(assoc: Association) -> int:
 class SpoolSink:
     """What pynetdicom takes for its temporary data set file."""
 
-    def __init__(
-        self, assoc: Association, begin: Begin, incoming: IncomingDataset | None
-    ) -> None:
+    def __init__(self, assoc: Association, begin: Begin, incoming: IncomingDataset | None) -> None:
         self._assoc = assoc
         self._writes = 0
         self._problem = ""

@@ -22,11 +22,34 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 
-_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN",
-                       b"UR", b"UT", b"UV"})
+_LONG_VRS = frozenset(
+    {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+)
 _KNOWN_VRS = _LONG_VRS | frozenset(
-    {b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FL", b"FD", b"IS", b"LO", b"LT",
-     b"PN", b"SH", b"SL", b"SS", b"ST", b"TM", b"UI", b"UL", b"US"})
+    {
+        b"AE",
+        b"AS",
+        b"AT",
+        b"CS",
+        b"DA",
+        b"DS",
+        b"DT",
+        b"FL",
+        b"FD",
+        b"IS",
+        b"LO",
+        b"LT",
+        b"PN",
+        b"SH",
+        b"SL",
+        b"SS",
+        b"ST",
+        b"TM",
+        b"UI",
+        b"UL",
+        b"US",
+    }
+)
 _UNDEFINED = 0xFFFFFFFF
 _ITEM = 0xFFFEE000
 _ITEM_DELIMITER = 0xFFFEE00D
@@ -73,8 +96,11 @@ class DatasetScanner:
     def __init__(self, transfer_syntax_uid: str) -> None:
         self._implicit = transfer_syntax_uid == ImplicitVRLittleEndian
         self._endian = ">" if transfer_syntax_uid == ExplicitVRBigEndian else "<"
-        self._inflater = (zlib.decompressobj(-zlib.MAX_WBITS)
-                          if transfer_syntax_uid == DeflatedExplicitVRLittleEndian else None)
+        self._inflater = (
+            zlib.decompressobj(-zlib.MAX_WBITS)
+            if transfer_syntax_uid == DeflatedExplicitVRLittleEndian
+            else None
+        )
         self._values: dict[str, str] = {}
         self._error = ""
         self._at_boundary = False
@@ -115,8 +141,16 @@ class DatasetScanner:
             raise UnparseableDataset(self._error)
         if not self._at_boundary or self._buf or self._request < 0:
             raise UnparseableDataset("data set ends inside an element")
-        missing = [k for k in ("sop_class_uid", "sop_instance_uid", "study_instance_uid",
-                               "series_instance_uid") if not self._values.get(k)]
+        missing = [
+            k
+            for k in (
+                "sop_class_uid",
+                "sop_instance_uid",
+                "study_instance_uid",
+                "series_instance_uid",
+            )
+            if not self._values.get(k)
+        ]
         if missing:
             raise UnparseableDataset("data set lacks " + ", ".join(missing))
         try:

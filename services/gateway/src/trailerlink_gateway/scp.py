@@ -109,14 +109,18 @@ class DicomReporter:
     is open (unless configured otherwise), else on a new association to the modality's
     configured address, proposing the SCP role for the Push Model."""
 
-    def __init__(self, ae_title: str, peers: dict[str, tuple[str, int]],
-                 same_association: bool = True, timeout_seconds: float = 30.0) -> None:
+    def __init__(
+        self,
+        ae_title: str,
+        peers: dict[str, tuple[str, int]],
+        same_association: bool = True,
+        timeout_seconds: float = 30.0,
+    ) -> None:
         self.ae_title = ae_title
         self.peers = peers
         self.same_association = same_association
         self.timeout_seconds = timeout_seconds
-        self._live: weakref.WeakValueDictionary[str, Association] = \
-            weakref.WeakValueDictionary()
+        self._live: weakref.WeakValueDictionary[str, Association] = weakref.WeakValueDictionary()
         self._lock = threading.Lock()
 
     def remember(self, transaction_uid: str, assoc: Association) -> None:
@@ -132,19 +136,24 @@ class DicomReporter:
                 return True
         peer = self.peers.get(request.calling_ae_title)
         if peer is None:
-            log.warning("no commitment peer configured for this AE title; report waits",
-                        extra={"calling_ae": request.calling_ae_title,
-                               "transaction_uid": request.transaction_uid})
+            log.warning(
+                "no commitment peer configured for this AE title; report waits",
+                extra={
+                    "calling_ae": request.calling_ae_title,
+                    "transaction_uid": request.transaction_uid,
+                },
+            )
             return False
         ae = AE(ae_title=self.ae_title)
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = self.timeout_seconds
         ae.add_requested_context(StorageCommitmentPushModel)
         role = build_role(StorageCommitmentPushModel, scu_role=False, scp_role=True)
-        assoc = ae.associate(peer[0], peer[1], ae_title=request.calling_ae_title,
-                             ext_neg=[role])
+        assoc = ae.associate(peer[0], peer[1], ae_title=request.calling_ae_title, ext_neg=[role])
         if not assoc.is_established:
-            log.warning("modality did not accept the association for its commitment report",
-                        extra={"calling_ae": request.calling_ae_title})
+            log.warning(
+                "modality did not accept the association for its commitment report",
+                extra={"calling_ae": request.calling_ae_title},
+            )
             return False
         try:
             return self._send_on(assoc, report, verdict.event_type)
@@ -155,7 +164,8 @@ class DicomReporter:
     def _send_on(assoc: Association, report: Dataset, event_type: int) -> bool:
         try:
             status, _reply = assoc.send_n_event_report(
-                report, event_type, StorageCommitmentPushModel, STORAGE_COMMITMENT_INSTANCE)
+                report, event_type, StorageCommitmentPushModel, STORAGE_COMMITMENT_INSTANCE
+            )
         except (RuntimeError, ValueError) as exc:
             log.warning("N-EVENT-REPORT not sent", extra={"error": type(exc).__name__})
             return False
@@ -218,11 +228,22 @@ class DicomGateway:
     def start(self) -> None:
         s = self.settings
         self._server = start_bounded_server(
-            self.ae, (s.dicom_host, s.dicom_port), s.receive_limits(), self._on_refusal,
-            ssl_context=self.tls, evt_handlers=self.handlers())
-        log.info("DICOM listener started", extra={
-            "ae_title": s.dicom_ae_title, "port": s.dicom_port, "tls": self.tls is not None,
-            "max_pdu_bytes": s.dicom_max_pdu_bytes})
+            self.ae,
+            (s.dicom_host, s.dicom_port),
+            s.receive_limits(),
+            self._on_refusal,
+            ssl_context=self.tls,
+            evt_handlers=self.handlers(),
+        )
+        log.info(
+            "DICOM listener started",
+            extra={
+                "ae_title": s.dicom_ae_title,
+                "port": s.dicom_port,
+                "tls": self.tls is not None,
+                "max_pdu_bytes": s.dicom_max_pdu_bytes,
+            },
+        )
 
     def stop(self) -> None:
         if self._server is not None:
@@ -257,9 +278,15 @@ class DicomGateway:
         if reject is None:
             return
         metrics.REJECTS.labels(reject.metric).inc()
-        log.warning("association rejected", extra={
-            "reason": reject.metric, "calling_ae": calling, "called_ae": called,
-            "peer_address": str(assoc.requestor.address)})
+        log.warning(
+            "association rejected",
+            extra={
+                "reason": reject.metric,
+                "calling_ae": calling,
+                "called_ae": called,
+                "peer_address": str(assoc.requestor.address),
+            },
+        )
         assoc.acse.send_reject(*reject.value)
         # As pynetdicom does for its own rejections: wait until the A-ASSOCIATE-RJ is
         # sent and the peer has closed, then end the association thread.
@@ -278,9 +305,13 @@ class DicomGateway:
             rejected.setdefault(reason, set()).add(str(cx.abstract_syntax))
         if rejected:
             # Modalities often propose every class they know: one line per association.
-            log.info("presentation contexts rejected", extra={
-                "calling_ae": str(assoc.requestor.ae_title).strip(),
-                **{reason: sorted(uids)[:20] for reason, uids in rejected.items()}})
+            log.info(
+                "presentation contexts rejected",
+                extra={
+                    "calling_ae": str(assoc.requestor.ae_title).strip(),
+                    **{reason: sorted(uids)[:20] for reason, uids in rejected.items()},
+                },
+            )
 
     def _on_rejected(self, event: evt.Event) -> None:
         # Only pynetdicom's own limit reaches here; our refusals are counted above.
@@ -289,8 +320,9 @@ class DicomGateway:
     def _on_ended(self, event: evt.Event) -> None:
         dropped = receive.abandon_open(event.assoc)
         if dropped:
-            log.warning("association ended during a store; nothing kept",
-                        extra={"stores_dropped": dropped})
+            log.warning(
+                "association ended during a store; nothing kept", extra={"stores_dropped": dropped}
+            )
         with self._assoc_lock:
             self._open_assocs.discard(id(event.assoc))
             metrics.ASSOCIATIONS_ACTIVE.set(len(self._open_assocs))
@@ -311,14 +343,19 @@ class DicomGateway:
         # context, so every later hop (codec, uplink, ingest, PACS) continues this trace.
         request = sink.incoming.request if sink.incoming is not None else None
         with tracer.start_as_current_span(
-            "dicom.c-store", kind=SpanKind.SERVER, start_time=sink.opened_ns,
-            attributes={"dicom.sop_instance_uid": request.sop_instance_uid if request else "",
-                        "dicom.sop_class_uid": request.sop_class_uid if request else "",
-                        "dicom.calling_ae_title": request.calling_ae_title if request else ""},
+            "dicom.c-store",
+            kind=SpanKind.SERVER,
+            start_time=sink.opened_ns,
+            attributes={
+                "dicom.sop_instance_uid": request.sop_instance_uid if request else "",
+                "dicom.sop_class_uid": request.sop_class_uid if request else "",
+                "dicom.calling_ae_title": request.calling_ae_title if request else "",
+            },
         ) as span:
             result = sink.finish()
-            span.set_attributes({"dicom.status": result.status,
-                                 "trailerlink.outcome": result.outcome})
+            span.set_attributes(
+                {"dicom.status": result.status, "trailerlink.outcome": result.outcome}
+            )
             if not result.success:
                 span.set_status(Status(StatusCode.ERROR, result.outcome))
         rsp.Status = result.status
@@ -339,24 +376,26 @@ class DicomGateway:
             info = event.action_information
             transaction_uid = str(info.get("TransactionUID", "") or "")
             refs = info.get("ReferencedSOPSequence") or []
-            items = [CommitItem(str(r.ReferencedSOPClassUID), str(r.ReferencedSOPInstanceUID))
-                     for r in refs]
+            items = [
+                CommitItem(str(r.ReferencedSOPClassUID), str(r.ReferencedSOPInstanceUID))
+                for r in refs
+            ]
         except Exception as exc:
-            log.warning("N-ACTION information does not parse",
-                        extra={"error": type(exc).__name__})
+            log.warning("N-ACTION information does not parse", extra={"error": type(exc).__name__})
             return INVALID_ARGUMENT_VALUE, None
         if not transaction_uid or not items:
             return MISSING_ATTRIBUTE_VALUE, None
         if not is_valid_uid(transaction_uid) or not all(
-                is_valid_uid(i.sop_instance_uid) and is_valid_uid(i.sop_class_uid)
-                for i in items):
+            is_valid_uid(i.sop_instance_uid) and is_valid_uid(i.sop_class_uid) for i in items
+        ):
             return INVALID_ARGUMENT_VALUE, None
         calling = str(event.assoc.requestor.ae_title).strip()
         try:
             self.committer.request(transaction_uid, calling, items)
         except Exception as exc:
-            log.error("storage commitment request not recorded",
-                      extra={"error": type(exc).__name__})
+            log.error(
+                "storage commitment request not recorded", extra={"error": type(exc).__name__}
+            )
             return PROCESSING_FAILURE, None
         self.reporter.remember(transaction_uid, event.assoc)
         return SUCCESS, None

@@ -41,8 +41,13 @@ def _check(name: str) -> None:
         raise HTTPException(400, "trailer name must be a DNS label: a-z, 0-9 and '-'")
 
 
-def add_admin_routes(app: FastAPI, access_file: Path, ca_cert_file: Path | None,
-                     ca_key_file: Path | None, token_file: Path | None) -> None:
+def add_admin_routes(
+    app: FastAPI,
+    access_file: Path,
+    ca_cert_file: Path | None,
+    ca_key_file: Path | None,
+    token_file: Path | None,
+) -> None:
     """Mount ``/v1/admin/trailers...`` on ``app``."""
     router = APIRouter(prefix="/v1/admin/trailers")
     guard = Depends(admin_guard(token_file))
@@ -70,13 +75,18 @@ def add_admin_routes(app: FastAPI, access_file: Path, ca_cert_file: Path | None,
             issued = issue(Issued(ca_cert, ca_key), name)  # type: ignore[arg-type]
             data["allow"].append(name)
             _save(access_file, data)
-        log.warning("trailer enrolled", extra={"trailer_id": name, "actor": actor,
-                                               "serial": issued.serial_hex})
-        return {"trailer_id": name, "serial": issued.serial_hex,
-                "not_after": issued.cert.not_valid_after_utc.isoformat(),
-                "certificate_pem": issued.cert_pem().decode(),
-                "private_key_pem": issued.key_pem().decode(),
-                "ca_pem": ca_cert.public_bytes(serialization.Encoding.PEM).decode()}
+        log.warning(
+            "trailer enrolled",
+            extra={"trailer_id": name, "actor": actor, "serial": issued.serial_hex},
+        )
+        return {
+            "trailer_id": name,
+            "serial": issued.serial_hex,
+            "not_after": issued.cert.not_valid_after_utc.isoformat(),
+            "certificate_pem": issued.cert_pem().decode(),
+            "private_key_pem": issued.key_pem().decode(),
+            "ca_pem": ca_cert.public_bytes(serialization.Encoding.PEM).decode(),
+        }
 
     @router.post("/{name}/revoke")
     def revoke(name: str, actor: str = guard) -> dict[str, object]:

@@ -45,8 +45,13 @@ def transaction_uid() -> str:
     return f"2.25.{uuid.uuid4().int}"
 
 
-def request_commitment(target: PacsTarget, transaction: str, sop_class_uid: str,
-                       sop_instance_uid: str, called_ae: str = "") -> None:
+def request_commitment(
+    target: PacsTarget,
+    transaction: str,
+    sop_class_uid: str,
+    sop_instance_uid: str,
+    called_ae: str = "",
+) -> None:
     """Send the N-ACTION to ``called_ae`` (the AE the object was stored at; default the
     PACS's); PacsUnavailable if the PACS does not accept the request."""
     ae = AE(ae_title=target.calling_ae_title)
@@ -54,8 +59,7 @@ def request_commitment(target: PacsTarget, transaction: str, sop_class_uid: str,
     ae.add_requested_context(StorageCommitmentPushModel)
     assoc = ae.associate(target.host, target.port, ae_title=called_ae or target.ae_title)
     if not assoc.is_established:
-        raise PacsUnavailable("storage commitment: PACS not reachable or refused the "
-                              "association")
+        raise PacsUnavailable("storage commitment: PACS not reachable or refused the association")
     try:
         request = Dataset()
         request.TransactionUID = transaction
@@ -63,8 +67,9 @@ def request_commitment(target: PacsTarget, transaction: str, sop_class_uid: str,
         ref.ReferencedSOPClassUID = sop_class_uid
         ref.ReferencedSOPInstanceUID = sop_instance_uid
         request.ReferencedSOPSequence = [ref]
-        status, _reply = assoc.send_n_action(request, REQUEST_ACTION,
-                                             StorageCommitmentPushModel, COMMITMENT_INSTANCE)
+        status, _reply = assoc.send_n_action(
+            request, REQUEST_ACTION, StorageCommitmentPushModel, COMMITMENT_INSTANCE
+        )
     finally:
         if assoc.is_established:
             assoc.release()
@@ -89,15 +94,14 @@ class CommitmentListener:
     def __init__(self, ledger: Ledger, ae_title: str, host: str, port: int) -> None:
         self.ledger = ledger
         self.ae = AE(ae_title=ae_title)
-        self.ae.add_supported_context(StorageCommitmentPushModel, scu_role=True,
-                                      scp_role=True)
+        self.ae.add_supported_context(StorageCommitmentPushModel, scu_role=True, scp_role=True)
         self.address = (host, port)
         self._server: Any = None
 
     def start(self) -> None:
-        self._server = self.ae.start_server(self.address, block=False,
-                                            evt_handlers=[(evt.EVT_N_EVENT_REPORT,
-                                                           self._on_report)])
+        self._server = self.ae.start_server(
+            self.address, block=False, evt_handlers=[(evt.EVT_N_EVENT_REPORT, self._on_report)]
+        )
 
     def stop(self) -> None:
         if self._server is not None:
@@ -108,10 +112,13 @@ class CommitmentListener:
         try:
             info = event.event_information
             transaction = str(info.TransactionUID)
-            committed = {str(r.ReferencedSOPInstanceUID)
-                         for r in info.get("ReferencedSOPSequence", [])}
-            failed = {str(r.ReferencedSOPInstanceUID): int(r.get("FailureReason", 0x0110))
-                      for r in info.get("FailedSOPSequence", [])}
+            committed = {
+                str(r.ReferencedSOPInstanceUID) for r in info.get("ReferencedSOPSequence", [])
+            }
+            failed = {
+                str(r.ReferencedSOPInstanceUID): int(r.get("FailureReason", 0x0110))
+                for r in info.get("FailedSOPSequence", [])
+            }
         except (AttributeError, ValueError, KeyError):
             log.warning("storage commitment report not understood")
             return 0x0110, None  # processing failure
@@ -120,10 +127,17 @@ class CommitmentListener:
             recorded += self.ledger.record_commitment_result(transaction, sop, "committed")
         for sop, reason in failed.items():
             recorded += self.ledger.record_commitment_result(
-                transaction, sop, f"failed:{reason:04X}")
-        log.info("storage commitment report", extra={
-            "transaction_uid": transaction, "committed": len(committed),
-            "failed": len(failed), "recorded": recorded})
+                transaction, sop, f"failed:{reason:04X}"
+            )
+        log.info(
+            "storage commitment report",
+            extra={
+                "transaction_uid": transaction,
+                "committed": len(committed),
+                "failed": len(failed),
+                "recorded": recorded,
+            },
+        )
         return 0x0000, None
 
 
@@ -132,21 +146,31 @@ class Publisher(Protocol):
     and publish it. A Protocol, so this module need not import processor.py (which
     imports this one to ask for commitment)."""
 
-    def delivered(self, event: UploadCompleted, ts: str, status: int, *,
-                  duplicate: bool, committed: bool = False) -> Receipt: ...
+    def delivered(
+        self,
+        event: UploadCompleted,
+        ts: str,
+        status: int,
+        *,
+        duplicate: bool,
+        committed: bool = False,
+    ) -> Receipt: ...
 
-    def failed(self, event: UploadCompleted, code: int, stage: str, reason: str, *,
-               dicom_status: int = 0) -> Receipt: ...
+    def failed(
+        self, event: UploadCompleted, code: int, stage: str, reason: str, *, dicom_status: int = 0
+    ) -> Receipt: ...
 
-    async def outcome(self, event: UploadCompleted, receipt: Receipt,
-                      object_state: str | None) -> None: ...
+    async def outcome(
+        self, event: UploadCompleted, receipt: Receipt, object_state: str | None
+    ) -> None: ...
 
 
 class CommitmentFinisher:
     """Turns recorded commitment results into outcomes; asks again after the timeout."""
 
-    def __init__(self, ledger: Ledger, processor: Publisher, pacs: PacsTarget,
-                 timeout_seconds: float) -> None:
+    def __init__(
+        self, ledger: Ledger, processor: Publisher, pacs: PacsTarget, timeout_seconds: float
+    ) -> None:
         self.ledger = ledger
         self.processor = processor
         self.pacs = pacs
@@ -157,16 +181,24 @@ class CommitmentFinisher:
         for row in await asyncio.to_thread(self.ledger.commitments_reported):
             await self._finish(row)
             done += 1
-        overdue = await asyncio.to_thread(self.ledger.commitments_overdue,
-                                          time.time() - self.timeout_seconds)
+        overdue = await asyncio.to_thread(
+            self.ledger.commitments_overdue, time.time() - self.timeout_seconds
+        )
         for row in overdue:
             try:
-                await asyncio.to_thread(request_commitment, self.pacs, row.transaction_uid,
-                                        row.sop_class_uid, row.sop_instance_uid,
-                                        row.called_ae_title)
+                await asyncio.to_thread(
+                    request_commitment,
+                    self.pacs,
+                    row.transaction_uid,
+                    row.sop_class_uid,
+                    row.sop_instance_uid,
+                    row.called_ae_title,
+                )
             except PacsUnavailable as exc:
-                log.info("storage commitment not asked again yet",
-                         extra={"upload_id": row.upload_id, "error": str(exc)})
+                log.info(
+                    "storage commitment not asked again yet",
+                    extra={"upload_id": row.upload_id, "error": str(exc)},
+                )
                 continue
             await asyncio.to_thread(self.ledger.touch_commitment, row.transaction_uid)
         return done
@@ -174,16 +206,23 @@ class CommitmentFinisher:
     async def _finish(self, row: Commitment) -> None:
         event = decode_event(row.event)
         if row.result == "committed":
-            receipt = self.processor.delivered(event, row.stored_transfer_syntax_uid,
-                                               row.dicom_status, duplicate=False,
-                                               committed=True)
+            receipt = self.processor.delivered(
+                event,
+                row.stored_transfer_syntax_uid,
+                row.dicom_status,
+                duplicate=False,
+                committed=True,
+            )
             await self.processor.outcome(event, receipt, "delivered")
             return
         status = int(row.result.partition(":")[2] or "0", 16)
         receipt = self.processor.failed(
-            event, FailureReason.Value("FAILURE_REASON_PACS_REFUSED"), "ingest.commitment",
+            event,
+            FailureReason.Value("FAILURE_REASON_PACS_REFUSED"),
+            "ingest.commitment",
             f"PACS did not commit the object (failure reason 0x{status:04X})",
-            dicom_status=status)
+            dicom_status=status,
+        )
         await self.processor.outcome(event, receipt, "refused")
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -25,8 +25,9 @@ log = logging.getLogger(__name__)
 LEDGER_RECHECK_SECONDS = 300.0
 
 
-def completed_event(info: UploadInfo, storage_path: str,
-                    received_at: float | None = None) -> UploadCompleted:
+def completed_event(
+    info: UploadInfo, storage_path: str, received_at: float | None = None
+) -> UploadCompleted:
     """The ``upload-completed`` event of a complete upload (deterministic event id);
     ``received_at``: the gateway's receive time the upload's creation stated."""
     ident = info.identity

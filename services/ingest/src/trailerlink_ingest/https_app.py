@@ -26,8 +26,7 @@ def build_tus_app(
 ) -> FastAPI:
     """The HTTPS application: tus routes under ``cfg.base_path``, ``/v1/receipts`` and,
     with ``keys``, the sealing keys a trailer fetches (``/v1/keys``)."""
-    app = FastAPI(title="trailerlink ingest (tus)", openapi_url=None, docs_url=None,
-                  redoc_url=None)
+    app = FastAPI(title="trailerlink ingest (tus)", openapi_url=None, docs_url=None, redoc_url=None)
     callers = Callers(auth, cfg)
     TrailerApi(callers, ledger, keys, cfg).mount(app)
     TusRoutes(callers, store, announcer, cfg).mount(app)

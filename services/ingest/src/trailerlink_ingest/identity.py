@@ -108,14 +108,18 @@ class AccessListFile:
             try:
                 new = AccessList.parse(self.path.read_bytes())
             except (OSError, ValueError) as exc:
-                log.error("access list not loaded; keeping the last one",
-                          extra={"error": str(exc)})
+                log.error("access list not loaded; keeping the last one", extra={"error": str(exc)})
                 self._stamp = stamp
                 return False
             self._current, self._stamp = new, stamp
-            log.info("access list loaded", extra={"allowed": len(new.allow),
-                                                  "revoked": len(new.revoked),
-                                                  "revoked_serials": len(new.revoked_serials)})
+            log.info(
+                "access list loaded",
+                extra={
+                    "allowed": len(new.allow),
+                    "revoked": len(new.revoked),
+                    "revoked_serials": len(new.revoked_serials),
+                },
+            )
             return True
 
 
@@ -155,17 +159,21 @@ def _der_of_url_encoded_pem(value: str) -> bytes:
     try:
         certs = x509.load_pem_x509_certificates(pem)
     except ValueError:
-        raise Refused("bad_client_cert_header", "client certificate header is not a PEM "
-                      "certificate") from None
+        raise Refused(
+            "bad_client_cert_header", "client certificate header is not a PEM certificate"
+        ) from None
     if len(certs) != 1:  # a chain would make "which one is the trailer" ambiguous
-        raise Refused("bad_client_cert_header", "client certificate header holds "
-                      f"{len(certs)} certificates, expected 1")
+        raise Refused(
+            "bad_client_cert_header",
+            f"client certificate header holds {len(certs)} certificates, expected 1",
+        )
     return certs[0].public_bytes(serialization.Encoding.DER)
 
 
 def parse_networks(text: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-    return [ipaddress.ip_network(part.strip(), strict=False)
-            for part in text.split(",") if part.strip()]
+    return [
+        ipaddress.ip_network(part.strip(), strict=False) for part in text.split(",") if part.strip()
+    ]
 
 
 class Authenticator:
@@ -181,8 +189,10 @@ class Authenticator:
             return self._admit(der)
         except Refused as refused:
             AUTH_REFUSALS.labels(refused.reason).inc()
-            audit.warning("trailer refused", extra={"reason": refused.reason,
-                                                    "detail": str(refused), "peer": peer})
+            audit.warning(
+                "trailer refused",
+                extra={"reason": refused.reason, "detail": str(refused), "peer": peer},
+            )
             raise
 
     def _admit(self, der: bytes | None) -> str:

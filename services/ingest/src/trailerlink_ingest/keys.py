@@ -93,13 +93,17 @@ class KeyStore(OpeningKeyring):
                 stamp = self._dir_stamp()
                 if stamp == self._stamp:
                     return False
-                keys = {k.key_id: k for k in (OpeningKey.load(p) for p in
-                                              sorted(self.directory.glob("*.pem")))}
+                keys = {
+                    k.key_id: k
+                    for k in (OpeningKey.load(p) for p in sorted(self.directory.glob("*.pem")))
+                }
             except (OSError, ValueError) as exc:
                 if self._stamp is None:
                     raise
-                log.error("sealing keys not reloaded; keeping the last ones",
-                          extra={"error": type(exc).__name__})
+                log.error(
+                    "sealing keys not reloaded; keeping the last ones",
+                    extra={"error": type(exc).__name__},
+                )
                 return False
             self._by_id, self._stamp = keys, stamp
         log.info("sealing keys loaded", extra={"key_ids": sorted(keys)})
@@ -144,8 +148,11 @@ class KeyStore(OpeningKeyring):
         return {"current": current, "keys": keys}
 
     def _write_state(self, state: dict[str, Any]) -> None:
-        write_durably(self.directory / STATE_FILE,
-                      json.dumps(state, indent=2, sort_keys=True).encode(), mode=0o600)
+        write_durably(
+            self.directory / STATE_FILE,
+            json.dumps(state, indent=2, sort_keys=True).encode(),
+            mode=0o600,
+        )
 
     def current_key_id(self) -> str:
         """The key trailers should seal for: the state's, or the only key there is;
@@ -172,10 +179,16 @@ class KeyStore(OpeningKeyring):
                 # Never recorded (keys from before rotation existed): superseded when
                 # the current key was created.
                 superseded = (state["keys"].get(current) or {}).get("created_at")
-            facts.append({"key_id": key_id, "created_at": created,
-                          "superseded_at": superseded, "current": key_id == current,
-                          "public_key_fingerprint": _fingerprint(keys[key_id]),
-                          "public_key_pem": keys[key_id].recipient.to_pem().decode()})
+            facts.append(
+                {
+                    "key_id": key_id,
+                    "created_at": created,
+                    "superseded_at": superseded,
+                    "current": key_id == current,
+                    "public_key_fingerprint": _fingerprint(keys[key_id]),
+                    "public_key_pem": keys[key_id].recipient.to_pem().decode(),
+                }
+            )
         return facts
 
     def public_listing(self) -> dict[str, Any]:
@@ -183,11 +196,20 @@ class KeyStore(OpeningKeyring):
         private key."""
         current = self.current_key_id()
         if not current:
-            raise KeyRefused(503, "no current sealing key declared: run `trailerlinkctl "
-                                 "keys rotate`")
-        return {"current_key_id": current,
-                "keys": [{"key_id": f["key_id"], "public_key_pem": f["public_key_pem"],
-                          "created_at": f["created_at"]} for f in self.key_facts()]}
+            raise KeyRefused(
+                503, "no current sealing key declared: run `trailerlinkctl keys rotate`"
+            )
+        return {
+            "current_key_id": current,
+            "keys": [
+                {
+                    "key_id": f["key_id"],
+                    "public_key_pem": f["public_key_pem"],
+                    "created_at": f["created_at"],
+                }
+                for f in self.key_facts()
+            ],
+        }
 
     def rotate(self, actor: str) -> dict[str, Any]:
         """Create a key pair, write its private key durably (0600), make it current."""
@@ -206,15 +228,24 @@ class KeyStore(OpeningKeyring):
                         entry["created_at"] = (self.directory / f"{key_id}.pem").stat().st_mtime
                 if not entry.get("superseded_at"):
                     entry["superseded_at"] = now
-            state["keys"][key.key_id] = {"created_at": now, "superseded_at": None,
-                                         "created_by": actor}
+            state["keys"][key.key_id] = {
+                "created_at": now,
+                "superseded_at": None,
+                "created_by": actor,
+            }
             state["current"] = key.key_id
             self._write_state(state)
             self.reload()
-        audit.warning("sealing key rotated", extra={"actor": actor, "key_id": key.key_id,
-                                                    "previous_key_id": previous})
-        return {"key_id": key.key_id, "previous_key_id": previous, "created_at": now,
-                "public_key_fingerprint": _fingerprint(key)}
+        audit.warning(
+            "sealing key rotated",
+            extra={"actor": actor, "key_id": key.key_id, "previous_key_id": previous},
+        )
+        return {
+            "key_id": key.key_id,
+            "previous_key_id": previous,
+            "created_at": now,
+            "public_key_fingerprint": _fingerprint(key),
+        }
 
     def _check_retirable(self, key_id: str) -> None:
         if key_id not in self.key_ids:
@@ -222,8 +253,9 @@ class KeyStore(OpeningKeyring):
         if key_id == self.current_key_id():
             raise KeyRefused(409, f"{key_id} is the current key: rotate first")
 
-    def retire(self, key_id: str, actor: str,
-               blockers: Callable[[str], list[str]]) -> dict[str, Any]:
+    def retire(
+        self, key_id: str, actor: str, blockers: Callable[[str], list[str]]
+    ) -> dict[str, Any]:
         """Delete a superseded key's private key if ``blockers(key_id)`` (why it is still
         needed) is empty; checked under the lock, so two retirements cannot race."""
         if not is_key_id(key_id):
@@ -245,23 +277,36 @@ class KeyStore(OpeningKeyring):
         return {"key_id": key_id, "retired": True}
 
     # --- what trailers report -------------------------------------------------------
-    def record_report(self, trailer_id: str, sealing_key_id: str,
-                      unsent: dict[str, int], resendable: dict[str, int] | None = None) -> None:
-        report = {"trailer_id": trailer_id, "reported_at": time.time(),
-                  "sealing_key_id": sealing_key_id, "unsent_by_key_id": unsent,
-                  "resendable_by_key_id": resendable or {}}
-        write_durably(self.reports_dir / f"{trailer_id}.json",
-                      json.dumps(report, sort_keys=True).encode(), mode=0o644)
+    def record_report(
+        self,
+        trailer_id: str,
+        sealing_key_id: str,
+        unsent: dict[str, int],
+        resendable: dict[str, int] | None = None,
+    ) -> None:
+        report = {
+            "trailer_id": trailer_id,
+            "reported_at": time.time(),
+            "sealing_key_id": sealing_key_id,
+            "unsent_by_key_id": unsent,
+            "resendable_by_key_id": resendable or {},
+        }
+        write_durably(
+            self.reports_dir / f"{trailer_id}.json",
+            json.dumps(report, sort_keys=True).encode(),
+            mode=0o644,
+        )
 
     def report(self, trailer_id: str) -> TrailerReport | None:
         try:
             data = json.loads((self.reports_dir / f"{trailer_id}.json").read_bytes())
-            return TrailerReport(str(data["trailer_id"]), float(data["reported_at"]),
-                                 str(data.get("sealing_key_id", "")),
-                                 {str(k): int(v) for k, v in
-                                  dict(data["unsent_by_key_id"]).items()},
-                                 {str(k): int(v) for k, v in
-                                  dict(data.get("resendable_by_key_id") or {}).items()})
+            return TrailerReport(
+                str(data["trailer_id"]),
+                float(data["reported_at"]),
+                str(data.get("sealing_key_id", "")),
+                {str(k): int(v) for k, v in dict(data["unsent_by_key_id"]).items()},
+                {str(k): int(v) for k, v in dict(data.get("resendable_by_key_id") or {}).items()},
+            )
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, TypeError):
@@ -306,5 +351,11 @@ def _fingerprint(key: OpeningKey) -> str:
     return hashlib.sha256(key.recipient.raw).hexdigest()
 
 
-__all__ = ["KeyRefused", "KeyStore", "TrailerReport", "UnknownKeyError", "parse_report",
-           "parse_resendable"]
+__all__ = [
+    "KeyRefused",
+    "KeyStore",
+    "TrailerReport",
+    "UnknownKeyError",
+    "parse_report",
+    "parse_resendable",
+]

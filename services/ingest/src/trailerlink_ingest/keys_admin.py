@@ -29,8 +29,14 @@ from trailerlink_ingest.uploads import UploadStore
 class KeyStatus:
     """What still needs each key: uploads at the ingest and trailers' unsent objects."""
 
-    def __init__(self, keys: KeyStore, uploads: UploadStore, ledger: Ledger,
-                 access: AccessListFile, settle_seconds: float) -> None:
+    def __init__(
+        self,
+        keys: KeyStore,
+        uploads: UploadStore,
+        ledger: Ledger,
+        access: AccessListFile,
+        settle_seconds: float,
+    ) -> None:
         self.keys = keys
         self.uploads = uploads
         self.ledger = ledger
@@ -49,8 +55,12 @@ class KeyStatus:
                 unverified[key_id] += 1
         return in_progress, unverified
 
-    def blockers(self, key_id: str, superseded_at: float | None,
-                 counts: tuple[Counter[str], Counter[str]] | None = None) -> list[str]:
+    def blockers(
+        self,
+        key_id: str,
+        superseded_at: float | None,
+        counts: tuple[Counter[str], Counter[str]] | None = None,
+    ) -> list[str]:
         """Why ``key_id``'s private key may not go yet (empty: it may)."""
         in_progress, unverified = counts or self._uploads_by_key()
         reasons = []
@@ -64,11 +74,15 @@ class KeyStatus:
         for trailer in sorted(self.access.current().allow):
             report = self.keys.report(trailer)
             if report is None or report.reported_at < since:
-                reasons.append(f"trailer {trailer} has not reported its unsent objects "
-                               "since the key was superseded")
+                reasons.append(
+                    f"trailer {trailer} has not reported its unsent objects "
+                    "since the key was superseded"
+                )
             elif report.unsent_by_key_id.get(key_id, 0):
-                reasons.append(f"trailer {trailer} has {report.unsent_by_key_id[key_id]} "
-                               "objects sealed with it unsent")
+                reasons.append(
+                    f"trailer {trailer} has {report.unsent_by_key_id[key_id]} "
+                    "objects sealed with it unsent"
+                )
         return reasons
 
     def resendable(self, key_id: str) -> int:
@@ -92,34 +106,52 @@ class KeyStatus:
         resendable: Counter[str] = Counter()
         for trailer in sorted(self.access.current().allow):
             report = self.keys.report(trailer)
-            trailers.append({"trailer_id": trailer,
-                             "reported_at": report.reported_at if report else None,
-                             "sealing_key_id": report.sealing_key_id if report else "",
-                             "unsent_by_key_id": report.unsent_by_key_id if report else {},
-                             "resendable_by_key_id":
-                                 report.resendable_by_key_id if report else {}})
+            trailers.append(
+                {
+                    "trailer_id": trailer,
+                    "reported_at": report.reported_at if report else None,
+                    "sealing_key_id": report.sealing_key_id if report else "",
+                    "unsent_by_key_id": report.unsent_by_key_id if report else {},
+                    "resendable_by_key_id": report.resendable_by_key_id if report else {},
+                }
+            )
             if report:
                 unsent.update(report.unsent_by_key_id)
                 resendable.update(report.resendable_by_key_id)
         keys = []
         for fact in self.keys.key_facts():
             key_id = fact["key_id"]
-            reasons = (["current key"] if fact["current"] else
-                       self.blockers(key_id, fact["superseded_at"], counts))
-            keys.append({
-                "key_id": key_id, "created_at": fact["created_at"],
-                "superseded_at": fact["superseded_at"], "current": fact["current"],
-                "public_key_fingerprint": fact["public_key_fingerprint"],
-                "outstanding": {"uploads_in_progress": in_progress[key_id],
-                                "uploads_unverified": unverified[key_id],
-                                "trailers_unsent": unsent[key_id]},
-                # Spool copies sealed with it that a resend could still queue: retiring
-                # the key makes them unresendable (they stay in PACS; re-send from the
-                # modality if ever needed).
-                "unresendable_if_retired": resendable[key_id],
-                "retirable": not reasons, "blockers": reasons})
-        return {"current_key_id": self.keys.current_key_id(), "keys": keys,
-                "trailers": trailers, "settle_seconds": self.settle_seconds}
+            reasons = (
+                ["current key"]
+                if fact["current"]
+                else self.blockers(key_id, fact["superseded_at"], counts)
+            )
+            keys.append(
+                {
+                    "key_id": key_id,
+                    "created_at": fact["created_at"],
+                    "superseded_at": fact["superseded_at"],
+                    "current": fact["current"],
+                    "public_key_fingerprint": fact["public_key_fingerprint"],
+                    "outstanding": {
+                        "uploads_in_progress": in_progress[key_id],
+                        "uploads_unverified": unverified[key_id],
+                        "trailers_unsent": unsent[key_id],
+                    },
+                    # Spool copies sealed with it that a resend could still queue: retiring
+                    # the key makes them unresendable (they stay in PACS; re-send from the
+                    # modality if ever needed).
+                    "unresendable_if_retired": resendable[key_id],
+                    "retirable": not reasons,
+                    "blockers": reasons,
+                }
+            )
+        return {
+            "current_key_id": self.keys.current_key_id(),
+            "keys": keys,
+            "trailers": trailers,
+            "settle_seconds": self.settle_seconds,
+        }
 
 
 def add_key_admin_routes(app: FastAPI, status: KeyStatus, token_file: Any) -> None:
@@ -149,8 +181,7 @@ def add_key_admin_routes(app: FastAPI, status: KeyStatus, token_file: Any) -> No
             # Counted before the key goes: reports keep arriving, the answer says what
             # this retirement did.
             unresendable = await asyncio.to_thread(status.resendable, key_id)
-            done = await asyncio.to_thread(status.keys.retire, key_id, actor,
-                                           status.blockers_now)
+            done = await asyncio.to_thread(status.keys.retire, key_id, actor, status.blockers_now)
             return {**done, "unresendable_spool_copies": unresendable}
         except KeyRefused as exc:
             raise refused(exc) from None

@@ -28,10 +28,10 @@ class LedgerUnavailable(DatabaseUnavailable):
 
 
 class ClaimKind(enum.Enum):
-    NEW = "new"                # first time: store it in PACS
-    RETRY = "retry"            # claimed before but not stored yet (crash, PACS down)
-    DUPLICATE = "duplicate"    # same UID + same content already delivered
-    CONFLICT = "conflict"      # same UID, other content already known
+    NEW = "new"  # first time: store it in PACS
+    RETRY = "retry"  # claimed before but not stored yet (crash, PACS down)
+    DUPLICATE = "duplicate"  # same UID + same content already delivered
+    CONFLICT = "conflict"  # same UID, other content already known
 
 
 @dataclass(frozen=True)
@@ -60,8 +60,8 @@ class Receipt:
     sop_instance_uid: str
     study_instance_uid: str
     dataset_sha256: str
-    outcome: str                       # "delivered" | "failed"
-    reason_code: str = ""              # FailureReason name for failures
+    outcome: str  # "delivered" | "failed"
+    reason_code: str = ""  # FailureReason name for failures
     reason: str = ""
     stage: str = ""
     dicom_status: int = 0
@@ -101,13 +101,13 @@ class Commitment:
     sop_instance_uid: str
     sop_class_uid: str
     dataset_sha256: str
-    event: str                         # the UploadCompleted event, base64 protobuf
+    event: str  # the UploadCompleted event, base64 protobuf
     stored_transfer_syntax_uid: str
     dicom_status: int
     requested_at: float
-    result: str = ""                   # "" pending | "committed" | "failed:<hex reason>"
+    result: str = ""  # "" pending | "committed" | "failed:<hex reason>"
     reported_at: float | None = None
-    called_ae_title: str = ""          # where it was stored (the canary's test AE or the PACS)
+    called_ae_title: str = ""  # where it was stored (the canary's test AE or the PACS)
 
 
 _OBJECT_COLUMNS = [f.name for f in fields(ObjectRow)]
@@ -180,8 +180,9 @@ class Ledger(SqlStore):
     # --- schema ---------------------------------------------------------------------
     def migrate(self) -> None:
         """Create the tables if missing (idempotent; safe from several replicas)."""
-        cursor_type = ("BIGSERIAL PRIMARY KEY" if self.postgres
-                       else "INTEGER PRIMARY KEY AUTOINCREMENT")
+        cursor_type = (
+            "BIGSERIAL PRIMARY KEY" if self.postgres else "INTEGER PRIMARY KEY AUTOINCREMENT"
+        )
         with self._transaction("ledger-migrate") as cur:
             cur.execute(_OBJECTS_DDL)
             cur.execute(_RECEIPTS_DDL.format(cursor_type=cursor_type))
@@ -191,12 +192,23 @@ class Ledger(SqlStore):
 
     # --- objects --------------------------------------------------------------------
     def _object_rows(self, cur: Any, uid: str) -> list[ObjectRow]:
-        cur.execute(self._sql(f"SELECT {', '.join(_OBJECT_COLUMNS)} FROM objects "
-                              "WHERE sop_instance_uid = ?"), (uid,))
+        cur.execute(
+            self._sql(
+                f"SELECT {', '.join(_OBJECT_COLUMNS)} FROM objects WHERE sop_instance_uid = ?"
+            ),
+            (uid,),
+        )
         return [ObjectRow(*row) for row in cur.fetchall()]
 
-    def claim(self, *, sop_instance_uid: str, dataset_sha256: str, trailer_id: str,
-              study_instance_uid: str, upload_id: str) -> tuple[ClaimKind, ObjectRow]:
+    def claim(
+        self,
+        *,
+        sop_instance_uid: str,
+        dataset_sha256: str,
+        trailer_id: str,
+        study_instance_uid: str,
+        upload_id: str,
+    ) -> tuple[ClaimKind, ObjectRow]:
         """Decide what to do with a verified object, atomically across replicas.
 
         Same UID + same hash delivered before: DUPLICATE (no second store). Same UID with
@@ -207,50 +219,83 @@ class Ledger(SqlStore):
         with self._transaction(f"uid:{sop_instance_uid}") as cur:
             rows = self._object_rows(cur, sop_instance_uid)
             mine = next((r for r in rows if r.dataset_sha256 == dataset_sha256), None)
-            others = [r for r in rows if r.dataset_sha256 != dataset_sha256
-                      and r.state != "conflict"]
+            others = [
+                r for r in rows if r.dataset_sha256 != dataset_sha256 and r.state != "conflict"
+            ]
             if mine is not None:
                 if mine.state == "delivered":
                     return ClaimKind.DUPLICATE, mine
                 if mine.state == "conflict":
                     return ClaimKind.CONFLICT, mine
                 if mine.state == "refused":
-                    cur.execute(self._sql("UPDATE objects SET state = 'pending', upload_id = ? "
-                                          "WHERE sop_instance_uid = ? AND dataset_sha256 = ?"),
-                                (upload_id, sop_instance_uid, dataset_sha256))
+                    cur.execute(
+                        self._sql(
+                            "UPDATE objects SET state = 'pending', upload_id = ? "
+                            "WHERE sop_instance_uid = ? AND dataset_sha256 = ?"
+                        ),
+                        (upload_id, sop_instance_uid, dataset_sha256),
+                    )
                     return ClaimKind.NEW, mine
                 return ClaimKind.RETRY, mine
             state = "conflict" if others else "pending"
-            row = ObjectRow(sop_instance_uid, dataset_sha256, trailer_id, study_instance_uid,
-                            upload_id, state, "", 0, 0, 0, time.time(), None, "")
-            cur.execute(self._sql(
-                f"INSERT INTO objects ({', '.join(_OBJECT_COLUMNS)}) "
-                f"VALUES ({', '.join('?' for _ in _OBJECT_COLUMNS)})"),
-                tuple(getattr(row, c) for c in _OBJECT_COLUMNS))
+            row = ObjectRow(
+                sop_instance_uid,
+                dataset_sha256,
+                trailer_id,
+                study_instance_uid,
+                upload_id,
+                state,
+                "",
+                0,
+                0,
+                0,
+                time.time(),
+                None,
+                "",
+            )
+            cur.execute(
+                self._sql(
+                    f"INSERT INTO objects ({', '.join(_OBJECT_COLUMNS)}) "
+                    f"VALUES ({', '.join('?' for _ in _OBJECT_COLUMNS)})"
+                ),
+                tuple(getattr(row, c) for c in _OBJECT_COLUMNS),
+            )
             return (ClaimKind.CONFLICT if others else ClaimKind.NEW), row
 
     def set_conflict_path(self, sop_instance_uid: str, dataset_sha256: str, path: str) -> None:
         with self._transaction() as cur:
-            cur.execute(self._sql("UPDATE objects SET conflict_path = ? "
-                                  "WHERE sop_instance_uid = ? AND dataset_sha256 = ?"),
-                        (path, sop_instance_uid, dataset_sha256))
+            cur.execute(
+                self._sql(
+                    "UPDATE objects SET conflict_path = ? "
+                    "WHERE sop_instance_uid = ? AND dataset_sha256 = ?"
+                ),
+                (path, sop_instance_uid, dataset_sha256),
+            )
 
     def count_store_attempt(self, sop_instance_uid: str, dataset_sha256: str) -> None:
         with self._transaction() as cur:
-            cur.execute(self._sql("UPDATE objects SET store_attempts = store_attempts + 1 "
-                                  "WHERE sop_instance_uid = ? AND dataset_sha256 = ?"),
-                        (sop_instance_uid, dataset_sha256))
+            cur.execute(
+                self._sql(
+                    "UPDATE objects SET store_attempts = store_attempts + 1 "
+                    "WHERE sop_instance_uid = ? AND dataset_sha256 = ?"
+                ),
+                (sop_instance_uid, dataset_sha256),
+            )
 
     def get_object(self, sop_instance_uid: str, dataset_sha256: str) -> ObjectRow | None:
-        rows = self._read(f"SELECT {', '.join(_OBJECT_COLUMNS)} FROM objects "
-                          "WHERE sop_instance_uid = ? AND dataset_sha256 = ?",
-                          (sop_instance_uid, dataset_sha256))
+        rows = self._read(
+            f"SELECT {', '.join(_OBJECT_COLUMNS)} FROM objects "
+            "WHERE sop_instance_uid = ? AND dataset_sha256 = ?",
+            (sop_instance_uid, dataset_sha256),
+        )
         return ObjectRow(*rows[0]) if rows else None
 
     def objects(self, sop_instance_uid: str) -> list[ObjectRow]:
-        rows = self._read(f"SELECT {', '.join(_OBJECT_COLUMNS)} FROM objects "
-                          "WHERE sop_instance_uid = ? ORDER BY received_at",
-                          (sop_instance_uid,))
+        rows = self._read(
+            f"SELECT {', '.join(_OBJECT_COLUMNS)} FROM objects "
+            "WHERE sop_instance_uid = ? ORDER BY received_at",
+            (sop_instance_uid,),
+        )
         return [ObjectRow(*r) for r in rows]
 
     def backlog(self) -> int:
@@ -268,36 +313,55 @@ class Ledger(SqlStore):
             if self.postgres:
                 cur.execute("SELECT pg_advisory_xact_lock(%s)", (_RECEIPT_LOCK,))
             if object_state is not None:
-                cur.execute(self._sql(
-                    "UPDATE objects SET state = ?, stored_transfer_syntax_uid = ?, "
-                    "dicom_status = ?, storage_committed = ?, delivered_at = ? "
-                    "WHERE sop_instance_uid = ? AND dataset_sha256 = ? AND state <> 'conflict'"),
-                    (object_state, receipt.stored_transfer_syntax_uid, receipt.dicom_status,
-                     receipt.storage_committed,
-                     receipt.at if object_state == "delivered" else None,
-                     receipt.sop_instance_uid, receipt.dataset_sha256))
-            cur.execute(self._sql(
-                f"INSERT INTO receipts ({', '.join(_RECEIPT_COLUMNS)}) "
-                f"VALUES ({', '.join('?' for _ in _RECEIPT_COLUMNS)}) "
-                "ON CONFLICT (upload_id) DO NOTHING"),
-                tuple(getattr(receipt, c) for c in _RECEIPT_COLUMNS))
-            cur.execute(self._sql(f"SELECT cursor, {', '.join(_RECEIPT_COLUMNS)} FROM receipts "
-                                  "WHERE upload_id = ?"), (receipt.upload_id,))
+                cur.execute(
+                    self._sql(
+                        "UPDATE objects SET state = ?, stored_transfer_syntax_uid = ?, "
+                        "dicom_status = ?, storage_committed = ?, delivered_at = ? "
+                        "WHERE sop_instance_uid = ? AND dataset_sha256 = ? AND state <> 'conflict'"
+                    ),
+                    (
+                        object_state,
+                        receipt.stored_transfer_syntax_uid,
+                        receipt.dicom_status,
+                        receipt.storage_committed,
+                        receipt.at if object_state == "delivered" else None,
+                        receipt.sop_instance_uid,
+                        receipt.dataset_sha256,
+                    ),
+                )
+            cur.execute(
+                self._sql(
+                    f"INSERT INTO receipts ({', '.join(_RECEIPT_COLUMNS)}) "
+                    f"VALUES ({', '.join('?' for _ in _RECEIPT_COLUMNS)}) "
+                    "ON CONFLICT (upload_id) DO NOTHING"
+                ),
+                tuple(getattr(receipt, c) for c in _RECEIPT_COLUMNS),
+            )
+            cur.execute(
+                self._sql(
+                    f"SELECT cursor, {', '.join(_RECEIPT_COLUMNS)} FROM receipts "
+                    "WHERE upload_id = ?"
+                ),
+                (receipt.upload_id,),
+            )
             row = cur.fetchone()
         return _receipt(row)
 
     def receipt_for_upload(self, upload_id: str) -> Receipt | None:
-        rows = self._read(f"SELECT cursor, {', '.join(_RECEIPT_COLUMNS)} FROM receipts "
-                          "WHERE upload_id = ?", (upload_id,))
+        rows = self._read(
+            f"SELECT cursor, {', '.join(_RECEIPT_COLUMNS)} FROM receipts WHERE upload_id = ?",
+            (upload_id,),
+        )
         return _receipt(rows[0]) if rows else None
 
     def receipts(self, trailer_id: str, after: int = 0, limit: int = 100) -> list[Receipt]:
         """A trailer's receipts with cursor > ``after``, oldest first."""
-        rows = self._read(f"SELECT cursor, {', '.join(_RECEIPT_COLUMNS)} FROM receipts "
-                          "WHERE trailer_id = ? AND cursor > ? ORDER BY cursor LIMIT ?",
-                          (trailer_id, after, limit))
+        rows = self._read(
+            f"SELECT cursor, {', '.join(_RECEIPT_COLUMNS)} FROM receipts "
+            "WHERE trailer_id = ? AND cursor > ? ORDER BY cursor LIMIT ?",
+            (trailer_id, after, limit),
+        )
         return [_receipt(r) for r in rows]
-
 
     # --- storage commitment ---------------------------------------------------------
     def begin_commitment(self, commitment: Commitment) -> Commitment:
@@ -305,47 +369,72 @@ class Ledger(SqlStore):
         transaction recorded. Returns the upload's transaction (an earlier one if the
         upload already has one: a retry asks again under the same UID)."""
         with self._transaction(f"uid:{commitment.sop_instance_uid}") as cur:
-            cur.execute(self._sql(
-                "UPDATE objects SET state = 'committing', stored_transfer_syntax_uid = ?, "
-                "dicom_status = ? WHERE sop_instance_uid = ? AND dataset_sha256 = ? "
-                "AND state <> 'conflict'"),
-                (commitment.stored_transfer_syntax_uid, commitment.dicom_status,
-                 commitment.sop_instance_uid, commitment.dataset_sha256))
-            cur.execute(self._sql(
-                f"INSERT INTO commitments ({', '.join(_COMMITMENT_COLUMNS)}) "
-                f"VALUES ({', '.join('?' for _ in _COMMITMENT_COLUMNS)}) "
-                "ON CONFLICT (upload_id) DO NOTHING"),
-                tuple(getattr(commitment, c) for c in _COMMITMENT_COLUMNS))
-            cur.execute(self._sql(f"SELECT {', '.join(_COMMITMENT_COLUMNS)} FROM commitments "
-                                  "WHERE upload_id = ?"), (commitment.upload_id,))
+            cur.execute(
+                self._sql(
+                    "UPDATE objects SET state = 'committing', stored_transfer_syntax_uid = ?, "
+                    "dicom_status = ? WHERE sop_instance_uid = ? AND dataset_sha256 = ? "
+                    "AND state <> 'conflict'"
+                ),
+                (
+                    commitment.stored_transfer_syntax_uid,
+                    commitment.dicom_status,
+                    commitment.sop_instance_uid,
+                    commitment.dataset_sha256,
+                ),
+            )
+            cur.execute(
+                self._sql(
+                    f"INSERT INTO commitments ({', '.join(_COMMITMENT_COLUMNS)}) "
+                    f"VALUES ({', '.join('?' for _ in _COMMITMENT_COLUMNS)}) "
+                    "ON CONFLICT (upload_id) DO NOTHING"
+                ),
+                tuple(getattr(commitment, c) for c in _COMMITMENT_COLUMNS),
+            )
+            cur.execute(
+                self._sql(
+                    f"SELECT {', '.join(_COMMITMENT_COLUMNS)} FROM commitments WHERE upload_id = ?"
+                ),
+                (commitment.upload_id,),
+            )
             return Commitment(*cur.fetchone())
 
-    def record_commitment_result(self, transaction_uid: str, sop_instance_uid: str,
-                                 result: str) -> int:
+    def record_commitment_result(
+        self, transaction_uid: str, sop_instance_uid: str, result: str
+    ) -> int:
         """Record the PACS's report for one object (first report wins); rows changed."""
         with self._transaction() as cur:
-            cur.execute(self._sql(
-                "UPDATE commitments SET result = ?, reported_at = ? WHERE transaction_uid = ? "
-                "AND sop_instance_uid = ? AND result = ''"),
-                (result, time.time(), transaction_uid, sop_instance_uid))
+            cur.execute(
+                self._sql(
+                    "UPDATE commitments SET result = ?, reported_at = ? WHERE transaction_uid = ? "
+                    "AND sop_instance_uid = ? AND result = ''"
+                ),
+                (result, time.time(), transaction_uid, sop_instance_uid),
+            )
             return int(cur.rowcount or 0)
 
     def commitments_reported(self) -> list[Commitment]:
         """Reported transactions whose upload has no receipt yet."""
-        rows = self._read(f"SELECT {', '.join('c.' + c for c in _COMMITMENT_COLUMNS)} "
-                          "FROM commitments c WHERE c.result <> '' AND NOT EXISTS "
-                          "(SELECT 1 FROM receipts r WHERE r.upload_id = c.upload_id)")
+        rows = self._read(
+            f"SELECT {', '.join('c.' + c for c in _COMMITMENT_COLUMNS)} "
+            "FROM commitments c WHERE c.result <> '' AND NOT EXISTS "
+            "(SELECT 1 FROM receipts r WHERE r.upload_id = c.upload_id)"
+        )
         return [Commitment(*r) for r in rows]
 
     def commitments_overdue(self, requested_before: float) -> list[Commitment]:
-        rows = self._read(f"SELECT {', '.join(_COMMITMENT_COLUMNS)} FROM commitments "
-                          "WHERE result = '' AND requested_at < ?", (requested_before,))
+        rows = self._read(
+            f"SELECT {', '.join(_COMMITMENT_COLUMNS)} FROM commitments "
+            "WHERE result = '' AND requested_at < ?",
+            (requested_before,),
+        )
         return [Commitment(*r) for r in rows]
 
     def touch_commitment(self, transaction_uid: str) -> None:
         with self._transaction() as cur:
-            cur.execute(self._sql("UPDATE commitments SET requested_at = ? "
-                                  "WHERE transaction_uid = ?"), (time.time(), transaction_uid))
+            cur.execute(
+                self._sql("UPDATE commitments SET requested_at = ? WHERE transaction_uid = ?"),
+                (time.time(), transaction_uid),
+            )
 
 
 def _receipt(row: tuple[Any, ...]) -> Receipt:

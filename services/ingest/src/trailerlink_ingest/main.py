@@ -177,5 +177,9 @@ def main(argv: list[str] | None = None) -> None:
 
         raise SystemExit(devca_main(args[1:]))
     # A missing certificate, key directory or bad DSN: say which, without a traceback.
-    run_service("ingest", lambda: build(load_settings(IngestSettings)),
-                (ConfigError, OSError, ssl.SSLError, ValueError), describe=cannot_start)
+    run_service(
+        "ingest",
+        lambda: build(load_settings(IngestSettings)),
+        (ConfigError, OSError, ssl.SSLError, ValueError),
+        describe=cannot_start,
+    )

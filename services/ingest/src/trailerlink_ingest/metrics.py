@@ -134,8 +134,15 @@ UPLOAD_REFUSALS = Counter(
 # first increment is invisible to increase(), and its first failure would not alert.
 for _kind in ("no_context", "association", "no_response", "busy", "refused"):
     PACS_STORE_FAILURES.labels(_kind)
-for _reason in ("verify_failed", "uid_conflict", "pacs_refused", "unparseable", "unsealable",
-                "deadline_exceeded", "unspecified"):
+for _reason in (
+    "verify_failed",
+    "uid_conflict",
+    "pacs_refused",
+    "unparseable",
+    "unsealable",
+    "deadline_exceeded",
+    "unspecified",
+):
     FAILED.labels(_reason)
     VERIFY_FAILURES.labels(_reason)
 

@@ -37,8 +37,12 @@ SUCCESS = 0x0000
 WARNING_COERCION = 0xB000
 WARNING_ELEMENTS_DISCARDED = 0xB006
 WARNING_DOES_NOT_MATCH_SOP_CLASS = 0xB007
-SUCCESS_STATUSES = {SUCCESS, WARNING_COERCION, WARNING_ELEMENTS_DISCARDED,
-                    WARNING_DOES_NOT_MATCH_SOP_CLASS}
+SUCCESS_STATUSES = {
+    SUCCESS,
+    WARNING_COERCION,
+    WARNING_ELEMENTS_DISCARDED,
+    WARNING_DOES_NOT_MATCH_SOP_CLASS,
+}
 OUT_OF_RESOURCES_FIRST = 0xA700
 OUT_OF_RESOURCES_LAST = 0xA7FF
 RESOURCE_LIMITATION = 0x0213
@@ -48,9 +52,14 @@ CANARY_PATIENT_ID_PREFIX = "TLCANARY-"
 _UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
 # Lossless syntaxes pydicom can decompress (with the image plug-ins installed).
 _LOSSLESS_COMPRESSED = {
-    "1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.80",
-    "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.5",
-    "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.4.202",
+    "1.2.840.10008.1.2.4.57",
+    "1.2.840.10008.1.2.4.70",
+    "1.2.840.10008.1.2.4.80",
+    "1.2.840.10008.1.2.4.90",
+    "1.2.840.10008.1.2.4.201",
+    "1.2.840.10008.1.2.5",
+    "1.2.840.10008.1.2.1.99",
+    "1.2.840.10008.1.2.4.202",
 }
 
 
@@ -93,28 +102,37 @@ def called_ae_title(path: Path, target: PacsTarget) -> str:
     if not target.canary_ae_title:
         return target.ae_title
     try:
-        patient_id = str(dcmread(path, stop_before_pixels=True,
-                                 specific_tags=["PatientID"]).get("PatientID", ""))
+        patient_id = str(
+            dcmread(path, stop_before_pixels=True, specific_tags=["PatientID"]).get("PatientID", "")
+        )
     except (OSError, ValueError):  # verified before; unreadable here: the normal route
         return target.ae_title
-    return (target.canary_ae_title if patient_id.startswith(CANARY_PATIENT_ID_PREFIX)
-            else target.ae_title)
+    return (
+        target.canary_ae_title
+        if patient_id.startswith(CANARY_PATIENT_ID_PREFIX)
+        else target.ae_title
+    )
 
 
 def _is_transient(status: int) -> bool:
-    return (OUT_OF_RESOURCES_FIRST <= status <= OUT_OF_RESOURCES_LAST
-            or status == RESOURCE_LIMITATION)
+    return (
+        OUT_OF_RESOURCES_FIRST <= status <= OUT_OF_RESOURCES_LAST or status == RESOURCE_LIMITATION
+    )
 
 
 def _fallback_syntaxes(original: str) -> list[str | UID]:
-    if original in _UNCOMPRESSED or original == "1.2.840.10008.1.2.2" \
-            or original in _LOSSLESS_COMPRESSED:
+    if (
+        original in _UNCOMPRESSED
+        or original == "1.2.840.10008.1.2.2"
+        or original in _LOSSLESS_COMPRESSED
+    ):
         return [ts for ts in _UNCOMPRESSED if ts != original]
     return []  # lossy or unknown: no fallback can be lossless
 
 
-def store(path: Path, sop_class_uid: str, transfer_syntax_uid: str,
-          target: PacsTarget) -> StoreResult:
+def store(
+    path: Path, sop_class_uid: str, transfer_syntax_uid: str, target: PacsTarget
+) -> StoreResult:
     """C-STORE the Part 10 file at ``path``; see the module docstring for outcomes."""
     started = time.perf_counter()
     ae = AE(ae_title=target.calling_ae_title)
@@ -132,16 +150,26 @@ def store(path: Path, sop_class_uid: str, transfer_syntax_uid: str,
             # The PACS answered and accepted none of our contexts (pynetdicom then aborts):
             # it will not take this SOP class in any syntax we may send. Permanent.
             PACS_STORE_FAILURES.labels("no_context").inc()
-            raise PacsRefused(0, "PACS accepted no presentation context for this object "
-                                 "in its transfer syntax or a lossless alternative")
+            raise PacsRefused(
+                0,
+                "PACS accepted no presentation context for this object "
+                "in its transfer syntax or a lossless alternative",
+            )
         PACS_STORE_FAILURES.labels("association").inc()
-        reason = ("association rejected" if assoc.is_rejected
-                  else "association aborted" if assoc.is_aborted
-                  else "PACS not reachable")
+        reason = (
+            "association rejected"
+            if assoc.is_rejected
+            else "association aborted"
+            if assoc.is_aborted
+            else "PACS not reachable"
+        )
         raise PacsUnavailable(reason)
     try:
-        accepted = {str(cx.transfer_syntax[0]) for cx in assoc.accepted_contexts
-                    if cx.abstract_syntax == sop_class_uid}
+        accepted = {
+            str(cx.transfer_syntax[0])
+            for cx in assoc.accepted_contexts
+            if cx.abstract_syntax == sop_class_uid
+        }
         if transfer_syntax_uid in accepted:
             used, fallback = transfer_syntax_uid, False
             status_ds = assoc.send_c_store(path)
@@ -149,16 +177,21 @@ def store(path: Path, sop_class_uid: str, transfer_syntax_uid: str,
             usable = [ts for ts in fallbacks if ts in accepted]
             if not usable:
                 PACS_STORE_FAILURES.labels("no_context").inc()
-                raise PacsRefused(0, "PACS accepted no presentation context for this object "
-                                     "in its transfer syntax or a lossless alternative")
+                raise PacsRefused(
+                    0,
+                    "PACS accepted no presentation context for this object "
+                    "in its transfer syntax or a lossless alternative",
+                )
             converted = _converted(path, transfer_syntax_uid)
             current = str(converted.file_meta.TransferSyntaxUID)
             used, fallback = (current if current in usable else str(usable[0])), True
             # pynetdicom re-encodes between the uncompressed little-endian syntaxes itself.
             status_ds = assoc.send_c_store(converted)
             LOSSLESS_FALLBACKS.inc()
-            log.warning("stored in a lossless fallback transfer syntax",
-                        extra={"from_ts": transfer_syntax_uid, "to_ts": used})
+            log.warning(
+                "stored in a lossless fallback transfer syntax",
+                extra={"from_ts": transfer_syntax_uid, "to_ts": used},
+            )
         if not status_ds or "Status" not in status_ds:
             PACS_STORE_FAILURES.labels("no_response").inc()
             raise PacsUnavailable("no C-STORE response (timeout or abort)")

@@ -99,8 +99,9 @@ def _dataset_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def open_and_verify(sealed: Path, out: Path, event: UploadCompleted,
-                    keys: OpeningKeyring) -> Verified:
+def open_and_verify(
+    sealed: Path, out: Path, event: UploadCompleted, keys: OpeningKeyring
+) -> Verified:
     """Unseal ``sealed`` into ``out`` and check it is exactly the object announced.
 
     Raises :class:`VerifyFailed` (nothing left at ``out``) when the sealed object does
@@ -115,22 +116,30 @@ def open_and_verify(sealed: Path, out: Path, event: UploadCompleted,
     if header.key_id != event.key_id:
         raise VerifyFailed(verify_failed, "ingest.verify", "sealed for another key than announced")
     if header.dataset_sha256 is not None and header.dataset_sha256 != event.dataset_sha256:
-        raise VerifyFailed(verify_failed, "ingest.verify",
-                           "sealed object carries another dataset SHA-256 than announced")
+        raise VerifyFailed(
+            verify_failed,
+            "ingest.verify",
+            "sealed object carries another dataset SHA-256 than announced",
+        )
     if event.file_sha256 and header.original_sha256 != event.file_sha256:
-        raise VerifyFailed(verify_failed, "ingest.verify",
-                           "sealed object carries another file SHA-256 than announced")
+        raise VerifyFailed(
+            verify_failed,
+            "ingest.verify",
+            "sealed object carries another file SHA-256 than announced",
+        )
     try:
         unseal_to_file(sealed, out, keys)
     except (UnknownKeyError, KeyUnwrapError) as exc:
         raise VerifyFailed(unsealable, "ingest.unseal", f"cannot open: {exc}") from None
     except IntegrityError as exc:
-        raise VerifyFailed(verify_failed, "ingest.verify",
-                           f"verification failed: {type(exc).__name__}") from None
+        raise VerifyFailed(
+            verify_failed, "ingest.verify", f"verification failed: {type(exc).__name__}"
+        ) from None
     try:
         if header.dataset_sha256 is None and _dataset_sha256(out) != event.dataset_sha256:
-            raise VerifyFailed(verify_failed, "ingest.verify",
-                               "dataset SHA-256 differs from the one announced")
+            raise VerifyFailed(
+                verify_failed, "ingest.verify", "dataset SHA-256 differs from the one announced"
+            )
         try:
             ds = dcmread(out, stop_before_pixels=True)
             sop_uid = str(ds.SOPInstanceUID)
@@ -138,12 +147,16 @@ def open_and_verify(sealed: Path, out: Path, event: UploadCompleted,
             sop_class = str(ds.SOPClassUID)
             ts = str(ds.file_meta.TransferSyntaxUID)
         except (InvalidDicomError, AttributeError, ValueError, NotPart10Error, EOFError):
-            raise VerifyFailed(FailureReason.Value("FAILURE_REASON_UNPARSEABLE"),
-                               "ingest.verify", "object is not parseable DICOM") from None
+            raise VerifyFailed(
+                FailureReason.Value("FAILURE_REASON_UNPARSEABLE"),
+                "ingest.verify",
+                "object is not parseable DICOM",
+            ) from None
         ident = event.object
         if sop_uid != ident.sop_instance_uid or study_uid != ident.study_instance_uid:
-            raise VerifyFailed(verify_failed, "ingest.verify",
-                               "object's UIDs differ from the ones announced")
+            raise VerifyFailed(
+                verify_failed, "ingest.verify", "object's UIDs differ from the ones announced"
+            )
     except VerifyFailed:
         out.unlink(missing_ok=True)
         raise
@@ -153,9 +166,18 @@ def open_and_verify(sealed: Path, out: Path, event: UploadCompleted,
 class Processor:
     """Handles ``upload-completed`` events (a ConsumerRunner handler)."""
 
-    def __init__(self, *, uploads: UploadStore, ledger: Ledger, keys: OpeningKeyring,
-                 pacs: PacsTarget, producer: EventProducer, work_dir: Path,
-                 keep_delivered: bool = False, storage_commitment: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        uploads: UploadStore,
+        ledger: Ledger,
+        keys: OpeningKeyring,
+        pacs: PacsTarget,
+        producer: EventProducer,
+        work_dir: Path,
+        keep_delivered: bool = False,
+        storage_commitment: bool = False,
+    ) -> None:
         self.uploads = uploads
         self.ledger = ledger
         self.keys = keys
@@ -171,10 +193,14 @@ class Processor:
         assert isinstance(event, UploadCompleted)
         started = time.perf_counter()
         try:
-            with tracer.start_as_current_span("ingest.process", attributes={
+            with tracer.start_as_current_span(
+                "ingest.process",
+                attributes={
                     "dicom.sop_instance_uid": event.object.sop_instance_uid,
                     "trailerlink.trailer_id": event.meta.trailer_id,
-                    "trailerlink.upload_id": event.upload_id}):
+                    "trailerlink.upload_id": event.upload_id,
+                },
+            ):
                 await self._handle(event)
         except LedgerUnavailable as exc:
             raise DependencyUnavailable(str(exc)) from None
@@ -205,126 +231,201 @@ class Processor:
                 verified = await asyncio.to_thread(open_and_verify, sealed, out, event, self.keys)
         except VerifyFailed as failed:
             metrics.VERIFY_FAILURES.labels(reason_name(failed.code).lower()).inc()
-            log.error("upload failed verification",
-                      extra={"trailer": trailer, "upload_id": event.upload_id,
-                             "stage": failed.stage, "reason": failed.reason})
-            await self.outcome(event, self.failed(event, failed.code, failed.stage,
-                                                    failed.reason), None)
+            log.error(
+                "upload failed verification",
+                extra={
+                    "trailer": trailer,
+                    "upload_id": event.upload_id,
+                    "stage": failed.stage,
+                    "reason": failed.reason,
+                },
+            )
+            await self.outcome(
+                event, self.failed(event, failed.code, failed.stage, failed.reason), None
+            )
             return
         kind, row = await asyncio.to_thread(
-            self.ledger.claim, sop_instance_uid=event.object.sop_instance_uid,
-            dataset_sha256=event.dataset_sha256, trailer_id=trailer,
-            study_instance_uid=event.object.study_instance_uid, upload_id=event.upload_id)
+            self.ledger.claim,
+            sop_instance_uid=event.object.sop_instance_uid,
+            dataset_sha256=event.dataset_sha256,
+            trailer_id=trailer,
+            study_instance_uid=event.object.study_instance_uid,
+            upload_id=event.upload_id,
+        )
         if kind is ClaimKind.DUPLICATE:
             metrics.DUPLICATES.inc()
-            receipt = self.delivered(event, row.stored_transfer_syntax_uid,
-                                      row.dicom_status, duplicate=True)
+            receipt = self.delivered(
+                event, row.stored_transfer_syntax_uid, row.dicom_status, duplicate=True
+            )
             await self.outcome(event, receipt, None)
             out.unlink(missing_ok=True)
             return
         if kind is ClaimKind.CONFLICT:
             kept = await asyncio.to_thread(self._keep_conflict, out, event)
-            await asyncio.to_thread(self.ledger.set_conflict_path,
-                                    event.object.sop_instance_uid, event.dataset_sha256, kept)
+            await asyncio.to_thread(
+                self.ledger.set_conflict_path,
+                event.object.sop_instance_uid,
+                event.dataset_sha256,
+                kept,
+            )
             metrics.UID_CONFLICTS.inc()
-            log.error("UID conflict: same SOP Instance UID with other content; both kept",
-                      extra={"trailer": trailer, "upload_id": event.upload_id,
-                             "kept_at": kept})
+            log.error(
+                "UID conflict: same SOP Instance UID with other content; both kept",
+                extra={"trailer": trailer, "upload_id": event.upload_id, "kept_at": kept},
+            )
             code = FailureReason.Value("FAILURE_REASON_UID_CONFLICT")
-            await self.outcome(event, self.failed(
-                event, code, "ingest.ledger",
-                "SOP Instance UID already received with other content; copy kept, "
-                "not sent to PACS"), None)
+            await self.outcome(
+                event,
+                self.failed(
+                    event,
+                    code,
+                    "ingest.ledger",
+                    "SOP Instance UID already received with other content; copy kept, "
+                    "not sent to PACS",
+                ),
+                None,
+            )
             return
         if kind is ClaimKind.RETRY and row.state == "committing":
             # In PACS already, its commitment outstanding: ask again, never store twice.
-            await self._request_commitment(event, verified, row.stored_transfer_syntax_uid,
-                                           row.dicom_status)
+            await self._request_commitment(
+                event, verified, row.stored_transfer_syntax_uid, row.dicom_status
+            )
             return
         await self._forward(event, verified)
 
     def _reread(self, out: Path, event: UploadCompleted) -> Verified:
         ds = dcmread(out, stop_before_pixels=True)
-        return Verified(out, str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID),
-                        event.dataset_sha256)
+        return Verified(
+            out, str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID), event.dataset_sha256
+        )
 
     async def _forward(self, event: UploadCompleted, verified: Verified) -> None:
-        await asyncio.to_thread(self.ledger.count_store_attempt,
-                                event.object.sop_instance_uid, event.dataset_sha256)
+        await asyncio.to_thread(
+            self.ledger.count_store_attempt, event.object.sop_instance_uid, event.dataset_sha256
+        )
         with contextlib.suppress(LedgerUnavailable):
             metrics.PACS_BACKLOG.set(await asyncio.to_thread(self.ledger.backlog))
         try:
-            with tracer.start_as_current_span("ingest.pacs.store", kind=SpanKind.CLIENT,
-                                              attributes={
+            with tracer.start_as_current_span(
+                "ingest.pacs.store",
+                kind=SpanKind.CLIENT,
+                attributes={
                     "dicom.sop_instance_uid": event.object.sop_instance_uid,
-                    "dicom.called_ae_title": self.pacs.ae_title}):
+                    "dicom.called_ae_title": self.pacs.ae_title,
+                },
+            ):
                 result: StoreResult = await asyncio.to_thread(
-                    store, verified.path, verified.sop_class_uid, verified.transfer_syntax_uid,
-                    self.pacs)
+                    store,
+                    verified.path,
+                    verified.sop_class_uid,
+                    verified.transfer_syntax_uid,
+                    self.pacs,
+                )
         except PacsUnavailable as exc:
             raise DependencyUnavailable(f"PACS: {exc}") from None
         except PacsRefused as refused:
             code = FailureReason.Value("FAILURE_REASON_PACS_REFUSED")
-            receipt = self.failed(event, code, "ingest.pacs", refused.reason,
-                                   dicom_status=refused.status)
+            receipt = self.failed(
+                event, code, "ingest.pacs", refused.reason, dicom_status=refused.status
+            )
             await self.outcome(event, receipt, "refused")
             verified.path.unlink(missing_ok=True)
-            raise PermanentError(f"PACS refused: status 0x{refused.status:04X}: "
-                                 f"{refused.reason}") from None
+            raise PermanentError(
+                f"PACS refused: status 0x{refused.status:04X}: {refused.reason}"
+            ) from None
         if self.storage_commitment:
-            await self._request_commitment(event, verified, result.transfer_syntax_uid,
-                                           result.status)
+            await self._request_commitment(
+                event, verified, result.transfer_syntax_uid, result.status
+            )
             return
-        receipt = self.delivered(event, result.transfer_syntax_uid, result.status,
-                                 duplicate=False)
+        receipt = self.delivered(event, result.transfer_syntax_uid, result.status, duplicate=False)
         await self.outcome(event, receipt, "delivered")
         verified.path.unlink(missing_ok=True)
         with contextlib.suppress(LedgerUnavailable):
             metrics.PACS_BACKLOG.set(await asyncio.to_thread(self.ledger.backlog))
 
-    async def _request_commitment(self, event: UploadCompleted, verified: Verified,
-                                  ts: str, status: int) -> None:
+    async def _request_commitment(
+        self, event: UploadCompleted, verified: Verified, ts: str, status: int
+    ) -> None:
         """Delivered only on the PACS's N-EVENT-REPORT (commitment.py finishes it)."""
-        pending = await asyncio.to_thread(self.ledger.begin_commitment, Commitment(
-            transaction_uid=transaction_uid(), upload_id=event.upload_id,
-            sop_instance_uid=event.object.sop_instance_uid,
-            sop_class_uid=verified.sop_class_uid, dataset_sha256=event.dataset_sha256,
-            event=encode_event(event), stored_transfer_syntax_uid=ts, dicom_status=status,
-            requested_at=time.time(),
-            called_ae_title=await asyncio.to_thread(called_ae_title, verified.path, self.pacs)))
+        pending = await asyncio.to_thread(
+            self.ledger.begin_commitment,
+            Commitment(
+                transaction_uid=transaction_uid(),
+                upload_id=event.upload_id,
+                sop_instance_uid=event.object.sop_instance_uid,
+                sop_class_uid=verified.sop_class_uid,
+                dataset_sha256=event.dataset_sha256,
+                event=encode_event(event),
+                stored_transfer_syntax_uid=ts,
+                dicom_status=status,
+                requested_at=time.time(),
+                called_ae_title=await asyncio.to_thread(called_ae_title, verified.path, self.pacs),
+            ),
+        )
         try:
-            await asyncio.to_thread(request_commitment, self.pacs, pending.transaction_uid,
-                                    pending.sop_class_uid, pending.sop_instance_uid,
-                                    pending.called_ae_title)
+            await asyncio.to_thread(
+                request_commitment,
+                self.pacs,
+                pending.transaction_uid,
+                pending.sop_class_uid,
+                pending.sop_instance_uid,
+                pending.called_ae_title,
+            )
         except PacsUnavailable as exc:
             raise DependencyUnavailable(f"PACS: {exc}") from None
         verified.path.unlink(missing_ok=True)
 
     # --- outcomes ---------------------------------------------------------------------
-    def delivered(self, event: UploadCompleted, ts: str, status: int, *,
-                  duplicate: bool, committed: bool = False) -> Receipt:
+    def delivered(
+        self,
+        event: UploadCompleted,
+        ts: str,
+        status: int,
+        *,
+        duplicate: bool,
+        committed: bool = False,
+    ) -> Receipt:
         return Receipt(
-            upload_id=event.upload_id, trailer_id=event.meta.trailer_id,
+            upload_id=event.upload_id,
+            trailer_id=event.meta.trailer_id,
             sop_instance_uid=event.object.sop_instance_uid,
             study_instance_uid=event.object.study_instance_uid,
-            dataset_sha256=event.dataset_sha256, outcome="delivered", dicom_status=status,
-            stored_transfer_syntax_uid=ts, storage_committed=int(committed),
-            duplicate=int(duplicate), permanent=1, at=time.time())
+            dataset_sha256=event.dataset_sha256,
+            outcome="delivered",
+            dicom_status=status,
+            stored_transfer_syntax_uid=ts,
+            storage_committed=int(committed),
+            duplicate=int(duplicate),
+            permanent=1,
+            at=time.time(),
+        )
 
-    def failed(self, event: UploadCompleted, code: int, stage: str, reason: str, *,
-               dicom_status: int = 0) -> Receipt:
+    def failed(
+        self, event: UploadCompleted, code: int, stage: str, reason: str, *, dicom_status: int = 0
+    ) -> Receipt:
         return Receipt(
-            upload_id=event.upload_id, trailer_id=event.meta.trailer_id,
+            upload_id=event.upload_id,
+            trailer_id=event.meta.trailer_id,
             sop_instance_uid=event.object.sop_instance_uid,
             study_instance_uid=event.object.study_instance_uid,
-            dataset_sha256=event.dataset_sha256, outcome="failed",
-            reason_code=reason_name(code), reason=reason[:500], stage=stage,
-            dicom_status=dicom_status, permanent=1, at=time.time())
+            dataset_sha256=event.dataset_sha256,
+            outcome="failed",
+            reason_code=reason_name(code),
+            reason=reason[:500],
+            stage=stage,
+            dicom_status=dicom_status,
+            permanent=1,
+            at=time.time(),
+        )
 
-    async def outcome(self, event: UploadCompleted, receipt: Receipt,
-                       object_state: str | None) -> None:
-        stored = await asyncio.to_thread(self.ledger.record_outcome, receipt,
-                                         object_state=object_state)
+    async def outcome(
+        self, event: UploadCompleted, receipt: Receipt, object_state: str | None
+    ) -> None:
+        stored = await asyncio.to_thread(
+            self.ledger.record_outcome, receipt, object_state=object_state
+        )
         if stored.outcome == "delivered":
             metrics.DELIVERED.inc()
         else:
@@ -335,27 +436,38 @@ class Processor:
     async def _publish(self, receipt: Receipt, event: UploadCompleted) -> None:
         identity = ObjectIdentity()
         identity.CopyFrom(event.object)
-        meta = new_meta(PRODUCER, receipt.trailer_id,
-                        event_id=f"{receipt.upload_id}-{receipt.outcome}")
+        meta = new_meta(
+            PRODUCER, receipt.trailer_id, event_id=f"{receipt.upload_id}-{receipt.outcome}"
+        )
         key = event_key(receipt.trailer_id, receipt.study_instance_uid)
         if receipt.outcome == "delivered":
             message: ObjectDelivered | ObjectFailed = ObjectDelivered(
-                meta=meta, object=identity, dataset_sha256=receipt.dataset_sha256,
+                meta=meta,
+                object=identity,
+                dataset_sha256=receipt.dataset_sha256,
                 pacs_ae_title=self.pacs.ae_title,
                 stored_transfer_syntax_uid=receipt.stored_transfer_syntax_uid,
                 storage_committed=bool(receipt.storage_committed),
                 delivered_at=timestamp(),
-                duplicate=bool(receipt.duplicate), upload_id=receipt.upload_id)
+                duplicate=bool(receipt.duplicate),
+                upload_id=receipt.upload_id,
+            )
             if event.HasField("received_at"):  # the gateway's time, never the upload's
                 message.received_at.CopyFrom(event.received_at)
             name = topics.CENTRAL_OBJECT_DELIVERED
         else:
             message = ObjectFailed(
-                meta=meta, object=identity, dataset_sha256=receipt.dataset_sha256,
+                meta=meta,
+                object=identity,
+                dataset_sha256=receipt.dataset_sha256,
                 reason_code=FailureReason.Value("FAILURE_REASON_" + receipt.reason_code),
-                reason=receipt.reason, stage=receipt.stage, dicom_status=receipt.dicom_status,
-                permanent=bool(receipt.permanent), failed_at=timestamp(),
-                upload_id=receipt.upload_id)
+                reason=receipt.reason,
+                stage=receipt.stage,
+                dicom_status=receipt.dicom_status,
+                permanent=bool(receipt.permanent),
+                failed_at=timestamp(),
+                upload_id=receipt.upload_id,
+            )
             name = topics.CENTRAL_OBJECT_FAILED
         try:
             await self.producer.publish(name, key, message)

@@ -319,7 +319,6 @@ class PeerCertH11Protocol(H11Protocol):
         if ssl_object is not None:
             self.app = _PerConnectionApp(self.app, tls_facts(ssl_object))
 
-
     # --- the request-head deadline ------------------------------------------------------
     def _arm_head_deadline(self) -> None:
         self._disarm_head_deadline()
@@ -336,9 +335,13 @@ class PeerCertH11Protocol(H11Protocol):
             return
         CONNECTIONS_CLOSED.labels("request_head_deadline").inc()
         peername = self.transport.get_extra_info("peername")
-        log.warning("request line and headers not complete in time; connection closed",
-                    extra={"peer_address": str(peername[0]) if peername else "",
-                           "seconds": self.head_deadline_seconds})
+        log.warning(
+            "request line and headers not complete in time; connection closed",
+            extra={
+                "peer_address": str(peername[0]) if peername else "",
+                "seconds": self.head_deadline_seconds,
+            },
+        )
         self.transport.close()
 
     def handle_events(self) -> None:

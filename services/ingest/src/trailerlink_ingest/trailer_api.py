@@ -28,8 +28,9 @@ from trailerlink_ingest.tus import (
 class TrailerApi:
     """The routes above; ``keys`` None: no key routes here (404)."""
 
-    def __init__(self, callers: Callers, ledger: Ledger, keys: KeyStore | None,
-                 cfg: TusConfig) -> None:
+    def __init__(
+        self, callers: Callers, ledger: Ledger, keys: KeyStore | None, cfg: TusConfig
+    ) -> None:
         self.callers = callers
         self.ledger = ledger
         self.keys = keys
@@ -37,10 +38,10 @@ class TrailerApi:
 
     def mount(self, app: FastAPI) -> None:
         app.add_api_route("/v1/keys", self.key_listing, methods=["GET"], include_in_schema=False)
-        app.add_api_route("/v1/keys/unsent", self.unsent_report, methods=["PUT"],
-                          include_in_schema=False)
-        app.add_api_route("/v1/receipts", self.receipts, methods=["GET"],
-                          include_in_schema=False)
+        app.add_api_route(
+            "/v1/keys/unsent", self.unsent_report, methods=["PUT"], include_in_schema=False
+        )
+        app.add_api_route("/v1/receipts", self.receipts, methods=["GET"], include_in_schema=False)
 
     @tus_handler
     async def receipts(self, request: Request) -> Response:

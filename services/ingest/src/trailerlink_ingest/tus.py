@@ -325,13 +325,19 @@ def error_response(exc: TusError) -> Response:
             "reason": exc.reason,
             "permanent": CREATE_REFUSALS.get(exc.reason, False),
         }
-        return JSONResponse(problem, status_code=exc.status, headers=headers,
-                            media_type="application/problem+json")
+        return JSONResponse(
+            problem, status_code=exc.status, headers=headers, media_type="application/problem+json"
+        )
     if exc.title is not None:
-        problem = {"type": "about:blank", "title": exc.title, "status": exc.status,
-                   "detail": exc.message}
-        return JSONResponse(problem, status_code=exc.status, headers=headers,
-                            media_type="application/problem+json")
+        problem = {
+            "type": "about:blank",
+            "title": exc.title,
+            "status": exc.status,
+            "detail": exc.message,
+        }
+        return JSONResponse(
+            problem, status_code=exc.status, headers=headers, media_type="application/problem+json"
+        )
     return Response(
         exc.message + "\n", status_code=exc.status, headers=headers, media_type="text/plain"
     )
@@ -442,8 +448,9 @@ class TusRoutes:
     """The tus 1.0.0 routes under ``cfg.base_path``: OPTIONS, creation (with upload),
     HEAD, PATCH and DELETE of a trailer's own uploads."""
 
-    def __init__(self, callers: Callers, store: UploadStore, announcer: Announcer,
-                 cfg: TusConfig) -> None:
+    def __init__(
+        self, callers: Callers, store: UploadStore, announcer: Announcer, cfg: TusConfig
+    ) -> None:
         self.callers = callers
         self.store = store
         self.announcer = announcer
@@ -596,9 +603,7 @@ class TusRoutes:
                 },
             )
             if await self.announcer.announce(updated):
-                reloaded = await asyncio.to_thread(
-                    self.store.load, info.trailer_id, info.upload_id
-                )
+                reloaded = await asyncio.to_thread(self.store.load, info.trailer_id, info.upload_id)
                 updated = reloaded or updated
         return updated
 
@@ -643,8 +648,7 @@ class TusRoutes:
     async def create_for(self, request: Request, trailer: str) -> Response:
         _check_resumable(request)
         if "upload-defer-length" in request.headers:
-            raise TusError(400, "creation-defer-length is not supported",
-                           reason="invalid_metadata")
+            raise TusError(400, "creation-defer-length is not supported", reason="invalid_metadata")
         try:
             length = _int_header(request.headers.get("upload-length"), "Upload-Length")
         except TusError as exc:
@@ -659,11 +663,14 @@ class TusRoutes:
         except MetadataError as exc:
             raise TusError(400, str(exc), reason="invalid_metadata") from None
         if identity.sealed_size != length:
-            raise TusError(400, "sealed_size differs from Upload-Length",
-                           reason="invalid_metadata")
+            raise TusError(400, "sealed_size differs from Upload-Length", reason="invalid_metadata")
         if self.cfg.key_ids is not None and identity.key_id not in self.cfg.key_ids:
-            raise TusError(400, "sealed for a key id this data centre does not hold",
-                           title="sealing key not held", reason="unknown_key")
+            raise TusError(
+                400,
+                "sealed for a key id this data centre does not hold",
+                title="sealing key not held",
+                reason="unknown_key",
+            )
         has_body = (
             request.headers.get("content-type") is not None
             or int(request.headers.get("content-length") or 0) > 0
@@ -683,9 +690,13 @@ class TusRoutes:
                         reason="too_many_uploads",
                     )
                 info = await asyncio.to_thread(
-                    self.store.create, trailer, length, identity,
+                    self.store.create,
+                    trailer,
+                    length,
+                    identity,
                     valid_traceparent(request.headers.get("traceparent")),
-                    parse_received_at(request.headers.get(RECEIVED_AT_HEADER)))
+                    parse_received_at(request.headers.get(RECEIVED_AT_HEADER)),
+                )
         except UploadLocked:
             raise TusError(
                 503, "busy creating this trailer's uploads", {"Retry-After": "1"}

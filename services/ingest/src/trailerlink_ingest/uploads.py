@@ -128,8 +128,14 @@ class UploadStore:
         return candidate
 
     # --- state ----------------------------------------------------------------------
-    def create(self, trailer_id: str, length: int, metadata: UploadMetadata,
-               traceparent: str = "", received_at: float | None = None) -> UploadInfo:
+    def create(
+        self,
+        trailer_id: str,
+        length: int,
+        metadata: UploadMetadata,
+        traceparent: str = "",
+        received_at: float | None = None,
+    ) -> UploadInfo:
         """Create an empty upload; durable when this returns. ``traceparent``: the image's
         trace; ``received_at``: when the trailer's gateway received it (unix seconds);
         both kept beside the state (see :meth:`traceparent`, :meth:`received_at`)."""

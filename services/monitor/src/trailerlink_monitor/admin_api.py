@@ -32,8 +32,9 @@ def add_admin_routes(app: FastAPI, dead_letters: DeadLetters, token_file: Path |
             raise HTTPException(503, "not connected to Kafka yet")
 
     @router.get("")
-    async def list_entries(include_done: bool = False, limit: int = 1000,
-                           actor: str = guard) -> dict[str, object]:
+    async def list_entries(
+        include_done: bool = False, limit: int = 1000, actor: str = guard
+    ) -> dict[str, object]:
         entries = await dead_letters.list(include_done=include_done, limit=max(1, limit))
         return {"topic": dead_letters.topic, "entries": [e.to_json() for e in entries]}
 
@@ -47,8 +48,9 @@ def add_admin_routes(app: FastAPI, dead_letters: DeadLetters, token_file: Path |
             raise HTTPException(404, f"no dead letter {entry_id} in {dead_letters.topic}") from None
 
     @router.post("/{entry_id}/{action}")
-    async def act(entry_id: str, action: str, body: ActionBody,
-                  actor: str = guard) -> dict[str, object]:
+    async def act(
+        entry_id: str, action: str, body: ActionBody, actor: str = guard
+    ) -> dict[str, object]:
         if action not in ("replay", "discard"):
             raise HTTPException(404, "action must be replay or discard")
         _ready()
@@ -63,10 +65,23 @@ def add_admin_routes(app: FastAPI, dead_letters: DeadLetters, token_file: Path |
             raise HTTPException(409, str(exc)) from None
         except ValueError as exc:
             raise HTTPException(400, str(exc)) from None
-        log.warning("dead letter %s", done.action, extra={
-            "dlq_topic": dead_letters.topic, "entry_id": entry_id, "actor": actor,
-            "reason": done.reason})
-        return {"topic": dead_letters.topic, "id": entry_id, "action": done.action,
-                "actor": done.actor, "reason": done.reason, "at": done.at}
+        log.warning(
+            "dead letter %s",
+            done.action,
+            extra={
+                "dlq_topic": dead_letters.topic,
+                "entry_id": entry_id,
+                "actor": actor,
+                "reason": done.reason,
+            },
+        )
+        return {
+            "topic": dead_letters.topic,
+            "id": entry_id,
+            "action": done.action,
+            "actor": done.actor,
+            "reason": done.reason,
+            "at": done.at,
+        }
 
     app.include_router(router)

@@ -65,8 +65,7 @@ def parse_metrics(text: str) -> Scraped:
     scraped = Scraped()
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            scraped.samples.setdefault(sample.name, []).append((dict(sample.labels),
-                                                                 sample.value))
+            scraped.samples.setdefault(sample.name, []).append((dict(sample.labels), sample.value))
     return scraped
 
 
@@ -75,9 +74,15 @@ def _fetch(url: str, timeout: float = 5.0) -> str:
         return rsp.read().decode()
 
 
-def build_heartbeat(trailer_id: str, sequence: int, pages: Mapping[str, Scraped],
-                    spool_dir: Path, *, certificate_not_after: float | None = None,
-                    canary: CanaryResult | None = None) -> Heartbeat:
+def build_heartbeat(
+    trailer_id: str,
+    sequence: int,
+    pages: Mapping[str, Scraped],
+    spool_dir: Path,
+    *,
+    certificate_not_after: float | None = None,
+    canary: CanaryResult | None = None,
+) -> Heartbeat:
     """A heartbeat from the scraped pages (component -> page), the spool's disk, the
     client certificate's expiry and the last canary run."""
     hb = Heartbeat(meta=new_meta("monitor", trailer_id), sequence=sequence)
@@ -94,33 +99,42 @@ def build_heartbeat(trailer_id: str, sequence: int, pages: Mapping[str, Scraped]
             if labels.get("service"):
                 hb.versions[labels["service"]] = labels.get("version", "")
     # Every scraped service's dead letters: the trailer's own alerts cannot reach support.
-    hb.dead_letters = int(sum(value for page in pages.values()
-                              for _, value in page.samples.get(
-                                  "trailerlink_kafka_dead_letters_total", [])))
+    hb.dead_letters = int(
+        sum(
+            value
+            for page in pages.values()
+            for _, value in page.samples.get("trailerlink_kafka_dead_letters_total", [])
+        )
+    )
     uplink = pages.get("uplink")
     if uplink is not None:
         hb.failed_objects = int(uplink.value("trailerlink_uplink_failed_objects"))
         hb.backlog_objects = int(uplink.value("trailerlink_uplink_backlog_objects"))
         hb.backlog_bytes = int(uplink.value("trailerlink_uplink_backlog_bytes"))
-        hb.oldest_unsent_age_seconds = uplink.value(
-            "trailerlink_uplink_oldest_unsent_age_seconds")
+        hb.oldest_unsent_age_seconds = uplink.value("trailerlink_uplink_oldest_unsent_age_seconds")
         hb.link_goodput_bytes_per_second = uplink.value(
-            "trailerlink_uplink_goodput_bytes_per_second")
+            "trailerlink_uplink_goodput_bytes_per_second"
+        )
         # The operator's hold: a paused trailer's link reads "up" while nothing leaves.
         hb.uplink_paused = uplink.value("trailerlink_uplink_paused") == 1
         hb.uplink_operator_cap_bytes_per_second = int(
-            uplink.value("trailerlink_uplink_operator_cap_bytes_per_second"))
+            uplink.value("trailerlink_uplink_operator_cap_bytes_per_second")
+        )
         hb.uplink_cap_bytes_per_second = int(
-            uplink.value("trailerlink_uplink_bandwidth_cap_bytes_per_second"))
+            uplink.value("trailerlink_uplink_bandwidth_cap_bytes_per_second")
+        )
         hb.link_state = LinkState.LINK_STATE_UNSPECIFIED
         for name, state in _LINK_STATES.items():
             if uplink.value("trailerlink_uplink_link_state", state=name) == 1:
                 hb.link_state = state
         if hb.link_state == LinkState.LINK_STATE_UNSPECIFIED and uplink.has(
-                "trailerlink_uplink_link_up"):
-            hb.link_state = (LinkState.LINK_STATE_UP
-                             if uplink.value("trailerlink_uplink_link_up") == 1
-                             else LinkState.LINK_STATE_DOWN)
+            "trailerlink_uplink_link_up"
+        ):
+            hb.link_state = (
+                LinkState.LINK_STATE_UP
+                if uplink.value("trailerlink_uplink_link_up") == 1
+                else LinkState.LINK_STATE_DOWN
+            )
     worklist = pages.get("worklist")
     if worklist is not None:
         hb.worklist_cache_age_seconds = worklist.value("trailerlink_worklist_cache_age_seconds")
@@ -129,8 +143,9 @@ def build_heartbeat(trailer_id: str, sequence: int, pages: Mapping[str, Scraped]
         hb.disk_free_bytes = st.f_bavail * st.f_frsize
         hb.disk_total_bytes = st.f_blocks * st.f_frsize
     except OSError:
-        log.warning("spool directory not readable; disk not reported",
-                    extra={"spool_dir": str(spool_dir)})
+        log.warning(
+            "spool directory not readable; disk not reported", extra={"spool_dir": str(spool_dir)}
+        )
     return hb
 
 
@@ -155,10 +170,17 @@ class SequenceFile:
 class HeartbeatAgent:
     """Publishes a heartbeat every ``interval`` seconds to the trailer's Kafka."""
 
-    def __init__(self, producer: EventProducer, trailer_id: str, interval: float,
-                 targets: Mapping[str, str], spool_dir: Path, sequence: SequenceFile,
-                 certificates: Mapping[str, Path] | None = None,
-                 canary: Canary | None = None) -> None:
+    def __init__(
+        self,
+        producer: EventProducer,
+        trailer_id: str,
+        interval: float,
+        targets: Mapping[str, str],
+        spool_dir: Path,
+        sequence: SequenceFile,
+        certificates: Mapping[str, Path] | None = None,
+        canary: Canary | None = None,
+    ) -> None:
         self.certificates = dict(certificates or {})
         self.canary = canary
         self.producer = producer
@@ -183,9 +205,13 @@ class HeartbeatAgent:
         pages = await self.scrape()
         client = self.certificates.get("client")
         hb = build_heartbeat(
-            self.trailer_id, self.sequence.next(), pages, self.spool_dir,
+            self.trailer_id,
+            self.sequence.next(),
+            pages,
+            self.spool_dir,
             certificate_not_after=certificate_not_after(client) if client else None,
-            canary=self.canary.last if self.canary else None)
+            canary=self.canary.last if self.canary else None,
+        )
         await self.producer.publish(topics.HEARTBEAT, self.trailer_id, hb)
         metrics.AGENT_HEARTBEATS.inc()
         return hb
@@ -225,8 +251,9 @@ class Relay:
     centre refuses (4xx other than 408/429) — retrying a refusal cannot succeed and
     would hold back every heartbeat queued behind it."""
 
-    def __init__(self, url: str, ssl_context: ssl.SSLContext | None, trailer_id: str,
-                 timeout: float = 10.0) -> None:
+    def __init__(
+        self, url: str, ssl_context: ssl.SSLContext | None, trailer_id: str, timeout: float = 10.0
+    ) -> None:
         self.url = url
         self.trailer_id = trailer_id
         self.ssl_context = ssl_context
@@ -234,11 +261,18 @@ class Relay:
 
     def _post(self, topic_name: str, body: bytes, trace_headers: Mapping[str, str]) -> int:
         request = urllib.request.Request(  # noqa: S310 - configured URL
-            self.url, data=body, method="POST",
-            headers={"Content-Type": "application/x-protobuf",
-                     "X-Trailerlink-Topic": topic_name, **trace_headers})
+            self.url,
+            data=body,
+            method="POST",
+            headers={
+                "Content-Type": "application/x-protobuf",
+                "X-Trailerlink-Topic": topic_name,
+                **trace_headers,
+            },
+        )
         with urllib.request.urlopen(  # noqa: S310
-                request, timeout=self.timeout, context=self.ssl_context) as rsp:
+            request, timeout=self.timeout, context=self.ssl_context
+        ) as rsp:
             return rsp.status
 
     async def handle(self, delivery: Delivery) -> None:
@@ -246,24 +280,23 @@ class Relay:
         propagate.inject(carrier)  # the record's trace continues over HTTP (traceparent)
         event = delivery.event
         if event.meta.trailer_id != self.trailer_id:
-            raise PermanentError(f"event from trailer {event.meta.trailer_id!r}, not this "
-                                 f"trailer ({self.trailer_id!r}): check its service's "
-                                 "TRAILERLINK_TRAILER_ID")
+            raise PermanentError(
+                f"event from trailer {event.meta.trailer_id!r}, not this "
+                f"trailer ({self.trailer_id!r}): check its service's "
+                "TRAILERLINK_TRAILER_ID"
+            )
         if isinstance(event, ObjectReceived):
             event = receipt_for_audit(event)
         try:
-            await asyncio.to_thread(self._post, delivery.topic, event.SerializeToString(),
-                                    carrier)
+            await asyncio.to_thread(self._post, delivery.topic, event.SerializeToString(), carrier)
         except urllib.error.HTTPError as exc:
             metrics.RELAY_FAILURES.inc()
             if 400 <= exc.code < 500 and exc.code not in (408, 429):
-                raise PermanentError(f"data centre refused the event: HTTP {exc.code}") \
-                    from None
+                raise PermanentError(f"data centre refused the event: HTTP {exc.code}") from None
             raise DependencyUnavailable(f"data centre answered HTTP {exc.code}") from None
         except (OSError, urllib.error.URLError) as exc:
             metrics.RELAY_FAILURES.inc()
-            raise DependencyUnavailable(f"data centre unreachable: {type(exc).__name__}") \
-                from None
+            raise DependencyUnavailable(f"data centre unreachable: {type(exc).__name__}") from None
         metrics.RELAY_SENT.labels(delivery.topic).inc()
 
 
@@ -272,9 +305,13 @@ def receipt_for_audit(event: ObjectReceived) -> ObjectReceived:
     and priority. Where the object lies in the spool, its key and the modality's AE title
     stay on the trailer."""
     out = ObjectReceived(
-        meta=event.meta, object=event.object, dataset_size_bytes=event.dataset_size_bytes,
-        dataset_sha256=event.dataset_sha256, number_of_frames=event.number_of_frames,
-        priority=event.priority)
+        meta=event.meta,
+        object=event.object,
+        dataset_size_bytes=event.dataset_size_bytes,
+        dataset_sha256=event.dataset_sha256,
+        number_of_frames=event.number_of_frames,
+        priority=event.priority,
+    )
     if event.HasField("received_at"):
         out.received_at.CopyFrom(event.received_at)
     return out

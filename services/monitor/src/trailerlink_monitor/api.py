@@ -52,8 +52,9 @@ def journey_document(steps: list[JourneyStep]) -> list[dict[str, object]]:
     return [asdict(s) for s in steps + not_yet_sent(steps, now())]
 
 
-def add_fleet_routes(app: FastAPI, fleet: FleetMonitor, producer: EventProducer,
-                     trailer_header: str = "") -> None:
+def add_fleet_routes(
+    app: FastAPI, fleet: FleetMonitor, producer: EventProducer, trailer_header: str = ""
+) -> None:
     """Mount ``/v1/...`` on ``app``."""
     router = APIRouter(prefix="/v1")
 
@@ -63,27 +64,33 @@ def add_fleet_routes(app: FastAPI, fleet: FleetMonitor, producer: EventProducer,
         current = now()
         out = []
         for trailer in sorted(fleet.expected | set(stored)):
-            entry: dict[str, object] = {"trailer_id": trailer,
-                                        "expected": trailer in fleet.expected}
+            entry: dict[str, object] = {
+                "trailer_id": trailer,
+                "expected": trailer in fleet.expected,
+            }
             if trailer in stored:
                 sent_at, raw = stored[trailer]
                 hb = Heartbeat.FromString(raw)
                 entry.update(
-                    last_heartbeat_at=sent_at, heartbeat_age_seconds=round(current - sent_at, 1),
-                    sequence=hb.sequence, backlog_objects=hb.backlog_objects,
+                    last_heartbeat_at=sent_at,
+                    heartbeat_age_seconds=round(current - sent_at, 1),
+                    sequence=hb.sequence,
+                    backlog_objects=hb.backlog_objects,
                     backlog_bytes=hb.backlog_bytes,
                     oldest_unsent_age_seconds=hb.oldest_unsent_age_seconds,
-                    disk_free_bytes=hb.disk_free_bytes, disk_total_bytes=hb.disk_total_bytes,
+                    disk_free_bytes=hb.disk_free_bytes,
+                    disk_total_bytes=hb.disk_total_bytes,
                     link_goodput_bytes_per_second=hb.link_goodput_bytes_per_second,
-                    link_state=LinkState.Name(hb.link_state).removeprefix(
-                        "LINK_STATE_").lower(),
+                    link_state=LinkState.Name(hb.link_state).removeprefix("LINK_STATE_").lower(),
                     worklist_cache_age_seconds=hb.worklist_cache_age_seconds,
-                    canary_ok=hb.canary_ok, versions=dict(hb.versions),
-                    dead_letters=hb.dead_letters, failed_objects=hb.failed_objects,
+                    canary_ok=hb.canary_ok,
+                    versions=dict(hb.versions),
+                    dead_letters=hb.dead_letters,
+                    failed_objects=hb.failed_objects,
                     uplink_paused=hb.uplink_paused,
-                    uplink_operator_cap_bytes_per_second=(
-                        hb.uplink_operator_cap_bytes_per_second),
-                    uplink_cap_bytes_per_second=hb.uplink_cap_bytes_per_second)
+                    uplink_operator_cap_bytes_per_second=(hb.uplink_operator_cap_bytes_per_second),
+                    uplink_cap_bytes_per_second=hb.uplink_cap_bytes_per_second,
+                )
             out.append(entry)
         return {"trailers": out}
 
@@ -93,15 +100,23 @@ def add_fleet_routes(app: FastAPI, fleet: FleetMonitor, producer: EventProducer,
         (pending) the deadline; per study: the same, and where those images are."""
         current = now()
         counts = await asyncio.to_thread(fleet.store.completeness, current)
-        studies = await asyncio.to_thread(fleet.store.studies_incomplete, current,
-                                          trailer_id or None, max(1, limit))
-        names = sorted(set(counts.missing) | set(counts.pending)
-                       | ({trailer_id} if trailer_id else set()))
+        studies = await asyncio.to_thread(
+            fleet.store.studies_incomplete, current, trailer_id or None, max(1, limit)
+        )
+        names = sorted(
+            set(counts.missing) | set(counts.pending) | ({trailer_id} if trailer_id else set())
+        )
         return {
             "deadline_seconds": fleet.deadline_seconds,
-            "trailers": [{"trailer_id": t, "missing": counts.missing.get(t, 0),
-                          "pending": counts.pending.get(t, 0)}
-                         for t in names if not trailer_id or t == trailer_id],
+            "trailers": [
+                {
+                    "trailer_id": t,
+                    "missing": counts.missing.get(t, 0),
+                    "pending": counts.pending.get(t, 0),
+                }
+                for t in names
+                if not trailer_id or t == trailer_id
+            ],
             "studies": [asdict(s) for s in studies],
         }
 
@@ -144,8 +159,9 @@ def add_fleet_routes(app: FastAPI, fleet: FleetMonitor, producer: EventProducer,
             raise HTTPException(403, "trailer is not in the fleet list")
         # Continue the trailer's trace: the central record carries the same trace id.
         parent = propagate.extract(dict(request.headers))
-        with tracer.start_as_current_span("monitor.relay.receive", context=parent,
-                                          kind=SpanKind.SERVER) as span:
+        with tracer.start_as_current_span(
+            "monitor.relay.receive", context=parent, kind=SpanKind.SERVER
+        ) as span:
             span.set_attribute("trailerlink.trailer_id", trailer)
             await producer.publish(central, central_key(central, event), event)
         metrics.RELAY_RECEIVED.labels(central).inc()
@@ -153,8 +169,14 @@ def add_fleet_routes(app: FastAPI, fleet: FleetMonitor, producer: EventProducer,
     @app.exception_handler(DatabaseUnavailable)
     async def database_down(request: Request, exc: DatabaseUnavailable) -> JSONResponse:
         return JSONResponse(
-            {"type": "about:blank", "title": "Fleet state unavailable", "status": 503,
-             "detail": str(exc)},
-            status_code=503, media_type="application/problem+json")
+            {
+                "type": "about:blank",
+                "title": "Fleet state unavailable",
+                "status": 503,
+                "detail": str(exc),
+            },
+            status_code=503,
+            media_type="application/problem+json",
+        )
 
     app.include_router(router)

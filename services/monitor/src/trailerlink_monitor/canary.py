@@ -96,8 +96,9 @@ def build_canary(trailer_id: str) -> Dataset:
     ds.HighBit = 11
     ds.PixelRepresentation = 0
     # A diagonal ramp: recognisably synthetic, compresses like an image.
-    ds.PixelData = b"".join(((r * 37 + c * 11) % 4096).to_bytes(2, "little")
-                            for r in range(_SIDE) for c in range(_SIDE))
+    ds.PixelData = b"".join(
+        ((r * 37 + c * 11) % 4096).to_bytes(2, "little") for r in range(_SIDE) for c in range(_SIDE)
+    )
     return ds
 
 
@@ -124,8 +125,9 @@ class Canary:
     """Runs the canary every ``interval`` seconds; :meth:`handle` is the Kafka handler
     of the trailer's object-delivered / object-failed topics."""
 
-    def __init__(self, trailer_id: str, target: CanaryTarget, interval: float,
-                 deadline: float) -> None:
+    def __init__(
+        self, trailer_id: str, target: CanaryTarget, interval: float, deadline: float
+    ) -> None:
         self.trailer_id = trailer_id
         self.target = target
         self.interval = interval
@@ -152,30 +154,38 @@ class Canary:
             status = await asyncio.to_thread(c_store, ds, self.target)
             if status != 0:
                 outcome = "refused"
-                log.warning("canary not accepted by the gateway",
-                            extra={"status": status, "sop_instance_uid": uid})
+                log.warning(
+                    "canary not accepted by the gateway",
+                    extra={"status": status, "sop_instance_uid": uid},
+                )
             else:
                 left = self.deadline - (time.monotonic() - started)
                 try:
                     event = await asyncio.wait_for(waiting, max(left, 0.0))
                 except TimeoutError:
                     outcome = "timeout"
-                    log.warning("canary not delivered within the deadline",
-                                extra={"deadline_seconds": self.deadline,
-                                       "sop_instance_uid": uid})
+                    log.warning(
+                        "canary not delivered within the deadline",
+                        extra={"deadline_seconds": self.deadline, "sop_instance_uid": uid},
+                    )
                 else:
                     outcome = "passed" if isinstance(event, ObjectDelivered) else "failed"
                     if outcome == "failed":
-                        log.warning("canary failed on the way",
-                                    extra={"stage": event.stage, "sop_instance_uid": uid})
+                        log.warning(
+                            "canary failed on the way",
+                            extra={"stage": event.stage, "sop_instance_uid": uid},
+                        )
         except Exception as exc:  # gateway unreachable, DICOM error: the canary fails
             outcome = "refused"
-            log.warning("canary could not be sent",
-                        extra={"error": type(exc).__name__, "sop_instance_uid": uid})
+            log.warning(
+                "canary could not be sent",
+                extra={"error": type(exc).__name__, "sop_instance_uid": uid},
+            )
         finally:
             self._pending.pop(uid, None)
-        result = CanaryResult(outcome == "passed", time.monotonic() - started, started_at,
-                              outcome, uid)
+        result = CanaryResult(
+            outcome == "passed", time.monotonic() - started, started_at, outcome, uid
+        )
         self._export(result)
         return result
 
@@ -187,8 +197,13 @@ class Canary:
         if result.ok:
             metrics.AGENT_CANARY_LAST_SUCCESS.set(time.time())
             metrics.AGENT_CANARY_SECONDS.observe(result.seconds)
-            log.info("canary delivered", extra={"seconds": round(result.seconds, 3),
-                                                "sop_instance_uid": result.sop_instance_uid})
+            log.info(
+                "canary delivered",
+                extra={
+                    "seconds": round(result.seconds, 3),
+                    "sop_instance_uid": result.sop_instance_uid,
+                },
+            )
 
     async def run(self, stop: asyncio.Event) -> None:
         stopping = asyncio.ensure_future(stop.wait())

@@ -166,8 +166,10 @@ class FleetStore(SqlStore):
         changes nothing). A restarted agent starts again at sequence 1: a heartbeat
         with a lower sequence but a later send time replaces the stored one."""
         with self._transaction(f"trailer:{trailer_id}") as cur:
-            cur.execute(self._sql("SELECT sequence, sent_at FROM trailers WHERE trailer_id = ?"),
-                        (trailer_id,))
+            cur.execute(
+                self._sql("SELECT sequence, sent_at FROM trailers WHERE trailer_id = ?"),
+                (trailer_id,),
+            )
             row = cur.fetchone()
             if row is not None:
                 last_seq, last_at = row
@@ -177,11 +179,13 @@ class FleetStore(SqlStore):
                 missed = 0 if restarted else max(0, sequence - last_seq - 1)
             else:
                 missed = 0
-            cur.execute(self._sql(
-                "INSERT INTO trailers (trailer_id, sequence, sent_at, heartbeat) "
-                "VALUES (?, ?, ?, ?) ON CONFLICT (trailer_id) DO UPDATE SET "
-                "sequence = excluded.sequence, sent_at = excluded.sent_at, "
-                "heartbeat = excluded.heartbeat"),
+            cur.execute(
+                self._sql(
+                    "INSERT INTO trailers (trailer_id, sequence, sent_at, heartbeat) "
+                    "VALUES (?, ?, ?, ?) ON CONFLICT (trailer_id) DO UPDATE SET "
+                    "sequence = excluded.sequence, sent_at = excluded.sent_at, "
+                    "heartbeat = excluded.heartbeat"
+                ),
                 (trailer_id, sequence, sent_at, raw),
             )
             return HeartbeatUpdate(newest=True, missed=missed)
@@ -205,20 +209,25 @@ class FleetStore(SqlStore):
         new = 0
         with self._transaction() as cur:
             for uid in sop_uids:
-                cur.execute(self._sql(
-                    "INSERT INTO expected VALUES (?, ?, ?, ?, ?, ?) "
-                    "ON CONFLICT (sop_uid) DO NOTHING"),
-                    (uid, trailer_id, study_uid, mpps_uid, listed_at,
-                     listed_at + deadline_seconds))
+                cur.execute(
+                    self._sql(
+                        "INSERT INTO expected VALUES (?, ?, ?, ?, ?, ?) "
+                        "ON CONFLICT (sop_uid) DO NOTHING"
+                    ),
+                    (uid, trailer_id, study_uid, mpps_uid, listed_at, listed_at + deadline_seconds),
+                )
                 new += cur.rowcount
         return new
 
     def mark_delivered(self, trailer_id: str, sop_uid: str, delivered_at: float) -> bool:
         """Record that ``sop_uid`` is in PACS; True the first time."""
         with self._transaction() as cur:
-            cur.execute(self._sql("INSERT INTO delivered VALUES (?, ?, ?) "
-                                  "ON CONFLICT (sop_uid) DO NOTHING"),
-                        (sop_uid, trailer_id, delivered_at))
+            cur.execute(
+                self._sql(
+                    "INSERT INTO delivered VALUES (?, ?, ?) ON CONFLICT (sop_uid) DO NOTHING"
+                ),
+                (sop_uid, trailer_id, delivered_at),
+            )
             return cur.rowcount == 1
 
     def completeness(self, now: float) -> CompletenessCounts:
@@ -234,20 +243,40 @@ class FleetStore(SqlStore):
             (missing if overdue else pending)[trailer] = int(count)
         return CompletenessCounts(missing, pending)
 
-    def studies_incomplete(self, now: float, trailer_id: str | None = None,
-                           limit: int = 1000) -> list[StudyCompleteness]:
+    def studies_incomplete(
+        self, now: float, trailer_id: str | None = None, limit: int = 1000
+    ) -> list[StudyCompleteness]:
         """Studies with images listed as taken and not in PACS, earliest deadline first."""
         trailer = trailer_id or ""
         args = (now, RECEIVED, UPLOADED, IN_PACS, trailer, trailer, limit)
         return [
-            StudyCompleteness(t, study, int(missing), int(pending), int(on_trailer),
-                              int(at_data_centre), int(not_received), listed, due)
-            for (t, study, missing, pending, on_trailer, at_data_centre, not_received,
-                 listed, due) in self._read(_STUDIES_INCOMPLETE, args)
+            StudyCompleteness(
+                t,
+                study,
+                int(missing),
+                int(pending),
+                int(on_trailer),
+                int(at_data_centre),
+                int(not_received),
+                listed,
+                due,
+            )
+            for (
+                t,
+                study,
+                missing,
+                pending,
+                on_trailer,
+                at_data_centre,
+                not_received,
+                listed,
+                due,
+            ) in self._read(_STUDIES_INCOMPLETE, args)
         ]
 
-    def missing(self, now: float, trailer_id: str | None = None, limit: int = 1000
-                ) -> list[MissingImage]:
+    def missing(
+        self, now: float, trailer_id: str | None = None, limit: int = 1000
+    ) -> list[MissingImage]:
         """Images past their deadline and not in PACS, oldest first."""
         sql = (
             "SELECT e.sop_uid, e.study_uid, e.trailer_id, e.mpps_uid, e.listed_at, e.due_at "
@@ -266,11 +295,21 @@ class FleetStore(SqlStore):
     def add_step(self, event_id: str, step: JourneyStep) -> None:
         """Add one journey step; the same event twice adds it once."""
         with self._transaction() as cur:
-            cur.execute(self._sql(
-                "INSERT INTO journey VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (event_id) DO NOTHING"),
-                (event_id, step.sop_instance_uid, step.study_instance_uid, step.trailer_id,
-                 step.stage, step.service, step.at, step.detail),
+            cur.execute(
+                self._sql(
+                    "INSERT INTO journey VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (event_id) DO NOTHING"
+                ),
+                (
+                    event_id,
+                    step.sop_instance_uid,
+                    step.study_instance_uid,
+                    step.trailer_id,
+                    step.stage,
+                    step.service,
+                    step.at,
+                    step.detail,
+                ),
             )
 
     def journey(self, *, sop_uid: str = "", study_uid: str = "") -> list[JourneyStep]:
@@ -283,8 +322,7 @@ class FleetStore(SqlStore):
         with self._transaction() as cur:
             cur.execute(self._sql("DELETE FROM journey WHERE at < ?"), (older_than,))
             cur.execute(self._sql("DELETE FROM expected WHERE listed_at < ?"), (older_than,))
-            cur.execute(self._sql("DELETE FROM delivered WHERE delivered_at < ?"),
-                        (older_than,))
+            cur.execute(self._sql("DELETE FROM delivered WHERE delivered_at < ?"), (older_than,))
 
 
 def not_yet_sent(steps: Iterable[JourneyStep], at: float) -> list[JourneyStep]:
@@ -305,11 +343,18 @@ def not_yet_sent(steps: Iterable[JourneyStep], at: float) -> list[JourneyStep]:
         if sop in sent:
             continue
         age = max(0.0, at - step.at)
-        out.append(JourneyStep(
-            ON_TRAILER, "trailer", max(at, step.at), step.trailer_id, sop,
-            step.study_instance_uid,
-            f"on the trailer, not yet sent: {_duration(age)} since the gateway received it",
-            round(age, 1)))
+        out.append(
+            JourneyStep(
+                ON_TRAILER,
+                "trailer",
+                max(at, step.at),
+                step.trailer_id,
+                sop,
+                step.study_instance_uid,
+                f"on the trailer, not yet sent: {_duration(age)} since the gateway received it",
+                round(age, 1),
+            )
+        )
     return out
 
 

@@ -77,8 +77,13 @@ def load_fleet(path: Path) -> list[str]:
 class FleetMonitor:
     """Turns central events into fleet state; :meth:`evaluate` refreshes the gauges."""
 
-    def __init__(self, store: FleetStore, expected: list[str], deadline_seconds: float,
-                 retention_seconds: float = 60 * 86400.0) -> None:
+    def __init__(
+        self,
+        store: FleetStore,
+        expected: list[str],
+        deadline_seconds: float,
+        retention_seconds: float = 60 * 86400.0,
+    ) -> None:
         self.store = store
         self.expected = set(expected)
         self.deadline_seconds = deadline_seconds
@@ -130,8 +135,7 @@ class FleetMonitor:
     def on_heartbeat(self, hb: Heartbeat) -> None:
         trailer = hb.meta.trailer_id
         sent_at = _seconds(hb.meta.occurred_at)
-        update = self.store.record_heartbeat(trailer, hb.sequence, sent_at,
-                                             hb.SerializeToString())
+        update = self.store.record_heartbeat(trailer, hb.sequence, sent_at, hb.SerializeToString())
         metrics.HEARTBEATS.labels(trailer).inc()
         if update.missed:
             metrics.HEARTBEATS_MISSED.labels(trailer).inc(update.missed)
@@ -141,20 +145,45 @@ class FleetMonitor:
     def on_procedure_step(self, step: ProcedureStepUpdated) -> None:
         trailer = step.meta.trailer_id
         at = _seconds(step.ended_at) or _seconds(step.meta.occurred_at)
-        self.store.add_step(step.meta.event_id + ":mpps", JourneyStep(
-            "mpps." + ProcedureStepStatus.Name(step.status).removeprefix(
-                "PROCEDURE_STEP_STATUS_").lower(),
-            step.meta.producer or "worklist", at, trailer, "", step.study_instance_uid,
-            f"mpps={step.mpps_sop_instance_uid} images={len(step.performed_instances)}"))
+        self.store.add_step(
+            step.meta.event_id + ":mpps",
+            JourneyStep(
+                "mpps."
+                + ProcedureStepStatus.Name(step.status)
+                .removeprefix("PROCEDURE_STEP_STATUS_")
+                .lower(),
+                step.meta.producer or "worklist",
+                at,
+                trailer,
+                "",
+                step.study_instance_uid,
+                f"mpps={step.mpps_sop_instance_uid} images={len(step.performed_instances)}",
+            ),
+        )
         if step.status != ProcedureStepStatus.PROCEDURE_STEP_STATUS_COMPLETED:
             return
         uids = [p.sop_instance_uid for p in step.performed_instances if p.sop_instance_uid]
-        self.store.expect(trailer, step.study_instance_uid, step.mpps_sop_instance_uid, uids,
-                          at, self.deadline_seconds)
+        self.store.expect(
+            trailer,
+            step.study_instance_uid,
+            step.mpps_sop_instance_uid,
+            uids,
+            at,
+            self.deadline_seconds,
+        )
         for p in step.performed_instances:
-            self.store.add_step(f"{step.meta.event_id}:{p.sop_instance_uid}", JourneyStep(
-                "taken", "modality (MPPS)", at, trailer, p.sop_instance_uid,
-                step.study_instance_uid, f"mpps={step.mpps_sop_instance_uid}"))
+            self.store.add_step(
+                f"{step.meta.event_id}:{p.sop_instance_uid}",
+                JourneyStep(
+                    "taken",
+                    "modality (MPPS)",
+                    at,
+                    trailer,
+                    p.sop_instance_uid,
+                    step.study_instance_uid,
+                    f"mpps={step.mpps_sop_instance_uid}",
+                ),
+            )
 
     def on_delivered(self, ev: ObjectDelivered) -> None:
         trailer = ev.meta.trailer_id
@@ -165,13 +194,22 @@ class FleetMonitor:
         delivered = _seconds(ev.delivered_at) or _seconds(ev.meta.occurred_at)
         eid = ev.meta.event_id
         if received:
-            self._add_received(trailer, obj.sop_instance_uid, obj.study_instance_uid,
-                               ev.received_at)
-        self.store.add_step(eid + ":pacs", JourneyStep(
-            IN_PACS, ev.meta.producer or "ingest", delivered, trailer, obj.sop_instance_uid,
-            obj.study_instance_uid,
-            f"pacs={ev.pacs_ae_title} committed={ev.storage_committed} "
-            f"duplicate={ev.duplicate}"))
+            self._add_received(
+                trailer, obj.sop_instance_uid, obj.study_instance_uid, ev.received_at
+            )
+        self.store.add_step(
+            eid + ":pacs",
+            JourneyStep(
+                IN_PACS,
+                ev.meta.producer or "ingest",
+                delivered,
+                trailer,
+                obj.sop_instance_uid,
+                obj.study_instance_uid,
+                f"pacs={ev.pacs_ae_title} committed={ev.storage_committed} "
+                f"duplicate={ev.duplicate}",
+            ),
+        )
         first = self.store.mark_delivered(trailer, obj.sop_instance_uid, delivered)
         if first and not ev.duplicate:
             metrics.DELIVERED.labels(trailer).inc()
@@ -182,10 +220,18 @@ class FleetMonitor:
         trailer = ev.meta.trailer_id
         at = _seconds(ev.failed_at) or _seconds(ev.meta.occurred_at)
         stage = ev.stage or "unknown"
-        self.store.add_step(ev.meta.event_id, JourneyStep(
-            "failed", stage, at, trailer, ev.object.sop_instance_uid,
-            ev.object.study_instance_uid,
-            f"{FailureReason.Name(ev.reason_code)} permanent={ev.permanent}"))
+        self.store.add_step(
+            ev.meta.event_id,
+            JourneyStep(
+                "failed",
+                stage,
+                at,
+                trailer,
+                ev.object.sop_instance_uid,
+                ev.object.study_instance_uid,
+                f"{FailureReason.Name(ev.reason_code)} permanent={ev.permanent}",
+            ),
+        )
         metrics.FAILED.labels(trailer, stage, str(ev.permanent).lower()).inc()
 
     def on_received(self, ev: ObjectReceived) -> None:
@@ -193,20 +239,36 @@ class FleetMonitor:
         from the gateway's time on (until an upload or delivery says otherwise)."""
         if not ev.HasField("received_at"):
             raise PermanentError("object-received without received_at")
-        self._add_received(ev.meta.trailer_id, ev.object.sop_instance_uid,
-                           ev.object.study_instance_uid, ev.received_at)
+        self._add_received(
+            ev.meta.trailer_id,
+            ev.object.sop_instance_uid,
+            ev.object.study_instance_uid,
+            ev.received_at,
+        )
 
-    def _add_received(self, trailer: str, sop_uid: str, study_uid: str,
-                      received_at: Timestamp) -> None:
-        self.store.add_step(_received_step_id(trailer, sop_uid, received_at), JourneyStep(
-            RECEIVED, "gateway", _seconds(received_at), trailer, sop_uid, study_uid, ""))
+    def _add_received(
+        self, trailer: str, sop_uid: str, study_uid: str, received_at: Timestamp
+    ) -> None:
+        self.store.add_step(
+            _received_step_id(trailer, sop_uid, received_at),
+            JourneyStep(
+                RECEIVED, "gateway", _seconds(received_at), trailer, sop_uid, study_uid, ""
+            ),
+        )
 
     def on_upload_completed(self, ev: UploadCompleted) -> None:
-        self.store.add_step(ev.meta.event_id, JourneyStep(
-            UPLOADED, ev.meta.producer or "ingest",
-            _seconds(ev.completed_at) or _seconds(ev.meta.occurred_at), ev.meta.trailer_id,
-            ev.object.sop_instance_uid, ev.object.study_instance_uid,
-            f"upload={ev.upload_id}"))
+        self.store.add_step(
+            ev.meta.event_id,
+            JourneyStep(
+                UPLOADED,
+                ev.meta.producer or "ingest",
+                _seconds(ev.completed_at) or _seconds(ev.meta.occurred_at),
+                ev.meta.trailer_id,
+                ev.object.sop_instance_uid,
+                ev.object.study_instance_uid,
+                f"upload={ev.upload_id}",
+            ),
+        )
 
     # --- gauges ----------------------------------------------------------------------
     def _apply_heartbeat(self, hb: Heartbeat, sent_at: float) -> None:
@@ -219,8 +281,8 @@ class FleetMonitor:
         metrics.DISK_FREE.labels(t).set(hb.disk_free_bytes)
         metrics.DISK_TOTAL.labels(t).set(hb.disk_total_bytes)
         metrics.LINK_UP.labels(t).set(
-            1 if hb.link_state in (LinkState.LINK_STATE_UP, LinkState.LINK_STATE_DEGRADED)
-            else 0)
+            1 if hb.link_state in (LinkState.LINK_STATE_UP, LinkState.LINK_STATE_DEGRADED) else 0
+        )
         metrics.LINK_STATE.labels(t).set(int(hb.link_state))
         metrics.LINK_GOODPUT.labels(t).set(hb.link_goodput_bytes_per_second)
         metrics.UPLINK_PAUSED.labels(t).set(1 if hb.uplink_paused else 0)
@@ -234,8 +296,7 @@ class FleetMonitor:
             metrics.CANARY_SECONDS.labels(t).set(hb.canary_seconds)
             metrics.CANARY_AT.labels(t).set(_seconds(hb.canary_at))
         if hb.HasField("client_certificate_not_after"):
-            metrics.CERTIFICATE_NOT_AFTER.labels(t).set(
-                _seconds(hb.client_certificate_not_after))
+            metrics.CERTIFICATE_NOT_AFTER.labels(t).set(_seconds(hb.client_certificate_not_after))
         versions = set(hb.versions.items())
         for component, version in self._versions.get(t, set()) - versions:
             metrics.VERSION_INFO.remove(t, component, version)
@@ -256,8 +317,9 @@ class FleetMonitor:
             metrics.LAST_HEARTBEAT.labels(trailer).set(self.started_at)
             metrics.HEARTBEAT_AGE.labels(trailer).set(current - self.started_at)
         counts = self.store.completeness(current)
-        self._completeness_labelled |= (self.expected | set(stored) | set(counts.missing)
-                                        | set(counts.pending))
+        self._completeness_labelled |= (
+            self.expected | set(stored) | set(counts.missing) | set(counts.pending)
+        )
         for trailer in self._completeness_labelled:
             metrics.COMPLETENESS_MISSING.labels(trailer).set(counts.missing.get(trailer, 0))
             metrics.COMPLETENESS_PENDING.labels(trailer).set(counts.pending.get(trailer, 0))

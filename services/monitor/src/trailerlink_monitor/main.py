@@ -30,48 +30,92 @@ def _agent(service: Service, settings: MonitorSettings, producer: EventProducer)
 
     canary = _canary(service, settings, producer)
     agent = HeartbeatAgent(
-        producer, settings.trailer_id, settings.heartbeat_interval_seconds,
-        settings.scrape_targets(), settings.spool_dir,
+        producer,
+        settings.trailer_id,
+        settings.heartbeat_interval_seconds,
+        settings.scrape_targets(),
+        settings.spool_dir,
         SequenceFile(settings.data_dir / "monitor" / "heartbeat-sequence"),
-        {"client": settings.client_cert_file, "ca": settings.ca_file}, canary)
+        {"client": settings.client_cert_file, "ca": settings.ca_file},
+        canary,
+    )
     service.add_task("heartbeat", agent.run)
     if settings.relay_url:
-        relay = Relay(settings.relay_url, client_ssl_context(
-            settings.client_cert_file, settings.client_key_file, settings.ca_file),
-            settings.trailer_id)
-        service.add_task("relay", _trailer_runner(
-            settings, producer, settings.relay_group,
-            [topics.HEARTBEAT, topics.PROCEDURE_STEP, topics.OBJECT_RECEIVED],
-            relay.handle, "monitor-relay",
-            RetryPolicy(initial_backoff_seconds=0.5,
-                        max_backoff_seconds=settings.relay_retry_max_seconds)).run)
+        relay = Relay(
+            settings.relay_url,
+            client_ssl_context(
+                settings.client_cert_file, settings.client_key_file, settings.ca_file
+            ),
+            settings.trailer_id,
+        )
+        service.add_task(
+            "relay",
+            _trailer_runner(
+                settings,
+                producer,
+                settings.relay_group,
+                [topics.HEARTBEAT, topics.PROCEDURE_STEP, topics.OBJECT_RECEIVED],
+                relay.handle,
+                "monitor-relay",
+                RetryPolicy(
+                    initial_backoff_seconds=0.5,
+                    max_backoff_seconds=settings.relay_retry_max_seconds,
+                ),
+            ).run,
+        )
 
 
-def _trailer_runner(settings: MonitorSettings, producer: EventProducer, group: str,
-                    names: list[str], handler: Handler, client_id: str,
-                    retry: RetryPolicy | None = None) -> ConsumerRunner:
+def _trailer_runner(
+    settings: MonitorSettings,
+    producer: EventProducer,
+    group: str,
+    names: list[str],
+    handler: Handler,
+    client_id: str,
+    retry: RetryPolicy | None = None,
+) -> ConsumerRunner:
     """A consumer of the trailer's own topics (dead letters stay on the trailer)."""
     return ConsumerRunner(
-        bootstrap_servers=settings.kafka_bootstrap_servers, group_id=group, topics=names,
-        handler=handler, producer=producer, dead_letter_topic=topics.TRAILER_DEAD_LETTER,
-        client_id=client_id, retry=retry or RetryPolicy())
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        group_id=group,
+        topics=names,
+        handler=handler,
+        producer=producer,
+        dead_letter_topic=topics.TRAILER_DEAD_LETTER,
+        client_id=client_id,
+        retry=retry or RetryPolicy(),
+    )
 
 
-def _canary(service: Service, settings: MonitorSettings, producer: EventProducer
-            ) -> Canary | None:
+def _canary(service: Service, settings: MonitorSettings, producer: EventProducer) -> Canary | None:
     """The synthetic canary and its reader of the trailer's delivery outcomes; None (no
     canary) when no gateway is configured."""
     if not settings.canary_gateway_host:
         return None
     from trailerlink_monitor.canary import Canary, CanaryTarget  # pydicom: agent only
 
-    canary = Canary(settings.trailer_id, CanaryTarget(
-        settings.canary_gateway_host, settings.canary_gateway_port,
-        settings.canary_gateway_ae_title, settings.canary_calling_ae_title),
-        settings.canary_interval_seconds, settings.canary_timeout_seconds)
-    service.add_task("canary-outcomes", _trailer_runner(
-        settings, producer, settings.canary_group,
-        [topics.OBJECT_DELIVERED, topics.OBJECT_FAILED], canary.handle, "monitor-canary").run)
+    canary = Canary(
+        settings.trailer_id,
+        CanaryTarget(
+            settings.canary_gateway_host,
+            settings.canary_gateway_port,
+            settings.canary_gateway_ae_title,
+            settings.canary_calling_ae_title,
+        ),
+        settings.canary_interval_seconds,
+        settings.canary_timeout_seconds,
+    )
+    service.add_task(
+        "canary-outcomes",
+        _trailer_runner(
+            settings,
+            producer,
+            settings.canary_group,
+            [topics.OBJECT_DELIVERED, topics.OBJECT_FAILED],
+            canary.handle,
+            "monitor-canary",
+        ).run,
+    )
     service.add_task("canary", canary.run)
     return canary
 
@@ -83,9 +127,12 @@ def _fleet(service: Service, settings: MonitorSettings, producer: EventProducer)
 
     dsn = settings.database_dsn()
     store = FleetStore(None if dsn else settings.state_path(), dsn=dsn)
-    fleet = FleetMonitor(store, load_fleet(settings.fleet_file),
-                         settings.completeness_deadline_seconds,
-                         settings.audit_retention_days * 86400)
+    fleet = FleetMonitor(
+        store,
+        load_fleet(settings.fleet_file),
+        settings.completeness_deadline_seconds,
+        settings.audit_retention_days * 86400,
+    )
     runner = ConsumerRunner(
         bootstrap_servers=settings.kafka_bootstrap_servers,
         group_id=settings.consumer_group,
@@ -133,8 +180,11 @@ def _admin(service: Service, settings: MonitorSettings, producer: EventProducer)
 
     audit = AuditStore(settings.data_dir / "monitor" / "admin-audit.sqlite")
     topic = topics.CENTRAL_DEAD_LETTER if settings.mode == "fleet" else topics.TRAILER_DEAD_LETTER
-    add_admin_routes(service.app, DeadLetters(settings.kafka_bootstrap_servers, topic, audit,
-                                              producer), settings.admin_token_file)
+    add_admin_routes(
+        service.app,
+        DeadLetters(settings.kafka_bootstrap_servers, topic, audit, producer),
+        settings.admin_token_file,
+    )
 
     async def close() -> None:
         audit.close()
@@ -159,5 +209,9 @@ def _build() -> Service:
 def main() -> None:
     # An unreadable DSN file, a database that does not answer, a bad variable: say so
     # in one line, exit 2, no traceback.
-    run_service("monitor", _build, (ConfigError, DatabaseUnavailable, OSError, ValueError),
-                describe=cannot_start)
+    run_service(
+        "monitor",
+        _build,
+        (ConfigError, DatabaseUnavailable, OSError, ValueError),
+        describe=cannot_start,
+    )

@@ -60,8 +60,13 @@ def parse_schedule(text: str) -> list[Window]:
 class CapSchedule:
     """The cap (bytes/s, 0 = uncapped) in force at a given moment."""
 
-    def __init__(self, default_rate: int, windows: list[Window], timezone: str = "UTC",
-                 clock: Callable[[], datetime] | None = None) -> None:
+    def __init__(
+        self,
+        default_rate: int,
+        windows: list[Window],
+        timezone: str = "UTC",
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
         self.default_rate = default_rate
         self.windows = windows
         self._tz = ZoneInfo(timezone)
@@ -83,8 +88,12 @@ class TokenBucket:
     (unused allowance carried forward) is capped at ``burst_seconds`` of the rate.
     """
 
-    def __init__(self, schedule: CapSchedule, burst_seconds: float = 0.1,
-                 control: OperatorControl | None = None) -> None:
+    def __init__(
+        self,
+        schedule: CapSchedule,
+        burst_seconds: float = 0.1,
+        control: OperatorControl | None = None,
+    ) -> None:
         self.schedule = schedule
         self.control = control
         self.burst_seconds = burst_seconds

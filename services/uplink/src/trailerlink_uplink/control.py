@@ -72,8 +72,9 @@ class OperatorControl:
 
     def cap_now(self) -> int | None:
         state = self.state
-        if state.cap_bytes_per_second and (state.cap_until is None
-                                           or self._clock() < state.cap_until):
+        if state.cap_bytes_per_second and (
+            state.cap_until is None or self._clock() < state.cap_until
+        ):
             return state.cap_bytes_per_second
         return None
 

@@ -32,9 +32,16 @@ def disk_free_fraction(path: Path) -> float:
 
 
 class Janitor:
-    def __init__(self, queue: SendQueue, outgoing_dir: Path, spool_dir: Path, *,
-                 retention_seconds: float, pressure_free_fraction: float,
-                 free_fraction: Callable[[Path], float] = disk_free_fraction) -> None:
+    def __init__(
+        self,
+        queue: SendQueue,
+        outgoing_dir: Path,
+        spool_dir: Path,
+        *,
+        retention_seconds: float,
+        pressure_free_fraction: float,
+        free_fraction: Callable[[Path], float] = disk_free_fraction,
+    ) -> None:
         self.queue = queue
         self._spool_index: SpoolIndex | None = None
         self.outgoing_dir = Path(outgoing_dir)

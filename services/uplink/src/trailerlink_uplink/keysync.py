@@ -108,8 +108,14 @@ def write_keys(directory: Path, current: str, pems: dict[str, bytes]) -> bool:
 class KeySync:
     """Service task: poll the ingest's keys, write them, report unsent objects."""
 
-    def __init__(self, http: httpx.AsyncClient, keys_url: str, directory: Path,
-                 queue: SendQueue, poll_seconds: float) -> None:
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        keys_url: str,
+        directory: Path,
+        queue: SendQueue,
+        poll_seconds: float,
+    ) -> None:
         self.http = http
         self.keys_url = keys_url.rstrip("/")
         self.directory = Path(directory)
@@ -134,14 +140,21 @@ class KeySync:
         current, pems = parse_listing(body)
         self.held = frozenset(pems)
         if await asyncio.to_thread(write_keys, self.directory, current, pems):
-            log.warning("sealing keys updated from the data centre",
-                        extra={"current_key_id": current, "key_ids": sorted(pems)})
+            log.warning(
+                "sealing keys updated from the data centre",
+                extra={"current_key_id": current, "key_ids": sorted(pems)},
+            )
         unsent = await asyncio.to_thread(self.queue.unsent_by_key)
         resendable = await asyncio.to_thread(self.queue.resendable_by_key)
         try:
-            rsp = await self.http.put(f"{self.keys_url}/unsent", json={
-                "sealing_key_id": current, "unsent_by_key_id": unsent,
-                "resendable_by_key_id": resendable})
+            rsp = await self.http.put(
+                f"{self.keys_url}/unsent",
+                json={
+                    "sealing_key_id": current,
+                    "unsent_by_key_id": unsent,
+                    "resendable_by_key_id": resendable,
+                },
+            )
         except (httpx.HTTPError, OSError) as exc:
             raise classify(exc) from None
         if rsp.status_code != 204:
@@ -155,8 +168,9 @@ class KeySync:
             except LinkError as exc:
                 log.info("sealing keys not fetched", extra={"kind": exc.kind})
             except BadKeyListing as exc:
-                log.error("sealing key listing refused; keys unchanged",
-                          extra={"error": str(exc)[:200]})
+                log.error(
+                    "sealing key listing refused; keys unchanged", extra={"error": str(exc)[:200]}
+                )
             except OSError as exc:
                 log.error("sealing keys not written", extra={"error": type(exc).__name__})
             await sleep_or_stop(stop, self.poll_seconds)

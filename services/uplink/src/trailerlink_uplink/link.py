@@ -33,8 +33,14 @@ class LinkError(Exception):
     """A request failed; ``kind`` names how (dns, tls, connect, timeout, reset, http_5xx,
     http_4xx). The message never carries patient data."""
 
-    def __init__(self, kind: str, detail: str = "", *, status: int | None = None,
-                 retry_after: float | None = None) -> None:
+    def __init__(
+        self,
+        kind: str,
+        detail: str = "",
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(f"{kind}: {detail}" if detail else kind)
         self.kind = kind
         self.status = status
@@ -61,8 +67,9 @@ def classify(exc: BaseException) -> LinkError:
         return exc
     chain = _causes(exc)
     if any(isinstance(c, socket.gaierror) for c in chain) or any(
-            "name resolution" in str(c).lower() or "name or service not known" in str(c).lower()
-            for c in chain):
+        "name resolution" in str(c).lower() or "name or service not known" in str(c).lower()
+        for c in chain
+    ):
         return LinkError("dns", type(exc).__name__)
     if any(isinstance(c, ssl.SSLError | ssl.CertificateError) for c in chain):
         return LinkError("tls", type(exc).__name__)
@@ -79,8 +86,12 @@ def http_error(status: int, retry_after: str | None = None) -> LinkError:
     """The LinkError for an unexpected HTTP answer, with its status (and Retry-After in
     seconds, when the server gave one as a number)."""
     seconds = float(retry_after) if retry_after and retry_after.isdigit() else None
-    return LinkError("http_5xx" if status >= 500 else "http_4xx", f"HTTP {status}",
-                     status=status, retry_after=seconds)
+    return LinkError(
+        "http_5xx" if status >= 500 else "http_4xx",
+        f"HTTP {status}",
+        status=status,
+        retry_after=seconds,
+    )
 
 
 class Backoff:
@@ -155,8 +166,10 @@ class LinkMonitor:
         while not stop.is_set():
             if self.state != DOWN:
                 changed = self._changed
-                waiters = [asyncio.ensure_future(stop.wait()),
-                           asyncio.ensure_future(changed.wait())]
+                waiters = [
+                    asyncio.ensure_future(stop.wait()),
+                    asyncio.ensure_future(changed.wait()),
+                ]
                 await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
                 for w in waiters:
                     w.cancel()

@@ -49,14 +49,16 @@ def _verify(settings: UplinkSettings) -> object:
     return tls_context(settings.ca_file, settings.client_cert_file, settings.client_key_file)
 
 
-async def _refresh_metrics(queue: SendQueue, sender: Sender, bucket: TokenBucket,
-                           stop: asyncio.Event) -> None:
+async def _refresh_metrics(
+    queue: SendQueue, sender: Sender, bucket: TokenBucket, stop: asyncio.Event
+) -> None:
     while not stop.is_set():
         backlog = await asyncio.to_thread(queue.backlog)
         metrics.BACKLOG_OBJECTS.set(backlog.objects)
         metrics.BACKLOG_BYTES.set(backlog.bytes)
         metrics.OLDEST_UNSENT_AGE.set(
-            max(0.0, time.time() - backlog.oldest_received_at) if backlog.oldest_received_at else 0)
+            max(0.0, time.time() - backlog.oldest_received_at) if backlog.oldest_received_at else 0
+        )
         metrics.AWAITING_RECEIPT.set(backlog.awaiting_receipt)
         metrics.FAILED_OBJECTS.set(backlog.failed)
         metrics.GOODPUT.set(sender.goodput.rate())
@@ -86,8 +88,11 @@ def _build() -> Service:
     service = Service("uplink", settings, version=__version__)
     try:
         verify = _verify(settings)
-        schedule = CapSchedule(settings.bandwidth_cap_bytes_per_second,
-                               parse_schedule(settings.bandwidth_schedule), settings.timezone)
+        schedule = CapSchedule(
+            settings.bandwidth_cap_bytes_per_second,
+            parse_schedule(settings.bandwidth_schedule),
+            settings.timezone,
+        )
     except (ValueError, OSError) as exc:  # an unreadable TLS file, a bad schedule
         raise ConfigError(str(exc)) from None
 
@@ -95,42 +100,82 @@ def _build() -> Service:
     control = OperatorControl(settings.resolved_queue_path().parent / "operator-control.json")
     bucket = TokenBucket(schedule, control=control)
     add_admin_routes(service.app, control, bucket, settings.admin_token_file)
-    http = make_http_client(verify=verify, connect_timeout=settings.connect_timeout_seconds,  # type: ignore[arg-type]
-                            io_timeout=settings.io_timeout_seconds,
-                            max_connections=2 * settings.concurrency + 2,
-                            keepalive_seconds=settings.tcp_keepalive_seconds,
-                            user_timeout_seconds=settings.tcp_user_timeout_seconds)
+    http = make_http_client(
+        verify=verify,  # type: ignore[arg-type]
+        connect_timeout=settings.connect_timeout_seconds,
+        io_timeout=settings.io_timeout_seconds,
+        max_connections=2 * settings.concurrency + 2,
+        keepalive_seconds=settings.tcp_keepalive_seconds,
+        user_timeout_seconds=settings.tcp_user_timeout_seconds,
+    )
     tus = TusClient(settings.tus_url(), http, bucket, on_sent=metrics.SENT_BYTES.inc)
 
     async def probe() -> None:
         await tus.discover()
 
     link = LinkMonitor(probe, settings.probe_interval_seconds)
-    sender = Sender(queue, tus, link, settings.resolved_outgoing_dir(),
-                    trailer_id=settings.trailer_id, chunk_size=settings.chunk_size_bytes,
-                    concurrency=settings.concurrency,
-                    backoff_initial=settings.backoff_initial_seconds,
-                    backoff_max=settings.backoff_max_seconds)
-    keysync = (KeySync(http, settings.resolved_keys_url(), settings.sealing_keys_sync_dir,
-                       queue, settings.keys_poll_seconds)
-               if settings.sealing_keys_sync_dir is not None else None)
-    add_resend_route(service.app, Resender(
-        queue, settings.resolved_outgoing_dir(), settings.resolved_spool_dir(),
-        held_keys=(lambda: keysync.held) if keysync is not None else lambda: None),
-        sender.wake, settings.admin_token_file)
-    producer = EventProducer(settings.kafka_bootstrap_servers,
-                             client_id=settings.kafka_client_id or "uplink")
+    sender = Sender(
+        queue,
+        tus,
+        link,
+        settings.resolved_outgoing_dir(),
+        trailer_id=settings.trailer_id,
+        chunk_size=settings.chunk_size_bytes,
+        concurrency=settings.concurrency,
+        backoff_initial=settings.backoff_initial_seconds,
+        backoff_max=settings.backoff_max_seconds,
+    )
+    keysync = (
+        KeySync(
+            http,
+            settings.resolved_keys_url(),
+            settings.sealing_keys_sync_dir,
+            queue,
+            settings.keys_poll_seconds,
+        )
+        if settings.sealing_keys_sync_dir is not None
+        else None
+    )
+    add_resend_route(
+        service.app,
+        Resender(
+            queue,
+            settings.resolved_outgoing_dir(),
+            settings.resolved_spool_dir(),
+            held_keys=(lambda: keysync.held) if keysync is not None else lambda: None,
+        ),
+        sender.wake,
+        settings.admin_token_file,
+    )
+    producer = EventProducer(
+        settings.kafka_bootstrap_servers, client_id=settings.kafka_client_id or "uplink"
+    )
     sender.publisher = producer  # ObjectFailed for sealed files that cannot be sent
     handler = SealedHandler(queue, sender.wake)
     consumer = ConsumerRunner(
-        bootstrap_servers=settings.kafka_bootstrap_servers, group_id=settings.consumer_group,
-        topics=[OBJECT_SEALED], handler=handler.handle, producer=producer,
-        dead_letter_topic=TRAILER_DEAD_LETTER, client_id=settings.kafka_client_id or "uplink")
-    receipts = ReceiptPoller(http, settings.resolved_receipts_url(), queue, producer,
-                             settings.trailer_id, settings.receipts_poll_seconds)
-    janitor = Janitor(queue, settings.resolved_outgoing_dir(), settings.resolved_spool_dir(),
-                      retention_seconds=settings.retention_days * 86400,
-                      pressure_free_fraction=settings.disk_pressure_free_fraction)
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        group_id=settings.consumer_group,
+        topics=[OBJECT_SEALED],
+        handler=handler.handle,
+        producer=producer,
+        dead_letter_topic=TRAILER_DEAD_LETTER,
+        client_id=settings.kafka_client_id or "uplink",
+    )
+    receipts = ReceiptPoller(
+        http,
+        settings.resolved_receipts_url(),
+        queue,
+        producer,
+        settings.trailer_id,
+        settings.receipts_poll_seconds,
+    )
+    janitor = Janitor(
+        queue,
+        settings.resolved_outgoing_dir(),
+        settings.resolved_spool_dir(),
+        retention_seconds=settings.retention_days * 86400,
+        pressure_free_fraction=settings.disk_pressure_free_fraction,
+    )
 
     async def kafka(stop: asyncio.Event) -> None:
         if not await producer.connect(stop):

@@ -205,11 +205,27 @@ class SendQueue:
                     " sealed_size, key_id, codec, priority, received_at, sealed_at,"
                     " enqueued_at, state, traceparent)"
                     " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (obj.sealed_path, obj.sop_instance_uid, obj.study_instance_uid,
-                     obj.series_instance_uid, obj.sop_class_uid, obj.transfer_syntax_uid,
-                     obj.file_sha256, obj.dataset_sha256, obj.sealed_sha256, obj.sealed_size,
-                     obj.key_id, obj.codec, obj.priority, obj.received_at, obj.sealed_at, now,
-                     STATE_QUEUED, obj.traceparent or None))
+                    (
+                        obj.sealed_path,
+                        obj.sop_instance_uid,
+                        obj.study_instance_uid,
+                        obj.series_instance_uid,
+                        obj.sop_class_uid,
+                        obj.transfer_syntax_uid,
+                        obj.file_sha256,
+                        obj.dataset_sha256,
+                        obj.sealed_sha256,
+                        obj.sealed_size,
+                        obj.key_id,
+                        obj.codec,
+                        obj.priority,
+                        obj.received_at,
+                        obj.sealed_at,
+                        now,
+                        STATE_QUEUED,
+                        obj.traceparent or None,
+                    ),
+                )
                 added = cur.rowcount == 1
                 if added:
                     self._conn.execute(
@@ -217,7 +233,8 @@ class SendQueue:
                         " first_id) VALUES (?,?,?,?) ON CONFLICT(study_instance_uid) DO UPDATE"
                         " SET priority = MAX(priority, excluded.priority),"
                         " first_received_at = MIN(first_received_at, excluded.first_received_at)",
-                        (obj.study_instance_uid, obj.priority, obj.received_at, cur.lastrowid))
+                        (obj.study_instance_uid, obj.priority, obj.received_at, cur.lastrowid),
+                    )
                 self._conn.execute("COMMIT")
             except BaseException:
                 self._conn.execute("ROLLBACK")
@@ -230,17 +247,21 @@ class SendQueue:
         (those in flight)."""
         excluded = list(exclude)
         marks = ",".join("?" for _ in excluded) or "-1"
-        sql = ("SELECT o.* FROM objects o JOIN studies s USING (study_instance_uid)"  # noqa: S608
-               " WHERE o.state = ? AND o.id NOT IN (" + marks + ")"  # only "?" placeholders
-               " ORDER BY s.priority DESC, s.first_received_at, s.first_id,"
-               " o.received_at, o.id LIMIT 1")
+        sql = (
+            "SELECT o.* FROM objects o JOIN studies s USING (study_instance_uid)"  # noqa: S608
+            " WHERE o.state = ? AND o.id NOT IN (" + marks + ")"  # only "?" placeholders
+            " ORDER BY s.priority DESC, s.first_received_at, s.first_id,"
+            " o.received_at, o.id LIMIT 1"
+        )
         rows = self._query(sql, (STATE_QUEUED, *excluded))
         return QueuedObject.from_row(rows[0]) if rows else None
 
     def set_upload_url(self, object_id: int, url: str | None) -> None:
         """Remember (durably) the upload a restart must resume, or forget it."""
-        self._write("UPDATE objects SET upload_url = ?, attempts = attempts + ? WHERE id = ?",
-                    (url, 1 if url else 0, object_id))
+        self._write(
+            "UPDATE objects SET upload_url = ?, attempts = attempts + ? WHERE id = ?",
+            (url, 1 if url else 0, object_id),
+        )
 
     def mark_uploaded(self, object_id: int) -> None:
         with self._lock:
@@ -248,10 +269,10 @@ class SendQueue:
             try:
                 cur = self._conn.execute(
                     "UPDATE objects SET state = ?, uploaded_at = ? WHERE id = ? AND state = ?",
-                    (STATE_UPLOADED, time.time(), object_id, STATE_QUEUED))
+                    (STATE_UPLOADED, time.time(), object_id, STATE_QUEUED),
+                )
                 if cur.rowcount:  # sent: a resend can no longer be taken back
-                    self._conn.execute("DELETE FROM resend_prior WHERE object_id = ?",
-                                       (object_id,))
+                    self._conn.execute("DELETE FROM resend_prior WHERE object_id = ?", (object_id,))
                 self._conn.execute("COMMIT")
             except BaseException:
                 self._conn.execute("ROLLBACK")
@@ -265,30 +286,38 @@ class SendQueue:
     def find_sent(self, sop_instance_uid: str, dataset_sha256: str) -> list[QueuedObject]:
         """Rows a receipt may be about (any state: receipts can repeat)."""
         rows = self._query(
-            "SELECT * FROM objects WHERE sop_instance_uid = ? AND dataset_sha256 = ?"
-            " ORDER BY id", (sop_instance_uid, dataset_sha256))
+            "SELECT * FROM objects WHERE sop_instance_uid = ? AND dataset_sha256 = ? ORDER BY id",
+            (sop_instance_uid, dataset_sha256),
+        )
         return [QueuedObject.from_row(r) for r in rows]
 
     def mark_delivered(self, object_id: int, delivered_at: float | None = None) -> None:
         self._write(
             "UPDATE objects SET state = ?, delivered_at = COALESCE(delivered_at, ?), failure = NULL"
-            " WHERE id = ?", (STATE_DELIVERED, delivered_at or time.time(), object_id))
+            " WHERE id = ?",
+            (STATE_DELIVERED, delivered_at or time.time(), object_id),
+        )
 
     def mark_failed(self, object_id: int, reason: str) -> None:
-        self._write("UPDATE objects SET state = ?, failure = ? WHERE id = ? AND state != ?",
-                    (STATE_FAILED, reason, object_id, STATE_DELIVERED))
+        self._write(
+            "UPDATE objects SET state = ?, failure = ? WHERE id = ? AND state != ?",
+            (STATE_FAILED, reason, object_id, STATE_DELIVERED),
+        )
 
     def requeue(self, object_id: int, reason: str) -> None:
         """Send again from scratch (a fresh upload), e.g. after the ingest found the bytes
         corrupted in transit."""
-        self._write("UPDATE objects SET state = ?, upload_url = NULL, failure = ?"
-                    " WHERE id = ? AND state != ?",
-                    (STATE_QUEUED, reason, object_id, STATE_DELIVERED))
+        self._write(
+            "UPDATE objects SET state = ?, upload_url = NULL, failure = ?"
+            " WHERE id = ? AND state != ?",
+            (STATE_QUEUED, reason, object_id, STATE_DELIVERED),
+        )
 
     def find_study(self, study_instance_uid: str) -> list[QueuedObject]:
         """Every row of a study, in queue order."""
-        rows = self._query("SELECT * FROM objects WHERE study_instance_uid = ? ORDER BY id",
-                           (study_instance_uid,))
+        rows = self._query(
+            "SELECT * FROM objects WHERE study_instance_uid = ? ORDER BY id", (study_instance_uid,)
+        )
         return [QueuedObject.from_row(r) for r in rows]
 
     def resend_study(self, study_instance_uid: str, reason: str) -> list[QueuedObject]:
@@ -304,40 +333,50 @@ class SendQueue:
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
-                rows = [QueuedObject.from_row(r) for r in self._conn.execute(
-                    "SELECT * FROM objects WHERE study_instance_uid = ? ORDER BY id",
-                    (study_instance_uid,))]
+                rows = [
+                    QueuedObject.from_row(r)
+                    for r in self._conn.execute(
+                        "SELECT * FROM objects WHERE study_instance_uid = ? ORDER BY id",
+                        (study_instance_uid,),
+                    )
+                ]
                 if not rows:
                     raise ResendRefused("unknown", "study not in this trailer's send queue", [])
                 purged = [r for r in rows if r.purged_at is not None]
                 if purged:
-                    raise ResendRefused("purged", "files already deleted by the janitor",
-                                        purged)
+                    raise ResendRefused("purged", "files already deleted by the janitor", purged)
                 busy = [r for r in rows if r.state in (STATE_QUEUED, STATE_UPLOADED)]
                 if busy:
-                    raise ResendRefused("busy", "objects still queued or awaiting a receipt",
-                                        busy)
+                    raise ResendRefused("busy", "objects still queued or awaiting a receipt", busy)
                 # What a cancelled resend puts back (the latest resend's, if repeated).
                 self._conn.execute(
                     "INSERT OR REPLACE INTO resend_prior (object_id, state, delivered_at,"
                     " failure) SELECT id, state, delivered_at, failure FROM objects"
-                    " WHERE study_instance_uid = ?", (study_instance_uid,))
+                    " WHERE study_instance_uid = ?",
+                    (study_instance_uid,),
+                )
                 self._conn.execute(
                     "UPDATE objects SET state = ?, upload_url = NULL, attempts = 0,"
                     " uploaded_at = NULL, delivered_at = NULL, failure = ?"
                     " WHERE study_instance_uid = ?",
-                    (STATE_QUEUED, f"resend: {reason}"[:500], study_instance_uid))
-                rows = [QueuedObject.from_row(r) for r in self._conn.execute(
-                    "SELECT * FROM objects WHERE study_instance_uid = ? ORDER BY id",
-                    (study_instance_uid,))]
+                    (STATE_QUEUED, f"resend: {reason}"[:500], study_instance_uid),
+                )
+                rows = [
+                    QueuedObject.from_row(r)
+                    for r in self._conn.execute(
+                        "SELECT * FROM objects WHERE study_instance_uid = ? ORDER BY id",
+                        (study_instance_uid,),
+                    )
+                ]
                 self._conn.execute("COMMIT")
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
         return rows
 
-    def cancel_resend(self, study_instance_uid: str, reason: str
-                      ) -> tuple[list[QueuedObject], list[QueuedObject]]:
+    def cancel_resend(
+        self, study_instance_uid: str, reason: str
+    ) -> tuple[list[QueuedObject], list[QueuedObject]]:
         """Take back a resend: every object of the study still queued by it returns to
         the state it had before (delivered with its old delivery time, or failed).
         Returns (cancelled rows, rows already sent that will still get their receipt).
@@ -348,29 +387,43 @@ class SendQueue:
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
-                rows = [QueuedObject.from_row(r) for r in self._conn.execute(
-                    "SELECT * FROM objects WHERE study_instance_uid = ? ORDER BY id",
-                    (study_instance_uid,))]
+                rows = [
+                    QueuedObject.from_row(r)
+                    for r in self._conn.execute(
+                        "SELECT * FROM objects WHERE study_instance_uid = ? ORDER BY id",
+                        (study_instance_uid,),
+                    )
+                ]
                 if not rows:
                     raise ResendRefused("unknown", "study not in this trailer's send queue", [])
-                prior = {int(r["object_id"]): r for r in self._conn.execute(
-                    "SELECT * FROM resend_prior WHERE object_id IN (SELECT id FROM objects"
-                    " WHERE study_instance_uid = ?)", (study_instance_uid,))}
+                prior = {
+                    int(r["object_id"]): r
+                    for r in self._conn.execute(
+                        "SELECT * FROM resend_prior WHERE object_id IN (SELECT id FROM objects"
+                        " WHERE study_instance_uid = ?)",
+                        (study_instance_uid,),
+                    )
+                }
                 taking = [r for r in rows if r.state == STATE_QUEUED and r.id in prior]
                 sent = [r for r in rows if r.state == STATE_UPLOADED]
                 if not taking:
-                    raise ResendRefused("not_resent", "no object of the study is waiting "
-                                        "to be sent again", sent)
+                    raise ResendRefused(
+                        "not_resent", "no object of the study is waiting to be sent again", sent
+                    )
                 for row in taking:
                     before = prior[row.id]
                     self._conn.execute(
                         "UPDATE objects SET state = ?, delivered_at = ?, upload_url = NULL,"
                         " failure = ? WHERE id = ? AND state = ?",
-                        (before["state"], before["delivered_at"],
-                         (before["failure"] or f"resend cancelled: {reason}")[:500],
-                         row.id, STATE_QUEUED))
-                    self._conn.execute("DELETE FROM resend_prior WHERE object_id = ?",
-                                       (row.id,))
+                        (
+                            before["state"],
+                            before["delivered_at"],
+                            (before["failure"] or f"resend cancelled: {reason}")[:500],
+                            row.id,
+                            STATE_QUEUED,
+                        ),
+                    )
+                    self._conn.execute("DELETE FROM resend_prior WHERE object_id = ?", (row.id,))
                 self._conn.execute("COMMIT")
             except BaseException:
                 self._conn.execute("ROLLBACK")
@@ -382,8 +435,11 @@ class SendQueue:
         return rows[0][0] if rows else None
 
     def set_value(self, key: str, value: str) -> None:
-        self._write("INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE"
-                    " SET value = excluded.value", (key, value))
+        self._write(
+            "INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE"
+            " SET value = excluded.value",
+            (key, value),
+        )
 
     # --- janitor and metrics ----------------------------------------------------------
     def delivered_unpurged(self, delivered_before: float | None = None) -> list[QueuedObject]:
@@ -391,34 +447,43 @@ class SendQueue:
         limit = delivered_before if delivered_before is not None else float("inf")
         rows = self._query(
             "SELECT * FROM objects WHERE state = ? AND purged_at IS NULL AND delivered_at <= ?"
-            " ORDER BY delivered_at, id", (STATE_DELIVERED, limit))
+            " ORDER BY delivered_at, id",
+            (STATE_DELIVERED, limit),
+        )
         return [QueuedObject.from_row(r) for r in rows]
 
     def mark_purged(self, object_id: int) -> None:
-        self._write("UPDATE objects SET purged_at = ? WHERE id = ? AND state = ?",
-                    (time.time(), object_id, STATE_DELIVERED))
+        self._write(
+            "UPDATE objects SET purged_at = ? WHERE id = ? AND state = ?",
+            (time.time(), object_id, STATE_DELIVERED),
+        )
 
     def backlog(self) -> Backlog:
-        (objects, size, oldest), = self._query(
+        ((objects, size, oldest),) = self._query(
             "SELECT COUNT(*), COALESCE(SUM(sealed_size), 0), MIN(received_at) FROM objects"
-            " WHERE state = ?", (STATE_QUEUED,))
-        (awaiting,), = self._query("SELECT COUNT(*) FROM objects WHERE state = ?",
-                                   (STATE_UPLOADED,))
-        (failed,), = self._query("SELECT COUNT(*) FROM objects WHERE state = ?",
-                                 (STATE_FAILED,))
+            " WHERE state = ?",
+            (STATE_QUEUED,),
+        )
+        ((awaiting,),) = self._query(
+            "SELECT COUNT(*) FROM objects WHERE state = ?", (STATE_UPLOADED,)
+        )
+        ((failed,),) = self._query("SELECT COUNT(*) FROM objects WHERE state = ?", (STATE_FAILED,))
         return Backlog(int(objects), int(size), oldest, int(awaiting), int(failed))
 
     def oldest_awaiting_receipt(self) -> float | None:
         """When the longest-waiting uploaded object finished uploading."""
-        (oldest,), = self._query("SELECT MIN(uploaded_at) FROM objects WHERE state = ?",
-                                 (STATE_UPLOADED,))
+        ((oldest,),) = self._query(
+            "SELECT MIN(uploaded_at) FROM objects WHERE state = ?", (STATE_UPLOADED,)
+        )
         return oldest
 
     def unsent_by_key(self) -> dict[str, int]:
         """Objects queued or awaiting a receipt, per sealing key id (what the ingest must
         keep a private key for; see keysync)."""
-        rows = self._query("SELECT key_id, COUNT(*) AS n FROM objects WHERE state IN (?, ?)"
-                           " GROUP BY key_id", (STATE_QUEUED, STATE_UPLOADED))
+        rows = self._query(
+            "SELECT key_id, COUNT(*) AS n FROM objects WHERE state IN (?, ?) GROUP BY key_id",
+            (STATE_QUEUED, STATE_UPLOADED),
+        )
         return {str(r["key_id"]): int(r["n"]) for r in rows}
 
     def resendable_by_key(self) -> dict[str, int]:
@@ -426,9 +491,13 @@ class SendQueue:
         failed), per sealing key id: what retiring that key would make unresendable."""
         rows = self._query(
             "SELECT key_id, COUNT(*) AS n FROM objects WHERE (state = ? AND purged_at IS NULL)"
-            " OR state = ? GROUP BY key_id", (STATE_DELIVERED, STATE_FAILED))
+            " OR state = ? GROUP BY key_id",
+            (STATE_DELIVERED, STATE_FAILED),
+        )
         return {str(r["key_id"]): int(r["n"]) for r in rows}
 
     def states(self) -> dict[str, int]:
-        return {r[0]: int(r[1]) for r in self._query(
-            "SELECT state, COUNT(*) FROM objects GROUP BY state")}
+        return {
+            r[0]: int(r[1])
+            for r in self._query("SELECT state, COUNT(*) FROM objects GROUP BY state")
+        }

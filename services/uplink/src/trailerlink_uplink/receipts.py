@@ -73,9 +73,12 @@ def _when(text: object) -> datetime | None:
 
 def _identity(row: QueuedObject) -> ObjectIdentity:
     return ObjectIdentity(
-        study_instance_uid=row.study_instance_uid, series_instance_uid=row.series_instance_uid,
-        sop_instance_uid=row.sop_instance_uid, sop_class_uid=row.sop_class_uid,
-        transfer_syntax_uid=row.transfer_syntax_uid)
+        study_instance_uid=row.study_instance_uid,
+        series_instance_uid=row.series_instance_uid,
+        sop_instance_uid=row.sop_instance_uid,
+        sop_class_uid=row.sop_class_uid,
+        transfer_syntax_uid=row.transfer_syntax_uid,
+    )
 
 
 def _reason_code(value: object) -> FailureReason:
@@ -92,8 +95,15 @@ def _reason_code(value: object) -> FailureReason:
 
 
 class ReceiptPoller:
-    def __init__(self, http: httpx.AsyncClient, url: str, queue: SendQueue, producer: Any,
-                 trailer_id: str, poll_seconds: float) -> None:
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        url: str,
+        queue: SendQueue,
+        producer: Any,
+        trailer_id: str,
+        poll_seconds: float,
+    ) -> None:
         self.http = http
         self.url = url
         self.queue = queue
@@ -110,8 +120,7 @@ class ReceiptPoller:
             except LinkError as exc:
                 log.info("receipts not reachable", extra={"kind": exc.kind})
             except Exception as exc:
-                log.warning("receipts poll failed; will retry",
-                            extra={"error": type(exc).__name__})
+                log.warning("receipts poll failed; will retry", extra={"error": type(exc).__name__})
             self._update_lag()
             await sleep_or_stop(stop, self.poll_seconds)
 
@@ -151,8 +160,10 @@ class ReceiptPoller:
         rows = self.queue.find_sent(sop, sha)
         if not rows:
             metrics.RECEIPTS.labels("unknown").inc()
-            log.warning("receipt for an object this trailer did not queue",
-                        extra={"cursor": receipt.get("cursor")})
+            log.warning(
+                "receipt for an object this trailer did not queue",
+                extra={"cursor": receipt.get("cursor")},
+            )
             return
         row = rows[-1]
         status = str(receipt.get("outcome") or receipt.get("status") or "").lower()
@@ -162,15 +173,18 @@ class ReceiptPoller:
             delivered_at = _when(receipt.get("at"))
             event = ObjectDelivered(
                 meta=new_meta("uplink", self.trailer_id, event_id=event_id),
-                object=_identity(row), dataset_sha256=sha,
+                object=_identity(row),
+                dataset_sha256=sha,
                 pacs_ae_title=str(receipt.get("pacs_ae_title") or ""),
-                stored_transfer_syntax_uid=str(receipt.get("stored_transfer_syntax_uid")
-                                               or row.transfer_syntax_uid),
+                stored_transfer_syntax_uid=str(
+                    receipt.get("stored_transfer_syntax_uid") or row.transfer_syntax_uid
+                ),
                 storage_committed=bool(receipt.get("storage_committed")),
                 received_at=timestamp(datetime.fromtimestamp(row.received_at, UTC)),
                 delivered_at=timestamp(delivered_at),
                 duplicate=bool(receipt.get("duplicate")) or row.state == STATE_DELIVERED,
-                upload_id=upload_id)
+                upload_id=upload_id,
+            )
             await self._publish(row, OBJECT_DELIVERED, row.study_instance_uid, event)
             for r in rows:
                 self.queue.mark_delivered(r.id, delivered_at.timestamp() if delivered_at else None)
@@ -183,18 +197,25 @@ class ReceiptPoller:
         permanent = bool(receipt.get("permanent"))
         event = ObjectFailed(
             meta=new_meta("uplink", self.trailer_id, event_id=event_id),
-            object=_identity(row), dataset_sha256=sha, reason_code=code,
+            object=_identity(row),
+            dataset_sha256=sha,
+            reason_code=code,
             reason=str(receipt.get("reason") or "")[:500],
             stage=str(receipt.get("stage") or "ingest"),
-            dicom_status=int(receipt.get("dicom_status") or 0), permanent=permanent,
-            failed_at=timestamp(_when(receipt.get("at"))), upload_id=upload_id)
+            dicom_status=int(receipt.get("dicom_status") or 0),
+            permanent=permanent,
+            failed_at=timestamp(_when(receipt.get("at"))),
+            upload_id=upload_id,
+        )
         await self._publish(row, OBJECT_FAILED, row.study_instance_uid, event)
         metrics.RECEIPTS.labels("failed").inc()
         if row.state == STATE_DELIVERED or not permanent:
             return  # the ingest retries a transient failure itself
         reason = FailureReason.Name(code)
-        if code == FailureReason.Value("FAILURE_REASON_VERIFY_FAILED") and \
-                row.attempts < MAX_RESENDS_AFTER_CORRUPTION:
+        if (
+            code == FailureReason.Value("FAILURE_REASON_VERIFY_FAILED")
+            and row.attempts < MAX_RESENDS_AFTER_CORRUPTION
+        ):
             self.queue.requeue(row.id, reason)  # bytes damaged on the way: send afresh
         else:
             self.queue.mark_failed(row.id, reason)

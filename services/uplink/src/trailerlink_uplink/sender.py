@@ -124,9 +124,19 @@ class GoodputMeter:
 class Sender:
     """Upload workers (``concurrency`` at once) over one shared link and bandwidth cap."""
 
-    def __init__(self, queue: SendQueue, tus: TusClient, link: LinkMonitor, outgoing_dir: Path,
-                 *, trailer_id: str, chunk_size: int, concurrency: int,
-                 backoff_initial: float, backoff_max: float) -> None:
+    def __init__(
+        self,
+        queue: SendQueue,
+        tus: TusClient,
+        link: LinkMonitor,
+        outgoing_dir: Path,
+        *,
+        trailer_id: str,
+        chunk_size: int,
+        concurrency: int,
+        backoff_initial: float,
+        backoff_max: float,
+    ) -> None:
         self.queue = queue
         self.tus = tus
         self.link = link
@@ -155,8 +165,10 @@ class Sender:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Service task: run the workers until ``stop``."""
-        workers = [asyncio.create_task(self._worker(stop), name=f"upload-{i}")
-                   for i in range(self.concurrency)]
+        workers = [
+            asyncio.create_task(self._worker(stop), name=f"upload-{i}")
+            for i in range(self.concurrency)
+        ]
         try:
             await stop.wait()
         finally:
@@ -187,12 +199,10 @@ class Sender:
         set aside may go again, at most IDLE_POLL_SECONDS."""
         if not self._set_aside:
             return IDLE_POLL_SECONDS
-        return max(0.05, min(IDLE_POLL_SECONDS,
-                             min(self._set_aside.values()) - time.monotonic()))
+        return max(0.05, min(IDLE_POLL_SECONDS, min(self._set_aside.values()) - time.monotonic()))
 
     def _set_object_aside(self, obj: QueuedObject, exc: LinkError) -> float:
-        backoff = self._refusals.setdefault(
-            obj.id, Backoff(self.backoff_initial, self.backoff_max))
+        backoff = self._refusals.setdefault(obj.id, Backoff(self.backoff_initial, self.backoff_max))
         delay = min(self.backoff_max, max(exc.retry_after or 0.0, backoff.next_delay()))
         self._set_aside[obj.id] = time.monotonic() + delay
         self._wake.set()  # another worker may be idle while this object rests
@@ -210,10 +220,13 @@ class Sender:
                 found = self._take()
                 if found is None:
                     self._wake.clear()
-                    waiters = [asyncio.ensure_future(stop.wait()),
-                               asyncio.ensure_future(self._wake.wait())]
-                    await asyncio.wait(waiters, timeout=self._idle_wait(),
-                                       return_when=asyncio.FIRST_COMPLETED)
+                    waiters = [
+                        asyncio.ensure_future(stop.wait()),
+                        asyncio.ensure_future(self._wake.wait()),
+                    ]
+                    await asyncio.wait(
+                        waiters, timeout=self._idle_wait(), return_when=asyncio.FIRST_COMPLETED
+                    )
                     for w in waiters:
                         w.cancel()
                     continue
@@ -221,8 +234,10 @@ class Sender:
             try:
                 await self.send(obj, stop, fresh_url=fresh_url, ahead=ahead)
             except Exception as exc:  # a bug must not silently end a worker
-                log.exception("upload worker error; going on",
-                              extra={"object_id": obj.id, "error": type(exc).__name__})
+                log.exception(
+                    "upload worker error; going on",
+                    extra={"object_id": obj.id, "error": type(exc).__name__},
+                )
                 await self.link.wait_after_failure(self.backoff_max, stop)
             finally:
                 self._in_flight.discard(obj.id)
@@ -237,8 +252,7 @@ class Sender:
             return None  # a resumed upload: the upload proper HEADs it
         try:
             await self._ensure_verified(obj)
-            url = await self.tus.create(obj.sealed_size, upload_metadata(obj),
-                                        obj.received_at)
+            url = await self.tus.create(obj.sealed_size, upload_metadata(obj), obj.received_at)
             await asyncio.to_thread(self.queue.set_upload_url, obj.id, url)
         except UploadRefused as exc:
             self._refused_ahead[obj.id] = exc  # the ingest answered for good: ask once
@@ -248,20 +262,37 @@ class Sender:
         metrics.UPLOADS.labels("created").inc()
         return url
 
-    async def send(self, obj: QueuedObject, stop: asyncio.Event, *,
-                   fresh_url: str | None = None, ahead: list[_Ahead] | None = None) -> bool:
+    async def send(
+        self,
+        obj: QueuedObject,
+        stop: asyncio.Event,
+        *,
+        fresh_url: str | None = None,
+        ahead: list[_Ahead] | None = None,
+    ) -> bool:
         """:meth:`_send` in the image's trace (the context its queue row kept)."""
         with tracer.start_as_current_span(
-                "uplink.upload", context=stored_context(obj.traceparent), kind=SpanKind.CLIENT,
-                attributes={"dicom.sop_instance_uid": obj.sop_instance_uid,
-                            "trailerlink.object_id": obj.id,
-                            "trailerlink.sealed_bytes": obj.sealed_size}) as span:
+            "uplink.upload",
+            context=stored_context(obj.traceparent),
+            kind=SpanKind.CLIENT,
+            attributes={
+                "dicom.sop_instance_uid": obj.sop_instance_uid,
+                "trailerlink.object_id": obj.id,
+                "trailerlink.sealed_bytes": obj.sealed_size,
+            },
+        ) as span:
             done = await self._send(obj, stop, fresh_url=fresh_url, ahead=ahead)
             span.set_attribute("trailerlink.uploaded", done)
             return done
 
-    async def _send(self, obj: QueuedObject, stop: asyncio.Event, *,
-                    fresh_url: str | None = None, ahead: list[_Ahead] | None = None) -> bool:
+    async def _send(
+        self,
+        obj: QueuedObject,
+        stop: asyncio.Event,
+        *,
+        fresh_url: str | None = None,
+        ahead: list[_Ahead] | None = None,
+    ) -> bool:
         """Upload ``obj`` until it is complete (True), or False when ``stop`` is set, its
         sealed file cannot be sent, or the ingest refused this upload for now (it is set
         aside: the worker goes on with other objects). Link trouble is retried without
@@ -284,21 +315,35 @@ class Sender:
                     # The server answered (the link is fine) about this upload alone:
                     # let the next objects go first, come back to this one shortly.
                     delay = self._set_object_aside(obj, exc)
-                    log.warning("upload refused for now; other objects go first",
-                                extra={"status": exc.status, "upload_id": upload_id,
-                                       "object_id": obj.id, "retry_in_s": round(delay, 2)})
+                    log.warning(
+                        "upload refused for now; other objects go first",
+                        extra={
+                            "status": exc.status,
+                            "upload_id": upload_id,
+                            "object_id": obj.id,
+                            "retry_in_s": round(delay, 2),
+                        },
+                    )
                     return False
                 self.link.report_failure(exc)
                 delay = backoff.next_delay()
-                log.warning("upload interrupted; will resume",
-                            extra={"kind": exc.kind, "status": exc.status,
-                                   "upload_id": upload_id, "object_id": obj.id,
-                                   "retry_in_s": round(delay, 2)})
+                log.warning(
+                    "upload interrupted; will resume",
+                    extra={
+                        "kind": exc.kind,
+                        "status": exc.status,
+                        "upload_id": upload_id,
+                        "object_id": obj.id,
+                        "retry_in_s": round(delay, 2),
+                    },
+                )
                 await self.link.wait_after_failure(delay, stop)
                 continue
             except UploadGone as exc:
-                log.warning("server forgot the upload; starting a new one",
-                            extra={"object_id": obj.id, "why": str(exc)})
+                log.warning(
+                    "server forgot the upload; starting a new one",
+                    extra={"object_id": obj.id, "why": str(exc)},
+                )
                 metrics.UPLOADS.labels("recreated").inc()
                 self.queue.set_upload_url(obj.id, None)
                 self._sent_mark.pop(obj.id, None)
@@ -345,7 +390,8 @@ class Sender:
             raise SealedFileProblem("missing", "sealed file missing") from None
         except OSError as exc:
             raise SealedFileProblem(
-                "unreadable", f"sealed file unreadable ({type(exc).__name__})") from None
+                "unreadable", f"sealed file unreadable ({type(exc).__name__})"
+            ) from None
         if obj.sealed_sha256 and digest.hexdigest() != obj.sealed_sha256:
             raise SealedFileProblem("corrupt", "sealed file SHA-256 differs from its event")
 
@@ -356,46 +402,68 @@ class Sender:
             await asyncio.to_thread(self._check_file, obj)
             self._verified.add(obj.id)
 
-    async def _give_up(self, obj: QueuedObject, problem: SealedFileProblem | UploadRefused,
-                       stop: asyncio.Event) -> None:
+    async def _give_up(
+        self, obj: QueuedObject, problem: SealedFileProblem | UploadRefused, stop: asyncio.Event
+    ) -> None:
         """Take an unsendable object out of the queue, loudly: log (object id and reason,
         no patient data), count, publish ObjectFailed, then mark it failed. The event goes
         first so a crash in between repeats it (same event id) rather than losing it."""
         if isinstance(problem, UploadRefused):
-            kind, stage, why = problem.reason, REFUSED_STAGE, \
-                f"ingest refused the upload for good ({problem.reason}: {problem})"
-            code = ("FAILURE_REASON_UNSEALABLE" if problem.reason == "unknown_key"
-                    else "FAILURE_REASON_UNSPECIFIED")
-            log.error("upload refused for good by the ingest; taken out of the send queue",
-                      extra={"object_id": obj.id, "reason": problem.reason,
-                             "status": problem.status, "why": str(problem),
-                             "key_id": obj.key_id})
+            kind, stage, why = (
+                problem.reason,
+                REFUSED_STAGE,
+                f"ingest refused the upload for good ({problem.reason}: {problem})",
+            )
+            code = (
+                "FAILURE_REASON_UNSEALABLE"
+                if problem.reason == "unknown_key"
+                else "FAILURE_REASON_UNSPECIFIED"
+            )
+            log.error(
+                "upload refused for good by the ingest; taken out of the send queue",
+                extra={
+                    "object_id": obj.id,
+                    "reason": problem.reason,
+                    "status": problem.status,
+                    "why": str(problem),
+                    "key_id": obj.key_id,
+                },
+            )
         else:
             kind, stage, why = problem.kind, FAILED_STAGE, str(problem)
             code = "FAILURE_REASON_UNSPECIFIED"
-            log.error("sealed object cannot be sent; taken out of the send queue",
-                      extra={"object_id": obj.id, "kind": problem.kind, "why": why})
+            log.error(
+                "sealed object cannot be sent; taken out of the send queue",
+                extra={"object_id": obj.id, "kind": problem.kind, "why": why},
+            )
         current = self.queue.get(obj.id) or obj
         if current.upload_url:  # free the server's partial upload; a resend starts afresh
             with contextlib.suppress(LinkError, UploadGone):
                 await self.tus.terminate(current.upload_url)
         if self.publisher is not None:
-            event_id = uuid.uuid5(_EVENT_NAMESPACE, f"{obj.sealed_path}:{kind}:"
-                                                    f"{current.failure or ''}")
+            event_id = uuid.uuid5(
+                _EVENT_NAMESPACE, f"{obj.sealed_path}:{kind}:{current.failure or ''}"
+            )
             event = ObjectFailed(
                 meta=new_meta("uplink", self.trailer_id, event_id=str(event_id)),
-                object=_identity(obj), dataset_sha256=obj.dataset_sha256,
+                object=_identity(obj),
+                dataset_sha256=obj.dataset_sha256,
                 reason_code=FailureReason.Value(code),
-                reason=why, stage=stage, permanent=True,
-                failed_at=timestamp())
+                reason=why,
+                stage=stage,
+                permanent=True,
+                failed_at=timestamp(),
+            )
             backoff = Backoff(self.backoff_initial, self.backoff_max)
             while True:
                 try:
                     await self.publisher.publish(OBJECT_FAILED, obj.study_instance_uid, event)
                     break
                 except Exception as exc:  # broker not there yet: the object waits for it
-                    log.warning("object-failed not published yet; will retry",
-                                extra={"object_id": obj.id, "error": type(exc).__name__})
+                    log.warning(
+                        "object-failed not published yet; will retry",
+                        extra={"object_id": obj.id, "error": type(exc).__name__},
+                    )
                     if await sleep_or_stop(stop, backoff.next_delay()):
                         return  # still queued: found again at the next start
         await asyncio.to_thread(self.queue.mark_failed, obj.id, f"uplink: {why}")
@@ -424,8 +492,9 @@ class Sender:
                 self._discovery = asyncio.create_task(self.tus.discover())
             await asyncio.shield(self._discovery)
 
-    async def _upload_once(self, obj: QueuedObject, fresh_url: str | None = None,
-                           ahead: list[_Ahead] | None = None) -> None:
+    async def _upload_once(
+        self, obj: QueuedObject, fresh_url: str | None = None, ahead: list[_Ahead] | None = None
+    ) -> None:
         discovering = asyncio.ensure_future(self._discover())
         try:
             await self._upload_from(obj, fresh_url, ahead, discovering)
@@ -435,9 +504,13 @@ class Sender:
             elif not discovering.cancelled():
                 discovering.exception()  # raised by the await below if it mattered
 
-    async def _upload_from(self, obj: QueuedObject, fresh_url: str | None,
-                           ahead: list[_Ahead] | None, discovering: asyncio.Future[None]
-                           ) -> None:
+    async def _upload_from(
+        self,
+        obj: QueuedObject,
+        fresh_url: str | None,
+        ahead: list[_Ahead] | None,
+        discovering: asyncio.Future[None],
+    ) -> None:
         url: str | None
         if fresh_url is not None:
             url, offset = fresh_url, 0  # created ahead a moment ago: nothing to HEAD
@@ -446,8 +519,7 @@ class Sender:
             url = current.upload_url if current else obj.upload_url
             await self._ensure_verified(obj)
             if url is None:
-                url = await self.tus.create(obj.sealed_size, upload_metadata(obj),
-                                            obj.received_at)
+                url = await self.tus.create(obj.sealed_size, upload_metadata(obj), obj.received_at)
                 # durable before the first byte
                 await asyncio.to_thread(self.queue.set_upload_url, obj.id, url)
                 metrics.UPLOADS.labels("created").inc()
@@ -464,7 +536,8 @@ class Sender:
                 raise SealedFileProblem("missing", "sealed file missing") from None
             except OSError as exc:
                 raise SealedFileProblem(
-                    "unreadable", f"sealed file unreadable ({type(exc).__name__})") from None
+                    "unreadable", f"sealed file unreadable ({type(exc).__name__})"
+                ) from None
             try:
                 while offset < obj.sealed_size:
                     if offset + self.chunk_size >= obj.sealed_size:
@@ -481,7 +554,8 @@ class Sender:
             data = os.pread(fd, length, offset)
         except OSError as exc:
             raise SealedFileProblem(
-                "unreadable", f"sealed file unreadable ({type(exc).__name__})") from None
+                "unreadable", f"sealed file unreadable ({type(exc).__name__})"
+            ) from None
         if len(data) != length:
             raise SealedFileProblem("corrupt", "sealed file shorter than its event says")
         mark = self._sent_mark.get(obj.id, offset)

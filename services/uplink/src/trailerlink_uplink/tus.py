@@ -115,8 +115,9 @@ def encode_metadata(metadata: Mapping[str, str]) -> str:
     return ",".join(f"{k} {base64.b64encode(v.encode()).decode()}" for k, v in metadata.items())
 
 
-def tls_context(ca_file: Path | None, cert_file: Path | None, key_file: Path | None
-                ) -> ssl.SSLContext:
+def tls_context(
+    ca_file: Path | None, cert_file: Path | None, key_file: Path | None
+) -> ssl.SSLContext:
     """TLS 1.3 client context that verifies the ingest and presents the trailer's
     certificate. Raises ``OSError``/``ssl.SSLError`` if a file cannot be loaded."""
     ctx = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
@@ -126,8 +127,9 @@ def tls_context(ca_file: Path | None, cert_file: Path | None, key_file: Path | N
     return ctx
 
 
-def dead_link_socket_options(keepalive_seconds: int, user_timeout_seconds: int
-                             ) -> list[tuple[int, int, int]]:
+def dead_link_socket_options(
+    keepalive_seconds: int, user_timeout_seconds: int
+) -> list[tuple[int, int, int]]:
     """TCP options by which the kernel gives up a connection whose path died silently (a
     4G bearer gone: no FIN, no RST) within seconds instead of minutes: data left
     unacknowledged for ``user_timeout_seconds`` ends it (TCP_USER_TIMEOUT), and an idle
@@ -135,13 +137,14 @@ def dead_link_socket_options(keepalive_seconds: int, user_timeout_seconds: int
     ``keepalive_seconds``, three misses ending it. 0 leaves the option out."""
     options: list[tuple[int, int, int]] = []
     if keepalive_seconds > 0:
-        options += [(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
-                    (socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, keepalive_seconds),
-                    (socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, keepalive_seconds),
-                    (socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)]
+        options += [
+            (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
+            (socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, keepalive_seconds),
+            (socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, keepalive_seconds),
+            (socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3),
+        ]
     if user_timeout_seconds > 0:
-        options.append((socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT,
-                        user_timeout_seconds * 1000))
+        options.append((socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, user_timeout_seconds * 1000))
     return options
 
 
@@ -195,9 +198,12 @@ class FreshAfterFailureTransport(httpx.AsyncBaseTransport):
         stream = response.stream
         # An async transport answers with an async stream (httpx's client asserts the same).
         assert isinstance(stream, httpx.AsyncByteStream)
-        return httpx.Response(status_code=response.status_code, headers=response.headers,
-                              stream=_TrackedStream(stream, self, transport),
-                              extensions=response.extensions)
+        return httpx.Response(
+            status_code=response.status_code,
+            headers=response.headers,
+            stream=_TrackedStream(stream, self, transport),
+            extensions=response.extensions,
+        )
 
     async def aclose(self) -> None:
         for transport in list(self._users):
@@ -210,9 +216,12 @@ class _TrackedStream(httpx.AsyncByteStream):
     """A response body that tells its transport when it is done (and whether reading it
     failed: a dead link often shows while the answer is awaited)."""
 
-    def __init__(self, inner: httpx.AsyncByteStream,
-                 owner: FreshAfterFailureTransport,
-                 transport: httpx.AsyncBaseTransport) -> None:
+    def __init__(
+        self,
+        inner: httpx.AsyncByteStream,
+        owner: FreshAfterFailureTransport,
+        transport: httpx.AsyncBaseTransport,
+    ) -> None:
         self._inner = inner
         self._owner = owner
         self._transport = transport
@@ -235,9 +244,15 @@ class _TrackedStream(httpx.AsyncByteStream):
                 await self._owner._release(self._transport)
 
 
-def make_http_client(*, verify: ssl.SSLContext | bool, connect_timeout: float,
-                     io_timeout: float, max_connections: int, keepalive_seconds: int = 5,
-                     user_timeout_seconds: int = 15) -> httpx.AsyncClient:
+def make_http_client(
+    *,
+    verify: ssl.SSLContext | bool,
+    connect_timeout: float,
+    io_timeout: float,
+    max_connections: int,
+    keepalive_seconds: int = 5,
+    user_timeout_seconds: int = 15,
+) -> httpx.AsyncClient:
     """The HTTP client uploads share. Connections are never reused across a failure
     (:class:`FreshAfterFailureTransport`) and carry the dead-link socket options
     (:func:`dead_link_socket_options`) and the RTO ceiling; idle ones are kept 15 s at
@@ -247,17 +262,22 @@ def make_http_client(*, verify: ssl.SSLContext | bool, connect_timeout: float,
     def pool() -> httpx.AsyncHTTPTransport:
         return httpx.AsyncHTTPTransport(
             verify=verify,
-            limits=httpx.Limits(max_connections=max_connections,
-                                max_keepalive_connections=max_connections,
-                                keepalive_expiry=15.0),
-            socket_options=[*rto_ceiling_option(),
-                            *dead_link_socket_options(keepalive_seconds,
-                                                      user_timeout_seconds)])
+            limits=httpx.Limits(
+                max_connections=max_connections,
+                max_keepalive_connections=max_connections,
+                keepalive_expiry=15.0,
+            ),
+            socket_options=[
+                *rto_ceiling_option(),
+                *dead_link_socket_options(keepalive_seconds, user_timeout_seconds),
+            ],
+        )
 
     return httpx.AsyncClient(
         transport=FreshAfterFailureTransport(pool),
-        timeout=httpx.Timeout(connect=connect_timeout, read=io_timeout, write=io_timeout,
-                              pool=io_timeout),
+        timeout=httpx.Timeout(
+            connect=connect_timeout, read=io_timeout, write=io_timeout, pool=io_timeout
+        ),
         headers={"Tus-Resumable": TUS_VERSION, "User-Agent": "trailerlink-uplink"},
         follow_redirects=False,
     )
@@ -278,8 +298,10 @@ class TusClient:
             # The ingest keeps the creation's traceparent with the upload: its processing
             # and PACS spans continue the image's trace (a header an older ingest ignores,
             # where an unknown Upload-Metadata key would be refused).
-            kwargs["headers"] = {**(kwargs.get("headers") or {}),  # type: ignore[dict-item]
-                                 "traceparent": traceparent}
+            kwargs["headers"] = {
+                **(kwargs.get("headers") or {}),  # type: ignore[dict-item]
+                "traceparent": traceparent,
+            }
         try:
             return await self.http.request(method, url, **kwargs)  # type: ignore[arg-type]
         except httpx.HTTPError as exc:
@@ -295,21 +317,28 @@ class TusClient:
         if rsp.status_code not in (200, 204):
             raise http_error(rsp.status_code, rsp.headers.get("Retry-After"))
         split = lambda name: frozenset(  # noqa: E731
-            v.strip().lower() for v in rsp.headers.get(name, "").split(",") if v.strip())
+            v.strip().lower() for v in rsp.headers.get(name, "").split(",") if v.strip()
+        )
         max_size = rsp.headers.get("Tus-Max-Size")
         self.capabilities = ServerCapabilities(
-            split("Tus-Extension"), split("Tus-Checksum-Algorithm"),
-            int(max_size) if max_size and max_size.isdigit() else None)
+            split("Tus-Extension"),
+            split("Tus-Checksum-Algorithm"),
+            int(max_size) if max_size and max_size.isdigit() else None,
+        )
         return self.capabilities
 
-    async def create(self, length: int, metadata: Mapping[str, str],
-                     received_at: float | None = None) -> str:
+    async def create(
+        self, length: int, metadata: Mapping[str, str], received_at: float | None = None
+    ) -> str:
         """POST: a new empty upload of ``length`` bytes; returns its absolute URL.
         ``received_at``: when the gateway received the object (unix seconds), stated in
         a header so the data centre's audit trail starts there.
         Raises UploadRefused when the ingest says it can never accept this object."""
-        headers = {"Upload-Length": str(length), "Upload-Metadata": encode_metadata(metadata),
-                   "Content-Length": "0"}
+        headers = {
+            "Upload-Length": str(length),
+            "Upload-Metadata": encode_metadata(metadata),
+            "Content-Length": "0",
+        }
         if received_at:
             headers[RECEIVED_AT_HEADER] = format_received_at(received_at)
         rsp = await self._request("POST", self.endpoint, headers=headers)
@@ -334,8 +363,11 @@ class TusClient:
         Raises LinkError (the caller HEADs and resumes), OffsetConflict or UploadGone.
         A checksum the server rejects (460) raises LinkError("checksum") after which the
         same chunk is simply sent again."""
-        headers = {"Upload-Offset": str(offset), "Content-Type": "application/offset+octet-stream",
-                   "Content-Length": str(len(data))}
+        headers = {
+            "Upload-Offset": str(offset),
+            "Content-Type": "application/offset+octet-stream",
+            "Content-Length": str(len(data)),
+        }
         caps = self.capabilities
         if caps is not None and caps.sha256_checksums:
             digest = base64.b64encode(hashlib.sha256(data).digest()).decode()
@@ -346,7 +378,7 @@ class TusClient:
             nonlocal sent
             view = memoryview(data)
             for start in range(0, len(data), PIECE_BYTES):
-                piece = view[start:start + PIECE_BYTES]
+                piece = view[start : start + PIECE_BYTES]
                 if self.bucket is not None:
                     await self.bucket.take(len(piece))
                 sent += len(piece)

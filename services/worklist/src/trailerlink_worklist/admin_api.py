@@ -76,8 +76,9 @@ def step_view(cached: CachedStep, show_names: bool) -> dict[str, Any]:
 class WorklistAdmin:
     """The day as the modality sees it, for support."""
 
-    def __init__(self, worklist: Worklist, link: LinkStatus | None, trailer_id: str,
-                 site_code: str) -> None:
+    def __init__(
+        self, worklist: Worklist, link: LinkStatus | None, trailer_id: str, site_code: str
+    ) -> None:
         self.worklist = worklist
         self.link = link
         self.trailer_id = trailer_id
@@ -87,8 +88,10 @@ class WorklistAdmin:
         steps = self.worklist.cache.steps(day)
         if show_names:
             self.worklist.cache.audit(actor, NAMES_SHOWN, f"date={day} steps={len(steps)}")
-            log.warning("worklist shown with patient names", extra={
-                "actor": actor, "date": day, "steps": len(steps)})
+            log.warning(
+                "worklist shown with patient names",
+                extra={"actor": actor, "date": day, "steps": len(steps)},
+            )
         last = self.worklist.last_sync()
         return {
             "trailer_id": self.trailer_id,
@@ -106,8 +109,7 @@ class WorklistAdmin:
         guard = Depends(admin_guard(token_file))
 
         @router.get("")
-        def show(date: str = "", show_names: bool = False,
-                 actor: str = guard) -> dict[str, Any]:
+        def show(date: str = "", show_names: bool = False, actor: str = guard) -> dict[str, Any]:
             try:
                 day = parse_day(date) if date else self.worklist.clock.today_str()
             except ValueError:

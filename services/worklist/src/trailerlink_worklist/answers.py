@@ -90,8 +90,7 @@ def choose_charset(answer: Dataset, requested: list[str], default: str) -> str |
     return chosen
 
 
-def prepare(answer: Dataset, requested: list[str], profile: AnswerProfile, default: str
-            ) -> bool:
+def prepare(answer: Dataset, requested: list[str], profile: AnswerProfile, default: str) -> bool:
     """Make ``answer`` readable by the calling AE: upper-case its names if asked, put
     every value in the answer's character set (transliterating what it cannot hold)
     and set Specific Character Set. Returns True when something was transliterated."""
@@ -107,8 +106,9 @@ def prepare(answer: Dataset, requested: list[str], profile: AnswerProfile, defau
                 text.encode(codec)
         except UnicodeEncodeError:
             try:
-                _rewrite(answer, lambda _vr, text: charsets.transliterate(text, codec),
-                         dry_run=True)
+                _rewrite(
+                    answer, lambda _vr, text: charsets.transliterate(text, codec), dry_run=True
+                )
             except ValueError:
                 charset = UTF8  # no Latin spelling (CJK ...): UTF-8, declared
             else:
@@ -125,8 +125,11 @@ def _rewrite(ds: Dataset, change: Callable[[str, str], str], dry_run: bool = Fal
             for item in elem.value or []:
                 _rewrite(item, change, dry_run)
         elif elem.VR in _TEXT_VRS and elem.value not in (None, ""):
-            values = elem.value if isinstance(elem.value, list) or \
-                type(elem.value).__name__ == "MultiValue" else [elem.value]
+            values = (
+                elem.value
+                if isinstance(elem.value, list) or type(elem.value).__name__ == "MultiValue"
+                else [elem.value]
+            )
             new = [change(elem.VR, str(v)) for v in values]
             if not dry_run:
                 ds.add(DataElement(elem.tag, elem.VR, new if len(new) > 1 else new[0]))
@@ -135,8 +138,12 @@ def _rewrite(ds: Dataset, change: Callable[[str, str], str], dry_run: bool = Fal
 class Answers:
     """Builds and keeps C-FIND answers."""
 
-    def __init__(self, default_charset: str = "ISO_IR 100", max_entries: int = 4000,
-                 profiles: dict[str, AnswerProfile] | None = None) -> None:
+    def __init__(
+        self,
+        default_charset: str = "ISO_IR 100",
+        max_entries: int = 4000,
+        profiles: dict[str, AnswerProfile] | None = None,
+    ) -> None:
         self.default_charset = default_charset
         self.profiles = profiles or {}
         self.max_entries = max_entries
@@ -146,8 +153,13 @@ class Answers:
     def profile(self, calling_ae: str) -> AnswerProfile:
         return self.profiles.get(calling_ae.strip(), AnswerProfile())
 
-    def answer(self, query: Query, record: Record, requested: list[str],
-               profile: AnswerProfile | None = None) -> Dataset:
+    def answer(
+        self,
+        query: Query,
+        record: Record,
+        requested: list[str],
+        profile: AnswerProfile | None = None,
+    ) -> Dataset:
         """The identifier to send for ``record`` to a modality that reads ``profile``.
         The same object may be returned to several associations: callers must not
         modify it."""

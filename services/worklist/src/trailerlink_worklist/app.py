@@ -41,47 +41,72 @@ class WorklistApp:
         the cache key cannot be loaded or is not the key the cache was written with."""
         self.settings = settings
         self.clock = clock or Clock(settings.timezone)
-        self.cache = Cache(settings.resolved_cache_path(),
-                           FieldCipher(load_key(settings.worklist_key_file)))
-        site = SiteFilter(settings.site_code, tuple(settings.station_ae_list()),
-                          settings.modality)
-        self.worklist = Worklist(self.cache, site, settings.trailer_id, self.clock,
-                                 settings.horizon_days)
+        self.cache = Cache(
+            settings.resolved_cache_path(), FieldCipher(load_key(settings.worklist_key_file))
+        )
+        site = SiteFilter(settings.site_code, tuple(settings.station_ae_list()), settings.modality)
+        self.worklist = Worklist(
+            self.cache, site, settings.trailer_id, self.clock, settings.horizon_days
+        )
         self.mpps = MppsStore(self.cache, settings.trailer_id, self.clock)
         self.scp = WorklistScp(settings, self.cache, self.mpps)
-        self.producer = EventProducer(settings.kafka_bootstrap_servers,
-                                      client_id=settings.kafka_client_id or "worklist")
+        self.producer = EventProducer(
+            settings.kafka_bootstrap_servers, client_id=settings.kafka_client_id or "worklist"
+        )
         self.publisher = OutboxPublisher(self.cache, self.producer)
         self.upstream: UpstreamAdapter | None = None
         if settings.upstream == "dicom_mwl":
             self.upstream = MwlPoller(settings, self.worklist)
         elif settings.upstream == "hl7":
             self.upstream = Hl7Listener(settings, self.worklist)
-        self.hl7_sender = Hl7Sender(settings.upstream_hl7_host, settings.upstream_hl7_port,
-                                    settings.upstream_timeout_seconds,
-                                    settings.upstream_hl7_tls_context())
+        self.hl7_sender = Hl7Sender(
+            settings.upstream_hl7_host,
+            settings.upstream_hl7_port,
+            settings.upstream_timeout_seconds,
+            settings.upstream_hl7_tls_context(),
+        )
         self.runners: dict[str, ConsumerRunner] = {}
         if settings.corrections_route == "hl7":
             self.runners["corrections"] = ConsumerRunner(
-                settings.kafka_bootstrap_servers, f"worklist-corrections-{settings.trailer_id}",
+                settings.kafka_bootstrap_servers,
+                f"worklist-corrections-{settings.trailer_id}",
                 [topics.DEMOGRAPHICS_CORRECTION],
-                CorrectionForwarder(settings, self.hl7_sender).handle, self.producer,
-                topics.TRAILER_DEAD_LETTER, client_id="worklist-corrections")
+                CorrectionForwarder(settings, self.hl7_sender).handle,
+                self.producer,
+                topics.TRAILER_DEAD_LETTER,
+                client_id="worklist-corrections",
+            )
         if settings.status_route != "none":
             self.runners["status"] = ConsumerRunner(
-                settings.kafka_bootstrap_servers, f"worklist-status-{settings.trailer_id}",
+                settings.kafka_bootstrap_servers,
+                f"worklist-status-{settings.trailer_id}",
                 [topics.PROCEDURE_STEP],
                 StatusForwarder(settings, self.cache, self.mpps, self.hl7_sender).handle,
-                self.producer, topics.TRAILER_DEAD_LETTER, client_id="worklist-status")
+                self.producer,
+                topics.TRAILER_DEAD_LETTER,
+                client_id="worklist-status",
+            )
         credentials = load_credentials(settings.staff_credentials_file)
-        key = settings.staff_csrf_secret_file.read_bytes() \
-            if settings.staff_csrf_secret_file else None
+        key = (
+            settings.staff_csrf_secret_file.read_bytes()
+            if settings.staff_csrf_secret_file
+            else None
+        )
         self.staff = StaffPage(
-            self.worklist, StaffAuth(credentials), CsrfTokens(key),
+            self.worklist,
+            StaffAuth(credentials),
+            CsrfTokens(key),
             self.upstream.link if self.upstream else None,
-            self.request_refresh, settings.trailer_id, settings.site_code)
-        self.admin = WorklistAdmin(self.worklist, self.upstream.link if self.upstream else None,
-                                   settings.trailer_id, settings.site_code)
+            self.request_refresh,
+            settings.trailer_id,
+            settings.site_code,
+        )
+        self.admin = WorklistAdmin(
+            self.worklist,
+            self.upstream.link if self.upstream else None,
+            settings.trailer_id,
+            settings.site_code,
+        )
 
     def request_refresh(self) -> None:
         if self.upstream is not None:

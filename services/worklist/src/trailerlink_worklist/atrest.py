@@ -52,12 +52,16 @@ def load_key(path: Path) -> SpoolKey:
     try:
         return SpoolKey.from_file(path)
     except OSError as exc:
-        raise CacheKeyError(f"TRAILERLINK_WORKLIST_KEY_FILE: cannot read {path} "
-                            f"({exc.strerror or type(exc).__name__}); mount the worklist "
-                            "key Secret there") from None
+        raise CacheKeyError(
+            f"TRAILERLINK_WORKLIST_KEY_FILE: cannot read {path} "
+            f"({exc.strerror or type(exc).__name__}); mount the worklist "
+            "key Secret there"
+        ) from None
     except ValueError:
-        raise CacheKeyError(f"TRAILERLINK_WORKLIST_KEY_FILE: {path} does not hold a "
-                            f"{KEY_BYTES}-byte key (raw, or base64 of one)") from None
+        raise CacheKeyError(
+            f"TRAILERLINK_WORKLIST_KEY_FILE: {path} does not hold a "
+            f"{KEY_BYTES}-byte key (raw, or base64 of one)"
+        ) from None
 
 
 def _derive(key: bytes, info: bytes) -> bytes:
@@ -80,8 +84,9 @@ class FieldCipher:
         self._aead = AESGCM(_derive(key.key, _ENCRYPT_INFO))
         self._mac_key = _derive(key.key, _FINGERPRINT_INFO)
         # Not secret: tells a cache written with another key apart at start-up.
-        self.key_id = "worklist-" + hashlib.sha256(
-            b"trailerlink worklist key id" + key.key).hexdigest()[:12]
+        self.key_id = (
+            "worklist-" + hashlib.sha256(b"trailerlink worklist key id" + key.key).hexdigest()[:12]
+        )
 
     def seal(self, field: str, row: tuple[str, ...], plaintext: bytes) -> bytes:
         """Encrypt ``plaintext`` for column ``field`` ("table.column") of the row whose
@@ -95,12 +100,14 @@ class FieldCipher:
         key."""
         if len(sealed) < 1 + NONCE_BYTES + 16 or sealed[:1] != VERSION:
             raise IntegrityError(f"worklist cache: {field} is not a sealed value")
-        nonce = sealed[1:1 + NONCE_BYTES]
+        nonce = sealed[1 : 1 + NONCE_BYTES]
         try:
-            return self._aead.decrypt(nonce, sealed[1 + NONCE_BYTES:], _aad(field, row))
+            return self._aead.decrypt(nonce, sealed[1 + NONCE_BYTES :], _aad(field, row))
         except InvalidTag:
-            raise IntegrityError(f"worklist cache: {field} of a row failed authentication "
-                                 "(altered, moved between rows, or another key)") from None
+            raise IntegrityError(
+                f"worklist cache: {field} of a row failed authentication "
+                "(altered, moved between rows, or another key)"
+            ) from None
 
     def seal_text(self, field: str, row: tuple[str, ...], text: str) -> bytes:
         return self.seal(field, row, text.encode("utf-8"))

@@ -131,8 +131,11 @@ class Cache:
         # Deleted rows (purged days, replaced values) are zeroed, not left in free pages;
         # temporary tables and indices stay in memory, never in a file.
         self._conn = open_durable_sqlite(
-            self.path, synchronous="FULL", busy_timeout_seconds=30,
-            extra_pragmas=("secure_delete=ON", "temp_store=MEMORY"))
+            self.path,
+            synchronous="FULL",
+            busy_timeout_seconds=30,
+            extra_pragmas=("secure_delete=ON", "temp_store=MEMORY"),
+        )
         self._conn.executescript(_SCHEMA)
         self._lock = threading.RLock()
         self._generation = 0
@@ -158,8 +161,7 @@ class Cache:
         before encryption, or a new file) in one transaction, then rewrite the file so
         no page of the old plaintext is left in it or in its WAL."""
         with self.transaction() as conn:
-            rows = conn.execute("SELECT value FROM meta WHERE name = ?",
-                                (KEY_ID_META,)).fetchall()
+            rows = conn.execute("SELECT value FROM meta WHERE name = ?", (KEY_ID_META,)).fetchall()
             if rows:
                 if str(rows[0][0]) != self.cipher.key_id:
                     raise CacheKeyError(
@@ -168,15 +170,18 @@ class Cache:
                         f"{self.cipher.key_id}. Mount the Secret the cache was made with; "
                         "or, to start afresh, move the cache aside (it is refilled from "
                         "upstream, but MPPS, corrections and events not yet delivered "
-                        "are lost)")
+                        "are lost)"
+                    )
                 return
             if conn.execute(
                 "SELECT 1 FROM steps WHERE typeof(data) = 'blob' UNION ALL"
                 " SELECT 1 FROM mpps WHERE typeof(create_attrs) = 'blob' UNION ALL"
                 " SELECT 1 FROM corrections WHERE typeof(fields) = 'blob' LIMIT 1"
             ).fetchall():
-                raise CacheKeyError(f"the worklist cache {self.path} holds encrypted rows "
-                                    "but no record of their key: refusing to use it")
+                raise CacheKeyError(
+                    f"the worklist cache {self.path} holds encrypted rows "
+                    "but no record of their key: refusing to use it"
+                )
             counts = self._seal_plaintext(conn)
             self.set_meta(conn, KEY_ID_META, self.cipher.key_id)
         if any(counts.values()):
@@ -184,37 +189,58 @@ class Cache:
                 self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
                 self._conn.execute("VACUUM")
                 busy = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
-            log.info("encrypted the worklist cache's patient data in place",
-                     extra={**counts, "key_id": self.cipher.key_id, "checkpoint_busy": busy})
+            log.info(
+                "encrypted the worklist cache's patient data in place",
+                extra={**counts, "key_id": self.cipher.key_id, "checkpoint_busy": busy},
+            )
 
     def _seal_plaintext(self, conn: sqlite3.Connection) -> dict[str, int]:
         c = self.cipher
         steps = conn.execute("SELECT key, data FROM steps").fetchall()
         conn.executemany(
             "UPDATE steps SET data = ?, content_hash = ? WHERE key = ?",
-            [(c.seal_text(STEP_DATA, (key,), data), c.fingerprint(data), key)
-             for key, data in steps])
+            [
+                (c.seal_text(STEP_DATA, (key,), data), c.fingerprint(data), key)
+                for key, data in steps
+            ],
+        )
         self._steps_dirty = self._steps_dirty or bool(steps)
-        mpps = conn.execute("SELECT uid, step_key, create_attrs, final_attrs FROM mpps"
-                            ).fetchall()
+        mpps = conn.execute("SELECT uid, step_key, create_attrs, final_attrs FROM mpps").fetchall()
         conn.executemany(
             "UPDATE mpps SET create_attrs = ?, final_attrs = ? WHERE uid = ?",
-            [(c.seal_text(MPPS_CREATE, (uid, key), create),
-              c.seal_text(MPPS_FINAL, (uid, key), final), uid)
-             for uid, key, create, final in mpps])
-        corrections = conn.execute("SELECT correction_id, step_key, fields FROM corrections"
-                                   ).fetchall()
+            [
+                (
+                    c.seal_text(MPPS_CREATE, (uid, key), create),
+                    c.seal_text(MPPS_FINAL, (uid, key), final),
+                    uid,
+                )
+                for uid, key, create, final in mpps
+            ],
+        )
+        corrections = conn.execute(
+            "SELECT correction_id, step_key, fields FROM corrections"
+        ).fetchall()
         conn.executemany(
             "UPDATE corrections SET fields = ? WHERE correction_id = ?",
-            [(c.seal_text(CORRECTION_FIELDS, (cid, key), fields), cid)
-             for cid, key, fields in corrections])
+            [
+                (c.seal_text(CORRECTION_FIELDS, (cid, key), fields), cid)
+                for cid, key, fields in corrections
+            ],
+        )
         outbox = conn.execute("SELECT id, topic, key, payload FROM outbox").fetchall()
         conn.executemany(
             "UPDATE outbox SET payload = ? WHERE id = ?",
-            [(c.seal(OUTBOX_PAYLOAD, (str(i), topic, key), bytes(payload)), i)
-             for i, topic, key, payload in outbox])
-        return {"steps": len(steps), "mpps": len(mpps), "corrections": len(corrections),
-                "events": len(outbox)}
+            [
+                (c.seal(OUTBOX_PAYLOAD, (str(i), topic, key), bytes(payload)), i)
+                for i, topic, key, payload in outbox
+            ],
+        )
+        return {
+            "steps": len(steps),
+            "mpps": len(mpps),
+            "corrections": len(corrections),
+            "events": len(outbox),
+        }
 
     # --- transactions -------------------------------------------------------------
     @contextlib.contextmanager
@@ -262,22 +288,23 @@ class Cache:
             rows = self._query("SELECT key, data, status, source, updated_at FROM steps")
         else:
             rows = self._query(
-                "SELECT key, data, status, source, updated_at FROM steps"
-                " WHERE scheduled_date = ?",
+                "SELECT key, data, status, source, updated_at FROM steps WHERE scheduled_date = ?",
                 (date,),
             )
         found = [self._cached(r) for r in rows]
         found.sort(key=lambda c: (c.step.scheduled_date, c.step.scheduled_time, c.step.key))
         return found
 
-    def find_step(self, *, accession_number: str = "", sps_id: str = "",
-                  study_instance_uid: str = "") -> CachedStep | None:
+    def find_step(
+        self, *, accession_number: str = "", sps_id: str = "", study_instance_uid: str = ""
+    ) -> CachedStep | None:
         """The step an MPPS or a message refers to, by whatever identifiers it gave."""
         for cached in self.steps():
             s = cached.step
             if accession_number and sps_id:
                 if (s.accession_number, s.scheduled_procedure_step_id) == (
-                    accession_number, sps_id
+                    accession_number,
+                    sps_id,
                 ):
                     return cached
             elif accession_number and s.accession_number == accession_number:
@@ -288,8 +315,9 @@ class Cache:
                     return cached
         return None
 
-    def put_step(self, conn: sqlite3.Connection, step: ScheduledStep, source: Source,
-                 status: StepStatus) -> None:
+    def put_step(
+        self, conn: sqlite3.Connection, step: ScheduledStep, source: Source, status: StepStatus
+    ) -> None:
         self._steps_dirty = True
         data = step.as_json()
         conn.execute(
@@ -298,9 +326,15 @@ class Cache:
             " source=excluded.source, scheduled_date=excluded.scheduled_date,"
             " status=excluded.status, data=excluded.data,"
             " content_hash=excluded.content_hash, updated_at=excluded.updated_at",
-            (step.key, source.value, step.scheduled_date, status.value,
-             self.cipher.seal_text(STEP_DATA, (step.key,), data),
-             self.cipher.fingerprint(data), time.time()),
+            (
+                step.key,
+                source.value,
+                step.scheduled_date,
+                status.value,
+                self.cipher.seal_text(STEP_DATA, (step.key,), data),
+                self.cipher.fingerprint(data),
+                time.time(),
+            ),
         )
 
     def delete_step(self, conn: sqlite3.Connection, key: str) -> None:
@@ -332,15 +366,17 @@ class Cache:
                 kept = self._compiled.get(ident)
                 if kept is None:
                     step = ScheduledStep.from_json(
-                        self.cipher.open_text(STEP_DATA, (ident[0],), data))
+                        self.cipher.open_text(STEP_DATA, (ident[0],), data)
+                    )
                     record = compile_record(to_dataset(step, StepStatus(ident[2])), step.key)
                     # The answers kept for a record are valid for this version only.
                     record.version = f"{ident[1]}:{ident[2]}"
                     kept = ((step.scheduled_date, step.scheduled_time, step.key), record)
                 compiled[ident] = kept
             self._compiled = compiled
-            records = [record for _order, record in sorted(compiled.values(),
-                                                           key=lambda kept: kept[0])]
+            records = [
+                record for _order, record in sorted(compiled.values(), key=lambda kept: kept[0])
+            ]
             self._snapshot = (generation, records)
             return records
 
@@ -364,10 +400,15 @@ class Cache:
             "SELECT id, topic, key, payload FROM outbox ORDER BY id LIMIT ?", (limit,)
         )
         # Columns come back as object: id is an INTEGER, payload a BLOB.
-        return [OutboxItem(int(i), str(t), str(k),  # type: ignore[call-overload]
-                           self.cipher.open(OUTBOX_PAYLOAD, (str(i), str(t), str(k)),
-                                            bytes(p)))  # type: ignore[call-overload]
-                for i, t, k, p in rows]
+        return [
+            OutboxItem(
+                int(i),  # type: ignore[call-overload]
+                str(t),
+                str(k),
+                self.cipher.open(OUTBOX_PAYLOAD, (str(i), str(t), str(k)), bytes(p)),  # type: ignore[call-overload]
+            )
+            for i, t, k, p in rows
+        ]
 
     # --- sealed columns of the MPPS and corrections tables -----------------------------
     def seal_text(self, field: str, row: tuple[str, ...], text: str) -> bytes:
@@ -412,8 +453,10 @@ class Cache:
             "SELECT at, actor, action, detail FROM admin_audit ORDER BY id DESC LIMIT ?",
             (limit,),
         )
-        return [{"at": at, "actor": actor, "action": action, "detail": detail}
-                for at, actor, action, detail in rows]
+        return [
+            {"at": at, "actor": actor, "action": action, "detail": detail}
+            for at, actor, action, detail in rows
+        ]
 
     # --- HL7 duplicates ----------------------------------------------------------------
     def hl7_seen(self, control_id: str) -> bool:
@@ -431,9 +474,7 @@ class Cache:
         duplicate-detection entries older than ``keep_seconds``; returns steps removed.
         MPPS and corrections not yet delivered upstream are kept."""
         with self.transaction() as conn:
-            removed = conn.execute(
-                "DELETE FROM steps WHERE scheduled_date < ?", (date,)
-            ).rowcount
+            removed = conn.execute("DELETE FROM steps WHERE scheduled_date < ?", (date,)).rowcount
             self._steps_dirty = self._steps_dirty or removed > 0
             conn.execute(
                 "DELETE FROM mpps WHERE scheduled_date < ? AND upstream_state IN"
@@ -449,5 +490,4 @@ class Cache:
     def _cached(self, row: tuple[object, ...]) -> CachedStep:
         key, data, status, source, updated_at = row
         step = ScheduledStep.from_json(self.cipher.open_text(STEP_DATA, (str(key),), data))
-        return CachedStep(step, StepStatus(str(status)), Source(str(source)),
-                          float(updated_at))  # type: ignore[arg-type]
+        return CachedStep(step, StepStatus(str(status)), Source(str(source)), float(updated_at))  # type: ignore[arg-type]

@@ -19,6 +19,8 @@ def _valid_name(text: str) -> bool:
     stops; at most 64 characters (a DICOM PN component group)."""
     text = unicodedata.normalize("NFC", text)
     return 0 < len(text) <= 64 and all(c.isalpha() or c in _NAME_PUNCTUATION for c in text)
+
+
 _LETTERS = "{} can only contain letters, spaces, hyphens and apostrophes"
 SEXES = {"F": "Female", "M": "Male", "O": "Other"}
 

@@ -37,8 +37,9 @@ class UpstreamRefused(Exception):
 class Hl7Sender:
     """Sends one HL7 message over MLLP and waits for its acknowledgement."""
 
-    def __init__(self, host: str, port: int, timeout_seconds: float,
-                 tls: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self, host: str, port: int, timeout_seconds: float, tls: ssl.SSLContext | None = None
+    ) -> None:
         self.host = host
         self.port = port
         self.timeout_seconds = timeout_seconds
@@ -50,17 +51,18 @@ class Hl7Sender:
         :class:`UpstreamRefused` on AE."""
         try:
             reader, writer = await asyncio.wait_for(
-                open_hl7_connection(self.host, self.port, ssl=self.tls), self.timeout_seconds)
+                open_hl7_connection(self.host, self.port, ssl=self.tls), self.timeout_seconds
+            )
         except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
-            raise DependencyUnavailable(f"HL7 upstream unreachable: {type(exc).__name__}") \
-                from None
+            raise DependencyUnavailable(f"HL7 upstream unreachable: {type(exc).__name__}") from None
         try:
             writer.writeblock(message.encode("utf-8"))
             await writer.drain()
             reply = await asyncio.wait_for(reader.readblock(), self.timeout_seconds)
         except (OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
-            raise DependencyUnavailable(f"HL7 upstream did not answer: {type(exc).__name__}") \
-                from None
+            raise DependencyUnavailable(
+                f"HL7 upstream did not answer: {type(exc).__name__}"
+            ) from None
         finally:
             writer.close()
         code, text = hl7msg.ack_code(reply.decode("utf-8", "replace"))
@@ -84,27 +86,56 @@ class CorrectionForwarder:
         s = self.settings
         if event.meta.trailer_id != s.trailer_id:
             return  # another trailer's correction (a shared broker): not ours to send
-        corrected_at = event.corrected_at.ToDatetime(tzinfo=UTC) if event.HasField(
-            "corrected_at") else datetime.now(UTC)
-        common = {"application": s.hl7_application, "facility": s.trailer_id,
-                  "receiver": s.upstream_hl7_facility, "receiver_facility": ""}
+        corrected_at = (
+            event.corrected_at.ToDatetime(tzinfo=UTC)
+            if event.HasField("corrected_at")
+            else datetime.now(UTC)
+        )
+        common = {
+            "application": s.hl7_application,
+            "facility": s.trailer_id,
+            "receiver": s.upstream_hl7_facility,
+            "receiver_facility": "",
+        }
         try:
-            if any((event.corrected_family_name, event.corrected_given_names,
-                    event.corrected_birth_date, event.corrected_sex)):
-                await self.sender.send(hl7msg.adt_a08(
-                    control_id=f"{event.correction_id}-A08", **common,
-                    patient_id=event.patient_id, issuer=event.patient_id_issuer,
-                    family=event.corrected_family_name, given=event.corrected_given_names,
-                    birth_date=event.corrected_birth_date, sex=event.corrected_sex,
-                    operator=event.corrected_by, corrected_at=corrected_at,
-                    correction_id=event.correction_id, accession=event.accession_number,
-                    sps_id=event.scheduled_procedure_step_id, reason=event.reason))
+            if any(
+                (
+                    event.corrected_family_name,
+                    event.corrected_given_names,
+                    event.corrected_birth_date,
+                    event.corrected_sex,
+                )
+            ):
+                await self.sender.send(
+                    hl7msg.adt_a08(
+                        control_id=f"{event.correction_id}-A08",
+                        **common,
+                        patient_id=event.patient_id,
+                        issuer=event.patient_id_issuer,
+                        family=event.corrected_family_name,
+                        given=event.corrected_given_names,
+                        birth_date=event.corrected_birth_date,
+                        sex=event.corrected_sex,
+                        operator=event.corrected_by,
+                        corrected_at=corrected_at,
+                        correction_id=event.correction_id,
+                        accession=event.accession_number,
+                        sps_id=event.scheduled_procedure_step_id,
+                        reason=event.reason,
+                    )
+                )
             if event.corrected_patient_id and event.corrected_patient_id != event.patient_id:
-                await self.sender.send(hl7msg.adt_a47(
-                    control_id=f"{event.correction_id}-A47", **common,
-                    old_id=event.patient_id, new_id=event.corrected_patient_id,
-                    issuer=event.patient_id_issuer or "NHS", operator=event.corrected_by,
-                    corrected_at=corrected_at))
+                await self.sender.send(
+                    hl7msg.adt_a47(
+                        control_id=f"{event.correction_id}-A47",
+                        **common,
+                        old_id=event.patient_id,
+                        new_id=event.corrected_patient_id,
+                        issuer=event.patient_id_issuer or "NHS",
+                        operator=event.corrected_by,
+                        corrected_at=corrected_at,
+                    )
+                )
         except DependencyUnavailable:
             metrics.UPSTREAM_DELIVERIES.labels("correction", "unavailable").inc()
             raise
@@ -118,8 +149,13 @@ class CorrectionForwarder:
 class StatusForwarder:
     """ProcedureStepUpdated -> the Trust, as DICOM MPPS (N-CREATE/N-SET) or HL7 ORM^O01."""
 
-    def __init__(self, settings: WorklistSettings, cache: Cache, mpps: MppsStore,
-                 hl7_sender: Hl7Sender | None = None) -> None:
+    def __init__(
+        self,
+        settings: WorklistSettings,
+        cache: Cache,
+        mpps: MppsStore,
+        hl7_sender: Hl7Sender | None = None,
+    ) -> None:
         self.settings = settings
         self.cache = cache
         self.mpps = mpps
@@ -151,29 +187,33 @@ class StatusForwarder:
         with self._lock:
             record = self.mpps.get(uid)
             if record is None:
-                log.warning("MPPS no longer in the cache; nothing to forward",
-                            extra={"mpps_uid": uid})
+                log.warning(
+                    "MPPS no longer in the cache; nothing to forward", extra={"mpps_uid": uid}
+                )
                 return
             s = self.settings
             ae = AE(ae_title=s.dicom_ae_title)
             ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = s.upstream_timeout_seconds
             ae.connection_timeout = s.upstream_timeout_seconds
             ae.add_requested_context(ModalityPerformedProcedureStep)
-            assoc = ae.associate(s.upstream_mpps_host, s.upstream_mpps_port,
-                                 ae_title=s.upstream_mpps_ae_title)
+            assoc = ae.associate(
+                s.upstream_mpps_host, s.upstream_mpps_port, ae_title=s.upstream_mpps_ae_title
+            )
             if not assoc.is_established:
                 raise DependencyUnavailable("Trust MPPS SCP not reachable")
             try:
                 state = record.upstream_state
                 if state == "none":
-                    status, _ = assoc.send_n_create(record.create_attrs,
-                                                    ModalityPerformedProcedureStep, uid)
+                    status, _ = assoc.send_n_create(
+                        record.create_attrs, ModalityPerformedProcedureStep, uid
+                    )
                     self._check(status, allow=(statuses.DUPLICATE_SOP_INSTANCE,))
                     self.mpps.set_upstream_state(uid, "created")
                     state = "created"
                 if record.status in FINAL and state != "final":
-                    status, _ = assoc.send_n_set(_final_modifications(record.attrs),
-                                                 ModalityPerformedProcedureStep, uid)
+                    status, _ = assoc.send_n_set(
+                        _final_modifications(record.attrs), ModalityPerformedProcedureStep, uid
+                    )
                     self._check(status, allow=())
                     self.mpps.set_upstream_state(uid, "final")
             finally:
@@ -188,8 +228,10 @@ class StatusForwarder:
         code = int(status.Status)
         if code == statuses.SUCCESS or code in allow or 0xB000 <= code <= 0xBFFF:
             return
-        if code == statuses.PROCESSING_FAILURE and status.get("ErrorID") == \
-                statuses.ERROR_ID_MAY_NO_LONGER_BE_UPDATED:
+        if (
+            code == statuses.PROCESSING_FAILURE
+            and status.get("ErrorID") == statuses.ERROR_ID_MAY_NO_LONGER_BE_UPDATED
+        ):
             return  # the Trust already has it final: nothing left to say
         raise PermanentError(f"Trust MPPS SCP refused: {statuses.name(code)}")
 
@@ -199,33 +241,51 @@ class StatusForwarder:
         status = {1: "IN PROGRESS", 2: "COMPLETED", 3: "DISCONTINUED"}.get(int(event.status))
         if status is None:
             raise PermanentError("procedure step event without a status")
-        cached = self.cache.find_step(accession_number=event.accession_number,
-                                      sps_id=event.scheduled_procedure_step_id,
-                                      study_instance_uid=event.study_instance_uid)
+        cached = self.cache.find_step(
+            accession_number=event.accession_number,
+            sps_id=event.scheduled_procedure_step_id,
+            study_instance_uid=event.study_instance_uid,
+        )
         step = cached.step if cached else None
 
         def ts(field: str) -> str:
-            return event.__getattribute__(field).ToDatetime(tzinfo=UTC).strftime(
-                "%Y%m%d%H%M%S") if event.HasField(field) else ""
+            return (
+                event.__getattribute__(field).ToDatetime(tzinfo=UTC).strftime("%Y%m%d%H%M%S")
+                if event.HasField(field)
+                else ""
+            )
 
         s = self.settings
-        await self.hl7_sender.send(hl7msg.orm_status(
-            control_id=f"{event.meta.event_id}", application=s.hl7_application,
-            facility=s.trailer_id, receiver=s.upstream_hl7_facility, receiver_facility="",
-            patient_id=step.patient_id if step else "",
-            issuer=step.issuer_of_patient_id if step else "",
-            accession=event.accession_number,
-            requested_procedure_id=step.requested_procedure_id if step else "",
-            sps_id=event.scheduled_procedure_step_id, status=status,
-            modality=event.modality, started=ts("started_at"), ended=ts("ended_at")))
+        await self.hl7_sender.send(
+            hl7msg.orm_status(
+                control_id=f"{event.meta.event_id}",
+                application=s.hl7_application,
+                facility=s.trailer_id,
+                receiver=s.upstream_hl7_facility,
+                receiver_facility="",
+                patient_id=step.patient_id if step else "",
+                issuer=step.issuer_of_patient_id if step else "",
+                accession=event.accession_number,
+                requested_procedure_id=step.requested_procedure_id if step else "",
+                sps_id=event.scheduled_procedure_step_id,
+                status=status,
+                modality=event.modality,
+                started=ts("started_at"),
+                ended=ts("ended_at"),
+            )
+        )
 
 
 # Attributes of a final N-SET (PS3.4 Table F.7.2-1 "N-SET" column, the ones we keep).
 _FINAL_KEYWORDS = (
-    "PerformedProcedureStepStatus", "PerformedProcedureStepEndDate",
-    "PerformedProcedureStepEndTime", "PerformedProcedureStepDescription",
-    "PerformedSeriesSequence", "PerformedProcedureStepDiscontinuationReasonCodeSequence",
-    "ProcedureCodeSequence", "PerformedProtocolCodeSequence",
+    "PerformedProcedureStepStatus",
+    "PerformedProcedureStepEndDate",
+    "PerformedProcedureStepEndTime",
+    "PerformedProcedureStepDescription",
+    "PerformedSeriesSequence",
+    "PerformedProcedureStepDiscontinuationReasonCodeSequence",
+    "ProcedureCodeSequence",
+    "PerformedProtocolCodeSequence",
 )
 
 

@@ -157,8 +157,9 @@ def decode(raw: bytes, default_encoding: str = AUTO) -> tuple[str, str, str | No
     except UnicodeDecodeError:
         raise Hl7Refused("AR", DATA_TYPE_ERROR, "message is not in its character set") from None
     except LookupError:
-        raise Hl7Refused("AR", APPLICATION_INTERNAL_ERROR, "configured HL7 encoding unknown"
-                         ) from None
+        raise Hl7Refused(
+            "AR", APPLICATION_INTERNAL_ERROR, "configured HL7 encoding unknown"
+        ) from None
     return text.replace("\r\n", "\r").replace("\n", "\r").strip("\r"), codec, fallback
 
 
@@ -195,8 +196,15 @@ def _raw_field(message: hl7.Message, segment: str, number: int) -> str:
     return str(value or "")
 
 
-def field(message: hl7.Message, segment: str, number: int, component: int = 1,
-          repeat: int = 1, *, kind: str = "id") -> str:
+def field(
+    message: hl7.Message,
+    segment: str,
+    number: int,
+    component: int = 1,
+    repeat: int = 1,
+    *,
+    kind: str = "id",
+) -> str:
     """One component of a field of the first ``segment`` (its first subcomponent), as
     text with HL7 escapes decoded ('' when absent). ``kind`` says what characters the
     value may hold (see :func:`clean`)."""
@@ -214,8 +222,9 @@ def field(message: hl7.Message, segment: str, number: int, component: int = 1,
     return clean(unescape(message, value, f"{segment}-{number}"), kind, f"{segment}-{number}")
 
 
-def repetitions(message: hl7.Message, segment: str, number: int, *, kind: str = "id"
-                ) -> list[list[str]]:
+def repetitions(
+    message: hl7.Message, segment: str, number: int, *, kind: str = "id"
+) -> list[list[str]]:
     """Every repetition of a field of the first ``segment`` as its list of components
     (each its first subcomponent, escapes decoded, checked as ``kind``)."""
     _fs, comp, rep, _esc, sub = _encoding(message)
@@ -223,8 +232,11 @@ def repetitions(message: hl7.Message, segment: str, number: int, *, kind: str = 
     if not raw.strip():
         return []
     what = f"{segment}-{number}"
-    return [[clean(unescape(message, c.split(sub)[0], what), kind, what).strip()
-             for c in r.split(comp)] for r in raw.split(rep) if r.strip()]
+    return [
+        [clean(unescape(message, c.split(sub)[0], what), kind, what).strip() for c in r.split(comp)]
+        for r in raw.split(rep)
+        if r.strip()
+    ]
 
 
 # --- escapes and what a DICOM value can hold -----------------------------------------------
@@ -254,7 +266,7 @@ def unescape(message: hl7.Message, value: str, what: str) -> str:
         end = value.find(esc, i + 1)
         if end < 0:
             raise Hl7Refused("AE", DATA_TYPE_ERROR, f"{what}: unterminated escape sequence")
-        body = value[i + 1:end]
+        body = value[i + 1 : end]
         i = end + 1
         simple = {"F": fs, "S": comp, "T": sub, "R": rep, "E": esc}
         if body in simple:
@@ -267,16 +279,19 @@ def unescape(message: hl7.Message, value: str, what: str) -> str:
                 data = bytes.fromhex(digits)
                 out.append(data.decode(getattr(message, "trailerlink_codec", "utf-8")))
             except (ValueError, UnicodeDecodeError):
-                raise Hl7Refused("AE", DATA_TYPE_ERROR,
-                                 f"{what}: \\X escape is not text in the message's "
-                                 "character set") from None
+                raise Hl7Refused(
+                    "AE",
+                    DATA_TYPE_ERROR,
+                    f"{what}: \\X escape is not text in the message's character set",
+                ) from None
         elif body.startswith(_FORMATTING_AS_SPACE):
             out.append("\n")
         elif body.startswith(_FORMATTING_DROPPED):
             continue
         elif body[:1] in ("C", "M"):
-            raise Hl7Refused("AE", DATA_TYPE_ERROR,
-                             f"{what}: character set switching escape not supported")
+            raise Hl7Refused(
+                "AE", DATA_TYPE_ERROR, f"{what}: character set switching escape not supported"
+            )
         else:
             raise Hl7Refused("AE", DATA_TYPE_ERROR, f"{what}: unknown escape sequence")
     return "".join(out)
@@ -296,16 +311,21 @@ def clean(value: str, kind: str, what: str) -> str:
     Case is kept as the sender gave it."""
     if kind == "id":
         if "\\" in value or _CONTROL.search(value):
-            raise Hl7Refused("AE", DATA_TYPE_ERROR,
-                             f"{what}: holds a backslash or control character, which the "
-                             "DICOM value cannot hold")
+            raise Hl7Refused(
+                "AE",
+                DATA_TYPE_ERROR,
+                f"{what}: holds a backslash or control character, which the "
+                "DICOM value cannot hold",
+            )
         return value
     value = " ".join(_CONTROL.sub(" ", value).split()) if _CONTROL.search(value) else value
     if kind == "name":
         if any(c in value for c in "\\^="):
-            raise Hl7Refused("AE", DATA_TYPE_ERROR,
-                             f"{what}: a name holds a backslash, ^ or =, which a DICOM "
-                             "person name cannot hold")
+            raise Hl7Refused(
+                "AE",
+                DATA_TYPE_ERROR,
+                f"{what}: a name holds a backslash, ^ or =, which a DICOM person name cannot hold",
+            )
         return value
     return value.replace("\\", "/")
 
@@ -315,8 +335,15 @@ def message_type(message: hl7.Message) -> tuple[str, str]:
 
 
 def _escape(text: str) -> str:
-    return (text.replace("\\", "\\E\\").replace("|", "\\F\\").replace("^", "\\S\\")
-            .replace("&", "\\T\\").replace("~", "\\R\\").replace("\r", " ").replace("\n", " "))
+    return (
+        text.replace("\\", "\\E\\")
+        .replace("|", "\\F\\")
+        .replace("^", "\\S\\")
+        .replace("&", "\\T\\")
+        .replace("~", "\\R\\")
+        .replace("\r", " ")
+        .replace("\n", " ")
+    )
 
 
 # --- interpreting --------------------------------------------------------------------------
@@ -477,8 +504,11 @@ def _patient_update(message: hl7.Message) -> tuple[str, Callable[[ScheduledStep]
     details = _patient(message)
 
     def update(step: ScheduledStep) -> ScheduledStep:
-        changes = {k: details[k] for k in ("patient_name", "patient_birth_date", "patient_sex")
-                   if details[k]}
+        changes = {
+            k: details[k]
+            for k in ("patient_name", "patient_birth_date", "patient_sex")
+            if details[k]
+        }
         if details["issuer_of_patient_id"]:
             changes["issuer_of_patient_id"] = details["issuer_of_patient_id"]
         return step.replace(**changes)
@@ -491,17 +521,47 @@ def _ts(when: datetime | None = None) -> str:
     return (when or datetime.now()).strftime("%Y%m%d%H%M%S")
 
 
-def _msh(application: str, facility: str, receiver: str, receiver_facility: str,
-         kind: str, control_id: str, version: str = "2.5") -> str:
-    return "|".join([
-        "MSH", "^~\\&", _escape(application), _escape(facility), _escape(receiver),
-        _escape(receiver_facility), _ts(), "", kind, control_id[:199], "P", version,
-        "", "", "", "", "", "UNICODE UTF-8",
-    ])
+def _msh(
+    application: str,
+    facility: str,
+    receiver: str,
+    receiver_facility: str,
+    kind: str,
+    control_id: str,
+    version: str = "2.5",
+) -> str:
+    return "|".join(
+        [
+            "MSH",
+            "^~\\&",
+            _escape(application),
+            _escape(facility),
+            _escape(receiver),
+            _escape(receiver_facility),
+            _ts(),
+            "",
+            kind,
+            control_id[:199],
+            "P",
+            version,
+            "",
+            "",
+            "",
+            "",
+            "",
+            "UNICODE UTF-8",
+        ]
+    )
 
 
-def ack(message: hl7.Message | None, code: str, text: str = "", error_code: str = "",
-        application: str = "TRAILERLINK", facility: str = "") -> str:
+def ack(
+    message: hl7.Message | None,
+    code: str,
+    text: str = "",
+    error_code: str = "",
+    application: str = "TRAILERLINK",
+    facility: str = "",
+) -> str:
     """An original-mode acknowledgement (MSA-1 ``code``: AA, AE or AR) for ``message``.
 
     When the message could not be parsed at all, the ACK still names no control ID."""
@@ -515,8 +575,15 @@ def ack(message: hl7.Message | None, code: str, text: str = "", error_code: str 
         their_app = their_fac = control = trigger = ""
         version = "2.5"
     segments = [
-        _msh(application, facility, their_app, their_fac, f"ACK^{trigger}^ACK",
-             uuid.uuid4().hex[:20], version if version in SUPPORTED_VERSIONS else "2.5"),
+        _msh(
+            application,
+            facility,
+            their_app,
+            their_fac,
+            f"ACK^{trigger}^ACK",
+            uuid.uuid4().hex[:20],
+            version if version in SUPPORTED_VERSIONS else "2.5",
+        ),
         "|".join(["MSA", code, _escape(control), _escape(text[:80])]),
     ]
     if code != "AA":
@@ -531,49 +598,122 @@ def ack_code(text: str) -> tuple[str, str]:
     return field(message, "MSA", 1, kind="text"), field(message, "MSA", 3, kind="text")
 
 
-def adt_a08(*, control_id: str, application: str, facility: str, receiver: str,
-            receiver_facility: str, patient_id: str, issuer: str, family: str, given: str,
-            birth_date: str, sex: str, operator: str, corrected_at: datetime,
-            correction_id: str, accession: str, sps_id: str, reason: str) -> str:
+def adt_a08(
+    *,
+    control_id: str,
+    application: str,
+    facility: str,
+    receiver: str,
+    receiver_facility: str,
+    patient_id: str,
+    issuer: str,
+    family: str,
+    given: str,
+    birth_date: str,
+    sex: str,
+    operator: str,
+    corrected_at: datetime,
+    correction_id: str,
+    accession: str,
+    sps_id: str,
+    reason: str,
+) -> str:
     """ADT^A08 carrying only the corrected values (empty fields mean "unchanged" in
     HL7 v2); EVN-5 names the operator, EVN-6 when; ZCR ties it to the appointment."""
     name = f"{_escape(family)}^{_escape(given)}" if (family or given) else ""
-    return "\r".join([
-        _msh(application, facility, receiver, receiver_facility, "ADT^A08^ADT_A01", control_id),
-        "|".join(["EVN", "A08", _ts(), "", "CORR", _escape(operator), _ts(corrected_at)]),
-        "|".join(["PID", "1", "", f"{_escape(patient_id)}^^^{_escape(issuer)}^NH", "", name,
-                  "", birth_date, sex]),
-        "|".join(["PV1", "1", "O"]),
-        "|".join(["ZCR", _escape(correction_id), _escape(accession), _escape(sps_id),
-                  _escape(reason)]),
-    ])
+    return "\r".join(
+        [
+            _msh(application, facility, receiver, receiver_facility, "ADT^A08^ADT_A01", control_id),
+            "|".join(["EVN", "A08", _ts(), "", "CORR", _escape(operator), _ts(corrected_at)]),
+            "|".join(
+                [
+                    "PID",
+                    "1",
+                    "",
+                    f"{_escape(patient_id)}^^^{_escape(issuer)}^NH",
+                    "",
+                    name,
+                    "",
+                    birth_date,
+                    sex,
+                ]
+            ),
+            "|".join(["PV1", "1", "O"]),
+            "|".join(
+                [
+                    "ZCR",
+                    _escape(correction_id),
+                    _escape(accession),
+                    _escape(sps_id),
+                    _escape(reason),
+                ]
+            ),
+        ]
+    )
 
 
-def adt_a47(*, control_id: str, application: str, facility: str, receiver: str,
-            receiver_facility: str, old_id: str, new_id: str, issuer: str, operator: str,
-            corrected_at: datetime) -> str:
+def adt_a47(
+    *,
+    control_id: str,
+    application: str,
+    facility: str,
+    receiver: str,
+    receiver_facility: str,
+    old_id: str,
+    new_id: str,
+    issuer: str,
+    operator: str,
+    corrected_at: datetime,
+) -> str:
     """ADT^A47: change of patient identifier (an NHS number corrected on the trailer)."""
-    return "\r".join([
-        _msh(application, facility, receiver, receiver_facility, "ADT^A47^ADT_A30", control_id),
-        "|".join(["EVN", "A47", _ts(), "", "CORR", _escape(operator), _ts(corrected_at)]),
-        "|".join(["PID", "1", "", f"{_escape(new_id)}^^^{_escape(issuer)}^NH"]),
-        "|".join(["MRG", f"{_escape(old_id)}^^^{_escape(issuer)}^NH"]),
-    ])
+    return "\r".join(
+        [
+            _msh(application, facility, receiver, receiver_facility, "ADT^A47^ADT_A30", control_id),
+            "|".join(["EVN", "A47", _ts(), "", "CORR", _escape(operator), _ts(corrected_at)]),
+            "|".join(["PID", "1", "", f"{_escape(new_id)}^^^{_escape(issuer)}^NH"]),
+            "|".join(["MRG", f"{_escape(old_id)}^^^{_escape(issuer)}^NH"]),
+        ]
+    )
 
 
 ORDER_STATUS = {"IN PROGRESS": "IP", "COMPLETED": "CM", "DISCONTINUED": "DC"}
 
 
-def orm_status(*, control_id: str, application: str, facility: str, receiver: str,
-               receiver_facility: str, patient_id: str, issuer: str, accession: str,
-               requested_procedure_id: str, sps_id: str, status: str, modality: str,
-               started: str, ended: str) -> str:
+def orm_status(
+    *,
+    control_id: str,
+    application: str,
+    facility: str,
+    receiver: str,
+    receiver_facility: str,
+    patient_id: str,
+    issuer: str,
+    accession: str,
+    requested_procedure_id: str,
+    sps_id: str,
+    status: str,
+    modality: str,
+    started: str,
+    ended: str,
+) -> str:
     """ORM^O01 status change (ORC-1 SC, ORC-5 IP/CM/DC) for a performed procedure step."""
-    return "\r".join([
-        _msh(application, facility, receiver, receiver_facility, "ORM^O01^ORM_O01", control_id),
-        "|".join(["PID", "1", "", f"{_escape(patient_id)}^^^{_escape(issuer)}^NH"]),
-        "|".join(["ORC", "SC", "", _escape(accession), "", ORDER_STATUS[status]]),
-        "|".join(["OBR", "1", "", _escape(accession), "", "", "", started, ended]
-                 + [""] * 9 + [_escape(accession), _escape(requested_procedure_id),
-                               _escape(sps_id), "", "", "", _escape(modality)]),
-    ])
+    return "\r".join(
+        [
+            _msh(application, facility, receiver, receiver_facility, "ORM^O01^ORM_O01", control_id),
+            "|".join(["PID", "1", "", f"{_escape(patient_id)}^^^{_escape(issuer)}^NH"]),
+            "|".join(["ORC", "SC", "", _escape(accession), "", ORDER_STATUS[status]]),
+            "|".join(
+                ["OBR", "1", "", _escape(accession), "", "", "", started, ended]
+                + [""] * 9
+                + [
+                    _escape(accession),
+                    _escape(requested_procedure_id),
+                    _escape(sps_id),
+                    "",
+                    "",
+                    "",
+                    _escape(modality),
+                ]
+            ),
+        ]
+    )

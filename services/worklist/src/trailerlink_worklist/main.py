@@ -1,8 +1,8 @@
 """Entry point of ``trailerlink-worklist``.
 
-    trailerlink-worklist                      run the service (settings from TRAILERLINK_*)
-    trailerlink-worklist hash-password NAME   print a staff credentials line (asks for
-                                              the password; reads stdin when piped)
+trailerlink-worklist                      run the service (settings from TRAILERLINK_*)
+trailerlink-worklist hash-password NAME   print a staff credentials line (asks for
+                                          the password; reads stdin when piped)
 """
 
 from __future__ import annotations

@@ -49,20 +49,43 @@ SPS_START_TIME = 0x00400003
 SPS_SEQUENCE = 0x00400100
 # Attributes of a Scheduled Procedure Step item (PS3.4 K.6-1) that modalities are known
 # to send at the top level instead.
-SPS_ITEM_KEYS = frozenset({
-    0x00080060,  # Modality
-    0x00400001,  # Scheduled Station AE Title
-    0x00400002,  # Scheduled Procedure Step Start Date
-    0x00400003,  # Scheduled Procedure Step Start Time
-    0x00400006,  # Scheduled Performing Physician's Name
-    0x00400007,  # Scheduled Procedure Step Description
-    0x00400009,  # Scheduled Procedure Step ID
-    0x00400010,  # Scheduled Station Name
-    0x00400011,  # Scheduled Procedure Step Location
-})
+SPS_ITEM_KEYS = frozenset(
+    {
+        0x00080060,  # Modality
+        0x00400001,  # Scheduled Station AE Title
+        0x00400002,  # Scheduled Procedure Step Start Date
+        0x00400003,  # Scheduled Procedure Step Start Time
+        0x00400006,  # Scheduled Performing Physician's Name
+        0x00400007,  # Scheduled Procedure Step Description
+        0x00400009,  # Scheduled Procedure Step ID
+        0x00400010,  # Scheduled Station Name
+        0x00400011,  # Scheduled Procedure Step Location
+    }
+)
 
-_NO_WILDCARD_VRS = frozenset({"DA", "TM", "DT", "UI", "SQ", "US", "SS", "UL", "SL", "FL", "FD",
-                              "IS", "DS", "AT", "OB", "OW", "UN", "SV", "UV"})
+_NO_WILDCARD_VRS = frozenset(
+    {
+        "DA",
+        "TM",
+        "DT",
+        "UI",
+        "SQ",
+        "US",
+        "SS",
+        "UL",
+        "SL",
+        "FL",
+        "FD",
+        "IS",
+        "DS",
+        "AT",
+        "OB",
+        "OW",
+        "UN",
+        "SV",
+        "UV",
+    }
+)
 _RANGE_VRS = frozenset({"DA", "TM", "DT"})
 
 
@@ -231,8 +254,15 @@ class Query:
         Computed once: a compiled query is not changed afterwards."""
         if self._shape is None:
             self._shape = tuple(
-                (k.tag, k.vr, k.kind == "sequence", k.sub.shape() if k.sub else None,
-                 k.hoisted, k.answered, k.whole_items)
+                (
+                    k.tag,
+                    k.vr,
+                    k.kind == "sequence",
+                    k.sub.shape() if k.sub else None,
+                    k.hoisted,
+                    k.answered,
+                    k.whole_items,
+                )
                 for k in self.keys
             )
         return self._shape
@@ -398,9 +428,7 @@ def _combined_match(pair: tuple[_Key, _Key], record: Record) -> bool:
     return (not low or moment >= low) and (not high or moment <= high)
 
 
-def find(
-    query: Query, records: Iterable[Record]
-) -> list[Record]:
+def find(query: Query, records: Iterable[Record]) -> list[Record]:
     """The records that match, in the given order."""
     return [r for r in records if query.matches(r)]
 

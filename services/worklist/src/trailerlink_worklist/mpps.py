@@ -42,10 +42,19 @@ _STEP_STATUS = {
     DISCONTINUED: StepStatus.DISCONTINUED,
 }
 # Attributes an N-SET may not change (PS3.4 Table F.7.2-1: "Not allowed" in N-SET).
-_NOT_SETTABLE = ("ScheduledStepAttributesSequence", "PatientName", "PatientID",
-                 "PatientBirthDate", "PatientSex", "PerformedStationAETitle",
-                 "PerformedProcedureStepStartDate", "PerformedProcedureStepStartTime",
-                 "PerformedProcedureStepID", "Modality", "StudyID")
+_NOT_SETTABLE = (
+    "ScheduledStepAttributesSequence",
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "PerformedStationAETitle",
+    "PerformedProcedureStepStartDate",
+    "PerformedProcedureStepStartTime",
+    "PerformedProcedureStepID",
+    "Modality",
+    "StudyID",
+)
 
 
 class MppsRefused(Exception):
@@ -76,8 +85,9 @@ def _text(ds: Dataset, keyword: str) -> str:
 class MppsStore:
     """Accepts N-CREATE and N-SET for performed procedure steps."""
 
-    def __init__(self, cache: Cache, trailer_id: str, clock: Clock,
-                 require_end_time: bool = True) -> None:
+    def __init__(
+        self, cache: Cache, trailer_id: str, clock: Clock, require_end_time: bool = True
+    ) -> None:
         self.cache = cache
         self.trailer_id = trailer_id
         self.clock = clock
@@ -86,16 +96,21 @@ class MppsStore:
     def get(self, uid: str) -> MppsRecord | None:
         rows = self.cache._query(
             "SELECT uid, status, step_key, create_attrs, final_attrs, upstream_state"
-            " FROM mpps WHERE uid = ?", (uid,))
+            " FROM mpps WHERE uid = ?",
+            (uid,),
+        )
         if not rows:
             return None
         uid_, status, key, create, attrs, upstream = rows[0]
         row = (str(uid_), str(key))
         return MppsRecord(
-            str(uid_), str(status), str(key),
+            str(uid_),
+            str(status),
+            str(key),
             Dataset.from_json(json.loads(self.cache.open_text(MPPS_CREATE, row, create))),
             Dataset.from_json(json.loads(self.cache.open_text(MPPS_FINAL, row, attrs))),
-            str(upstream))
+            str(upstream),
+        )
 
     def attributes(self, uid: str, tags: list[int] | None = None) -> Dataset:
         """N-GET: the instance's attributes, only ``tags`` if given (PS3.4 F.7.2.3; an
@@ -119,11 +134,14 @@ class MppsStore:
         """N-CREATE: a new step IN PROGRESS. Raises :class:`MppsRefused`."""
         status = _text(attrs, "PerformedProcedureStepStatus")
         if status != IN_PROGRESS:
-            raise MppsRefused(statuses.INVALID_ATTRIBUTE_VALUE,
-                              "Performed Procedure Step Status must be IN PROGRESS")
+            raise MppsRefused(
+                statuses.INVALID_ATTRIBUTE_VALUE,
+                "Performed Procedure Step Status must be IN PROGRESS",
+            )
         if "ScheduledStepAttributesSequence" not in attrs:
-            raise MppsRefused(statuses.MISSING_ATTRIBUTE,
-                              "Scheduled Step Attributes Sequence missing")
+            raise MppsRefused(
+                statuses.MISSING_ATTRIBUTE, "Scheduled Step Attributes Sequence missing"
+            )
         ssa = list(attrs.ScheduledStepAttributesSequence or [])
         ref = ssa[0] if ssa else Dataset()
         with self.cache.transaction() as conn:
@@ -142,14 +160,26 @@ class MppsStore:
                 "INSERT INTO mpps (uid, status, step_key, scheduled_date, create_attrs,"
                 " final_attrs, upstream_state, created_at, updated_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, 'none', ?, ?)",
-                (uid, IN_PROGRESS, key, date, self.cache.seal_text(MPPS_CREATE, (uid, key), text),
-                 self.cache.seal_text(MPPS_FINAL, (uid, key), text), now, now),
+                (
+                    uid,
+                    IN_PROGRESS,
+                    key,
+                    date,
+                    self.cache.seal_text(MPPS_CREATE, (uid, key), text),
+                    self.cache.seal_text(MPPS_FINAL, (uid, key), text),
+                    now,
+                    now,
+                ),
             )
             if step is not None:
                 self.cache.set_status(conn, key, StepStatus.IN_PROGRESS)
             event = self._event(uid, attrs)
-            self.cache.enqueue(conn, topics.PROCEDURE_STEP, event.study_instance_uid or uid,
-                               event.SerializeToString())
+            self.cache.enqueue(
+                conn,
+                topics.PROCEDURE_STEP,
+                event.study_instance_uid or uid,
+                event.SerializeToString(),
+            )
         log.info("MPPS in progress", extra={"mpps_uid": uid, "scheduled": step is not None})
         return event
 
@@ -170,35 +200,59 @@ class MppsStore:
                 )
             for keyword in _NOT_SETTABLE:
                 if keyword in mods:
-                    raise MppsRefused(statuses.PROCESSING_FAILURE,
-                                      f"{keyword} may not be set by N-SET")
+                    raise MppsRefused(
+                        statuses.PROCESSING_FAILURE, f"{keyword} may not be set by N-SET"
+                    )
             new_status = _text(mods, "PerformedProcedureStepStatus") or record.status
             if new_status not in _EVENT_STATUS:
-                raise MppsRefused(statuses.INVALID_ATTRIBUTE_VALUE,
-                                  "Performed Procedure Step Status must be IN PROGRESS,"
-                                  " COMPLETED or DISCONTINUED")
+                raise MppsRefused(
+                    statuses.INVALID_ATTRIBUTE_VALUE,
+                    "Performed Procedure Step Status must be IN PROGRESS,"
+                    " COMPLETED or DISCONTINUED",
+                )
             attrs = record.attrs
             for elem in mods:
                 attrs[elem.tag] = elem
-            if new_status in FINAL and self.require_end_time and not (
-                _text(attrs, "PerformedProcedureStepEndDate")
-                and _text(attrs, "PerformedProcedureStepEndTime")
+            if (
+                new_status in FINAL
+                and self.require_end_time
+                and not (
+                    _text(attrs, "PerformedProcedureStepEndDate")
+                    and _text(attrs, "PerformedProcedureStepEndTime")
+                )
             ):
-                raise MppsRefused(statuses.MISSING_ATTRIBUTE_VALUE,
-                                  "End Date and Time are required to complete a step")
+                raise MppsRefused(
+                    statuses.MISSING_ATTRIBUTE_VALUE,
+                    "End Date and Time are required to complete a step",
+                )
             conn.execute(
                 "UPDATE mpps SET status = ?, final_attrs = ?, updated_at = ? WHERE uid = ?",
-                (new_status, self.cache.seal_text(MPPS_FINAL, (uid, record.step_key),
-                                                  json.dumps(attrs.to_json_dict())),
-                 time.time(), uid),
+                (
+                    new_status,
+                    self.cache.seal_text(
+                        MPPS_FINAL, (uid, record.step_key), json.dumps(attrs.to_json_dict())
+                    ),
+                    time.time(),
+                    uid,
+                ),
             )
             if record.step_key and self.cache.get_step(record.step_key) is not None:
                 self.cache.set_status(conn, record.step_key, _STEP_STATUS[new_status])
             event = self._event(uid, attrs)
-            self.cache.enqueue(conn, topics.PROCEDURE_STEP, event.study_instance_uid or uid,
-                               event.SerializeToString())
-        log.info("MPPS updated", extra={"mpps_uid": uid, "status": new_status,
-                                        "instances": len(event.performed_instances)})
+            self.cache.enqueue(
+                conn,
+                topics.PROCEDURE_STEP,
+                event.study_instance_uid or uid,
+                event.SerializeToString(),
+            )
+        log.info(
+            "MPPS updated",
+            extra={
+                "mpps_uid": uid,
+                "status": new_status,
+                "instances": len(event.performed_instances),
+            },
+        )
         return attrs, event
 
     def set_upstream_state(self, uid: str, state: str) -> None:
@@ -220,17 +274,20 @@ class MppsStore:
             performed_station_ae_title=_text(attrs, "PerformedStationAETitle"),
             performed_instances=performed_instances(attrs),
         )
-        started = self._moment(attrs, "PerformedProcedureStepStartDate",
-                               "PerformedProcedureStepStartTime")
+        started = self._moment(
+            attrs, "PerformedProcedureStepStartDate", "PerformedProcedureStepStartTime"
+        )
         if started:
             event.started_at.CopyFrom(m.timestamp(started))
-        ended = self._moment(attrs, "PerformedProcedureStepEndDate",
-                             "PerformedProcedureStepEndTime")
+        ended = self._moment(
+            attrs, "PerformedProcedureStepEndDate", "PerformedProcedureStepEndTime"
+        )
         if ended and status in FINAL:
             event.ended_at.CopyFrom(m.timestamp(ended))
         if status == DISCONTINUED:
-            codes = list(attrs.get(
-                "PerformedProcedureStepDiscontinuationReasonCodeSequence", []) or [])
+            codes = list(
+                attrs.get("PerformedProcedureStepDiscontinuationReasonCodeSequence", []) or []
+            )
             if codes:
                 event.discontinuation_reason_code = _text(codes[0], "CodeValue")
         return event
@@ -241,8 +298,7 @@ class MppsStore:
             return None
         clock = (clock.split(".")[0] + "000000")[:6]
         try:
-            return datetime.strptime(day + clock, "%Y%m%d%H%M%S").replace(
-                tzinfo=self.clock.zone)
+            return datetime.strptime(day + clock, "%Y%m%d%H%M%S").replace(tzinfo=self.clock.zone)
         except ValueError:
             return None
 
@@ -252,12 +308,16 @@ def performed_instances(attrs: Dataset) -> list[m.PerformedInstance]:
     found = []
     for series in attrs.get("PerformedSeriesSequence", []) or []:
         series_uid = _text(series, "SeriesInstanceUID")
-        for keyword in ("ReferencedImageSequence",
-                        "ReferencedNonImageCompositeSOPInstanceSequence"):
+        for keyword in (
+            "ReferencedImageSequence",
+            "ReferencedNonImageCompositeSOPInstanceSequence",
+        ):
             for ref in series.get(keyword, []) or []:
-                found.append(m.PerformedInstance(
-                    series_instance_uid=series_uid,
-                    sop_class_uid=_text(ref, "ReferencedSOPClassUID"),
-                    sop_instance_uid=_text(ref, "ReferencedSOPInstanceUID"),
-                ))
+                found.append(
+                    m.PerformedInstance(
+                        series_instance_uid=series_uid,
+                        sop_class_uid=_text(ref, "ReferencedSOPClassUID"),
+                        sop_instance_uid=_text(ref, "ReferencedSOPInstanceUID"),
+                    )
+                )
     return found

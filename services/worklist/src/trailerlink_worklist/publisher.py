@@ -23,8 +23,13 @@ log = logging.getLogger(__name__)
 
 
 class OutboxPublisher:
-    def __init__(self, cache: Cache, producer: EventProducer,
-                 idle_seconds: float = 0.2, max_backoff_seconds: float = 10.0) -> None:
+    def __init__(
+        self,
+        cache: Cache,
+        producer: EventProducer,
+        idle_seconds: float = 0.2,
+        max_backoff_seconds: float = 10.0,
+    ) -> None:
         self.cache = cache
         self.producer = producer
         self.idle_seconds = idle_seconds
@@ -45,13 +50,16 @@ class OutboxPublisher:
                 try:
                     for item in batch:
                         cls = EVENT_TYPES[topic_entry(item.topic).message]
-                        await self.producer.publish(item.topic, item.key,
-                                                    cls.FromString(item.payload))
+                        await self.producer.publish(
+                            item.topic, item.key, cls.FromString(item.payload)
+                        )
                         done.append(item.id)
                     backoff = 0.5
                 except KafkaError as exc:
-                    log.warning("kafka unavailable; events wait in the outbox",
-                                extra={"error": type(exc).__name__, "pending": len(batch)})
+                    log.warning(
+                        "kafka unavailable; events wait in the outbox",
+                        extra={"error": type(exc).__name__, "pending": len(batch)},
+                    )
                     backoff = min(self.max_backoff_seconds, backoff * 2)
                 finally:
                     if done:

@@ -59,8 +59,10 @@ class WorklistScp:
         self.mpps = mpps
         sets = settings.ae_character_sets()
         upper = settings.uppercase_names_aes()
-        self.answers = Answers(settings.dicom_default_character_set, profiles={
-            ae: AnswerProfile(sets.get(ae), ae in upper) for ae in set(sets) | upper})
+        self.answers = Answers(
+            settings.dicom_default_character_set,
+            profiles={ae: AnswerProfile(sets.get(ae), ae in upper) for ae in set(sets) | upper},
+        )
         # pynetdicom logs a line per C-FIND response at INFO: 120 lines per refresh.
         logging.getLogger("pynetdicom.service_class").setLevel(logging.WARNING)
         self.ae = self._build_ae()
@@ -92,13 +94,22 @@ class WorklistScp:
         tls = self.settings.dicom_tls()
         enable_reuse(self.ae)
         self._server = start_bounded_server(
-            self.ae, (self.settings.dicom_host, self.settings.dicom_port),
-            self.settings.receive_limits(), refusal_handler(metrics.DICOM_REFUSALS, log),
-            ssl_context=tls, evt_handlers=self.handlers(),
-            dimse_factory=fastfind.FastFindDIMSE)
-        log.info("DICOM MWL/MPPS listening", extra={
-            "ae_title": self.settings.dicom_ae_title, "port": self.settings.dicom_port,
-            "tls": tls is not None})
+            self.ae,
+            (self.settings.dicom_host, self.settings.dicom_port),
+            self.settings.receive_limits(),
+            refusal_handler(metrics.DICOM_REFUSALS, log),
+            ssl_context=tls,
+            evt_handlers=self.handlers(),
+            dimse_factory=fastfind.FastFindDIMSE,
+        )
+        log.info(
+            "DICOM MWL/MPPS listening",
+            extra={
+                "ae_title": self.settings.dicom_ae_title,
+                "port": self.settings.dicom_port,
+                "tls": tls is not None,
+            },
+        )
 
     def stop(self) -> None:
         if self._server is not None:
@@ -146,8 +157,7 @@ class WorklistScp:
                     return
                 if query.matches(record):
                     matched += 1
-                    yield statuses.PENDING, self.answers.answer(query, record, requested,
-                                                                profile)
+                    yield statuses.PENDING, self.answers.answer(query, record, requested, profile)
         except Exception as exc:
             log.error("C-FIND failed", extra={"error": type(exc).__name__})
             done("failed")
@@ -157,8 +167,9 @@ class WorklistScp:
         yield statuses.SUCCESS, None
 
     # --- MPPS -----------------------------------------------------------------------
-    def _mpps(self, operation: str, uid: str, work: Callable[[], Dataset]
-              ) -> tuple[int | Dataset, Dataset | None]:
+    def _mpps(
+        self, operation: str, uid: str, work: Callable[[], Dataset]
+    ) -> tuple[int | Dataset, Dataset | None]:
         """One MPPS request: ``work`` returns the reply; a refusal or a failure becomes
         its status. Counted by outcome and logged with the instance UID only."""
         label = operation.replace("-", "_").lower()
@@ -166,8 +177,10 @@ class WorklistScp:
             reply = work()
         except MppsRefused as refused:
             metrics.MPPS_REQUESTS.labels(label, statuses.name(refused.status)).inc()
-            log.warning(f"MPPS {operation} refused", extra={
-                "mpps_uid": uid, "status": statuses.name(refused.status)})
+            log.warning(
+                f"MPPS {operation} refused",
+                extra={"mpps_uid": uid, "status": statuses.name(refused.status)},
+            )
             return _refusal(refused), None
         except Exception as exc:
             metrics.MPPS_REQUESTS.labels(label, "processing_failure").inc()
@@ -216,11 +229,17 @@ class WorklistScp:
         def work() -> Dataset:
             listed = request.AttributeIdentifierList
             # pynetdicom gives a single tag as a bare tag, several as a list.
-            tags = [int(t) for t in (listed if isinstance(listed, list) else
-                                     [] if listed is None else [listed])]
+            tags = [
+                int(t)
+                for t in (
+                    listed if isinstance(listed, list) else [] if listed is None else [listed]
+                )
+            ]
             if any(t >> 16 in (0x0000, 0x0002) for t in tags):
-                raise MppsRefused(statuses.ATTRIBUTE_LIST_ERROR,
-                                  "command or file meta attributes cannot be requested")
+                raise MppsRefused(
+                    statuses.ATTRIBUTE_LIST_ERROR,
+                    "command or file meta attributes cannot be requested",
+                )
             return self.mpps.attributes(uid, tags)
 
         return self._mpps("N-GET", uid, work)

@@ -26,8 +26,11 @@ class WorklistSettings(ServiceSettings, DicomListenerSettings):
     dicom_port: int = Field(11113, ge=1, le=65535, description="MWL C-FIND and MPPS port")
     dicom_max_associations: int = Field(10, ge=1, description="Concurrent modality associations")
     dicom_max_pdu_bytes: int = Field(
-        131072, ge=4096, le=16 * 1024 * 1024,
-        description="Largest P-DATA PDU we advertise and receive (a longer one is never read)")
+        131072,
+        ge=4096,
+        le=16 * 1024 * 1024,
+        description="Largest P-DATA PDU we advertise and receive (a longer one is never read)",
+    )
     dicom_network_timeout_seconds: float = Field(60.0, gt=0)
     dicom_default_character_set: str = Field(
         "ISO_IR 100",
@@ -36,19 +39,27 @@ class WorklistSettings(ServiceSettings, DicomListenerSettings):
         "transliterated)",
     )
     dicom_ae_character_sets: str = Field(
-        "", description="Per calling AE, the character set its answers are in: "
-        "'AE1=ISO_IR 100,AE2=ISO_IR 192' (overrides what its query names)")
+        "",
+        description="Per calling AE, the character set its answers are in: "
+        "'AE1=ISO_IR 100,AE2=ISO_IR 192' (overrides what its query names)",
+    )
     dicom_uppercase_names_aes: str = Field(
-        "", description="Comma-separated calling AEs that want person names in upper "
-        "case (everyone else gets the case the source gave)")
+        "",
+        description="Comma-separated calling AEs that want person names in upper "
+        "case (everyone else gets the case the source gave)",
+    )
     dicom_tls_cert_file: Path | None = Field(
-        None, description="PEM certificate (chain) of the DICOM port: set it and the key "
-        "file and the port speaks TLS only")
+        None,
+        description="PEM certificate (chain) of the DICOM port: set it and the key "
+        "file and the port speaks TLS only",
+    )
     dicom_tls_key_file: Path | None = Field(None, description="PEM private key of it")
     dicom_tls_client_ca_file: Path | None = Field(
-        None, description="CA(s) whose certificates modalities must present")
+        None, description="CA(s) whose certificates modalities must present"
+    )
     dicom_tls_require_client_cert: bool = Field(
-        True, description="With a client CA: refuse a modality without a certificate")
+        True, description="With a client CA: refuse a modality without a certificate"
+    )
     pn_case_sensitive: bool = Field(
         False, description="Match person names case-sensitively (PS3.4 allows either)"
     )
@@ -87,24 +98,32 @@ class WorklistSettings(ServiceSettings, DicomListenerSettings):
     upstream_mwl_port: int = Field(104, ge=1, le=65535)
     upstream_mwl_ae_title: str = Field("NBSS_MWL", max_length=16)
     upstream_poll_seconds: float = Field(
-        15.0, gt=0, description="MWL poll interval: how soon an upstream cancellation "
-        "leaves the modality's list"
+        15.0,
+        gt=0,
+        description="MWL poll interval: how soon an upstream cancellation "
+        "leaves the modality's list",
     )
     upstream_timeout_seconds: float = Field(15.0, gt=0, description="Upstream call deadline")
     upstream_mwl_undeclared_charset: str = Field(
-        "auto", description="How the broker's answers that carry non-ASCII text but no "
+        "auto",
+        description="How the broker's answers that carry non-ASCII text but no "
         "Specific Character Set are decoded: 'auto' (UTF-8 if valid UTF-8, else ISO_IR "
-        "100) or a DICOM term such as 'ISO_IR 100', 'ISO_IR 192', 'ISO_IR 126'")
+        "100) or a DICOM term such as 'ISO_IR 100', 'ISO_IR 192', 'ISO_IR 126'",
+    )
     hl7_listen_host: str = Field("0.0.0.0", description="HL7 MLLP listener address")  # noqa: S104
     hl7_listen_port: int = Field(2575, ge=1, le=65535, description="HL7 MLLP listener port")
     hl7_tls_cert_file: Path | None = Field(
-        None, description="PEM certificate of the HL7 listener: with the key, MLLP over TLS")
+        None, description="PEM certificate of the HL7 listener: with the key, MLLP over TLS"
+    )
     hl7_tls_key_file: Path | None = Field(None, description="PEM private key of it")
     hl7_tls_client_ca_file: Path | None = Field(
-        None, description="CA whose certificates HL7 senders must present")
+        None, description="CA whose certificates HL7 senders must present"
+    )
     hl7_encoding: str = Field(
-        "auto", description="HL7 text encoding when MSH-18 names none: 'auto' (UTF-8 if "
-        "the bytes are valid UTF-8, else ISO 8859-1), a table 0211 name or a Python codec")
+        "auto",
+        description="HL7 text encoding when MSH-18 names none: 'auto' (UTF-8 if "
+        "the bytes are valid UTF-8, else ISO 8859-1), a table 0211 name or a Python codec",
+    )
     hl7_application: str = Field("TRAILERLINK", description="Our HL7 application (MSH-3)")
 
     # --- back upstream -----------------------------------------------------------
@@ -121,16 +140,20 @@ class WorklistSettings(ServiceSettings, DicomListenerSettings):
     upstream_hl7_port: int = Field(2576, ge=1, le=65535)
     upstream_hl7_tls: bool = Field(False, description="MLLP over TLS to the Trust")
     upstream_hl7_tls_ca_file: Path | None = Field(
-        None, description="CA of the Trust's HL7 server (default: the system's CAs)")
+        None, description="CA of the Trust's HL7 server (default: the system's CAs)"
+    )
     upstream_hl7_tls_cert_file: Path | None = Field(
-        None, description="Our client certificate for the Trust's HL7 server, if it asks")
+        None, description="Our client certificate for the Trust's HL7 server, if it asks"
+    )
     upstream_hl7_tls_key_file: Path | None = Field(None, description="Its private key")
     upstream_hl7_facility: str = Field("NBSS", description="Receiving application (MSH-5)")
 
     # --- admin API (trailerlinkctl worklist show) ---------------------------------
     admin_token_file: Path | None = Field(
-        None, description="File holding the admin API's bearer token (trailerlinkctl); "
-        "unset = the admin API (/v1/admin/worklist) is off")
+        None,
+        description="File holding the admin API's bearer token (trailerlinkctl); "
+        "unset = the admin API (/v1/admin/worklist) is off",
+    )
 
     # --- staff page --------------------------------------------------------------
     staff_credentials_file: Path | None = Field(
@@ -149,8 +172,9 @@ class WorklistSettings(ServiceSettings, DicomListenerSettings):
             try:
                 codecs.lookup(self.hl7_encoding)
             except LookupError:
-                raise ValueError(f"TRAILERLINK_HL7_ENCODING: unknown encoding "
-                                 f"{self.hl7_encoding!r}") from None
+                raise ValueError(
+                    f"TRAILERLINK_HL7_ENCODING: unknown encoding {self.hl7_encoding!r}"
+                ) from None
         for term in (self.dicom_default_character_set, *self.ae_character_sets().values()):
             if not charsets.known_term(term):
                 raise ValueError(f"unknown DICOM character set {term!r}")
@@ -176,32 +200,39 @@ class WorklistSettings(ServiceSettings, DicomListenerSettings):
         for prefix in ("dicom_tls", "hl7_tls", "upstream_hl7_tls"):
             cert, key = getattr(self, f"{prefix}_cert_file"), getattr(self, f"{prefix}_key_file")
             if (cert is None) != (key is None):
-                raise ValueError(f"TRAILERLINK_{prefix.upper()}_CERT_FILE and _KEY_FILE go "
-                                 "together")
+                raise ValueError(
+                    f"TRAILERLINK_{prefix.upper()}_CERT_FILE and _KEY_FILE go together"
+                )
         return self
 
     def dicom_tls(self) -> ssl.SSLContext | None:
         """The DICOM listener's TLS context, or None for plain TCP."""
         if self.dicom_tls_cert_file is None or self.dicom_tls_key_file is None:
             return None
-        return tls.server_context(self.dicom_tls_cert_file, self.dicom_tls_key_file,
-                                  self.dicom_tls_client_ca_file,
-                                  self.dicom_tls_require_client_cert)
+        return tls.server_context(
+            self.dicom_tls_cert_file,
+            self.dicom_tls_key_file,
+            self.dicom_tls_client_ca_file,
+            self.dicom_tls_require_client_cert,
+        )
 
     def hl7_tls(self) -> ssl.SSLContext | None:
         """The HL7 listener's TLS context, or None for plain MLLP."""
         if self.hl7_tls_cert_file is None or self.hl7_tls_key_file is None:
             return None
-        return tls.server_context(self.hl7_tls_cert_file, self.hl7_tls_key_file,
-                                  self.hl7_tls_client_ca_file)
+        return tls.server_context(
+            self.hl7_tls_cert_file, self.hl7_tls_key_file, self.hl7_tls_client_ca_file
+        )
 
     def upstream_hl7_tls_context(self) -> ssl.SSLContext | None:
         """TLS to the Trust's HL7 server, or None for plain MLLP."""
         if not self.upstream_hl7_tls:
             return None
-        return tls.client_context(self.upstream_hl7_tls_ca_file,
-                                  self.upstream_hl7_tls_cert_file,
-                                  self.upstream_hl7_tls_key_file)
+        return tls.client_context(
+            self.upstream_hl7_tls_ca_file,
+            self.upstream_hl7_tls_cert_file,
+            self.upstream_hl7_tls_key_file,
+        )
 
     def resolved_cache_path(self) -> Path:
         return self.cache_path or self.data_dir / "worklist" / "worklist.sqlite"

@@ -48,10 +48,14 @@ _SECURITY_HEADERS = {
 }
 # Status buttons staff may press, by current status.
 _ACTIONS = {
-    StepStatus.BOOKED: [(StepStatus.ARRIVED, "Arrived"),
-                        (StepStatus.DID_NOT_ATTEND, "Did not attend")],
-    StepStatus.ARRIVED: [(StepStatus.BOOKED, "Undo arrived"),
-                         (StepStatus.DID_NOT_ATTEND, "Did not attend")],
+    StepStatus.BOOKED: [
+        (StepStatus.ARRIVED, "Arrived"),
+        (StepStatus.DID_NOT_ATTEND, "Did not attend"),
+    ],
+    StepStatus.ARRIVED: [
+        (StepStatus.BOOKED, "Undo arrived"),
+        (StepStatus.DID_NOT_ATTEND, "Did not attend"),
+    ],
     StepStatus.DID_NOT_ATTEND: [(StepStatus.BOOKED, "Undo did not attend")],
 }
 _STAFF_SETTABLE = {StepStatus.BOOKED, StepStatus.ARRIVED, StepStatus.DID_NOT_ATTEND}
@@ -68,8 +72,7 @@ DAYS_SHOWN = 7  # today and the next six days (within the horizon)
 
 def _parse(value: str) -> date | None:
     try:
-        return date(int(value[:4]), int(value[4:6]), int(value[6:8])) if len(value) == 8 \
-            else None
+        return date(int(value[:4]), int(value[4:6]), int(value[6:8])) if len(value) == 8 else None
     except ValueError:
         return None
 
@@ -89,8 +92,9 @@ def age(birth: str, today: date) -> int | None:
 
 def nhs_number(value: str) -> str:
     """A 10-digit NHS number in the 3-3-4 groups staff read: ``999 054 9206``."""
-    return f"{value[:3]} {value[3:6]} {value[6:]}" if len(value) == 10 and value.isdigit() \
-        else value
+    return (
+        f"{value[:3]} {value[3:6]} {value[6:]}" if len(value) == 10 and value.isdigit() else value
+    )
 
 
 def _time(value: str) -> str:
@@ -130,8 +134,10 @@ REFRESH_SECONDS = 60  # the list reloads itself; it has no field to lose
 
 
 def _weekday(day: date) -> str:
-    return f"{('Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat', 'Sun')[day.weekday()]} {day.day} " \
+    return (
+        f"{('Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat', 'Sun')[day.weekday()]} {day.day} "
         f"{_MONTHS[day.month - 1]}"
+    )
 
 
 def _age(seconds: float | None) -> str:
@@ -147,9 +153,16 @@ def _age(seconds: float | None) -> str:
 class StaffPage:
     """Adds the staff routes to the service's FastAPI app."""
 
-    def __init__(self, worklist: Worklist, auth: StaffAuth, csrf: CsrfTokens,
-                 link: LinkStatus | None, refresh: Callable[[], None], trailer_id: str,
-                 site_code: str) -> None:
+    def __init__(
+        self,
+        worklist: Worklist,
+        auth: StaffAuth,
+        csrf: CsrfTokens,
+        link: LinkStatus | None,
+        refresh: Callable[[], None],
+        trailer_id: str,
+        site_code: str,
+    ) -> None:
         self.worklist = worklist
         self.auth = auth
         self.csrf = csrf
@@ -160,22 +173,27 @@ class StaffPage:
 
     def install(self, app: FastAPI) -> None:
         app.add_api_route("/", self.day, methods=["GET"], include_in_schema=False)
-        app.add_api_route("/sign-out", self.sign_out, methods=["POST"],
-                          include_in_schema=False)
-        app.add_api_route("/refresh", self.post_refresh, methods=["POST"],
-                          include_in_schema=False)
-        app.add_api_route("/steps/{key}/correct", self.correct_form, methods=["GET"],
-                          include_in_schema=False)
-        app.add_api_route("/steps/{key}/correct", self.correct_submit, methods=["POST"],
-                          include_in_schema=False)
-        app.add_api_route("/steps/{key}/status", self.post_status, methods=["POST"],
-                          include_in_schema=False)
+        app.add_api_route("/sign-out", self.sign_out, methods=["POST"], include_in_schema=False)
+        app.add_api_route("/refresh", self.post_refresh, methods=["POST"], include_in_schema=False)
+        app.add_api_route(
+            "/steps/{key}/correct", self.correct_form, methods=["GET"], include_in_schema=False
+        )
+        app.add_api_route(
+            "/steps/{key}/correct", self.correct_submit, methods=["POST"], include_in_schema=False
+        )
+        app.add_api_route(
+            "/steps/{key}/status", self.post_status, methods=["POST"], include_in_schema=False
+        )
 
     # --- guards ----------------------------------------------------------------------
     def _user(self, request: Request) -> str:
         if not self.auth.configured:
-            raise _Refused(self._plain(503, "The staff page has no users configured "
-                                            "(TRAILERLINK_STAFF_CREDENTIALS_FILE)."))
+            raise _Refused(
+                self._plain(
+                    503,
+                    "The staff page has no users configured (TRAILERLINK_STAFF_CREDENTIALS_FILE).",
+                )
+            )
         user = self.auth.check(request.headers.get("authorization"))
         if user is None:
             response = self._plain(401, "Sign in with your trailer staff account.")
@@ -191,21 +209,24 @@ class StaffPage:
         form = {k: str(v) for k, v in (await request.form()).items()}
         if not self.csrf.valid(user, form.get("csrf_token", "")):
             metrics.STAFF_ACTIONS.labels(action, "csrf_refused").inc()
-            raise _Refused(self._plain(403, "This form has expired. Go back, reload the "
-                                            "page and try again."))
+            raise _Refused(
+                self._plain(403, "This form has expired. Go back, reload the page and try again.")
+            )
         return form
 
     @staticmethod
     def _plain(status: int, text: str) -> HTMLResponse:
-        body = (f'<!DOCTYPE html><html lang="en-GB"><head><meta charset="utf-8">'
-                f"<title>Trailer worklist</title></head><body><main><p>{text}</p>"
-                f"</main></body></html>")
+        body = (
+            f'<!DOCTYPE html><html lang="en-GB"><head><meta charset="utf-8">'
+            f"<title>Trailer worklist</title></head><body><main><p>{text}</p>"
+            f"</main></body></html>"
+        )
         return HTMLResponse(body, status_code=status, headers=_SECURITY_HEADERS)
 
-    def _render(self, template: str, user: str, status: int = 200, **context: Any
-                ) -> HTMLResponse:
+    def _render(self, template: str, user: str, status: int = 200, **context: Any) -> HTMLResponse:
         html = _TEMPLATES.get_template(template).render(
-            user=user, trailer_id=self.trailer_id, csrf_token=self.csrf.issue(user), **context)
+            user=user, trailer_id=self.trailer_id, csrf_token=self.csrf.issue(user), **context
+        )
         return HTMLResponse(html, status_code=status, headers=_SECURITY_HEADERS)
 
     async def _guarded(self, handler: Callable[[], Awaitable[Response]]) -> Response:
@@ -219,38 +240,57 @@ class StaffPage:
         async def page() -> Response:
             user = self._user(request)
             today = self.worklist.clock.today()
-            days = [today + timedelta(days=n)
-                    for n in range(min(DAYS_SHOWN, self.worklist.horizon_days + 1))]
+            days = [
+                today + timedelta(days=n)
+                for n in range(min(DAYS_SHOWN, self.worklist.horizon_days + 1))
+            ]
             shown = next((d for d in days if d.isoformat() == day), today)
-            steps = await asyncio.to_thread(self.worklist.cache.steps,
-                                            shown.strftime("%Y%m%d"))
+            steps = await asyncio.to_thread(self.worklist.cache.steps, shown.strftime("%Y%m%d"))
             last = self.worklist.last_sync()
             title = "Today's list" if shown == today else f"List for {_weekday(shown)}"
             return self._render(
-                "day.html", user, title=title, steps=[_view(c, today) for c in steps],
-                today=uk_date(shown.strftime("%Y%m%d")), is_today=shown == today,
-                days=[{"iso": d.isoformat(), "label": "Today" if d == today else _weekday(d),
-                       "current": d == shown} for d in days],
-                shown_iso=shown.isoformat(), refresh_seconds=REFRESH_SECONDS,
-                site_code=self.site_code, link_up=self.link.up if self.link else None,
+                "day.html",
+                user,
+                title=title,
+                steps=[_view(c, today) for c in steps],
+                today=uk_date(shown.strftime("%Y%m%d")),
+                is_today=shown == today,
+                days=[
+                    {
+                        "iso": d.isoformat(),
+                        "label": "Today" if d == today else _weekday(d),
+                        "current": d == shown,
+                    }
+                    for d in days
+                ],
+                shown_iso=shown.isoformat(),
+                refresh_seconds=REFRESH_SECONDS,
+                site_code=self.site_code,
+                link_up=self.link.up if self.link else None,
                 cache_age=_age(None if last is None else time.time() - last),
-                message=message[:200])
+                message=message[:200],
+            )
+
         return await self._guarded(page)
 
     async def sign_out(self, request: Request) -> Response:
         """HTTP Basic has no session to end: answer 401 for the realm, which makes the
         browser forget the credentials it kept, and say to close the tab."""
+
         async def act() -> Response:
             user = self._user(request)
             await self._form(request, user, "sign_out")
             metrics.STAFF_ACTIONS.labels("sign_out", "ok").inc()
             log.info("staff signed out", extra={"by": user})
-            response = self._plain(401, "You are signed out. Close this tab; the next person "
-                                        'signs in with their own account. <a href="/">Sign '
-                                        "in again</a>")
-            response.headers["WWW-Authenticate"] = \
-                'Basic realm="trailer worklist", charset="UTF-8"'
+            response = self._plain(
+                401,
+                "You are signed out. Close this tab; the next person "
+                'signs in with their own account. <a href="/">Sign '
+                "in again</a>",
+            )
+            response.headers["WWW-Authenticate"] = 'Basic realm="trailer worklist", charset="UTF-8"'
             return response
+
         return await self._guarded(act)
 
     async def post_refresh(self, request: Request) -> Response:
@@ -259,8 +299,10 @@ class StaffPage:
             await self._form(request, user, "refresh")
             self.refresh()
             metrics.STAFF_ACTIONS.labels("refresh", "ok").inc()
-            return RedirectResponse("/?message=Refresh+requested", status_code=303,
-                                    headers=_SECURITY_HEADERS)
+            return RedirectResponse(
+                "/?message=Refresh+requested", status_code=303, headers=_SECURITY_HEADERS
+            )
+
         return await self._guarded(act)
 
     async def post_status(self, request: Request, key: str) -> Response:
@@ -281,6 +323,7 @@ class StaffPage:
             metrics.STAFF_ACTIONS.labels("status", "ok").inc()
             log.info("status set by staff", extra={"status": status.value, "by": user})
             return RedirectResponse("/", status_code=303, headers=_SECURITY_HEADERS)
+
         return await self._guarded(act)
 
     async def correct_form(self, request: Request, key: str) -> Response:
@@ -289,9 +332,16 @@ class StaffPage:
             cached = self.worklist.cache.get_step(key)
             if cached is None:
                 return self._plain(404, "That appointment is no longer on the list.")
-            return self._render("correct.html", user, title="Correct details",
-                                step=_view(cached, self.worklist.clock.today()), form={},
-                                errors={}, sexes=SEXES)
+            return self._render(
+                "correct.html",
+                user,
+                title="Correct details",
+                step=_view(cached, self.worklist.clock.today()),
+                form={},
+                errors={},
+                sexes=SEXES,
+            )
+
         return await self._guarded(page)
 
     async def correct_submit(self, request: Request, key: str) -> Response:
@@ -305,17 +355,29 @@ class StaffPage:
             if correction is None:
                 metrics.STAFF_ACTIONS.labels("correction", "invalid").inc()
                 shown = {k: v for k, v in form.items() if k != "csrf_token"}
-                return self._render("correct.html", user, status=422,
-                                    title="Error: correct details",
-                                    step=_view(cached, self.worklist.clock.today()),
-                                    form=shown, errors=errors, sexes=SEXES)
+                return self._render(
+                    "correct.html",
+                    user,
+                    status=422,
+                    title="Error: correct details",
+                    step=_view(cached, self.worklist.clock.today()),
+                    form=shown,
+                    errors=errors,
+                    sexes=SEXES,
+                )
             try:
                 event = await asyncio.to_thread(self.worklist.correct, key, correction, user)
             except NotFound:
                 return self._plain(404, "That appointment is no longer on the list.")
             metrics.STAFF_ACTIONS.labels("correction", "ok").inc()
-            log.info("correction queued for upstream", extra={
-                "correction_id": event.correction_id, "by": user})
-            return RedirectResponse("/?message=Correction+saved+and+queued+for+NBSS",
-                                    status_code=303, headers=_SECURITY_HEADERS)
+            log.info(
+                "correction queued for upstream",
+                extra={"correction_id": event.correction_id, "by": user},
+            )
+            return RedirectResponse(
+                "/?message=Correction+saved+and+queued+for+NBSS",
+                status_code=303,
+                headers=_SECURITY_HEADERS,
+            )
+
         return await self._guarded(act)

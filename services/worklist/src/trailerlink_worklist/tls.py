@@ -12,8 +12,12 @@ import ssl
 from pathlib import Path
 
 
-def server_context(cert_file: Path, key_file: Path, client_ca_file: Path | None = None,
-                   require_client_cert: bool = True) -> ssl.SSLContext:
+def server_context(
+    cert_file: Path,
+    key_file: Path,
+    client_ca_file: Path | None = None,
+    require_client_cert: bool = True,
+) -> ssl.SSLContext:
     """A listener's context. Raises ``OSError``/``ssl.SSLError`` for unreadable files."""
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -24,12 +28,14 @@ def server_context(cert_file: Path, key_file: Path, client_ca_file: Path | None 
     return ctx
 
 
-def client_context(ca_file: Path | None = None, cert_file: Path | None = None,
-                   key_file: Path | None = None) -> ssl.SSLContext:
+def client_context(
+    ca_file: Path | None = None, cert_file: Path | None = None, key_file: Path | None = None
+) -> ssl.SSLContext:
     """A client's context: verifies the server against ``ca_file`` (else the system's
     CAs) and its host name; presents ``cert_file`` when given."""
-    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH,
-                                     cafile=str(ca_file) if ca_file else None)
+    ctx = ssl.create_default_context(
+        ssl.Purpose.SERVER_AUTH, cafile=str(ca_file) if ca_file else None
+    )
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     if cert_file is not None and key_file is not None:
         ctx.load_cert_chain(cert_file, key_file)

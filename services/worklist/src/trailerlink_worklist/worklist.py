@@ -54,8 +54,9 @@ class Change:
 class Clock:
     """'Now' and 'today' in the trailer's time zone (replaceable in tests)."""
 
-    def __init__(self, timezone: str = "Europe/London",
-                 now: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, timezone: str = "Europe/London", now: Callable[[], float] = time.time
+    ) -> None:
         self.zone = ZoneInfo(timezone)
         self._now = now
 
@@ -72,8 +73,9 @@ class Clock:
 class Worklist:
     """Operations on this trailer's slice of the worklist."""
 
-    def __init__(self, cache: Cache, site: SiteFilter, trailer_id: str, clock: Clock,
-                 horizon_days: int = 14) -> None:
+    def __init__(
+        self, cache: Cache, site: SiteFilter, trailer_id: str, clock: Clock, horizon_days: int = 14
+    ) -> None:
         self.cache = cache
         self.site = site
         self.trailer_id = trailer_id
@@ -84,8 +86,10 @@ class Worklist:
     def window(self) -> tuple[str, str]:
         """First and last scheduled date kept (YYYYMMDD): today .. today + horizon."""
         today = self.clock.today()
-        return (today.strftime("%Y%m%d"),
-                (today + timedelta(days=self.horizon_days)).strftime("%Y%m%d"))
+        return (
+            today.strftime("%Y%m%d"),
+            (today + timedelta(days=self.horizon_days)).strftime("%Y%m%d"),
+        )
 
     def wanted(self, step: ScheduledStep) -> bool:
         first, last = self.window()
@@ -101,9 +105,14 @@ class Worklist:
             change = self._upsert(conn, step, source)
         return change
 
-    def replace_window(self, steps: Iterable[ScheduledStep], source: Source,
-                       first: str, last: str, keep: frozenset[str] = frozenset()
-                       ) -> list[Change]:
+    def replace_window(
+        self,
+        steps: Iterable[ScheduledStep],
+        source: Source,
+        first: str,
+        last: str,
+        keep: frozenset[str] = frozenset(),
+    ) -> list[Change]:
         """Make the cache's steps of ``source`` dated ``first``..``last`` exactly ``steps``
         (those for this trailer): new ones added, changed ones updated, missing ones
         cancelled. Cached steps whose accession number is in ``keep`` (upstream sent
@@ -117,8 +126,12 @@ class Worklist:
         with self.cache.transaction() as conn:
             for cached in self.cache.steps():
                 s = cached.step
-                if (cached.source == source and first <= s.scheduled_date <= last
-                        and s.key not in wanted and s.accession_number not in keep):
+                if (
+                    cached.source == source
+                    and first <= s.scheduled_date <= last
+                    and s.key not in wanted
+                    and s.accession_number not in keep
+                ):
                     self.cache.delete_step(conn, s.key)
                     self._announce(conn, "cancelled", s, source)
                     changes.append(Change("cancelled", s.key))
@@ -139,8 +152,9 @@ class Worklist:
             self._announce(conn, "cancelled", cached.step, source)
         return Change("cancelled", key)
 
-    def update_patient(self, patient_id: str, source: Source,
-                       update: Callable[[ScheduledStep], ScheduledStep]) -> list[Change]:
+    def update_patient(
+        self, patient_id: str, source: Source, update: Callable[[ScheduledStep], ScheduledStep]
+    ) -> list[Change]:
         """Apply a demographics update to every step of the woman with ``patient_id``."""
         changes = []
         with self.cache.transaction() as conn:
@@ -173,8 +187,9 @@ class Worklist:
             self.cache.set_status(conn, key, status)
         return CachedStep(cached.step, status, cached.source, time.time())
 
-    def correct(self, key: str, correction: Correction, corrected_by: str
-                ) -> m.DemographicsCorrection:
+    def correct(
+        self, key: str, correction: Correction, corrected_by: str
+    ) -> m.DemographicsCorrection:
         """Apply a correction locally and queue it for upstream, in one transaction."""
         now = self.clock.now()
         correction_id = str(uuid.uuid4())
@@ -202,15 +217,25 @@ class Worklist:
             conn.execute(
                 "INSERT INTO corrections (correction_id, step_key, scheduled_date, fields,"
                 " corrected_by, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-                (correction_id, key, step.scheduled_date,
-                 self.cache.seal_text(CORRECTION_FIELDS, (correction_id, key),
-                                      json.dumps(correction.__dict__)),
-                 corrected_by, time.time()),
+                (
+                    correction_id,
+                    key,
+                    step.scheduled_date,
+                    self.cache.seal_text(
+                        CORRECTION_FIELDS, (correction_id, key), json.dumps(correction.__dict__)
+                    ),
+                    corrected_by,
+                    time.time(),
+                ),
             )
             corrected = correction.apply(step)
             self.cache.put_step(conn, corrected, cached.source, cached.status)
-            self.cache.enqueue(conn, topics.DEMOGRAPHICS_CORRECTION, step.accession_number,
-                               event.SerializeToString())
+            self.cache.enqueue(
+                conn,
+                topics.DEMOGRAPHICS_CORRECTION,
+                step.accession_number,
+                event.SerializeToString(),
+            )
             self._announce(conn, "updated", corrected, Source.LOCAL)
         return event
 
@@ -235,12 +260,11 @@ class Worklist:
     def _overlay(self, step: ScheduledStep) -> ScheduledStep:
         """Corrections made on the trailer stay in force over later upstream data."""
         rows = self.cache._query(
-            "SELECT correction_id, fields FROM corrections WHERE step_key = ?"
-            " ORDER BY created_at", (step.key,)
+            "SELECT correction_id, fields FROM corrections WHERE step_key = ? ORDER BY created_at",
+            (step.key,),
         )
         for correction_id, fields in rows:
-            text = self.cache.open_text(CORRECTION_FIELDS, (str(correction_id), step.key),
-                                        fields)
+            text = self.cache.open_text(CORRECTION_FIELDS, (str(correction_id), step.key), fields)
             step = Correction(**json.loads(text)).apply(step)
         return step
 
@@ -270,17 +294,28 @@ class Worklist:
         start = self.scheduled_start(step)
         if start is not None:
             event.scheduled_start.CopyFrom(m.timestamp(start))
-        self.cache.enqueue(conn, topics.WORKLIST_CHANGED, step.accession_number,  # type: ignore[arg-type]
-                           event.SerializeToString())
+        self.cache.enqueue(
+            conn,  # type: ignore[arg-type]
+            topics.WORKLIST_CHANGED,
+            step.accession_number,
+            event.SerializeToString(),
+        )
         metrics.WORKLIST_CHANGES.labels(change, source.value).inc()
-        log.info("worklist changed", extra={"change": change, "source": source.value,
-                                            "accession_number": step.accession_number,
-                                            "sps_id": step.scheduled_procedure_step_id})
+        log.info(
+            "worklist changed",
+            extra={
+                "change": change,
+                "source": source.value,
+                "accession_number": step.accession_number,
+                "sps_id": step.scheduled_procedure_step_id,
+            },
+        )
 
     def scheduled_start(self, step: ScheduledStep) -> datetime | None:
         digits = (step.scheduled_time.replace(":", "").split(".")[0] + "000000")[:6]
         try:
             return datetime.strptime(step.scheduled_date + digits, "%Y%m%d%H%M%S").replace(
-                tzinfo=self.clock.zone)
+                tzinfo=self.clock.zone
+            )
         except ValueError:
             return None

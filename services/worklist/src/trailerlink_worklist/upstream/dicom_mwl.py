@@ -36,10 +36,20 @@ def worklist_query(settings: WorklistSettings, first: str, last: str) -> Dataset
     """The C-FIND identifier for this trailer's steps from ``first`` to ``last``."""
     q = Dataset()
     q.SpecificCharacterSet = "ISO_IR 192"
-    for keyword in ("AccessionNumber", "ReferringPhysicianName", "PatientName", "PatientID",
-                    "IssuerOfPatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID",
-                    "RequestedProcedureID", "RequestedProcedureDescription",
-                    "RequestedProcedurePriority", "AdmissionID"):
+    for keyword in (
+        "AccessionNumber",
+        "ReferringPhysicianName",
+        "PatientName",
+        "PatientID",
+        "IssuerOfPatientID",
+        "PatientBirthDate",
+        "PatientSex",
+        "StudyInstanceUID",
+        "RequestedProcedureID",
+        "RequestedProcedureDescription",
+        "RequestedProcedurePriority",
+        "AdmissionID",
+    ):
         setattr(q, keyword, "")
     sps = Dataset()
     stations = settings.station_ae_list()
@@ -48,8 +58,12 @@ def worklist_query(settings: WorklistSettings, first: str, last: str) -> Dataset
     sps.ScheduledProcedureStepStartDate = first if first == last else f"{first}-{last}"
     sps.ScheduledProcedureStepStartTime = ""
     sps.ScheduledProcedureStepLocation = settings.site_code
-    for keyword in ("ScheduledProcedureStepID", "ScheduledProcedureStepDescription",
-                    "ScheduledStationName", "ScheduledPerformingPhysicianName"):
+    for keyword in (
+        "ScheduledProcedureStepID",
+        "ScheduledProcedureStepDescription",
+        "ScheduledStationName",
+        "ScheduledPerformingPhysicianName",
+    ):
         setattr(sps, keyword, "")
     q.ScheduledProcedureStepSequence = [sps]
     return q
@@ -80,18 +94,22 @@ class MwlPoller:
             try:
                 await asyncio.to_thread(self.poll_once)
             except UpstreamUnavailable as exc:
-                log.warning("worklist broker unavailable; serving from the cache",
-                            extra={"reason": str(exc)})
+                log.warning(
+                    "worklist broker unavailable; serving from the cache",
+                    extra={"reason": str(exc)},
+                )
             except Exception as exc:
                 self.link.failed(type(exc).__name__)
                 metrics.UPSTREAM_SYNCS.labels(ADAPTER, "failed").inc()
                 log.exception("worklist poll failed")
             if self._refresh.is_set():
                 continue
-            waiters = [asyncio.ensure_future(stop.wait()),
-                       asyncio.ensure_future(self._wake.wait())]
-            await asyncio.wait(waiters, timeout=self.settings.upstream_poll_seconds,
-                               return_when=asyncio.FIRST_COMPLETED)
+            waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]
+            await asyncio.wait(
+                waiters,
+                timeout=self.settings.upstream_poll_seconds,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
             for w in waiters:
                 w.cancel()
 
@@ -106,15 +124,17 @@ class MwlPoller:
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = s.upstream_timeout_seconds
         ae.connection_timeout = s.upstream_timeout_seconds
         ae.add_requested_context(ModalityWorklistInformationFind)
-        assoc = ae.associate(s.upstream_mwl_host, s.upstream_mwl_port,
-                             ae_title=s.upstream_mwl_ae_title)
+        assoc = ae.associate(
+            s.upstream_mwl_host, s.upstream_mwl_port, ae_title=s.upstream_mwl_ae_title
+        )
         if not assoc.is_established:
             self._unavailable("association not established")
         answers: list[Dataset] = []
         final: int | None = None
         try:
             for status, identifier in assoc.send_c_find(
-                    worklist_query(s, first, last), ModalityWorklistInformationFind):
+                worklist_query(s, first, last), ModalityWorklistInformationFind
+            ):
                 if not status:  # no response in time, or the association went away
                     break
                 code = int(status.Status)
@@ -127,18 +147,21 @@ class MwlPoller:
             if assoc.is_established:
                 assoc.release()
         if final != statuses.SUCCESS:
-            self._unavailable("query did not complete" if final is None
-                              else f"status {statuses.name(final)}")
+            self._unavailable(
+                "query did not complete" if final is None else f"status {statuses.name(final)}"
+            )
         steps, keep = self._decode(answers, first, last)
-        changes = self.worklist.replace_window(steps, Source.DICOM_MWL, first, last,
-                                               keep=frozenset(keep))
+        changes = self.worklist.replace_window(
+            steps, Source.DICOM_MWL, first, last, keep=frozenset(keep)
+        )
         self.link.ok()
         metrics.UPSTREAM_SYNCS.labels(ADAPTER, "success").inc()
         log.info("worklist polled", extra={"answers": len(answers), "changes": len(changes)})
         return len(changes)
 
-    def _decode(self, answers: list[Dataset], first: str, last: str
-                ) -> tuple[list[ScheduledStep], set[str]]:
+    def _decode(
+        self, answers: list[Dataset], first: str, last: str
+    ) -> tuple[list[ScheduledStep], set[str]]:
         """The steps the broker's answers describe, each text value decoded as the
         answer's character set says (or by the undeclared-charset setting), and the
         accession numbers of answers refused (their cached steps are kept)."""
@@ -152,7 +175,8 @@ class MwlPoller:
         for answer in answers:
             try:
                 decoded = charsets.decode_identifier(
-                    answer, self.settings.upstream_mwl_undeclared_charset)
+                    answer, self.settings.upstream_mwl_undeclared_charset
+                )
                 found = from_dataset(decoded.dataset)
             except charsets.UndecodableText as exc:
                 refused["undecodable"] += 1
@@ -173,20 +197,33 @@ class MwlPoller:
                     skipped += 1
         for charset, count in fallbacks.items():
             metrics.CHARSET_FALLBACKS.labels(ADAPTER, charset).inc(count)
-            log.warning("broker answers with non-ASCII text and no Specific Character Set "
-                        "decoded with the fallback", extra={
-                            "charset": charset, "answers": count,
-                            "accession_numbers": fallback_accessions[:10]})
+            log.warning(
+                "broker answers with non-ASCII text and no Specific Character Set "
+                "decoded with the fallback",
+                extra={
+                    "charset": charset,
+                    "answers": count,
+                    "accession_numbers": fallback_accessions[:10],
+                },
+            )
         for reason, count in refused.items():
             metrics.UPSTREAM_ITEMS_REFUSED.labels(ADAPTER, reason).inc(count)
         if refused:
-            log.warning("broker answers refused; their cached steps are kept", extra={
-                "undecodable": refused["undecodable"], "invalid": refused["invalid"],
-                "reasons": sorted(reasons), "accession_numbers": sorted(keep)[:10]})
+            log.warning(
+                "broker answers refused; their cached steps are kept",
+                extra={
+                    "undecodable": refused["undecodable"],
+                    "invalid": refused["invalid"],
+                    "reasons": sorted(reasons),
+                    "accession_numbers": sorted(keep)[:10],
+                },
+            )
         if skipped:
             metrics.UPSTREAM_ITEMS_REFUSED.labels(ADAPTER, "out_of_window").inc(skipped)
-            log.info("broker steps outside the window skipped", extra={
-                "skipped": skipped, "window_first": first, "window_last": last})
+            log.info(
+                "broker steps outside the window skipped",
+                extra={"skipped": skipped, "window_first": first, "window_last": last},
+            )
         return steps, keep
 
     def _unavailable(self, reason: str) -> None:

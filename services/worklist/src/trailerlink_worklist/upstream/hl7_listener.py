@@ -48,8 +48,12 @@ class Hl7Listener:
     async def start(self) -> None:
         tls = self.settings.hl7_tls()
         self._server = await start_hl7_server(
-            self._client, self.settings.hl7_listen_host, self.settings.hl7_listen_port,
-            limit=MAX_MESSAGE_BYTES, ssl=tls)
+            self._client,
+            self.settings.hl7_listen_host,
+            self.settings.hl7_listen_port,
+            limit=MAX_MESSAGE_BYTES,
+            ssl=tls,
+        )
         log.info("HL7 MLLP listening", extra={"port": self.port, "tls": tls is not None})
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -66,8 +70,9 @@ class Hl7Listener:
                 await asyncio.wait_for(self._server.wait_closed(), 5)
             self._server = None
 
-    async def _client(self, reader: hl7.mllp.HL7StreamReader,
-                      writer: hl7.mllp.HL7StreamWriter) -> None:
+    async def _client(
+        self, reader: hl7.mllp.HL7StreamReader, writer: hl7.mllp.HL7StreamWriter
+    ) -> None:
         try:
             while True:
                 try:
@@ -76,8 +81,10 @@ class Hl7Listener:
                     return  # the sender closed the connection
                 except (InvalidBlockError, ValueError) as exc:
                     # Without a start block we cannot find the next message: hang up.
-                    log.warning("HL7 connection sent unframed data; closing",
-                                extra={"error": type(exc).__name__})
+                    log.warning(
+                        "HL7 connection sent unframed data; closing",
+                        extra={"error": type(exc).__name__},
+                    )
                     return
                 reply = await asyncio.to_thread(self.handle, block)
                 writer.writeblock(reply.encode("utf-8"))
@@ -97,10 +104,14 @@ class Hl7Listener:
             kind = "_".join(p for p in hl7msg.message_type(message) if p) or "unknown"
             if fallback:
                 metrics.CHARSET_FALLBACKS.labels(ADAPTER, fallback).inc()
-                log.warning("HL7 message with non-ASCII text and no MSH-18 decoded with the "
-                            "fallback", extra={"message_type": kind, "charset": fallback,
-                                               "control_id": hl7msg.field(message, "MSH", 10,
-                                                                          kind="text")})
+                log.warning(
+                    "HL7 message with non-ASCII text and no MSH-18 decoded with the fallback",
+                    extra={
+                        "message_type": kind,
+                        "charset": fallback,
+                        "control_id": hl7msg.field(message, "MSH", 10, kind="text"),
+                    },
+                )
             control_id = hl7msg.field(message, "MSH", 10)
             if self.worklist.cache.hl7_seen(control_id):
                 self._count(kind, "AA")
@@ -113,16 +124,24 @@ class Hl7Listener:
             self.link.ok()
         except hl7msg.Hl7Refused as refused:
             self._count(kind, refused.ack)
-            log.warning("HL7 message refused", extra={
-                "message_type": kind, "ack": refused.ack, "error_code": refused.code,
-                "reason": refused.text})
+            log.warning(
+                "HL7 message refused",
+                extra={
+                    "message_type": kind,
+                    "ack": refused.ack,
+                    "error_code": refused.code,
+                    "reason": refused.text,
+                },
+            )
             return self._ack(message, refused.ack, refused.text, refused.code)
         except Exception as exc:
             self._count(kind, "AE")
-            log.error("HL7 message not applied", extra={
-                "message_type": kind, "error": type(exc).__name__})
-            return self._ack(message, "AE", "internal error; resend later",
-                             hl7msg.APPLICATION_INTERNAL_ERROR)
+            log.error(
+                "HL7 message not applied", extra={"message_type": kind, "error": type(exc).__name__}
+            )
+            return self._ack(
+                message, "AE", "internal error; resend later", hl7msg.APPLICATION_INTERNAL_ERROR
+            )
         self._count(kind, "AA")
         log.info("HL7 message applied", extra={"message_type": kind, "result": applied})
         return self._ack(message, "AA")
@@ -140,9 +159,11 @@ class Hl7Listener:
                 # the window, so the integration engine's operator knows what to fix.
                 when = "before" if step.scheduled_date < first else "after"
                 raise hl7msg.Hl7Refused(
-                    "AE", hl7msg.APPLICATION_INTERNAL_ERROR,
+                    "AE",
+                    hl7msg.APPLICATION_INTERNAL_ERROR,
                     f"start {step.scheduled_date} {when} worklist window {first}-{last}; "
-                    "not booked")
+                    "not booked",
+                )
             change = wl.upsert(action.step, Source.HL7)
             return change.change if change else "unchanged"
         if isinstance(action, hl7msg.Cancel):
@@ -159,14 +180,34 @@ class Hl7Listener:
             return f"{len(changes)} steps updated"
         return f"ignored: {action.reason}"
 
-    def _ack(self, message: hl7.Message | None, code: str, text: str = "",
-             error_code: str = "") -> str:
-        return hl7msg.ack(message, code, text, error_code,
-                          application=self.settings.hl7_application,
-                          facility=self.settings.trailer_id)
+    def _ack(
+        self, message: hl7.Message | None, code: str, text: str = "", error_code: str = ""
+    ) -> str:
+        return hl7msg.ack(
+            message,
+            code,
+            text,
+            error_code,
+            application=self.settings.hl7_application,
+            facility=self.settings.trailer_id,
+        )
 
     @staticmethod
     def _count(kind: str, ack: str) -> None:
-        known = kind if kind in {"SIU_S12", "SIU_S13", "SIU_S14", "SIU_S15", "SIU_S17",
-                                 "SIU_S26", "ORM_O01", "ADT_A08", "ADT_A31"} else "other"
+        known = (
+            kind
+            if kind
+            in {
+                "SIU_S12",
+                "SIU_S13",
+                "SIU_S14",
+                "SIU_S15",
+                "SIU_S17",
+                "SIU_S26",
+                "ORM_O01",
+                "ADT_A08",
+                "ADT_A31",
+            }
+            else "other"
+        )
         metrics.HL7_MESSAGES.labels(known, ack).inc()
