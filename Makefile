@@ -20,8 +20,9 @@ gen: ## regenerate the Python event contracts from proto/
 test: setup ## run the whole test suite against real peers (installs what it needs first)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-lint: setup ## ruff
+lint: setup ## ruff: lint rules and the one formatting (ruff format rewrites; this only checks)
 	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
 
 typecheck: setup ## mypy over libs and services
 	.venv/bin/mypy
