@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 from trailerlink_events import topics
 from trailerlink_events.messages import ObjectIdentity, ObjectReceived, new_meta
-from trailerlink_monitor.agent import certificate_not_after
+from trailerlink_monitor.agent.heartbeat import certificate_not_after
 from trailerlink_testing.ports import free_port
 from trailerlink_testing.scrape import publish_events, sample
 from trailerlink_testing.waiting import wait_until

@@ -8,13 +8,13 @@ import io
 from pathlib import Path
 
 from pydicom import dcmread
-from trailerlink_monitor.agent import build_heartbeat
-from trailerlink_monitor.canary import (
+from trailerlink_monitor.agent.canary import (
     CANARY_PATIENT_ID_PREFIX,
     MG_FOR_PRESENTATION,
     CanaryResult,
     build_canary,
 )
+from trailerlink_monitor.agent.heartbeat import build_heartbeat
 
 
 def test_each_canary_is_a_new_synthetic_mammogram_of_the_test_patient() -> None:

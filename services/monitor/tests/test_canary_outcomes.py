@@ -13,7 +13,7 @@ from pynetdicom import AE, evt
 from trailerlink_events import topics
 from trailerlink_events.kafka import Delivery
 from trailerlink_events.messages import ObjectFailed, ObjectIdentity, new_meta
-from trailerlink_monitor.canary import MG_FOR_PRESENTATION, Canary, CanaryTarget
+from trailerlink_monitor.agent.canary import MG_FOR_PRESENTATION, Canary, CanaryTarget
 from trailerlink_testing.ports import free_port
 
 

@@ -8,7 +8,7 @@ import concurrent.futures
 from pathlib import Path
 
 import pytest
-from trailerlink_monitor.fleet import FleetStateUnavailable, FleetStore, JourneyStep
+from trailerlink_monitor.fleet.store import FleetStateUnavailable, FleetStore, JourneyStep
 from trailerlink_testing.ports import free_port
 
 from .conftest import fresh_database

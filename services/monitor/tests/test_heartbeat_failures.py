@@ -8,8 +8,8 @@ from pathlib import Path
 
 from prometheus_client import REGISTRY
 from trailerlink_events.messages import Heartbeat, new_meta
-from trailerlink_monitor.agent import build_heartbeat, parse_metrics
-from trailerlink_monitor.fleet_handler import FleetMonitor
+from trailerlink_monitor.agent.heartbeat import build_heartbeat, parse_metrics
+from trailerlink_monitor.fleet.handler import FleetMonitor
 
 UPLINK_PAGE = """\
 # TYPE trailerlink_uplink_failed_objects gauge

@@ -26,7 +26,7 @@ from trailerlink_events.messages import (
     new_meta,
     timestamp,
 )
-from trailerlink_monitor.fleet_handler import FLEET_TOPICS
+from trailerlink_monitor.fleet.handler import FLEET_TOPICS
 from trailerlink_testing.kafka_reader import read_events_sync, start_group_at_end
 from trailerlink_testing.ports import free_port
 from trailerlink_testing.scrape import publish_events as publish

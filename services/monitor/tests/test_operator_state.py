@@ -9,8 +9,8 @@ from pathlib import Path
 
 from prometheus_client import REGISTRY
 from trailerlink_events.messages import Heartbeat, LinkState, new_meta
-from trailerlink_monitor.agent import build_heartbeat, parse_metrics
-from trailerlink_monitor.fleet_handler import FleetMonitor
+from trailerlink_monitor.agent.heartbeat import build_heartbeat, parse_metrics
+from trailerlink_monitor.fleet.handler import FleetMonitor
 
 PAUSED_AND_CAPPED = """\
 # TYPE trailerlink_uplink_paused gauge

@@ -18,7 +18,7 @@ from trailerlink_monitor import __version__
 from trailerlink_monitor.settings import MonitorSettings
 
 if TYPE_CHECKING:
-    from trailerlink_monitor.canary import Canary
+    from trailerlink_monitor.agent.canary import Canary
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,12 @@ __all__ = ["MonitorSettings", "main"]
 
 
 def _agent(service: Service, settings: MonitorSettings, producer: EventProducer) -> None:
-    from trailerlink_monitor.agent import HeartbeatAgent, Relay, SequenceFile, client_ssl_context
+    from trailerlink_monitor.agent.heartbeat import (
+        HeartbeatAgent,
+        Relay,
+        SequenceFile,
+        client_ssl_context,
+    )
 
     canary = _canary(service, settings, producer)
     agent = HeartbeatAgent(
@@ -92,7 +97,7 @@ def _canary(service: Service, settings: MonitorSettings, producer: EventProducer
     canary) when no gateway is configured."""
     if not settings.canary_gateway_host:
         return None
-    from trailerlink_monitor.canary import Canary, CanaryTarget  # pydicom: agent only
+    from trailerlink_monitor.agent.canary import Canary, CanaryTarget  # pydicom: agent only
 
     canary = Canary(
         settings.trailer_id,
@@ -121,9 +126,9 @@ def _canary(service: Service, settings: MonitorSettings, producer: EventProducer
 
 
 def _fleet(service: Service, settings: MonitorSettings, producer: EventProducer) -> None:
-    from trailerlink_monitor.api import add_fleet_routes
-    from trailerlink_monitor.fleet import FleetStore
-    from trailerlink_monitor.fleet_handler import FLEET_TOPICS, FleetMonitor, load_fleet
+    from trailerlink_monitor.fleet.api import add_fleet_routes
+    from trailerlink_monitor.fleet.handler import FLEET_TOPICS, FleetMonitor, load_fleet
+    from trailerlink_monitor.fleet.store import FleetStore
 
     dsn = settings.database_dsn()
     store = FleetStore(None if dsn else settings.state_path(), dsn=dsn)

@@ -34,7 +34,7 @@ from trailerlink_events.kafka import (
 from trailerlink_events.messages import Heartbeat, LinkState, ObjectReceived, new_meta
 
 from trailerlink_monitor import __version__, metrics
-from trailerlink_monitor.canary import Canary, CanaryResult
+from trailerlink_monitor.agent.canary import Canary, CanaryResult
 
 log = logging.getLogger(__name__)
 

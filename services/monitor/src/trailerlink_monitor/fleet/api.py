@@ -23,8 +23,8 @@ from trailerlink_events.messages import (
 )
 
 from trailerlink_monitor import metrics
-from trailerlink_monitor.fleet import JourneyStep, not_yet_sent, now
-from trailerlink_monitor.fleet_handler import FleetMonitor
+from trailerlink_monitor.fleet.handler import FleetMonitor
+from trailerlink_monitor.fleet.store import JourneyStep, not_yet_sent, now
 
 # Trailer topic -> (central topic, message): what a trailer may relay through the monitor.
 Relayed = Heartbeat | ProcedureStepUpdated | ObjectReceived

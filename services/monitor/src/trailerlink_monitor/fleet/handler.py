@@ -28,7 +28,7 @@ from trailerlink_events.messages import (
 )
 
 from trailerlink_monitor import metrics
-from trailerlink_monitor.fleet import (
+from trailerlink_monitor.fleet.store import (
     IN_PACS,
     RECEIVED,
     UPLOADED,
