@@ -6,5 +6,6 @@
 * :mod:`trailerlink_spool.index` — the durable record of every object the gateway
   acknowledged (SQLite), with the event outbox in the same database so an object and
   the event announcing it are committed together.
-* :mod:`trailerlink_spool.outbox` — publishes outbox events to Kafka, in order, once.
+* :mod:`trailerlink_spool.outbox` — the outbox table, published to Kafka, in order, once,
+  by the shared :class:`trailerlink_events.outbox.OutboxPublisher`.
 """

@@ -19,7 +19,7 @@ from trailerlink_worklist.cache import Cache
 from trailerlink_worklist.forward import CorrectionForwarder, Hl7Sender, StatusForwarder
 from trailerlink_worklist.model import SiteFilter
 from trailerlink_worklist.mpps import MppsStore
-from trailerlink_worklist.publisher import OutboxPublisher
+from trailerlink_worklist.outbox import make_publisher
 from trailerlink_worklist.scp import WorklistScp
 from trailerlink_worklist.settings import WorklistSettings
 from trailerlink_worklist.staff import StaffPage
@@ -50,10 +50,10 @@ class WorklistApp:
         )
         self.mpps = MppsStore(self.cache, settings.trailer_id, self.clock)
         self.scp = WorklistScp(settings, self.cache, self.mpps)
-        self.producer = EventProducer(
-            settings.kafka_bootstrap_servers, client_id=settings.kafka_client_id or "worklist"
-        )
-        self.publisher = OutboxPublisher(self.cache, self.producer)
+        client_id = settings.kafka_client_id or "worklist"
+        # Dead letters of the consumers below; the outbox publisher has its own producer.
+        self.producer = EventProducer(settings.kafka_bootstrap_servers, client_id=client_id)
+        self.publisher = make_publisher(self.cache, settings.kafka_bootstrap_servers, client_id)
         self.upstream: UpstreamAdapter | None = None
         if settings.upstream == "dicom_mwl":
             self.upstream = MwlPoller(settings, self.worklist)
@@ -132,7 +132,6 @@ class WorklistApp:
 
     async def _kafka(self, stop: asyncio.Event) -> None:
         if await self.producer.connect(stop):
-            self.publisher.wake()
             await stop.wait()
 
     async def _dicom(self, stop: asyncio.Event) -> None:

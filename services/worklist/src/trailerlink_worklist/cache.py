@@ -113,6 +113,7 @@ class OutboxItem:
     topic: str
     key: str
     payload: bytes
+    created_at: float = 0.0
 
 
 class Cache:
@@ -397,7 +398,8 @@ class Cache:
         """The oldest ``limit`` events, payloads decrypted. Raises ``IntegrityError`` if
         a payload was altered or moved."""
         rows = self._query(
-            "SELECT id, topic, key, payload FROM outbox ORDER BY id LIMIT ?", (limit,)
+            "SELECT id, topic, key, payload, created_at FROM outbox ORDER BY id LIMIT ?",
+            (limit,),
         )
         # Columns come back as object: id is an INTEGER, payload a BLOB.
         return [
@@ -406,8 +408,9 @@ class Cache:
                 str(t),
                 str(k),
                 self.cipher.open(OUTBOX_PAYLOAD, (str(i), str(t), str(k)), bytes(p)),  # type: ignore[call-overload]
+                float(c),  # type: ignore[arg-type]
             )
-            for i, t, k, p in rows
+            for i, t, k, p, c in rows
         ]
 
     # --- sealed columns of the MPPS and corrections tables -----------------------------
