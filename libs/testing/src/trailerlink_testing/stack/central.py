@@ -1,0 +1,165 @@
+"""The data centre, :class:`CentralStack`: its own Kafka broker, Orthanc as the PACS, a
+development CA with one trailer certificate (``trailerlink-ingest dev-ca``), a sealing
+key pair, the ingest and the fleet monitor."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+from trailerlink_sealed import OpeningKey
+
+from trailerlink_testing.kafka import KafkaBroker
+from trailerlink_testing.orthanc import Orthanc
+from trailerlink_testing.ports import free_port
+from trailerlink_testing.procs import console_script
+from trailerlink_testing.stack.modality import dataset_sha256
+from trailerlink_testing.stack.names import PACS_AE, TRAILER_ID
+from trailerlink_testing.stack.processes import Service, _start_service, _wait_all_ready
+from trailerlink_testing.stack.site import _make_topics, _Stack
+
+
+class CentralStack(_Stack):
+    """The data centre: Kafka, Orthanc, dev PKI + sealing key, ingest, fleet monitor."""
+
+    def __init__(
+        self,
+        directory: Path,
+        trailer_id: str = TRAILER_ID,
+        ingest_env: dict[str, str] | None = None,
+        tus_host: str = "127.0.0.1",
+        fleet_env: dict[str, str] | None = None,
+        other_trailers: Sequence[str] = (),
+    ) -> None:
+        """``tus_host``: where the ingest's HTTPS port listens (and what its certificate
+        names besides localhost): 127.0.0.1, or the data-centre end of a
+        :class:`~trailerlink_testing.trailerhost.TrailerHost`'s WAN. ``fleet_env``: more
+        settings of the fleet monitor; ``other_trailers``: trailers its fleet list expects
+        besides this stack's (none of them runs here)."""
+        super().__init__(directory)
+        self.trailer_id = trailer_id
+        self.ingest_env = ingest_env or {}
+        self.fleet_env = fleet_env or {}
+        self.other_trailers = list(other_trailers)
+        self.tus_host = tus_host
+        self.pki = self.dir / "pki"
+        self.broker = KafkaBroker(self.dir / "kafka")
+        self.pacs = Orthanc(self.dir / "orthanc", ae_title=PACS_AE)
+        self.sealing_private = self.dir / "sealing-private"
+        self.sealing_public = self.dir / "sealing-public"
+        self.tus_port = free_port()
+
+    @property
+    def ingest_url(self) -> str:
+        return f"https://{self.tus_host}:{self.tus_port}"
+
+    @property
+    def ingest(self) -> Service:
+        return self.services["ingest"]
+
+    @property
+    def fleet(self) -> Service:
+        return self.services["fleet"]
+
+    def issue_trailer_cert(self, trailer_id: str) -> tuple[Path, Path]:
+        """A certificate of the dev CA for another trailer (tests: revoked, unknown)."""
+        out = self.dir / f"pki-{trailer_id}"
+        subprocess.run(
+            [console_script("trailerlink-ingest"), "dev-ca", str(out), "--trailer", trailer_id],
+            check=True,
+            capture_output=True,
+        )
+        return out / f"{trailer_id}.crt", out / f"{trailer_id}.key"
+
+    def start(self) -> None:
+        self.boot_broker()
+        self.pacs.start()
+        self._stops.append(self.pacs.stop)
+        subprocess.run(
+            [
+                console_script("trailerlink-ingest"),
+                "dev-ca",
+                str(self.pki),
+                "--trailer",
+                self.trailer_id,
+                "--server-name",
+                "localhost",
+                "--server-ip",
+                "127.0.0.1",
+                *(["--server-ip", self.tus_host] if self.tus_host != "127.0.0.1" else []),
+            ],
+            check=True,
+            capture_output=True,
+        )
+        key = OpeningKey.generate()
+        self.sealing_private.mkdir(parents=True, exist_ok=True)
+        self.sealing_public.mkdir(parents=True, exist_ok=True)
+        (self.sealing_private / f"{key.key_id}.pem").write_bytes(key.to_pem())
+        os.chmod(self.sealing_private / f"{key.key_id}.pem", 0o600)
+        (self.sealing_public / f"{key.key_id}.pem").write_bytes(key.recipient.to_pem())
+        self._broker_booted()
+        _make_topics(self.broker.bootstrap, "central")
+        self.services["ingest"] = _start_service(
+            "ingest",
+            "trailerlink-ingest",
+            {
+                "TRAILERLINK_KAFKA_BOOTSTRAP_SERVERS": self.broker.bootstrap,
+                "TRAILERLINK_TUS_HOST": self.tus_host,
+                "TRAILERLINK_TUS_PORT": str(self.tus_port),
+                "TRAILERLINK_DATA_DIR": str(self.dir / "ingest" / "data"),
+                "TRAILERLINK_STORAGE_DIR": str(self.dir / "ingest" / "storage"),
+                "TRAILERLINK_LEDGER_SQLITE_PATH": str(self.dir / "ingest" / "ledger.sqlite3"),
+                "TRAILERLINK_TLS_CERT_FILE": str(self.pki / "server.crt"),
+                "TRAILERLINK_TLS_KEY_FILE": str(self.pki / "server.key"),
+                "TRAILERLINK_TLS_CLIENT_CA_FILE": str(self.pki / "ca.crt"),
+                "TRAILERLINK_ACCESS_LIST_FILE": str(self.pki / "access.json"),
+                "TRAILERLINK_ACCESS_RELOAD_SECONDS": "0.5",
+                "TRAILERLINK_SEALING_KEYS_DIR": str(self.sealing_private),
+                "TRAILERLINK_PACS_HOST": "127.0.0.1",
+                "TRAILERLINK_PACS_PORT": str(self.pacs.dicom_port),
+                "TRAILERLINK_PACS_AE_TITLE": PACS_AE,
+                "TRAILERLINK_PACS_TIMEOUT_SECONDS": "20",
+                "TRAILERLINK_PACS_RETRY_INITIAL_SECONDS": "0.5",
+                "TRAILERLINK_PACS_RETRY_MAX_SECONDS": "5",
+                "TRAILERLINK_SHUTDOWN_GRACE_SECONDS": "5",
+                **self.ingest_env,
+            },
+            self.logs,
+            wait=False,
+            **self._runtime_args(),
+        )
+        fleet_file = self.dir / "fleet.yaml"
+        fleet_file.write_text(f"trailers: [{', '.join([self.trailer_id, *self.other_trailers])}]\n")
+        self.services["fleet"] = _start_service(
+            "fleet",
+            "trailerlink-monitor",
+            {
+                "TRAILERLINK_MODE": "fleet",
+                "TRAILERLINK_KAFKA_BOOTSTRAP_SERVERS": self.broker.bootstrap,
+                "TRAILERLINK_DATA_DIR": str(self.dir / "monitor"),
+                "TRAILERLINK_FLEET_FILE": str(fleet_file),
+                "TRAILERLINK_EVALUATE_INTERVAL_SECONDS": "1",
+                **self.fleet_env,
+            },
+            self.logs,
+            wait=False,
+            **self._runtime_args(),
+        )
+        _wait_all_ready(self.services.values())
+
+    def write_access(self, allow: list[str], revoked: list[str] | None = None) -> None:
+        """Replace the ingest's access list (it re-reads it within a second)."""
+        path = self.pki / "access.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(
+            json.dumps({"allow": allow, "revoked": revoked or [], "revoked_serials": []})
+        )
+        os.replace(tmp, path)
+
+    def pacs_dataset_sha256(self, sop_instance_uid: str) -> str | None:
+        """SHA-256 of the dataset Orthanc stores under ``sop_instance_uid`` (None: absent)."""
+        found = self.pacs.find_instance(sop_instance_uid)
+        return dataset_sha256(self.pacs.instance_file(found)) if found else None
