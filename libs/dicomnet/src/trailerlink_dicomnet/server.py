@@ -200,8 +200,8 @@ class _BoundedRequestHandler(RequestHandler):
         peer = _peer_host(self.client_address)
         started = False
         # pynetdicom leaves Nagle's algorithm on (dcmtk turns it off): a last response
-        # sent while earlier ones were unacknowledged waited for the peer's delayed ACK,
-        # 40 ms on every worklist query.
+        # sent while earlier ones were unacknowledged waited for the peer's delayed ACK
+        # on every worklist query (docs/adr/0009).
         with contextlib.suppress(OSError):
             self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:

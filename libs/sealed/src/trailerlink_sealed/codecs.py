@@ -10,8 +10,8 @@ costs ratio, so the encoder calls ``libcharls`` directly (ctypes releases the GI
 the call). Where that library cannot be loaded, imagecodecs' own encoder is used: the
 codestream is still standard JPEG-LS, only slightly larger.
 
-HTJ2K (ISO/IEC 15444-15, OpenJPH) is the fast alternative: ~0.97x the JPEG-LS ratio
-at roughly twice the speed.
+HTJ2K (ISO/IEC 15444-15, OpenJPH) is the fast alternative: a slightly lower ratio
+than JPEG-LS, much faster (figures: docs/adr/0009).
 
 Decoding always goes through imagecodecs, which reads any precision.
 """
@@ -216,8 +216,8 @@ class Tuning:
     JPEG-LS codes prediction errors in contexts chosen by three gradient thresholds. The
     standard's defaults suit 8-bit photographs; 12-16-bit medical images often compress
     better with other values, and which ones depends on the noise. So the first frame's
-    middle band is coded with each of :data:`THRESHOLD_SCALES` and the smallest wins —
-    about a tenth more encoding work for ~1-2% fewer bytes on mammograms.
+    middle band is coded with each of :data:`THRESHOLD_SCALES` and the smallest wins:
+    a little more encoding work for fewer bytes on mammograms (docs/adr/0009).
     (Band: 1/32 of the rows, at least 64; images under 256 rows keep the defaults.)
     """
 

@@ -245,8 +245,8 @@ class _WriterThread:
     Python PDU handling), which only receives. Two threads, each fed every fragment in
     order: one runs the two SHA-256 passes, the other AES-256-GCM and the file writes.
     hashlib, the cipher and file writes release the GIL, so all three overlap; with one
-    thread doing both, the writer fell ~20 ms behind the receiver on each 27 MB object,
-    and the modality waited for it before its answer."""
+    thread doing both, the writer fell behind the receiver on every mammogram and the
+    modality waited for it before its answer (docs/adr/0009)."""
 
     def __init__(
         self, writer: EncryptedFileWriter, dataset_sha: hashlib._Hash, file_sha: hashlib._Hash

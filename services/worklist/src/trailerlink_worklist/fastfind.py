@@ -11,8 +11,8 @@ then travel as two PDVs of one P-DATA-TF when they fit the peer's maximum PDU (P
 
 Answers leave as they are made, so the modality parses the first ones while the rest
 are built. (Holding them with ``TCP_CORK`` until the final response was measured
-slower: 175 against 166 ms median for a 120-answer refresh, as the modality then parses
-nothing until the SCP has finished.)
+slower, as the modality then parses nothing until the SCP has finished: figures in
+docs/adr/0009-choices-settled-by-measurement.md.)
 
 The DIMSE provider that does it, :class:`FastFindDIMSE`, is given to each association
 of the worklist's listener (``trailerlink_dicomnet.start_bounded_server``'s
