@@ -46,7 +46,7 @@ SUCCESS_STATUSES = {
 OUT_OF_RESOURCES_FIRST = 0xA700
 OUT_OF_RESOURCES_LAST = 0xA7FF
 RESOURCE_LIMITATION = 0x0213
-# PatientID prefix of the monitor agent's synthetic canary (trailerlink_monitor.canary).
+# PatientID prefix of the monitor agent's synthetic canary (trailerlink_monitor.agent.canary).
 CANARY_PATIENT_ID_PREFIX = "TLCANARY-"
 
 _UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
@@ -98,7 +98,7 @@ class PacsTarget:
 
 def called_ae_title(path: Path, target: PacsTarget) -> str:
     """The AE title to store ``path`` at: the canary AE for the monitor's synthetic
-    canary (PatientID prefix, see trailerlink_monitor.canary), else the PACS's."""
+    canary (PatientID prefix, see trailerlink_monitor.agent.canary), else the PACS's."""
     if not target.canary_ae_title:
         return target.ae_title
     try:
