@@ -1,10 +1,14 @@
-"""A real single-node Apache Kafka broker (KRaft) for development and tests.
+"""Real Apache Kafka (KRaft) for development and tests: one node, or a replicated cluster.
 
 The broker's jars come from Maven Central (``pom.xml`` beside this file, fetched with
 ``mvn dependency:copy-dependencies`` into a cache directory, never into the repo).
 :class:`KafkaBroker` formats a fresh data directory, starts
 ``java -cp 'libs/*' kafka.Kafka server.properties`` and waits until an admin call
 answers. ``python -m trailerlink_testing.kafka start|stop`` is what ``make kafka`` runs.
+:class:`KafkaCluster` runs three such nodes as one cluster (each broker and controller,
+a static three-voter quorum) with the data centre's durability settings: replication
+factor 3 and ``min.insync.replicas=2``, so one broker can die without losing or refusing
+anything acknowledged.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import time
 from importlib import resources
 from pathlib import Path
 
+from aiokafka.admin import AIOKafkaAdminClient
 from trailerlink_events.kafka import create_topics, list_topics
 from trailerlink_events.topics import Site
 
@@ -74,21 +79,23 @@ def ensure_kafka_jars() -> Path:
 
 _SERVER_PROPERTIES = """\
 process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@127.0.0.1:{controller_port}
+node.id={node_id}
+controller.quorum.voters={voters}
 listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
 advertised.listeners=PLAINTEXT://127.0.0.1:{port}
 controller.listener.names=CONTROLLER
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
 inter.broker.listener.name=PLAINTEXT
 log.dirs={data_dir}
-# one node: every internal topic has one replica
-offsets.topic.replication.factor=1
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
-min.insync.replicas=1
+# one node: every topic has one replica; a cluster: three, two of them in sync to
+# acknowledge (acks=all), like the data centre's Kafka
+default.replication.factor={replicas}
+offsets.topic.replication.factor={replicas}
+transaction.state.log.replication.factor={replicas}
+transaction.state.log.min.isr={min_insync}
+share.coordinator.state.topic.replication.factor={replicas}
+share.coordinator.state.topic.min.isr={min_insync}
+min.insync.replicas={min_insync}
 group.initial.rebalance.delay.ms=0
 # topics exist only if the registry (proto/topics.yaml) says so
 auto.create.topics.enable=false
@@ -109,14 +116,32 @@ rootLogger.appenderRef.file.ref = file
 
 
 class KafkaBroker:
-    """One KRaft broker+controller on 127.0.0.1 with its own data directory."""
+    """One KRaft broker+controller on 127.0.0.1 with its own data directory.
+
+    Alone by default; :class:`KafkaCluster` makes three that share a cluster id, a quorum
+    (``voters``) and the replication settings.
+    """
 
     def __init__(
-        self, work_dir: Path, port: int | None = None, controller_port: int | None = None
+        self,
+        work_dir: Path,
+        port: int | None = None,
+        controller_port: int | None = None,
+        *,
+        node_id: int = 1,
+        voters: str | None = None,
+        replicas: int = 1,
+        min_insync: int = 1,
+        cluster_id: str | None = None,
     ) -> None:
         self.work_dir = Path(work_dir)
         self.port = port or free_port()
         self.controller_port = controller_port or free_port()
+        self.node_id = node_id
+        self.voters = voters or f"{node_id}@127.0.0.1:{self.controller_port}"
+        self.replicas = replicas
+        self.min_insync = min_insync
+        self.cluster_id = cluster_id
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -152,18 +177,19 @@ class KafkaBroker:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         (self.work_dir / "server.properties").write_text(
             _SERVER_PROPERTIES.format(
-                port=self.port, controller_port=self.controller_port, data_dir=data_dir
+                node_id=self.node_id,
+                voters=self.voters,
+                port=self.port,
+                controller_port=self.controller_port,
+                data_dir=data_dir,
+                replicas=self.replicas,
+                min_insync=self.min_insync,
             )
         )
         (self.work_dir / "log4j2.properties").write_text(
             _LOG4J2.format(log_file=self.log_file, level="INFO")
         )
-        cluster_id = subprocess.run(
-            self._java(libs, "kafka.tools.StorageTool", "random-uuid"),
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
+        cluster_id = self.cluster_id or new_cluster_id()
         subprocess.run(
             self._java(
                 libs,
@@ -178,8 +204,9 @@ class KafkaBroker:
             capture_output=True,
         )
 
-    def start(self, timeout: float = READY_TIMEOUT_SECONDS) -> None:
-        """Start the broker (formatting first if never formatted); return when it answers."""
+    def start(self, timeout: float = READY_TIMEOUT_SECONDS, wait: bool = True) -> None:
+        """Start the broker (formatting first if never formatted); return when it answers
+        (at once if not ``wait``: a cluster's node cannot answer before its quorum)."""
         if not (self.work_dir / "data" / "meta.properties").exists():
             self.format()
         libs = ensure_kafka_jars()
@@ -191,7 +218,8 @@ class KafkaBroker:
             start_new_session=True,
         )
         self.pid_file.write_text(str(self._process.pid))
-        self.wait_ready(timeout)
+        if wait:
+            self.wait_ready(timeout)
 
     def wait_ready(self, timeout: float = READY_TIMEOUT_SECONDS) -> None:
         """Block until an admin call (list topics) answers; raise if the broker died."""
@@ -225,6 +253,11 @@ class KafkaBroker:
         """kill -9: the broker gets no chance to flush or deregister."""
         self._signal(signal.SIGKILL, 10.0)
 
+    @property
+    def running(self) -> bool:
+        pid = self._pid()
+        return pid is not None and _alive(pid)
+
     def _signal(self, sig: signal.Signals, timeout: float) -> None:
         pid = self._pid()
         if pid is None:
@@ -252,6 +285,95 @@ class KafkaBroker:
             return int(self.pid_file.read_text())
         except (FileNotFoundError, ValueError):
             return None
+
+
+def new_cluster_id() -> str:
+    """A fresh KRaft cluster id, from Kafka's own tool."""
+    return subprocess.run(
+        KafkaBroker(Path("."))._java(ensure_kafka_jars(), "kafka.tools.StorageTool", "random-uuid"),
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+
+
+class KafkaCluster:
+    """Three KRaft nodes on 127.0.0.1 as one cluster: replication factor 3,
+    ``min.insync.replicas=2`` (the data centre's settings), a static quorum of three
+    controllers. Any one node can be killed: the other two keep the quorum, elect
+    partition leaders and accept acks=all writes."""
+
+    def __init__(self, work_dir: Path, nodes: int = 3) -> None:
+        ports = [(free_port(), free_port()) for _ in range(nodes)]
+        voters = ",".join(f"{n + 1}@127.0.0.1:{c}" for n, (_, c) in enumerate(ports))
+        self.work_dir = Path(work_dir)
+        self.brokers = [
+            KafkaBroker(
+                self.work_dir / f"node-{n + 1}",
+                port,
+                controller_port,
+                node_id=n + 1,
+                voters=voters,
+                replicas=min(3, nodes),
+                min_insync=min(2, nodes),
+            )
+            for n, (port, controller_port) in enumerate(ports)
+        ]
+
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(b.bootstrap for b in self.brokers)
+
+    def broker(self, node_id: int) -> KafkaBroker:
+        return self.brokers[node_id - 1]
+
+    def start(self, timeout: float = READY_TIMEOUT_SECONDS) -> None:
+        """Format every node under one cluster id (first start only), start them all,
+        return once every broker is registered with the cluster."""
+        if not all((b.work_dir / "data" / "meta.properties").exists() for b in self.brokers):
+            cluster_id = new_cluster_id()
+            for b in self.brokers:
+                b.cluster_id = cluster_id
+                b.format()
+        for b in self.brokers:
+            b.start(wait=False)
+        self.wait_brokers(len(self.brokers), timeout)
+
+    def wait_brokers(self, count: int, timeout: float = READY_TIMEOUT_SECONDS) -> None:
+        """Block until ``count`` brokers are registered (a restarted node rejoined)."""
+        live = [b.bootstrap for b in self.brokers if b.running]
+
+        def registered() -> bool:
+            for b in self.brokers:
+                if b._process is not None and b._process.poll() is not None:
+                    raise RuntimeError(f"kafka node {b.node_id} exited; see {b.log_file}")
+            return asyncio.run(_registered_brokers(",".join(live))) >= count
+
+        client_log = logging.getLogger("aiokafka")
+        level = client_log.level
+        client_log.setLevel(logging.CRITICAL)
+        try:
+            wait_until(registered, timeout, f"{count} kafka brokers registered", interval=0.5)
+        finally:
+            client_log.setLevel(level)
+
+    def create_topics(self, site: Site = "central") -> list[str]:
+        """Create the registry's topics for ``site`` with three replicas each."""
+        return asyncio.run(create_topics(self.bootstrap, site, replication_factor=3))
+
+    def stop(self, timeout: float = 30.0) -> None:
+        for b in self.brokers:
+            b.stop(timeout)
+
+
+async def _registered_brokers(bootstrap: str) -> int:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+    await admin.start()
+    try:
+        cluster = await admin.describe_cluster()
+        return len(cluster["brokers"])
+    finally:
+        await admin.close()
 
 
 def _alive(pid: int) -> bool:
