@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import fcntl
 import logging
 import os
@@ -25,10 +26,11 @@ import sys
 import time
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient
 from trailerlink_events.kafka import create_topics, list_topics
-from trailerlink_events.topics import Site
+from trailerlink_events.topics import Site, topics_for_site
 
 from trailerlink_testing.ports import free_port
 from trailerlink_testing.waiting import wait_until
@@ -357,13 +359,51 @@ class KafkaCluster:
         finally:
             client_log.setLevel(level)
 
-    def create_topics(self, site: Site = "central") -> list[str]:
-        """Create the registry's topics for ``site`` with three replicas each."""
-        return asyncio.run(create_topics(self.bootstrap, site, replication_factor=3))
+    def busiest_leader(self, topic: str) -> KafkaBroker:
+        """The node leading the most partitions of ``topic``: the one whose death moves
+        the most leaders (and so the one a fault test kills)."""
+        leaders = asyncio.run(_partition_leaders(self.bootstrap, topic))
+        return self.broker(collections.Counter(leaders).most_common(1)[0][0])
+
+    def create_topics(self, site: Site = "central", timeout: float = 60.0) -> list[str]:
+        """Create the registry's topics for ``site`` with three replicas each; return once
+        every broker's metadata shows each partition on three in-sync replicas (creation
+        returns when the controller has it, before the brokers do)."""
+        created = asyncio.run(create_topics(self.bootstrap, site, replication_factor=3))
+        expected = {t.name: t.partitions for t in topics_for_site(site)}
+
+        def replicated() -> bool:
+            described = asyncio.run(_describe(self.bootstrap, list(expected)))
+            return all(
+                len(described.get(name, [])) == count
+                and all(len(p["isr"]) == 3 for p in described[name])
+                for name, count in expected.items()
+            )
+
+        wait_until(replicated, timeout, f"{site} topics on three in-sync replicas", interval=0.2)
+        return created
 
     def stop(self, timeout: float = 30.0) -> None:
         for b in self.brokers:
             b.stop(timeout)
+
+
+async def _describe(bootstrap: str, names: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """Each topic's partitions as the cluster's metadata has them now."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+    await admin.start()
+    try:
+        return {t["topic"]: t["partitions"] for t in await admin.describe_topics(names)}
+    finally:
+        await admin.close()
+
+
+async def _partition_leaders(bootstrap: str, topic: str) -> list[int]:
+    described = await _describe(bootstrap, [topic])
+    leaders = [int(p["leader"]) for p in described.get(topic, [])]
+    if not leaders:
+        raise RuntimeError(f"no partition of {topic} in the cluster's metadata")
+    return leaders
 
 
 async def _registered_brokers(bootstrap: str) -> int:

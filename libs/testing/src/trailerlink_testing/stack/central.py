@@ -1,6 +1,6 @@
-"""The data centre, :class:`CentralStack`: its own Kafka broker, Orthanc as the PACS, a
-development CA with one trailer certificate (``trailerlink-ingest dev-ca``), a sealing
-key pair, the ingest and the fleet monitor."""
+"""The data centre, :class:`CentralStack`: its own Kafka (one broker, or a replicated
+three-node cluster), Orthanc as the PACS, a development CA with one trailer certificate
+(``trailerlink-ingest dev-ca``), a sealing key pair, the ingest and the fleet monitor."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from trailerlink_sealed import OpeningKey
 
-from trailerlink_testing.kafka import KafkaBroker
+from trailerlink_testing.kafka import KafkaBroker, KafkaCluster
 from trailerlink_testing.orthanc import Orthanc
 from trailerlink_testing.ports import free_port
 from trailerlink_testing.procs import console_script
@@ -33,12 +33,15 @@ class CentralStack(_Stack):
         tus_host: str = "127.0.0.1",
         fleet_env: dict[str, str] | None = None,
         other_trailers: Sequence[str] = (),
+        kafka_nodes: int = 1,
     ) -> None:
         """``tus_host``: where the ingest's HTTPS port listens (and what its certificate
         names besides localhost): 127.0.0.1, or the data-centre end of a
         :class:`~trailerlink_testing.trailerhost.TrailerHost`'s WAN. ``fleet_env``: more
         settings of the fleet monitor; ``other_trailers``: trailers its fleet list expects
-        besides this stack's (none of them runs here)."""
+        besides this stack's (none of them runs here). ``kafka_nodes``: 1, or 3 for the
+        data centre's replicated cluster (:class:`~trailerlink_testing.kafka.KafkaCluster`:
+        topics on three replicas, two in sync to acknowledge)."""
         super().__init__(directory)
         self.trailer_id = trailer_id
         self.ingest_env = ingest_env or {}
@@ -46,7 +49,11 @@ class CentralStack(_Stack):
         self.other_trailers = list(other_trailers)
         self.tus_host = tus_host
         self.pki = self.dir / "pki"
-        self.broker = KafkaBroker(self.dir / "kafka")
+        self.broker: KafkaBroker | KafkaCluster = (
+            KafkaCluster(self.dir / "kafka", kafka_nodes)
+            if kafka_nodes > 1
+            else KafkaBroker(self.dir / "kafka")
+        )
         self.pacs = Orthanc(self.dir / "orthanc", ae_title=PACS_AE)
         self.sealing_private = self.dir / "sealing-private"
         self.sealing_public = self.dir / "sealing-public"
@@ -101,7 +108,10 @@ class CentralStack(_Stack):
         os.chmod(self.sealing_private / f"{key.key_id}.pem", 0o600)
         (self.sealing_public / f"{key.key_id}.pem").write_bytes(key.recipient.to_pem())
         self._broker_booted()
-        _make_topics(self.broker.bootstrap, "central")
+        if isinstance(self.broker, KafkaCluster):
+            self.broker.create_topics("central")  # three replicas each, all in sync
+        else:
+            _make_topics(self.broker.bootstrap, "central")
         self.services["ingest"] = _start_service(
             "ingest",
             "trailerlink-ingest",

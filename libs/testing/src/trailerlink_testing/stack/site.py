@@ -14,7 +14,7 @@ from typing import Self
 
 from trailerlink_events.kafka import create_topics
 
-from trailerlink_testing.kafka import KafkaBroker
+from trailerlink_testing.kafka import KafkaBroker, KafkaCluster
 from trailerlink_testing.stack.processes import Service
 
 
@@ -45,7 +45,7 @@ class _Stack:
         seconds on 2 busy cores); ``start()`` overlaps it with the rest and waits for it."""
         if self._broker_boot is not None:
             return
-        broker: KafkaBroker = self.broker  # type: ignore[attr-defined]
+        broker: KafkaBroker | KafkaCluster = self.broker  # type: ignore[attr-defined]
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"boot-{self.dir.name}")
         self._broker_boot = pool.submit(broker.start)
         pool.shutdown(wait=False)
