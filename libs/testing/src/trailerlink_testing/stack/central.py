@@ -1,6 +1,8 @@
 """The data centre, :class:`CentralStack`: its own Kafka (one broker, or a replicated
 three-node cluster), Orthanc as the PACS, a development CA with one trailer certificate
-(``trailerlink-ingest dev-ca``), a sealing key pair, the ingest and the fleet monitor."""
+(``trailerlink-ingest dev-ca``), a sealing key pair, the ingest (one, or several replicas
+behind HAProxy sharing one storage directory and a PostgreSQL ledger) and the fleet
+monitor."""
 
 from __future__ import annotations
 
@@ -12,9 +14,11 @@ from pathlib import Path
 
 from trailerlink_sealed import OpeningKey
 
+from trailerlink_testing.haproxy import HAProxy
 from trailerlink_testing.kafka import KafkaBroker, KafkaCluster
 from trailerlink_testing.orthanc import Orthanc
 from trailerlink_testing.ports import free_port
+from trailerlink_testing.postgres import Postgres
 from trailerlink_testing.procs import console_script
 from trailerlink_testing.stack.modality import dataset_sha256
 from trailerlink_testing.stack.names import PACS_AE, TRAILER_ID
@@ -34,6 +38,7 @@ class CentralStack(_Stack):
         fleet_env: dict[str, str] | None = None,
         other_trailers: Sequence[str] = (),
         kafka_nodes: int = 1,
+        ingest_replicas: int = 1,
     ) -> None:
         """``tus_host``: where the ingest's HTTPS port listens (and what its certificate
         names besides localhost): 127.0.0.1, or the data-centre end of a
@@ -41,7 +46,10 @@ class CentralStack(_Stack):
         settings of the fleet monitor; ``other_trailers``: trailers its fleet list expects
         besides this stack's (none of them runs here). ``kafka_nodes``: 1, or 3 for the
         data centre's replicated cluster (:class:`~trailerlink_testing.kafka.KafkaCluster`:
-        topics on three replicas, two in sync to acknowledge)."""
+        topics on three replicas, two in sync to acknowledge). ``ingest_replicas`` > 1:
+        that many ingests, named ``ingest``, ``ingest-2``, ..., on one storage directory
+        and a PostgreSQL ledger, behind :class:`~trailerlink_testing.haproxy.HAProxy`
+        (TCP, TLS passed through) on ``tus_port``."""
         super().__init__(directory)
         self.trailer_id = trailer_id
         self.ingest_env = ingest_env or {}
@@ -58,6 +66,9 @@ class CentralStack(_Stack):
         self.sealing_private = self.dir / "sealing-private"
         self.sealing_public = self.dir / "sealing-public"
         self.tus_port = free_port()
+        self.ingest_replicas = ingest_replicas
+        self.balancer: HAProxy | None = None
+        self.ledger_db: Postgres | None = None
 
     @property
     def ingest_url(self) -> str:
@@ -66,6 +77,11 @@ class CentralStack(_Stack):
     @property
     def ingest(self) -> Service:
         return self.services["ingest"]
+
+    @property
+    def ingests(self) -> list[Service]:
+        """Every ingest replica (one unless ``ingest_replicas`` said more)."""
+        return [s for name, s in self.services.items() if name.split("-")[0] == "ingest"]
 
     @property
     def fleet(self) -> Service:
@@ -112,35 +128,27 @@ class CentralStack(_Stack):
             self.broker.create_topics("central")  # three replicas each, all in sync
         else:
             _make_topics(self.broker.bootstrap, "central")
-        self.services["ingest"] = _start_service(
-            "ingest",
-            "trailerlink-ingest",
-            {
-                "TRAILERLINK_KAFKA_BOOTSTRAP_SERVERS": self.broker.bootstrap,
-                "TRAILERLINK_TUS_HOST": self.tus_host,
-                "TRAILERLINK_TUS_PORT": str(self.tus_port),
-                "TRAILERLINK_DATA_DIR": str(self.dir / "ingest" / "data"),
-                "TRAILERLINK_STORAGE_DIR": str(self.dir / "ingest" / "storage"),
-                "TRAILERLINK_LEDGER_SQLITE_PATH": str(self.dir / "ingest" / "ledger.sqlite3"),
-                "TRAILERLINK_TLS_CERT_FILE": str(self.pki / "server.crt"),
-                "TRAILERLINK_TLS_KEY_FILE": str(self.pki / "server.key"),
-                "TRAILERLINK_TLS_CLIENT_CA_FILE": str(self.pki / "ca.crt"),
-                "TRAILERLINK_ACCESS_LIST_FILE": str(self.pki / "access.json"),
-                "TRAILERLINK_ACCESS_RELOAD_SECONDS": "0.5",
-                "TRAILERLINK_SEALING_KEYS_DIR": str(self.sealing_private),
-                "TRAILERLINK_PACS_HOST": "127.0.0.1",
-                "TRAILERLINK_PACS_PORT": str(self.pacs.dicom_port),
-                "TRAILERLINK_PACS_AE_TITLE": PACS_AE,
-                "TRAILERLINK_PACS_TIMEOUT_SECONDS": "20",
-                "TRAILERLINK_PACS_RETRY_INITIAL_SECONDS": "0.5",
-                "TRAILERLINK_PACS_RETRY_MAX_SECONDS": "5",
-                "TRAILERLINK_SHUTDOWN_GRACE_SECONDS": "5",
-                **self.ingest_env,
-            },
-            self.logs,
-            wait=False,
-            **self._runtime_args(),
-        )
+        if self.ingest_replicas == 1:
+            self._start_ingest("ingest", self.tus_host, self.tus_port, {})
+        else:
+            self.ledger_db = Postgres().start()
+            self._stops.append(self.ledger_db.stop)
+            ports = [free_port() for _ in range(self.ingest_replicas)]
+            for n, port in enumerate(ports, start=1):
+                self._start_ingest(
+                    "ingest" if n == 1 else f"ingest-{n}",
+                    "127.0.0.1",
+                    port,
+                    {"TRAILERLINK_LEDGER_DSN": self.ledger_db.dsn},
+                    data_dir=self.dir / "ingest" / f"data-{n}",
+                )
+            self.balancer = HAProxy(
+                self.dir / "haproxy",
+                [("127.0.0.1", p) for p in ports],
+                port=self.tus_port,
+                host=self.tus_host,
+            ).start()
+            self._stops.append(self.balancer.stop)
         fleet_file = self.dir / "fleet.yaml"
         fleet_file.write_text(f"trailers: [{', '.join([self.trailer_id, *self.other_trailers])}]\n")
         self.services["fleet"] = _start_service(
@@ -159,6 +167,47 @@ class CentralStack(_Stack):
             **self._runtime_args(),
         )
         _wait_all_ready(self.services.values())
+
+    def _start_ingest(
+        self,
+        name: str,
+        host: str,
+        port: int,
+        extra_env: dict[str, str],
+        data_dir: Path | None = None,
+    ) -> None:
+        """One ingest on ``host:port``; every replica shares the storage directory, the
+        access list and the sealing keys (ReadWriteMany volumes in the chart)."""
+        self.services[name] = _start_service(
+            name,
+            "trailerlink-ingest",
+            {
+                "TRAILERLINK_KAFKA_BOOTSTRAP_SERVERS": self.broker.bootstrap,
+                "TRAILERLINK_TUS_HOST": host,
+                "TRAILERLINK_TUS_PORT": str(port),
+                "TRAILERLINK_DATA_DIR": str(data_dir or self.dir / "ingest" / "data"),
+                "TRAILERLINK_STORAGE_DIR": str(self.dir / "ingest" / "storage"),
+                "TRAILERLINK_LEDGER_SQLITE_PATH": str(self.dir / "ingest" / "ledger.sqlite3"),
+                "TRAILERLINK_TLS_CERT_FILE": str(self.pki / "server.crt"),
+                "TRAILERLINK_TLS_KEY_FILE": str(self.pki / "server.key"),
+                "TRAILERLINK_TLS_CLIENT_CA_FILE": str(self.pki / "ca.crt"),
+                "TRAILERLINK_ACCESS_LIST_FILE": str(self.pki / "access.json"),
+                "TRAILERLINK_ACCESS_RELOAD_SECONDS": "0.5",
+                "TRAILERLINK_SEALING_KEYS_DIR": str(self.sealing_private),
+                "TRAILERLINK_PACS_HOST": "127.0.0.1",
+                "TRAILERLINK_PACS_PORT": str(self.pacs.dicom_port),
+                "TRAILERLINK_PACS_AE_TITLE": PACS_AE,
+                "TRAILERLINK_PACS_TIMEOUT_SECONDS": "20",
+                "TRAILERLINK_PACS_RETRY_INITIAL_SECONDS": "0.5",
+                "TRAILERLINK_PACS_RETRY_MAX_SECONDS": "5",
+                "TRAILERLINK_SHUTDOWN_GRACE_SECONDS": "5",
+                **extra_env,
+                **self.ingest_env,
+            },
+            self.logs,
+            wait=False,
+            **self._runtime_args(),
+        )
 
     def write_access(self, allow: list[str], revoked: list[str] | None = None) -> None:
         """Replace the ingest's access list (it re-reads it within a second)."""
