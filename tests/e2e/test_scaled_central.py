@@ -3,7 +3,9 @@ balancer (HAProxy, TCP, each replica terminating the trailer's mutual TLS), shar
 uploads directory and a PostgreSQL ledger, on a three-node Kafka. The replica receiving
 a study is killed (kill -9) mid-upload: the trailer's uplink resumes on another replica
 through the balancer, the dead replica's upload lock does not hold the object, and every
-image the modality saw acknowledged is in PACS once, byte-identical and committed."""
+image the modality saw acknowledged is in PACS once, byte-identical and committed. The
+ledger's PostgreSQL crashes and comes back mid-study: the replicas wait for it and PACS
+still sees each image once."""
 
 from __future__ import annotations
 
@@ -34,6 +36,15 @@ def _receiving(replicas: list[Service]) -> Service | None:
     return None
 
 
+def _ledger_waits(replicas: list[Service]) -> float:
+    """Records the replicas retried or requests they refused (the ledger away)."""
+    return sum(
+        r.metric("trailerlink_kafka_handler_failures_total")
+        + r.metric("trailerlink_ingest_requests_refused_total")
+        for r in replicas
+    )
+
+
 def test_an_ingest_replica_killed_mid_upload_hands_the_study_to_another(
     scaled: System,
 ) -> None:
@@ -60,6 +71,32 @@ def test_an_ingest_replica_killed_mid_upload_hands_the_study_to_another(
     holder.restart()
     acknowledged = dict(scaled.modality.acknowledged)
     assert len(acknowledged) == 8
+    scaled.assert_each_exactly_once_byte_identical(acknowledged)
+    assert len(central.pacs.instances()) == len(acknowledged)
+    assert scaled.dead_letters() == (0, 0)
+
+
+def test_a_ledger_crash_mid_study_delays_but_stores_each_image_once(scaled: System) -> None:
+    central = scaled.central
+    ledger = central.ledger_db
+    assert ledger is not None
+    replicas = central.ingests
+    waits_before = _ledger_waits(replicas)
+    ledger.stop("immediate")  # no checkpoint, no goodbye to clients: a crash
+    [item] = scaled.next_women(1)
+    study = scaled.screen(item, seed=63)
+    wait_until(
+        lambda: _ledger_waits(replicas) > waits_before,
+        180,
+        "the replicas finding the ledger away",
+        interval=0.25,
+    )
+    assert not study.committed
+    ledger.start()
+    scaled.wait_confirmed([study], timeout=300)
+
+    acknowledged = dict(scaled.modality.acknowledged)
+    assert len(acknowledged) == 12
     scaled.assert_each_exactly_once_byte_identical(acknowledged)
     assert len(central.pacs.instances()) == len(acknowledged)
     assert scaled.dead_letters() == (0, 0)

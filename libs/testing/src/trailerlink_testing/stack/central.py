@@ -6,6 +6,7 @@ monitor."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -132,7 +133,7 @@ class CentralStack(_Stack):
             self._start_ingest("ingest", self.tus_host, self.tus_port, {})
         else:
             self.ledger_db = Postgres().start()
-            self._stops.append(self.ledger_db.stop)
+            self._stops.append(functools.partial(self.ledger_db.__exit__, None, None, None))
             ports = [free_port() for _ in range(self.ingest_replicas)]
             for n, port in enumerate(ports, start=1):
                 self._start_ingest(
