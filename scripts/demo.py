@@ -26,6 +26,12 @@ and that WAN goes down for the given seconds while the screening goes on. No FIN
 reaches either side. The summary says how soon after the link's return the ingest
 acknowledged bytes again; the run must still end ``"ok": true``.
 
+``CENTRAL=scaled`` (``--central``) runs the data centre as it is deployed for a fleet:
+three ingest replicas behind HAProxy (TCP, each replica terminating mutual TLS) sharing
+one uploads directory and a PostgreSQL ledger, on a three-node Kafka (replication factor
+3, ``min.insync.replicas=2``). The JSON line says ``"central": "scaled"`` and how many
+uploads each replica completed.
+
 ``RUNTIME=containers`` (``--runtime``) runs every service from its image (`make images`,
 built first) as a read-only, non-root container on the host network instead of a
 process of the workspace venv; the JSON line says ``"runtime": "containers"``.
@@ -92,6 +98,13 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
         help="seconds the link is lost silently, once, mid-upload (needs --link)",
     )
     p.add_argument(
+        "--central",
+        choices=("single", "scaled"),
+        default=env.get("CENTRAL") or "single",
+        help="the data centre: one ingest on one Kafka broker, or three ingest replicas "
+        "behind HAProxy on PostgreSQL and a three-node Kafka",
+    )
+    p.add_argument(
         "--runtime",
         choices=("processes", "containers"),
         default=env.get("RUNTIME") or "processes",
@@ -99,6 +112,8 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
         "images` builds (read-only, non-root containers)",
     )
     args = p.parse_args(argv)
+    if args.runtime == "containers" and args.central == "scaled":
+        p.error("CENTRAL=scaled runs the ingest replicas as processes (RUNTIME=processes)")
     if args.runtime == "containers" and args.silent_cut:
         p.error("SILENT_CUT runs the uplink in a namespace of its own: processes only")
     try:
@@ -114,6 +129,18 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def _ingest_cpu_seconds(central: CentralStack) -> float:
+    """CPU seconds the ingest processes have used (user + system, every replica)."""
+    return sum(ingest.metric("process_cpu_seconds_total") for ingest in central.ingests)
+
+
+def _central_shape(args: argparse.Namespace) -> dict[str, int]:
+    """CentralStack's size for ``CENTRAL``: one of everything, or the fleet's shape."""
+    if args.central == "scaled":
+        return {"kafka_nodes": 3, "ingest_replicas": 3}
+    return {}
+
+
 @contextlib.contextmanager
 def _wan(
     args: argparse.Namespace, work: Path
@@ -122,7 +149,9 @@ def _wan(
     ``SILENT_CUT`` a trailer host whose own WAN is shaped (and will be cut)."""
     if args.silent_cut:
         with TrailerHost(rate_bits=args.link_bits) as host:
-            central = CentralStack(work / "central", tus_host=host.wan_server_ip)
+            central = CentralStack(
+                work / "central", tus_host=host.wan_server_ip, **_central_shape(args)
+            )
             yield (
                 central,
                 Link(
@@ -136,7 +165,7 @@ def _wan(
                 host,
             )
         return
-    central = CentralStack(work / "central")
+    central = CentralStack(work / "central", **_central_shape(args))
     with open_link(args.link_bits, args.link, ("127.0.0.1", central.tus_port)) as link:
         yield central, link, None
 
@@ -158,8 +187,11 @@ class _SilentCut:
         self._thread.join(timeout)
 
     def _durable(self) -> float:
-        return self.central.ingest.metric(
-            "trailerlink_ingest_bytes_received_total", trailer=self.central.trailer_id
+        return sum(
+            ingest.metric(
+                "trailerlink_ingest_bytes_received_total", trailer=self.central.trailer_id
+            )
+            for ingest in self.central.ingests
         )
 
     def _run(self) -> None:
@@ -167,7 +199,11 @@ class _SilentCut:
             wait_until(
                 lambda: (
                     self._durable() > 0
-                    and self.central.ingest.metric("trailerlink_ingest_uploads_active") >= 1
+                    and sum(
+                        ingest.metric("trailerlink_ingest_uploads_active")
+                        for ingest in self.central.ingests
+                    )
+                    >= 1
                 ),
                 600,
                 "an upload in progress",
@@ -245,6 +281,9 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, object]:
                 f"{central.pacs.dicom_port}, ingest {central.ingest_url}",
                 flush=True,
             )
+            # The ingests' CPU from here on: what the day cost the data centre to receive,
+            # unseal, verify and store (their start-up is not part of it).
+            cpu_at_start = _ingest_cpu_seconds(central)
             with trailer:
                 print(
                     f"  trailer up: Kafka {trailer.broker.bootstrap}, gateway "
@@ -298,6 +337,11 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, object]:
                                 bad.append(sop)
                     in_pacs = len(central.pacs.instances())
             logs = trailer.log_files() + central.log_files()
+            ingest_cpu = _ingest_cpu_seconds(central) - cpu_at_start
+            per_replica = {
+                ingest.name: int(ingest.metric("trailerlink_ingest_uploads_completed_total"))
+                for ingest in central.ingests
+            }
             leaks = scan_logs_for(logs, booking_secrets(bookings))
     women = len(studies)
     images_sent = sum(len(s.sent) for s in studies)
@@ -365,6 +409,12 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, object]:
         "link_floor_seconds": round(floor, 1) if floor is not None else None,
         "day_seconds": round(day_seconds, 1) if day_seconds is not None else None,
         "runtime": args.runtime,
+        "central": args.central,
+        "uploads_completed_per_ingest": per_replica,
+        "ingest_cpu_seconds": round(ingest_cpu, 1),
+        "ingest_core_seconds_per_raw_gb": (
+            round(ingest_cpu / (bytes_raw / 1e9), 1) if bytes_raw else None
+        ),
         "silent_cut_seconds": args.silent_cut or None,
         "resumed_after_cut_seconds": (
             round(cut.resumed_after, 1)
