@@ -17,6 +17,10 @@ UPLOADS_COMPLETED = Counter(
 BYTES_RECEIVED = Counter(
     "trailerlink_ingest_bytes_received_total", "Sealed bytes made durable, per trailer", ["trailer"]
 )
+STORAGE_FULL = Counter(
+    "trailerlink_ingest_storage_full_total",
+    "tus requests refused 507 because the shared uploads volume was full",
+)
 REQUESTS_REFUSED = Counter(
     "trailerlink_ingest_requests_refused_total",
     "tus/receipt requests answered 4xx, by status",

@@ -49,6 +49,7 @@ from trailerlink_ingest.uploads import (
     UploadLocked,
     UploadStore,
     UploadVanished,
+    is_storage_full,
     valid_upload_id,
 )
 
@@ -354,6 +355,22 @@ def tus_handler(fn: Callable[..., Awaitable[Response]]) -> Callable[..., Awaitab
             return error_response(exc)
         except LedgerUnavailable:
             return error_response(TusError(503, "ledger not reachable", {"Retry-After": "5"}))
+        except OSError as exc:
+            if not is_storage_full(exc):
+                raise
+            # The bytes of this request that did not fit were never committed: the
+            # upload's durable offset stands and the client resumes from it later.
+            metrics.STORAGE_FULL.inc()
+            log.error("uploads volume full; request refused 507", extra={"error": str(exc)})
+            return error_response(
+                TusError(
+                    507,
+                    "the data centre's upload storage is full; nothing of this request "
+                    "was kept, retry later",
+                    {"Retry-After": "60", "Connection": "close"},
+                    title="Insufficient Storage",
+                )
+            )
 
     return wrapped
 

@@ -55,6 +55,17 @@ TOMBSTONE_PREFIX = ".expired-"  # likewise
 _LOCK_POLL_SECONDS = 0.01
 
 
+class StorageFull(OSError):
+    """The shared uploads volume has no room for this (ENOSPC or EDQUOT, or less free
+    space than a new upload's length). Nothing durable changed: the upload's offset
+    stands (or no upload was created); the client retries later."""
+
+
+def is_storage_full(exc: OSError) -> bool:
+    """Whether ``exc`` says the file system (or the volume's quota) is full."""
+    return isinstance(exc, StorageFull) or exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
 class UploadLocked(Exception):
     """Another request is writing this upload right now."""
 
@@ -139,9 +150,33 @@ class UploadStore:
         """Create an empty upload; durable when this returns. ``traceparent``: the image's
         trace; ``received_at``: when the trailer's gateway received it (unix seconds);
         both kept beside the state (see :meth:`traceparent`, :meth:`received_at`)."""
+        free = shutil.disk_usage(self.root).free
+        if free < length:
+            raise StorageFull(f"an upload of {length} bytes, {free} bytes free")
         upload_id = uuid.uuid4().hex
         directory = self.directory(trailer_id, upload_id)
         directory.mkdir(parents=True, exist_ok=False)
+        try:
+            return self._create_in(
+                directory, upload_id, trailer_id, length, metadata, traceparent, received_at
+            )
+        except OSError as exc:
+            # Half a creation is no upload: nothing of it stays for a sweeper to trip on.
+            shutil.rmtree(directory, ignore_errors=True)
+            if is_storage_full(exc):
+                raise StorageFull(f"creating an upload: {exc.strerror}") from None
+            raise
+
+    def _create_in(
+        self,
+        directory: Path,
+        upload_id: str,
+        trailer_id: str,
+        length: int,
+        metadata: UploadMetadata,
+        traceparent: str,
+        received_at: float | None,
+    ) -> UploadInfo:
         # Their own files, not fields of info.json: a replica of the previous version
         # reading the shared volume during a rolling upgrade must still load the state.
         # Not fsynced: losing one in a crash costs a broken trace or an audit time, never
