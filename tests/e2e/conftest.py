@@ -105,15 +105,20 @@ def _system(
     trailer_site_env: dict[str, str] | None = None,
     kafka_nodes: int = 1,
     ingest_replicas: int = 1,
+    balancer: str = "tcp",
     **trailer_kwargs: object,
 ) -> Iterator[System]:
     """``site_env``: environment of every service on both sites (e.g. a trace exporter;
     by default none exports); ``trailer_site_env``: the trailer's instead, if given;
     ``kafka_nodes``: 3 runs the data centre on a replicated Kafka cluster;
-    ``ingest_replicas``: more than one puts them behind HAProxy on a PostgreSQL ledger."""
+    ``ingest_replicas``: more than one puts them behind HAProxy on a PostgreSQL ledger,
+    ``balancer`` (``tcp`` or ``http``) says whether it passes TLS through or terminates it."""
     bookings = synthetic_day(women, seed=7)
     central = CentralStack(
-        directory / "central", kafka_nodes=kafka_nodes, ingest_replicas=ingest_replicas
+        directory / "central",
+        kafka_nodes=kafka_nodes,
+        ingest_replicas=ingest_replicas,
+        balancer=balancer,  # type: ignore[arg-type]
     )
     central.site_env.update(site_env or {})
     with FaultProxy(("127.0.0.1", central.tus_port)) as link:

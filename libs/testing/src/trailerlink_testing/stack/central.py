@@ -12,6 +12,7 @@ import os
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 from trailerlink_sealed import OpeningKey
 
@@ -25,6 +26,10 @@ from trailerlink_testing.stack.modality import dataset_sha256
 from trailerlink_testing.stack.names import PACS_AE, TRAILER_ID
 from trailerlink_testing.stack.processes import Service, _start_service, _wait_all_ready
 from trailerlink_testing.stack.site import _make_topics, _Stack
+
+# The address HAProxy (http mode) connects to the replicas from: the only one whose
+# Client-Cert header they believe.
+BALANCER_SOURCE = "127.0.0.2"
 
 
 class CentralStack(_Stack):
@@ -40,6 +45,7 @@ class CentralStack(_Stack):
         other_trailers: Sequence[str] = (),
         kafka_nodes: int = 1,
         ingest_replicas: int = 1,
+        balancer: Literal["tcp", "http"] = "tcp",
     ) -> None:
         """``tus_host``: where the ingest's HTTPS port listens (and what its certificate
         names besides localhost): 127.0.0.1, or the data-centre end of a
@@ -50,7 +56,10 @@ class CentralStack(_Stack):
         topics on three replicas, two in sync to acknowledge). ``ingest_replicas`` > 1:
         that many ingests, named ``ingest``, ``ingest-2``, ..., on one storage directory
         and a PostgreSQL ledger, behind :class:`~trailerlink_testing.haproxy.HAProxy`
-        (TCP, TLS passed through) on ``tus_port``."""
+        on ``tus_port``: ``balancer="tcp"`` passes TLS through (each replica terminates
+        the trailer's mutual TLS), ``"http"`` terminates it there and passes the verified
+        certificate in ``Client-Cert`` to replicas that trust only the balancer's
+        address (the chart's ``tlsTermination: ingress``)."""
         super().__init__(directory)
         self.trailer_id = trailer_id
         self.ingest_env = ingest_env or {}
@@ -68,6 +77,9 @@ class CentralStack(_Stack):
         self.sealing_public = self.dir / "sealing-public"
         self.tus_port = free_port()
         self.ingest_replicas = ingest_replicas
+        self.balancer_mode = balancer
+        self.replica_tus_ports: list[int] = []
+        """Each replica's own tus port, behind the balancer (``ingest_replicas`` > 1)."""
         self.balancer: HAProxy | None = None
         self.ledger_db: Postgres | None = None
 
@@ -134,20 +146,31 @@ class CentralStack(_Stack):
         else:
             self.ledger_db = Postgres().start()
             self._stops.append(functools.partial(self.ledger_db.__exit__, None, None, None))
-            ports = [free_port() for _ in range(self.ingest_replicas)]
+            ports = self.replica_tus_ports = [free_port() for _ in range(self.ingest_replicas)]
+            replica_env = {"TRAILERLINK_LEDGER_DSN": self.ledger_db.dsn}
+            if self.balancer_mode == "http":
+                replica_env |= {
+                    "TRAILERLINK_IDENTITY_SOURCE": "proxy-header",
+                    "TRAILERLINK_TRUSTED_PROXIES": f"{BALANCER_SOURCE}/32",
+                }
             for n, port in enumerate(ports, start=1):
                 self._start_ingest(
                     "ingest" if n == 1 else f"ingest-{n}",
                     "127.0.0.1",
                     port,
-                    {"TRAILERLINK_LEDGER_DSN": self.ledger_db.dsn},
+                    replica_env,
                     data_dir=self.dir / "ingest" / f"data-{n}",
                 )
+            http = self.balancer_mode == "http"
             self.balancer = HAProxy(
                 self.dir / "haproxy",
                 [("127.0.0.1", p) for p in ports],
                 port=self.tus_port,
                 host=self.tus_host,
+                mode=self.balancer_mode,
+                server_pem=(self.pki / "server.crt", self.pki / "server.key") if http else None,
+                client_ca=self.pki / "ca.crt" if http else None,
+                source=BALANCER_SOURCE if http else None,
             ).start()
             self._stops.append(self.balancer.stop)
         fleet_file = self.dir / "fleet.yaml"
