@@ -1,4 +1,5 @@
-"""The event contracts stay wire-compatible with the committed snapshot."""
+"""The event contracts and the uplink-ingest HTTP names stay compatible with the committed
+snapshots."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import copy
 import json
 from pathlib import Path
 
+from trailerlink_events import wire
 from trailerlink_events._generated import events_pb2
 from trailerlink_events.compat import additions, breaking_changes, shape
 
@@ -60,3 +62,40 @@ def test_only_demographics_correction_names_patient_fields() -> None:
             continue
         for field in spec["fields"].values():
             assert not any(word in field["name"] for word in patientish), (message, field)
+
+
+# The uplink-ingest HTTP contract (trailerlink_events.wire): its names are pinned the same way.
+WIRE_SNAPSHOT = SNAPSHOT.parent / "wire.v1.json"
+
+
+def wire_baseline() -> dict:
+    return json.loads(WIRE_SNAPSHOT.read_text())
+
+
+def test_wire_names_are_compatible_with_the_snapshot() -> None:
+    assert wire.breaking_changes(wire_baseline(), wire.shape()) == []
+
+
+def test_wire_snapshot_records_every_name() -> None:
+    assert wire.additions(wire_baseline(), wire.shape()) == []
+
+
+def test_wire_guard_catches_a_renamed_receipt_field() -> None:
+    new = copy.deepcopy(wire_baseline())
+    new["receipt"][new["receipt"].index("outcome")] = "result"
+    assert "receipt: outcome removed or renamed" in wire.breaking_changes(wire_baseline(), new)
+
+
+def test_wire_guard_refuses_any_new_upload_metadata_key() -> None:
+    # An older ingest refuses a key it does not know: a new fact travels as a header.
+    new = copy.deepcopy(wire_baseline())
+    new["upload_metadata.keys"].append("modality")
+    assert any(
+        "upload_metadata.keys changed" in p for p in wire.breaking_changes(wire_baseline(), new)
+    )
+
+
+def test_wire_allows_a_new_receipt_field() -> None:
+    new = copy.deepcopy(wire_baseline())
+    new["receipt"].append("pacs_stored_at")
+    assert wire.breaking_changes(wire_baseline(), new) == []
