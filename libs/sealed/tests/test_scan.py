@@ -52,3 +52,17 @@ def test_walker_agrees_with_pydicom(path: Path) -> None:
         )
     else:
         assert element.is_undefined_length
+
+
+def test_the_sealer_walks_past_what_the_gateway_would_refuse() -> None:
+    # Lenient by choice: a VR outside the standard's list does not stop the sealer
+    # finding the pixel data (it keeps the bytes whatever they mean).
+    path = next(p for p in FILES if p.name == "CT_small.dcm")
+    data = path.read_bytes()
+    offset = scan(ByteStream([data])).dataset_offset
+    assert offset is not None
+    odd = b"\x09\x00\x10\x10ZZ\x04\x00abcd"
+    changed = data[:offset] + odd + data[offset:]
+    found = scan(ByteStream(_pieces(changed)))
+    assert found.pixel_value_offset == scan(ByteStream([data])).pixel_value_offset + len(odd)
+    assert found.attributes.rows == 128

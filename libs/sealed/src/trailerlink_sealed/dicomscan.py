@@ -3,14 +3,16 @@
 The sealer needs three things from the header: where the File Meta Information ends
 (the dataset hash starts there), the image attributes that say how to cut the pixel
 data into frames, and where the Pixel Data value starts. It does not need a parsed
-dataset, and it must not hold the object in memory, so this is a small element walker
-over :class:`~trailerlink_sealed.stream.ByteStream` rather than ``pydicom.dcmread``.
+dataset, and it must not hold the object in memory, so this drives the shared element
+walk (:mod:`trailerlink_common.dicomwalk`) over
+:class:`~trailerlink_sealed.stream.ByteStream` rather than calling ``pydicom.dcmread``.
 
-It reads every element header (explicit or implicit VR, little or big endian, nested
-sequences of defined or undefined length) and the values of a handful of Image Pixel
-attributes; other values are read through without being interpreted. Anything it
-cannot walk raises :class:`ScanError`; the sealer then compresses the object with zstd
-as opaque bytes, which is always lossless.
+The walk is lenient here (``strict=False``): the sealer keeps the bytes whatever they
+mean, so it follows anything it can find elements in (explicit or implicit VR, little
+or big endian, nested sequences of defined or undefined length) and reads the values of
+a handful of Image Pixel attributes. Anything it cannot walk raises :class:`ScanError`;
+the sealer then compresses the object with zstd as opaque bytes, which is always
+lossless.
 """
 
 from __future__ import annotations
@@ -18,21 +20,38 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
+from trailerlink_common.dicomwalk import (
+    ITEM,
+    ITEM_DELIMITER,
+    NO_STOP,
+    PIXEL_DATA,
+    SEQUENCE_DELIMITER,
+    TOP_BOUNDARY,
+    UNDEFINED,
+    ElementWalk,
+    MalformedDataset,
+)
+
 from trailerlink_sealed.stream import ByteStream, UnexpectedEnd
 
-PIXEL_DATA = 0x7FE00010
-ITEM = 0xFFFEE000
-ITEM_DELIMITER = 0xFFFEE00D
-SEQUENCE_DELIMITER = 0xFFFEE0DD
-UNDEFINED = 0xFFFFFFFF
+__all__ = [
+    "ITEM",
+    "ITEM_DELIMITER",
+    "PIXEL_DATA",
+    "SEQUENCE_DELIMITER",
+    "UNDEFINED",
+    "ImageAttributes",
+    "ScanError",
+    "ScanResult",
+    "is_part10",
+    "scan",
+]
 
 IMPLICIT_VR_LE = "1.2.840.10008.1.2"
 EXPLICIT_VR_BE = "1.2.840.10008.1.2.2"
 DEFLATED = ("1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.8.1")
 
-_LONG_VRS = frozenset(
-    {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
-)
+_TRANSFER_SYNTAX = 0x00020010
 _US_ATTRIBUTES = {
     0x00280002: "samples_per_pixel",
     0x00280006: "planar_configuration",
@@ -48,7 +67,14 @@ _TEXT_ATTRIBUTES = {
     0x00280008: "number_of_frames",
     0x00080018: "sop_instance_uid",
 }
-_MAX_NESTING = 32
+# Values read from the top level, by (shortest, longest) length: a US value needs its
+# first two bytes; longer text values are not the ones looked for.
+_KEEP = {
+    **dict.fromkeys(_US_ATTRIBUTES, (2, NO_STOP)),
+    **dict.fromkeys(_TEXT_ATTRIBUTES, (0, 128)),
+}
+# 33 levels of undefined-length sequences are followed (the gateway refuses past 32).
+_MAX_DEPTH = 33
 _SKIP_PIECE = 1 << 20
 
 
@@ -92,121 +118,96 @@ class ScanResult:
         return self.pixel_value_offset is not None
 
 
-class _Walker:
-    def __init__(self, stream: ByteStream, limit: int) -> None:
-        self.s = stream
-        self.limit = limit
+def _check_limit(stream: ByteStream, limit: int) -> None:
+    if stream.capture_size() > limit:
+        raise ScanError(f"header before the pixel data is larger than {limit} bytes")
 
-    def _check_limit(self) -> None:
-        if self.s.capture_size() > self.limit:
-            raise ScanError(f"header before the pixel data is larger than {self.limit} bytes")
 
-    def _skip(self, length: int) -> None:
-        while length > 0:
-            self._check_limit()
-            piece = self.s.read_exact(min(length, _SKIP_PIECE))
-            length -= len(piece)
+def _skip(stream: ByteStream, length: int, limit: int) -> None:
+    while length > 0:
+        _check_limit(stream, limit)
+        piece = stream.read_exact(min(length, _SKIP_PIECE))
+        length -= len(piece)
 
-    def _tag(self, little: bool) -> int:
-        group, element = struct.unpack("<HH" if little else ">HH", self.s.read_exact(4))
-        return (group << 16) | element
 
-    def _vr_and_length(self, tag: int, implicit: bool, little: bool) -> tuple[bytes, int]:
-        e = "<" if little else ">"
-        if implicit or (tag >> 16) == 0xFFFE:
-            return b"", struct.unpack(e + "I", self.s.read_exact(4))[0]
-        vr = bytes(self.s.read_exact(2))
-        if not (65 <= vr[0] <= 90 and 65 <= vr[1] <= 90):
-            raise ScanError(f"invalid VR bytes at offset {self.s.position - 2}")
-        if vr in _LONG_VRS:
-            self.s.read_exact(2)
-            return vr, struct.unpack(e + "I", self.s.read_exact(4))[0]
-        return vr, struct.unpack(e + "H", self.s.read_exact(2))[0]
-
-    def file_meta(self, result: ScanResult) -> None:
-        """Walk group 0002 (always explicit VR little endian)."""
-        self.s.read_exact(132)
-        while True:
-            head = self.s.peek(2)
-            if len(head) < 2 or struct.unpack("<H", head)[0] != 0x0002:
-                break
-            tag = self._tag(True)
-            _vr, length = self._vr_and_length(tag, False, True)
-            if length == UNDEFINED:
-                raise ScanError("undefined length in the file meta information")
-            if tag == 0x00020010:
-                if length > 256:
-                    raise ScanError("transfer syntax UID too long")
-                value = self.s.read_exact(length)
-                result.transfer_syntax = value.rstrip(b"\0 ").decode("ascii", "replace")
+def _drive(stream: ByteStream, walk: ElementWalk, limit: int, file_meta: bool = False) -> bool:
+    """Feed ``walk`` from ``stream``: True when it stopped at its ``stop_at`` tag, False
+    when the top level ended (the stream's end; for ``file_meta``, the end of group
+    0002, which is left unread)."""
+    steps = walk.steps
+    request = next(steps)
+    while True:
+        if walk.boundary:
+            if file_meta:
+                # The header limit is checked at elements of the dataset only.
+                if walk.boundary == TOP_BOUNDARY:
+                    head = stream.peek(2)
+                    if len(head) < 2 or struct.unpack("<H", head)[0] != 0x0002:
+                        return False
             else:
-                self._skip(length)
-        if not result.transfer_syntax:
-            raise ScanError("no transfer syntax in the file meta information")
+                _check_limit(stream, limit)
+                if walk.boundary == TOP_BOUNDARY and stream.at_end():
+                    return False
+        if request > 0:
+            data = bytes(stream.read_exact(request))
+        else:
+            _skip(stream, -request, limit)
+            data = b""
+        try:
+            request = steps.send(data)
+        except StopIteration:
+            return True
 
-    def nested(self, implicit: bool, little: bool, depth: int) -> None:
-        """Items of an undefined-length sequence, up to and including its delimiter."""
-        if depth > _MAX_NESTING:
-            raise ScanError("sequences nested too deeply")
-        while True:
-            self._check_limit()
-            tag = self._tag(little)
-            _, length = self._vr_and_length(tag, True, little)
-            if tag == SEQUENCE_DELIMITER:
-                return
-            if tag != ITEM:
-                raise ScanError(f"expected an item in a sequence at offset {self.s.position}")
-            if length == UNDEFINED:
-                self.elements(implicit, little, depth + 1, until_item_end=True)
-            else:
-                self._skip(length)
 
-    def elements(
-        self,
-        implicit: bool,
-        little: bool,
-        depth: int,
-        until_item_end: bool = False,
-        result: ScanResult | None = None,
-    ) -> None:
-        """Walk elements; at top level (``result`` given) stop at Pixel Data."""
-        e = "<" if little else ">"
-        while True:
-            self._check_limit()
-            if result is not None and self.s.at_end():
-                result.no_pixels_reason = "no pixel data"
-                return
-            tag = self._tag(little)
-            if until_item_end and tag == ITEM_DELIMITER:
-                self._vr_and_length(tag, True, little)
-                return
-            vr, length = self._vr_and_length(tag, implicit, little)
-            if result is not None and tag == PIXEL_DATA:
-                result.pixel_value_offset = self.s.position
-                result.pixel_value_length = None if length == UNDEFINED else length
-                result.pixel_vr = vr.decode("ascii") if vr else ""
-                return
-            if result is not None and tag > PIXEL_DATA:
-                # Past where Pixel Data would be: this object has none at top level.
-                result.no_pixels_reason = "no pixel data"
-                return
-            if (tag >> 16) == 0xFFFE:
-                raise ScanError(f"item or delimiter out of place at offset {self.s.position}")
-            if length == UNDEFINED:
-                # SQ, or UN of undefined length, whose content is implicit VR LE.
-                self.nested(implicit or vr == b"UN", little if vr != b"UN" else True, depth)
-                continue
-            if result is not None and tag in _US_ATTRIBUTES and length >= 2:
-                value = self.s.read_exact(length)
-                setattr(
-                    result.attributes, _US_ATTRIBUTES[tag], struct.unpack(e + "H", value[:2])[0]
-                )
-            elif result is not None and tag in _TEXT_ATTRIBUTES and length <= 128:
-                value = self.s.read_exact(length)
-                text = value.rstrip(b"\0 ").lstrip(b" ").decode("ascii", "replace")
-                setattr(result.attributes, _TEXT_ATTRIBUTES[tag], text)
-            else:
-                self._skip(length)
+def _file_meta(stream: ByteStream, result: ScanResult, limit: int) -> None:
+    """Walk group 0002 (always explicit VR little endian)."""
+    stream.read_exact(132)
+    walk = ElementWalk(
+        implicit_vr=False,
+        little_endian=True,
+        strict=False,
+        max_depth=0,
+        keep={_TRANSFER_SYNTAX: (0, 256)},
+    )
+    try:
+        _drive(stream, walk, limit, file_meta=True)
+    except MalformedDataset as exc:
+        # max_depth=0: an undefined length is refused here.
+        raise ScanError(f"file meta information: {exc}") from None
+    value = walk.values.get(_TRANSFER_SYNTAX, b"")
+    result.transfer_syntax = value.rstrip(b"\0 ").decode("ascii", "replace")
+    if not result.transfer_syntax:
+        raise ScanError("no transfer syntax in the file meta information")
+
+
+def _dataset(stream: ByteStream, result: ScanResult, limit: int) -> None:
+    """Walk the dataset's top level up to its Pixel Data, or past where it would be."""
+    walk = ElementWalk(
+        implicit_vr=result.implicit_vr,
+        little_endian=result.little_endian,
+        strict=False,
+        max_depth=_MAX_DEPTH,
+        keep=_KEEP,
+        stop_at=PIXEL_DATA,
+    )
+    stopped = _drive(stream, walk, limit)
+    endian = "<" if result.little_endian else ">"
+    for tag, value in walk.values.items():
+        if tag in _US_ATTRIBUTES:
+            setattr(
+                result.attributes, _US_ATTRIBUTES[tag], struct.unpack(endian + "H", value[:2])[0]
+            )
+        else:
+            text = value.rstrip(b"\0 ").lstrip(b" ").decode("ascii", "replace")
+            setattr(result.attributes, _TEXT_ATTRIBUTES[tag], text)
+    if stopped and walk.stopped_at is not None and walk.stopped_at[0] == PIXEL_DATA:
+        _tag, vr, length = walk.stopped_at
+        result.pixel_value_offset = stream.position
+        result.pixel_value_length = None if length == UNDEFINED else length
+        result.pixel_vr = vr.decode("ascii") if vr else ""
+    else:
+        # At the end, or past where Pixel Data would be: none at top level.
+        result.no_pixels_reason = "no pixel data"
 
 
 def is_part10(stream: ByteStream) -> bool:
@@ -225,11 +226,10 @@ def scan(stream: ByteStream, header_limit: int = 16 * 1024 * 1024) -> ScanResult
     Part 10 or cannot be walked; the bytes consumed so far are in the stream's capture.
     """
     result = ScanResult()
-    walker = _Walker(stream, header_limit)
     if not is_part10(stream):
         raise ScanError("not a DICOM Part 10 file")
     try:
-        walker.file_meta(result)
+        _file_meta(stream, result, header_limit)
         stream.mark_dataset_start()
         result.dataset_offset = stream.position
         ts = result.transfer_syntax
@@ -238,9 +238,11 @@ def scan(stream: ByteStream, header_limit: int = 16 * 1024 * 1024) -> ScanResult
             return result
         result.implicit_vr = ts == IMPLICIT_VR_LE
         result.little_endian = ts != EXPLICIT_VR_BE
-        walker.elements(result.implicit_vr, result.little_endian, 0, result=result)
+        _dataset(stream, result, header_limit)
     except ScanError:
         raise
+    except MalformedDataset as exc:
+        raise ScanError(str(exc)) from None
     except UnexpectedEnd as exc:
         raise ScanError(f"truncated: {exc}") from None
     except (struct.error, ValueError, TypeError, IndexError) as exc:

@@ -2,18 +2,18 @@
 
 The gateway never decodes and re-encodes what it stores, and must not hold a
 tomosynthesis object in memory, so it cannot hand the dataset to pydicom. Instead
-:class:`DatasetScanner` walks the element structure (tags, VRs, lengths, sequences,
-items, encapsulated fragments) over the byte stream, skipping values, and keeps only
-the few identifying values it needs. A dataset "parses" when the walk ends exactly at
-an element boundary of the top level, with every sequence and item closed. Memory is
-bounded by the largest identifying value (a UID), whatever the object's size.
+:class:`DatasetScanner` pushes the bytes through the shared element walk
+(:mod:`trailerlink_common.dicomwalk`, strict: it refuses what a conformant writer never
+produces), inflating a deflated dataset first, and keeps only the few identifying
+values it needs. A dataset "parses" when the walk ends exactly at an element boundary
+of the top level, with every sequence and item closed. Memory is bounded by the largest
+identifying value (a UID), whatever the object's size.
 """
 
 from __future__ import annotations
 
 import struct
 import zlib
-from collections.abc import Generator
 from dataclasses import dataclass
 
 from pydicom.uid import (
@@ -21,40 +21,10 @@ from pydicom.uid import (
     ExplicitVRBigEndian,
     ImplicitVRLittleEndian,
 )
+from trailerlink_common.dicomwalk import TOP_BOUNDARY, ElementWalk, MalformedDataset
 
-_LONG_VRS = frozenset(
-    {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
-)
-_KNOWN_VRS = _LONG_VRS | frozenset(
-    {
-        b"AE",
-        b"AS",
-        b"AT",
-        b"CS",
-        b"DA",
-        b"DS",
-        b"DT",
-        b"FL",
-        b"FD",
-        b"IS",
-        b"LO",
-        b"LT",
-        b"PN",
-        b"SH",
-        b"SL",
-        b"SS",
-        b"ST",
-        b"TM",
-        b"UI",
-        b"UL",
-        b"US",
-    }
-)
-_UNDEFINED = 0xFFFFFFFF
-_ITEM = 0xFFFEE000
-_ITEM_DELIMITER = 0xFFFEE00D
-_SEQUENCE_DELIMITER = 0xFFFEE0DD
-_PIXEL_DATA = 0x7FE00010
+# The intake check refuses what a conformant writer never produces (strict), and allows
+# 32 levels of undefined-length sequences.
 _MAX_DEPTH = 32
 _MAX_VALUE_KEPT = 1024
 
@@ -65,10 +35,7 @@ _WANTED = {
     0x0020000E: "series_instance_uid",
     0x00280008: "number_of_frames",
 }
-
-# A request from the walker to the feeder: n > 0 means "give me the next n bytes",
-# n < 0 means "skip the next -n bytes".
-_Walk = Generator[int, bytes, None]
+_KEEP = dict.fromkeys(_WANTED, (0, _MAX_VALUE_KEPT))
 
 
 class UnparseableDataset(ValueError):
@@ -94,19 +61,22 @@ class DatasetScanner:
     """Feed the dataset bytes as received (:meth:`feed`), then :meth:`finish`."""
 
     def __init__(self, transfer_syntax_uid: str) -> None:
-        self._implicit = transfer_syntax_uid == ImplicitVRLittleEndian
-        self._endian = ">" if transfer_syntax_uid == ExplicitVRBigEndian else "<"
         self._inflater = (
             zlib.decompressobj(-zlib.MAX_WBITS)
             if transfer_syntax_uid == DeflatedExplicitVRLittleEndian
             else None
         )
-        self._values: dict[str, str] = {}
         self._error = ""
-        self._at_boundary = False
         self._buf = bytearray()
-        self._walk = self._top_level()
-        self._request = next(self._walk)
+        self._walk = ElementWalk(
+            implicit_vr=transfer_syntax_uid == ImplicitVRLittleEndian,
+            little_endian=transfer_syntax_uid != ExplicitVRBigEndian,
+            strict=True,
+            max_depth=_MAX_DEPTH,
+            keep=_KEEP,
+        )
+        self._steps = self._walk.steps
+        self._request = next(self._steps)
 
     @property
     def error(self) -> str:
@@ -139,8 +109,13 @@ class DatasetScanner:
                     self._fail("deflated data set is truncated")
         if self._error:
             raise UnparseableDataset(self._error)
-        if not self._at_boundary or self._buf or self._request < 0:
+        if self._walk.boundary != TOP_BOUNDARY or self._buf or self._request < 0:
             raise UnparseableDataset("data set ends inside an element")
+        values = {
+            name: _text(self._walk.values[tag])
+            for tag, name in _WANTED.items()
+            if tag in self._walk.values
+        }
         missing = [
             k
             for k in (
@@ -149,19 +124,19 @@ class DatasetScanner:
                 "study_instance_uid",
                 "series_instance_uid",
             )
-            if not self._values.get(k)
+            if not values.get(k)
         ]
         if missing:
             raise UnparseableDataset("data set lacks " + ", ".join(missing))
         try:
-            frames = int(self._values.get("number_of_frames") or "1")
+            frames = int(values.get("number_of_frames") or "1")
         except ValueError:
             frames = 1
         return DatasetSummary(
-            sop_class_uid=self._values["sop_class_uid"],
-            sop_instance_uid=self._values["sop_instance_uid"],
-            study_instance_uid=self._values["study_instance_uid"],
-            series_instance_uid=self._values["series_instance_uid"],
+            sop_class_uid=values["sop_class_uid"],
+            sop_instance_uid=values["sop_instance_uid"],
+            study_instance_uid=values["study_instance_uid"],
+            series_instance_uid=values["series_instance_uid"],
             number_of_frames=max(frames, 1),
         )
 
@@ -193,91 +168,8 @@ class DatasetScanner:
 
     def _step(self, value: bytes) -> None:
         try:
-            self._request = self._walk.send(value)
-        except UnparseableDataset as exc:
+            self._request = self._steps.send(value)
+        except MalformedDataset as exc:
             self._fail(str(exc))
         except (struct.error, StopIteration):
             self._fail("data set structure is inconsistent")
-
-    # --- walking -----------------------------------------------------------------
-    def _top_level(self) -> _Walk:
-        while True:
-            self._at_boundary = True
-            header = yield 8
-            self._at_boundary = False
-            yield from self._element(header, self._implicit, self._endian, depth=0)
-
-    def _header(
-        self, header: bytes, implicit: bool, endian: str
-    ) -> Generator[int, bytes, tuple[int, bytes, int]]:
-        """Complete an element header; the walker's return value is (tag, vr, length)."""
-        group, element = struct.unpack(endian + "HH", header[:4])
-        tag = group << 16 | element
-        if group == 0xFFFE or implicit:
-            (length,) = struct.unpack(endian + "I", header[4:8])
-            return tag, b"", length
-        vr = header[4:6]
-        if vr not in _KNOWN_VRS:
-            raise UnparseableDataset(f"unknown VR at ({group:04X},{element:04X})")
-        if vr in _LONG_VRS:
-            if header[6:8] != b"\x00\x00":
-                raise UnparseableDataset(f"bad reserved bytes at ({group:04X},{element:04X})")
-            (length,) = struct.unpack(endian + "I", (yield 4))
-        else:
-            (length,) = struct.unpack(endian + "H", header[6:8])
-        return tag, vr, length
-
-    def _element(self, header: bytes, implicit: bool, endian: str, depth: int) -> _Walk:
-        tag, vr, length = yield from self._header(header, implicit, endian)
-        if tag >> 16 == 0xFFFE:
-            raise UnparseableDataset("item or delimiter outside a sequence")
-        if length != _UNDEFINED:
-            name = _WANTED.get(tag) if depth == 0 else None
-            if name is not None and length <= _MAX_VALUE_KEPT:
-                self._values[name] = _text((yield length)) if length else ""
-            elif length:
-                yield -length
-            return
-        if depth >= _MAX_DEPTH:
-            raise UnparseableDataset("sequences nested too deeply")
-        if vr == b"SQ" or (implicit and tag != _PIXEL_DATA):
-            yield from self._sequence(implicit, endian, depth + 1)
-        elif vr == b"UN":
-            # An undefined-length UN holds an implicit VR little endian sequence.
-            yield from self._sequence(True, "<", depth + 1)
-        elif vr in (b"OB", b"OW") or (implicit and tag == _PIXEL_DATA):
-            yield from self._fragments(endian)
-        else:
-            raise UnparseableDataset("undefined length on an element that cannot have one")
-
-    def _sequence(self, implicit: bool, endian: str, depth: int) -> _Walk:
-        while True:
-            group, element, length = struct.unpack(endian + "HHI", (yield 8))
-            tag = group << 16 | element
-            if tag == _SEQUENCE_DELIMITER:
-                return
-            if tag != _ITEM:
-                raise UnparseableDataset("sequence holds something other than items")
-            if length == _UNDEFINED:
-                yield from self._item(implicit, endian, depth)
-            elif length:
-                yield -length
-
-    def _item(self, implicit: bool, endian: str, depth: int) -> _Walk:
-        while True:
-            header = yield 8
-            group, element = struct.unpack(endian + "HH", header[:4])
-            if (group << 16 | element) == _ITEM_DELIMITER:
-                return
-            yield from self._element(header, implicit, endian, depth)
-
-    def _fragments(self, endian: str) -> _Walk:
-        while True:
-            group, element, length = struct.unpack(endian + "HHI", (yield 8))
-            tag = group << 16 | element
-            if tag == _SEQUENCE_DELIMITER:
-                return
-            if tag != _ITEM or length == _UNDEFINED:
-                raise UnparseableDataset("encapsulated pixel data holds a bad fragment")
-            if length:
-                yield -length
