@@ -18,6 +18,7 @@ from trailerlink_events.wire import (
     UnsentReport,
     UploadMetadata,
     decode_key_entry,
+    decode_metadata,
     decode_receipts_page,
     encode_metadata,
     encode_receipts_page,
@@ -248,3 +249,10 @@ def test_unsent_report_round_trips() -> None:
 def test_the_ingest_reading_of_an_unsent_report_is_strict(body: object, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         UnsentReport.from_json(body)
+
+
+def test_decode_metadata_reads_the_pairs_a_peer_sent() -> None:
+    pairs = {"sop_instance_uid": SOP, "key_id": "not checked here"}
+    assert decode_metadata(encode_metadata(pairs)) == pairs
+    with pytest.raises(MetadataError, match="key modality is not known"):
+        decode_metadata("modality " + _b64("MG"))

@@ -115,7 +115,10 @@ def _uid(name: str, value: str) -> str:
     return value
 
 
-def _decode_pairs(header: str | None) -> dict[str, str]:
+def decode_metadata(header: str | None) -> dict[str, str]:
+    """The pairs of an Upload-Metadata header, decoded; only the syntax, the base64 and
+    the keys are checked (:func:`parse_upload_metadata` checks the values too).
+    Raises :class:`MetadataError`."""
     if not header:
         raise MetadataError("Upload-Metadata is required")
     if len(header) > MAX_METADATA_HEADER_CHARS:
@@ -145,7 +148,7 @@ def parse_upload_metadata(header: str | None) -> UploadMetadata:
     Raises :class:`MetadataError` for a missing header, bad syntax, bad base64, a key
     given twice, an unknown key, a missing required key or a value of the wrong form.
     """
-    values = _decode_pairs(header)
+    values = decode_metadata(header)
     missing = [k for k in UPLOAD_METADATA_REQUIRED if k not in values]
     if missing:
         raise MetadataError(f"Upload-Metadata lacks {', '.join(missing)}")
