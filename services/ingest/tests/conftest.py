@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 from trailerlink_events.topics import CENTRAL_UPLOAD_COMPLETED
+from trailerlink_events.wire import decode_receipts_page
 from trailerlink_ingest.devca import Issued, issue, make_ca
 from trailerlink_ingest.metadata import UploadMetadata
 from trailerlink_sealed import OpeningKey, seal
@@ -207,11 +208,11 @@ class Ingest:
                     timeout=10,
                 )
                 rsp.raise_for_status()
-                body = rsp.json()
-                out += body["receipts"]
-                if not body["more"]:
+                page = decode_receipts_page(rsp.json())
+                out += page.receipts
+                if not page.more:
                     return out
-                after = int(body["next_cursor"])
+                after = int(str(page.next_cursor))
 
     def wait_receipt(
         self, upload_id: str, cert: str = "trailer-01", timeout: float = 60

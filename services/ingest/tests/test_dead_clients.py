@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
+from trailerlink_events.wire import encode_metadata
 from trailerlink_ingest.uploads import UploadStore, UploadVanished
 from trailerlink_testing.waiting import wait_until
 
@@ -28,7 +29,7 @@ pytestmark = pytest.mark.kafka
 
 def _create(ingest, obj) -> str:
     """POST a new upload; its URL."""
-    meta = ",".join(f"{k} {base64.b64encode(v.encode()).decode()}" for k, v in obj.metadata.items())
+    meta = encode_metadata(obj.metadata)
     with ingest.session() as s:
         rsp = s.post(
             ingest.url,

@@ -31,6 +31,7 @@ from typing import Any
 
 from trailerlink_common.durable import fsync_dir, write_durably
 from trailerlink_common.identifiers import is_key_id
+from trailerlink_events.wire import KeyEntry, KeyListing
 from trailerlink_sealed import OpeningKey, OpeningKeyring, UnknownKeyError
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,6 @@ audit = logging.getLogger("trailerlink_ingest.audit")
 STATE_FILE = "keys-state.json"
 LOCK_FILE = ".keys.lock"
 REPORTS_DIR = "key-reports"
-MAX_REPORTED_KEYS = 64
 
 
 class KeyRefused(Exception):
@@ -191,7 +191,7 @@ class KeyStore(OpeningKeyring):
             )
         return facts
 
-    def public_listing(self) -> dict[str, Any]:
+    def public_listing(self) -> KeyListing:
         """What a trailer may know: every public key and the current id. Never a
         private key."""
         current = self.current_key_id()
@@ -199,17 +199,10 @@ class KeyStore(OpeningKeyring):
             raise KeyRefused(
                 503, "no current sealing key declared: run `trailerlinkctl keys rotate`"
             )
-        return {
-            "current_key_id": current,
-            "keys": [
-                {
-                    "key_id": f["key_id"],
-                    "public_key_pem": f["public_key_pem"],
-                    "created_at": f["created_at"],
-                }
-                for f in self.key_facts()
-            ],
-        }
+        return KeyListing(
+            current,
+            [KeyEntry(f["key_id"], f["public_key_pem"], f["created_at"]) for f in self.key_facts()],
+        )
 
     def rotate(self, actor: str) -> dict[str, Any]:
         """Create a key pair, write its private key durably (0600), make it current."""
@@ -314,36 +307,6 @@ class KeyStore(OpeningKeyring):
             return None
 
 
-def parse_report(body: object) -> tuple[str, dict[str, int]]:
-    """(sealing key id, unsent count per key id) from a trailer's report, or ValueError."""
-    if not isinstance(body, dict):
-        raise ValueError("report must be a JSON object")
-    sealing = body.get("sealing_key_id", "")
-    if not isinstance(sealing, str) or (sealing and not is_key_id(sealing)):
-        raise ValueError("sealing_key_id is not a key id")
-    return sealing, _counts(body.get("unsent_by_key_id"), "unsent_by_key_id")
-
-
-def parse_resendable(body: object) -> dict[str, int]:
-    """The report's optional ``resendable_by_key_id`` (empty when absent), or ValueError."""
-    if not isinstance(body, dict) or body.get("resendable_by_key_id") is None:
-        return {}
-    return _counts(body["resendable_by_key_id"], "resendable_by_key_id")
-
-
-def _counts(value: object, name: str) -> dict[str, int]:
-    if not isinstance(value, dict) or len(value) > MAX_REPORTED_KEYS:
-        raise ValueError(f"{name} must be an object of key id to count")
-    out: dict[str, int] = {}
-    for key_id, count in value.items():
-        if not is_key_id(key_id):
-            raise ValueError(f"{name} has a key that is not a key id")
-        if not isinstance(count, int) or isinstance(count, bool) or not 0 <= count < 2**40:
-            raise ValueError(f"{name} counts must be non-negative integers")
-        out[key_id] = count
-    return out
-
-
 def _fingerprint(key: OpeningKey) -> str:
     """SHA-256 of the raw public key, hex: what an operator compares across sites."""
     import hashlib
@@ -356,6 +319,4 @@ __all__ = [
     "KeyStore",
     "TrailerReport",
     "UnknownKeyError",
-    "parse_report",
-    "parse_resendable",
 ]

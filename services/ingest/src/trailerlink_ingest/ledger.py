@@ -21,6 +21,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from trailerlink_common.sqlstore import DatabaseUnavailable, SqlStore
+from trailerlink_events import wire
 
 
 class LedgerUnavailable(DatabaseUnavailable):
@@ -73,23 +74,24 @@ class Receipt:
     cursor: int = 0
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "cursor": str(self.cursor),
-            "upload_id": self.upload_id,
-            "sop_instance_uid": self.sop_instance_uid,
-            "study_instance_uid": self.study_instance_uid,
-            "dataset_sha256": self.dataset_sha256,
-            "outcome": self.outcome,
-            "reason_code": self.reason_code,
-            "reason": self.reason,
-            "stage": self.stage,
-            "dicom_status": self.dicom_status,
-            "stored_transfer_syntax_uid": self.stored_transfer_syntax_uid,
-            "storage_committed": bool(self.storage_committed),
-            "duplicate": bool(self.duplicate),
-            "permanent": bool(self.permanent),
-            "at": self.at,
-        }
+        """This receipt as ``GET /v1/receipts`` answers it (the wire contract's)."""
+        return wire.Receipt(
+            cursor=str(self.cursor),
+            upload_id=self.upload_id,
+            sop_instance_uid=self.sop_instance_uid,
+            study_instance_uid=self.study_instance_uid,
+            dataset_sha256=self.dataset_sha256,
+            outcome=self.outcome,
+            reason_code=self.reason_code,
+            reason=self.reason,
+            stage=self.stage,
+            dicom_status=self.dicom_status,
+            stored_transfer_syntax_uid=self.stored_transfer_syntax_uid,
+            storage_committed=bool(self.storage_committed),
+            duplicate=bool(self.duplicate),
+            permanent=bool(self.permanent),
+            at=self.at,
+        ).to_json()
 
 
 @dataclass(frozen=True)

@@ -10,12 +10,12 @@ import json
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
+from trailerlink_events.wire import UNSENT_REPORT_MAX_BYTES, UnsentReport, encode_receipts_page
 
-from trailerlink_ingest.keys import KeyRefused, KeyStore, parse_report, parse_resendable
+from trailerlink_ingest.keys import KeyRefused, KeyStore
 from trailerlink_ingest.ledger import Ledger
 from trailerlink_ingest.tus import (
     MAX_RECEIPTS_PAGE,
-    UNSENT_REPORT_MAX_BYTES,
     Callers,
     TusConfig,
     TusError,
@@ -55,11 +55,7 @@ class TrailerApi:
         rows = await asyncio.to_thread(self.ledger.receipts, trailer, after, limit)
         next_cursor = rows[-1].cursor if rows else after
         return JSONResponse(
-            {
-                "receipts": [r.to_json() for r in rows],
-                "next_cursor": str(next_cursor),
-                "more": len(rows) == limit,
-            }
+            encode_receipts_page([r.to_json() for r in rows], str(next_cursor), len(rows) == limit)
         )
 
     @tus_handler
@@ -71,7 +67,7 @@ class TrailerApi:
             listing = await asyncio.to_thread(self.keys.public_listing)
         except KeyRefused as exc:
             raise TusError(exc.status, exc.message) from None
-        return JSONResponse(listing, headers={"Cache-Control": "no-store"})
+        return JSONResponse(listing.to_json(), headers={"Cache-Control": "no-store"})
 
     @tus_handler
     async def unsent_report(self, request: Request) -> Response:
@@ -83,11 +79,16 @@ class TrailerApi:
             body = json.loads(
                 await _small_body(request, UNSENT_REPORT_MAX_BYTES, self.cfg.body_idle_seconds)
             )
-            sealing, unsent = parse_report(body)
-            resendable = parse_resendable(body)
+            report = UnsentReport.from_json(body)
         except ValueError as exc:  # also JSONDecodeError
             raise TusError(400, f"bad report: {exc}") from None
         except RecursionError:
             raise TusError(400, "bad report: nested too deeply") from None
-        await asyncio.to_thread(self.keys.record_report, trailer, sealing, unsent, resendable)
+        await asyncio.to_thread(
+            self.keys.record_report,
+            trailer,
+            report.sealing_key_id,
+            report.unsent_by_key_id,
+            report.resendable_by_key_id,
+        )
         return Response(status_code=204)

@@ -38,6 +38,11 @@ from fastapi.responses import JSONResponse
 from starlette.requests import ClientDisconnect
 from trailerlink_common.received import RECEIVED_AT_HEADER, parse_received_at
 from trailerlink_common.tracing import valid_traceparent
+from trailerlink_events.wire import (
+    CREATE_REFUSALS,
+    PROBLEM_CONTENT_TYPE,
+    refusal_problem,
+)
 
 from trailerlink_ingest import metrics
 from trailerlink_ingest.completion import Announcer
@@ -63,27 +68,8 @@ OFFSET_CONTENT_TYPE = "application/offset+octet-stream"
 CHECKSUM_MISMATCH = 460
 WRITE_BUFFER = 256 * 1024
 MAX_RECEIPTS_PAGE = 1000
-UNSENT_REPORT_MAX_BYTES = 16384
 TAKEOVER_IDLE_SECONDS = 2.0  # a writer quiet this long yields to a resumed request
 BODY_POLL_SECONDS = 0.5  # how often a request's watchdog looks at its deadline and takeovers
-
-
-PROBLEM_TYPE_PREFIX = "urn:trailerlink:upload-refused:"
-CREATE_REFUSALS: dict[str, bool] = {
-    # reason -> permanent: the same request can never succeed, so the uplink fails that
-    # object alone (ObjectFailed) instead of retrying it ahead of younger work.
-    "unknown_key": True,
-    "invalid_metadata": True,
-    "too_large": True,
-    # About the trailer or this moment, not the object: retrying is right.
-    "no_certificate": False,
-    "trailer_refused": False,
-    "rate_limited": False,
-    "too_many_uploads": False,
-    "busy": False,
-    "bad_protocol": False,
-    "other": False,
-}
 
 
 class TusError(Exception):
@@ -318,16 +304,11 @@ def error_response(exc: TusError) -> Response:
     metrics.REQUESTS_REFUSED.labels(str(exc.status)).inc()
     headers = _base_headers(exc.headers)
     if exc.reason is not None:
-        problem: dict[str, object] = {
-            "type": PROBLEM_TYPE_PREFIX + exc.reason,
-            "title": exc.title or "upload refused",
-            "status": exc.status,
-            "detail": exc.message,
-            "reason": exc.reason,
-            "permanent": CREATE_REFUSALS.get(exc.reason, False),
-        }
+        problem = refusal_problem(
+            exc.status, exc.title or "upload refused", exc.message, exc.reason
+        )
         return JSONResponse(
-            problem, status_code=exc.status, headers=headers, media_type="application/problem+json"
+            problem, status_code=exc.status, headers=headers, media_type=PROBLEM_CONTENT_TYPE
         )
     if exc.title is not None:
         problem = {
