@@ -34,9 +34,9 @@ from typing import Any
 
 import httpx
 from trailerlink_common.durable import fsync_dir, write_durably
-from trailerlink_common.identifiers import is_key_id
 from trailerlink_common.stopping import sleep_or_stop
 from trailerlink_crypto.keys import RecipientKey
+from trailerlink_events.wire import UnsentReport, decode_key_entry, key_listing_parts
 
 from trailerlink_uplink.link import LinkError, classify, http_error
 from trailerlink_uplink.queue import SendQueue
@@ -54,16 +54,17 @@ class BadKeyListing(ValueError):
 def parse_listing(body: Any) -> tuple[str, dict[str, bytes]]:
     """(current key id, PEM per key id) from ``GET /v1/keys``; BadKeyListing if any key
     is malformed, private, or listed under another id than its own."""
-    if not isinstance(body, dict) or not isinstance(body.get("keys"), list):
-        raise BadKeyListing("not a key listing")
-    current = body.get("current_key_id")
+    try:
+        current, entries = key_listing_parts(body)
+    except ValueError as exc:
+        raise BadKeyListing(str(exc)) from None
     pems: dict[str, bytes] = {}
-    for entry in body["keys"]:
-        if not isinstance(entry, dict):
-            raise BadKeyListing("key entry is not an object")
-        key_id, pem = entry.get("key_id"), entry.get("public_key_pem")
-        if not (is_key_id(key_id) and isinstance(pem, str)):
-            raise BadKeyListing("key entry lacks a key id or a PEM")
+    for raw in entries:
+        try:
+            entry = decode_key_entry(raw)
+        except ValueError as exc:
+            raise BadKeyListing(str(exc)) from None
+        key_id, pem = entry.key_id, entry.public_key_pem
         try:
             key = RecipientKey.from_pem(pem.encode("ascii"))
         except (ValueError, UnicodeEncodeError) as exc:
@@ -149,11 +150,7 @@ class KeySync:
         try:
             rsp = await self.http.put(
                 f"{self.keys_url}/unsent",
-                json={
-                    "sealing_key_id": current,
-                    "unsent_by_key_id": unsent,
-                    "resendable_by_key_id": resendable,
-                },
+                json=UnsentReport(current, unsent, resendable).to_json(),
             )
         except (httpx.HTTPError, OSError) as exc:
             raise classify(exc) from None

@@ -12,7 +12,8 @@ its certificate). The answer is JSON::
                    "at": 1764300000.0}],
      "next_cursor": "17", "more": false}
 
-(the ingest's ``Receipt.to_json``; ``at`` is when the outcome happened, epoch seconds).
+(:class:`trailerlink_events.wire.Receipt`, read leniently; ``at`` is when the outcome
+happened, epoch seconds).
 
 Each receipt is published (ObjectDelivered / ObjectFailed, with an event id derived
 from the receipt so a replay repeats the same id) and recorded in the queue *before*
@@ -41,6 +42,7 @@ from trailerlink_events.messages import (
     timestamp,
 )
 from trailerlink_events.topics import OBJECT_DELIVERED, OBJECT_FAILED
+from trailerlink_events.wire import Receipt, decode_receipts_page
 
 from trailerlink_uplink import metrics
 from trailerlink_uplink.link import LinkError, classify, http_error
@@ -137,52 +139,50 @@ class ReceiptPoller:
             raise classify(exc) from None
         if rsp.status_code != 200:
             raise http_error(rsp.status_code)
-        body = rsp.json()
+        page = decode_receipts_page(rsp.json())
         metrics.RECEIPTS_LAST_POLL.set(time.time())
-        receipts = body.get("receipts") or []
-        for receipt in receipts:
+        for receipt in page.receipts:
             await self.handle(receipt)
-        next_cursor = body.get("next_cursor")
-        if next_cursor is None and receipts:
-            next_cursor = receipts[-1].get("cursor")
-        if next_cursor is not None and str(next_cursor) != cursor:
-            self.queue.set_value(CURSOR_KEY, str(next_cursor))
-        return bool(receipts) and bool(body.get("more", True))
+        next_cursor = page.cursor_after()
+        if next_cursor is not None and next_cursor != cursor:
+            self.queue.set_value(CURSOR_KEY, next_cursor)
+        return bool(page.receipts) and page.more
 
     async def _publish(self, row: QueuedObject, topic_name: str, key: str, event: Any) -> None:
         """Publish an object's outcome in its image's trace (the poll itself has none)."""
         with attached(row.traceparent):
             await self.producer.publish(topic_name, key, event)
 
-    async def handle(self, receipt: Mapping[str, Any]) -> None:
-        sop = str(receipt.get("sop_instance_uid") or "")
-        sha = str(receipt.get("dataset_sha256") or "")
+    async def handle(self, raw: Mapping[str, Any]) -> None:
+        receipt = Receipt.from_json(raw)
+        sop = receipt.sop_instance_uid
+        sha = receipt.dataset_sha256
         rows = self.queue.find_sent(sop, sha)
         if not rows:
             metrics.RECEIPTS.labels("unknown").inc()
             log.warning(
                 "receipt for an object this trailer did not queue",
-                extra={"cursor": receipt.get("cursor")},
+                extra={"cursor": raw.get("cursor")},
             )
             return
         row = rows[-1]
-        status = str(receipt.get("outcome") or receipt.get("status") or "").lower()
-        event_id = str(uuid.uuid5(_NAMESPACE, f"{status}:{sop}:{sha}:{receipt.get('cursor')}"))
-        upload_id = str(receipt.get("upload_id") or "")  # lets support correlate the hops
+        status = receipt.outcome
+        event_id = str(uuid.uuid5(_NAMESPACE, f"{status}:{sop}:{sha}:{receipt.cursor}"))
+        upload_id = receipt.upload_id  # lets support correlate the hops
         if status == "delivered":
-            delivered_at = _when(receipt.get("at"))
+            delivered_at = _when(receipt.at)
             event = ObjectDelivered(
                 meta=new_meta("uplink", self.trailer_id, event_id=event_id),
                 object=_identity(row),
                 dataset_sha256=sha,
-                pacs_ae_title=str(receipt.get("pacs_ae_title") or ""),
-                stored_transfer_syntax_uid=str(
-                    receipt.get("stored_transfer_syntax_uid") or row.transfer_syntax_uid
+                pacs_ae_title=receipt.pacs_ae_title,
+                stored_transfer_syntax_uid=(
+                    receipt.stored_transfer_syntax_uid or row.transfer_syntax_uid
                 ),
-                storage_committed=bool(receipt.get("storage_committed")),
+                storage_committed=receipt.storage_committed,
                 received_at=timestamp(datetime.fromtimestamp(row.received_at, UTC)),
                 delivered_at=timestamp(delivered_at),
-                duplicate=bool(receipt.get("duplicate")) or row.state == STATE_DELIVERED,
+                duplicate=receipt.duplicate or row.state == STATE_DELIVERED,
                 upload_id=upload_id,
             )
             await self._publish(row, OBJECT_DELIVERED, row.study_instance_uid, event)
@@ -193,18 +193,18 @@ class ReceiptPoller:
         if status != "failed":
             metrics.RECEIPTS.labels("unknown").inc()
             return
-        code = _reason_code(receipt.get("reason_code"))
-        permanent = bool(receipt.get("permanent"))
+        code = _reason_code(receipt.reason_code)
+        permanent = receipt.permanent
         event = ObjectFailed(
             meta=new_meta("uplink", self.trailer_id, event_id=event_id),
             object=_identity(row),
             dataset_sha256=sha,
             reason_code=code,
-            reason=str(receipt.get("reason") or "")[:500],
-            stage=str(receipt.get("stage") or "ingest"),
-            dicom_status=int(receipt.get("dicom_status") or 0),
+            reason=receipt.reason[:500],
+            stage=receipt.stage or "ingest",
+            dicom_status=receipt.dicom_status,
             permanent=permanent,
-            failed_at=timestamp(_when(receipt.get("at"))),
+            failed_at=timestamp(_when(receipt.at)),
             upload_id=upload_id,
         )
         await self._publish(row, OBJECT_FAILED, row.study_instance_uid, event)

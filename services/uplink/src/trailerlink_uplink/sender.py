@@ -45,6 +45,7 @@ from trailerlink_common.stopping import sleep_or_stop
 from trailerlink_common.tracing import attached, stored_context
 from trailerlink_events.messages import FailureReason, ObjectFailed, new_meta, timestamp
 from trailerlink_events.topics import OBJECT_FAILED
+from trailerlink_events.wire import UploadMetadata
 from trailerlink_spool.layout import OutgoingLayout
 
 from trailerlink_uplink import metrics
@@ -87,19 +88,20 @@ class _Ahead:
 
 def upload_metadata(obj: QueuedObject) -> dict[str, str]:
     """The object identity the ingest needs before it has the bytes: exactly the keys the
-    ingest accepts (it refuses unknown keys). UIDs, hashes and sizes; no patient data."""
-    meta = {
-        "sop_instance_uid": obj.sop_instance_uid,
-        "study_instance_uid": obj.study_instance_uid,
-        "dataset_sha256": obj.dataset_sha256,
-        "sealed_size": str(obj.sealed_size),
-        "key_id": obj.key_id,
-        "series_instance_uid": obj.series_instance_uid,
-        "sop_class_uid": obj.sop_class_uid,
-        "transfer_syntax_uid": obj.transfer_syntax_uid,
-        "file_sha256": obj.file_sha256,
-    }
-    return {k: v for k, v in meta.items() if v}
+    ingest accepts (it refuses unknown keys), in the wire contract's order, empty values
+    left out. UIDs, hashes and sizes; no patient data."""
+    meta = UploadMetadata(
+        sop_instance_uid=obj.sop_instance_uid,
+        study_instance_uid=obj.study_instance_uid,
+        dataset_sha256=obj.dataset_sha256,
+        sealed_size=obj.sealed_size,
+        key_id=obj.key_id,
+        series_instance_uid=obj.series_instance_uid,
+        sop_class_uid=obj.sop_class_uid,
+        transfer_syntax_uid=obj.transfer_syntax_uid,
+        file_sha256=obj.file_sha256,
+    )
+    return {k: v for k, v in meta.pairs().items() if v}
 
 
 class GoodputMeter:

@@ -28,6 +28,12 @@ import httpcore._backends.anyio  # noqa: F401
 import httpx
 from trailerlink_common.received import RECEIVED_AT_HEADER, format_received_at
 from trailerlink_common.tracing import current_traceparent
+from trailerlink_events.wire import (
+    PERMANENT_REFUSALS,
+    PROBLEM_CONTENT_TYPE,
+    REFUSAL_PROBLEM_PREFIX,
+    encode_metadata,
+)
 
 from trailerlink_uplink.bandwidth import TokenBucket
 from trailerlink_uplink.link import LinkError, classify, http_error
@@ -56,8 +62,7 @@ class UploadGone(Exception):
     """The server no longer has the upload (404/410, expired or terminated)."""
 
 
-REFUSAL_PROBLEM_PREFIX = "urn:trailerlink:upload-refused:"
-REFUSAL_REASONS = frozenset({"unknown_key", "invalid_metadata", "too_large"})
+REFUSAL_REASONS = PERMANENT_REFUSALS
 """The permanent refusals the ingest names today (metric labels; others map to other)."""
 
 
@@ -75,7 +80,7 @@ class UploadRefused(Exception):
 def permanent_refusal(rsp: httpx.Response) -> UploadRefused | None:
     """The refusal in a creation's problem+json answer if the ingest marked it permanent;
     None for anything else (retried as before)."""
-    if not rsp.headers.get("content-type", "").startswith("application/problem+json"):
+    if not rsp.headers.get("content-type", "").startswith(PROBLEM_CONTENT_TYPE):
         return None
     try:
         body = rsp.json()
@@ -108,11 +113,6 @@ class PatchResult:
     offset: int
     sent: int
     """Bytes of the body handed to the connection (the server may have kept fewer)."""
-
-
-def encode_metadata(metadata: Mapping[str, str]) -> str:
-    """The Upload-Metadata header: ``key base64(value)`` pairs."""
-    return ",".join(f"{k} {base64.b64encode(v.encode()).decode()}" for k, v in metadata.items())
 
 
 def tls_context(
