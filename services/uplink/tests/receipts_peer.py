@@ -1,6 +1,7 @@
 """A stand-in for the ingest's receipts endpoint (``GET /v1/receipts?after=<cursor>``),
-answering exactly as the ingest's ``Receipt.to_json`` does, for tests that run the
-uplink against tusd (which has no receipts). Tests add receipts as the ingest would."""
+answering in the wire contract's form (:mod:`trailerlink_events.wire`, as the ingest
+does), for tests that run the uplink against tusd (which has no receipts). Tests add
+receipts as the ingest would."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from urllib.parse import parse_qs, urlparse
+
+from trailerlink_events.wire import Receipt, encode_receipts_page
 
 
 class ReceiptsPeer:
@@ -29,12 +32,9 @@ class ReceiptsPeer:
                 with peer._lock:
                     peer.requests.append(self.path)
                     rows = [r for r in peer.receipts if int(str(r["cursor"])) > after][:100]
+                next_cursor = str(rows[-1]["cursor"]) if rows else str(after)
                 body = json.dumps(
-                    {
-                        "receipts": rows,
-                        "next_cursor": rows[-1]["cursor"] if rows else str(after),
-                        "more": len(rows) == 100,
-                    }
+                    encode_receipts_page(rows, next_cursor, len(rows) == 100)
                 ).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
@@ -50,26 +50,19 @@ class ReceiptsPeer:
     def add(self, outcome: str, sop: str, study: str, dataset_sha256: str, **extra: object) -> None:
         with self._lock:
             cursor = str(len(self.receipts) + 1)
-            self.receipts.append(
-                {
-                    "cursor": cursor,
-                    "upload_id": f"u{cursor}",
-                    "sop_instance_uid": sop,
-                    "study_instance_uid": study,
-                    "dataset_sha256": dataset_sha256,
-                    "outcome": outcome,
-                    "reason_code": "",
-                    "reason": "",
-                    "stage": "",
-                    "dicom_status": 0,
-                    "stored_transfer_syntax_uid": "1.2.840.10008.1.2.1",
-                    "storage_committed": True,
-                    "duplicate": False,
-                    "permanent": True,
-                    "at": time.time(),
-                    **extra,
-                }
+            receipt = Receipt(
+                cursor=cursor,
+                upload_id=f"u{cursor}",
+                sop_instance_uid=sop,
+                study_instance_uid=study,
+                dataset_sha256=dataset_sha256,
+                outcome=outcome,
+                stored_transfer_syntax_uid="1.2.840.10008.1.2.1",
+                storage_committed=True,
+                permanent=True,
+                at=time.time(),
             )
+            self.receipts.append({**receipt.to_json(), **extra})
 
     def __enter__(self) -> ReceiptsPeer:
         self._thread.start()

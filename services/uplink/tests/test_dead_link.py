@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 import httpx
 import pytest
 from prometheus_client import REGISTRY
+from trailerlink_events.wire import decode_metadata
 from trailerlink_testing.waiting import async_wait_until
 from trailerlink_uplink.bandwidth import CapSchedule, TokenBucket
 from trailerlink_uplink.link import UP, LinkMonitor
@@ -39,12 +40,7 @@ class _TusServer:
             return httpx.Response(204, headers={**base, "Tus-Extension": "creation"})
         if request.method == "POST":
             upload_id = f"{len(self.uploads):032x}"
-            meta = dict(
-                item.split(" ", 1) for item in request.headers["Upload-Metadata"].split(",")
-            )
-            import base64
-
-            sop = base64.b64decode(meta["sop_instance_uid"]).decode()
+            sop = decode_metadata(request.headers["Upload-Metadata"])["sop_instance_uid"]
             self.uploads[upload_id] = (int(request.headers["Upload-Length"]), bytearray(), sop)
             return httpx.Response(201, headers={**base, "Location": f"/files/{upload_id}"})
         upload_id = request.url.path.rsplit("/", 1)[-1]

@@ -10,17 +10,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from trailerlink_events.wire import KeyEntry, KeyListing
 from trailerlink_sealed import OpeningKey
 from trailerlink_uplink.keysync import BadKeyListing, parse_listing, write_keys
 
 
 def _listing(*keys: OpeningKey, current: OpeningKey | None = None) -> dict:
-    return {
-        "current_key_id": (current or keys[0]).key_id,
-        "keys": [
-            {"key_id": k.key_id, "public_key_pem": k.recipient.to_pem().decode()} for k in keys
-        ],
-    }
+    return KeyListing(
+        (current or keys[0]).key_id,
+        [KeyEntry(k.key_id, k.recipient.to_pem().decode()) for k in keys],
+    ).to_json()
 
 
 def test_listing_is_parsed_and_written_keys_then_marker(tmp_path: Path) -> None:

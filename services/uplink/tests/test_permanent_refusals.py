@@ -19,6 +19,7 @@ import pytest
 from prometheus_client import REGISTRY
 from trailerlink_events.messages import FailureReason, ObjectFailed
 from trailerlink_events.topics import OBJECT_FAILED
+from trailerlink_events.wire import PROBLEM_CONTENT_TYPE, decode_metadata, refusal_problem
 from trailerlink_testing.waiting import async_wait_until
 from trailerlink_uplink.bandwidth import CapSchedule, TokenBucket
 from trailerlink_uplink.link import LinkMonitor
@@ -47,22 +48,18 @@ class FakeIngest:
         if request.method == "OPTIONS":
             return httpx.Response(204, headers={**tus, "Tus-Extension": "creation"})
         if request.method == "POST":
-            meta = dict(pair.split(" ") for pair in request.headers["Upload-Metadata"].split(","))
-            import base64
-
-            meta = {k: base64.b64decode(v).decode() for k, v in meta.items()}
+            meta = decode_metadata(request.headers["Upload-Metadata"])
             self.creations[meta["sop_instance_uid"]] += 1
             if meta["key_id"] == RETIRED:
-                body = {
-                    "type": "urn:trailerlink:upload-refused:unknown_key",
-                    "title": "sealing key not held",
-                    "status": 400,
-                    "detail": "sealed for a key id this data centre does not hold",
-                    "reason": "unknown_key",
-                    "permanent": self.permanent,
-                }
+                body = refusal_problem(
+                    400,
+                    "sealing key not held",
+                    "sealed for a key id this data centre does not hold",
+                    "unknown_key",
+                )
+                body["permanent"] = self.permanent  # an older ingest did not say
                 return httpx.Response(
-                    400, json=body, headers={**tus, "Content-Type": "application/problem+json"}
+                    400, json=body, headers={**tus, "Content-Type": PROBLEM_CONTENT_TYPE}
                 )
             upload = uuid.uuid4().hex
             self.uploads[upload] = bytearray()

@@ -9,6 +9,7 @@ import base64
 import hashlib
 
 import httpx
+from trailerlink_events.wire import parse_upload_metadata
 from trailerlink_uplink.link import LinkMonitor
 from trailerlink_uplink.queue import STATE_UPLOADED, SendQueue
 from trailerlink_uplink.sender import Sender
@@ -103,3 +104,5 @@ async def test_each_chunk_carries_sha256_and_a_mismatch_resends_it(
         "transfer_syntax_uid",
         "file_sha256",
     }
+    # ... and the ingest's strict reading of the contract accepts them.
+    assert parse_upload_metadata(server.metadata).sealed_size == server.length
