@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from google.protobuf.message import DecodeError, Message
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -267,13 +267,24 @@ class ConsumerRunner:
                 await sleep_or_stop(stop, delay)
 
     async def _commit(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
-        if not offsets:
+        # A rebalance may have moved some of the batch's partitions to another member
+        # while it was being handled (a replica joined, left or missed its session):
+        # their offsets are no longer ours to commit (aiokafka raises IllegalStateError
+        # for them), and the new owner handles those records again from the last
+        # committed offset. Handlers are idempotent, so that redelivery is harmless.
+        assigned = consumer.assignment()
+        kept = {tp: offset for tp, offset in offsets.items() if tp in assigned}
+        if len(kept) < len(offsets):
+            log.warning(
+                "partitions moved to another member mid-batch; not committing them",
+                extra={"partitions": len(offsets) - len(kept)},
+            )
+        if not kept:
             return
         try:
-            await consumer.commit(offsets)
-        except CommitFailedError:
-            # The group rebalanced: another member will get these records again.
-            # Handlers are idempotent, so a redelivery is harmless.
+            await consumer.commit(kept)
+        except (CommitFailedError, IllegalStateError):
+            # The group rebalanced as the commit went out: same as above.
             log.warning("offset commit failed after a rebalance; records will be redelivered")
 
     async def _update_lag(self, consumer: AIOKafkaConsumer) -> None:
@@ -281,7 +292,10 @@ class ConsumerRunner:
             highwater = consumer.highwater(tp)
             if highwater is None:
                 continue  # nothing fetched from this partition yet
-            position = await consumer.position(tp)
+            try:
+                position = await consumer.position(tp)
+            except IllegalStateError:
+                continue  # moved to another member by a rebalance since assignment()
             CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, highwater - position))
 
     async def _handle_partition(
