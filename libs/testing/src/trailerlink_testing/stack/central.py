@@ -46,6 +46,7 @@ class CentralStack(_Stack):
         kafka_nodes: int = 1,
         ingest_replicas: int = 1,
         balancer: Literal["tcp", "http"] = "tcp",
+        sealing_key: OpeningKey | None = None,
     ) -> None:
         """``tus_host``: where the ingest's HTTPS port listens (and what its certificate
         names besides localhost): 127.0.0.1, or the data-centre end of a
@@ -59,7 +60,9 @@ class CentralStack(_Stack):
         on ``tus_port``: ``balancer="tcp"`` passes TLS through (each replica terminates
         the trailer's mutual TLS), ``"http"`` terminates it there and passes the verified
         certificate in ``Client-Cert`` to replicas that trust only the balancer's
-        address (the chart's ``tlsTermination: ingress``)."""
+        address (the chart's ``tlsTermination: ingress``). ``sealing_key``: the data
+        centre's key pair (default: a new one), so objects sealed once can be sent to
+        several stacks."""
         super().__init__(directory)
         self.trailer_id = trailer_id
         self.ingest_env = ingest_env or {}
@@ -78,6 +81,7 @@ class CentralStack(_Stack):
         self.tus_port = free_port()
         self.ingest_replicas = ingest_replicas
         self.balancer_mode = balancer
+        self.sealing_key = sealing_key
         self.replica_tus_ports: list[int] = []
         """Each replica's own tus port, behind the balancer (``ingest_replicas`` > 1)."""
         self.balancer: HAProxy | None = None
@@ -130,7 +134,7 @@ class CentralStack(_Stack):
             check=True,
             capture_output=True,
         )
-        key = OpeningKey.generate()
+        key = self.sealing_key or OpeningKey.generate()
         self.sealing_private.mkdir(parents=True, exist_ok=True)
         self.sealing_public.mkdir(parents=True, exist_ok=True)
         (self.sealing_private / f"{key.key_id}.pem").write_bytes(key.to_pem())
