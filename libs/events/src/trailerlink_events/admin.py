@@ -1,5 +1,5 @@
-"""Cluster administration: creating the registry's topics of a site, and the
-reachability probe that lists the cluster's topics.
+"""Cluster administration: creating the registry's topics of a site, the reachability
+probe that lists the cluster's topics, and a topic's partitions as the cluster has them.
 
 Kept apart because it is used at deployment and start-up (the topics job,
 ``trailerlink_events.create_topics``, the test harnesses), not by a running service's
@@ -74,5 +74,18 @@ async def list_topics(bootstrap_servers: str) -> set[str]:
     await admin.start()
     try:
         return set(await admin.list_topics())
+    finally:
+        await admin.close()
+
+
+async def partitions_of(bootstrap_servers: str, name: str) -> list[int]:
+    """The partition ids topic ``name`` has in the cluster (none if it does not exist)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=10000)
+    await admin.start()
+    try:
+        (described,) = await admin.describe_topics([name])
+        if described["error_code"] != 0:
+            return []
+        return sorted(int(p["partition"]) for p in described["partitions"])
     finally:
         await admin.close()

@@ -32,6 +32,7 @@ from google.protobuf.message import DecodeError, Message
 from opentelemetry import propagate
 from prometheus_client import Counter, Gauge
 
+from trailerlink_events.admin import partitions_of
 from trailerlink_events.kafka import EventProducer
 from trailerlink_events.messages import EVENT_TYPES
 from trailerlink_events.topics import topic as topic_entry
@@ -267,10 +268,8 @@ class OutboxPublisher:
         await consumer.start()
         found: list[str] = []
         try:
-            # consumer.topics() fetches metadata without caching it; ask the client.
-            cluster = await consumer._client.fetch_all_metadata()
-            partitions = cluster.partitions_for_topic(name) or set()
-            tps = [TopicPartition(name, p) for p in sorted(partitions)]
+            partitions = await partitions_of(self.bootstrap_servers, name)
+            tps = [TopicPartition(name, p) for p in partitions]
             if not tps:
                 return found
             consumer.assign(tps)

@@ -73,7 +73,8 @@ def _when(text: object) -> datetime | None:
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
-def _identity(row: QueuedObject) -> ObjectIdentity:
+def object_identity(row: QueuedObject) -> ObjectIdentity:
+    """The identity a queued object's events carry (delivered, failed), from its row."""
     return ObjectIdentity(
         study_instance_uid=row.study_instance_uid,
         series_instance_uid=row.series_instance_uid,
@@ -173,7 +174,7 @@ class ReceiptPoller:
             delivered_at = _when(receipt.at)
             event = ObjectDelivered(
                 meta=new_meta("uplink", self.trailer_id, event_id=event_id),
-                object=_identity(row),
+                object=object_identity(row),
                 dataset_sha256=sha,
                 pacs_ae_title=receipt.pacs_ae_title,
                 stored_transfer_syntax_uid=(
@@ -197,7 +198,7 @@ class ReceiptPoller:
         permanent = receipt.permanent
         event = ObjectFailed(
             meta=new_meta("uplink", self.trailer_id, event_id=event_id),
-            object=_identity(row),
+            object=object_identity(row),
             dataset_sha256=sha,
             reason_code=code,
             reason=receipt.reason[:500],

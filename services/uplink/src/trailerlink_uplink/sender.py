@@ -51,7 +51,7 @@ from trailerlink_spool.layout import OutgoingLayout
 from trailerlink_uplink import metrics
 from trailerlink_uplink.link import Backoff, LinkError, LinkMonitor
 from trailerlink_uplink.queue import QueuedObject, SendQueue
-from trailerlink_uplink.receipts import _identity
+from trailerlink_uplink.receipts import object_identity
 from trailerlink_uplink.tus import OffsetConflict, TusClient, UploadGone, UploadRefused
 
 log = logging.getLogger(__name__)
@@ -448,7 +448,7 @@ class Sender:
             )
             event = ObjectFailed(
                 meta=new_meta("uplink", self.trailer_id, event_id=str(event_id)),
-                object=_identity(obj),
+                object=object_identity(obj),
                 dataset_sha256=obj.dataset_sha256,
                 reason_code=FailureReason.Value(code),
                 reason=why,
