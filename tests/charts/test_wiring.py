@@ -241,6 +241,7 @@ def test_ingest_has_its_enrol_ca_and_shared_storage(render: Renderer, values_fil
     assert json.loads(fleet["data"]["trailers.json"]) == sorted(set(values["trailers"]))
     # the ledger DSN from the database Secret, the PACS from values
     dsn = env["TRAILERLINK_LEDGER_DSN"]["secretKeyRef"]
+    assert env["TRAILERLINK_LEDGER_SHARED"] == "true"  # an empty DSN stops the pod
     assert (dsn["name"], dsn["key"]) == (
         values["secrets"]["database"]["name"],
         values["secrets"]["database"]["key"],

@@ -175,3 +175,30 @@ def test_commitment_is_recorded_once_reported_once_and_finished_by_its_receipt(
     assert reported.result == "committed" and ledger.commitments_overdue(time.time() + 1) == []
     ledger.record_outcome(_receipt(uid, sha, upload), object_state="delivered")
     assert ledger.commitments_reported() == []
+
+
+def test_a_replica_set_without_a_shared_ledger_does_not_start(tmp_path: Path) -> None:
+    """TRAILERLINK_LEDGER_SHARED (the central chart sets it) with an empty DSN: the real
+    process stops at start with one line naming both variables, instead of giving each
+    replica an SQLite ledger of its own (and PACS a second copy of an object)."""
+    import os
+    import subprocess
+
+    from trailerlink_testing.procs import console_script
+
+    env = {
+        **os.environ,
+        "TRAILERLINK_LEDGER_SHARED": "true",
+        "TRAILERLINK_LEDGER_DSN": "",
+        "TRAILERLINK_DATA_DIR": str(tmp_path / "data"),
+        "TRAILERLINK_STORAGE_DIR": str(tmp_path / "storage"),
+    }
+    done = subprocess.run(
+        [console_script("trailerlink-ingest")], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert "TRAILERLINK_LEDGER_DSN is empty" in lines[0]
+    assert "TRAILERLINK_LEDGER_SHARED" in lines[0]
+    assert not (tmp_path / "storage").exists()  # nothing made before the refusal

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from trailerlink_common.config import ServiceSettings
 
 
@@ -133,6 +133,12 @@ class IngestSettings(ServiceSettings):
         Path("/var/lib/trailerlink/uploads/ledger.sqlite3"),
         description="SQLite ledger (single-replica deployments)",
     )
+    ledger_shared: bool = Field(
+        False,
+        description="More than one replica may run (the central chart sets it): an empty "
+        "LEDGER_DSN then stops the ingest at start, as SQLite would give each replica a "
+        "ledger of its own and PACS could get an object twice",
+    )
     consumer_group: str = Field("ingest", description="Kafka consumer group of the processors")
 
     # --- PACS ------------------------------------------------------------------------
@@ -173,3 +179,12 @@ class IngestSettings(ServiceSettings):
     keep_delivered_uploads: bool = Field(
         False, description="Keep sealed uploads after delivery (default: delete them)"
     )
+
+    @model_validator(mode="after")
+    def _one_ledger_for_every_replica(self) -> IngestSettings:
+        if self.ledger_shared and not self.ledger_dsn.strip():
+            raise ValueError(
+                "TRAILERLINK_LEDGER_DSN is empty but TRAILERLINK_LEDGER_SHARED is set: "
+                "replicas must share one PostgreSQL ledger (SQLite would be one per replica)"
+            )
+        return self
