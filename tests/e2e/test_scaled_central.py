@@ -5,7 +5,9 @@ a study is killed (kill -9) mid-upload: the trailer's uplink resumes on another 
 through the balancer, the dead replica's upload lock does not hold the object, and every
 image the modality saw acknowledged is in PACS once, byte-identical and committed. The
 ledger's PostgreSQL crashes and comes back mid-study: the replicas wait for it and PACS
-still sees each image once."""
+still sees each image once. The replica holding a completed study it cannot yet store in
+PACS (verified, retrying the C-STORE) is killed -9: another replica takes its partition,
+verifies and stores every image, and PACS sees each once."""
 
 from __future__ import annotations
 
@@ -17,9 +19,12 @@ from trailerlink_testing.waiting import wait_until
 
 from .conftest import System, _system
 
-WOMEN = 4
+WOMEN = 4  # the first test screens two, each of the others one
 # Slow enough that a study's uploads are still arriving when the test looks for them.
 DRIP_BYTES_PER_SECOND = 30_000
+STORE_FAILURES = "trailerlink_ingest_pacs_store_failures_total"
+STORES = "trailerlink_ingest_pacs_store_seconds_count"  # C-STOREs the PACS answered Success
+UPLOADS_COMPLETED = "trailerlink_ingest_uploads_completed_total"
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +39,10 @@ def _receiving(replicas: list[Service]) -> Service | None:
         if replica.metric("trailerlink_ingest_uploads_active") > 0:
             return replica
     return None
+
+
+def _sum(replicas: list[Service], name: str) -> float:
+    return sum(r.metric(name) for r in replicas)
 
 
 def _ledger_waits(replicas: list[Service]) -> float:
@@ -97,6 +106,51 @@ def test_a_ledger_crash_mid_study_delays_but_stores_each_image_once(scaled: Syst
 
     acknowledged = dict(scaled.modality.acknowledged)
     assert len(acknowledged) == 12
+    scaled.assert_each_exactly_once_byte_identical(acknowledged)
+    assert len(central.pacs.instances()) == len(acknowledged)
+    assert scaled.dead_letters() == (0, 0)
+
+
+def test_an_ingest_replica_killed_while_storing_to_pacs_hands_the_objects_on(
+    scaled: System,
+) -> None:
+    central = scaled.central
+    replicas = central.ingests
+    assert all(r.proc.running() for r in replicas)
+    failures_before = {r.name: r.metric(STORE_FAILURES) for r in replicas}
+    uploads_before = _sum(replicas, UPLOADS_COMPLETED)
+
+    def holders() -> list[Service]:
+        return [r for r in replicas if r.metric(STORE_FAILURES) > failures_before[r.name]]
+
+    # With the PACS away, the replica owning the study's partition verifies each object
+    # and keeps retrying its C-STORE: it holds the study, and no one else may have it.
+    central.pacs.stop()
+    try:
+        [item] = scaled.next_women(1)
+        study = scaled.screen(item, seed=64)
+        wait_until(
+            lambda: (
+                holders() and _sum(replicas, UPLOADS_COMPLETED) >= uploads_before + len(study.sent)
+            ),
+            120,
+            "every upload complete and a replica retrying the PACS",
+            interval=0.25,
+        )
+        [holder] = holders()
+        assert not study.committed
+        survivors = [r for r in replicas if r is not holder]
+        stores_before = _sum(survivors, STORES)
+        holder.kill9()
+    finally:
+        central.pacs.start()  # same ports and storage: what it held is still there
+    # Well inside pytest's 300 s: a stuck object fails here, by name, not by the timeout.
+    scaled.wait_confirmed([study], timeout=120)
+    assert _sum(survivors, STORES) - stores_before == len(study.sent)  # no C-STORE twice
+
+    holder.restart()
+    acknowledged = dict(scaled.modality.acknowledged)
+    assert acknowledged == {sop: sha for s in scaled.screened for sop, sha in s.sent.items()}
     scaled.assert_each_exactly_once_byte_identical(acknowledged)
     assert len(central.pacs.instances()) == len(acknowledged)
     assert scaled.dead_letters() == (0, 0)
