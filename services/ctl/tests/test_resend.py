@@ -199,6 +199,14 @@ def test_a_resend_is_cancelled_while_its_objects_wait(sites: Sites) -> None:
         assert again.code == 6 and "waiting to be sent again" in again.json()["error"]
     finally:
         assert ctl("uplink", "resume").code == 0
+    # Nothing of the cancelled resend is left to send. The backlog gauge is refreshed on a
+    # timer, so wait for it to show that rather than leave a stale 4 to the next test.
+    wait_until(
+        lambda: sites.trailer.backlog_objects() == 0,
+        60,
+        "backlog gauge at zero after the cancelled resend",
+        interval=0.25,
+    )
     log = (sites.trailer.logs / "uplink.log").read_text()
     assert "resend cancelled by operator" in log
 
