@@ -16,6 +16,7 @@ set -euo pipefail
 KUBERNETES_VERSION="${KUBERNETES_VERSION:-v1.34.4}"
 ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"
 KWOK_VERSION="${KWOK_VERSION:-v0.8.0}"
+COREDNS_VERSION="${COREDNS_VERSION:-v1.14.7}"
 PROMETHEUS_OPERATOR_VERSION="${PROMETHEUS_OPERATOR_VERSION:-v0.85.0}"
 CACHE="${TRAILERLINK_TOOLS_CACHE:-$HOME/.cache/trailerlink/tools}"
 
@@ -59,6 +60,33 @@ if ! k8s_built; then
       mv "$k8s_dir/bin/$b.tmp" "$k8s_dir/bin/$b"
     done
   )
+fi
+
+# --- a real node (NODE=real): the kubelet, kube-proxy and CoreDNS --------------------
+# Built from the same wrapper module (its go.sum already has every dependency), only when
+# asked: the kwok cluster runs no process in its pods and needs none of them.
+if [[ "${TRAILERLINK_CLUSTER_NODE:-}" == real ]]; then
+  node_bins=(kubelet kube-proxy)
+  for b in "${node_bins[@]}"; do
+    [[ -x "$k8s_dir/bin/$b" ]] && continue
+    echo "cluster-tools: building $b $KUBERNETES_VERSION (once per machine)" >&2
+    (
+      cd "$k8s_dir/src"
+      minor="${KUBERNETES_VERSION#v1.}"; minor="${minor%%.*}"
+      ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$KUBERNETES_VERSION"
+      ldflags+=" -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor"
+      go build -trimpath -ldflags "$ldflags" -o "$k8s_dir/bin/$b.tmp" "k8s.io/kubernetes/cmd/$b"
+      mv "$k8s_dir/bin/$b.tmp" "$k8s_dir/bin/$b"
+    )
+  done
+  coredns_dir="$CACHE/coredns-$COREDNS_VERSION"
+  if [[ ! -x "$coredns_dir/bin/coredns" ]]; then
+    echo "cluster-tools: building CoreDNS $COREDNS_VERSION (once per machine)" >&2
+    mkdir -p "$coredns_dir/bin"
+    GOBIN="$coredns_dir/bin" go install -trimpath -ldflags "-s -w" \
+      "github.com/coredns/coredns@$COREDNS_VERSION"
+  fi
+  echo "COREDNS_BIN=$coredns_dir/bin"
 fi
 
 # --- etcd ----------------------------------------------------------------------------

@@ -20,6 +20,9 @@ cd "$(dirname "$0")/.."
 
 SERVICES=(gateway codec uplink worklist ingest monitor)
 ((${#@})) && SERVICES=("$@")
+# Not services but what a real node needs that no registry can give here (make cluster
+# NODE=real): "kafka", the trailer chart's broker (images/kafka), and "pause", the pod
+# sandbox (images/pause). Built only when named.
 CACHE="${TRAILERLINK_CACHE:-$HOME/.cache/trailerlink}"
 SUITE=bookworm
 BASE_PACKAGES="python3,python3-pip,python3-venv,python-is-python3,ca-certificates,passwd"
@@ -81,7 +84,58 @@ context_digest="$(
   } | sha256sum | cut -c1-16)"
 mkdir -p "$CACHE/images"
 
+# A base made from Debian packages, once; kept by podman under its tag.
+make_base() {  # <tag> <packages>
+  local tag="$1" packages="$2" tarball
+  podman image exists "$tag" && return 0
+  echo "images: making the base image $tag from Debian packages (mmdebstrap; once)"
+  tarball="$(mktemp --suffix=.tar)"
+  mmdebstrap --quiet --variant=minbase --include="$packages" \
+    --customize-hook='cp /etc/ssl/certs/ca-certificates.crt "$1/etc/ssl/certs/ca-certificates.crt"' \
+    --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*.bin' \
+    "$SUITE" "$tarball" \
+    || { rm -f "$tarball"; fail "mmdebstrap could not make $tag (Debian's mirror unreachable?)"; }
+  podman import --quiet --change 'CMD ["/bin/bash"]' "$tarball" "$tag" >/dev/null \
+    || { rm -f "$tarball"; fail "podman import of $tag failed"; }
+  rm -f "$tarball"
+}
+
+build_kafka() {
+  local kafka_version jars context tag
+  kafka_version="$(sed -n 's/^KAFKA_VERSION = "\(.*\)"$/\1/p' libs/testing/src/trailerlink_testing/kafka/__init__.py)"
+  tag="localhost/trailerlink/kafka:${kafka_version}"
+  local jre="localhost/trailerlink/jre-base:17-${SUITE}"
+  make_base "$jre" "openjdk-17-jre-headless,passwd,ca-certificates"
+  jars="$(.venv/bin/python -c 'from trailerlink_testing.kafka import ensure_kafka_jars; print(ensure_kafka_jars())')"
+  context="$(mktemp -d)"
+  cp -r "$jars" "$context/libs"
+  rm -f "$context/libs/.complete"
+  cp -r images/kafka/bin images/kafka/Containerfile "$context/"
+  echo "images: building $tag"
+  podman build --quiet --network=host --layers --build-arg JRE_IMAGE="$jre" \
+    --tag "$tag" --file "$context/Containerfile" "$context" >/dev/null \
+    || { rm -rf "$context"; fail "building $tag failed"; }
+  rm -rf "$context"
+}
+
+build_pause() {
+  local context tag="localhost/trailerlink/pause:1"
+  command -v go >/dev/null 2>&1 || export PATH="$PATH:/usr/local/go/bin"
+  context="$(mktemp -d)"
+  (cd images/pause && CGO_ENABLED=0 GOFLAGS= go build -trimpath -ldflags "-s -w" \
+      -o "$context/pause" pause.go) || { rm -rf "$context"; fail "building pause failed"; }
+  cp images/pause/Containerfile "$context/"
+  echo "images: building $tag"
+  podman build --quiet --network=host --tag "$tag" --file "$context/Containerfile" \
+    "$context" >/dev/null || { rm -rf "$context"; fail "building $tag failed"; }
+  rm -rf "$context"
+}
+
 for service in "${SERVICES[@]}"; do
+  case "$service" in
+    kafka) build_kafka; continue ;;
+    pause) build_pause; continue ;;
+  esac
   tag="localhost/trailerlink/${service}:${VERSION}"
   stamp="$CACHE/images/${service}.stamp"
   image_id="$(podman image inspect --format '{{.Id}}' "$tag" 2>/dev/null || true)"

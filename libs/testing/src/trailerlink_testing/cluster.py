@@ -528,6 +528,9 @@ def _provision(client: httpx.Client, volumes: Path) -> None:
         name = f"pvc-{meta['uid']}"
         path = volumes / name
         path.mkdir(parents=True, exist_ok=True)
+        # World-writable like K3s's local-path volumes: a hostPath volume gets no fsGroup
+        # ownership, and the pods run as non-root users.
+        path.chmod(0o777)
         volume = {
             "apiVersion": "v1",
             "kind": "PersistentVolume",
