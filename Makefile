@@ -39,10 +39,11 @@ bench: setup ## benchmarks: prints a table, writes bench-results.json (ONLY=<id 
 images: setup ## build every service image with podman (localhost/trailerlink/<service>:<version>)
 	@scripts/images.sh
 
-cluster: setup ## a single-machine Kubernetes (real API server, kwok nodes); KUBECONFIG=.run/cluster/kubeconfig
-	@$(PY) -m trailerlink_testing.cluster start --dir .run/cluster
+cluster: setup ## a single-machine Kubernetes (real API server, kwok nodes; NODE=real: containerd + kubelet here); KUBECONFIG=.run/cluster/kubeconfig
+	@$(if $(filter real,$(NODE)),scripts/images.sh && scripts/images.sh pause kafka &&) \
+	  $(PY) -m trailerlink_testing.cluster start --dir .run/cluster --node $(or $(NODE),kwok)
 
-cluster-stop: ## stop the cluster `make cluster` started
+cluster-stop: ## stop the cluster `make cluster` started (and sweep a real node's host changes)
 	@$(PY) -m trailerlink_testing.cluster stop --dir .run/cluster
 
 demo: setup ## a trailer day into a real PACS (see README for what exists yet)

@@ -641,19 +641,39 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m trailerlink_testing.cluster")
     parser.add_argument("command", choices=["start", "stop", "cloud", "build"])
     parser.add_argument("--dir", type=Path, default=ROOT / ".run" / "cluster")
+    parser.add_argument(
+        "--node",
+        choices=["kwok", "real"],
+        default="kwok",
+        help="kwok: simulated nodes (pods run no process); real: containerd + kubelet here",
+    )
     args = parser.parse_args(argv)
+    # Imported here: realnode builds on this module.
+    from trailerlink_testing import realnode
+
     if args.command == "build":
         print(build_tools())
     elif args.command == "cloud":
         serve_cloud(args.dir)
     elif args.command == "stop":
+        realnode.stop_directory(args.dir / "node")
         stop_directory(args.dir)
         print(f"cluster in {args.dir} stopped")
     else:
+        realnode.stop_directory(args.dir / "node")
         stop_directory(args.dir)
-        cluster = Cluster(args.dir).start()
+        cluster = Cluster(args.dir, nodes=0 if args.node == "real" else 1).start()
         cluster._procs.clear()  # keep running after this command returns
-        print(f"cluster up: {cluster.server}\nexport KUBECONFIG={cluster.kubeconfig}")
+        print(f"cluster up: {cluster.server}")
+        if args.node == "real":
+            try:
+                node = realnode.RealNode(cluster).start()
+            except BaseException:
+                stop_directory(args.dir)
+                raise
+            node._procs.clear()  # keep running; `make cluster-stop` stops and sweeps it
+            print(f"real node {node.name} Ready at {node.ip}")
+        print(f"export KUBECONFIG={cluster.kubeconfig}")
 
 
 if __name__ == "__main__":

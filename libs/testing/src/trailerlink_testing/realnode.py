@@ -34,7 +34,9 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
+import time
 from pathlib import Path
 from types import TracebackType
 
@@ -598,6 +600,7 @@ def sweep(directory: Path) -> None:
     """Remove what a real node left, whether it stopped cleanly or was killed: its
     containers' shims, mounts, network namespaces, veths, bridge, dummy interface,
     iptables chains and cgroups."""
+    directory = directory.resolve()  # mounts are listed by absolute path
     # containerd's shims outlive it; they serve only our socket's namespace.
     shims = _run("pgrep", "-f", f"containerd-shim-runc-v2 .*-address {STATE}/", check=False)
     for pid in shims.split():
@@ -655,6 +658,34 @@ def _remove_cgroup(path: Path) -> None:
         path.rmdir()
 
 
+def stop_directory(directory: Path) -> None:
+    """Stop a node `make cluster NODE=real` left running in ``directory`` and sweep what
+    it changed on the host (nothing to do where no node ran)."""
+    if not (directory / "host-before.json").exists():
+        return
+    pids = directory / "pids"
+    listed = pids.read_text().split() if pids.exists() else []
+    for line in reversed(listed):
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.killpg(int(line), signal.SIGTERM)
+    deadline = time.monotonic() + 20
+    for line in listed:
+        while time.monotonic() < deadline and _alive(int(line)):
+            time.sleep(0.1)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(int(line), signal.SIGKILL)
+    sweep(directory)
+    pids.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 __all__ = [
     "KUBERNETES_VERSION",
     "NODE_IP",
@@ -664,5 +695,6 @@ __all__ = [
     "host_changes",
     "host_snapshot",
     "node_images",
+    "stop_directory",
     "sweep",
 ]
