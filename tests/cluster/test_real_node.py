@@ -12,12 +12,13 @@ the reason, except in CI, where that is a failure.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
-from chartkit import find_helm  # tests/charts, on sys.path by conftest
 from trailerlink_testing import trailerchart
 from trailerlink_testing.cluster import Cluster, ClusterUnavailable
 from trailerlink_testing.dicom import write_study
@@ -37,38 +38,36 @@ TRAILER_ID = "trailer-real-01"
 CALLING_AE = "TLREALNODE"
 
 
-def _unavailable(reason: str) -> None:
+def _unavailable(reason: str) -> NoReturn:
     if os.environ.get("CI"):
         pytest.fail(reason + " — CI must run the trailer on a real node")
     pytest.skip(reason)
 
 
-def _helm_and_images() -> str:
+def _node_prerequisites() -> None:
     if os.geteuid() != 0:
         _unavailable("a real node needs root (containerd, the kubelet, iptables)")
     for tool in ("podman", "containerd", "storescu"):
         if shutil.which(tool) is None:
             _unavailable(f"{tool} is missing: run make setup")
-    helm = find_helm()
-    if helm is None:
-        _unavailable("helm is not installed: run scripts/install-tools.sh")
-    assert helm is not None
     build_node_images()
-    return helm
 
 
 # On a fresh machine the first run builds the images (the JRE base by mmdebstrap) and the
 # kubelet, kube-proxy and CoreDNS; later runs take about three minutes.
 @pytest.mark.timeout(2400)
 def test_a_study_stored_to_the_gateway_pod_reaches_pacs_byte_identical(
-    tmp_path: Path,
+    tmp_path: Path, helm: str
 ) -> None:
-    helm = _helm_and_images()
+    _node_prerequisites()
     before = host_snapshot()
     cluster = Cluster(tmp_path / "cluster", nodes=0)
     node = RealNode(cluster)
     central = CentralStack(tmp_path / "central", trailer_id=TRAILER_ID, tus_host=NODE_IP)
-    try:
+    with contextlib.ExitStack() as cleanup:  # each stop runs even if one before it fails
+        cleanup.callback(cluster.stop)
+        cleanup.callback(central.stop)
+        cleanup.callback(node.stop)
         try:
             cluster.start()
             node.start()
@@ -83,8 +82,4 @@ def test_a_study_stored_to_the_gateway_pod_reaches_pacs_byte_identical(
         trailerchart.store_study(NODE_IP, 11112, CALLING_AE, study, central)
         expected = {o.sop_instance_uid: dataset_sha256(o.path.read_bytes()) for o in study}
         assert {sop: central.pacs_dataset_sha256(sop) for sop in expected} == expected
-    finally:
-        node.stop()
-        central.stop()
-        cluster.stop()
     assert host_changes(before, node.directory) == []

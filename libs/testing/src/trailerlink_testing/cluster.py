@@ -40,7 +40,7 @@ import httpx
 
 from trailerlink_testing.ports import free_port
 from trailerlink_testing.procs import ServiceProcess
-from trailerlink_testing.waiting import wait_until
+from trailerlink_testing.waiting import GiveUp, wait_until
 
 ROOT = Path(__file__).resolve().parents[4]
 KUBERNETES_VERSION = "v1.34.4"
@@ -64,8 +64,9 @@ KWOK_STAGES = (
 )
 
 
-class ClusterUnavailable(RuntimeError):
-    """The binaries could not be built or the control plane did not come up."""
+class ClusterUnavailable(GiveUp, RuntimeError):
+    """The binaries could not be built or the control plane (or a node's process) did
+    not come up; a wait on the cluster ends at once with it."""
 
 
 @dataclass(frozen=True)

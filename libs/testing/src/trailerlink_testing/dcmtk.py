@@ -26,6 +26,7 @@ from pydicom.charset import python_encoding
 from pydicom.dataset import Dataset
 
 from trailerlink_testing.ports import free_port
+from trailerlink_testing.procs import ServiceExited
 from trailerlink_testing.waiting import wait_until
 
 
@@ -130,7 +131,7 @@ class Wlmscpfs:
 
     def _alive(self) -> bool:
         if self.proc is None or self.proc.poll() is not None:
-            raise AssertionError("wlmscpfs exited")
+            raise ServiceExited("wlmscpfs exited")
         return True
 
     def stop(self) -> None:

@@ -30,6 +30,7 @@ from types import TracebackType
 from typing import Literal
 
 from trailerlink_testing.ports import free_port
+from trailerlink_testing.procs import ServiceExited
 from trailerlink_testing.waiting import wait_until
 
 _CONFIG = """\
@@ -142,7 +143,7 @@ class HAProxy:
 
     def _accepts(self) -> bool:
         if self._process is not None and self._process.poll() is not None:
-            raise RuntimeError(f"haproxy exited; see {self.directory / 'haproxy.log'}")
+            raise ServiceExited(f"haproxy exited; see {self.directory / 'haproxy.log'}")
         with socket.create_connection((self.host, self.port), timeout=1):
             return True
 

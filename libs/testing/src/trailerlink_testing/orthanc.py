@@ -25,6 +25,7 @@ from types import TracebackType
 from typing import Any
 
 from trailerlink_testing.ports import free_port
+from trailerlink_testing.procs import ServiceExited
 from trailerlink_testing.waiting import wait_until
 
 
@@ -112,7 +113,7 @@ class Orthanc:
 
     def _answers(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
-            raise RuntimeError(f"Orthanc exited: see {self.directory / 'orthanc.log'}")
+            raise ServiceExited(f"Orthanc exited: see {self.directory / 'orthanc.log'}")
         try:
             self.get("/system")
         except (urllib.error.URLError, OSError):

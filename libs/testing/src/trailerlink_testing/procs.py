@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
-from trailerlink_testing.waiting import wait_until
+from trailerlink_testing.waiting import GiveUp, wait_until
 
 
 def console_script(name: str) -> str:
@@ -49,6 +49,10 @@ def http_ok(url: str, timeout: float = 2.0) -> bool:
 def http_get(url: str, timeout: float = 5.0) -> str:
     with urllib.request.urlopen(url, timeout=timeout) as rsp:  # noqa: S310 - test URLs
         return rsp.read().decode()
+
+
+class ServiceExited(GiveUp, AssertionError):
+    """The process being waited on exited: it will not become ready."""
 
 
 class ServiceProcess:
@@ -100,7 +104,7 @@ class ServiceProcess:
 
         def ready() -> bool:
             if not self.running():
-                raise AssertionError(f"service exited with {self.returncode()}\n{self.tail()}")
+                raise ServiceExited(f"service exited with {self.returncode()}\n{self.tail()}")
             return http_ok(url)
 
         wait_until(ready, timeout, f"{self.argv[0]} ready at {url}", interval=0.1)

@@ -10,8 +10,8 @@ touched) with runc; the kubelet and kube-proxy (iptables mode), built from the G
 module proxy like the control plane; CoreDNS, serving the cluster's names from the API
 server. Pods are wired with Debian's CNI plugins: ``bridge`` + ``host-local`` (no NAT)
 and ``portmap`` for hostPort. Images come from podman (``make images``, plus the
-``pause`` and ``kafka`` images no registry can give here) with ``podman save | ctr
-import``.
+``pause`` and ``kafka`` images no registry can give here) through an archive:
+``podman save``, then ``ctr images import``.
 
 Narrower than a K3s node, on purpose: CoreDNS runs as a host process on the node's
 address (the kubelet's ``clusterDNS``) instead of a Deployment behind the kube-dns
@@ -23,9 +23,10 @@ v1, which the kubelet accepts with ``failCgroupV1: false``).
 Every address is in 198.18.0.0/15: the node on a veth of its own, pods on the CNI
 bridge, services from the cluster's range. What the node changes on the host — iptables
 chains (KUBE-*, CNI-*), the bridge and veths, network namespaces, mounts, cgroups and
-the sysctls the kubelet and the bridge plugin set — is recorded before and undone by
-:meth:`RealNode.stop` (also after a failed start), and :func:`host_changes` reports
-anything left.
+the sysctls the kubelet and the bridge plugin set, libcni's result cache — is recorded
+before (``host-before.json``) and what the record does not hold is undone by
+:meth:`RealNode.stop` (also after a failed start) or :func:`stop_directory` (after a
+killed one); :func:`host_changes` reports anything left.
 """
 
 from __future__ import annotations
@@ -34,21 +35,14 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
-import time
 from pathlib import Path
 from types import TracebackType
 
 import httpx
 
-from trailerlink_testing.cluster import (
-    KUBERNETES_VERSION,
-    ROOT,
-    SERVICE_CIDR,
-    Cluster,
-    ClusterUnavailable,
-)
+from trailerlink_testing.cluster import ROOT, Cluster, ClusterUnavailable
+from trailerlink_testing.cluster import stop_directory as stop_processes
 from trailerlink_testing.ports import free_port
 from trailerlink_testing.procs import ServiceProcess
 from trailerlink_testing.waiting import wait_until
@@ -82,6 +76,8 @@ CHAIN_PREFIXES = ("KUBE-", "CNI-")
 TABLES = ("filter", "nat", "mangle", "raw")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 NETNS_DIR = Path("/run/netns")
+# libcni caches each attachment's result here (the path is built into containerd).
+CNI_CACHE = Path("/var/lib/cni")
 
 
 def _run(*argv: str, check: bool = True, input: bytes | None = None) -> str:
@@ -162,20 +158,29 @@ def _sysctls() -> dict[str, str]:
     return values
 
 
+def _chains_in(dump: str) -> list[str]:
+    """The KUBE-*/CNI-* chains an ``iptables-save`` dump declares."""
+    return [
+        line[1:].split()[0]
+        for line in dump.splitlines()
+        if line.startswith(":") and line[1:].startswith(CHAIN_PREFIXES)
+    ]
+
+
 def _our_chains() -> dict[str, list[str]]:
-    """iptables/ip6tables chains named KUBE-* or CNI-*, per table."""
+    """iptables/ip6tables chains named KUBE-* or CNI-*, per ``tool/table``."""
     found: dict[str, list[str]] = {}
     for tool in ("iptables", "ip6tables"):
         for table in TABLES:
-            dump = _run(f"{tool}-save", "-t", table, check=False)
-            chains = [
-                line[1:].split()[0]
-                for line in dump.splitlines()
-                if line.startswith(":") and line[1:].startswith(CHAIN_PREFIXES)
-            ]
+            chains = _chains_in(_run(f"{tool}-save", "-t", table, check=False))
             if chains:
                 found[f"{tool}/{table}"] = chains
     return found
+
+
+def _cni_cache() -> set[str]:
+    results = CNI_CACHE / "results"
+    return {p.name for p in results.iterdir()} if results.is_dir() else set()
 
 
 def _mounts_under(*roots: Path) -> list[str]:
@@ -208,6 +213,8 @@ def _links() -> set[str]:
 
 def host_snapshot() -> dict[str, object]:
     return {
+        "chains": _our_chains(),
+        "cni_cache": sorted(_cni_cache()) if CNI_CACHE.exists() else None,
         "sysctls": _sysctls(),
         "cgroups": sorted(_cgroups()),
         "netns": sorted(_netns()),
@@ -219,8 +226,16 @@ def host_changes(before: dict[str, object], directory: Path) -> list[str]:
     """What the node left on the host compared with ``before``: empty when it was left
     as found."""
     left = []
+    old_chains: dict[str, list[str]] = before["chains"]  # type: ignore[assignment]
     for key, chains in _our_chains().items():
-        left.append(f"{key}: chains {', '.join(chains)}")
+        new = [c for c in chains if c not in old_chains.get(key, [])]
+        if new:
+            left.append(f"{key}: chains {', '.join(new)}")
+    old_cache: list[str] | None = before["cni_cache"]  # type: ignore[assignment]
+    if old_cache is None and CNI_CACHE.exists():
+        left.append(f"directory {CNI_CACHE}")
+    for name in sorted(_cni_cache() - set(old_cache or [])):
+        left.append(f"CNI result {name}")
     for point in _mounts_under(directory, STATE):
         left.append(f"mount {point}")
     for name in sorted(_links() - set(before["links"])):  # type: ignore[call-overload]
@@ -236,16 +251,14 @@ def host_changes(before: dict[str, object], directory: Path) -> list[str]:
     return left
 
 
-def _remove_chains() -> None:
-    """Delete every rule in or jumping to a KUBE-*/CNI-* chain, then the chains."""
+def _remove_chains(before: dict[str, list[str]]) -> None:
+    """Delete every rule in or jumping to a KUBE-*/CNI-* chain that was not there
+    ``before``, then those chains."""
     for tool in ("iptables", "ip6tables"):
         for table in TABLES:
             dump = _run(f"{tool}-save", "-t", table, check=False)
-            chains = [
-                line[1:].split()[0]
-                for line in dump.splitlines()
-                if line.startswith(":") and line[1:].startswith(CHAIN_PREFIXES)
-            ]
+            old = before.get(f"{tool}/{table}", [])
+            chains = [c for c in _chains_in(dump) if c not in old]
             if not chains:
                 continue
             script = [f"*{table}"]
@@ -253,7 +266,7 @@ def _remove_chains() -> None:
                 if not line.startswith("-A "):
                     continue
                 chain = line.split()[1]
-                if chain.startswith(CHAIN_PREFIXES):
+                if chain in chains:
                     continue  # flushed with its chain below
                 if any(f"-j {c}" in line or f"-g {c}" in line for c in chains):
                     script.append("-D" + line[2:])
@@ -273,6 +286,7 @@ class RealNode:
         self.ip = NODE_IP
         self.socket = STATE / "containerd.sock"
         self._procs: list[ServiceProcess] = []
+        self._kubelet: ServiceProcess | None = None
         self._before: dict[str, object] | None = None
 
     def __enter__(self) -> RealNode:
@@ -313,6 +327,7 @@ class RealNode:
         tools = _node_tools()
         self.directory.mkdir(parents=True, exist_ok=True)
         (self.directory / "logs").mkdir(exist_ok=True)
+        (self.directory / "pids").unlink(missing_ok=True)
         self._before = host_snapshot()
         (self.directory / "host-before.json").write_text(json.dumps(self._before))
         try:
@@ -320,7 +335,6 @@ class RealNode:
         except BaseException:
             self.stop()
             raise
-        (self.directory / "pids").write_text("\n".join(str(p.pid) for p in self._procs) + "\n")
         return self
 
     def _start(self, tools: dict[str, Path], timeout: float) -> None:
@@ -342,6 +356,9 @@ class RealNode:
     def _spawn(self, name: str, argv: list[str]) -> ServiceProcess:
         proc = ServiceProcess(argv, log_path=self.directory / "logs" / f"{name}.log").start()
         self._procs.append(proc)
+        # Recorded at once, so `make cluster-stop` finds a node killed while starting.
+        with (self.directory / "pids").open("a") as pids:
+            pids.write(f"{proc.pid}\n")
         return proc
 
     def _start_containerd(self) -> None:
@@ -502,7 +519,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
                 }
             )
         )
-        self._spawn(
+        self._kubelet = self._spawn(
             "kubelet",
             [
                 str(binary),
@@ -567,25 +584,31 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
     # --- stop ------------------------------------------------------------------------
     def stop(self) -> None:
         """Stop every process and undo what they changed on the host (see the module
-        docstring); safe after a failed or partial start, and twice."""
+        docstring); safe after a failed or partial start, and twice. A node that never
+        took its snapshot of the host (``start`` refused) touches nothing."""
+        if self._before is None:
+            return
         client = None
         with contextlib.suppress(Exception):
             client = self.cluster.client()
-        kubelet = next((p for p in self._procs if "kubelet" in p.argv[0]), None)
+        kubelet = self._kubelet
         if client is not None and kubelet is not None and kubelet.running():
             # Pods deleted through the API are torn down by the kubelet itself: CNI DEL
-            # (veth, hostPort rules, the pod's address), volumes unmounted.
-            self._drain(client)
+            # (veth, hostPort rules, the pod's address), volumes unmounted. Whatever a
+            # dead API server leaves, the sweep below removes.
+            with contextlib.suppress(Exception):
+                self._drain(client)
         for proc in reversed(self._procs):
             with contextlib.suppress(Exception):
                 proc.terminate(timeout=20)
         self._procs.clear()
+        self._kubelet = None
         sweep(self.directory)
+        (self.directory / "pids").unlink(missing_ok=True)
+        self._before = None
         if client is not None:
             with contextlib.suppress(Exception):
                 client.delete(f"/api/v1/nodes/{NODE_NAME}")
-        if self._before is not None:
-            _restore_sysctls(self._before["sysctls"])  # type: ignore[arg-type]
 
     def _drain(self, client: httpx.Client, timeout: float = 90.0) -> None:
         def pods() -> list[dict[str, object]]:
@@ -616,9 +639,16 @@ def _restore_sysctls(values: dict[str, str]) -> None:
 
 def sweep(directory: Path) -> None:
     """Remove what a real node left, whether it stopped cleanly or was killed: its
-    containers' shims, mounts, network namespaces, veths, bridge, dummy interface,
-    iptables chains and cgroups."""
+    containers' shims, mounts, network namespaces, the bridge and the node's veth,
+    iptables chains, cgroups, libcni's cache and sysctls, as ``host-before.json``
+    (written by :meth:`RealNode.start`) recorded them. Without that record nothing is
+    touched: what would be removed could be another node's."""
     directory = directory.resolve()  # mounts are listed by absolute path
+    record = directory / "host-before.json"
+    try:
+        before: dict[str, object] = json.loads(record.read_text())
+    except (OSError, ValueError):
+        return
     # containerd's shims outlive it; they serve only our socket's namespace.
     shims = _run("pgrep", "-f", f"containerd-shim-runc-v2 .*-address {STATE}/", check=False)
     for pid in shims.split():
@@ -639,9 +669,6 @@ def sweep(directory: Path) -> None:
                     check=False,
                 )
     # Network namespaces the CRI made for pods (bind mounts under /run/netns).
-    before: dict[str, object] = {}
-    with contextlib.suppress(OSError, ValueError):
-        before = json.loads((directory / "host-before.json").read_text())
     for name in sorted(_netns() - set(before.get("netns", []))):  # type: ignore[call-overload]
         if name.startswith("cni-"):
             _run("umount", "-l", str(NETNS_DIR / name), check=False)
@@ -652,13 +679,19 @@ def sweep(directory: Path) -> None:
     for link in (BRIDGE, NODE_LINK):
         if (Path("/sys/class/net") / link).exists():
             _run("ip", "link", "del", link, check=False)
-    _remove_chains()
+    _remove_chains(before.get("chains", {}))  # type: ignore[arg-type]
     for name in sorted(_cgroups() - set(before.get("cgroups", [])), reverse=True):  # type: ignore[call-overload]
         if _is_ours(name.split("/", 1)[1]):
             _remove_cgroup(CGROUP_ROOT / name)
-    if before.get("sysctls"):
-        _restore_sysctls(before["sysctls"])  # type: ignore[arg-type]
+    old_cache = before.get("cni_cache")
+    if old_cache is None:
+        shutil.rmtree(CNI_CACHE, ignore_errors=True)
+    else:
+        for name in _cni_cache() - set(old_cache):  # type: ignore[call-overload]
+            (CNI_CACHE / "results" / name).unlink(missing_ok=True)
+    _restore_sysctls(before.get("sysctls", {}))  # type: ignore[arg-type]
     shutil.rmtree(STATE, ignore_errors=True)
+    record.unlink()
 
 
 def _is_ours(cgroup: str) -> bool:
@@ -677,38 +710,16 @@ def _remove_cgroup(path: Path) -> None:
 
 
 def stop_directory(directory: Path) -> None:
-    """Stop a node `make cluster NODE=real` left running in ``directory`` and sweep what
-    it changed on the host (nothing to do where no node ran)."""
-    if not (directory / "host-before.json").exists():
-        return
-    pids = directory / "pids"
-    listed = pids.read_text().split() if pids.exists() else []
-    for line in reversed(listed):
-        with contextlib.suppress(ProcessLookupError, ValueError):
-            os.killpg(int(line), signal.SIGTERM)
-    deadline = time.monotonic() + 20
-    for line in listed:
-        while time.monotonic() < deadline and _alive(int(line)):
-            time.sleep(0.1)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(int(line), signal.SIGKILL)
-    sweep(directory)
-    pids.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+    """Stop a node `make cluster NODE=real` left running in ``directory`` (its process
+    groups) and sweep what it changed on the host (nothing to do where no node ran)."""
+    if (directory / "host-before.json").exists():
+        stop_processes(directory)
+        sweep(directory)
 
 
 __all__ = [
-    "KUBERNETES_VERSION",
     "NODE_IP",
     "NODE_NAME",
-    "SERVICE_CIDR",
     "RealNode",
     "build_node_images",
     "host_changes",

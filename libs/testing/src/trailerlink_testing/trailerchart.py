@@ -19,10 +19,10 @@ from trailerlink_testing.cluster import ROOT, Cluster
 from trailerlink_testing.containers import image_for
 from trailerlink_testing.dicom import SyntheticObject
 from trailerlink_testing.kafka import KAFKA_VERSION
-from trailerlink_testing.stack import CentralStack
+from trailerlink_testing.stack import CentralStack, parse_storescu
 from trailerlink_testing.waiting import wait_until
 
-NAMESPACE = "trailer"
+NAMESPACE = "trailerlink"  # as docs/runbook.md installs it
 RELEASE = "trailerlink"
 GATEWAY_AE = "TRAILERLINK"
 
@@ -41,11 +41,16 @@ def _secret(name: str, data: dict[str, bytes], kind: str = "Opaque") -> dict[str
     }
 
 
+def _new_key() -> bytes:
+    return base64.b64encode(secrets.token_bytes(32)) + b"\n"
+
+
 def prepare_namespace(api: httpx.Client, central: CentralStack) -> None:
     """The namespace (Pod Security ``privileged`` enforced, since the gateway and the
     worklist bind hostPorts; ``restricted`` warned) and the Secrets the chart mounts:
     fresh spool and worklist keys, the data centre's sealing key, the trailer's client
-    certificate and the CA of ``central``."""
+    certificate and the CA of ``central`` (not the staff page's users: nothing here signs
+    in to it)."""
     labels = {
         "pod-security.kubernetes.io/enforce": "privileged",
         "pod-security.kubernetes.io/warn": "restricted",
@@ -65,9 +70,9 @@ def prepare_namespace(api: httpx.Client, central: CentralStack) -> None:
         "tls.crt": (pki / f"{central.trailer_id}.crt").read_bytes(),
         "tls.key": (pki / f"{central.trailer_id}.key").read_bytes(),
     }
-    for secret in (
-        _secret("trailerlink-spool-key", {"key": secrets.token_bytes(32)}),
-        _secret("trailerlink-worklist-key", {"key": secrets.token_bytes(32)}),
+    for secret in (  # as the runbook makes them: keys are base64 text (head -c 32 | base64)
+        _secret("trailerlink-spool-key", {"key": _new_key()}),
+        _secret("trailerlink-worklist-key", {"key": _new_key()}),
         _secret("trailerlink-sealing-public-keys", sealing),
         _secret("trailerlink-client-tls", client_tls, kind="kubernetes.io/tls"),
         _secret("trailerlink-ca", {"ca.crt": (pki / "ca.crt").read_bytes()}),
@@ -125,15 +130,20 @@ def store_study(
     C-STORE until every image is in ``central``'s PACS."""
     started = time.monotonic()
     stored = subprocess.run(
-        ["storescu", "-aet", calling_ae, "-aec", GATEWAY_AE, host, str(port)]
+        ["storescu", "-v", "-aet", calling_ae, "-aec", GATEWAY_AE, host, str(port)]
         + [str(o.path) for o in study],
         capture_output=True,
         text=True,
         timeout=300,
         check=False,
     )
-    if stored.returncode != 0:
-        raise RuntimeError(f"storescu failed: {stored.stderr[-2000:]}")
+    # storescu exits 0 even when the gateway refuses a C-STORE: read each response.
+    _acknowledged, refused = parse_storescu(stored.stdout + stored.stderr)
+    if stored.returncode != 0 or refused:
+        raise RuntimeError(
+            f"storescu: {len(refused)} of {len(study)} not stored (exit {stored.returncode}):"
+            f"\n{stored.stderr[-2000:]}"
+        )
     wait_until(
         lambda: all(central.pacs.find_instance(o.sop_instance_uid) for o in study),
         600,

@@ -22,6 +22,7 @@ from pathlib import Path
 from types import TracebackType
 
 from trailerlink_testing.ports import free_port
+from trailerlink_testing.procs import ServiceExited
 from trailerlink_testing.waiting import wait_until
 
 TUSD_VERSION = "v2.9.1"
@@ -95,7 +96,7 @@ class Tusd:
 
     def _answers(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
-            raise AssertionError(f"tusd exited with {self.proc.returncode}")
+            raise ServiceExited(f"tusd exited with {self.proc.returncode}")
         if self.prefix:  # inside a namespace: check from there
             probe = f"import socket; socket.create_connection(({self.host!r}, {self.port}), 1)"
             done = subprocess.run(

@@ -14,10 +14,16 @@ class ConditionTimeout(AssertionError):
     """A condition did not become true before its deadline."""
 
 
+class GiveUp(Exception):
+    """Raised by a condition when waiting longer cannot help (the process waited on has
+    exited): the wait ends at once with this error instead of at its deadline."""
+
+
 def wait_until(condition: Callable[[], T], timeout: float, what: str, interval: float = 0.05) -> T:
     """Poll ``condition`` until it returns a truthy value; return that value.
 
-    Exceptions raised by ``condition`` count as "not yet". Raises
+    Exceptions raised by ``condition`` count as "not yet", except :class:`GiveUp`, which
+    is raised at once. Raises
     :class:`ConditionTimeout` naming ``what`` (and the last error) at the deadline.
     """
     deadline = time.monotonic() + timeout
@@ -27,6 +33,8 @@ def wait_until(condition: Callable[[], T], timeout: float, what: str, interval: 
             value = condition()
             if value:
                 return value
+        except GiveUp:
+            raise
         except Exception as exc:
             last_error = exc
         if time.monotonic() >= deadline:
@@ -46,6 +54,8 @@ async def async_wait_until(
             value = await condition()
             if value:
                 return value
+        except GiveUp:
+            raise
         except Exception as exc:
             last_error = exc
         if time.monotonic() >= deadline:

@@ -33,6 +33,7 @@ from trailerlink_events.kafka import create_topics, list_topics
 from trailerlink_events.topics import Site, topics_for_site
 
 from trailerlink_testing.ports import free_port
+from trailerlink_testing.procs import ServiceExited
 from trailerlink_testing.waiting import wait_until
 
 KAFKA_VERSION = "4.1.1"
@@ -228,7 +229,7 @@ class KafkaBroker:
 
         def answers() -> bool:
             if self._process is not None and self._process.poll() is not None:
-                raise RuntimeError(
+                raise ServiceExited(
                     f"kafka exited with {self._process.returncode}; see {self.log_file}"
                 )
             asyncio.run(list_topics(self.bootstrap))
@@ -348,7 +349,7 @@ class KafkaCluster:
         def registered() -> bool:
             for b in self.brokers:
                 if b._process is not None and b._process.poll() is not None:
-                    raise RuntimeError(f"kafka node {b.node_id} exited; see {b.log_file}")
+                    raise ServiceExited(f"kafka node {b.node_id} exited; see {b.log_file}")
             return asyncio.run(_registered_brokers(",".join(live))) >= count
 
         client_log = logging.getLogger("aiokafka")
