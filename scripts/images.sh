@@ -26,10 +26,12 @@ SERVICES=(gateway codec uplink worklist ingest monitor)
 CACHE="${TRAILERLINK_CACHE:-$HOME/.cache/trailerlink}"
 SUITE=bookworm
 BASE_PACKAGES="python3,python3-pip,python3-venv,python-is-python3,ca-certificates,passwd"
-# The base is remade when its recipe or the host's CA bundle changes.
-BASE_TAG="3.11-${SUITE}-$( (echo "$BASE_PACKAGES"; cat /etc/ssl/certs/ca-certificates.crt) \
-  | sha256sum | cut -c1-12)"
-BASE="localhost/trailerlink/python-base:${BASE_TAG}"
+# A base is remade when its recipe or the host's CA bundle changes: its tag says both.
+recipe_hash() {  # <packages>
+  (echo "$1"; cat /etc/ssl/certs/ca-certificates.crt) | sha256sum | cut -c1-12
+}
+BASE="localhost/trailerlink/python-base:3.11-${SUITE}-$(recipe_hash "$BASE_PACKAGES")"
+JRE_PACKAGES="openjdk-17-jre-headless,passwd,ca-certificates"
 VERSION="$(python3 -c 'import tomllib; print(tomllib.load(open("services/gateway/pyproject.toml", "rb"))["project"]["version"])')"
 
 fail() { echo "images: $*" >&2; exit 3; }
@@ -51,23 +53,29 @@ default_ulimits = ["nofile=16384:16384", "nproc=4096:4096"]
 runtime = "runc"
 EOF
 
-if ! podman image exists "$BASE"; then
-  echo "images: making the base image $BASE from Debian packages (mmdebstrap; once)"
+# A base made from Debian packages, carrying this host's CA bundle, once; kept by podman
+# under its tag (tags are keyed by the recipe and the bundle, so either change remakes it).
+make_base() {  # <tag> <packages> [podman import --change ...]
+  local tag="$1" packages="$2" tarball change
+  shift 2
+  podman image exists "$tag" && return 0
+  echo "images: making the base image $tag from Debian packages (mmdebstrap; once)"
   tarball="$(mktemp --suffix=.tar)"
-  trap 'rm -f "$tarball"' EXIT
-  mmdebstrap --quiet --variant=minbase --include="$BASE_PACKAGES" \
+  mmdebstrap --quiet --variant=minbase --include="$packages" \
     --customize-hook='cp /etc/ssl/certs/ca-certificates.crt "$1/etc/ssl/certs/ca-certificates.crt"' \
     --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*.bin' \
     "$SUITE" "$tarball" \
-    || fail "mmdebstrap could not make the base (Debian's mirror unreachable?); nothing built"
-  podman import --quiet \
-    --change 'ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt' \
-    --change 'ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt' \
-    --change 'ENV PIP_BREAK_SYSTEM_PACKAGES=1' \
-    --change 'CMD ["/bin/bash"]' \
-    "$tarball" "$BASE" >/dev/null || fail "podman import of the base failed; nothing built"
+    || { rm -f "$tarball"; fail "mmdebstrap could not make $tag (Debian's mirror unreachable?); nothing built"; }
+  local changes=(--change 'CMD ["/bin/bash"]')
+  for change in "$@"; do changes+=(--change "$change"); done
+  podman import --quiet "${changes[@]}" "$tarball" "$tag" >/dev/null \
+    || { rm -f "$tarball"; fail "podman import of $tag failed; nothing built"; }
   rm -f "$tarball"
-fi
+}
+make_base "$BASE" "$BASE_PACKAGES" \
+  'ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt' \
+  'ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt' \
+  'ENV PIP_BREAK_SYSTEM_PACKAGES=1'
 
 # What goes into the images: the build context as .dockerignore leaves it (tracked and
 # new files, tests and docs excluded) plus the base. An image built from this digest (a
@@ -84,28 +92,12 @@ context_digest="$(
   } | sha256sum | cut -c1-16)"
 mkdir -p "$CACHE/images"
 
-# A base made from Debian packages, once; kept by podman under its tag.
-make_base() {  # <tag> <packages>
-  local tag="$1" packages="$2" tarball
-  podman image exists "$tag" && return 0
-  echo "images: making the base image $tag from Debian packages (mmdebstrap; once)"
-  tarball="$(mktemp --suffix=.tar)"
-  mmdebstrap --quiet --variant=minbase --include="$packages" \
-    --customize-hook='cp /etc/ssl/certs/ca-certificates.crt "$1/etc/ssl/certs/ca-certificates.crt"' \
-    --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*.bin' \
-    "$SUITE" "$tarball" \
-    || { rm -f "$tarball"; fail "mmdebstrap could not make $tag (Debian's mirror unreachable?)"; }
-  podman import --quiet --change 'CMD ["/bin/bash"]' "$tarball" "$tag" >/dev/null \
-    || { rm -f "$tarball"; fail "podman import of $tag failed"; }
-  rm -f "$tarball"
-}
-
 build_kafka() {
   local kafka_version jars context tag
   kafka_version="$(sed -n 's/^KAFKA_VERSION = "\(.*\)"$/\1/p' libs/testing/src/trailerlink_testing/kafka/__init__.py)"
   tag="localhost/trailerlink/kafka:${kafka_version}"
-  local jre="localhost/trailerlink/jre-base:17-${SUITE}"
-  make_base "$jre" "openjdk-17-jre-headless,passwd,ca-certificates"
+  local jre="localhost/trailerlink/jre-base:17-${SUITE}-$(recipe_hash "$JRE_PACKAGES")"
+  make_base "$jre" "$JRE_PACKAGES"
   jars="$(.venv/bin/python -c 'from trailerlink_testing.kafka import ensure_kafka_jars; print(ensure_kafka_jars())')"
   context="$(mktemp -d)"
   cp -r "$jars" "$context/libs"

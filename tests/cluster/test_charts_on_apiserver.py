@@ -21,7 +21,7 @@ import httpx
 import pytest
 import yaml
 from chartkit import CHARTS, values_files
-from trailerlink_testing.cluster import Cluster, build_tools
+from trailerlink_testing.cluster import Cluster, build_tools, create_namespace
 from trailerlink_testing.waiting import wait_until
 
 HERE = Path(__file__).resolve().parent
@@ -144,23 +144,6 @@ def _restricted_violations(helm_stderr: str, chart: str, values_file: str) -> li
         if reasons.strip(' ,"\\'):
             found.append(line)
     return found
-
-
-def _namespace(api: httpx.Client, name: str, level: str) -> None:
-    labels = {
-        "pod-security.kubernetes.io/enforce": level,
-        "pod-security.kubernetes.io/warn": "restricted",
-        "pod-security.kubernetes.io/audit": "restricted",
-    }
-    rsp = api.post(
-        "/api/v1/namespaces",
-        json={
-            "apiVersion": "v1",
-            "kind": "Namespace",
-            "metadata": {"name": name, "labels": labels},
-        },
-    )
-    assert rsp.status_code == 201, rsp.text
 
 
 def _prerequisites(api: httpx.Client, namespace: str, chart: str, values_file: str) -> None:
@@ -295,7 +278,7 @@ def test_install_upgrade_rollback_uninstall(
 ) -> None:
     case = (values_file or "defaults").removesuffix(".yaml")
     namespace = f"{chart}-{case}".replace("_", "-")[:50]
-    _namespace(api, namespace, pod_security_level(chart, values_file))
+    create_namespace(api, namespace, pod_security_level(chart, values_file))
     _prerequisites(api, namespace, chart, values_file)
     base = [str(CHARTS / chart), "-n", namespace, "--wait", "--wait-for-jobs", "--timeout", "4m"]
     if values_file:
@@ -379,7 +362,7 @@ def test_bad_values_are_refused_and_change_nothing(
     api: httpx.Client, cluster: Cluster, helm: str, chart: str, setting: str, field: str
 ) -> None:
     namespace = "bad-" + re.sub(r"[^a-z0-9]+", "-", setting.lower()).strip("-")[:40]
-    _namespace(api, namespace, "restricted")
+    create_namespace(api, namespace, "restricted")
     refused = _helm(
         helm,
         cluster,
@@ -406,7 +389,7 @@ def test_a_restricted_namespace_refuses_the_host_port_trailer(
     """The server enforces what the levels above claim: hostPort pods are refused in a
     `restricted` namespace (so the other cases really ran under `restricted`)."""
     namespace = "trailer-hostport-restricted"
-    _namespace(api, namespace, "restricted")
+    create_namespace(api, namespace, "restricted")
     failed = _helm(
         helm,
         cluster,

@@ -76,16 +76,21 @@ class Tools:
     kwok_bin: Path
     kwok_stage: Path
     prometheus_operator_crds: Path
+    coredns_bin: Path | None  # built for a real node only
 
 
-def build_tools() -> Tools:
-    """Build (first time) or find the cached binaries; see scripts/cluster-tools.sh."""
+def build_tools(real_node: bool = False) -> Tools:
+    """Build (first time) or find the cached binaries; see scripts/cluster-tools.sh.
+    ``real_node`` adds the kubelet, kube-proxy (in ``kubernetes_bin``) and CoreDNS."""
+    env = {**os.environ, "KUBERNETES_VERSION": KUBERNETES_VERSION}
+    if real_node:
+        env["TRAILERLINK_CLUSTER_NODE"] = "real"
     done = subprocess.run(
         ["bash", str(ROOT / "scripts" / "cluster-tools.sh")],
         capture_output=True,
         text=True,
         check=False,
-        env={**os.environ, "KUBERNETES_VERSION": KUBERNETES_VERSION},
+        env=env,
     )
     if done.returncode != 0:
         raise ClusterUnavailable(f"scripts/cluster-tools.sh failed:\n{done.stderr[-3000:]}")
@@ -96,6 +101,7 @@ def build_tools() -> Tools:
         Path(paths["KWOK_BIN"]),
         Path(paths["KWOK_STAGE"]),
         Path(paths["CRDS_PROMETHEUS_OPERATOR"]),
+        Path(paths["COREDNS_BIN"]) if "COREDNS_BIN" in paths else None,
     )
 
 
@@ -504,6 +510,22 @@ def _ok(client: httpx.Client, path: str) -> bool:
         return client.get(path).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def create_namespace(client: httpx.Client, name: str, enforce: str) -> None:
+    """A namespace with Pod Security ``enforce``d at that level and ``restricted`` warned
+    and audited, as ops label theirs (docs/runbook.md)."""
+    labels = {
+        "pod-security.kubernetes.io/enforce": enforce,
+        "pod-security.kubernetes.io/warn": "restricted",
+        "pod-security.kubernetes.io/audit": "restricted",
+    }
+    metadata = {"name": name, "labels": labels}
+    rsp = client.post(
+        "/api/v1/namespaces", json={"apiVersion": "v1", "kind": "Namespace", "metadata": metadata}
+    )
+    if rsp.status_code != 201:
+        raise RuntimeError(f"creating namespace {name}: {rsp.status_code} {rsp.text[:300]}")
 
 
 def _apply(client: httpx.Client, collection: str, obj: dict[str, Any]) -> None:

@@ -41,8 +41,10 @@ from types import TracebackType
 
 import httpx
 
-from trailerlink_testing.cluster import ROOT, Cluster, ClusterUnavailable
+from trailerlink_testing.cluster import Cluster, ClusterUnavailable, build_tools
 from trailerlink_testing.cluster import stop_directory as stop_processes
+from trailerlink_testing.containers import build_images, image_for
+from trailerlink_testing.kafka import KAFKA_VERSION
 from trailerlink_testing.ports import free_port
 from trailerlink_testing.procs import ServiceProcess
 from trailerlink_testing.waiting import wait_until
@@ -91,37 +93,23 @@ def _run(*argv: str, check: bool = True, input: bytes | None = None) -> str:
 
 
 def _node_tools() -> dict[str, Path]:
-    """Build (once, cached per version) and locate the kubelet, kube-proxy and CoreDNS."""
-    done = subprocess.run(
-        ["bash", str(ROOT / "scripts" / "cluster-tools.sh")],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "TRAILERLINK_CLUSTER_NODE": "real"},
-        check=False,
-    )
-    if done.returncode != 0:
-        raise ClusterUnavailable(f"cluster-tools.sh failed:\n{done.stderr[-2000:]}")
-    found = dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line)
-    kube = Path(found["KUBERNETES_BIN"])
+    """Build (once, cached per version) and locate the kubelet, kube-proxy and CoreDNS,
+    at the control plane's version."""
+    tools = build_tools(real_node=True)
+    assert tools.coredns_bin is not None  # cluster-tools.sh builds it for a real node
     return {
-        "kubelet": kube / "kubelet",
-        "kube-proxy": kube / "kube-proxy",
-        "coredns": Path(found["COREDNS_BIN"]) / "coredns",
+        "kubelet": tools.kubernetes_bin / "kubelet",
+        "kube-proxy": tools.kubernetes_bin / "kube-proxy",
+        "coredns": tools.coredns_bin / "coredns",
     }
 
 
 def node_images() -> list[str]:
     """What the trailer chart's pods run, as podman tags (``make images`` and
     ``scripts/images.sh pause kafka`` build them)."""
-    import tomllib
-
-    from trailerlink_testing.kafka import KAFKA_VERSION
-
-    project = tomllib.loads((ROOT / "services" / "gateway" / "pyproject.toml").read_text())
-    version = project["project"]["version"]
     services = ("gateway", "codec", "uplink", "worklist", "ingest", "monitor")
     return [
-        *(f"localhost/trailerlink/{s}:{version}" for s in services),
+        *(image_for(f"trailerlink-{s}") for s in services),
         f"localhost/trailerlink/kafka:{KAFKA_VERSION}",
         PAUSE_IMAGE,
     ]
@@ -130,19 +118,8 @@ def node_images() -> list[str]:
 def build_node_images() -> None:
     """`make images` and the ``pause`` and ``kafka`` images (cached: about a second when
     nothing changed; the JRE base is made by mmdebstrap once)."""
-    from trailerlink_testing.containers import build_images
-
     build_images()
-    done = subprocess.run(
-        [str(ROOT / "scripts" / "images.sh"), "pause", "kafka"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=3600,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"images.sh pause kafka failed:\n{done.stderr[-2000:]}")
+    build_images("pause", "kafka")
 
 
 # --- the host's state: recorded before, compared and restored after --------------------

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from trailerlink_testing.cluster import ROOT, Cluster
+from trailerlink_testing.cluster import ROOT, Cluster, create_namespace
 from trailerlink_testing.containers import image_for
 from trailerlink_testing.dicom import SyntheticObject
 from trailerlink_testing.kafka import KAFKA_VERSION
@@ -51,19 +51,7 @@ def prepare_namespace(api: httpx.Client, central: CentralStack) -> None:
     fresh spool and worklist keys, the data centre's sealing key, the trailer's client
     certificate and the CA of ``central`` (not the staff page's users: nothing here signs
     in to it)."""
-    labels = {
-        "pod-security.kubernetes.io/enforce": "privileged",
-        "pod-security.kubernetes.io/warn": "restricted",
-    }
-    rsp = api.post(
-        "/api/v1/namespaces",
-        json={
-            "apiVersion": "v1",
-            "kind": "Namespace",
-            "metadata": {"name": NAMESPACE, "labels": labels},
-        },
-    )
-    rsp.raise_for_status()
+    create_namespace(api, NAMESPACE, enforce="privileged")
     pki = central.pki
     sealing = {p.name: p.read_bytes() for p in central.sealing_public.glob("*.pem")}
     client_tls = {
