@@ -18,7 +18,7 @@ gen: ## regenerate the Python event contracts from proto/
 	@$(PY) scripts/gen_proto.py
 
 test: setup ## run the whole test suite against real peers (installs what it needs first)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest --durations=25 $(PYTEST_ARGS)
 
 lint: setup ## ruff: lint rules and the one formatting (ruff format rewrites; this only checks)
 	.venv/bin/ruff check .
