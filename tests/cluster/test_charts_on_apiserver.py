@@ -164,6 +164,16 @@ def _prerequisites(api: httpx.Client, namespace: str, chart: str, values_file: s
             },
         )
         assert rsp.status_code == 201, rsp.text
+        # Ops install once the claim is bound. Installing sooner races kube-scheduler: a
+        # pod tried while its claim is unbound waited, once here, for the scheduler's
+        # 5-minute retry of unschedulable pods instead of the binding event.
+        path = f"/api/v1/namespaces/{namespace}/persistentvolumeclaims/{claim}"
+        wait_until(
+            lambda: api.get(path).json().get("status", {}).get("phase") == "Bound",
+            60,
+            f"claim {claim} bound",
+            interval=0.2,
+        )
 
 
 def _items(api: httpx.Client, namespace: str, prefix: str, resource: str) -> list[dict[str, Any]]:
