@@ -8,6 +8,7 @@ with :func:`trailerlink_testing.kafka_reader.read_events`.
 
 from __future__ import annotations
 
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,25 @@ from pathlib import Path
 import pytest
 
 from trailerlink_testing.kafka import KafkaBroker
+
+NETNS_DIR = Path("/run/netns")
+
+
+def _mounted(point: Path) -> bool:
+    """Whether ``point`` is a mount point (a bind mount on the same filesystem too, which
+    os.path.ismount misses)."""
+    with open("/proc/self/mountinfo") as mountinfo:
+        return any(line.split()[4] == str(point) for line in mountinfo)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _netns_mount_left_as_found() -> Iterator[None]:
+    """The first `ip netns add` bind-mounts /run/netns onto itself and no `ip netns del`
+    undoes it: once the session's namespaces are gone, unmount it if the session made it."""
+    mounted_before = _mounted(NETNS_DIR)
+    yield
+    if not mounted_before and _mounted(NETNS_DIR) and not any(NETNS_DIR.iterdir()):
+        subprocess.run(["umount", str(NETNS_DIR)], check=False)
 
 
 @pytest.fixture(scope="session")
